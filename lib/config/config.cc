@@ -1,0 +1,1334 @@
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <utility>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace chronomerge {
+
+namespace {
+
+// ordered_json keeps the members of an object in the order they were
+// written, so problems can be reported in the order an operator reads them.
+using Json = nlohmann::ordered_json;
+
+constexpr uint64_t kMaxBytes = uint64_t{1} << 30;
+constexpr uint64_t kMaxIdleTimeoutMs = 86'400'000;  // one day
+constexpr uint64_t kMaxDrainTimeoutMs = 3'600'000;  // one hour
+constexpr uint64_t kMaxJitterMs = 3'600'000;        // one hour
+constexpr uint64_t kMaxStallTimeoutMs = 86'400'000;
+constexpr uint64_t kMinLineBytes = 64;
+constexpr uint64_t kMaxClients = 100'000;
+constexpr uint64_t kMaxVehicles = 100'000;
+constexpr double kMaxRate = 10'000'000;
+constexpr size_t kMaxNameLength = 128;
+// sizeof(sockaddr_un::sun_path) is 108 on Linux, one of which is the NUL.
+constexpr size_t kMaxUnixPathBytes = 107;
+// A configuration file is a few kilobytes; refusing absurd sizes keeps a
+// wrong path (a log file, a device) from being slurped into memory.
+constexpr size_t kMaxConfigFileBytes = 16 << 20;
+
+constexpr std::string_view kDemoConfig = R"json({
+  "key": "time",
+  "key_type": "integer",
+  "log_level": "info",
+  "feeds": [
+    {"name": "bus-101", "type": "simulate", "rate": 10, "jitter_ms": 50, "seed": 101},
+    {"name": "bus-102", "type": "simulate", "rate": 5, "jitter_ms": 50, "seed": 102},
+    {"name": "bus-103", "type": "simulate", "rate": 20, "jitter_ms": 50, "seed": 103}
+  ],
+  "outputs": [
+    {"name": "clients", "type": "tcp-listen", "listen": "127.0.0.1:7070"},
+    {"name": "console", "type": "stdout"}
+  ],
+  "metrics": {"listen": "127.0.0.1:9464"}
+}
+)json";
+
+// --- JSON pointers ---------------------------------------------------------
+
+std::string escape_pointer_token(std::string_view token) {
+  std::string out;
+  out.reserve(token.size());
+  for (const char c : token) {
+    if (c == '~') {
+      out += "~0";
+    } else if (c == '/') {
+      out += "~1";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string child(const std::string& pointer, std::string_view key) {
+  return pointer + "/" + escape_pointer_token(key);
+}
+
+std::string child(const std::string& pointer, size_t index) {
+  return pointer + "/" + std::to_string(index);
+}
+
+std::vector<std::string> split_pointer(std::string_view pointer) {
+  std::vector<std::string> tokens;
+  if (pointer.empty() || pointer[0] != '/') return tokens;
+  size_t start = 1;
+  while (true) {
+    const size_t end = pointer.find('/', start);
+    const std::string_view raw = pointer.substr(start, end - start);
+    std::string token;
+    for (size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '~' && i + 1 < raw.size()) {
+        token += raw[i + 1] == '1' ? '/' : '~';
+        ++i;
+      } else {
+        token += raw[i];
+      }
+    }
+    tokens.push_back(std::move(token));
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  return tokens;
+}
+
+// Where `pointer` appears in the document, as a sortable path of member and
+// element indexes. A member that is missing sorts after its siblings, which
+// is where an operator would add it.
+std::vector<size_t> document_position(const Json& root, std::string_view pointer) {
+  std::vector<size_t> position;
+  const Json* node = &root;
+  for (const std::string& token : split_pointer(pointer)) {
+    if (node->is_object()) {
+      size_t index = 0;
+      const Json* next = nullptr;
+      for (auto it = node->begin(); it != node->end(); ++it, ++index) {
+        if (it.key() == token) {
+          next = &it.value();
+          break;
+        }
+      }
+      position.push_back(index);
+      if (next == nullptr) break;
+      node = next;
+    } else if (node->is_array()) {
+      size_t index = node->size();
+      const auto [end, error] = std::from_chars(token.data(), token.data() + token.size(), index);
+      if (error != std::errc{} || end != token.data() + token.size()) index = node->size();
+      position.push_back(index);
+      if (index >= node->size()) break;
+      node = &(*node)[index];
+    } else {
+      break;
+    }
+  }
+  return position;
+}
+
+// --- Parsing with positions ------------------------------------------------
+
+// Builds the document through nlohmann's SAX interface rather than
+// Json::parse(), for two reasons: the SAX error callback receives the byte
+// position for every error (Json::parse() throws a number overflow without
+// one), and the builder sees duplicate member names, which the DOM parser
+// silently collapses to the last value.
+class DocumentBuilder {
+ public:
+  explicit DocumentBuilder(std::vector<ConfigProblem>& problems) : problems_(problems) {}
+
+  bool null() { return add(Json(nullptr)) != nullptr; }
+  bool boolean(bool value) { return add(Json(value)) != nullptr; }
+  bool number_integer(Json::number_integer_t value) { return add(Json(value)) != nullptr; }
+  bool number_unsigned(Json::number_unsigned_t value) { return add(Json(value)) != nullptr; }
+  bool number_float(Json::number_float_t value, const Json::string_t& /*text*/) {
+    return add(Json(value)) != nullptr;
+  }
+  bool string(Json::string_t& value) { return add(Json(std::move(value))) != nullptr; }
+  bool binary(Json::binary_t& value) { return add(Json::binary(std::move(value))) != nullptr; }
+  bool start_object(std::size_t /*size*/) { return open(Json::object()); }
+  bool end_object() { return close(); }
+  bool start_array(std::size_t /*size*/) { return open(Json::array()); }
+  bool end_array() { return close(); }
+
+  bool key(Json::string_t& name) {
+    Frame& frame = stack_.back();
+    if (frame.node->contains(name)) {
+      problems_.push_back({child(pointer(), name), "duplicate field; each field may appear once"});
+    }
+    frame.key = std::move(name);
+    return true;
+  }
+
+  bool parse_error(std::size_t position, const std::string& /*last_token*/,
+                   const Json::exception& error) {
+    error_position_ = position;
+    error_message_ = error.what();
+    return false;
+  }
+
+  Json& root() { return root_; }
+  size_t error_position() const { return error_position_; }
+  const std::string& error_message() const { return error_message_; }
+
+ private:
+  struct Frame {
+    Json* node;
+    std::string segment;  // this container's token in its parent's pointer
+    std::string key;      // objects: the member being read
+  };
+
+  std::string pointer() const {
+    std::string out;
+    for (size_t i = 1; i < stack_.size(); ++i) out += "/" + stack_[i].segment;
+    return out;
+  }
+
+  // The slot for the next value: the root, the next array element, or the
+  // member named by the last key (a duplicate overwrites in place).
+  Json* add(Json value) {
+    if (stack_.empty()) {
+      root_ = std::move(value);
+      return &root_;
+    }
+    Frame& frame = stack_.back();
+    if (frame.node->is_array()) {
+      frame.node->push_back(std::move(value));
+      return &frame.node->back();
+    }
+    Json& slot = (*frame.node)[frame.key];
+    slot = std::move(value);
+    return &slot;
+  }
+
+  bool open(Json container) {
+    std::string segment;
+    if (!stack_.empty()) {
+      const Frame& parent = stack_.back();
+      segment = parent.node->is_array() ? std::to_string(parent.node->size())
+                                        : escape_pointer_token(parent.key);
+    }
+    // Pointers into the parent stay valid: only the innermost open
+    // container ever grows.
+    Json* node = add(std::move(container));
+    stack_.push_back({node, std::move(segment), {}});
+    return true;
+  }
+
+  bool close() {
+    stack_.pop_back();
+    return true;
+  }
+
+  std::vector<ConfigProblem>& problems_;
+  Json root_;
+  std::vector<Frame> stack_;
+  size_t error_position_ = 0;
+  std::string error_message_;
+};
+
+// nlohmann reports the position as the 1-based count of characters read,
+// end of input included. Turn it into the line and 1-based column of the
+// character the parser stopped at.
+std::string line_column(std::string_view text, size_t position) {
+  const size_t offset = std::min(position > 0 ? position - 1 : 0, text.size());
+  size_t line = 1;
+  size_t line_start = 0;
+  for (size_t i = 0; i < offset; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      line_start = i + 1;
+    }
+  }
+  return fmt::format("{}:{}", line, offset - line_start + 1);
+}
+
+// "[json.exception.parse_error.101] parse error at line 1, column 2: syntax
+// error while parsing ..." -> "syntax error while parsing ...". The position
+// in nlohmann's text is dropped because `where` already holds a better one.
+std::string short_parse_message(std::string message) {
+  if (message.starts_with("[json.exception.")) {
+    const size_t bracket = message.find("] ");
+    if (bracket != std::string::npos) message.erase(0, bracket + 2);
+  }
+  if (message.starts_with("parse error")) {
+    const size_t colon = message.find(": ");
+    if (colon != std::string::npos) message.erase(0, colon + 2);
+  }
+  constexpr size_t kMaxMessage = 200;
+  if (message.size() > kMaxMessage) message = message.substr(0, kMaxMessage) + "...";
+  return message;
+}
+
+// --- Values ----------------------------------------------------------------
+
+// A short rendering of a value for "got ..." in messages.
+std::string describe(const Json& value) {
+  switch (value.type()) {
+    case Json::value_t::object:
+      return "an object";
+    case Json::value_t::array:
+      return "an array";
+    case Json::value_t::null:
+      return "null";
+    default: {
+      std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
+      if (text.size() > 60) text = text.substr(0, 57) + "...";
+      return text;
+    }
+  }
+}
+
+template <typename T>
+struct Choice {
+  std::string_view name;
+  T value;
+};
+
+constexpr Choice<KeyType> kKeyTypes[] = {{"integer", KeyType::integer},
+                                         {"number", KeyType::number},
+                                         {"rfc3339", KeyType::rfc3339},
+                                         {"string", KeyType::string}};
+constexpr Choice<MergeMode> kMergeModes[] = {{"interleave", MergeMode::interleave},
+                                             {"combine", MergeMode::combine}};
+constexpr Choice<LatePolicy> kLatePolicies[] = {{"emit", LatePolicy::emit},
+                                                {"drop", LatePolicy::drop},
+                                                {"deadletter", LatePolicy::deadletter}};
+constexpr Choice<SlowClientPolicy> kSlowClientPolicies[] = {
+    {"block", SlowClientPolicy::block}, {"disconnect", SlowClientPolicy::disconnect}};
+constexpr Choice<LogLevel> kLogLevels[] = {{"error", LogLevel::error},
+                                           {"warn", LogLevel::warn},
+                                           {"info", LogLevel::info},
+                                           {"debug", LogLevel::debug}};
+constexpr Choice<FeedType> kFeedTypes[] = {
+    {"file", FeedType::file},
+    {"stdin", FeedType::stdin_},
+    {"tcp-listen", FeedType::tcp_listen},
+    {"tcp-connect", FeedType::tcp_connect},
+    {"unix-listen", FeedType::unix_listen},
+    {"unix-connect", FeedType::unix_connect},
+    {"exec", FeedType::exec},
+    {"simulate", FeedType::simulate},
+};
+constexpr Choice<OutputType> kOutputTypes[] = {{"stdout", OutputType::stdout_},
+                                               {"file", OutputType::file},
+                                               {"tcp-listen", OutputType::tcp_listen},
+                                               {"unix-listen", OutputType::unix_listen}};
+
+template <typename T, size_t N>
+std::optional<T> find_choice(const Choice<T> (&choices)[N], std::string_view name) {
+  for (const auto& choice : choices) {
+    if (choice.name == name) return choice.value;
+  }
+  return std::nullopt;
+}
+
+template <typename T, size_t N>
+std::string_view choice_name(const Choice<T> (&choices)[N], T value) {
+  for (const auto& choice : choices) {
+    if (choice.value == value) return choice.name;
+  }
+  return "?";
+}
+
+template <typename T, size_t N>
+std::string choice_list(const Choice<T> (&choices)[N]) {
+  std::string out;
+  for (const auto& choice : choices) {
+    if (!out.empty()) out += ", ";
+    out += fmt::format("\"{}\"", choice.name);
+  }
+  return out;
+}
+
+bool is_name_char(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '.' || c == '-';
+}
+
+// Addresses compared the way bind() would: by their binary form.
+struct IpAddress {
+  int family = 0;
+  unsigned char bytes[16] = {};
+  bool operator==(const IpAddress& other) const {
+    return family == other.family && std::memcmp(bytes, other.bytes, sizeof bytes) == 0;
+  }
+};
+
+std::optional<IpAddress> parse_ip(const std::string& host) {
+  IpAddress address;
+  if (inet_pton(AF_INET, host.c_str(), address.bytes) == 1) {
+    address.family = AF_INET;
+    return address;
+  }
+  if (inet_pton(AF_INET6, host.c_str(), address.bytes) == 1) {
+    address.family = AF_INET6;
+    return address;
+  }
+  return std::nullopt;
+}
+
+bool is_wildcard(const IpAddress& address) {
+  const unsigned char zeros[16] = {};
+  const size_t size = address.family == AF_INET ? 4 : 16;
+  return std::memcmp(address.bytes, zeros, size) == 0;
+}
+
+// Whether two listeners would collide on bind(). Port 0 never collides (the
+// kernel picks a free port). 0.0.0.0 takes the port for every IPv4 address;
+// "::" takes it for everything, because libuv binds IPv6 sockets dual-stack.
+bool addresses_collide(const HostPort& a, const HostPort& b) {
+  if (a.port == 0 || a.port != b.port) return false;
+  const auto ip_a = parse_ip(a.host);
+  const auto ip_b = parse_ip(b.host);
+  if (!ip_a || !ip_b) return a.host == b.host;
+  if (*ip_a == *ip_b) return true;
+  for (const auto& [any, other] : {std::pair{*ip_a, *ip_b}, std::pair{*ip_b, *ip_a}}) {
+    if (!is_wildcard(any)) continue;
+    if (any.family == AF_INET6 || other.family == AF_INET) return true;
+  }
+  return false;
+}
+
+// --- Validation ------------------------------------------------------------
+
+// Walks a parsed document, filling a Config and collecting every problem.
+// Each check reports at the JSON pointer of the value to change; the
+// problems are sorted into document order at the end, so the checks can run
+// in whatever order their dependencies need.
+class Validator {
+ public:
+  explicit Validator(const Json& root) : root_(root) {}
+
+  ConfigResult run(std::vector<ConfigProblem> problems);
+
+ private:
+  struct FeedEntry {
+    std::string pointer;
+    FeedConfig feed;
+    std::optional<FeedType> type;  // nullopt when the type was invalid
+  };
+  struct OutputEntry {
+    std::string pointer;
+    OutputConfig output;
+    std::optional<OutputType> type;
+  };
+  // A socket address or path the daemon would bind, or a file it writes.
+  struct Claim {
+    std::string pointer;
+    std::optional<HostPort> address;
+    std::string path;
+  };
+
+  void problem(std::string where, std::string message) {
+    problems_.push_back({std::move(where), std::move(message)});
+  }
+
+  void read_top_level();
+  void read_feeds();
+  void read_feed(const Json& value, const std::string& pointer);
+  void read_outputs();
+  void read_output(const Json& value, const std::string& pointer);
+  void read_deadletter(const Json& value, const std::string& pointer);
+  void read_metrics(const Json& value, const std::string& pointer);
+  void check_feed_against_globals(const FeedEntry& entry, const Json& value);
+  void check_names_and_singletons();
+  void check_listeners();
+  void check_files();
+  std::vector<size_t> position(std::string_view pointer) const {
+    return document_position(root_, pointer);
+  }
+  bool before(std::string_view a, std::string_view b) const { return position(a) < position(b); }
+
+  std::optional<std::string> read_string(const Json& value, const std::string& pointer);
+  std::optional<std::string> read_nonempty_string(const Json& value, const std::string& pointer);
+  std::optional<bool> read_bool(const Json& value, const std::string& pointer);
+  std::optional<uint64_t> read_integer(const Json& value, const std::string& pointer,
+                                       uint64_t min, uint64_t max);
+  std::optional<double> read_number(const Json& value, const std::string& pointer);
+  std::optional<std::string> read_path(const Json& value, const std::string& pointer,
+                                       size_t max_bytes);
+  std::optional<HostPort> read_host_port(const Json& value, const std::string& pointer);
+  std::optional<std::string> read_name(const Json& value, const std::string& pointer);
+  template <typename T, size_t N>
+  std::optional<T> read_choice(const Json& value, const std::string& pointer,
+                               const Choice<T> (&choices)[N]);
+
+  const Json& root_;
+  std::vector<ConfigProblem> problems_;
+  Config config_;
+  bool key_type_valid_ = true;
+  bool water_marks_valid_ = true;  // the global feed marks passed their checks
+  bool has_deadletter_section_ = false;
+  const Json* feeds_ = nullptr;
+  const Json* outputs_ = nullptr;
+  std::vector<FeedEntry> feed_entries_;
+  std::vector<OutputEntry> output_entries_;
+  std::vector<Claim> listeners_;
+  std::vector<Claim> written_files_;
+};
+
+std::optional<std::string> Validator::read_string(const Json& value, const std::string& pointer) {
+  if (!value.is_string()) {
+    problem(pointer, fmt::format("expected a string, got {}", describe(value)));
+    return std::nullopt;
+  }
+  return value.get<std::string>();
+}
+
+std::optional<std::string> Validator::read_nonempty_string(const Json& value,
+                                                           const std::string& pointer) {
+  auto text = read_string(value, pointer);
+  if (text && text->empty()) {
+    problem(pointer, "must not be empty");
+    return std::nullopt;
+  }
+  return text;
+}
+
+std::optional<bool> Validator::read_bool(const Json& value, const std::string& pointer) {
+  if (!value.is_boolean()) {
+    problem(pointer, fmt::format("expected a boolean, got {}", describe(value)));
+    return std::nullopt;
+  }
+  return value.get<bool>();
+}
+
+std::optional<uint64_t> Validator::read_integer(const Json& value, const std::string& pointer,
+                                                uint64_t min, uint64_t max) {
+  const auto out_of_range = [&] {
+    if (max == std::numeric_limits<uint64_t>::max()) {
+      problem(pointer, fmt::format("must be at least {}", min));
+    } else {
+      problem(pointer, fmt::format("must be between {} and {}", min, max));
+    }
+    return std::nullopt;
+  };
+  uint64_t result = 0;
+  if (value.is_number_unsigned()) {
+    result = value.get<uint64_t>();
+  } else if (value.is_number_integer()) {
+    // Signed only when negative: nlohmann stores non-negatives as unsigned.
+    if (value.get<int64_t>() < 0) return out_of_range();
+    result = static_cast<uint64_t>(value.get<int64_t>());
+  } else if (value.is_number_float()) {
+    // 1e6 or 5.0 are integers written as floats; 1.5 is not an integer.
+    const double number = value.get<double>();
+    if (!std::isfinite(number) || number != std::trunc(number)) {
+      problem(pointer, fmt::format("expected an integer, got {}", describe(value)));
+      return std::nullopt;
+    }
+    if (number < 0 || number >= 18446744073709551616.0) return out_of_range();
+    result = static_cast<uint64_t>(number);
+  } else {
+    problem(pointer, fmt::format("expected an integer, got {}", describe(value)));
+    return std::nullopt;
+  }
+  if (result < min || result > max) return out_of_range();
+  return result;
+}
+
+std::optional<double> Validator::read_number(const Json& value, const std::string& pointer) {
+  if (!value.is_number()) {
+    problem(pointer, fmt::format("expected a number, got {}", describe(value)));
+    return std::nullopt;
+  }
+  const double number = value.get<double>();
+  if (!std::isfinite(number)) {
+    problem(pointer, "must be a finite number");
+    return std::nullopt;
+  }
+  return number;
+}
+
+std::optional<std::string> Validator::read_path(const Json& value, const std::string& pointer,
+                                                size_t max_bytes) {
+  auto path = read_nonempty_string(value, pointer);
+  if (!path) return std::nullopt;
+  if (path->find('\0') != std::string::npos) {
+    problem(pointer, "must not contain a NUL character");
+    return std::nullopt;
+  }
+  if (path->size() > max_bytes) {
+    problem(pointer, fmt::format("must be at most {} bytes (the sun_path limit), got {}",
+                                 max_bytes, path->size()));
+    return std::nullopt;
+  }
+  return path;
+}
+
+std::optional<HostPort> Validator::read_host_port(const Json& value, const std::string& pointer) {
+  const auto text = read_string(value, pointer);
+  if (!text) return std::nullopt;
+  auto address = parse_host_port(*text);
+  if (!address) {
+    problem(pointer, fmt::format("expected \"host:port\", got {}", describe(value)));
+  }
+  return address;
+}
+
+std::optional<std::string> Validator::read_name(const Json& value, const std::string& pointer) {
+  auto name = read_nonempty_string(value, pointer);
+  if (!name) return std::nullopt;
+  if (!std::all_of(name->begin(), name->end(), is_name_char)) {
+    problem(pointer,
+            fmt::format("may contain only letters, digits, '_', '.' and '-', got {}",
+                        describe(value)));
+    return std::nullopt;
+  }
+  if (name->size() > kMaxNameLength) {
+    problem(pointer, fmt::format("must be at most {} characters", kMaxNameLength));
+    return std::nullopt;
+  }
+  return name;
+}
+
+template <typename T, size_t N>
+std::optional<T> Validator::read_choice(const Json& value, const std::string& pointer,
+                                        const Choice<T> (&choices)[N]) {
+  if (value.is_string()) {
+    if (auto choice = find_choice(choices, value.get<std::string>())) return choice;
+  }
+  problem(pointer, fmt::format("expected one of {}, got {}", choice_list(choices), describe(value)));
+  return std::nullopt;
+}
+
+void Validator::read_top_level() {
+  for (auto it = root_.begin(); it != root_.end(); ++it) {
+    const std::string& name = it.key();
+    const Json& value = it.value();
+    const std::string pointer = child("", name);
+    if (name == "key") {
+      if (auto key = read_nonempty_string(value, pointer)) {
+        if (key->front() == '/') {
+          try {
+            (void)Json::json_pointer(*key);
+            config_.key = *key;
+          } catch (const Json::exception&) {
+            problem(pointer, fmt::format("is not a valid JSON pointer: {}", describe(value)));
+          }
+        } else {
+          config_.key = *key;
+        }
+      }
+    } else if (name == "key_type") {
+      const auto type = read_choice(value, pointer, kKeyTypes);
+      key_type_valid_ = type.has_value();
+      if (type) config_.key_type = *type;
+    } else if (name == "mode") {
+      if (auto mode = read_choice(value, pointer, kMergeModes)) config_.mode = *mode;
+    } else if (name == "late") {
+      if (auto late = read_choice(value, pointer, kLatePolicies)) config_.late = *late;
+    } else if (name == "idle_timeout_ms") {
+      if (auto ms = read_integer(value, pointer, 1, kMaxIdleTimeoutMs)) config_.idle_timeout_ms = *ms;
+    } else if (name == "max_line_bytes") {
+      if (auto bytes = read_integer(value, pointer, kMinLineBytes, kMaxBytes)) {
+        config_.max_line_bytes = *bytes;
+      }
+    } else if (name == "feed_high_water_mark") {
+      const auto bytes = read_integer(value, pointer, 1, kMaxBytes);
+      if (bytes) config_.feed_high_water_mark = *bytes;
+      water_marks_valid_ = water_marks_valid_ && bytes.has_value();
+    } else if (name == "feed_low_water_mark") {
+      const auto bytes = read_integer(value, pointer, 1, kMaxBytes);
+      if (bytes) config_.feed_low_water_mark = *bytes;
+      water_marks_valid_ = water_marks_valid_ && bytes.has_value();
+    } else if (name == "output_high_water_mark") {
+      if (auto bytes = read_integer(value, pointer, 1, kMaxBytes)) {
+        config_.output_high_water_mark = *bytes;
+      }
+    } else if (name == "drain_timeout_ms") {
+      if (auto ms = read_integer(value, pointer, 0, kMaxDrainTimeoutMs)) {
+        config_.drain_timeout_ms = *ms;
+      }
+    } else if (name == "log_level") {
+      if (auto level = read_choice(value, pointer, kLogLevels)) config_.log_level = *level;
+    } else if (name == "feeds") {
+      feeds_ = &value;
+    } else if (name == "outputs") {
+      outputs_ = &value;
+    } else if (name == "deadletter") {
+      has_deadletter_section_ = true;
+      read_deadletter(value, pointer);
+    } else if (name == "metrics") {
+      read_metrics(value, pointer);
+    } else {
+      problem(pointer, "unknown field");
+    }
+  }
+
+  // Both marks are checked once all top-level fields are read, whatever
+  // their order in the file; a mark that failed its own check is reported
+  // already and not compared.
+  if (!water_marks_valid_ || config_.feed_low_water_mark < config_.feed_high_water_mark) {
+    // Ordered.
+  } else if (root_.contains("feed_low_water_mark")) {
+    problem("/feed_low_water_mark",
+            fmt::format("must be less than feed_high_water_mark ({})", config_.feed_high_water_mark));
+  } else {
+    problem("/feed_high_water_mark",
+            fmt::format("must be greater than feed_low_water_mark ({})", config_.feed_low_water_mark));
+  }
+  if (config_.late == LatePolicy::deadletter && !has_deadletter_section_) {
+    problem("/late", "\"deadletter\" requires a deadletter section ({\"path\": ...})");
+  }
+}
+
+void Validator::read_deadletter(const Json& value, const std::string& pointer) {
+  if (!value.is_object()) {
+    problem(pointer, fmt::format("expected an object, got {}", describe(value)));
+    return;
+  }
+  DeadletterConfig deadletter;
+  bool valid = true;
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    const std::string field = child(pointer, it.key());
+    if (it.key() == "path") {
+      auto path = read_path(it.value(), field, std::numeric_limits<size_t>::max());
+      valid = valid && path.has_value();
+      if (path) {
+        deadletter.path = *path;
+        written_files_.push_back({field, std::nullopt, *path});
+      }
+    } else {
+      problem(field, "unknown field");
+    }
+  }
+  if (!value.contains("path")) {
+    problem(child(pointer, "path"), "required");
+    valid = false;
+  }
+  if (valid) config_.deadletter = deadletter;
+}
+
+void Validator::read_metrics(const Json& value, const std::string& pointer) {
+  if (!value.is_object()) {
+    problem(pointer, fmt::format("expected an object, got {}", describe(value)));
+    return;
+  }
+  std::optional<HostPort> address;
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    const std::string field = child(pointer, it.key());
+    if (it.key() == "listen") {
+      address = read_host_port(it.value(), field);
+      if (address) listeners_.push_back({field, address, {}});
+    } else {
+      problem(field, "unknown field");
+    }
+  }
+  if (!value.contains("listen")) problem(child(pointer, "listen"), "required");
+  if (address) config_.metrics = MetricsConfig{*address};
+}
+
+// The fields only some feed types take, and which types take them.
+bool feed_field_applies(std::string_view field, FeedType type) {
+  using enum FeedType;
+  if (field == "path") return type == file || type == unix_listen || type == unix_connect;
+  if (field == "follow") return type == file;
+  if (field == "listen") return type == tcp_listen;
+  if (field == "connect") return type == tcp_connect;
+  if (field == "command") return type == exec;
+  if (field == "rate" || field == "jitter_ms" || field == "seed" || field == "count" ||
+      field == "vehicles") {
+    return type == simulate;
+  }
+  return false;
+}
+
+bool is_type_specific_feed_field(std::string_view field) {
+  for (const auto& type : kFeedTypes) {
+    if (feed_field_applies(field, type.value)) return true;
+  }
+  return false;
+}
+
+void Validator::read_feeds() {
+  if (feeds_ == nullptr) {
+    problem("/feeds", "required: at least one feed");
+    return;
+  }
+  if (!feeds_->is_array()) {
+    problem("/feeds", fmt::format("expected an array, got {}", describe(*feeds_)));
+    return;
+  }
+  if (feeds_->empty()) {
+    problem("/feeds", "must not be empty: at least one feed");
+    return;
+  }
+  for (size_t i = 0; i < feeds_->size(); ++i) read_feed((*feeds_)[i], child("/feeds", i));
+}
+
+void Validator::read_feed(const Json& value, const std::string& pointer) {
+  if (!value.is_object()) {
+    problem(pointer, fmt::format("expected an object, got {}", describe(value)));
+    return;
+  }
+  FeedEntry entry{pointer, {}, std::nullopt};
+  FeedConfig& feed = entry.feed;
+  if (value.contains("type")) entry.type = read_choice(value["type"], child(pointer, "type"), kFeedTypes);
+  if (entry.type) feed.type = *entry.type;
+
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    const std::string& name = it.key();
+    const Json& field_value = it.value();
+    const std::string field = child(pointer, name);
+    if (name == "type") {
+      // Read above: the type decides which other fields are allowed.
+    } else if (name == "name") {
+      if (auto text = read_name(field_value, field)) feed.name = *text;
+    } else if (name == "high_water_mark") {
+      feed.high_water_mark = read_integer(field_value, field, 1, kMaxBytes);
+    } else if (name == "low_water_mark") {
+      feed.low_water_mark = read_integer(field_value, field, 1, kMaxBytes);
+    } else if (name == "idle_timeout_ms") {
+      feed.idle_timeout_ms = read_integer(field_value, field, 1, kMaxIdleTimeoutMs);
+    } else if (name == "max_line_bytes") {
+      feed.max_line_bytes = read_integer(field_value, field, kMinLineBytes, kMaxBytes);
+    } else if (name == "heartbeat_field") {
+      if (auto text = read_nonempty_string(field_value, field)) {
+        if (*text == config_.key || "/" + escape_pointer_token(*text) == config_.key) {
+          problem(field, fmt::format("must differ from the key field \"{}\"", config_.key));
+        } else {
+          feed.heartbeat_field = *text;
+        }
+      }
+    } else if (name == "reorder_window") {
+      if (auto window = read_number(field_value, field)) {
+        if (*window < 0) {
+          problem(field, "must be at least 0");
+        } else if (key_type_valid_ && config_.key_type == KeyType::string) {
+          problem(field, "not allowed with key_type \"string\" (string keys have no distance)");
+        } else {
+          feed.reorder_window = *window;
+        }
+      }
+    } else if (!is_type_specific_feed_field(name)) {
+      problem(field, "unknown field");
+    } else if (!entry.type) {
+      // The type is missing or invalid, and that is reported already; which
+      // type-specific fields belong is unknowable, so they are not judged.
+    } else if (!feed_field_applies(name, *entry.type)) {
+      problem(field, fmt::format("unknown field for type \"{}\"", to_string(*entry.type)));
+    } else if (name == "path") {
+      const bool is_unix = feed.type != FeedType::file;
+      if (auto path = read_path(field_value, field,
+                                is_unix ? kMaxUnixPathBytes : std::numeric_limits<size_t>::max())) {
+        feed.path = *path;
+        if (feed.type == FeedType::unix_listen) listeners_.push_back({field, std::nullopt, *path});
+      }
+    } else if (name == "follow") {
+      if (auto follow = read_bool(field_value, field)) feed.follow = *follow;
+    } else if (name == "listen") {
+      if (auto address = read_host_port(field_value, field)) {
+        feed.address = *address;
+        listeners_.push_back({field, address, {}});
+      }
+    } else if (name == "connect") {
+      if (auto address = read_host_port(field_value, field)) {
+        if (address->port == 0) {
+          problem(field, "port must not be 0: a connect address names the peer's port");
+        } else {
+          feed.address = *address;
+        }
+      }
+    } else if (name == "command") {
+      if (!field_value.is_array()) {
+        problem(field, fmt::format("expected an array of strings, got {}", describe(field_value)));
+      } else if (field_value.empty()) {
+        problem(field, "must not be empty: the first element is the program");
+      } else {
+        for (size_t i = 0; i < field_value.size(); ++i) {
+          const std::string element = child(field, i);
+          auto arg = i == 0 ? read_nonempty_string(field_value[i], element)
+                            : read_string(field_value[i], element);
+          if (arg && arg->find('\0') != std::string::npos) {
+            problem(element, "must not contain a NUL character");
+          } else if (arg) {
+            feed.command.push_back(*arg);
+          }
+        }
+      }
+    } else if (name == "rate") {
+      if (auto rate = read_number(field_value, field)) {
+        if (*rate <= 0 || *rate > kMaxRate) {
+          problem(field, fmt::format("must be greater than 0 and at most {}", kMaxRate));
+        } else {
+          feed.rate = *rate;
+        }
+      }
+    } else if (name == "jitter_ms") {
+      if (auto ms = read_integer(field_value, field, 0, kMaxJitterMs)) {
+        feed.jitter_ms = static_cast<uint32_t>(*ms);
+      }
+    } else if (name == "seed") {
+      if (auto seed = read_integer(field_value, field, 0, std::numeric_limits<uint64_t>::max())) {
+        feed.seed = *seed;
+      }
+    } else if (name == "count") {
+      feed.count = read_integer(field_value, field, 0, std::numeric_limits<uint64_t>::max());
+    } else if (name == "vehicles") {
+      if (auto vehicles = read_integer(field_value, field, 1, kMaxVehicles)) {
+        feed.vehicles = static_cast<uint32_t>(*vehicles);
+      }
+    }
+  }
+
+  if (!value.contains("name")) problem(child(pointer, "name"), "required");
+  if (!value.contains("type")) problem(child(pointer, "type"), "required");
+  if (entry.type) {
+    const auto require = [&](std::string_view field) {
+      if (!value.contains(field)) {
+        problem(child(pointer, field),
+                fmt::format("required for type \"{}\"", to_string(*entry.type)));
+      }
+    };
+    switch (*entry.type) {
+      case FeedType::file:
+      case FeedType::unix_listen:
+      case FeedType::unix_connect:
+        require("path");
+        break;
+      case FeedType::tcp_listen:
+        require("listen");
+        break;
+      case FeedType::tcp_connect:
+        require("connect");
+        break;
+      case FeedType::exec:
+        require("command");
+        break;
+      case FeedType::stdin_:
+      case FeedType::simulate:
+        break;
+    }
+  }
+  check_feed_against_globals(entry, value);
+  feed_entries_.push_back(std::move(entry));
+}
+
+// The per-feed water marks override the global ones one at a time, so the
+// pair that must be ordered is the effective one. The problem goes to the
+// feed's own value, because that is what the operator wrote for this feed.
+void Validator::check_feed_against_globals(const FeedEntry& entry, const Json& value) {
+  const FeedConfig& feed = entry.feed;
+  // A per-feed mark that failed its own check is already reported.
+  if ((value.contains("high_water_mark") && !feed.high_water_mark) ||
+      (value.contains("low_water_mark") && !feed.low_water_mark)) {
+    return;
+  }
+  if (!feed.high_water_mark && !feed.low_water_mark) return;
+  // Against globals that failed their own checks, only a feed that sets
+  // both marks can be judged.
+  if (!water_marks_valid_ && !(feed.high_water_mark && feed.low_water_mark)) return;
+  const size_t high = feed.high_water_mark.value_or(config_.feed_high_water_mark);
+  const size_t low = feed.low_water_mark.value_or(config_.feed_low_water_mark);
+  if (low < high) return;
+  if (feed.low_water_mark) {
+    problem(child(entry.pointer, "low_water_mark"),
+            fmt::format("must be less than the feed's high water mark ({})", high));
+  } else {
+    problem(child(entry.pointer, "high_water_mark"),
+            fmt::format("must be greater than feed_low_water_mark ({})", low));
+  }
+}
+
+bool output_field_applies(std::string_view field, OutputType type) {
+  using enum OutputType;
+  if (field == "path") return type == file || type == unix_listen;
+  if (field == "listen") return type == tcp_listen;
+  if (field == "max_clients") return type == tcp_listen || type == unix_listen;
+  return false;
+}
+
+bool is_type_specific_output_field(std::string_view field) {
+  for (const auto& type : kOutputTypes) {
+    if (output_field_applies(field, type.value)) return true;
+  }
+  return false;
+}
+
+void Validator::read_outputs() {
+  if (outputs_ == nullptr) {
+    problem("/outputs", "required: at least one output");
+    return;
+  }
+  if (!outputs_->is_array()) {
+    problem("/outputs", fmt::format("expected an array, got {}", describe(*outputs_)));
+    return;
+  }
+  if (outputs_->empty()) {
+    problem("/outputs", "must not be empty: at least one output");
+    return;
+  }
+  for (size_t i = 0; i < outputs_->size(); ++i) read_output((*outputs_)[i], child("/outputs", i));
+}
+
+void Validator::read_output(const Json& value, const std::string& pointer) {
+  if (!value.is_object()) {
+    problem(pointer, fmt::format("expected an object, got {}", describe(value)));
+    return;
+  }
+  OutputEntry entry{pointer, {}, std::nullopt};
+  OutputConfig& output = entry.output;
+  if (value.contains("type")) {
+    entry.type = read_choice(value["type"], child(pointer, "type"), kOutputTypes);
+  }
+  if (entry.type) output.type = *entry.type;
+
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    const std::string& name = it.key();
+    const Json& field_value = it.value();
+    const std::string field = child(pointer, name);
+    if (name == "type") {
+      // Read above.
+    } else if (name == "name") {
+      if (auto text = read_name(field_value, field)) output.name = *text;
+    } else if (name == "max_buffer") {
+      if (auto bytes = read_integer(field_value, field, 1, kMaxBytes)) output.max_buffer = *bytes;
+    } else if (name == "slow_client") {
+      if (auto policy = read_choice(field_value, field, kSlowClientPolicies)) {
+        output.slow_client = *policy;
+      }
+    } else if (name == "stall_timeout_ms") {
+      if (auto ms = read_integer(field_value, field, 0, kMaxStallTimeoutMs)) {
+        output.stall_timeout_ms = *ms;
+      }
+    } else if (!is_type_specific_output_field(name)) {
+      problem(field, "unknown field");
+    } else if (!entry.type) {
+      // See read_feed().
+    } else if (!output_field_applies(name, *entry.type)) {
+      problem(field, fmt::format("unknown field for type \"{}\"", to_string(*entry.type)));
+    } else if (name == "path") {
+      const bool is_unix = output.type == OutputType::unix_listen;
+      if (auto path = read_path(field_value, field,
+                                is_unix ? kMaxUnixPathBytes : std::numeric_limits<size_t>::max())) {
+        output.path = *path;
+        if (is_unix) {
+          listeners_.push_back({field, std::nullopt, *path});
+        } else {
+          written_files_.push_back({field, std::nullopt, *path});
+        }
+      }
+    } else if (name == "listen") {
+      if (auto address = read_host_port(field_value, field)) {
+        output.address = *address;
+        listeners_.push_back({field, address, {}});
+      }
+    } else if (name == "max_clients") {
+      if (auto clients = read_integer(field_value, field, 1, kMaxClients)) {
+        output.max_clients = static_cast<uint32_t>(*clients);
+      }
+    }
+  }
+
+  if (value.contains("stall_timeout_ms") && output.slow_client == SlowClientPolicy::disconnect) {
+    problem(child(pointer, "stall_timeout_ms"),
+            "only applies with slow_client \"block\" (\"disconnect\" never waits on a client)");
+  }
+  if (!value.contains("name")) problem(child(pointer, "name"), "required");
+  if (!value.contains("type")) problem(child(pointer, "type"), "required");
+  if (entry.type) {
+    const auto require = [&](std::string_view field) {
+      if (!value.contains(field)) {
+        problem(child(pointer, field),
+                fmt::format("required for type \"{}\"", to_string(*entry.type)));
+      }
+    };
+    switch (*entry.type) {
+      case OutputType::file:
+      case OutputType::unix_listen:
+        require("path");
+        break;
+      case OutputType::tcp_listen:
+        require("listen");
+        break;
+      case OutputType::stdout_:
+        break;
+    }
+  }
+  output_entries_.push_back(std::move(entry));
+}
+
+void Validator::check_names_and_singletons() {
+  std::map<std::string, std::string, std::less<>> feed_names;
+  std::optional<std::string> first_stdin;
+  for (const FeedEntry& entry : feed_entries_) {
+    if (!entry.feed.name.empty()) {
+      const auto [it, inserted] = feed_names.emplace(entry.feed.name, entry.pointer);
+      if (!inserted) {
+        problem(child(entry.pointer, "name"),
+                fmt::format("duplicate feed name \"{}\" (first at {})", entry.feed.name, it->second));
+      }
+    }
+    if (entry.type == FeedType::stdin_) {
+      if (first_stdin) {
+        problem(child(entry.pointer, "type"),
+                fmt::format("only one stdin feed is allowed (first at {})", *first_stdin));
+      } else {
+        first_stdin = entry.pointer;
+      }
+    }
+  }
+
+  std::map<std::string, std::string, std::less<>> output_names;
+  std::optional<std::string> first_stdout;
+  for (const OutputEntry& entry : output_entries_) {
+    if (!entry.output.name.empty()) {
+      const auto [it, inserted] = output_names.emplace(entry.output.name, entry.pointer);
+      if (!inserted) {
+        problem(child(entry.pointer, "name"), fmt::format("duplicate output name \"{}\" (first at {})",
+                                                          entry.output.name, it->second));
+      }
+    }
+    if (entry.type == OutputType::stdout_) {
+      if (first_stdout) {
+        problem(child(entry.pointer, "type"),
+                fmt::format("only one stdout output is allowed (first at {})", *first_stdout));
+      } else {
+        first_stdout = entry.pointer;
+      }
+    }
+  }
+}
+
+// Two listeners on one address (or one socket path) cannot both bind; the
+// one that comes second in the file is reported.
+void Validator::check_listeners() {
+  std::stable_sort(listeners_.begin(), listeners_.end(),
+                   [&](const Claim& a, const Claim& b) { return before(a.pointer, b.pointer); });
+  for (size_t i = 0; i < listeners_.size(); ++i) {
+    const Claim& claim = listeners_[i];
+    for (size_t j = 0; j < i; ++j) {
+      const Claim& first = listeners_[j];
+      if (claim.address && first.address && addresses_collide(*claim.address, *first.address)) {
+        problem(claim.pointer, fmt::format("address {} is already used by {} ({})",
+                                           to_string(*claim.address), first.pointer,
+                                           to_string(*first.address)));
+        break;
+      }
+      if (!claim.address && !first.address && claim.path == first.path) {
+        problem(claim.pointer,
+                fmt::format("socket path \"{}\" is already used by {}", claim.path, first.pointer));
+        break;
+      }
+    }
+  }
+}
+
+// Files the daemon writes must be distinct from each other and from socket
+// paths, and a file feed must not read one of them: that would feed the
+// merged stream back into itself.
+void Validator::check_files() {
+  std::stable_sort(written_files_.begin(), written_files_.end(),
+                   [&](const Claim& a, const Claim& b) { return before(a.pointer, b.pointer); });
+  for (size_t i = 0; i < written_files_.size(); ++i) {
+    const Claim& claim = written_files_[i];
+    for (size_t j = 0; j < i; ++j) {
+      if (written_files_[j].path == claim.path) {
+        problem(claim.pointer, fmt::format("file \"{}\" is already written by {}", claim.path,
+                                           written_files_[j].pointer));
+        break;
+      }
+    }
+    for (const Claim& listener : listeners_) {
+      if (!listener.address && listener.path == claim.path) {
+        problem(claim.pointer,
+                fmt::format("\"{}\" is also a socket path ({})", claim.path, listener.pointer));
+        break;
+      }
+    }
+  }
+  for (const FeedEntry& entry : feed_entries_) {
+    if (entry.type != FeedType::file || entry.feed.path.empty()) continue;
+    for (const Claim& claim : written_files_) {
+      if (claim.path == entry.feed.path) {
+        problem(child(entry.pointer, "path"),
+                fmt::format("reads the file written by {}; the merged stream would feed itself",
+                            claim.pointer));
+        break;
+      }
+    }
+  }
+}
+
+ConfigResult Validator::run(std::vector<ConfigProblem> problems) {
+  problems_ = std::move(problems);
+  if (!root_.is_object()) {
+    problem("", fmt::format("expected an object, got {}", describe(root_)));
+  } else {
+    read_top_level();
+    read_feeds();
+    read_outputs();
+    check_names_and_singletons();
+    check_listeners();
+    check_files();
+  }
+
+  // Document order; problems at one place keep the order they were found.
+  std::vector<std::pair<std::vector<size_t>, ConfigProblem>> ordered;
+  ordered.reserve(problems_.size());
+  for (ConfigProblem& p : problems_) ordered.emplace_back(position(p.where), std::move(p));
+  std::stable_sort(ordered.begin(), ordered.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+
+  ConfigResult result;
+  for (auto& [pos, p] : ordered) result.problems.push_back(std::move(p));
+  if (result.problems.empty()) {
+    for (FeedEntry& entry : feed_entries_) config_.feeds.push_back(std::move(entry.feed));
+    for (OutputEntry& entry : output_entries_) config_.outputs.push_back(std::move(entry.output));
+    result.config = std::move(config_);
+  }
+  return result;
+}
+
+}  // namespace
+
+// --- Enum names ------------------------------------------------------------
+
+std::string_view to_string(MergeMode mode) { return choice_name(kMergeModes, mode); }
+std::string_view to_string(LatePolicy policy) { return choice_name(kLatePolicies, policy); }
+std::string_view to_string(SlowClientPolicy policy) {
+  return choice_name(kSlowClientPolicies, policy);
+}
+std::string_view to_string(LogLevel level) { return choice_name(kLogLevels, level); }
+std::string_view to_string(FeedType type) { return choice_name(kFeedTypes, type); }
+std::string_view to_string(OutputType type) { return choice_name(kOutputTypes, type); }
+
+std::optional<MergeMode> parse_merge_mode(std::string_view name) {
+  return find_choice(kMergeModes, name);
+}
+std::optional<LatePolicy> parse_late_policy(std::string_view name) {
+  return find_choice(kLatePolicies, name);
+}
+std::optional<SlowClientPolicy> parse_slow_client_policy(std::string_view name) {
+  return find_choice(kSlowClientPolicies, name);
+}
+std::optional<LogLevel> parse_log_level(std::string_view name) {
+  return find_choice(kLogLevels, name);
+}
+
+// --- Addresses -------------------------------------------------------------
+
+std::optional<HostPort> parse_host_port(std::string_view text) {
+  std::string host;
+  std::string_view port;
+  if (text.starts_with('[')) {
+    const size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return std::nullopt;
+    }
+    host = std::string(text.substr(1, close - 1));
+    port = text.substr(close + 2);
+    in6_addr address;
+    if (inet_pton(AF_INET6, host.c_str(), &address) != 1) return std::nullopt;
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    host = std::string(text.substr(0, colon));
+    port = text.substr(colon + 1);
+    if (host == "localhost") {
+      // Resolved here, once, so the io layer binds and connects with plain
+      // uv_ip4_addr(); "localhost" means the IPv4 loopback on every system
+      // this daemon targets.
+      host = "127.0.0.1";
+    }
+    in_addr address;
+    if (inet_pton(AF_INET, host.c_str(), &address) != 1) return std::nullopt;
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  unsigned value = 0;
+  std::from_chars(port.data(), port.data() + port.size(), value);
+  if (value > 65535) return std::nullopt;
+  return HostPort{std::move(host), static_cast<uint16_t>(value)};
+}
+
+std::string to_string(const HostPort& address) {
+  if (address.host.find(':') != std::string::npos) {
+    return fmt::format("[{}]:{}", address.host, address.port);
+  }
+  return fmt::format("{}:{}", address.host, address.port);
+}
+
+// --- Entry points ----------------------------------------------------------
+
+ConfigResult parse_config(std::string_view text) {
+  std::vector<ConfigProblem> duplicates;
+  DocumentBuilder builder(duplicates);
+  bool parsed = false;
+  try {
+    parsed = Json::sax_parse(text.begin(), text.end(), &builder);
+  } catch (const Json::exception& error) {
+    // The SAX interface reports errors through the builder; this is a
+    // safety net for anything nlohmann still throws.
+    ConfigResult result;
+    result.problems.push_back({"1:1", short_parse_message(error.what())});
+    return result;
+  }
+  if (!parsed) {
+    ConfigResult result;
+    result.problems.push_back({line_column(text, builder.error_position()),
+                               short_parse_message(builder.error_message())});
+    return result;
+  }
+  return Validator(builder.root()).run(std::move(duplicates));
+}
+
+ConfigResult load_config(const std::string& path) {
+  const auto failure = [&](std::string message) {
+    ConfigResult result;
+    result.problems.push_back({path, std::move(message)});
+    return result;
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return failure(std::strerror(errno));
+  std::string text;
+  char buffer[16384];
+  while (true) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int error = errno;
+      ::close(fd);
+      return failure(std::strerror(error));
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxConfigFileBytes) {
+      ::close(fd);
+      return failure(fmt::format("larger than {} bytes; is this a configuration file?",
+                                 kMaxConfigFileBytes));
+    }
+  }
+  ::close(fd);
+  return parse_config(text);
+}
+
+std::string format_problems(const std::vector<ConfigProblem>& problems) {
+  std::string out;
+  for (const ConfigProblem& p : problems) {
+    // The empty pointer is the whole document.
+    out += fmt::format("{}: {}\n", p.where.empty() ? "(top level)" : p.where, p.message);
+  }
+  return out;
+}
+
+std::string_view demo_config_text() { return kDemoConfig; }
+
+}  // namespace chronomerge

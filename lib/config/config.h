@@ -1,0 +1,151 @@
+// Config: the daemon's JSON configuration, validated strictly.
+//
+// load_config() reports every problem it finds at once, each with the JSON
+// pointer of the offending value (or line:column for syntax errors), so an
+// operator fixes a file in one round. Unknown fields are errors.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "record/key.h"
+
+namespace chronomerge {
+
+enum class MergeMode { interleave, combine };
+enum class LatePolicy { emit, drop, deadletter };
+enum class SlowClientPolicy { block, disconnect };
+enum class LogLevel { error, warn, info, debug };
+
+std::string_view to_string(MergeMode mode);
+std::string_view to_string(LatePolicy policy);
+std::string_view to_string(SlowClientPolicy policy);
+std::string_view to_string(LogLevel level);
+std::optional<MergeMode> parse_merge_mode(std::string_view name);
+std::optional<LatePolicy> parse_late_policy(std::string_view name);
+std::optional<SlowClientPolicy> parse_slow_client_policy(std::string_view name);
+std::optional<LogLevel> parse_log_level(std::string_view name);
+
+// "host:port" or "[v6]:port"; port 0 asks the kernel for a free one.
+// `host` is an IPv4 or IPv6 literal without brackets, ready for
+// uv_ip4_addr()/uv_ip6_addr(): parse_host_port() turns "localhost" into
+// "127.0.0.1" and accepts no other names.
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+  friend bool operator==(const HostPort&, const HostPort&) = default;
+};
+std::optional<HostPort> parse_host_port(std::string_view text);
+// "127.0.0.1:7070", "[::1]:7070".
+std::string to_string(const HostPort& address);
+
+enum class FeedType {
+  file,
+  stdin_,
+  tcp_listen,
+  tcp_connect,
+  unix_listen,
+  unix_connect,
+  exec,
+  simulate
+};
+std::string_view to_string(FeedType type);
+
+struct FeedConfig {
+  std::string name;
+  FeedType type = FeedType::file;
+  std::string path;                  // file, unix-*
+  bool follow = false;               // file
+  HostPort address;                  // tcp-listen (listen), tcp-connect (connect)
+  std::vector<std::string> command;  // exec: argv, no shell
+  // simulate
+  double rate = 10.0;  // records per second
+  uint32_t jitter_ms = 0;
+  uint64_t seed = 1;
+  std::optional<uint64_t> count;
+  uint32_t vehicles = 1;  // simulate: distinct vehicle ids in the records
+  // Per-feed overrides; unset means the global value.
+  std::optional<size_t> high_water_mark;
+  std::optional<size_t> low_water_mark;
+  std::optional<uint64_t> idle_timeout_ms;
+  std::optional<size_t> max_line_bytes;
+  std::string heartbeat_field;  // empty: no heartbeats
+  double reorder_window = 0;    // key units; 0: off
+
+  friend bool operator==(const FeedConfig&, const FeedConfig&) = default;
+};
+
+enum class OutputType { stdout_, file, tcp_listen, unix_listen };
+std::string_view to_string(OutputType type);
+
+struct OutputConfig {
+  std::string name;
+  OutputType type = OutputType::stdout_;
+  std::string path;     // file, unix-listen
+  HostPort address;     // tcp-listen
+  uint32_t max_clients = 64;
+  size_t max_buffer = 4 << 20;  // bytes queued per client/sink
+  SlowClientPolicy slow_client = SlowClientPolicy::block;
+  uint64_t stall_timeout_ms = 0;  // 0: never (block mode only)
+
+  friend bool operator==(const OutputConfig&, const OutputConfig&) = default;
+};
+
+struct DeadletterConfig {
+  std::string path;
+  friend bool operator==(const DeadletterConfig&, const DeadletterConfig&) = default;
+};
+
+struct MetricsConfig {
+  HostPort address;  // "listen"
+  friend bool operator==(const MetricsConfig&, const MetricsConfig&) = default;
+};
+
+struct Config {
+  std::string key = "time";
+  KeyType key_type = KeyType::integer;
+  MergeMode mode = MergeMode::interleave;
+  LatePolicy late = LatePolicy::emit;
+  uint64_t idle_timeout_ms = 5000;
+  size_t max_line_bytes = 1 << 20;
+  size_t feed_high_water_mark = 1 << 20;
+  size_t feed_low_water_mark = 256 << 10;
+  size_t output_high_water_mark = 1 << 20;
+  uint64_t drain_timeout_ms = 10000;
+  LogLevel log_level = LogLevel::info;
+  std::vector<FeedConfig> feeds;
+  std::vector<OutputConfig> outputs;
+  std::optional<DeadletterConfig> deadletter;
+  std::optional<MetricsConfig> metrics;
+};
+
+struct ConfigProblem {
+  std::string where;  // JSON pointer ("/feeds/2/listen") or "line:column"
+  std::string message;
+};
+
+struct ConfigResult {
+  std::optional<Config> config;       // set when problems is empty
+  std::vector<ConfigProblem> problems;
+};
+
+// Parses and validates configuration text.
+ConfigResult parse_config(std::string_view text);
+// Reads `path` and parses it; an unreadable file is one problem with
+// `where` = the path.
+ConfigResult load_config(const std::string& path);
+
+// One "where: message" line per problem, each ending in '\n', in the order
+// given (parse_config() returns them in document order). The empty pointer,
+// the whole document, is written "(top level)".
+std::string format_problems(const std::vector<ConfigProblem>& problems);
+
+// The configuration compiled into the binary: simulator feeds merged into a
+// TCP output on 127.0.0.1:7070 and stdout. Valid by construction (tested).
+std::string_view demo_config_text();
+
+}  // namespace chronomerge

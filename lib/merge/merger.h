@@ -1,0 +1,166 @@
+// Merger: the k-way chronological merge of feeds into an Output.
+//
+// Pure: no I/O and no clock of its own. Transports push() parsed records
+// and report end(); the owner calls run(now) after anything changed (new
+// records, an idle deadline passed, the output asked for more). run() emits
+// the smallest head only while no open feed is *waiting* (empty, and empty
+// for less than its idle timeout), and stops as soon as Output::push()
+// returns false. Feed queues drive pause/resume through the listener.
+//
+// Order, interleave mode: (key, feed id, arrival). Feed ids are assigned by
+// add_feed() in increasing order, so config order breaks ties.
+//
+// Loop thread only. Listener callbacks must not call back into the Merger.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "config/config.h"
+#include "merge/feed_queue.h"
+#include "output/output.h"
+#include "record/record_parser.h"
+
+namespace chronomerge {
+
+using FeedId = uint32_t;
+
+enum class FeedState { ready, waiting, idle, ended };
+std::string_view to_string(FeedState state);
+
+struct FeedSettings {
+  std::string name;
+  size_t high_water_mark = 1 << 20;
+  size_t low_water_mark = 256 << 10;
+  // nullopt: the feed never goes idle (finite inputs: files, one-shot runs).
+  std::optional<uint64_t> idle_timeout_ms;
+  // Hold and sort records until one this much newer arrives; 0 = off.
+  double reorder_window = 0;
+};
+
+struct FeedStats {
+  uint64_t records_in = 0;  // records pushed (heartbeats excluded)
+  uint64_t bytes_in = 0;
+  uint64_t heartbeats = 0;
+  uint64_t records_out = 0;  // emitted in order
+  uint64_t late = 0;         // late records, whatever the policy did
+  uint64_t pauses = 0;
+  std::optional<Key> last_key;
+};
+
+class MergerListener {
+ public:
+  virtual ~MergerListener() = default;
+  // The feed's queue reached its high-water mark: stop reading.
+  virtual void pause_feed(FeedId feed) = 0;
+  // The queue dropped to its low-water mark: read again.
+  virtual void resume_feed(FeedId feed) = 0;
+  // A record older than the frontier reached the head of its queue.
+  // `emitted` says whether policy `emit` forwarded it.
+  virtual void late_record(FeedId feed, std::string_view record, bool emitted) = 0;
+  // Waiting <-> idle transitions, for logs and metrics.
+  virtual void feed_idle(FeedId feed, bool idle) = 0;
+};
+
+struct MergerOptions {
+  MergeMode mode = MergeMode::interleave;
+  LatePolicy late = LatePolicy::emit;
+  KeyType key_type = KeyType::integer;
+  // Field name written into combine-mode objects ("time").
+  std::string combine_key_name = "time";
+};
+
+class Merger {
+ public:
+  Merger(MergerOptions options, Output& output, MergerListener& listener);
+  Merger(const Merger&) = delete;
+  Merger& operator=(const Merger&) = delete;
+
+  FeedId add_feed(FeedSettings settings, uint64_t now);
+
+  // A parsed record (or heartbeat) from the feed's transport. May call
+  // listener.pause_feed(). REQUIRES: the feed has not ended.
+  void push(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
+
+  // The feed delivers nothing more (EOF, process exit, removed on reload).
+  // Its queued records are still merged.
+  void end(FeedId feed, uint64_t now);
+
+  // Emits while allowed and the output accepts. Cheap when nothing to do.
+  void run(uint64_t now);
+
+  // When run() must be called again for a waiting feed to turn idle.
+  std::optional<uint64_t> next_deadline() const;
+
+  // Every feed ended and every queue drained; the output has been ended.
+  bool finished() const { return finished_; }
+
+  FeedState state(FeedId feed) const;
+  bool paused(FeedId feed) const { return feeds_[feed].paused; }
+  const FeedStats& stats(FeedId feed) const { return feeds_[feed].stats; }
+  const FeedSettings& settings(FeedId feed) const { return feeds_[feed].settings; }
+  size_t queue_bytes(FeedId feed) const { return feeds_[feed].queue.bytes(); }
+  size_t feed_count() const { return feeds_.size(); }
+  const std::optional<Key>& frontier() const { return frontier_; }
+  uint64_t records_out() const { return records_out_; }
+
+ private:
+  struct Feed {
+    Feed(FeedSettings s)
+        : settings(std::move(s)), queue(settings.high_water_mark, settings.low_water_mark) {}
+    FeedSettings settings;
+    FeedQueue queue;
+    FeedStats stats;
+    bool ended = false;
+    bool paused = false;
+    bool idle = false;
+    uint64_t idle_deadline = 0;  // valid while in deadlines_
+    // Reorder window: records held back, sorted by (key, arrival).
+    struct Held {
+      Key key;
+      uint64_t seq;
+      std::string bytes;
+      ParsedRecord parsed;
+    };
+    std::vector<Held> held;
+    uint64_t held_seq = 0;
+    std::optional<Key> newest;  // largest key seen, for the window
+  };
+
+  bool heap_less(FeedId a, FeedId b) const;  // "a comes after b"
+  void heap_insert(FeedId feed);
+  void heap_pop_top();
+  void enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
+  void release_held(FeedId feed, bool all, uint64_t now);
+  void pop_front(FeedId feed, uint64_t now);
+  void pop_detached(FeedId feed, uint64_t now);
+  void became_empty(FeedId feed, uint64_t now);
+  void sweep_idle(uint64_t now);
+  bool emit_one(FeedId feed);
+  bool emit_combined(uint64_t now);
+  void handle_late(FeedId feed);
+  void check_finished();
+
+  MergerOptions options_;
+  Output& output_;
+  MergerListener& listener_;
+  std::deque<Feed> feeds_;  // stable addresses across add_feed()
+  std::vector<FeedId> heap_;  // feeds with a non-empty queue, min-heap
+  size_t waiting_ = 0;        // open feeds, empty, not idle
+  size_t open_ = 0;           // feeds not ended
+  std::set<std::pair<uint64_t, FeedId>> deadlines_;
+  std::optional<Key> frontier_;
+  uint64_t records_out_ = 0;
+  bool finished_ = false;
+  std::string scratch_;                    // combine-mode assembly
+  std::vector<FeedId> group_;              // combine-mode group
+};
+
+}  // namespace chronomerge

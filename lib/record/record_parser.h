@@ -1,0 +1,79 @@
+// RecordParser: decides whether one line is a record and extracts its key.
+//
+// One pass over the line validates it completely as a JSON object (RFC 8259:
+// strings with their escapes and UTF-8, numbers, literals, nesting, no
+// trailing commas, nothing after the closing brace but JSON whitespace) and,
+// in the same pass, locates the key and the optional heartbeat flag. Nothing
+// is allocated for a record whose key is not a string.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "record/key.h"
+
+namespace chronomerge {
+
+// Why a line is not a record. Values are stable: they name metrics labels.
+enum class LineError {
+  not_json,        // not valid JSON (syntax, broken escape, trailing comma...)
+  not_object,      // valid JSON, but not an object
+  missing_key,     // the key field or pointer target is absent
+  wrong_key_type,  // present but of another JSON type or unparsable as key
+  key_overflow,    // an integer key that does not fit in int64
+  too_long,        // longer than max_line_bytes (reported by the framer)
+  too_deep,        // nested deeper than RecordParser::max_depth
+};
+
+std::string_view to_string(LineError error);
+
+// Where the key is and how to read it.
+struct KeySpec {
+  // A top-level field name ("time") or an RFC 6901 JSON pointer
+  // ("/meta/ts"); a leading '/' selects pointer syntax.
+  std::string path = "time";
+  KeyType type = KeyType::integer;
+  // Optional top-level boolean field marking heartbeat lines.
+  std::string heartbeat_field;
+};
+
+struct ParsedRecord {
+  Key key;
+  // The key's JSON value as written in the line (for combine output).
+  uint32_t key_offset = 0;
+  uint32_t key_length = 0;
+  // The line has `heartbeat_field: true` at top level.
+  bool heartbeat = false;
+};
+
+class RecordParser {
+ public:
+  static constexpr int max_depth = 64;
+
+  explicit RecordParser(KeySpec spec);
+
+  // Validates `line` (no trailing newline; may be empty -> not_json) and
+  // fills `out`. Returns nullopt on success. `out` is unspecified on error.
+  // Thread-safe: a RecordParser holds no per-call state, so one instance
+  // may be shared by threads.
+  std::optional<LineError> parse(std::string_view line, ParsedRecord& out) const;
+
+  const KeySpec& spec() const { return spec_; }
+
+  // False for a pointer path with a '~' not followed by '0' or '1' (RFC 6901
+  // escapes); the constructor would keep such a '~' literally. Field names
+  // (no leading '/') are always valid.
+  static bool valid_key_path(std::string_view path);
+
+ private:
+  KeySpec spec_;
+  // The pointer's reference tokens, unescaped (~1 -> /, ~0 -> ~); a plain
+  // field name is one token.
+  std::vector<std::string> tokens_;
+};
+
+}  // namespace chronomerge

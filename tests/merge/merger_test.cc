@@ -1,0 +1,409 @@
+#include "merge/merger.h"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace chronomerge;
+
+namespace {
+
+// Records in these tests look like {"time":N,"f":F,"i":I}: the key is an
+// integer and its text sits right after "time":.
+ParsedRecord parsed_for(const std::string& record, int64_t key, bool heartbeat = false) {
+  ParsedRecord parsed;
+  parsed.key = Key::from_integer(key);
+  size_t at = record.find("\"time\":") + 7;
+  size_t end = record.find_first_of(",}", at);
+  parsed.key_offset = static_cast<uint32_t>(at);
+  parsed.key_length = static_cast<uint32_t>(end - at);
+  parsed.heartbeat = heartbeat;
+  return parsed;
+}
+
+std::string record(int64_t key, int feed, int index) {
+  return "{\"time\":" + std::to_string(key) + ",\"f\":" + std::to_string(feed) +
+         ",\"i\":" + std::to_string(index) + "}";
+}
+
+struct RecordingListener : MergerListener {
+  std::vector<FeedId> paused, resumed;
+  std::vector<std::pair<FeedId, std::string>> late;
+  std::vector<std::pair<FeedId, bool>> idle;
+  void pause_feed(FeedId feed) override { paused.push_back(feed); }
+  void resume_feed(FeedId feed) override { resumed.push_back(feed); }
+  void late_record(FeedId feed, std::string_view rec, bool) override {
+    late.emplace_back(feed, std::string(rec));
+  }
+  void feed_idle(FeedId feed, bool is_idle) override { idle.emplace_back(feed, is_idle); }
+};
+
+// An output with one subscriber that takes everything on demand.
+struct Harness {
+  explicit Harness(MergerOptions options = {}, size_t hwm = 1 << 30)
+      : output(hwm), merger(std::move(options), output, listener) {
+    sub = output.subscribe(SIZE_MAX, true, nullptr);
+  }
+  // Drains the output and returns the bytes since the last call.
+  std::string take() {
+    std::vector<Output::Slice> slices;
+    size_t n = output.peek(sub, slices, SIZE_MAX);
+    std::string out;
+    for (auto& s : slices) out += s.bytes;
+    output.consume(sub, n);
+    return out;
+  }
+  void push(FeedId feed, const std::string& rec, int64_t key, uint64_t now = 0) {
+    merger.push(feed, rec, parsed_for(rec, key), now);
+  }
+  RecordingListener listener;
+  Output output;
+  Merger merger;
+  Output::SubscriberId sub;
+};
+
+FeedSettings finite(std::string name) {
+  FeedSettings s;
+  s.name = std::move(name);
+  return s;
+}
+
+FeedSettings live(std::string name, uint64_t idle_ms) {
+  FeedSettings s = finite(std::move(name));
+  s.idle_timeout_ms = idle_ms;
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("interleave merge order") {
+  Harness h;
+  FeedId a = h.merger.add_feed(finite("a"), 0);
+  FeedId b = h.merger.add_feed(finite("b"), 0);
+
+  SUBCASE("emits nothing while a feed is still waiting") {
+    h.push(a, record(1, 0, 0), 1);
+    h.merger.run(0);
+    CHECK(h.take().empty());
+  }
+  SUBCASE("emits the smaller key first across feeds") {
+    h.push(a, record(5, 0, 0), 5);
+    h.push(b, record(3, 1, 0), 3);
+    h.merger.end(a, 0);
+    h.merger.end(b, 0);
+    h.merger.run(0);
+    CHECK(h.take() == record(3, 1, 0) + "\n" + record(5, 0, 0) + "\n");
+    CHECK(h.merger.finished());
+    CHECK(h.output.ended());
+  }
+  SUBCASE("breaks ties by feed order, then by arrival") {
+    h.push(b, record(7, 1, 0), 7);
+    h.push(b, record(7, 1, 1), 7);
+    h.push(a, record(7, 0, 0), 7);
+    h.push(a, record(7, 0, 1), 7);
+    h.merger.end(a, 0);
+    h.merger.end(b, 0);
+    h.merger.run(0);
+    CHECK(h.take() == record(7, 0, 0) + "\n" + record(7, 0, 1) + "\n" + record(7, 1, 0) + "\n" +
+                          record(7, 1, 1) + "\n");
+  }
+  SUBCASE("stops at the record after which a feed ran dry") {
+    h.push(a, record(1, 0, 0), 1);
+    h.push(b, record(2, 1, 0), 2);
+    h.merger.run(0);
+    // a's 1 is safe (b's head is 2, and b cannot go back); then a is empty
+    // and could still send something older than 2.
+    CHECK(h.take() == record(1, 0, 0) + "\n");
+    h.merger.end(a, 0);
+    h.merger.run(0);
+    CHECK(h.take() == record(2, 1, 0) + "\n");
+    CHECK_FALSE(h.merger.finished());
+  }
+  SUBCASE("an empty feed that ends does not hold the others") {
+    h.merger.end(a, 0);
+    h.push(b, record(4, 1, 0), 4);
+    h.merger.run(0);
+    CHECK(h.take() == record(4, 1, 0) + "\n");
+  }
+}
+
+TEST_CASE("merger edge cases") {
+  SUBCASE("no feeds at all finishes at once when asked") {
+    Harness h;
+    h.merger.run(0);
+    CHECK(h.merger.finished());
+  }
+  SUBCASE("one feed passes through unchanged, even out of order") {
+    Harness h;
+    FeedId a = h.merger.add_feed(finite("a"), 0);
+    h.push(a, record(3, 0, 0), 3);
+    h.merger.run(0);
+    CHECK(h.take() == record(3, 0, 0) + "\n");
+    h.push(a, record(2, 0, 1), 2);  // goes backwards: late, emitted by default
+    h.merger.run(0);
+    CHECK(h.take() == record(2, 0, 1) + "\n");
+    CHECK(h.merger.stats(a).late == 1);
+    CHECK(h.listener.late.size() == 1);
+  }
+  SUBCASE("empty feeds only") {
+    Harness h;
+    FeedId a = h.merger.add_feed(finite("a"), 0);
+    FeedId b = h.merger.add_feed(finite("b"), 0);
+    h.merger.end(a, 0);
+    h.merger.run(0);
+    CHECK_FALSE(h.merger.finished());
+    h.merger.end(b, 0);
+    CHECK(h.merger.finished());
+    CHECK(h.take().empty());
+  }
+}
+
+// The property that matters most: for finite inputs the output equals a
+// stable sort by key of the feeds concatenated in feed order, however the
+// records arrive and however the output applies backpressure.
+TEST_CASE("interleave equals a stable sort of the concatenated feeds") {
+  for (int round = 0; round < 60; ++round) {
+    std::mt19937_64 rng(round);
+    int feeds = 1 + static_cast<int>(rng() % (round < 50 ? 8 : 1000));
+    int per_feed = round < 50 ? static_cast<int>(rng() % 40) : 3;
+    size_t hwm = 1 + rng() % 400;  // tiny output buffers force many stops
+    CAPTURE(round);
+    CAPTURE(feeds);
+    Harness h({}, hwm);
+    std::vector<std::vector<std::pair<int64_t, std::string>>> input(feeds);
+    std::vector<std::pair<int64_t, std::string>> all;
+    for (int f = 0; f < feeds; ++f) {
+      int64_t key = static_cast<int64_t>(rng() % 5);
+      for (int i = 0; i < per_feed; ++i) {
+        key += static_cast<int64_t>(rng() % 3);  // sorted, with ties
+        input[f].emplace_back(key, record(key, f, i));
+        all.push_back(input[f].back());
+      }
+      h.merger.add_feed(finite("f" + std::to_string(f)), 0);
+    }
+    std::stable_sort(all.begin(), all.end(),
+                     [](const auto& x, const auto& y) { return x.first < y.first; });
+    std::string expected;
+    for (auto& [k, r] : all) expected += r + "\n";
+
+    // Deliver records in random bursts, ending feeds as they run out, and
+    // drain the output at random moments.
+    std::vector<size_t> next(feeds, 0);
+    std::vector<bool> ended(feeds, false);
+    std::string got;
+    int open = feeds;
+    for (int step = 0; open > 0 || !h.merger.finished(); ++step) {
+      REQUIRE(step < 1000000);
+      int f = static_cast<int>(rng() % feeds);
+      size_t burst = rng() % 4;
+      for (size_t n = 0; n < burst && next[f] < input[f].size(); ++n, ++next[f]) {
+        h.push(f, input[f][next[f]].second, input[f][next[f]].first);
+      }
+      if (next[f] == input[f].size() && !ended[f]) {
+        h.merger.end(f, 0);
+        ended[f] = true;
+        --open;
+      }
+      h.merger.run(0);
+      if (open == 0 || rng() % 2) got += h.take();
+    }
+    got += h.take();
+    REQUIRE(got == expected);
+  }
+}
+
+TEST_CASE("output backpressure stops the conveyor belt") {
+  Harness h({}, 30);  // room for about one record
+  FeedId a = h.merger.add_feed(finite("a"), 0);
+  for (int i = 0; i < 5; ++i) h.push(a, record(i, 0, i), i);
+  h.merger.end(a, 0);
+  h.merger.run(0);
+  SUBCASE("nothing is pushed while the output is full") {
+    uint64_t head = h.output.head();
+    CHECK(h.output.full());
+    h.merger.run(0);
+    h.merger.run(0);
+    CHECK(h.output.head() == head);
+  }
+  SUBCASE("draining restarts the belt until everything is out, exactly once") {
+    std::string got;
+    int rounds = 0;
+    while (!h.merger.finished() || h.output.lag(h.sub) > 0) {
+      got += h.take();
+      h.merger.run(0);
+      REQUIRE(++rounds < 100);
+    }
+    std::string expected;
+    for (int i = 0; i < 5; ++i) expected += record(i, 0, i) + "\n";
+    CHECK(got == expected);
+  }
+}
+
+TEST_CASE("feed queues pause and resume with hysteresis") {
+  Harness h({}, 1 << 20);
+  FeedSettings s = finite("a");
+  s.high_water_mark = 100;
+  s.low_water_mark = 40;
+  FeedId a = h.merger.add_feed(s, 0);
+  FeedId b = h.merger.add_feed(finite("b"), 0);
+  std::string r = record(10, 0, 0);  // 23 bytes
+  REQUIRE(r.size() == 23);
+  for (int i = 0; i < 4; ++i) h.push(a, record(10 + i, 0, i), 10 + i);
+  CHECK(h.listener.paused.empty());  // 92 bytes < 100
+  h.push(a, record(14, 0, 4), 14);
+  CHECK(h.listener.paused == std::vector<FeedId>{a});  // 115 >= 100
+  CHECK(h.merger.paused(a));
+  h.push(b, record(12, 1, 0), 12);
+  h.merger.run(0);  // emits 10, 11, 12(a), then waits for b
+  CHECK(h.listener.resumed.empty());  // 46 bytes > 40
+  h.push(b, record(20, 1, 1), 20);
+  h.merger.run(0);
+  CHECK(h.listener.resumed == std::vector<FeedId>{a});
+  CHECK_FALSE(h.merger.paused(a));
+  CHECK(h.merger.stats(a).pauses == 1);
+}
+
+TEST_CASE("live feeds go idle and come back late") {
+  MergerOptions options;
+  Harness h(options);
+  FeedId a = h.merger.add_feed(live("a", 1000), 0);
+  FeedId b = h.merger.add_feed(live("b", 1000), 0);
+  h.push(a, record(100, 0, 0), 100, 10);
+  h.merger.run(10);
+
+  SUBCASE("a silent feed holds the merge only until its idle timeout") {
+    CHECK(h.take().empty());
+    CHECK(h.merger.next_deadline() == std::optional<uint64_t>(1000));
+    h.merger.run(999);
+    CHECK(h.take().empty());
+    h.merger.run(1000);
+    CHECK(h.take() == record(100, 0, 0) + "\n");
+    CHECK(h.merger.state(b) == FeedState::idle);
+  }
+  SUBCASE("the idle clock restarts when a feed empties again") {
+    h.push(b, record(50, 1, 0), 50, 900);
+    h.merger.run(900);
+    CHECK(h.take() == record(50, 1, 0) + "\n");
+    // b emptied at 900: it is waiting until 1900, a's 100 holds.
+    h.merger.run(1500);
+    CHECK(h.take().empty());
+    h.merger.run(1900);
+    CHECK(h.take() == record(100, 0, 0) + "\n");
+  }
+  SUBCASE("late records follow the emit policy and are counted") {
+    h.merger.run(1000);
+    h.take();
+    h.push(b, record(60, 1, 0), 60, 2000);
+    h.merger.run(2000);
+    CHECK(h.take() == record(60, 1, 0) + "\n");
+    CHECK(h.merger.stats(b).late == 1);
+    CHECK(h.merger.state(b) == FeedState::waiting);
+  }
+}
+
+TEST_CASE("late policy drop forwards nothing") {
+  MergerOptions options;
+  options.late = LatePolicy::drop;
+  Harness h(options);
+  FeedId a = h.merger.add_feed(finite("a"), 0);
+  h.push(a, record(5, 0, 0), 5);
+  h.push(a, record(4, 0, 1), 4);
+  h.push(a, record(6, 0, 2), 6);
+  h.merger.end(a, 0);
+  h.merger.run(0);
+  CHECK(h.take() == record(5, 0, 0) + "\n" + record(6, 0, 2) + "\n");
+  CHECK(h.listener.late == std::vector<std::pair<FeedId, std::string>>{{a, record(4, 0, 1)}});
+}
+
+TEST_CASE("heartbeats move a feed forward without being forwarded") {
+  Harness h;
+  FeedId a = h.merger.add_feed(live("a", 100000), 0);
+  FeedId b = h.merger.add_feed(live("b", 100000), 0);
+  h.push(b, record(10, 1, 0), 10);
+  h.push(b, record(20, 1, 1), 20);
+  h.merger.run(0);
+  CHECK(h.take().empty());
+  std::string beat = "{\"time\":15,\"hb\":true}";
+  h.merger.push(a, beat, parsed_for(beat, 15, true), 0);
+  h.merger.run(0);
+  // 10 is older than the promise; 20 is not, and a is waiting again.
+  CHECK(h.take() == record(10, 1, 0) + "\n");
+  CHECK(h.merger.stats(a).heartbeats == 1);
+  CHECK(h.merger.stats(a).records_in == 0);
+}
+
+TEST_CASE("reorder window sorts a slightly shuffled feed") {
+  Harness h;
+  FeedSettings s = finite("a");
+  s.reorder_window = 10;
+  FeedId a = h.merger.add_feed(s, 0);
+  for (int64_t k : {5, 3, 4, 12, 9, 20, 30}) h.push(a, record(k, 0, 0), k);
+  h.merger.run(0);
+  // Released: up to 30 - 10 = 20.
+  CHECK(h.take() == record(3, 0, 0) + "\n" + record(4, 0, 0) + "\n" + record(5, 0, 0) + "\n" +
+                        record(9, 0, 0) + "\n" + record(12, 0, 0) + "\n" + record(20, 0, 0) + "\n");
+  h.merger.end(a, 0);
+  h.merger.run(0);
+  CHECK(h.take() == record(30, 0, 0) + "\n");
+  CHECK(h.merger.stats(a).late == 0);
+}
+
+TEST_CASE("combine mode groups equal keys like stream-combine") {
+  MergerOptions options;
+  options.mode = MergeMode::combine;
+  Harness h(options);
+  FeedId a = h.merger.add_feed(finite("a"), 0);
+  FeedId b = h.merger.add_feed(finite("b"), 0);
+  FeedId c = h.merger.add_feed(finite("c"), 0);
+
+  SUBCASE("the stream-combine README example") {
+    // Three streams of {"time":...}: equal times are combined into one
+    // object with the records and their stream indexes.
+    auto rec = [](int t) { return "{\"time\":" + std::to_string(t) + "}"; };
+    for (int t : {1, 2, 4}) h.push(a, rec(t), t);
+    for (int t : {1, 3, 4}) h.push(b, rec(t), t);
+    for (int t : {2, 3, 5}) h.push(c, rec(t), t);
+    for (FeedId f : {a, b, c}) h.merger.end(f, 0);
+    h.merger.run(0);
+    CHECK(h.take() ==
+          "{\"data\":[{\"time\":1},{\"time\":1}],\"indexes\":[0,1],\"time\":1}\n"
+          "{\"data\":[{\"time\":2},{\"time\":2}],\"indexes\":[0,2],\"time\":2}\n"
+          "{\"data\":[{\"time\":3},{\"time\":3}],\"indexes\":[1,2],\"time\":3}\n"
+          "{\"data\":[{\"time\":4},{\"time\":4}],\"indexes\":[0,1],\"time\":4}\n"
+          "{\"data\":[{\"time\":5}],\"indexes\":[2],\"time\":5}\n");
+  }
+  SUBCASE("equal keys twice in one feed become two steps") {
+    h.push(a, record(1, 0, 0), 1);
+    h.push(a, record(1, 0, 1), 1);
+    h.push(b, record(1, 1, 0), 1);
+    for (FeedId f : {a, b, c}) h.merger.end(f, 0);
+    h.merger.run(0);
+    CHECK(h.take() == "{\"data\":[" + record(1, 0, 0) + "," + record(1, 1, 0) +
+                          "],\"indexes\":[0,1],\"time\":1}\n{\"data\":[" + record(1, 0, 1) +
+                          "],\"indexes\":[0],\"time\":1}\n");
+  }
+  SUBCASE("a feed ending while the output is backed up neither repeats nor skips a group") {
+    Harness small(options, 10);
+    FeedId x = small.merger.add_feed(finite("x"), 0);
+    FeedId y = small.merger.add_feed(finite("y"), 0);
+    small.push(x, record(1, 0, 0), 1);
+    small.push(y, record(1, 1, 0), 1);
+    small.push(x, record(2, 0, 1), 2);
+    small.merger.run(0);  // y is waiting after the first group
+    small.merger.end(y, 0);
+    small.merger.run(0);  // output full: nothing more yet
+    std::string got = small.take();
+    small.merger.end(x, 0);
+    small.merger.run(0);
+    got += small.take();
+    small.merger.run(0);
+    got += small.take();
+    CHECK(got == "{\"data\":[" + record(1, 0, 0) + "," + record(1, 1, 0) +
+                     "],\"indexes\":[0,1],\"time\":1}\n{\"data\":[" + record(2, 0, 1) +
+                     "],\"indexes\":[0],\"time\":2}\n");
+  }
+}
