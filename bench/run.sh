@@ -108,6 +108,14 @@ if (($(ulimit -n) < 4096)); then
   ulimit -n 4096 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
 fi
 
+# The peak RSS a timer reports can never be below the RSS of its own forked
+# child before exec() (the kernel carries the high-water mark across exec):
+# ~2 MiB for GNU time, ~10-15 MiB for the python fallback.  Measure that
+# floor with `true` so the report can flag values that sit on it.
+measure "$DATA_ROOT/tmp/floor.res" "$DATA_ROOT/tmp/floor.err" true ||
+  die "the timer ($TIMER) cannot run 'true'"
+read -r _ FLOOR_KIB < "$DATA_ROOT/tmp/floor.res"
+
 STAMP=$(date +%Y%m%d-%H%M%S)
 RESULTS_TSV="$DATA_ROOT/results/$STAMP.tsv"
 RESULTS_MD="$DATA_ROOT/results/$STAMP.md"
@@ -153,13 +161,17 @@ check_case() {
   a=$(LC_ALL=C sort --parallel=1 "$cm_out" | cksum)
   b=$(LC_ALL=C sort --parallel=1 "$ref_out" | cksum)
   if [[ $a == "$b" ]]; then
-    CHECKS+=("$label: FAIL, same lines as sort -m but in a different order (first difference: $(cmp "$cm_out" "$ref_out" 2>&1 | head -n 1))")
+    local first_diff
+    # cmp exits 1 on a difference; that is the expected case here.
+    first_diff=$(cmp "$cm_out" "$ref_out" 2>&1 || true)
+    CHECKS+=("$label: FAIL, same lines as sort -m but in a different order ($first_diff)")
   else
     CHECKS+=("$label: FAIL, lines differ from sort -m ($lines lines vs $(wc -l < "$ref_out"))")
   fi
-  # Keep the outputs for inspection; they are overwritten by the next case.
+  # Keep both outputs for inspection (bench/data/out/<case>.*.ndjson).
   mv "$cm_out" "$DATA_ROOT/out/$label.chronomerge.ndjson"
   mv "$ref_out" "$DATA_ROOT/out/$label.sort-m.ndjson"
+  rm -f "$err"
   FAILED=1
 }
 
@@ -210,11 +222,12 @@ done
   echo "- binary: \`$CHRONOMERGE\`"
   echo "- commit: $(git -C "$REPO_ROOT" rev-parse --short HEAD 2> /dev/null || echo 'none')"
   echo "- machine: $(grep -m1 'model name' /proc/cpuinfo 2> /dev/null | cut -d: -f2- | sed 's/^ *//'), $(nproc) usable of $(nproc --all) cores, $(uname -sr)"
-  echo "- runs per tool: $RUNS (median reported), timer: $TIMER, seed: $SEED$( ((QUICK)) && echo ', QUICK MODE (smoke test, numbers meaningless)')"
+  echo "- runs per tool: $RUNS (median reported), timer: $TIMER (RSS floor $(awk -v k="$FLOOR_KIB" 'BEGIN { printf "%.1f", k / 1024 }') MiB), seed: $SEED$( ((QUICK)) && echo ', QUICK MODE (smoke test, numbers meaningless)')"
   echo
-  python3 - "$RESULTS_TSV" << 'PY'
+  python3 - "$RESULTS_TSV" "$FLOOR_KIB" << 'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+floor_mib = int(sys.argv[2]) / 1024
 cases = []   # keep the order of first appearance
 by = {}
 for r in rows:
@@ -249,7 +262,9 @@ for case in cases:
             ratio = "%.2fx" % (med["sort-m"] / s) if "sort-m" in med else "n/a"
         else:  # under the 10 ms resolution of GNU time's %e
             rps = mbs = ratio = "n/a (< 0.01 s)"
-        print("| %s | %s | %.2f | %s | %s | %.1f | %s |" % (label, name, s, rps, mbs, rss_mib, ratio))
+        # At the timer's floor the true value is unknown but not larger.
+        rss = ("<= %.1f" % rss_mib) if rss_mib <= floor_mib + 0.25 else "%.1f" % rss_mib
+        print("| %s | %s | %.2f | %s | %s | %s | %s |" % (label, name, s, rps, mbs, rss, ratio))
     if "chronomerge" in med and "sort-m" in med and med["chronomerge"] > 0:
         verdicts.append((case, med["sort-m"] / med["chronomerge"]))
 print()

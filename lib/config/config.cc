@@ -304,9 +304,8 @@ constexpr Choice<KeyType> kKeyTypes[] = {{"integer", KeyType::integer},
                                          {"string", KeyType::string}};
 constexpr Choice<MergeMode> kMergeModes[] = {{"interleave", MergeMode::interleave},
                                              {"combine", MergeMode::combine}};
-constexpr Choice<LatePolicy> kLatePolicies[] = {{"emit", LatePolicy::emit},
-                                                {"drop", LatePolicy::drop},
-                                                {"deadletter", LatePolicy::deadletter}};
+constexpr Choice<LatePolicy> kLatePolicies[] = {
+    {"emit", LatePolicy::emit}, {"drop", LatePolicy::drop}, {"deadletter", LatePolicy::deadletter}};
 constexpr Choice<SlowClientPolicy> kSlowClientPolicies[] = {
     {"block", SlowClientPolicy::block}, {"disconnect", SlowClientPolicy::disconnect}};
 constexpr Choice<LogLevel> kLogLevels[] = {{"error", LogLevel::error},
@@ -456,8 +455,8 @@ class Validator {
   std::optional<std::string> read_string(const Json& value, const std::string& pointer);
   std::optional<std::string> read_nonempty_string(const Json& value, const std::string& pointer);
   std::optional<bool> read_bool(const Json& value, const std::string& pointer);
-  std::optional<uint64_t> read_integer(const Json& value, const std::string& pointer,
-                                       uint64_t min, uint64_t max);
+  std::optional<uint64_t> read_integer(const Json& value, const std::string& pointer, uint64_t min,
+                                       uint64_t max);
   std::optional<double> read_number(const Json& value, const std::string& pointer);
   std::optional<std::string> read_path(const Json& value, const std::string& pointer,
                                        size_t max_bytes);
@@ -563,8 +562,8 @@ std::optional<std::string> Validator::read_path(const Json& value, const std::st
     return std::nullopt;
   }
   if (path->size() > max_bytes) {
-    problem(pointer, fmt::format("must be at most {} bytes (the sun_path limit), got {}",
-                                 max_bytes, path->size()));
+    problem(pointer, fmt::format("must be at most {} bytes (the sun_path limit), got {}", max_bytes,
+                                 path->size()));
     return std::nullopt;
   }
   return path;
@@ -584,9 +583,8 @@ std::optional<std::string> Validator::read_name(const Json& value, const std::st
   auto name = read_nonempty_string(value, pointer);
   if (!name) return std::nullopt;
   if (!std::all_of(name->begin(), name->end(), is_name_char)) {
-    problem(pointer,
-            fmt::format("may contain only letters, digits, '_', '.' and '-', got {}",
-                        describe(value)));
+    problem(pointer, fmt::format("may contain only letters, digits, '_', '.' and '-', got {}",
+                                 describe(value)));
     return std::nullopt;
   }
   if (name->size() > kMaxNameLength) {
@@ -602,7 +600,8 @@ std::optional<T> Validator::read_choice(const Json& value, const std::string& po
   if (value.is_string()) {
     if (auto choice = find_choice(choices, value.get<std::string>())) return choice;
   }
-  problem(pointer, fmt::format("expected one of {}, got {}", choice_list(choices), describe(value)));
+  problem(pointer,
+          fmt::format("expected one of {}, got {}", choice_list(choices), describe(value)));
   return std::nullopt;
 }
 
@@ -633,7 +632,8 @@ void Validator::read_top_level() {
     } else if (name == "late") {
       if (auto late = read_choice(value, pointer, kLatePolicies)) config_.late = *late;
     } else if (name == "idle_timeout_ms") {
-      if (auto ms = read_integer(value, pointer, 1, kMaxIdleTimeoutMs)) config_.idle_timeout_ms = *ms;
+      if (auto ms = read_integer(value, pointer, 1, kMaxIdleTimeoutMs))
+        config_.idle_timeout_ms = *ms;
     } else if (name == "max_line_bytes") {
       if (auto bytes = read_integer(value, pointer, kMinLineBytes, kMaxBytes)) {
         config_.max_line_bytes = *bytes;
@@ -676,11 +676,11 @@ void Validator::read_top_level() {
   if (!water_marks_valid_ || config_.feed_low_water_mark < config_.feed_high_water_mark) {
     // Ordered.
   } else if (root_.contains("feed_low_water_mark")) {
-    problem("/feed_low_water_mark",
-            fmt::format("must be less than feed_high_water_mark ({})", config_.feed_high_water_mark));
+    problem("/feed_low_water_mark", fmt::format("must be less than feed_high_water_mark ({})",
+                                                config_.feed_high_water_mark));
   } else {
-    problem("/feed_high_water_mark",
-            fmt::format("must be greater than feed_low_water_mark ({})", config_.feed_low_water_mark));
+    problem("/feed_high_water_mark", fmt::format("must be greater than feed_low_water_mark ({})",
+                                                 config_.feed_low_water_mark));
   }
   if (config_.late == LatePolicy::deadletter && !has_deadletter_section_) {
     problem("/late", "\"deadletter\" requires a deadletter section ({\"path\": ...})");
@@ -778,7 +778,8 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
   }
   FeedEntry entry{pointer, {}, std::nullopt};
   FeedConfig& feed = entry.feed;
-  if (value.contains("type")) entry.type = read_choice(value["type"], child(pointer, "type"), kFeedTypes);
+  if (value.contains("type"))
+    entry.type = read_choice(value["type"], child(pointer, "type"), kFeedTypes);
   if (entry.type) feed.type = *entry.type;
 
   for (auto it = value.begin(); it != value.end(); ++it) {
@@ -1070,8 +1071,9 @@ void Validator::check_names_and_singletons() {
     if (!entry.feed.name.empty()) {
       const auto [it, inserted] = feed_names.emplace(entry.feed.name, entry.pointer);
       if (!inserted) {
-        problem(child(entry.pointer, "name"),
-                fmt::format("duplicate feed name \"{}\" (first at {})", entry.feed.name, it->second));
+        problem(
+            child(entry.pointer, "name"),
+            fmt::format("duplicate feed name \"{}\" (first at {})", entry.feed.name, it->second));
       }
     }
     if (entry.type == FeedType::stdin_) {
@@ -1090,8 +1092,9 @@ void Validator::check_names_and_singletons() {
     if (!entry.output.name.empty()) {
       const auto [it, inserted] = output_names.emplace(entry.output.name, entry.pointer);
       if (!inserted) {
-        problem(child(entry.pointer, "name"), fmt::format("duplicate output name \"{}\" (first at {})",
-                                                          entry.output.name, it->second));
+        problem(child(entry.pointer, "name"),
+                fmt::format("duplicate output name \"{}\" (first at {})", entry.output.name,
+                            it->second));
       }
     }
     if (entry.type == OutputType::stdout_) {
@@ -1115,9 +1118,9 @@ void Validator::check_listeners() {
     for (size_t j = 0; j < i; ++j) {
       const Claim& first = listeners_[j];
       if (claim.address && first.address && addresses_collide(*claim.address, *first.address)) {
-        problem(claim.pointer, fmt::format("address {} is already used by {} ({})",
-                                           to_string(*claim.address), first.pointer,
-                                           to_string(*first.address)));
+        problem(claim.pointer,
+                fmt::format("address {} is already used by {} ({})", to_string(*claim.address),
+                            first.pointer, to_string(*first.address)));
         break;
       }
       if (!claim.address && !first.address && claim.path == first.path) {
@@ -1199,14 +1202,24 @@ ConfigResult Validator::run(std::vector<ConfigProblem> problems) {
 
 // --- Enum names ------------------------------------------------------------
 
-std::string_view to_string(MergeMode mode) { return choice_name(kMergeModes, mode); }
-std::string_view to_string(LatePolicy policy) { return choice_name(kLatePolicies, policy); }
+std::string_view to_string(MergeMode mode) {
+  return choice_name(kMergeModes, mode);
+}
+std::string_view to_string(LatePolicy policy) {
+  return choice_name(kLatePolicies, policy);
+}
 std::string_view to_string(SlowClientPolicy policy) {
   return choice_name(kSlowClientPolicies, policy);
 }
-std::string_view to_string(LogLevel level) { return choice_name(kLogLevels, level); }
-std::string_view to_string(FeedType type) { return choice_name(kFeedTypes, type); }
-std::string_view to_string(OutputType type) { return choice_name(kOutputTypes, type); }
+std::string_view to_string(LogLevel level) {
+  return choice_name(kLogLevels, level);
+}
+std::string_view to_string(FeedType type) {
+  return choice_name(kFeedTypes, type);
+}
+std::string_view to_string(OutputType type) {
+  return choice_name(kOutputTypes, type);
+}
 
 std::optional<MergeMode> parse_merge_mode(std::string_view name) {
   return find_choice(kMergeModes, name);
@@ -1312,8 +1325,8 @@ ConfigResult load_config(const std::string& path) {
     text.append(buffer, static_cast<size_t>(n));
     if (text.size() > kMaxConfigFileBytes) {
       ::close(fd);
-      return failure(fmt::format("larger than {} bytes; is this a configuration file?",
-                                 kMaxConfigFileBytes));
+      return failure(
+          fmt::format("larger than {} bytes; is this a configuration file?", kMaxConfigFileBytes));
     }
   }
   ::close(fd);
@@ -1329,6 +1342,8 @@ std::string format_problems(const std::vector<ConfigProblem>& problems) {
   return out;
 }
 
-std::string_view demo_config_text() { return kDemoConfig; }
+std::string_view demo_config_text() {
+  return kDemoConfig;
+}
 
 }  // namespace chronomerge

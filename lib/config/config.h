@@ -85,8 +85,8 @@ std::string_view to_string(OutputType type);
 struct OutputConfig {
   std::string name;
   OutputType type = OutputType::stdout_;
-  std::string path;     // file, unix-listen
-  HostPort address;     // tcp-listen
+  std::string path;  // file, unix-listen
+  HostPort address;  // tcp-listen
   uint32_t max_clients = 64;
   size_t max_buffer = 4 << 20;  // bytes queued per client/sink
   SlowClientPolicy slow_client = SlowClientPolicy::block;
@@ -129,7 +129,7 @@ struct ConfigProblem {
 };
 
 struct ConfigResult {
-  std::optional<Config> config;       // set when problems is empty
+  std::optional<Config> config;  // set when problems is empty
   std::vector<ConfigProblem> problems;
 };
 

@@ -153,8 +153,15 @@ std::string key_to_string(KeyType type, const Key& key) {
       return std::string(buf, res.ptr);
     }
     case KeyType::rfc3339: {
-      const int64_t seconds = floor_div(key.ordinal, nanos_per_second);
-      const auto nanos = static_cast<uint64_t>(key.ordinal - seconds * nanos_per_second);
+      // Floor division without forming seconds * 1e9, which overflows for
+      // the earliest representable times.
+      int64_t seconds = key.ordinal / nanos_per_second;
+      int64_t remainder = key.ordinal % nanos_per_second;
+      if (remainder < 0) {
+        remainder += nanos_per_second;
+        seconds -= 1;
+      }
+      const auto nanos = static_cast<uint64_t>(remainder);
       const int64_t days = floor_div(seconds, seconds_per_day);
       const auto second_of_day = static_cast<uint64_t>(seconds - days * seconds_per_day);
       const CivilDate date = civil_from_days(days);

@@ -1,0 +1,136 @@
+// chronomerge: parse the command line, then run the one-shot merge, check a
+// config, or run the daemon. Everything else lives in the library.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include <fmt/core.h>
+
+#include "config/config.h"
+#include "daemon/daemon.h"
+#include "daemon/one_shot.h"
+#include "log/log.h"
+
+using namespace chronomerge;
+
+namespace {
+
+constexpr const char* usage_text =
+    R"(Usage:
+  chronomerge [--key K] [--key-type T] [--mode M] [--max-line-bytes N] FILE... [-]
+  chronomerge --config FILE [--log-level L]
+  chronomerge --demo [--log-level L]
+  chronomerge --check-config FILE
+
+Merges NDJSON feeds into one chronological stream.
+
+The first form merges sorted files ('-' is standard input) to standard
+output, like `sort -m` for NDJSON, validating every line.
+
+Options:
+  --key K             time field name, or JSON pointer such as /meta/ts (default: time)
+  --key-type T        integer | number | rfc3339 | string (default: integer)
+  --mode M            interleave | combine (default: interleave)
+  --max-line-bytes N  longer lines are skipped (default: 1048576)
+  --config FILE       run the daemon with this JSON configuration
+  --demo              run the daemon with the built-in demo configuration
+  --check-config FILE validate a configuration and exit
+  --log-level L       error | warn | info | debug (overrides the config)
+  -h, --help          show this help
+  --version           show the version
+
+Exit status: 0 all merged; 1 some lines skipped (malformed or late);
+2 usage, configuration or I/O error.
+)";
+
+[[noreturn]] void usage_error(const std::string& message) {
+  fmt::print(stderr, "chronomerge: {}\nTry 'chronomerge --help'.\n", message);
+  std::exit(exit_error);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  OneShotOptions one_shot;
+  std::string config_path;
+  std::string check_path;
+  bool demo = false;
+  std::optional<LogLevel> log_level;
+  bool options_done = false;
+
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value = [&](std::string_view name) -> std::string {
+      if (i + 1 >= argc) usage_error(fmt::format("{} needs a value", name));
+      return argv[++i];
+    };
+    if (options_done || arg == "-" || arg.empty() || arg[0] != '-') {
+      one_shot.files.emplace_back(arg);
+    } else if (arg == "--") {
+      options_done = true;
+    } else if (arg == "-h" || arg == "--help") {
+      std::fputs(usage_text, stdout);
+      return exit_ok;
+    } else if (arg == "--version") {
+      fmt::print("chronomerge {}\n", CHRONOMERGE_VERSION);
+      return exit_ok;
+    } else if (arg == "--key") {
+      one_shot.key = value(arg);
+      if (one_shot.key.empty()) usage_error("--key must not be empty");
+    } else if (arg == "--key-type") {
+      std::string v = value(arg);
+      auto type = parse_key_type(v);
+      if (!type) usage_error(fmt::format("unknown key type '{}'", v));
+      one_shot.key_type = *type;
+    } else if (arg == "--mode") {
+      std::string v = value(arg);
+      auto mode = parse_merge_mode(v);
+      if (!mode) usage_error(fmt::format("unknown mode '{}'", v));
+      one_shot.mode = *mode;
+    } else if (arg == "--max-line-bytes") {
+      std::string v = value(arg);
+      char* end = nullptr;
+      unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 64 || n > (1ull << 30)) {
+        usage_error(fmt::format("--max-line-bytes must be a number from 64 to 1073741824, got '{}'", v));
+      }
+      one_shot.max_line_bytes = static_cast<size_t>(n);
+    } else if (arg == "--config") {
+      config_path = value(arg);
+    } else if (arg == "--check-config") {
+      check_path = value(arg);
+    } else if (arg == "--demo") {
+      demo = true;
+    } else if (arg == "--log-level") {
+      std::string v = value(arg);
+      log_level = parse_log_level(v);
+      if (!log_level) usage_error(fmt::format("unknown log level '{}'", v));
+    } else {
+      usage_error(fmt::format("unknown option '{}'", arg));
+    }
+  }
+
+  if (!check_path.empty()) {
+    ConfigResult result = load_config(check_path);
+    if (!result.problems.empty()) {
+      fmt::print(stderr, "{}: {} problem{}:\n{}", check_path, result.problems.size(),
+                 result.problems.size() == 1 ? "" : "s", format_problems(result.problems));
+      return exit_error;
+    }
+    fmt::print("{}: ok ({} feeds, {} outputs)\n", check_path, result.config->feeds.size(),
+               result.config->outputs.size());
+    return exit_ok;
+  }
+  if (!config_path.empty() || demo) {
+    if (!one_shot.files.empty()) usage_error("files cannot be given with --config or --demo");
+    DaemonOptions options;
+    options.config_path = config_path;
+    options.log_level = log_level;
+    return run_daemon(options);
+  }
+  if (one_shot.files.empty()) usage_error("no input files (use '-' for standard input)");
+  if (log_level) log::set_level(*log_level);
+  return run_one_shot(one_shot);
+}

@@ -1,0 +1,75 @@
+#include "daemon/one_shot.h"
+
+#include <uv.h>
+
+#include "daemon/pipeline.h"
+#include "log/log.h"
+
+namespace chronomerge {
+
+Config one_shot_config(const OneShotOptions& options) {
+  Config config;
+  config.key = options.key;
+  config.key_type = options.key_type;
+  config.mode = options.mode;
+  config.max_line_bytes = options.max_line_bytes;
+  // A record older than what was already written cannot be put in order
+  // any more: it is skipped and counted (exit status 1), never misplaced.
+  config.late = LatePolicy::drop;
+  for (const std::string& file : options.files) {
+    FeedConfig feed;
+    feed.name = file == "-" ? "stdin" : file;
+    feed.type = file == "-" ? FeedType::stdin_ : FeedType::file;
+    feed.path = file == "-" ? "" : file;
+    config.feeds.push_back(std::move(feed));
+  }
+  OutputConfig out;
+  out.name = "stdout";
+  out.type = OutputType::stdout_;
+  config.outputs.push_back(out);
+  return config;
+}
+
+int run_one_shot(const OneShotOptions& options) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  int status = exit_ok;
+  {
+    Pipeline pipeline(&loop, one_shot_config(options), false);
+    pipeline.on_finished([&] { pipeline.close(); });
+    if (!pipeline.start()) status = exit_error;
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (status == exit_ok) {
+      bool io_error = pipeline.sink_failed() || !pipeline.finished();
+      uint64_t skipped_total = 0;
+      const Merger& merger = pipeline.merger_state();
+      for (const auto& feed : pipeline.feeds()) {
+        const FeedCounters& counters = feed->counters();
+        const FeedStats& stats = merger.stats(feed->id());
+        io_error = io_error || counters.io_error;
+        uint64_t skipped = counters.malformed + stats.late;
+        skipped_total += skipped;
+        if (skipped == 0) continue;
+        std::string detail;
+        for (int e = 0; e < 7; ++e) {
+          if (counters.malformed_by[e] == 0) continue;
+          detail += fmt::format(", {} {}", counters.malformed_by[e],
+                                to_string(static_cast<LineError>(e)));
+        }
+        if (stats.late) detail += fmt::format(", {} late (out of order, skipped)", stats.late);
+        log::warn("{}: {} of {} lines skipped{}", feed->name(), skipped,
+                  stats.records_in + counters.malformed, detail);
+      }
+      status = io_error ? exit_error : skipped_total > 0 ? exit_skipped : exit_ok;
+    }
+    pipeline.close();
+    uv_run(&loop, UV_RUN_DEFAULT);  // let close callbacks free the handles
+  }
+  if (uv_loop_close(&loop) != 0) {
+    log::error("internal: handles left open at exit");
+    uv_walk(&loop, [](uv_handle_t* h, void*) { log::error("  open handle: {}", uv_handle_type_name(h->type)); }, nullptr);
+  }
+  return status;
+}
+
+}  // namespace chronomerge

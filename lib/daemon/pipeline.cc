@@ -1,0 +1,240 @@
+#include "daemon/pipeline.h"
+
+#include "feeds/file_feed.h"
+#include "feeds/stream_feed.h"
+#include "sinks/dead_letter.h"
+#include "sinks/stdout_sink.h"
+#include "uv/uv_error.h"
+
+namespace chronomerge {
+namespace {
+
+KeySpec key_spec(const Config& config) {
+  KeySpec spec;
+  spec.path = config.key;
+  spec.type = config.key_type;
+  return spec;
+}
+
+MergerOptions merger_options(const Config& config) {
+  MergerOptions options;
+  options.mode = config.mode;
+  options.late = config.late;
+  options.key_type = config.key_type;
+  // Combine objects name the key by its last path segment ("/meta/ts" ->
+  // "ts"), like stream-combine's key option.
+  std::string_view key = config.key;
+  if (!key.empty() && key.front() == '/') key = key.substr(key.rfind('/') + 1);
+  options.combine_key_name = std::string(key);
+  return options;
+}
+
+}  // namespace
+
+Pipeline::Pipeline(uv_loop_t* loop, Config config, bool live)
+    : loop_(loop),
+      config_(std::move(config)),
+      live_(live),
+      parser_(key_spec(config_)),
+      output_(config_.output_high_water_mark),
+      merger_(merger_options(config_), output_, *this) {
+  output_.set_demand_callback([this] { pump(); });
+  uv_timer_init(loop_, idle_timer_.get());
+  idle_timer_.initialized(this);
+}
+
+Pipeline::~Pipeline() { close(); }
+
+std::unique_ptr<Sink> Pipeline::make_sink(const OutputConfig& output) {
+  auto changed = [this] { check_finished(); };
+  switch (output.type) {
+    case OutputType::stdout_:
+      return std::make_unique<StdoutSink>(loop_, output_, output, changed);
+    case OutputType::file:
+      return std::make_unique<FileSink>(loop_, output_, output, changed);
+    default:
+      return nullptr;
+  }
+}
+
+std::unique_ptr<Feed> Pipeline::make_feed(FeedId id, const FeedConfig& feed) {
+  size_t max_line = feed.max_line_bytes.value_or(config_.max_line_bytes);
+  switch (feed.type) {
+    case FeedType::file:
+      return std::make_unique<FileFeed>(*this, id, feed, max_line);
+    case FeedType::stdin_:
+      return make_stdin_feed(*this, id, feed, max_line);
+    default:
+      return nullptr;
+  }
+}
+
+bool Pipeline::start() {
+  if (config_.deadletter) {
+    deadletter_ = std::make_unique<DeadLetter>(loop_, config_.deadletter->path);
+    if (!deadletter_->start()) {
+      close();
+      return false;
+    }
+  }
+  for (const OutputConfig& output : config_.outputs) {
+    auto sink = make_sink(output);
+    if (!sink) {
+      log::error("output {}: type {} is not supported", output.name, to_string(output.type));
+      close();
+      return false;
+    }
+    if (!sink->start()) {
+      close();
+      return false;
+    }
+    sinks_.push_back(std::move(sink));
+  }
+  uint64_t now = uv_now(loop_);
+  for (const FeedConfig& feed : config_.feeds) {
+    FeedSettings settings;
+    settings.name = feed.name;
+    settings.high_water_mark = feed.high_water_mark.value_or(config_.feed_high_water_mark);
+    settings.low_water_mark = feed.low_water_mark.value_or(config_.feed_low_water_mark);
+    bool live_transport = feed.type != FeedType::file || feed.follow;
+    if (live_ && live_transport) {
+      settings.idle_timeout_ms = feed.idle_timeout_ms.value_or(config_.idle_timeout_ms);
+    }
+    settings.reorder_window = feed.reorder_window;
+    FeedId id = merger_.add_feed(settings, now);
+    auto made = make_feed(id, feed);
+    if (!made) {
+      log::error("feed {}: type {} is not supported", feed.name, to_string(feed.type));
+      close();
+      return false;
+    }
+    feeds_.push_back(std::move(made));
+    malformed_limiters_.emplace_back();
+  }
+  for (auto& feed : feeds_) {
+    if (closed_) break;  // a feed's failure cannot close us, but be safe
+    feed->start();
+  }
+  pump();
+  return true;
+}
+
+void Pipeline::close() {
+  if (closed_) return;
+  closed_ = true;
+  for (auto& feed : feeds_) feed->close();
+  for (auto& sink : sinks_) sink->close();
+  if (deadletter_) deadletter_->close();
+  idle_timer_.close();
+}
+
+void Pipeline::drain() {
+  if (closed_) return;
+  uint64_t now = uv_now(loop_);
+  for (auto& feed : feeds_) {
+    feed->close();
+    merger_.end(feed->id(), now);
+  }
+  pump();
+}
+
+void Pipeline::pump() {
+  if (closed_) return;
+  // Sinks' write callbacks may ask for more while a run is already under
+  // way further up the stack: fold those into one more pass.
+  if (pumping_) {
+    pump_again_ = true;
+    return;
+  }
+  pumping_ = true;
+  do {
+    pump_again_ = false;
+    merger_.run(uv_now(loop_));
+    output_.flush();
+  } while (pump_again_ && !closed_);
+  pumping_ = false;
+  if (deadletter_) deadletter_->flush();
+  arm_idle_timer();
+  check_finished();
+}
+
+void Pipeline::arm_idle_timer() {
+  std::optional<uint64_t> due = merger_.next_deadline();
+  if (!due) {
+    if (idle_timer_due_) uv_timer_stop(idle_timer_.get());
+    idle_timer_due_ = 0;
+    return;
+  }
+  if (*due == idle_timer_due_) return;
+  idle_timer_due_ = *due;
+  uint64_t now = uv_now(loop_);
+  uv_timer_start(
+      idle_timer_.get(),
+      [](uv_timer_t* timer) {
+        auto* self = static_cast<Pipeline*>(timer->data);
+        if (!self) return;
+        self->idle_timer_due_ = 0;
+        self->pump();
+      },
+      *due > now ? *due - now : 0, 0);
+}
+
+void Pipeline::check_finished() {
+  if (finished_ || closed_ || !merger_.finished()) return;
+  for (const auto& sink : sinks_) {
+    if (!sink->finished()) return;
+  }
+  finished_ = true;
+  if (on_finished_) on_finished_();
+}
+
+bool Pipeline::sink_failed() const {
+  for (const auto& sink : sinks_) {
+    if (sink->counters().failed) return true;
+  }
+  return false;
+}
+
+void Pipeline::malformed(FeedId feed, LineError error, std::string_view line) {
+  const std::string& name = feeds_[feed]->name();
+  uint64_t suppressed = 0;
+  if (malformed_limiters_[feed].allow(uv_now(loop_), suppressed)) {
+    if (suppressed > 0) {
+      log::warn("feed {}: {} more malformed lines skipped", name, suppressed);
+    }
+    log::warn("feed {}: line skipped ({}): {}", name, to_string(error), log::excerpt(line));
+  }
+  if (deadletter_) deadletter_->write(name, to_string(error), line);
+}
+
+void Pipeline::feed_finished(FeedId feed) {
+  log::debug("feed {}: ended", feeds_[feed]->name());
+}
+
+void Pipeline::pause_feed(FeedId feed) {
+  log::debug("feed {}: paused (queue at high-water mark)", feeds_[feed]->name());
+  feeds_[feed]->pause();
+}
+
+void Pipeline::resume_feed(FeedId feed) {
+  log::debug("feed {}: resumed", feeds_[feed]->name());
+  feeds_[feed]->resume();
+}
+
+void Pipeline::late_record(FeedId feed, std::string_view record, bool emitted) {
+  const std::string& name = feeds_[feed]->name();
+  uint64_t suppressed = 0;
+  if (malformed_limiters_[feed].allow(uv_now(loop_), suppressed)) {
+    log::warn("feed {}: late record {}: {}", name, emitted ? "emitted out of order" : "dropped",
+              log::excerpt(record));
+  }
+  if (config_.late == LatePolicy::deadletter && deadletter_) {
+    deadletter_->write(name, "late", record);
+  }
+}
+
+void Pipeline::feed_idle(FeedId feed, bool idle) {
+  log::info("feed {}: {}", feeds_[feed]->name(), idle ? "idle" : "active again");
+}
+
+}  // namespace chronomerge

@@ -1,0 +1,99 @@
+// Pipeline: feeds -> merger -> output -> sinks, wired on one libuv loop.
+//
+// Built from a Config; used by the daemon and by the one-shot command
+// (which builds a Config of file feeds and a stdout output, with `live`
+// false so no feed ever goes idle). The Pipeline owns every part and is
+// the host the feeds report to and the listener the merger reports to.
+//
+// Loop thread only.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "feeds/feed.h"
+#include "log/log.h"
+#include "merge/merger.h"
+#include "output/output.h"
+#include "record/record_parser.h"
+#include "sinks/sink.h"
+#include "uv/uv_handle.h"
+
+namespace chronomerge {
+
+class DeadLetter;
+
+class Pipeline final : public FeedHost, public MergerListener {
+ public:
+  // live: feeds may go idle (daemon); false for one-shot runs.
+  Pipeline(uv_loop_t* loop, Config config, bool live);
+  ~Pipeline() override;
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // Opens outputs, then feeds. False if an output cannot start (the
+  // pipeline is then closed).
+  bool start();
+  // Closes every handle now; the loop can then run out.
+  void close();
+  // Graceful stop: every feed stops reading and ends; what is queued is
+  // still merged and written, then the pipeline finishes.
+  void drain();
+
+  // Runs once everything has been merged and every sink has finished.
+  void on_finished(std::function<void()> callback) { on_finished_ = std::move(callback); }
+  bool finished() const { return finished_; }
+
+  const Config& config() const { return config_; }
+  const Merger& merger_state() const { return merger_; }
+  const Output& output() const { return output_; }
+  const std::vector<std::unique_ptr<Feed>>& feeds() const { return feeds_; }
+  const std::vector<std::unique_ptr<Sink>>& sinks() const { return sinks_; }
+  bool sink_failed() const;
+
+  // FeedHost
+  uv_loop_t* loop() override { return loop_; }
+  uint64_t now() override { return uv_now(loop_); }
+  Merger& merger() override { return merger_; }
+  const RecordParser& parser() override { return parser_; }
+  void pump() override;
+  void malformed(FeedId feed, LineError error, std::string_view line) override;
+  void feed_finished(FeedId feed) override;
+
+  // MergerListener
+  void pause_feed(FeedId feed) override;
+  void resume_feed(FeedId feed) override;
+  void late_record(FeedId feed, std::string_view record, bool emitted) override;
+  void feed_idle(FeedId feed, bool idle) override;
+
+ private:
+  std::unique_ptr<Feed> make_feed(FeedId id, const FeedConfig& feed);
+  std::unique_ptr<Sink> make_sink(const OutputConfig& output);
+  void arm_idle_timer();
+  void check_finished();
+
+  uv_loop_t* loop_;
+  Config config_;
+  bool live_;
+  RecordParser parser_;
+  Output output_;
+  Merger merger_;
+  std::vector<std::unique_ptr<Feed>> feeds_;  // index = FeedId
+  std::vector<std::unique_ptr<Sink>> sinks_;
+  std::unique_ptr<DeadLetter> deadletter_;
+  UvHandle<uv_timer_t> idle_timer_;
+  uint64_t idle_timer_due_ = 0;
+  bool pumping_ = false;
+  bool pump_again_ = false;
+  bool finished_ = false;
+  bool closed_ = false;
+  std::function<void()> on_finished_;
+  std::vector<log::RateLimiter> malformed_limiters_;
+};
+
+}  // namespace chronomerge

@@ -1,0 +1,68 @@
+#include "feeds/feed.h"
+
+#include "log/log.h"
+
+namespace chronomerge {
+
+// Adapts LineFramer's visitor interface to the feed's private methods.
+struct FeedLineSink {
+  Feed& feed;
+  void line(std::string_view line) { feed.line(line); }
+  void overlong(std::string_view head, size_t total) { feed.overlong(head, total); }
+};
+
+Feed::Feed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes)
+    : host_(host), id_(id), config_(std::move(config)), framer_(max_line_bytes) {}
+
+void Feed::line(std::string_view line) {
+  std::optional<LineError> error = host_.parser().parse(line, parsed_);
+  if (error) {
+    ++counters_.malformed;
+    ++counters_.malformed_by[static_cast<int>(*error)];
+    host_.malformed(id_, *error, line);
+    return;
+  }
+  host_.merger().push(id_, line, std::move(parsed_), host_.now());
+}
+
+void Feed::overlong(std::string_view head, size_t total) {
+  ++counters_.malformed;
+  ++counters_.malformed_by[static_cast<int>(LineError::too_long)];
+  log::debug("feed {}: line of {} bytes over max_line_bytes", name(), total);
+  host_.malformed(id_, LineError::too_long, head);
+}
+
+void Feed::deliver(std::string_view bytes) {
+  if (ended_) return;
+  counters_.bytes_read += bytes.size();
+  FeedLineSink sink{*this};
+  framer_.push(bytes, sink);
+  host_.pump();
+}
+
+void Feed::deliver_eof() {
+  if (ended_) return;
+  FeedLineSink sink{*this};
+  framer_.finish(sink);
+  ended_ = true;
+  set_connected(false);
+  host_.merger().end(id_, host_.now());
+  host_.pump();
+}
+
+void Feed::connection_lost() {
+  if (size_t bytes = framer_.discard_partial()) {
+    ++counters_.partial_discarded;
+    ++counters_.malformed;
+    ++counters_.malformed_by[static_cast<int>(LineError::not_json)];
+    log::warn("feed {}: producer disconnected mid-line, {} bytes discarded", name(), bytes);
+  }
+  set_connected(false);
+}
+
+void Feed::set_connected(bool connected) {
+  if (connected && !counters_.connected) ++counters_.connections;
+  counters_.connected = connected;
+}
+
+}  // namespace chronomerge

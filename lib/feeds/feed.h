@@ -1,0 +1,92 @@
+// Feed: one input of the daemon, a transport around the shared ingest path.
+//
+// Subclasses own their libuv handles and call deliver() with the bytes they
+// read, deliver_eof() when the input is finished for good, and
+// connection_lost() when a producer goes away (a partial line is then
+// discarded and counted, never glued to the next connection's first line).
+// The merger drives pause()/resume() through FeedHost.
+//
+// Loop thread only. After close() a feed makes no more calls into its host.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "config/config.h"
+#include "merge/merger.h"
+#include "record/line_framer.h"
+#include "record/record_parser.h"
+
+struct uv_loop_s;
+
+namespace chronomerge {
+
+// What feeds need from the daemon around them.
+class FeedHost {
+ public:
+  virtual ~FeedHost() = default;
+  virtual uv_loop_s* loop() = 0;
+  virtual uint64_t now() = 0;
+  virtual Merger& merger() = 0;
+  virtual const RecordParser& parser() = 0;
+  // Run the merger and let sinks write; call after delivering data.
+  virtual void pump() = 0;
+  // A line that is not a record (counted by the feed already).
+  virtual void malformed(FeedId feed, LineError error, std::string_view line) = 0;
+  // The feed will deliver nothing more and has closed its handles.
+  virtual void feed_finished(FeedId feed) = 0;
+};
+
+struct FeedCounters {
+  uint64_t malformed = 0;
+  uint64_t malformed_by[7] = {};  // indexed by LineError
+  uint64_t partial_discarded = 0; // lines cut by a disconnect
+  uint64_t bytes_read = 0;
+  uint64_t connections = 0;
+  bool connected = false;
+  bool io_error = false;          // the input could not be read to its end
+};
+
+class Feed {
+ public:
+  Feed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes);
+  virtual ~Feed() = default;
+  Feed(const Feed&) = delete;
+  Feed& operator=(const Feed&) = delete;
+
+  // Opens the transport. Errors are logged and end the feed (finite) or
+  // are retried (connecting feeds); they never throw.
+  virtual void start() = 0;
+  virtual void pause() = 0;
+  virtual void resume() = 0;
+  // Releases every handle; no more host calls afterwards. Idempotent.
+  virtual void close() = 0;
+
+  FeedId id() const { return id_; }
+  const FeedConfig& config() const { return config_; }
+  const std::string& name() const { return config_.name; }
+  const FeedCounters& counters() const { return counters_; }
+
+ protected:
+  void deliver(std::string_view bytes);
+  void deliver_eof();
+  void connection_lost();
+  void set_connected(bool connected);
+
+  FeedHost& host_;
+  FeedId id_;
+  FeedConfig config_;
+  FeedCounters counters_;
+  bool ended_ = false;
+
+ private:
+  friend struct FeedLineSink;
+  void line(std::string_view line);
+  void overlong(std::string_view head, size_t total);
+
+  LineFramer framer_;
+  ParsedRecord parsed_;  // reused: no allocation per record
+};
+
+}  // namespace chronomerge

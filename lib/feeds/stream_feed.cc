@@ -1,0 +1,127 @@
+#include "feeds/stream_feed.h"
+
+#include "feeds/file_feed.h"
+#include "log/log.h"
+#include "uv/uv_error.h"
+
+namespace chronomerge {
+
+StreamFeed::StreamFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes)
+    : Feed(host, id, std::move(config), max_line_bytes), buffer_(new char[read_bytes]) {}
+
+StreamFeed::~StreamFeed() {
+  if (connection_) connection_->close();
+}
+
+void StreamFeed::attach(std::unique_ptr<Connection> connection) {
+  connection_ = std::move(connection);
+  connection_->get()->handle.data = this;
+  set_connected(true);
+  if (!paused_) start_reading();
+}
+
+void StreamFeed::start_reading() {
+  int rc = uv_read_start(connection_->stream(), on_alloc, on_read);
+  if (rc < 0) {
+    log::warn("feed {}: cannot read: {}", name(), uv_error_text(rc));
+    detach();
+    connection_ended(rc);
+  }
+}
+
+void StreamFeed::detach() {
+  if (!connection_) return;
+  connection_->close();
+  connection_.reset();
+  connection_lost();
+}
+
+void StreamFeed::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<StreamFeed*>(handle->data);
+  // Each read is delivered before the next allocation: one buffer serves.
+  *buf = uv_buf_init(self->buffer_.get(), read_bytes);
+}
+
+void StreamFeed::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+  auto* self = static_cast<StreamFeed*>(stream->data);
+  if (self == nullptr) return;
+  if (nread > 0) {
+    self->deliver(std::string_view(buf->base, static_cast<size_t>(nread)));
+  } else if (nread < 0) {
+    auto status = static_cast<int>(nread);
+    if (status == UV_EOF) {
+      // A clean EOF: a final unterminated line is still a line.
+      self->connection_->close();
+      self->connection_.reset();
+      self->set_connected(false);
+    } else {
+      log::warn("feed {}: read failed: {}", self->name(), uv_error_text(status));
+      self->detach();
+    }
+    self->connection_ended(status);
+  }
+}
+
+void StreamFeed::connection_ended(int) { end_feed(); }
+
+void StreamFeed::end_feed() {
+  if (ended_) return;
+  deliver_eof();
+  close();
+  host_.feed_finished(id_);
+}
+
+void StreamFeed::pause() {
+  if (paused_) return;
+  paused_ = true;
+  if (connection_) uv_read_stop(connection_->stream());
+}
+
+void StreamFeed::resume() {
+  if (!paused_) return;
+  paused_ = false;
+  if (connection_) start_reading();
+}
+
+void StreamFeed::close() {
+  if (closed_) return;
+  closed_ = true;
+  if (connection_) {
+    connection_->close();
+    connection_.reset();
+  }
+  close_transport();
+}
+
+void StdinStreamFeed::start() {
+  auto connection = std::make_unique<Connection>();
+  uv_handle_type type = uv_guess_handle(0);
+  int rc;
+  if (type == UV_TTY) {
+    rc = uv_tty_init(host_.loop(), &connection->get()->tty, 0, 1);
+  } else {
+    rc = uv_pipe_init(host_.loop(), &connection->get()->pipe, 0);
+    if (rc == 0) {
+      connection->initialized(this);
+      rc = uv_pipe_open(&connection->get()->pipe, 0);
+    }
+  }
+  if (rc < 0) {
+    log::error("feed {}: cannot read standard input: {}", name(), uv_error_text(rc));
+    counters_.io_error = true;
+    end_feed();
+    return;
+  }
+  connection->initialized(this);
+  attach(std::move(connection));
+}
+
+std::unique_ptr<Feed> make_stdin_feed(FeedHost& host, FeedId id, FeedConfig config,
+                                      size_t max_line_bytes) {
+  if (uv_guess_handle(0) == UV_FILE) {
+    return std::make_unique<FileFeed>(host, id, std::move(config), max_line_bytes, 0);
+  }
+  return std::make_unique<StdinStreamFeed>(host, id, std::move(config), max_line_bytes);
+}
+
+}  // namespace chronomerge

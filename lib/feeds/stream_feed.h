@@ -1,0 +1,67 @@
+// StreamFeed: the base of every feed that reads a libuv stream (standard
+// input as a pipe or terminal, TCP and Unix connections, a child's stdout).
+// It owns at most one connection at a time and maps pause/resume onto
+// uv_read_stop/uv_read_start, so a paused feed leaves bytes in the kernel
+// and the producer's writes eventually block.
+#pragma once
+
+#include <memory>
+
+#include "feeds/feed.h"
+#include "uv/any_stream.h"
+#include "uv/uv_handle.h"
+
+namespace chronomerge {
+
+class StreamFeed : public Feed {
+ public:
+  static constexpr size_t read_bytes = 64 << 10;
+
+  StreamFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes);
+  ~StreamFeed() override;
+
+  void pause() override;
+  void resume() override;
+  void close() override;
+
+  bool attached() const { return connection_ != nullptr; }
+
+ protected:
+  using Connection = UvHandle<AnyStream>;
+  // Takes an initialized stream and reads it (unless paused). REQUIRES:
+  // !attached().
+  void attach(std::unique_ptr<Connection> connection);
+  // Closes the current connection, if any; a partial line is discarded.
+  void detach();
+  // The connection reached EOF (status UV_EOF) or failed. The connection
+  // is already detached. Default: the feed ends.
+  virtual void connection_ended(int status);
+  // Subclasses close their own handles here; called once by close().
+  virtual void close_transport() {}
+  void end_feed();
+  bool closed() const { return closed_; }
+
+ private:
+  static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+  void start_reading();
+
+  std::unique_ptr<Connection> connection_;
+  std::unique_ptr<char[]> buffer_;
+  bool paused_ = false;
+  bool closed_ = false;
+};
+
+// Standard input when it is a pipe, terminal or socket.
+class StdinStreamFeed final : public StreamFeed {
+ public:
+  using StreamFeed::StreamFeed;
+  void start() override;
+};
+
+// The right feed for standard input: a FileFeed when it is a regular file,
+// a StdinStreamFeed otherwise.
+std::unique_ptr<Feed> make_stdin_feed(FeedHost& host, FeedId id, FeedConfig config,
+                                      size_t max_line_bytes);
+
+}  // namespace chronomerge

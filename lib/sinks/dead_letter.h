@@ -1,0 +1,36 @@
+// DeadLetter: malformed and late records, one JSON object per line, in a
+// file: {"feed":"bus-a","reason":"not_json","line":"<the original line>"}.
+//
+// It has its own small Output, so a slow disk never holds back the merge;
+// the file is appended to and reopened on SIGUSR1 like file outputs.
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "output/output.h"
+#include "sinks/file_writer.h"
+
+namespace chronomerge {
+
+class DeadLetter {
+ public:
+  DeadLetter(uv_loop_t* loop, std::string path);
+  ~DeadLetter();
+  bool start();
+  void write(std::string_view feed, std::string_view reason, std::string_view line);
+  void flush() { output_.flush(); }
+  void reopen() { writer_->reopen(); }
+  void close() { writer_->close(); }
+  uint64_t records() const { return output_.records(); }
+
+ private:
+  Output output_;
+  std::unique_ptr<FileWriter> writer_;
+  std::string scratch_;
+};
+
+}  // namespace chronomerge

@@ -1,0 +1,92 @@
+#include "sinks/stdout_sink.h"
+
+#include "log/log.h"
+#include "uv/uv_error.h"
+
+namespace chronomerge {
+
+StdoutSink::StdoutSink(uv_loop_t* loop, Output& output, OutputConfig config,
+                       std::function<void()> changed)
+    : Sink(std::move(config)), loop_(loop), output_(output), changed_(std::move(changed)) {}
+
+StdoutSink::~StdoutSink() { close(); }
+
+bool StdoutSink::start() {
+  auto done = [this](bool ok, const std::string& reason) {
+    finished_ = true;
+    if (!ok) {
+      failed_ = true;
+      log::error("output {}: cannot write standard output: {}", name(), reason);
+    }
+    if (changed_) changed_();
+  };
+  uv_handle_type type = uv_guess_handle(1);
+  if (type == UV_FILE || type == UV_UNKNOWN_HANDLE) {
+    file_ = std::make_unique<FileWriter>(loop_, output_, std::string(), 1, config_.max_buffer, done);
+    return file_->open();
+  }
+  auto stream = std::make_unique<UvHandle<AnyStream>>();
+  int rc;
+  if (type == UV_TTY) {
+    rc = uv_tty_init(loop_, &stream->get()->tty, 1, 0);
+    if (rc == 0) stream->initialized(nullptr);
+  } else {
+    rc = uv_pipe_init(loop_, &stream->get()->pipe, 0);
+    if (rc == 0) {
+      stream->initialized(nullptr);
+      rc = uv_pipe_open(&stream->get()->pipe, 1);
+    }
+  }
+  if (rc < 0) {
+    log::error("output {}: cannot open standard output: {}", name(), uv_error_text(rc));
+    return false;
+  }
+  stream_ = std::make_unique<StreamWriter>(
+      output_, std::move(stream), config_.max_buffer, true, 0,
+      [done](StreamWriter::Outcome outcome, const std::string& reason) {
+        done(outcome == StreamWriter::Outcome::finished, reason);
+      });
+  return true;
+}
+
+void StdoutSink::close() {
+  if (stream_) stream_->close();
+  if (file_) file_->close();
+}
+
+SinkCounters StdoutSink::counters() const {
+  SinkCounters c;
+  c.bytes_out = stream_ ? stream_->bytes_written() : file_ ? file_->bytes_written() : 0;
+  c.queue_bytes = stream_ && !stream_->done() ? stream_->lag() : file_ && !file_->done() ? file_->lag() : 0;
+  c.failed = failed_;
+  return c;
+}
+
+FileSink::FileSink(uv_loop_t* loop, Output& output, OutputConfig config,
+                   std::function<void()> changed)
+    : Sink(std::move(config)), changed_(std::move(changed)) {
+  file_ = std::make_unique<FileWriter>(
+      loop, output, config_.path, -1, config_.max_buffer, [this](bool ok, const std::string& reason) {
+        finished_ = true;
+        if (!ok) {
+          failed_ = true;
+          log::error("output {}: cannot write {}: {}", name(), config_.path, reason);
+        }
+        if (changed_) changed_();
+      });
+}
+
+FileSink::~FileSink() { close(); }
+bool FileSink::start() { return file_->open(); }
+void FileSink::close() { file_->close(); }
+void FileSink::reopen() { file_->reopen(); }
+
+SinkCounters FileSink::counters() const {
+  SinkCounters c;
+  c.bytes_out = file_->bytes_written();
+  c.queue_bytes = file_->done() ? 0 : file_->lag();
+  c.failed = failed_;
+  return c;
+}
+
+}  // namespace chronomerge

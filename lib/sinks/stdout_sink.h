@@ -1,0 +1,55 @@
+// StdoutSink and FileSink: the merged stream to standard output or to a
+// file (append). Standard output uses a stream writer when it is a pipe,
+// socket or terminal, and the thread pool when it is a file or /dev/null.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+
+#include "output/output.h"
+#include "sinks/file_writer.h"
+#include "sinks/sink.h"
+#include "sinks/stream_writer.h"
+
+namespace chronomerge {
+
+class StdoutSink final : public Sink {
+ public:
+  // `changed` runs when the sink finishes or fails (from a loop callback).
+  StdoutSink(uv_loop_t* loop, Output& output, OutputConfig config, std::function<void()> changed);
+  ~StdoutSink() override;
+  bool start() override;
+  void close() override;
+  bool finished() const override { return finished_; }
+  SinkCounters counters() const override;
+
+ private:
+  uv_loop_t* loop_;
+  Output& output_;
+  std::function<void()> changed_;
+  std::unique_ptr<StreamWriter> stream_;
+  std::unique_ptr<FileWriter> file_;
+  bool finished_ = false;
+  bool failed_ = false;
+};
+
+class FileSink final : public Sink {
+ public:
+  FileSink(uv_loop_t* loop, Output& output, OutputConfig config, std::function<void()> changed);
+  ~FileSink() override;
+  bool start() override;
+  void close() override;
+  bool finished() const override { return finished_; }
+  SinkCounters counters() const override;
+  void reopen() override;
+
+ private:
+  std::unique_ptr<FileWriter> file_;
+  std::function<void()> changed_;
+  bool finished_ = false;
+  bool failed_ = false;
+};
+
+}  // namespace chronomerge

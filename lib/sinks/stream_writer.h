@@ -1,0 +1,67 @@
+// StreamWriter: copies the Output to one libuv stream (a stdout pipe or
+// terminal, one TCP or Unix client) as one Output subscriber.
+//
+// One uv_write is in flight at a time, carrying up to max_batch_bytes of
+// the subscriber's pending bytes as several buffers; the Output cursor moves
+// only when the write completes, which is what makes backpressure reach the
+// merger. The write request holds the chunks it points into, so a write may
+// outlive this object (libuv completes it with UV_ECANCELED on close).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "output/output.h"
+#include "uv/any_stream.h"
+#include "uv/uv_handle.h"
+
+namespace chronomerge {
+
+class StreamWriter {
+ public:
+  static constexpr size_t max_batch_bytes = 1 << 20;
+
+  enum class Outcome { finished, failed, overflowed, stalled };
+  // Runs once when the writer stops for good; the owner may destroy the
+  // writer from it only by deferring (it is called from a libuv callback
+  // of the writer's own handle).
+  using DoneCallback = std::function<void(Outcome, const std::string& reason)>;
+
+  // `stream` must be initialized. blocking: slow_client "block".
+  StreamWriter(Output& output, std::unique_ptr<UvHandle<AnyStream>> stream, size_t max_buffer,
+               bool blocking, uint64_t stall_timeout_ms, DoneCallback done);
+  ~StreamWriter();
+  StreamWriter(const StreamWriter&) = delete;
+  StreamWriter& operator=(const StreamWriter&) = delete;
+
+  // Stops at once: unsubscribes and closes the stream (no callback).
+  void close();
+  bool done() const { return done_; }
+  uint64_t bytes_written() const { return bytes_written_; }
+  size_t lag() const;
+  uv_stream_t* stream() const { return stream_ ? stream_->stream() : nullptr; }
+
+ private:
+  struct WriteRequest;
+  static void on_write(uv_write_t* req, int status);
+  static void on_stall_timer(uv_timer_t* timer);
+  void pump();
+  void finish(Outcome outcome, const std::string& reason);
+
+  Output& output_;
+  Output::SubscriberId sub_;
+  std::unique_ptr<UvHandle<AnyStream>> stream_;
+  UvHandle<uv_timer_t> stall_timer_;
+  uint64_t stall_timeout_ms_;
+  WriteRequest* in_flight_ = nullptr;
+  uv_shutdown_t* shutdown_ = nullptr;
+  bool subscribed_ = false;
+  bool done_ = false;
+  bool shutting_down_ = false;
+  uint64_t bytes_written_ = 0;
+  DoneCallback on_done_;
+};
+
+}  // namespace chronomerge

@@ -1,0 +1,13 @@
+#include "uv/uv_error.h"
+
+#include <uv.h>
+
+#include <fmt/core.h>
+
+namespace chronomerge {
+
+std::string uv_error_text(int code) {
+  return fmt::format("{} ({})", uv_err_name(code), uv_strerror(code));
+}
+
+}  // namespace chronomerge
