@@ -154,7 +154,8 @@ check_case() {
       CHECKS+=("$label: FAIL, identical to sort -m but $lines lines instead of $records")
       FAILED=1
     fi
-    rm -f "$cm_out" "$ref_out" "$err"
+    # Also drop outputs kept by an earlier failed run of this case.
+    rm -f "$cm_out" "$ref_out" "$err" "$DATA_ROOT/out/$label".*.ndjson
     return 0
   fi
   local a b
@@ -164,7 +165,7 @@ check_case() {
     local first_diff
     # cmp exits 1 on a difference; that is the expected case here.
     first_diff=$(cmp "$cm_out" "$ref_out" 2>&1 || true)
-    CHECKS+=("$label: FAIL, same lines as sort -m but in a different order ($first_diff)")
+    CHECKS+=("$label: FAIL, same lines as sort -m but in a different order (first difference at ${first_diff##* differ: })")
   else
     CHECKS+=("$label: FAIL, lines differ from sort -m ($lines lines vs $(wc -l < "$ref_out"))")
   fi
@@ -201,7 +202,7 @@ for c in "${CASES[@]}"; do
       err="$DATA_ROOT/tmp/measure.err"
       case $tool in
         chronomerge) cmd=("$CHRONOMERGE" "${files[@]}") ;;
-        sort-m) cmd=(env LC_ALL=C sort -m -s -t: -k2,2n "${files[@]}") ;;
+        sort-m) cmd=(env LC_ALL=C sort -m -s -t: "-k2,2n" "${files[@]}") ;;
         cat) cmd=(cat "${files[@]}") ;;
       esac
       if ! measure "$res" "$err" "${cmd[@]}"; then

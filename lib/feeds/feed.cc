@@ -17,19 +17,25 @@ Feed::Feed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes)
 void Feed::line(std::string_view line) {
   std::optional<LineError> error = host_.parser().parse(line, parsed_);
   if (error) {
-    ++counters_.malformed;
-    ++counters_.malformed_by[static_cast<int>(*error)];
-    host_.malformed(id_, *error, line);
-    return;
+    reject(*error, line);
+  } else {
+    accept(line, std::move(parsed_));
   }
-  host_.merger().push(id_, line, std::move(parsed_), host_.now());
+}
+
+void Feed::accept(std::string_view line, ParsedRecord&& parsed) {
+  host_.merger().push(id_, line, std::move(parsed), host_.now());
+}
+
+void Feed::reject(LineError error, std::string_view line) {
+  ++counters_.malformed;
+  ++counters_.malformed_by[static_cast<int>(error)];
+  host_.malformed(id_, error, line);
 }
 
 void Feed::overlong(std::string_view head, size_t total) {
-  ++counters_.malformed;
-  ++counters_.malformed_by[static_cast<int>(LineError::too_long)];
   log::debug("feed {}: line of {} bytes over max_line_bytes", name(), total);
-  host_.malformed(id_, LineError::too_long, head);
+  reject(LineError::too_long, head);
 }
 
 void Feed::deliver(std::string_view bytes) {
@@ -40,10 +46,10 @@ void Feed::deliver(std::string_view bytes) {
   host_.pump();
 }
 
-void Feed::deliver_eof() {
+void Feed::deliver_eof(bool finish_framer) {
   if (ended_) return;
   FeedLineSink sink{*this};
-  framer_.finish(sink);
+  if (finish_framer) framer_.finish(sink);
   ended_ = true;
   set_connected(false);
   host_.merger().end(id_, host_.now());

@@ -70,7 +70,13 @@ class Feed {
 
  protected:
   void deliver(std::string_view bytes);
-  void deliver_eof();
+  // A line some other thread already framed and parsed (FileFeed).
+  void accept(std::string_view line, ParsedRecord&& parsed);
+  // A line that is not a record: counted, logged, dead-lettered.
+  void reject(LineError error, std::string_view line);
+  // Ends the feed in the merger; `finish_framer` delivers a final
+  // unterminated line held by this feed's framer.
+  void deliver_eof(bool finish_framer = true);
   void connection_lost();
   void set_connected(bool connected);
 

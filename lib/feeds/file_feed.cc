@@ -1,110 +1,234 @@
 #include "feeds/file_feed.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+#include <vector>
 
 #include "log/log.h"
 #include "uv/uv_error.h"
 
 namespace chronomerge {
 
+// Everything a worker thread touches. While a batch is in flight the
+// request owns it; the feed may be closed meanwhile, and the callback then
+// frees the batch (and closes its descriptor) instead of handing it back.
+struct FileFeed::Batch {
+  uv_work_t req;
+  FileFeed* feed = nullptr;
+
+  // Owned by the batch so a worker never touches the feed.
+  std::string path;  // empty: standard input
+  bool follow = false;
+  int fd = -1;
+  bool owns_fd = true;
+  int64_t offset = 0;
+  ino_t inode = 0;
+  LineFramer framer;
+  RecordParser parser;
+  std::unique_ptr<char[]> buffer{new char[read_bytes]};
+
+  // Results of one work() call.
+  struct Line {
+    bool in_carry;  // in `carry` rather than `buffer`
+    uint32_t offset;
+    uint32_t length;
+    ParsedRecord parsed;
+  };
+  std::vector<Line> lines;
+  std::vector<std::pair<LineError, std::string>> rejected;
+  std::string carry;  // lines that spanned reads, back to back
+  size_t nread = 0;
+  int error = 0;         // a uv-style negative errno
+  const char* failed_op = "";
+  bool eof = false;      // end of a non-follow input
+  bool restarted = false;  // follow: truncated or rotated, read from 0
+
+  Batch(size_t max_line_bytes, KeySpec spec) : framer(max_line_bytes), parser(std::move(spec)) {}
+
+  // LineFramer visitor.
+  void line(std::string_view text) {
+    ParsedRecord parsed;
+    if (auto error = parser.parse(text, parsed)) {
+      rejected.emplace_back(*error, std::string(text));
+      return;
+    }
+    const char* base = buffer.get();
+    if (text.data() >= base && text.data() < base + read_bytes) {
+      lines.push_back(Line{false, static_cast<uint32_t>(text.data() - base),
+                           static_cast<uint32_t>(text.size()), std::move(parsed)});
+    } else {
+      lines.push_back(Line{true, static_cast<uint32_t>(carry.size()),
+                           static_cast<uint32_t>(text.size()), std::move(parsed)});
+      carry.append(text);
+    }
+  }
+  void overlong(std::string_view head, size_t) {
+    rejected.emplace_back(LineError::too_long, std::string(head));
+  }
+
+  std::string_view text(const Line& l) const {
+    return l.in_carry ? std::string_view(carry).substr(l.offset, l.length)
+                      : std::string_view(buffer.get() + l.offset, l.length);
+  }
+
+  void fail(const char* op, int err) {
+    failed_op = op;
+    error = err;
+  }
+
+  // follow: has the file at `path` been replaced or truncated?
+  void check_rotation() {
+    struct stat by_path;
+    struct stat by_fd;
+    if (::stat(path.c_str(), &by_path) != 0) return;  // gone for now: keep waiting
+    if (::fstat(fd, &by_fd) != 0) return;
+    if (by_path.st_ino != by_fd.st_ino || by_path.st_dev != by_fd.st_dev) {
+      int next = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (next < 0) return;
+      ::close(fd);
+      fd = next;
+      offset = 0;
+      restarted = true;
+    } else if (by_fd.st_size < offset) {
+      offset = 0;
+      restarted = true;
+    }
+  }
+
+  // One read, framed and validated. Runs on a pool thread.
+  void run() {
+    lines.clear();
+    rejected.clear();
+    carry.clear();
+    nread = 0;
+    error = 0;
+    restarted = false;
+    if (fd < 0) {
+      fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return fail("cannot open", -errno);
+    }
+    ssize_t n;
+    do {
+      n = owns_fd ? ::pread(fd, buffer.get(), read_bytes, offset)
+                  : ::read(fd, buffer.get(), read_bytes);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return fail("cannot read", -errno);
+    if (n == 0) {
+      if (!follow) {
+        eof = true;
+        framer.finish(*this);
+        return;
+      }
+      check_rotation();
+      if (restarted) framer.discard_partial();
+      return;
+    }
+    offset += n;
+    nread = static_cast<size_t>(n);
+    framer.push(std::string_view(buffer.get(), nread), *this);
+  }
+};
+
 FileFeed::FileFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes, int fd)
-    : Feed(host, id, std::move(config), max_line_bytes),
-      fd_(fd),
-      owns_fd_(fd < 0),
-      buffer_(new char[read_bytes]) {}
+    : Feed(host, id, std::move(config), max_line_bytes) {
+  batch_ = std::make_unique<Batch>(max_line_bytes, host.parser().spec());
+  batch_->path = config_.path;
+  batch_->follow = config_.follow;
+  batch_->fd = fd;
+  batch_->owns_fd = fd < 0;
+}
 
 FileFeed::~FileFeed() { close(); }
 
 void FileFeed::start() {
-  if (fd_ >= 0) {
-    set_connected(true);
-    read_next();
-    return;
+  if (config_.follow) {
+    uv_timer_init(host_.loop(), poll_timer_.get());
+    poll_timer_.initialized(this);
   }
-  auto* request = new Request{{}, this, nullptr};
-  int rc = uv_fs_open(host_.loop(), &request->req, config_.path.c_str(), O_RDONLY, 0, on_open);
+  set_connected(true);
+  queue_batch();
+}
+
+void FileFeed::queue_batch() {
+  if (closed_ || paused_ || in_flight_batch_ || ended_) return;
+  Batch* batch = batch_.release();
+  batch->feed = this;
+  batch->req.data = batch;
+  in_flight_batch_ = batch;
+  int rc = uv_queue_work(host_.loop(), &batch->req, work, after_work);
   if (rc < 0) {
-    delete request;
-    fail("cannot open", rc);
-    return;
+    in_flight_batch_ = nullptr;
+    batch_.reset(batch);
+    log::error("feed {}: cannot queue a read: {}", name(), uv_error_text(rc));
+    counters_.io_error = true;
+    finish();
   }
-  in_flight_ = request;
 }
 
-void FileFeed::on_open(uv_fs_t* req) {
-  auto* request = reinterpret_cast<Request*>(req);
-  FileFeed* self = request->feed;
-  auto result = static_cast<int>(req->result);
-  uv_fs_req_cleanup(req);
-  delete request;
-  if (self == nullptr) {  // closed while opening
-    if (result >= 0) {
-      uv_fs_t close_req;
-      uv_fs_close(nullptr, &close_req, result, nullptr);
-      uv_fs_req_cleanup(&close_req);
-    }
-    return;
-  }
-  self->in_flight_ = nullptr;
-  if (result < 0) {
-    self->fail("cannot open", result);
-    return;
-  }
-  self->fd_ = result;
-  self->set_connected(true);
-  self->read_next();
-}
+void FileFeed::work(uv_work_t* req) { static_cast<Batch*>(req->data)->run(); }
 
-void FileFeed::read_next() {
-  if (closed_ || paused_ || in_flight_ != nullptr || ended_) return;
-  auto* request = new Request{{}, this, std::move(buffer_)};
-  uv_buf_t buf = uv_buf_init(request->buffer.get(), read_bytes);
-  // Standard input is read from wherever the shell left it (-1); files at
-  // explicit offsets.
-  int64_t offset = owns_fd_ ? offset_ : -1;
-  int rc = uv_fs_read(host_.loop(), &request->req, fd_, &buf, 1, offset, on_read);
-  if (rc < 0) {
-    buffer_ = std::move(request->buffer);
-    delete request;
-    fail("cannot read", rc);
-    return;
-  }
-  in_flight_ = request;
-}
-
-void FileFeed::on_read(uv_fs_t* req) {
-  auto* request = reinterpret_cast<Request*>(req);
-  FileFeed* self = request->feed;
-  ssize_t result = req->result;
-  uv_fs_req_cleanup(req);
+void FileFeed::after_work(uv_work_t* req, int) {
+  std::unique_ptr<Batch> batch(static_cast<Batch*>(req->data));
+  FileFeed* self = batch->feed;
   if (self == nullptr) {
-    delete request;
+    if (batch->owns_fd && batch->fd >= 0) ::close(batch->fd);
     return;
   }
-  self->in_flight_ = nullptr;
-  self->buffer_ = std::move(request->buffer);
-  delete request;
-  if (result < 0) {
-    self->fail("cannot read", static_cast<int>(result));
-  } else if (result == 0) {
-    self->finish();
-  } else {
-    self->offset_ += result;
-    self->deliver(std::string_view(self->buffer_.get(), static_cast<size_t>(result)));
-    self->read_next();
+  self->in_flight_batch_ = nullptr;
+  self->take_batch(*batch);
+  // take_batch() may have closed the feed (end of input, or an error).
+  if (self->closed_) {
+    if (batch->owns_fd && batch->fd >= 0) ::close(batch->fd);
+    return;
   }
+  self->batch_ = std::move(batch);
+  if (self->batch_->nread == 0 && self->config_.follow) {
+    uv_timer_start(
+        self->poll_timer_.get(),
+        [](uv_timer_t* timer) {
+          if (auto* feed = static_cast<FileFeed*>(timer->data)) feed->queue_batch();
+        },
+        follow_poll_ms, 0);
+    return;
+  }
+  self->queue_batch();
 }
 
-void FileFeed::fail(const char* what, int code) {
-  log::error("feed {}: {} {}: {}", name(), what, config_.path.empty() ? "stdin" : config_.path,
-             uv_error_text(code));
-  counters_.io_error = true;
-  finish();
+void FileFeed::take_batch(Batch& batch) {
+  if (batch.restarted) log::info("feed {}: {} was truncated or replaced; reading it from the start", name(), config_.path);
+  counters_.bytes_read += batch.nread;
+  for (auto& line : batch.lines) accept(batch.text(line), std::move(line.parsed));
+  for (auto& [error, text] : batch.rejected) reject(error, text);
+  if (batch.error != 0) {
+    if (!batch.follow || !reported_error_) {
+      log::error("feed {}: {} {}: {}", name(), batch.failed_op,
+                 config_.path.empty() ? "standard input" : config_.path, uv_error_text(batch.error));
+    }
+    reported_error_ = true;
+    if (!batch.follow) {
+      counters_.io_error = true;
+      finish();
+      return;
+    }
+    // follow: the file may appear later; keep polling quietly.
+    batch.nread = 0;
+  } else {
+    reported_error_ = false;
+  }
+  if (batch.eof) {
+    finish();
+    return;
+  }
+  host_.pump();
 }
 
 void FileFeed::finish() {
   close();
-  deliver_eof();
+  deliver_eof(false);  // the batch's framer already delivered the last line
   host_.feed_finished(id_);
 }
 
@@ -112,20 +236,20 @@ void FileFeed::pause() { paused_ = true; }
 
 void FileFeed::resume() {
   paused_ = false;
-  read_next();
+  if (!poll_timer_.open() || !uv_is_active(poll_timer_.base())) queue_batch();
 }
 
 void FileFeed::close() {
   if (closed_) return;
   closed_ = true;
-  if (in_flight_) in_flight_->feed = nullptr;
-  in_flight_ = nullptr;
-  if (owns_fd_ && fd_ >= 0) {
-    uv_fs_t req;
-    uv_fs_close(nullptr, &req, fd_, nullptr);
-    uv_fs_req_cleanup(&req);
+  poll_timer_.close();
+  if (batch_ && batch_->owns_fd && batch_->fd >= 0) {
+    ::close(batch_->fd);
+    batch_->fd = -1;
   }
-  fd_ = -1;
+  // An in-flight batch keeps its descriptor; after_work closes it.
+  if (in_flight_batch_) in_flight_batch_->feed = nullptr;
+  in_flight_batch_ = nullptr;
 }
 
 }  // namespace chronomerge

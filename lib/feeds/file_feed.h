@@ -1,6 +1,11 @@
-// FileFeed: reads a regular file (or standard input redirected from one)
-// through libuv's thread pool, one read in flight at a time, so a paused
-// feed simply does not issue its next read.
+// FileFeed: reads a regular file (or standard input redirected from one).
+//
+// Reading, framing and validating happen on libuv's thread pool, one batch
+// of up to read_bytes in flight per feed, so JSON validation runs on the
+// other core while the loop thread merges; a paused feed simply does not
+// queue its next batch. With `follow`, EOF is not the end: the file is
+// polled for appended data, and truncation or rotation (a new file at the
+// path) restarts reading from the beginning, like `tail -F`.
 #pragma once
 
 #include <uv.h>
@@ -8,12 +13,14 @@
 #include <memory>
 
 #include "feeds/feed.h"
+#include "uv/uv_handle.h"
 
 namespace chronomerge {
 
 class FileFeed final : public Feed {
  public:
-  static constexpr size_t read_bytes = 64 << 10;
+  static constexpr size_t read_bytes = 128 << 10;
+  static constexpr uint64_t follow_poll_ms = 200;
 
   // Reads config.path, or `fd` when given (standard input); `fd` is then
   // read from its current position and not closed at the end.
@@ -26,26 +33,19 @@ class FileFeed final : public Feed {
   void close() override;
 
  private:
-  // A request outlives the feed if the feed is closed mid-read: its
-  // callback finds `feed` null and only frees the request.
-  struct Request {
-    uv_fs_t req;
-    FileFeed* feed;
-    std::unique_ptr<char[]> buffer;
-  };
-  static void on_open(uv_fs_t* req);
-  static void on_read(uv_fs_t* req);
-  void read_next();
-  void fail(const char* what, int code);
+  struct Batch;
+  static void work(uv_work_t* req);
+  static void after_work(uv_work_t* req, int status);
+  void queue_batch();
+  void take_batch(Batch& batch);
   void finish();
 
-  int fd_ = -1;
-  bool owns_fd_ = true;
+  std::unique_ptr<Batch> batch_;  // null while a batch is in flight
+  Batch* in_flight_batch_ = nullptr;
+  UvHandle<uv_timer_t> poll_timer_;  // follow: wait for appended data
   bool paused_ = false;
   bool closed_ = false;
-  Request* in_flight_ = nullptr;
-  std::unique_ptr<char[]> buffer_;  // lent to each read, returned after
-  int64_t offset_ = 0;
+  bool reported_error_ = false;
 };
 
 }  // namespace chronomerge

@@ -14,7 +14,12 @@ void Output::append(std::string_view bytes) {
       auto chunk = std::make_shared<Chunk>();
       chunk->start = head_;
       chunk->capacity = chunk_bytes_;
-      chunk->data.reset(new char[chunk_bytes_]);
+      if (spare_.empty()) {
+        chunk->data.reset(new char[chunk_bytes_]);
+      } else {
+        chunk->data = std::move(spare_.back());
+        spare_.pop_back();
+      }
       chunks_.push_back(std::move(chunk));
     }
     Chunk& chunk = *chunks_.back();
@@ -163,6 +168,11 @@ void Output::trim() {
     bool taken = front.start + front.size <= keep_from;
     bool filling = chunks_.size() == 1 && front.size < front.capacity;
     if (!taken || filling) break;
+    // Recycle the block unless an in-flight write still points into it:
+    // fresh blocks cost page faults on every chunk of the stream.
+    if (chunks_.front().use_count() == 1 && spare_.size() < max_spare_chunks) {
+      spare_.push_back(std::move(chunks_.front()->data));
+    }
     chunks_.pop_front();
   }
 }

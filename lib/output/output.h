@@ -121,6 +121,8 @@ class Output {
   uint64_t records_ = 0;
   bool ended_ = false;
   std::deque<std::shared_ptr<Chunk>> chunks_;
+  static constexpr size_t max_spare_chunks = 32;
+  std::vector<std::unique_ptr<char[]>> spare_;
   std::unordered_map<SubscriberId, Subscriber> subscribers_;
   SubscriberId next_id_ = 1;
   // push() is O(1): it compares the head with two precomputed positions.
