@@ -1,8 +1,13 @@
 #include "daemon/pipeline.h"
 
+#include "feeds/connect_feed.h"
+#include "feeds/exec_feed.h"
 #include "feeds/file_feed.h"
+#include "feeds/listen_feed.h"
+#include "feeds/simulate_feed.h"
 #include "feeds/stream_feed.h"
 #include "sinks/dead_letter.h"
+#include "sinks/server_sink.h"
 #include "sinks/stdout_sink.h"
 #include "uv/uv_error.h"
 
@@ -52,9 +57,11 @@ std::unique_ptr<Sink> Pipeline::make_sink(const OutputConfig& output) {
       return std::make_unique<StdoutSink>(loop_, output_, output, changed);
     case OutputType::file:
       return std::make_unique<FileSink>(loop_, output_, output, changed);
-    default:
-      return nullptr;
+    case OutputType::tcp_listen:
+    case OutputType::unix_listen:
+      return std::make_unique<ServerSink>(loop_, output_, output, changed);
   }
+  return nullptr;
 }
 
 std::unique_ptr<Feed> Pipeline::make_feed(FeedId id, const FeedConfig& feed) {
@@ -64,9 +71,18 @@ std::unique_ptr<Feed> Pipeline::make_feed(FeedId id, const FeedConfig& feed) {
       return std::make_unique<FileFeed>(*this, id, feed, max_line);
     case FeedType::stdin_:
       return make_stdin_feed(*this, id, feed, max_line);
-    default:
-      return nullptr;
+    case FeedType::tcp_listen:
+    case FeedType::unix_listen:
+      return std::make_unique<ListenFeed>(*this, id, feed, max_line);
+    case FeedType::tcp_connect:
+    case FeedType::unix_connect:
+      return std::make_unique<ConnectFeed>(*this, id, feed, max_line);
+    case FeedType::exec:
+      return std::make_unique<ExecFeed>(*this, id, feed, max_line);
+    case FeedType::simulate:
+      return std::make_unique<SimulateFeed>(*this, id, feed, max_line);
   }
+  return nullptr;
 }
 
 bool Pipeline::start() {
@@ -112,8 +128,10 @@ bool Pipeline::start() {
     malformed_limiters_.emplace_back();
   }
   for (auto& feed : feeds_) {
-    if (closed_) break;  // a feed's failure cannot close us, but be safe
-    feed->start();
+    if (!feed->start()) {
+      close();
+      return false;
+    }
   }
   pump();
   return true;

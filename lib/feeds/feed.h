@@ -55,9 +55,10 @@ class Feed {
   Feed(const Feed&) = delete;
   Feed& operator=(const Feed&) = delete;
 
-  // Opens the transport. Errors are logged and end the feed (finite) or
-  // are retried (connecting feeds); they never throw.
-  virtual void start() = 0;
+  // Opens the transport. False (after logging) when the feed cannot work
+  // at all, e.g. its listen address cannot be bound. Later errors are
+  // logged and end the feed (finite) or are retried (connecting feeds).
+  virtual bool start() = 0;
   virtual void pause() = 0;
   virtual void resume() = 0;
   // Releases every handle; no more host calls afterwards. Idempotent.

@@ -144,13 +144,14 @@ FileFeed::FileFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line
 
 FileFeed::~FileFeed() { close(); }
 
-void FileFeed::start() {
+bool FileFeed::start() {
   if (config_.follow) {
     uv_timer_init(host_.loop(), poll_timer_.get());
     poll_timer_.initialized(this);
   }
   set_connected(true);
   queue_batch();
+  return true;
 }
 
 void FileFeed::queue_batch() {

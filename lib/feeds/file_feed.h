@@ -27,7 +27,7 @@ class FileFeed final : public Feed {
   FileFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes, int fd = -1);
   ~FileFeed() override;
 
-  void start() override;
+  bool start() override;
   void pause() override;
   void resume() override;
   void close() override;

@@ -93,7 +93,7 @@ void StreamFeed::close() {
   close_transport();
 }
 
-void StdinStreamFeed::start() {
+bool StdinStreamFeed::start() {
   auto connection = std::make_unique<Connection>();
   uv_handle_type type = uv_guess_handle(0);
   int rc;
@@ -110,10 +110,11 @@ void StdinStreamFeed::start() {
     log::error("feed {}: cannot read standard input: {}", name(), uv_error_text(rc));
     counters_.io_error = true;
     end_feed();
-    return;
+    return true;
   }
   connection->initialized(this);
   attach(std::move(connection));
+  return true;
 }
 
 std::unique_ptr<Feed> make_stdin_feed(FeedHost& host, FeedId id, FeedConfig config,

@@ -56,7 +56,7 @@ class StreamFeed : public Feed {
 class StdinStreamFeed final : public StreamFeed {
  public:
   using StreamFeed::StreamFeed;
-  void start() override;
+  bool start() override;
 };
 
 // The right feed for standard input: a FileFeed when it is a regular file,

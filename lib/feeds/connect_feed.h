@@ -1,0 +1,43 @@
+// ConnectFeed: tcp-connect and unix-connect feeds. Connects to an upstream
+// and reconnects whenever the connection fails or ends, with exponential
+// backoff (100 ms doubling to 30 s, with up to 50% random jitter so many
+// daemons do not reconnect in lockstep). Logs once per state change, not
+// once per attempt. Never ends by itself.
+#pragma once
+
+#include <random>
+
+#include "feeds/stream_feed.h"
+
+namespace chronomerge {
+
+class ConnectFeed final : public StreamFeed {
+ public:
+  static constexpr uint64_t min_backoff_ms = 100;
+  static constexpr uint64_t max_backoff_ms = 30000;
+
+  ConnectFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes);
+  bool start() override;
+  uint64_t attempts() const { return attempts_; }
+
+ protected:
+  void connection_ended(int status) override;
+  void close_transport() override;
+
+ private:
+  struct Attempt;
+  void connect();
+  void connected(std::unique_ptr<Connection> connection);
+  void failed(int status);
+  void schedule_retry();
+  std::string target() const;
+
+  UvHandle<uv_timer_t> retry_timer_;
+  Attempt* attempt_ = nullptr;  // in flight
+  uint64_t backoff_ms_ = min_backoff_ms;
+  uint64_t attempts_ = 0;
+  bool failing_logged_ = false;
+  std::minstd_rand jitter_;
+};
+
+}  // namespace chronomerge

@@ -1,0 +1,60 @@
+// ServerSink: tcp-listen and unix-listen outputs. Each client gets the
+// merged stream from the moment it connects, starting at a record boundary,
+// through its own StreamWriter (one Output subscriber per client).
+//
+// slow_client "block": the slowest client governs (lossless); a client
+// whose write has not completed for stall_timeout_ms is disconnected.
+// "disconnect": a client more than max_buffer behind is disconnected so
+// the others keep full speed. Over max_clients, a new client is accepted
+// and closed at once. Every disconnect is logged once with its reason.
+#pragma once
+
+#include <uv.h>
+
+#include <list>
+#include <memory>
+#include <string>
+
+#include "output/output.h"
+#include "sinks/sink.h"
+#include "sinks/stream_writer.h"
+#include "uv/any_stream.h"
+#include "uv/uv_handle.h"
+
+namespace chronomerge {
+
+class ServerSink final : public Sink {
+ public:
+  ServerSink(uv_loop_t* loop, Output& output, OutputConfig config, std::function<void()> changed);
+  ~ServerSink() override;
+
+  bool start() override;
+  void close() override;
+  bool finished() const override {
+    return finished_ || (output_.ended() && counters_.clients == 0);
+  }
+  SinkCounters counters() const override;
+  const std::string& address() const { return address_; }
+
+ private:
+  struct Client;
+  static void on_connection(uv_stream_t* server, int status);
+  void client_done(Client* client, StreamWriter::Outcome outcome, const std::string& reason);
+  void reap();
+  void check_finished();
+
+  uv_loop_t* loop_;
+  Output& output_;
+  std::function<void()> changed_;
+  UvHandle<AnyStream> server_;
+  UvHandle<uv_idle_t> reaper_;  // frees finished clients outside their callbacks
+  std::list<std::unique_ptr<Client>> clients_;
+  std::string address_;
+  uint64_t next_client_id_ = 1;
+  SinkCounters counters_;
+  uint64_t bytes_of_gone_clients_ = 0;
+  bool finished_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace chronomerge
