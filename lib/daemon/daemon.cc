@@ -1,5 +1,7 @@
 #include "daemon/daemon.h"
 
+#include <sys/resource.h>
+#include <systemd/sd-daemon.h>
 #include <uv.h>
 
 #include <memory>
@@ -12,22 +14,39 @@
 namespace chronomerge {
 namespace {
 
+std::string trimmed(std::string text) {
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
 class Daemon {
  public:
-  Daemon(uv_loop_t* loop, Config config) : loop_(loop), config_(std::move(config)) {}
+  Daemon(uv_loop_t* loop, Config config, std::string config_path)
+      : loop_(loop), config_(std::move(config)), config_path_(std::move(config_path)) {}
 
   bool start() {
-    for (int signum : {SIGINT, SIGTERM}) {
+    for (int signum : {SIGINT, SIGTERM, SIGHUP, SIGUSR1}) {
       auto& handle = signals_.emplace_back(std::make_unique<UvHandle<uv_signal_t>>());
       uv_signal_init(loop_, handle->get());
       handle->initialized(this);
       uv_signal_start(
           handle->get(),
           [](uv_signal_t* h, int sig) {
-            if (auto* self = static_cast<Daemon*>(h->data)) self->stop(sig);
+            auto* self = static_cast<Daemon*>(h->data);
+            if (self == nullptr) return;
+            if (sig == SIGHUP) {
+              self->request_reload();
+            } else if (sig == SIGUSR1) {
+              log::info("SIGUSR1: reopening output files");
+              self->pipeline_->reopen_files();
+            } else {
+              self->stop(sig);
+            }
           },
           signum);
     }
+    uv_timer_init(loop_, reload_timer_.get());
+    reload_timer_.initialized(this);
     pipeline_ = std::make_unique<Pipeline>(loop_, config_, true);
     pipeline_->on_finished([this] {
       log::info("all feeds ended and outputs flushed; exiting");
@@ -38,7 +57,23 @@ class Daemon {
       return false;
     }
     log::info("running: {} feeds, {} outputs", config_.feeds.size(), config_.outputs.size());
+    // Every listener is bound by now: tell systemd (Type=notify).
+    sd_notifyf(0, "READY=1\nSTATUS=merging %zu feeds into %zu outputs", config_.feeds.size(),
+               config_.outputs.size());
+    start_watchdog();
     return true;
+  }
+
+  // WatchdogSec=: ping at half the interval from the loop, so a wedged
+  // loop is restarted by systemd.
+  void start_watchdog() {
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
+    uv_timer_init(loop_, watchdog_timer_.get());
+    watchdog_timer_.initialized(this);
+    uint64_t interval = std::max<uint64_t>(1, usec / 2000);
+    uv_timer_start(
+        watchdog_timer_.get(), [](uv_timer_t*) { sd_notify(0, "WATCHDOG=1"); }, 0, interval);
   }
 
   void stop(int sig) {
@@ -49,6 +84,7 @@ class Daemon {
     }
     draining_ = true;
     log::info("{}: draining (up to {} ms)", strsignal(sig), config_.drain_timeout_ms);
+    sd_notify(0, "STOPPING=1\nSTATUS=draining");
     uv_timer_init(loop_, drain_timer_.get());
     drain_timer_.initialized(this);
     uv_timer_start(
@@ -63,10 +99,51 @@ class Daemon {
     pipeline_->drain();
   }
 
+  // SIGHUPs are collected and applied from a zero-delay timer: any number
+  // arriving before (or while) a reload runs fold into one more reload.
+  void request_reload() {
+    if (draining_) return;
+    if (uv_is_active(reload_timer_.base())) return;
+    uv_timer_start(
+        reload_timer_.get(),
+        [](uv_timer_t* t) {
+          if (auto* self = static_cast<Daemon*>(t->data)) self->reload();
+        },
+        0, 0);
+  }
+
+  void reload() {
+    if (config_path_.empty()) {
+      log::warn("SIGHUP: the built-in demo configuration cannot be reloaded");
+      return;
+    }
+    sd_notify(0, "RELOADING=1\nSTATUS=reloading");
+    ConfigResult result = load_config(config_path_);
+    std::string error;
+    if (!result.problems.empty()) {
+      ++reloads_failed_;
+      log::error("reload of {} rejected, the running configuration stays:\n{}", config_path_,
+                 trimmed(format_problems(result.problems)));
+    } else if (!pipeline_->reload(*result.config, error)) {
+      ++reloads_failed_;
+      config_ = pipeline_->config();  // whatever part of it was applied
+      log::error("reload of {} failed: {}", config_path_, error);
+    } else {
+      ++reloads_ok_;
+      config_ = std::move(*result.config);
+      log::info("reloaded {}: {} feeds, {} outputs", config_path_, config_.feeds.size(),
+                config_.outputs.size());
+    }
+    sd_notifyf(0, "READY=1\nSTATUS=merging %zu feeds into %zu outputs", config_.feeds.size(),
+               config_.outputs.size());
+  }
+
   void shutdown() {
     if (pipeline_) pipeline_->close();
     for (auto& s : signals_) s->close();
     drain_timer_.close();
+    watchdog_timer_.close();
+    reload_timer_.close();
   }
 
   bool timed_out() const { return timed_out_; }
@@ -74,14 +151,31 @@ class Daemon {
  private:
   uv_loop_t* loop_;
   Config config_;
+  std::string config_path_;
   std::unique_ptr<Pipeline> pipeline_;
+  UvHandle<uv_timer_t> reload_timer_;
+  uint64_t reloads_ok_ = 0;
+  uint64_t reloads_failed_ = 0;
   std::vector<std::unique_ptr<UvHandle<uv_signal_t>>> signals_;
   UvHandle<uv_timer_t> drain_timer_;
+  UvHandle<uv_timer_t> watchdog_timer_;
   bool draining_ = false;
   bool timed_out_ = false;
 };
 
 }  // namespace
+
+// Thousands of feeds and clients are normal: use every descriptor the
+// hard limit allows.
+void raise_open_files_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    log::debug("open files limit raised from {} to {}", before, limit.rlim_cur);
+  }
+}
 
 int run_daemon(const DaemonOptions& options) {
   ConfigResult result = options.config_path.empty() ? parse_config(demo_config_text())
@@ -89,17 +183,18 @@ int run_daemon(const DaemonOptions& options) {
   if (!result.problems.empty()) {
     log::error("{}: invalid configuration:\n{}",
                options.config_path.empty() ? "demo" : options.config_path,
-               format_problems(result.problems));
+               trimmed(format_problems(result.problems)));
     return exit_error;
   }
   Config config = std::move(*result.config);
   log::set_level(options.log_level.value_or(config.log_level));
+  raise_open_files_limit();
 
   uv_loop_t loop;
   uv_loop_init(&loop);
   int status = exit_ok;
   {
-    Daemon daemon(&loop, std::move(config));
+    Daemon daemon(&loop, std::move(config), options.config_path);
     if (!daemon.start()) status = exit_error;
     uv_run(&loop, UV_RUN_DEFAULT);
     daemon.shutdown();

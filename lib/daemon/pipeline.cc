@@ -1,5 +1,7 @@
 #include "daemon/pipeline.h"
 
+#include <algorithm>
+
 #include "feeds/connect_feed.h"
 #include "feeds/exec_feed.h"
 #include "feeds/file_feed.h"
@@ -51,6 +53,7 @@ Pipeline::Pipeline(uv_loop_t* loop, Config config, bool live)
 Pipeline::~Pipeline() { close(); }
 
 std::unique_ptr<Sink> Pipeline::make_sink(const OutputConfig& output) {
+  // A sink that finishes or fails may complete the run.
   auto changed = [this] { check_finished(); };
   switch (output.type) {
     case OutputType::stdout_:
@@ -85,6 +88,39 @@ std::unique_ptr<Feed> Pipeline::make_feed(FeedId id, const FeedConfig& feed) {
   return nullptr;
 }
 
+// Fills a feed's unset options from the globals: two feeds are "the same"
+// across a reload when their effective settings are.
+FeedConfig Pipeline::effective(const FeedConfig& feed, const Config& config) {
+  FeedConfig e = feed;
+  e.high_water_mark = feed.high_water_mark.value_or(config.feed_high_water_mark);
+  e.low_water_mark = feed.low_water_mark.value_or(config.feed_low_water_mark);
+  e.idle_timeout_ms = feed.idle_timeout_ms.value_or(config.idle_timeout_ms);
+  e.max_line_bytes = feed.max_line_bytes.value_or(config.max_line_bytes);
+  return e;
+}
+
+bool Pipeline::add_sink(const OutputConfig& output) {
+  auto sink = make_sink(output);
+  if (!sink->start()) return false;
+  sinks_.push_back(std::move(sink));
+  return true;
+}
+
+bool Pipeline::add_feed(const FeedConfig& config) {
+  FeedConfig feed = effective(config, config_);
+  FeedSettings settings;
+  settings.name = feed.name;
+  settings.high_water_mark = *feed.high_water_mark;
+  settings.low_water_mark = *feed.low_water_mark;
+  bool live_transport = feed.type != FeedType::file || feed.follow;
+  if (live_ && live_transport) settings.idle_timeout_ms = feed.idle_timeout_ms;
+  settings.reorder_window = feed.reorder_window;
+  FeedId id = merger_.add_feed(settings, uv_now(loop_));
+  feeds_.push_back(make_feed(id, config));
+  malformed_limiters_.emplace_back();
+  return feeds_.back()->start();
+}
+
 bool Pipeline::start() {
   if (config_.deadletter) {
     deadletter_ = std::make_unique<DeadLetter>(loop_, config_.deadletter->path);
@@ -93,48 +129,108 @@ bool Pipeline::start() {
       return false;
     }
   }
+  // Outputs first, so no record is merged before its sinks exist.
   for (const OutputConfig& output : config_.outputs) {
-    auto sink = make_sink(output);
-    if (!sink) {
-      log::error("output {}: type {} is not supported", output.name, to_string(output.type));
+    if (!add_sink(output)) {
       close();
       return false;
     }
-    if (!sink->start()) {
-      close();
-      return false;
-    }
-    sinks_.push_back(std::move(sink));
   }
-  uint64_t now = uv_now(loop_);
   for (const FeedConfig& feed : config_.feeds) {
-    FeedSettings settings;
-    settings.name = feed.name;
-    settings.high_water_mark = feed.high_water_mark.value_or(config_.feed_high_water_mark);
-    settings.low_water_mark = feed.low_water_mark.value_or(config_.feed_low_water_mark);
-    bool live_transport = feed.type != FeedType::file || feed.follow;
-    if (live_ && live_transport) {
-      settings.idle_timeout_ms = feed.idle_timeout_ms.value_or(config_.idle_timeout_ms);
-    }
-    settings.reorder_window = feed.reorder_window;
-    FeedId id = merger_.add_feed(settings, now);
-    auto made = make_feed(id, feed);
-    if (!made) {
-      log::error("feed {}: type {} is not supported", feed.name, to_string(feed.type));
-      close();
-      return false;
-    }
-    feeds_.push_back(std::move(made));
-    malformed_limiters_.emplace_back();
-  }
-  for (auto& feed : feeds_) {
-    if (!feed->start()) {
+    if (!add_feed(feed)) {
       close();
       return false;
     }
   }
   pump();
   return true;
+}
+
+void Pipeline::remove_feed(Feed& feed) {
+  if (feed.removed()) return;
+  feed.close();
+  feed.mark_removed();
+  merger_.end(feed.id(), uv_now(loop_));  // what it queued is still merged
+}
+
+bool Pipeline::reload(const Config& next, std::string& error) {
+  // These shape every record already queued: changing them live would mix
+  // two merges in one stream.
+  if (next.key != config_.key || next.key_type != config_.key_type || next.mode != config_.mode ||
+      next.output_high_water_mark != config_.output_high_water_mark) {
+    error = "key, key_type, mode and output_high_water_mark take effect only on restart";
+    return false;
+  }
+  Config old = std::move(config_);
+  config_ = next;
+  log::set_level(config_.log_level);
+  merger_.set_late_policy(config_.late);
+
+  // Outputs: matched by name; a changed one is replaced (its clients are
+  // disconnected), a removed one closes, a new one starts.
+  for (size_t i = 0; i < sinks_.size();) {
+    const OutputConfig& current = sinks_[i]->config();
+    auto match = std::find_if(next.outputs.begin(), next.outputs.end(),
+                              [&](const OutputConfig& o) { return o.name == current.name; });
+    if (match != next.outputs.end() && *match == current) {
+      ++i;
+      continue;
+    }
+    log::info("output {}: {}", current.name, match == next.outputs.end() ? "removed" : "changed, restarting");
+    sinks_[i]->close();
+    sinks_.erase(sinks_.begin() + static_cast<ptrdiff_t>(i));
+  }
+  bool ok = true;
+  for (const OutputConfig& output : next.outputs) {
+    bool exists = std::any_of(sinks_.begin(), sinks_.end(),
+                              [&](const auto& s) { return s->name() == output.name; });
+    if (!exists && !add_sink(output)) {
+      error = fmt::format("output {} could not start", output.name);
+      ok = false;
+    }
+  }
+
+  // Feeds: the same by name and effective settings keep their connections.
+  for (auto& feed : feeds_) {
+    if (feed->removed()) continue;
+    auto match = std::find_if(next.feeds.begin(), next.feeds.end(),
+                              [&](const FeedConfig& f) { return f.name == feed->name(); });
+    if (match != next.feeds.end() &&
+        effective(*match, next) == effective(feed->config(), old)) {
+      continue;
+    }
+    log::info("feed {}: {}", feed->name(), match == next.feeds.end() ? "removed" : "changed, restarting");
+    remove_feed(*feed);
+  }
+  for (const FeedConfig& feed : next.feeds) {
+    bool running = std::any_of(feeds_.begin(), feeds_.end(), [&](const auto& f) {
+      return !f->removed() && f->name() == feed.name;
+    });
+    if (!running && !add_feed(feed)) {
+      error = fmt::format("feed {} could not start", feed.name);
+      ok = false;
+    }
+  }
+
+  // The dead-letter file: reopened at its (possibly new) path.
+  if (!(old.deadletter == next.deadletter)) {
+    if (deadletter_) deadletter_->close();
+    deadletter_.reset();
+    if (next.deadletter) {
+      deadletter_ = std::make_unique<DeadLetter>(loop_, next.deadletter->path);
+      if (!deadletter_->start()) {
+        error = "the dead-letter file could not be opened";
+        ok = false;
+      }
+    }
+  }
+  pump();
+  return ok;
+}
+
+void Pipeline::reopen_files() {
+  for (auto& sink : sinks_) sink->reopen();
+  if (deadletter_) deadletter_->reopen();
 }
 
 void Pipeline::close() {
@@ -148,11 +244,7 @@ void Pipeline::close() {
 
 void Pipeline::drain() {
   if (closed_) return;
-  uint64_t now = uv_now(loop_);
-  for (auto& feed : feeds_) {
-    feed->close();
-    merger_.end(feed->id(), now);
-  }
+  for (auto& feed : feeds_) remove_feed(*feed);
   pump();
 }
 

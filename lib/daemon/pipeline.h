@@ -44,6 +44,13 @@ class Pipeline final : public FeedHost, public MergerListener {
   // Graceful stop: every feed stops reading and ends; what is queued is
   // still merged and written, then the pipeline finishes.
   void drain();
+  // SIGHUP: applies a validated new configuration. Feeds and outputs are
+  // matched by name; unchanged ones keep their connections and clients.
+  // False (with `error` set) when the change needs a restart (nothing is
+  // changed then) or a new part failed to start (the rest is applied).
+  bool reload(const Config& next, std::string& error);
+  // SIGUSR1: file outputs and the dead-letter file reopen their paths.
+  void reopen_files();
 
   // Runs once everything has been merged and every sink has finished.
   void on_finished(std::function<void()> callback) { on_finished_ = std::move(callback); }
@@ -74,6 +81,10 @@ class Pipeline final : public FeedHost, public MergerListener {
  private:
   std::unique_ptr<Feed> make_feed(FeedId id, const FeedConfig& feed);
   std::unique_ptr<Sink> make_sink(const OutputConfig& output);
+  static FeedConfig effective(const FeedConfig& feed, const Config& config);
+  bool add_feed(const FeedConfig& feed);
+  bool add_sink(const OutputConfig& output);
+  void remove_feed(Feed& feed);
   void arm_idle_timer();
   void check_finished();
 

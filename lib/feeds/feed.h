@@ -68,6 +68,9 @@ class Feed {
   const FeedConfig& config() const { return config_; }
   const std::string& name() const { return config_.name; }
   const FeedCounters& counters() const { return counters_; }
+  // Removed by a reload or a drain: closed, and ended in the merger.
+  bool removed() const { return removed_; }
+  void mark_removed() { removed_ = true; }
 
  protected:
   void deliver(std::string_view bytes);
@@ -86,6 +89,7 @@ class Feed {
   FeedConfig config_;
   FeedCounters counters_;
   bool ended_ = false;
+  bool removed_ = false;
 
  private:
   friend struct FeedLineSink;

@@ -96,6 +96,9 @@ class Merger {
   // Emits while allowed and the output accepts. Cheap when nothing to do.
   void run(uint64_t now);
 
+  // A reload may change what happens to late records.
+  void set_late_policy(LatePolicy late) { options_.late = late; }
+
   // When run() must be called again for a waiting feed to turn idle.
   std::optional<uint64_t> next_deadline() const;
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: installs the build dependencies (Debian
+# bookworm, as root), builds with warnings as errors, runs the whole suite,
+# then runs the unit tests again built with AddressSanitizer and
+# UndefinedBehaviorSanitizer, checks formatting, and verifies the systemd
+# unit. This is the README's test command and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential cmake ninja-build pkg-config git
+          libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libsystemd-dev
+          systemd clang-format curl python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "== installing: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "run as root (or install: apt-get install ${missing[*]})" >&2
+    exit 2
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# promtool checks the metrics exposition when Debian's prometheus package
+# is installed; it is large, so only CI installs it.
+if [ "${CI:-}" = "true" ] && ! command -v promtool >/dev/null; then
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null || true
+fi
+
+jobs=${JOBS:-2}
+
+echo "== build (Release, warnings as errors)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCHRONOMERGE_WERROR=ON >/dev/null
+cmake --build build -j "$jobs"
+
+echo "== tests"
+(cd build && ctest --output-on-failure -j "$jobs" --timeout 300)
+
+echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCHRONOMERGE_WERROR=ON \
+      -DCHRONOMERGE_SANITIZE=ON >/dev/null
+cmake --build build-sanitize -j "$jobs"
+# The end-to-end cases start the daemon; under the sanitizers they also
+# check its shutdown path, but the heaviest (memory under load) are skipped
+# because the sanitizers' own memory would dominate the measurement.
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ./build-sanitize/tests/chronomerge_tests --test-case-exclude='*RSS*'
+
+echo "== formatting (.clang-format)"
+files=$(git ls-files '*.cc' '*.h' 2>/dev/null || find daemon lib tests -name '*.cc' -o -name '*.h')
+clang-format --dry-run -Werror $files
+
+echo "== systemd unit"
+unit=$(mktemp --suffix=.service)
+sed "s|/usr/bin/chronomerge|$PWD/build/daemon/chronomerge|g" systemd/chronomerge.service >"$unit"
+cp "$unit" "$(dirname "$unit")/chronomerge.service"
+systemd-analyze verify "$(dirname "$unit")/chronomerge.service"
+rm -f "$unit" "$(dirname "$unit")/chronomerge.service"
+
+echo "== all tests passed"
