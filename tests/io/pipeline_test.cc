@@ -1,0 +1,217 @@
+// The Pipeline on a real libuv loop: files in, a file out, reload and
+// drain. Every case ends by proving the loop closes cleanly.
+#include "daemon/pipeline.h"
+
+#include <doctest/doctest.h>
+#include <uv.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+
+using namespace chronomerge;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "chronomerge-pipeline-XXXXXX").string();
+    path = mkdtemp(tmpl.data());
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string file(const std::string& name, const std::string& content = {}) const {
+    std::ofstream(path / name) << content;
+    return (path / name).string();
+  }
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+size_t count_lines(const std::string& text) {
+  return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+// Runs `body` once on the loop after `ms`.
+void after(uv_loop_t* loop, uint64_t ms, std::function<void()> body) {
+  auto* timer = new uv_timer_t;
+  uv_timer_init(loop, timer);
+  timer->data = new std::function<void()>(std::move(body));
+  uv_timer_start(
+      timer,
+      [](uv_timer_t* t) {
+        auto* fn = static_cast<std::function<void()>*>(t->data);
+        (*fn)();
+        delete fn;
+        uv_close(reinterpret_cast<uv_handle_t*>(t),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+      },
+      ms, 0);
+}
+
+FeedConfig file_feed(const std::string& name, const std::string& path) {
+  FeedConfig feed;
+  feed.name = name;
+  feed.type = FeedType::file;
+  feed.path = path;
+  return feed;
+}
+
+FeedConfig simulate_feed(const std::string& name, uint64_t seed) {
+  FeedConfig feed;
+  feed.name = name;
+  feed.type = FeedType::simulate;
+  feed.rate = 2000;
+  feed.seed = seed;
+  return feed;
+}
+
+OutputConfig file_output(const std::string& path) {
+  OutputConfig out;
+  out.name = "archive";
+  out.type = OutputType::file;
+  out.path = path;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Pipeline on a loop") {
+  TempDir dir;
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+
+  SUBCASE("merges two files into a file output and finishes") {
+    Config config;
+    config.feeds.push_back(file_feed("a", dir.file("a", "{\"time\":1}\n{\"time\":3}\nnot json\n")));
+    config.feeds.push_back(file_feed("b", dir.file("b", "{\"time\":2}\n{\"time\":3,\"b\":1}")));
+    std::string out = (dir.path / "out").string();
+    config.outputs.push_back(file_output(out));
+    {
+      Pipeline pipeline(&loop, config, false);
+      bool finished = false;
+      pipeline.on_finished([&] {
+        finished = true;
+        pipeline.close();
+      });
+      REQUIRE(pipeline.start());
+      uv_run(&loop, UV_RUN_DEFAULT);
+      CHECK(finished);
+      CHECK(pipeline.feeds()[0]->counters().malformed == 1);
+    }
+    CHECK(slurp(out) == "{\"time\":1}\n{\"time\":2}\n{\"time\":3}\n{\"time\":3,\"b\":1}\n");
+  }
+
+  SUBCASE("a missing input file fails that feed only and is reported") {
+    Config config;
+    config.feeds.push_back(file_feed("gone", (dir.path / "missing").string()));
+    config.feeds.push_back(file_feed("b", dir.file("b", "{\"time\":2}\n")));
+    std::string out = (dir.path / "out").string();
+    config.outputs.push_back(file_output(out));
+    {
+      Pipeline pipeline(&loop, config, false);
+      pipeline.on_finished([&] { pipeline.close(); });
+      REQUIRE(pipeline.start());
+      uv_run(&loop, UV_RUN_DEFAULT);
+      CHECK(pipeline.feeds()[0]->counters().io_error);
+    }
+    CHECK(slurp(out) == "{\"time\":2}\n");
+  }
+
+  SUBCASE("drain writes everything that was read, then finishes") {
+    Config config;
+    config.feeds.push_back(simulate_feed("s1", 1));
+    config.feeds.push_back(simulate_feed("s2", 2));
+    std::string out = (dir.path / "out").string();
+    config.outputs.push_back(file_output(out));
+    uint64_t records_in = 0;
+    {
+      Pipeline pipeline(&loop, config, true);
+      bool finished = false;
+      pipeline.on_finished([&] {
+        finished = true;
+        pipeline.close();
+      });
+      REQUIRE(pipeline.start());
+      after(&loop, 150, [&] { pipeline.drain(); });
+      uv_run(&loop, UV_RUN_DEFAULT);
+      CHECK(finished);
+      for (const auto& feed : pipeline.feeds()) {
+        records_in += pipeline.merger_state().stats(feed->id()).records_in;
+      }
+    }
+    CHECK(records_in > 0);
+    CHECK(count_lines(slurp(out)) == records_in);
+  }
+
+  SUBCASE("reload keeps unchanged parts, ends removed feeds and starts new ones") {
+    Config config;
+    config.idle_timeout_ms = 50;
+    config.feeds.push_back(simulate_feed("keep", 1));
+    config.feeds.push_back(simulate_feed("drop", 2));
+    config.feeds.push_back(simulate_feed("change", 3));
+    config.outputs.push_back(file_output((dir.path / "out").string()));
+    Config next = config;
+    next.feeds.erase(next.feeds.begin() + 1);  // drop "drop"
+    next.feeds[1].rate = 1000;                 // change "change"
+    next.feeds.push_back(simulate_feed("new", 4));
+    {
+      Pipeline pipeline(&loop, config, true);
+      REQUIRE(pipeline.start());
+      const Sink* sink_before = pipeline.sinks()[0].get();
+      const Feed* keep_before = pipeline.feeds()[0].get();
+      after(&loop, 50, [&] {
+        std::string error;
+        CHECK(pipeline.reload(next, error));
+        CHECK(error.empty());
+      });
+      after(&loop, 120, [&] {
+        const auto& feeds = pipeline.feeds();
+        REQUIRE(feeds.size() == 5);  // removed feeds stay, ended
+        CHECK(feeds[0].get() == keep_before);
+        CHECK_FALSE(feeds[0]->removed());
+        CHECK(feeds[1]->removed());
+        CHECK(pipeline.merger_state().state(feeds[1]->id()) == FeedState::ended);
+        CHECK(feeds[2]->removed());
+        CHECK(feeds[3]->name() == "change");
+        CHECK(feeds[4]->name() == "new");
+        CHECK(pipeline.merger_state().stats(feeds[4]->id()).records_in > 0);
+        CHECK(pipeline.sinks()[0].get() == sink_before);
+        pipeline.close();
+      });
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+  }
+
+  SUBCASE("reload refuses changes that need a restart and changes nothing") {
+    Config config;
+    config.feeds.push_back(simulate_feed("s1", 1));
+    config.outputs.push_back(file_output((dir.path / "out").string()));
+    Config next = config;
+    next.key = "ts";
+    next.feeds.push_back(simulate_feed("s2", 2));
+    {
+      Pipeline pipeline(&loop, config, true);
+      REQUIRE(pipeline.start());
+      std::string error;
+      CHECK_FALSE(pipeline.reload(next, error));
+      CHECK(error.find("restart") != std::string::npos);
+      CHECK(pipeline.feeds().size() == 1);
+      CHECK(pipeline.config().key == "time");
+      pipeline.close();
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+  }
+
+  // Every handle was closed: the loop has nothing left.
+  CHECK(uv_loop_close(&loop) == 0);
+}
