@@ -94,7 +94,8 @@ int main(int argc, char** argv) {
       char* end = nullptr;
       unsigned long long n = std::strtoull(v.c_str(), &end, 10);
       if (v.empty() || *end != '\0' || n < 64 || n > (1ull << 30)) {
-        usage_error(fmt::format("--max-line-bytes must be a number from 64 to 1073741824, got '{}'", v));
+        usage_error(
+            fmt::format("--max-line-bytes must be a number from 64 to 1073741824, got '{}'", v));
       }
       one_shot.max_line_bytes = static_cast<size_t>(n);
     } else if (arg == "--config") {

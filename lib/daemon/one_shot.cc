@@ -67,7 +67,12 @@ int run_one_shot(const OneShotOptions& options) {
   }
   if (uv_loop_close(&loop) != 0) {
     log::error("internal: handles left open at exit");
-    uv_walk(&loop, [](uv_handle_t* h, void*) { log::error("  open handle: {}", uv_handle_type_name(h->type)); }, nullptr);
+    uv_walk(
+        &loop,
+        [](uv_handle_t* h, void*) {
+          log::error("  open handle: {}", uv_handle_type_name(h->type));
+        },
+        nullptr);
   }
   return status;
 }

@@ -50,7 +50,9 @@ Pipeline::Pipeline(uv_loop_t* loop, Config config, bool live)
   idle_timer_.initialized(this);
 }
 
-Pipeline::~Pipeline() { close(); }
+Pipeline::~Pipeline() {
+  close();
+}
 
 std::unique_ptr<Sink> Pipeline::make_sink(const OutputConfig& output) {
   // A sink that finishes or fails may complete the run.
@@ -176,7 +178,8 @@ bool Pipeline::reload(const Config& next, std::string& error) {
       ++i;
       continue;
     }
-    log::info("output {}: {}", current.name, match == next.outputs.end() ? "removed" : "changed, restarting");
+    log::info("output {}: {}", current.name,
+              match == next.outputs.end() ? "removed" : "changed, restarting");
     sinks_[i]->close();
     sinks_.erase(sinks_.begin() + static_cast<ptrdiff_t>(i));
   }
@@ -195,11 +198,11 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     if (feed->removed()) continue;
     auto match = std::find_if(next.feeds.begin(), next.feeds.end(),
                               [&](const FeedConfig& f) { return f.name == feed->name(); });
-    if (match != next.feeds.end() &&
-        effective(*match, next) == effective(feed->config(), old)) {
+    if (match != next.feeds.end() && effective(*match, next) == effective(feed->config(), old)) {
       continue;
     }
-    log::info("feed {}: {}", feed->name(), match == next.feeds.end() ? "removed" : "changed, restarting");
+    log::info("feed {}: {}", feed->name(),
+              match == next.feeds.end() ? "removed" : "changed, restarting");
     remove_feed(*feed);
   }
   for (const FeedConfig& feed : next.feeds) {
@@ -263,6 +266,8 @@ void Pipeline::pump() {
     output_.flush();
   } while (pump_again_ && !closed_);
   pumping_ = false;
+  // A sink finishing inside the run may have completed (and closed) us.
+  if (closed_) return;
   if (deadletter_) deadletter_->flush();
   arm_idle_timer();
   check_finished();

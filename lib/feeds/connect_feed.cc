@@ -102,7 +102,8 @@ void ConnectFeed::failed(int status) {
 void ConnectFeed::schedule_retry() {
   if (closed()) return;
   // Full backoff plus up to 50% jitter.
-  uint64_t delay = backoff_ms_ + std::uniform_int_distribution<uint64_t>(0, backoff_ms_ / 2)(jitter_);
+  uint64_t delay =
+      backoff_ms_ + std::uniform_int_distribution<uint64_t>(0, backoff_ms_ / 2)(jitter_);
   backoff_ms_ = std::min(backoff_ms_ * 2, max_backoff_ms);
   uv_timer_start(
       retry_timer_.get(),

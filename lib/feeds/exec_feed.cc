@@ -13,14 +13,18 @@ namespace chronomerge {
 struct ExecFeed::StderrLines {
   const std::string& feed;
   LineFramer framer{4096};
-  void line(std::string_view text) { log::warn("feed {}: stderr: {}", feed, log::excerpt(text, 300)); }
+  void line(std::string_view text) {
+    log::warn("feed {}: stderr: {}", feed, log::excerpt(text, 300));
+  }
   void overlong(std::string_view head, size_t) { line(head); }
 };
 
 ExecFeed::ExecFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes)
     : StreamFeed(host, id, std::move(config), max_line_bytes) {}
 
-ExecFeed::~ExecFeed() { close(); }
+ExecFeed::~ExecFeed() {
+  close();
+}
 
 bool ExecFeed::start() {
   auto out = std::make_unique<Connection>();

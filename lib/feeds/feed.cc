@@ -11,11 +11,23 @@ struct FeedLineSink {
   void overlong(std::string_view head, size_t total) { feed.overlong(head, total); }
 };
 
+namespace {
+KeySpec spec_for(const KeySpec& shared, const FeedConfig& feed) {
+  KeySpec spec = shared;
+  spec.heartbeat_field = feed.heartbeat_field;
+  return spec;
+}
+}  // namespace
+
 Feed::Feed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes)
-    : host_(host), id_(id), config_(std::move(config)), framer_(max_line_bytes) {}
+    : host_(host),
+      id_(id),
+      config_(std::move(config)),
+      framer_(max_line_bytes),
+      parser_(spec_for(host.parser().spec(), config_)) {}
 
 void Feed::line(std::string_view line) {
-  std::optional<LineError> error = host_.parser().parse(line, parsed_);
+  std::optional<LineError> error = parser_.parse(line, parsed_);
   if (error) {
     reject(*error, line);
   } else {

@@ -29,6 +29,7 @@ class FeedHost {
   virtual uv_loop_s* loop() = 0;
   virtual uint64_t now() = 0;
   virtual Merger& merger() = 0;
+  // The key specification shared by every feed.
   virtual const RecordParser& parser() = 0;
   // Run the merger and let sinks write; call after delivering data.
   virtual void pump() = 0;
@@ -40,12 +41,12 @@ class FeedHost {
 
 struct FeedCounters {
   uint64_t malformed = 0;
-  uint64_t malformed_by[7] = {};  // indexed by LineError
-  uint64_t partial_discarded = 0; // lines cut by a disconnect
+  uint64_t malformed_by[7] = {};   // indexed by LineError
+  uint64_t partial_discarded = 0;  // lines cut by a disconnect
   uint64_t bytes_read = 0;
   uint64_t connections = 0;
   bool connected = false;
-  bool io_error = false;          // the input could not be read to its end
+  bool io_error = false;  // the input could not be read to its end
 };
 
 class Feed {
@@ -68,6 +69,8 @@ class Feed {
   const FeedConfig& config() const { return config_; }
   const std::string& name() const { return config_.name; }
   const FeedCounters& counters() const { return counters_; }
+  // The pipeline's key with this feed's heartbeat field.
+  const RecordParser& parser() const { return parser_; }
   // Removed by a reload or a drain: closed, and ended in the merger.
   bool removed() const { return removed_; }
   void mark_removed() { removed_ = true; }
@@ -97,6 +100,7 @@ class Feed {
   void overlong(std::string_view head, size_t total);
 
   LineFramer framer_;
+  RecordParser parser_;
   ParsedRecord parsed_;  // reused: no allocation per record
 };
 

@@ -135,7 +135,7 @@ struct FileFeed::Batch {
 
 FileFeed::FileFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes, int fd)
     : Feed(host, id, std::move(config), max_line_bytes) {
-  batch_ = std::make_unique<Batch>(max_line_bytes, host.parser().spec());
+  batch_ = std::make_unique<Batch>(max_line_bytes, parser().spec());
   batch_->path = config_.path;
   batch_->follow = config_.follow;
   batch_->fd = fd;

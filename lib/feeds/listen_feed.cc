@@ -51,6 +51,8 @@ void ListenFeed::connection_ended(int status) {
             status == UV_EOF ? "" : " (" + uv_error_text(status) + ")");
 }
 
-void ListenFeed::close_transport() { server_.close(); }
+void ListenFeed::close_transport() {
+  server_.close();
+}
 
 }  // namespace chronomerge

@@ -9,7 +9,8 @@ namespace chronomerge {
 namespace {
 double wall_clock_ms() {
   using namespace std::chrono;
-  return static_cast<double>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+  return static_cast<double>(
+      duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
 }
 }  // namespace
 
@@ -22,7 +23,9 @@ SimulateFeed::SimulateFeed(FeedHost& host, FeedId id, FeedConfig config, size_t 
   }
 }
 
-SimulateFeed::~SimulateFeed() { close(); }
+SimulateFeed::~SimulateFeed() {
+  close();
+}
 
 bool SimulateFeed::start() {
   uv_timer_init(host_.loop(), timer_.get());
@@ -83,8 +86,12 @@ void SimulateFeed::tick() {
   }
 }
 
-void SimulateFeed::pause() { paused_ = true; }
-void SimulateFeed::resume() { paused_ = false; }
+void SimulateFeed::pause() {
+  paused_ = true;
+}
+void SimulateFeed::resume() {
+  paused_ = false;
+}
 
 void SimulateFeed::close() {
   if (closed_) return;

@@ -42,8 +42,8 @@ class SimulateFeed final : public Feed {
   UvHandle<uv_timer_t> timer_;
   std::mt19937_64 rng_;
   std::vector<Bus> buses_;
-  double next_ms_ = 0;      // generation time of the next record (epoch ms)
-  double deliver_ms_ = 0;   // records up to this time are due
+  double next_ms_ = 0;     // generation time of the next record (epoch ms)
+  double deliver_ms_ = 0;  // records up to this time are due
   uint64_t generated_ = 0;
   bool paused_ = false;
   bool closed_ = false;

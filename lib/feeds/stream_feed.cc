@@ -62,7 +62,9 @@ void StreamFeed::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   }
 }
 
-void StreamFeed::connection_ended(int) { end_feed(); }
+void StreamFeed::connection_ended(int) {
+  end_feed();
+}
 
 void StreamFeed::end_feed() {
   if (ended_) return;

@@ -8,9 +8,15 @@ namespace {
 LogLevel current_level = LogLevel::info;
 }
 
-void set_level(LogLevel level) { current_level = level; }
-LogLevel level() { return current_level; }
-bool enabled(LogLevel level) { return static_cast<int>(level) <= static_cast<int>(current_level); }
+void set_level(LogLevel level) {
+  current_level = level;
+}
+LogLevel level() {
+  return current_level;
+}
+bool enabled(LogLevel level) {
+  return static_cast<int>(level) <= static_cast<int>(current_level);
+}
 
 void write(LogLevel level, std::string_view message) {
   if (!enabled(level)) return;

@@ -25,15 +25,18 @@ void error(fmt::format_string<Args...> format, Args&&... args) {
 }
 template <typename... Args>
 void warn(fmt::format_string<Args...> format, Args&&... args) {
-  if (enabled(LogLevel::warn)) write(LogLevel::warn, fmt::format(format, std::forward<Args>(args)...));
+  if (enabled(LogLevel::warn))
+    write(LogLevel::warn, fmt::format(format, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void info(fmt::format_string<Args...> format, Args&&... args) {
-  if (enabled(LogLevel::info)) write(LogLevel::info, fmt::format(format, std::forward<Args>(args)...));
+  if (enabled(LogLevel::info))
+    write(LogLevel::info, fmt::format(format, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void debug(fmt::format_string<Args...> format, Args&&... args) {
-  if (enabled(LogLevel::debug)) write(LogLevel::debug, fmt::format(format, std::forward<Args>(args)...));
+  if (enabled(LogLevel::debug))
+    write(LogLevel::debug, fmt::format(format, std::forward<Args>(args)...));
 }
 
 // Allows at most `burst` events per `interval_ms`, then counts the rest and

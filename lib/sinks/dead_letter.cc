@@ -13,9 +13,13 @@ DeadLetter::DeadLetter(uv_loop_t* loop, std::string path)
                                              if (!ok) log::error("deadletter {}: {}", path, reason);
                                            })) {}
 
-DeadLetter::~DeadLetter() { close(); }
+DeadLetter::~DeadLetter() {
+  close();
+}
 
-bool DeadLetter::start() { return writer_->open(); }
+bool DeadLetter::start() {
+  return writer_->open();
+}
 
 void DeadLetter::write(std::string_view feed, std::string_view reason, std::string_view line) {
   using nlohmann::json;
@@ -24,7 +28,8 @@ void DeadLetter::write(std::string_view feed, std::string_view reason, std::stri
   auto quote = [](std::string_view s) {
     return json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
   };
-  scratch_ = "{\"feed\":" + quote(feed) + ",\"reason\":" + quote(reason) + ",\"line\":" + quote(line) + "}";
+  scratch_ = "{\"feed\":" + quote(feed) + ",\"reason\":" + quote(reason) +
+             ",\"line\":" + quote(line) + "}";
   output_.push(scratch_);
 }
 

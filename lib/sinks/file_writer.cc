@@ -15,12 +15,12 @@ struct FileWriter::WriteRequest {
   std::vector<Output::Slice> slices;
   std::vector<uv_buf_t> bufs;
   size_t bytes = 0;
-  size_t done = 0;  // bytes already written (short writes continue)
+  size_t done = 0;       // bytes already written (short writes continue)
   int close_after = -1;  // descriptor to close once this write returns
 };
 
-FileWriter::FileWriter(uv_loop_t* loop, Output& output, std::string path, int fd,
-                       size_t max_buffer, DoneCallback done)
+FileWriter::FileWriter(uv_loop_t* loop, Output& output, std::string path, int fd, size_t max_buffer,
+                       DoneCallback done)
     : loop_(loop),
       output_(output),
       path_(std::move(path)),
@@ -29,7 +29,9 @@ FileWriter::FileWriter(uv_loop_t* loop, Output& output, std::string path, int fd
       max_buffer_(max_buffer),
       on_done_(std::move(done)) {}
 
-FileWriter::~FileWriter() { close(); }
+FileWriter::~FileWriter() {
+  close();
+}
 
 bool FileWriter::open() {
   if (owns_fd_) {
@@ -51,8 +53,8 @@ bool FileWriter::open() {
 bool FileWriter::reopen() {
   if (!owns_fd_ || done_) return true;
   uv_fs_t req;
-  int rc = uv_fs_open(nullptr, &req, path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                      0644, nullptr);
+  int rc = uv_fs_open(nullptr, &req, path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644,
+                      nullptr);
   uv_fs_req_cleanup(&req);
   if (rc < 0) {
     log::error("output file {}: cannot reopen: {}", path_, uv_error_text(rc));

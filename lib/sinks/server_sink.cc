@@ -41,12 +41,14 @@ ServerSink::ServerSink(uv_loop_t* loop, Output& output, OutputConfig config,
                        std::function<void()> changed)
     : Sink(std::move(config)), loop_(loop), output_(output), changed_(std::move(changed)) {}
 
-ServerSink::~ServerSink() { close(); }
+ServerSink::~ServerSink() {
+  close();
+}
 
 bool ServerSink::start() {
   bool tcp = config_.type == OutputType::tcp_listen;
-  int rc = listen_on(loop_, server_, tcp ? &config_.address : nullptr, config_.path,
-                     on_connection, this);
+  int rc = listen_on(loop_, server_, tcp ? &config_.address : nullptr, config_.path, on_connection,
+                     this);
   address_ = tcp ? bound_address(server_) : config_.path;
   if (rc < 0) {
     log::error("output {}: cannot listen on {}: {}", name(),

@@ -10,11 +10,11 @@ namespace chronomerge {
 
 struct SinkCounters {
   uint64_t bytes_out = 0;
-  uint64_t clients = 0;          // connected now (servers)
-  uint64_t clients_total = 0;    // accepted since start
-  uint64_t disconnects = 0;      // dropped: slow, stalled, failed, refused
-  uint64_t refused = 0;          // over max_clients
-  size_t queue_bytes = 0;        // bytes pending for the slowest reader
+  uint64_t clients = 0;        // connected now (servers)
+  uint64_t clients_total = 0;  // accepted since start
+  uint64_t disconnects = 0;    // dropped: slow, stalled, failed, refused
+  uint64_t refused = 0;        // over max_clients
+  size_t queue_bytes = 0;      // bytes pending for the slowest reader
   bool failed = false;
 };
 

@@ -9,7 +9,9 @@ StdoutSink::StdoutSink(uv_loop_t* loop, Output& output, OutputConfig config,
                        std::function<void()> changed)
     : Sink(std::move(config)), loop_(loop), output_(output), changed_(std::move(changed)) {}
 
-StdoutSink::~StdoutSink() { close(); }
+StdoutSink::~StdoutSink() {
+  close();
+}
 
 bool StdoutSink::start() {
   auto done = [this](bool ok, const std::string& reason) {
@@ -22,7 +24,8 @@ bool StdoutSink::start() {
   };
   uv_handle_type type = uv_guess_handle(1);
   if (type == UV_FILE || type == UV_UNKNOWN_HANDLE) {
-    file_ = std::make_unique<FileWriter>(loop_, output_, std::string(), 1, config_.max_buffer, done);
+    file_ =
+        std::make_unique<FileWriter>(loop_, output_, std::string(), 1, config_.max_buffer, done);
     return file_->open();
   }
   auto stream = std::make_unique<UvHandle<AnyStream>>();
@@ -57,7 +60,9 @@ void StdoutSink::close() {
 SinkCounters StdoutSink::counters() const {
   SinkCounters c;
   c.bytes_out = stream_ ? stream_->bytes_written() : file_ ? file_->bytes_written() : 0;
-  c.queue_bytes = stream_ && !stream_->done() ? stream_->lag() : file_ && !file_->done() ? file_->lag() : 0;
+  c.queue_bytes = stream_ && !stream_->done() ? stream_->lag()
+                  : file_ && !file_->done()   ? file_->lag()
+                                              : 0;
   c.failed = failed_;
   return c;
 }
@@ -65,21 +70,30 @@ SinkCounters StdoutSink::counters() const {
 FileSink::FileSink(uv_loop_t* loop, Output& output, OutputConfig config,
                    std::function<void()> changed)
     : Sink(std::move(config)), changed_(std::move(changed)) {
-  file_ = std::make_unique<FileWriter>(
-      loop, output, config_.path, -1, config_.max_buffer, [this](bool ok, const std::string& reason) {
-        finished_ = true;
-        if (!ok) {
-          failed_ = true;
-          log::error("output {}: cannot write {}: {}", name(), config_.path, reason);
-        }
-        if (changed_) changed_();
-      });
+  file_ = std::make_unique<FileWriter>(loop, output, config_.path, -1, config_.max_buffer,
+                                       [this](bool ok, const std::string& reason) {
+                                         finished_ = true;
+                                         if (!ok) {
+                                           failed_ = true;
+                                           log::error("output {}: cannot write {}: {}", name(),
+                                                      config_.path, reason);
+                                         }
+                                         if (changed_) changed_();
+                                       });
 }
 
-FileSink::~FileSink() { close(); }
-bool FileSink::start() { return file_->open(); }
-void FileSink::close() { file_->close(); }
-void FileSink::reopen() { file_->reopen(); }
+FileSink::~FileSink() {
+  close();
+}
+bool FileSink::start() {
+  return file_->open();
+}
+void FileSink::close() {
+  file_->close();
+}
+void FileSink::reopen() {
+  file_->reopen();
+}
 
 SinkCounters FileSink::counters() const {
   SinkCounters c;

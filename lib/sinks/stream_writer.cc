@@ -31,9 +31,13 @@ StreamWriter::StreamWriter(Output& output, std::unique_ptr<UvHandle<AnyStream>> 
   pump();
 }
 
-StreamWriter::~StreamWriter() { close(); }
+StreamWriter::~StreamWriter() {
+  close();
+}
 
-size_t StreamWriter::lag() const { return subscribed_ ? output_.lag(sub_) : 0; }
+size_t StreamWriter::lag() const {
+  return subscribed_ ? output_.lag(sub_) : 0;
+}
 
 void StreamWriter::close() {
   if (in_flight_) in_flight_->writer = nullptr;
@@ -93,8 +97,8 @@ void StreamWriter::pump() {
   }
   request->bufs.reserve(request->slices.size());
   for (const auto& slice : request->slices) {
-    request->bufs.push_back(
-        uv_buf_init(const_cast<char*>(slice.bytes.data()), static_cast<unsigned>(slice.bytes.size())));
+    request->bufs.push_back(uv_buf_init(const_cast<char*>(slice.bytes.data()),
+                                        static_cast<unsigned>(slice.bytes.size())));
   }
   int rc = uv_write(&request->req, stream_->stream(), request->bufs.data(),
                     static_cast<unsigned>(request->bufs.size()), on_write);

@@ -212,6 +212,64 @@ TEST_CASE("Pipeline on a loop") {
     }
   }
 
+  SUBCASE("follow keeps reading appended data and survives truncation and rotation") {
+    std::string log_path = dir.file("live.ndjson", "{\"time\":1}\n");
+    Config config;
+    FeedConfig feed = file_feed("live", log_path);
+    feed.follow = true;
+    config.feeds.push_back(feed);
+    std::string out = (dir.path / "out").string();
+    config.outputs.push_back(file_output(out));
+    auto append = [&](const std::string& text) { std::ofstream(log_path, std::ios::app) << text; };
+    {
+      Pipeline pipeline(&loop, config, true);
+      REQUIRE(pipeline.start());
+      // Each step waits well past the 200 ms poll interval.
+      after(&loop, 300, [&] { append("{\"time\":2}\n{\"ti"); });
+      after(&loop, 600, [&] { append("me\":3}\n"); });
+      after(&loop, 900, [&] {
+        // copytruncate-style rotation
+        std::ofstream(log_path, std::ios::trunc) << "{\"time\":4}\n";
+      });
+      after(&loop, 1200, [&] {
+        // rename-style rotation: a new file appears at the path
+        fs::rename(log_path, log_path + ".1");
+        std::ofstream(log_path) << "{\"time\":5}\n";
+      });
+      after(&loop, 1600, [&] { pipeline.drain(); });
+      pipeline.on_finished([&] { pipeline.close(); });
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    CHECK(slurp(out) == "{\"time\":1}\n{\"time\":2}\n{\"time\":3}\n{\"time\":4}\n{\"time\":5}\n");
+  }
+
+  SUBCASE("heartbeats release the merge without being forwarded") {
+    Config config;
+    config.idle_timeout_ms = 60000;
+    FeedConfig a = file_feed("a", dir.file("a", ""));
+    a.follow = true;  // live, never ends, never idles in this test
+    a.heartbeat_field = "hb";
+    config.feeds.push_back(a);
+    FeedConfig b = file_feed("b", dir.file("b", "{\"time\":5}\n{\"time\":20}\n"));
+    b.follow = true;
+    config.feeds.push_back(b);
+    std::string out = (dir.path / "out").string();
+    config.outputs.push_back(file_output(out));
+    {
+      Pipeline pipeline(&loop, config, true);
+      REQUIRE(pipeline.start());
+      after(&loop, 300, [&] {
+        CHECK(slurp(out).empty());  // a is waiting: nothing may pass
+        std::ofstream(a.path, std::ios::app) << "{\"time\":10,\"hb\":true}\n";
+      });
+      after(&loop, 700, [&] {
+        CHECK(slurp(out) == "{\"time\":5}\n");
+        pipeline.close();
+      });
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+  }
+
   // Every handle was closed: the loop has nothing left.
   CHECK(uv_loop_close(&loop) == 0);
 }

@@ -258,7 +258,7 @@ TEST_CASE("feed queues pause and resume with hysteresis") {
   CHECK(h.listener.paused == std::vector<FeedId>{a});  // 115 >= 100
   CHECK(h.merger.paused(a));
   h.push(b, record(12, 1, 0), 12);
-  h.merger.run(0);  // emits 10, 11, 12(a), then waits for b
+  h.merger.run(0);                    // emits 10, 11, 12(a), then waits for b
   CHECK(h.listener.resumed.empty());  // 46 bytes > 40
   h.push(b, record(20, 1, 1), 20);
   h.merger.run(0);

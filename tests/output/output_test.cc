@@ -25,9 +25,9 @@ TEST_CASE("Output high-water mark") {
   output.set_demand_callback([&] { ++demands; });
 
   SUBCASE("push() turns false exactly when the buffer reaches the mark") {
-    CHECK(output.push("123456789"));   // 10 bytes with '\n'
-    CHECK(output.push("12345678"));    // 19
-    CHECK_FALSE(output.push(""));      // 20: at the mark
+    CHECK(output.push("123456789"));  // 10 bytes with '\n'
+    CHECK(output.push("12345678"));   // 19
+    CHECK_FALSE(output.push(""));     // 20: at the mark
     CHECK(output.full());
   }
   SUBCASE("the demand callback runs once the subscriber drains under the mark") {
