@@ -20,6 +20,9 @@
 // other parsers. A later duplicate of an intermediate member (for the
 // pointer /meta/ts, a second "meta") therefore discards whatever the first
 // one held, even if the second lacks "ts".
+//
+// Nesting deeper than max_depth stops the scan at once with too_deep, which
+// also bounds the recursion; the rest of such a line is not examined.
 
 namespace chronomerge {
 
@@ -44,7 +47,9 @@ constexpr std::array<bool, 256> make_whitespace_table() {
 }
 constexpr std::array<bool, 256> whitespace_byte = make_whitespace_table();
 
-inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
+inline bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 // A string body up to its closing quote, eight bytes at a time. Returns the
 // position just past the closing quote when the body is plain (see
@@ -626,7 +631,8 @@ RecordParser::RecordParser(KeySpec spec) : spec_(std::move(spec)) {
     if (i == path.size() || path[i] == '/') {
       tokens_.push_back(std::move(token));
       token.clear();
-    } else if (path[i] == '~' && i + 1 < path.size() && (path[i + 1] == '0' || path[i + 1] == '1')) {
+    } else if (path[i] == '~' && i + 1 < path.size() &&
+               (path[i + 1] == '0' || path[i + 1] == '1')) {
       token.push_back(path[i + 1] == '0' ? '~' : '/');
       ++i;
     } else {

@@ -58,6 +58,10 @@ class RecordParser {
 
   // Validates `line` (no trailing newline; may be empty -> not_json) and
   // fills `out`. Returns nullopt on success. `out` is unspecified on error.
+  // Errors rank: not_json / too_deep (whichever the scan meets first), then
+  // not_object, missing_key, and the key's own errors. When a member name
+  // repeats, the last occurrence wins (for the key's path and for the
+  // heartbeat field), as in nlohmann/json.
   // Thread-safe: a RecordParser holds no per-call state, so one instance
   // may be shared by threads.
   std::optional<LineError> parse(std::string_view line, ParsedRecord& out) const;

@@ -154,7 +154,9 @@ TEST_CASE("keys render for logs") {
 }
 
 TEST_CASE("rfc3339 parsing") {
-  SUBCASE("the epoch is zero") { CHECK(nanos("1970-01-01T00:00:00Z") == 0); }
+  SUBCASE("the epoch is zero") {
+    CHECK(nanos("1970-01-01T00:00:00Z") == 0);
+  }
   SUBCASE("a known instant matches its Unix time") {
     CHECK(nanos("2024-05-01T12:00:00Z") == 1'714'564'800 * second);
     CHECK(nanos("2000-03-01T00:00:00Z") == 951'868'800 * second);

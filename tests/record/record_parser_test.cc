@@ -131,7 +131,7 @@ TEST_CASE("number keys") {
     CHECK(parsed(R"({"time":-0.0})", spec).key == parsed(R"({"time":0})", spec).key);
   }
   SUBCASE("keys order like the numbers") {
-    const char* lines[] = {R"({"time":-1e300})", R"({"time":-1.5})",  R"({"time":-1e-300})",
+    const char* lines[] = {R"({"time":-1e300})", R"({"time":-1.5})",   R"({"time":-1e-300})",
                            R"({"time":0})",      R"({"time":1e-300})", R"({"time":0.5})",
                            R"({"time":2})",      R"({"time":1e300})"};
     for (size_t i = 0; i + 1 < std::size(lines); ++i) {
@@ -256,8 +256,7 @@ TEST_CASE("JSON pointer keys") {
     CHECK(verdict(R"({"other":{"ts":1}})", spec_for("/meta/ts")) == "missing_key");
   }
   SUBCASE("same-named members elsewhere are not mistaken for the target") {
-    CHECK(integer_key(R"({"x":{"meta":{"ts":1}},"meta":{"y":{"ts":2},"ts":3}})", "/meta/ts") ==
-          3);
+    CHECK(integer_key(R"({"x":{"meta":{"ts":1}},"meta":{"y":{"ts":2},"ts":3}})", "/meta/ts") == 3);
   }
   SUBCASE("pointer validity for config checks") {
     CHECK(RecordParser::valid_key_path("/a~0b/~1"));
@@ -367,8 +366,8 @@ TEST_CASE("key spans") {
 
 TEST_CASE("top level must be an object") {
   SUBCASE("valid JSON of another type is not an object") {
-    for (const char* line : {"[]", "[1,2]", "1", "-1.5e3", "\"x\"", "true", "false", "null",
-                             R"([{"time":1}])"}) {
+    for (const char* line :
+         {"[]", "[1,2]", "1", "-1.5e3", "\"x\"", "true", "false", "null", R"([{"time":1}])"}) {
       CAPTURE(line);
       CHECK(verdict(line) == "not_object");
     }
@@ -385,19 +384,18 @@ TEST_CASE("malformed JSON is rejected") {
     CHECK(verdict(" \t\r\n ") == "not_json");
   }
   SUBCASE("broken escapes") {
-    for (const char* line : {R"({"time":1,"s":"\x"})", R"({"time":1,"s":"\u12"})",
-                             R"({"time":1,"s":"\u12g4"})", R"({"time":1,"s":"\U0041"})",
-                             R"({"time":1,"s":"\'"})", R"x({"time":1,"s":"\)"})x"}) {
+    for (const char* line :
+         {R"({"time":1,"s":"\x"})", R"({"time":1,"s":"\u12"})", R"({"time":1,"s":"\u12g4"})",
+          R"({"time":1,"s":"\U0041"})", R"({"time":1,"s":"\'"})", R"x({"time":1,"s":"\)"})x"}) {
       CAPTURE(line);
       CHECK(verdict(line) == "not_json");
     }
   }
   SUBCASE("lone or misordered surrogate escapes") {
-    for (const char* line :
-         {R"({"time":1,"s":"\ud800"})", R"({"time":1,"s":"\ud800x"})",
-          R"({"time":1,"s":"\udc00"})", R"({"time":1,"s":"\ude8c\ud83d"})",
-          R"({"time":1,"s":"\ud83d\u0041"})", R"({"time":1,"s":"\ud83d\ud83d"})",
-          R"({"time":1,"s":"\ud83d\n"})", R"({"time\ud800":1})"}) {
+    for (const char* line : {R"({"time":1,"s":"\ud800"})", R"({"time":1,"s":"\ud800x"})",
+                             R"({"time":1,"s":"\udc00"})", R"({"time":1,"s":"\ude8c\ud83d"})",
+                             R"({"time":1,"s":"\ud83d\u0041"})", R"({"time":1,"s":"\ud83d\ud83d"})",
+                             R"({"time":1,"s":"\ud83d\n"})", R"({"time\ud800":1})"}) {
       CAPTURE(line);
       CHECK(verdict(line) == "not_json");
     }
@@ -427,10 +425,11 @@ TEST_CASE("malformed JSON is rejected") {
                               "b\"}")) == "ok");
   }
   SUBCASE("invalid UTF-8") {
-    for (const char* bytes : {"\x80", "\xBF", "\xC0\xAF", "\xC1\xBF", "\xC3", "\xC3\x28",
-                              "\xE0\x80\xAF", "\xE0\x9F\xBF", "\xED\xA0\x80", "\xED\xBF\xBF",
-                              "\xE2\x82", "\xF0\x8F\xBF\xBF", "\xF4\x90\x80\x80", "\xF5\x80\x80\x80",
-                              "\xF8\x88\x80\x80\x80", "\xFE", "\xFF", "\xF0\x9F\x9A"}) {
+    for (const char* bytes :
+         {"\x80", "\xBF", "\xC0\xAF", "\xC1\xBF", "\xC3", "\xC3\x28", "\xE0\x80\xAF",
+          "\xE0\x9F\xBF", "\xED\xA0\x80", "\xED\xBF\xBF", "\xE2\x82", "\xF0\x8F\xBF\xBF",
+          "\xF4\x90\x80\x80", "\xF5\x80\x80\x80", "\xF8\x88\x80\x80\x80", "\xFE", "\xFF",
+          "\xF0\x9F\x9A"}) {
       const std::string line = std::string("{\"time\":1,\"s\":\"ab") + bytes + "cd\"}";
       CAPTURE(line);
       CHECK(verdict(line) == "not_json");
@@ -444,9 +443,9 @@ TEST_CASE("malformed JSON is rejected") {
     CHECK(verdict("{\"time\":1}\xC2\xA0") == "not_json");
   }
   SUBCASE("numbers outside the JSON grammar") {
-    for (const char* number : {"01", "-01", "00", "1.", "1.e5", ".5", "-", "-.5", "+1", "1e",
-                               "1e+", "1E-", "0x10", "1_000", "Infinity", "NaN", "- 1", "1.5.2",
-                               "1e5.2", "--1", "0.", "1ee5"}) {
+    for (const char* number : {"01",  "-01",   "00",    "1.",  "1.e5", ".5",    "-",        "-.5",
+                               "+1",  "1e",    "1e+",   "1E-", "0x10", "1_000", "Infinity", "NaN",
+                               "- 1", "1.5.2", "1e5.2", "--1", "0.",   "1ee5"}) {
       const std::string line = std::string("{\"time\":") + number + "}";
       CAPTURE(line);
       CHECK(verdict(line, spec_for("time", KeyType::number)) == "not_json");
@@ -469,8 +468,8 @@ TEST_CASE("malformed JSON is rejected") {
     for (const char* line :
          {R"({"time" 1})", R"({"time"::1})", R"({time:1})", R"({'time':1})", R"({"time":1 "a":2})",
           R"({"time":1,"a":[1 2]})", R"({"time":1,"a":[1:2]})", R"({"time":1,"a":{"b"}})",
-          R"({"time":1,"a":{1:2}})", R"({"time":1]})", R"({"time":1,"a":[1}})", R"({1})",
-          R"(})", R"(])", "\xEF\xBB\xBF{\"time\":1}", "{\"time\":1}\f", "\v{\"time\":1}"}) {
+          R"({"time":1,"a":{1:2}})", R"({"time":1]})", R"({"time":1,"a":[1}})", R"({1})", R"(})",
+          R"(])", "\xEF\xBB\xBF{\"time\":1}", "{\"time\":1}\f", "\v{\"time\":1}"}) {
       CAPTURE(line);
       CHECK(verdict(line) == "not_json");
     }
