@@ -12,6 +12,7 @@
 #include "daemon/daemon.h"
 #include "daemon/one_shot.h"
 #include "log/log.h"
+#include "record/record_parser.h"
 
 using namespace chronomerge;
 
@@ -78,7 +79,9 @@ int main(int argc, char** argv) {
       return exit_ok;
     } else if (arg == "--key") {
       one_shot.key = value(arg);
-      if (one_shot.key.empty()) usage_error("--key must not be empty");
+      if (one_shot.key.empty() || !RecordParser::valid_key_path(one_shot.key)) {
+        usage_error(fmt::format("--key '{}' is neither a field name nor a JSON pointer", one_shot.key));
+      }
     } else if (arg == "--key-type") {
       std::string v = value(arg);
       auto type = parse_key_type(v);
