@@ -9,6 +9,8 @@
 #include "daemon/one_shot.h"
 #include "daemon/pipeline.h"
 #include "log/log.h"
+#include "metrics/http_server.h"
+#include "metrics/metrics.h"
 #include "uv/uv_handle.h"
 
 namespace chronomerge {
@@ -22,7 +24,10 @@ std::string trimmed(std::string text) {
 class Daemon {
  public:
   Daemon(uv_loop_t* loop, Config config, std::string config_path)
-      : loop_(loop), config_(std::move(config)), config_path_(std::move(config_path)) {}
+      : loop_(loop),
+        config_(std::move(config)),
+        config_path_(std::move(config_path)),
+        start_time_(unix_time_seconds()) {}
 
   bool start() {
     for (int signum : {SIGINT, SIGTERM, SIGHUP, SIGUSR1}) {
@@ -55,6 +60,17 @@ class Daemon {
     if (!pipeline_->start()) {
       shutdown();
       return false;
+    }
+    // Bound before READY=1, like every other listener. Its address is read
+    // once: a reload that changes it takes effect on restart.
+    if (config_.metrics) {
+      metrics_ = std::make_unique<HttpServer>(
+          loop_, config_.metrics->address,
+          [this](std::string_view, std::string_view path) { return serve(path); });
+      if (!metrics_->start()) {
+        shutdown();
+        return false;
+      }
     }
     log::info("running: {} feeds, {} outputs", config_.feeds.size(), config_.outputs.size());
     // Every listener is bound by now: tell systemd (Type=notify).
@@ -99,6 +115,20 @@ class Daemon {
     pipeline_->drain();
   }
 
+  // GET /metrics and GET /healthz, on the loop thread.
+  HttpServer::Response serve(std::string_view path) {
+    if (path == "/metrics") {
+      MetricsExtras extras{reloads_ok_, reloads_failed_, draining_, start_time_};
+      return {200, std::string(metrics_content_type),
+              render_metrics(*pipeline_, extras, unix_time_seconds())};
+    }
+    if (path == "/healthz") {
+      if (draining_) return {503, "text/plain; charset=utf-8", "draining\n"};
+      return {200, "text/plain; charset=utf-8", "ok\n"};
+    }
+    return {404, "text/plain; charset=utf-8", "not found\n"};
+  }
+
   // SIGHUPs are collected and applied from a zero-delay timer: any number
   // arriving before (or while) a reload runs fold into one more reload.
   void request_reload() {
@@ -124,6 +154,10 @@ class Daemon {
       ++reloads_failed_;
       log::error("reload of {} rejected, the running configuration stays:\n{}", config_path_,
                  trimmed(format_problems(result.problems)));
+    } else if (!(result.config->metrics == config_.metrics)) {
+      ++reloads_failed_;
+      log::error("reload of {} rejected: metrics.listen takes effect only on restart",
+                 config_path_);
     } else if (!pipeline_->reload(*result.config, error)) {
       ++reloads_failed_;
       config_ = pipeline_->config();  // whatever part of it was applied
@@ -140,6 +174,7 @@ class Daemon {
 
   void shutdown() {
     if (pipeline_) pipeline_->close();
+    if (metrics_) metrics_->close();
     for (auto& s : signals_) s->close();
     drain_timer_.close();
     watchdog_timer_.close();
@@ -153,6 +188,8 @@ class Daemon {
   Config config_;
   std::string config_path_;
   std::unique_ptr<Pipeline> pipeline_;
+  double start_time_;
+  std::unique_ptr<HttpServer> metrics_;
   UvHandle<uv_timer_t> reload_timer_;
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_failed_ = 0;

@@ -1,0 +1,422 @@
+#include "metrics/metrics.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <initializer_list>
+#include <iterator>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "daemon/pipeline.h"
+
+#ifndef CHRONOMERGE_VERSION
+#define CHRONOMERGE_VERSION "unknown"
+#endif
+
+namespace chronomerge {
+
+std::string escape_label_value(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        out += c;
+    }
+  }
+  return out;
+}
+
+double unix_time_seconds() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+namespace {
+
+// HELP text escapes only backslash and newline.
+std::string escape_help(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// Sample values are Go floats: integers print exactly, doubles in their
+// shortest round-trip form, and the special values as Prometheus spells them.
+std::string value_text(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  return fmt::format("{}", v);
+}
+std::string value_text(uint64_t v) {
+  return fmt::format("{}", v);
+}
+std::string value_text(int64_t v) {
+  return fmt::format("{}", v);
+}
+std::string value_text(bool v) {
+  return v ? "1" : "0";
+}
+
+using Labels = std::initializer_list<std::pair<std::string_view, std::string_view>>;
+
+// Writes metric families: a family's HELP and TYPE, then all its samples,
+// as the format requires (one family's samples are never interleaved with
+// another's).
+class Exposition {
+ public:
+  void family(std::string_view name, std::string_view type, std::string_view help) {
+    name_ = name;
+    fmt::format_to(std::back_inserter(out_), "# HELP {} {}\n# TYPE {} {}\n", name,
+                   escape_help(help), name, type);
+  }
+
+  template <typename T>
+  void sample(Labels labels, T value) {
+    sample_text(labels, value_text(value));
+  }
+  template <typename T>
+  void sample(T value) {
+    sample_text(Labels{}, value_text(value));
+  }
+
+  // A value already in the format's number syntax.
+  void sample_text(Labels labels, std::string_view value) {
+    out_ += name_;
+    if (labels.size() > 0) {
+      char separator = '{';
+      for (const auto& [label, text] : labels) {
+        fmt::format_to(std::back_inserter(out_), "{}{}=\"{}\"", separator, label,
+                       escape_label_value(text));
+        separator = ',';
+      }
+      out_ += '}';
+    }
+    out_ += ' ';
+    out_ += value;
+    out_ += '\n';
+  }
+
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+  std::string name_;
+};
+
+constexpr std::array<LineError, 7> line_errors = {
+    LineError::not_json,       LineError::not_object,   LineError::missing_key,
+    LineError::wrong_key_type, LineError::key_overflow, LineError::too_long,
+    LineError::too_deep,
+};
+static_assert(std::size(FeedCounters{}.malformed_by) == line_errors.size(),
+              "a new LineError needs its metric label here");
+
+constexpr std::array<FeedState, 4> feed_states = {FeedState::ready, FeedState::waiting,
+                                                  FeedState::idle, FeedState::ended};
+
+// rfc3339 ordinals are nanoseconds since the epoch. Split before converting:
+// ordinal / 1e9 in one step rounds twice.
+double unix_seconds(int64_t nanos) {
+  return static_cast<double>(nanos / 1000000000) + static_cast<double>(nanos % 1000000000) / 1e9;
+}
+
+// A key as a sample value: integer keys exactly as they are, number keys as
+// the double they were, rfc3339 keys as Unix seconds. String keys have no
+// numeric value.
+std::optional<std::string> key_value_text(KeyType type, const Key& key) {
+  switch (type) {
+    case KeyType::integer:
+      return value_text(key.ordinal);
+    case KeyType::number:
+      return value_text(key_number_value(key));
+    case KeyType::rfc3339:
+      return value_text(unix_seconds(key.ordinal));
+    case KeyType::string:
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// A key as Unix seconds, when it is a time: rfc3339 keys, and integer keys
+// between 1e12 and 1e13, taken as epoch milliseconds (2001-09-09 to
+// 2286-11-20; seconds, microseconds or nanoseconds since the epoch, and
+// plain sequence numbers, fall outside that range today).
+std::optional<double> key_time_seconds(KeyType type, const Key& key) {
+  if (type == KeyType::rfc3339) return unix_seconds(key.ordinal);
+  if (type == KeyType::integer && key.ordinal >= 1000000000000 && key.ordinal < 10000000000000) {
+    return static_cast<double>(key.ordinal) / 1e3;
+  }
+  return std::nullopt;
+}
+
+// Every Feed object of one configured feed name (see the header: a restart
+// by reload leaves the old, removed one next to the new one), summed.
+struct FeedTotals {
+  std::string_view name;
+  uint64_t records_in = 0;
+  uint64_t records_out = 0;
+  uint64_t bytes_read = 0;
+  std::array<uint64_t, line_errors.size()> malformed_by{};
+  uint64_t partial_discarded = 0;
+  uint64_t late = 0;
+  uint64_t heartbeats = 0;
+  uint64_t queue_bytes = 0;
+  uint64_t pauses = 0;
+  uint64_t connections = 0;
+  bool paused = false;
+  bool connected = false;
+  bool io_error = false;
+  FeedState state = FeedState::ended;  // of the newest instance
+  std::optional<Key> last_key;         // the newest instance's that has one
+  bool reported = false;
+};
+
+std::vector<FeedTotals> feed_totals(const Pipeline& pipeline) {
+  const Merger& merger = pipeline.merger_state();
+  std::vector<FeedTotals> totals;
+  for (const auto& feed : pipeline.feeds()) {
+    if (!feed) continue;
+    auto it = std::find_if(totals.begin(), totals.end(),
+                           [&](const FeedTotals& t) { return t.name == feed->name(); });
+    if (it == totals.end()) {
+      totals.push_back(FeedTotals{});
+      it = std::prev(totals.end());
+      it->name = feed->name();
+    }
+    FeedTotals& t = *it;
+    const FeedId id = feed->id();
+    const FeedStats& stats = merger.stats(id);
+    const FeedCounters& counters = feed->counters();
+    t.records_in += stats.records_in;
+    t.records_out += stats.records_out;
+    t.bytes_read += counters.bytes_read;
+    for (size_t i = 0; i < line_errors.size(); ++i) t.malformed_by[i] += counters.malformed_by[i];
+    t.partial_discarded += counters.partial_discarded;
+    t.late += stats.late;
+    t.heartbeats += stats.heartbeats;
+    t.queue_bytes += merger.queue_bytes(id);
+    t.pauses += stats.pauses;
+    t.connections += counters.connections;
+    t.paused = t.paused || merger.paused(id);
+    t.connected = t.connected || counters.connected;
+    t.io_error = t.io_error || counters.io_error;
+    // Feeds are in id order: the newest instance comes last and wins.
+    t.state = merger.state(id);
+    if (stats.last_key) t.last_key = stats.last_key;
+    if (t.state != FeedState::ended) t.reported = true;
+  }
+  // Ended feeds stay visible while the configuration names them.
+  for (const FeedConfig& feed : pipeline.config().feeds) {
+    for (FeedTotals& t : totals) {
+      if (t.name == feed.name) t.reported = true;
+    }
+  }
+  std::erase_if(totals, [](const FeedTotals& t) { return !t.reported; });
+  return totals;
+}
+
+void render_feeds(Exposition& x, const Pipeline& pipeline) {
+  const std::vector<FeedTotals> feeds = feed_totals(pipeline);
+  const KeyType key_type = pipeline.config().key_type;
+
+  // One family at a time, every feed in it.
+  auto counter = [&](std::string_view name, std::string_view help, auto field) {
+    x.family(name, "counter", help);
+    for (const FeedTotals& t : feeds) x.sample({{"feed", t.name}}, t.*field);
+  };
+  auto gauge = [&](std::string_view name, std::string_view help, auto field) {
+    x.family(name, "gauge", help);
+    for (const FeedTotals& t : feeds) x.sample({{"feed", t.name}}, t.*field);
+  };
+
+  counter("chronomerge_feed_records_total",
+          "Records received from the feed and queued for merging (heartbeats excluded).",
+          &FeedTotals::records_in);
+  counter("chronomerge_feed_records_out_total",
+          "Records of the feed emitted in order (late records excluded).",
+          &FeedTotals::records_out);
+  counter("chronomerge_feed_bytes_total", "Bytes read from the feed.", &FeedTotals::bytes_read);
+
+  x.family("chronomerge_feed_malformed_total", "counter",
+           "Lines of the feed skipped because they are not records, by reason.");
+  for (const FeedTotals& t : feeds) {
+    for (size_t i = 0; i < line_errors.size(); ++i) {
+      x.sample({{"feed", t.name}, {"reason", to_string(line_errors[i])}}, t.malformed_by[i]);
+    }
+  }
+  counter("chronomerge_feed_partial_lines_total",
+          "Unterminated lines discarded because the producer disconnected (also counted as "
+          "malformed, reason not_json).",
+          &FeedTotals::partial_discarded);
+  counter("chronomerge_feed_late_total",
+          "Records of the feed older than the merge frontier when they reached the head of its "
+          "queue, whatever the late policy did with them.",
+          &FeedTotals::late);
+  counter("chronomerge_feed_heartbeats_total", "Heartbeat lines received from the feed.",
+          &FeedTotals::heartbeats);
+  gauge("chronomerge_feed_queue_bytes", "Bytes of records queued for merging.",
+        &FeedTotals::queue_bytes);
+  gauge("chronomerge_feed_paused",
+        "1 while reading from the feed is paused because its queue reached the high-water mark.",
+        &FeedTotals::paused);
+  counter("chronomerge_feed_pauses_total", "Times reading from the feed was paused.",
+          &FeedTotals::pauses);
+
+  x.family("chronomerge_feed_idle", "gauge",
+           "1 while the feed is idle: empty for longer than its idle timeout, so the merge no "
+           "longer waits for it.");
+  for (const FeedTotals& t : feeds) x.sample({{"feed", t.name}}, t.state == FeedState::idle);
+
+  x.family("chronomerge_feed_state", "gauge",
+           "The feed's merge state: ready (records queued), waiting (empty; the merge waits "
+           "for it), idle (empty for longer than its idle timeout), ended; 1 for the current "
+           "state.");
+  for (const FeedTotals& t : feeds) {
+    for (FeedState state : feed_states) {
+      x.sample({{"feed", t.name}, {"state", to_string(state)}}, t.state == state);
+    }
+  }
+
+  gauge("chronomerge_feed_connected",
+        "1 while the feed's input is open (a connected producer, a running process, an open "
+        "file).",
+        &FeedTotals::connected);
+  counter("chronomerge_feed_connections_total",
+          "Times the feed's input was opened (producer connections, process starts).",
+          &FeedTotals::connections);
+  gauge("chronomerge_feed_io_error", "1 if the feed's input failed before its end.",
+        &FeedTotals::io_error);
+
+  if (key_type != KeyType::string) {
+    x.family("chronomerge_feed_last_key", "gauge",
+             "Key of the last record received from the feed: integer keys as they are, number "
+             "keys as numbers, rfc3339 keys as Unix seconds.");
+    for (const FeedTotals& t : feeds) {
+      if (!t.last_key) continue;
+      if (auto text = key_value_text(key_type, *t.last_key))
+        x.sample_text({{"feed", t.name}}, *text);
+    }
+  }
+}
+
+void render_merger(Exposition& x, const Pipeline& pipeline, double wall_clock_seconds) {
+  const Merger& merger = pipeline.merger_state();
+  const Output& output = pipeline.output();
+  const KeyType key_type = pipeline.config().key_type;
+
+  x.family("chronomerge_records_out_total", "counter",
+           "Records written to the merged stream (late records emitted by policy included).");
+  x.sample(merger.records_out());
+  x.family("chronomerge_output_bytes_total", "counter", "Bytes written to the merged stream.");
+  x.sample(output.head());
+
+  const std::optional<Key>& frontier = merger.frontier();
+  if (frontier && key_type != KeyType::string) {
+    x.family("chronomerge_frontier", "gauge",
+             "Key of the last record emitted in order: integer keys as they are, number keys "
+             "as numbers, rfc3339 keys as Unix seconds.");
+    if (auto text = key_value_text(key_type, *frontier)) x.sample_text({}, *text);
+  }
+  if (frontier) {
+    if (std::optional<double> time = key_time_seconds(key_type, *frontier)) {
+      x.family("chronomerge_frontier_lag_seconds", "gauge",
+               "Wall clock minus the merge frontier, in seconds. Only when keys are times: "
+               "rfc3339 keys, or integer keys between 1e12 and 1e13, taken as Unix epoch "
+               "milliseconds (heuristic).");
+      x.sample(wall_clock_seconds - *time);
+    }
+  }
+
+  x.family("chronomerge_output_buffered_bytes", "gauge",
+           "Bytes of the merged stream held in memory until every reader has taken them.");
+  x.sample(static_cast<uint64_t>(output.buffered_bytes()));
+  x.family("chronomerge_output_clients", "gauge",
+           "Readers of the merged stream: one per file or stdout output, one per client of a "
+           "listening output.");
+  x.sample(static_cast<uint64_t>(output.subscriber_count()));
+}
+
+void render_sinks(Exposition& x, const Pipeline& pipeline) {
+  std::vector<std::pair<std::string_view, SinkCounters>> sinks;
+  for (const auto& sink : pipeline.sinks()) {
+    if (sink) sinks.emplace_back(sink->name(), sink->counters());
+  }
+  auto family = [&](std::string_view name, std::string_view type, std::string_view help,
+                    auto value) {
+    x.family(name, type, help);
+    for (const auto& [output, counters] : sinks) x.sample({{"output", output}}, value(counters));
+  };
+  family("chronomerge_output_sink_clients", "gauge",
+         "Clients connected to the output now (listening outputs).",
+         [](const SinkCounters& c) { return c.clients; });
+  family("chronomerge_output_sink_connections_total", "counter",
+         "Clients accepted by the output since it started (listening outputs).",
+         [](const SinkCounters& c) { return c.clients_total; });
+  family("chronomerge_output_sink_bytes_total", "counter", "Bytes written by the output.",
+         [](const SinkCounters& c) { return c.bytes_out; });
+  family("chronomerge_output_sink_queue_bytes", "gauge",
+         "Bytes of the merged stream the output's slowest reader has yet to write.",
+         [](const SinkCounters& c) { return static_cast<uint64_t>(c.queue_bytes); });
+  family("chronomerge_output_sink_disconnects_total", "counter",
+         "Clients the output dropped: too slow, stalled, or failed writes.",
+         [](const SinkCounters& c) { return c.disconnects; });
+  family("chronomerge_output_sink_refused_total", "counter",
+         "Clients the output refused because max_clients were connected.",
+         [](const SinkCounters& c) { return c.refused; });
+  family("chronomerge_output_sink_failed", "gauge", "1 if the output failed and stopped writing.",
+         [](const SinkCounters& c) { return c.failed; });
+}
+
+void render_daemon(Exposition& x, const MetricsExtras& extras) {
+  x.family("chronomerge_reloads_total", "counter",
+           "Configuration reloads (SIGHUP), by result; a failed reload leaves the running "
+           "configuration in place.");
+  x.sample({{"result", "success"}}, extras.reloads_ok);
+  x.sample({{"result", "failure"}}, extras.reloads_failed);
+  x.family("chronomerge_draining", "gauge",
+           "1 while the daemon drains after SIGTERM or SIGINT: no more input is read, what is "
+           "queued is still written.");
+  x.sample(extras.draining);
+  x.family("chronomerge_start_time_seconds", "gauge", "Unix time the daemon started.");
+  x.sample(extras.start_time_seconds);
+  x.family("chronomerge_build_info", "gauge", "Always 1; the version of chronomerge as a label.");
+  x.sample({{"version", CHRONOMERGE_VERSION}}, uint64_t{1});
+}
+
+}  // namespace
+
+std::string render_metrics(const Pipeline& pipeline, const MetricsExtras& extras,
+                           double wall_clock_seconds) {
+  Exposition x;
+  render_feeds(x, pipeline);
+  render_merger(x, pipeline, wall_clock_seconds);
+  render_sinks(x, pipeline);
+  render_daemon(x, extras);
+  return x.take();
+}
+
+}  // namespace chronomerge

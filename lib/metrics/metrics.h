@@ -1,0 +1,47 @@
+// render_metrics: the Pipeline's counters and gauges in the Prometheus text
+// exposition format, version 0.0.4, for `GET /metrics`.
+//
+// A snapshot taken on the loop thread: nothing is cached between scrapes,
+// and the wall clock is passed in, so the text is a pure function of the
+// pipeline's state (tests render it without a clock).
+//
+// Series per feed are keyed by the feed's name. A reload that restarts a
+// feed keeps the old Feed object (removed, still merging what it queued)
+// next to the new one: both are reported as one series whose counters are
+// the sum over them, so counters never go backwards. A feed removed from
+// the configuration is reported until everything it queued is merged.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace chronomerge {
+
+class Pipeline;
+
+// What the daemon knows and the Pipeline does not.
+struct MetricsExtras {
+  uint64_t reloads_ok = 0;
+  uint64_t reloads_failed = 0;
+  bool draining = false;
+  double start_time_seconds = 0;  // Unix time the daemon started
+};
+
+// The Content-Type of render_metrics()'s text.
+inline constexpr std::string_view metrics_content_type = "text/plain; version=0.0.4; charset=utf-8";
+
+// The whole exposition. `wall_clock_seconds` is the current Unix time, for
+// the frontier lag. Loop thread only.
+std::string render_metrics(const Pipeline& pipeline, const MetricsExtras& extras,
+                           double wall_clock_seconds);
+
+// A label value escaped for the text format: backslash, double quote and
+// newline become \\, \" and \n; everything else is kept.
+std::string escape_label_value(std::string_view value);
+
+// The current Unix time in seconds (system clock), for wall_clock_seconds
+// and start_time_seconds.
+double unix_time_seconds();
+
+}  // namespace chronomerge
