@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
     } else if (arg == "--key") {
       one_shot.key = value(arg);
       if (one_shot.key.empty() || !RecordParser::valid_key_path(one_shot.key)) {
-        usage_error(fmt::format("--key '{}' is neither a field name nor a JSON pointer", one_shot.key));
+        usage_error(
+            fmt::format("--key '{}' is neither a field name nor a JSON pointer", one_shot.key));
       }
     } else if (arg == "--key-type") {
       std::string v = value(arg);

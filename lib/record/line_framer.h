@@ -50,9 +50,9 @@ class LineFramer {
   void end_overlong(Visitor& visitor);
 
   size_t max_line_bytes_;
-  std::string carry_;       // start of a line split across chunks
-  bool skipping_ = false;   // inside an overlong line, discarding to '\n'
-  size_t skipped_ = 0;      // total length of the overlong line so far
+  std::string carry_;      // start of a line split across chunks
+  bool skipping_ = false;  // inside an overlong line, discarding to '\n'
+  size_t skipped_ = 0;     // total length of the overlong line so far
 };
 
 template <typename Visitor>
