@@ -1,5 +1,6 @@
 // chronomerge: parse the command line, then run the one-shot merge, check a
 // config, or run the daemon. Everything else lives in the library.
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -54,6 +55,9 @@ Exit status: 0 all merged; 1 some lines skipped (malformed or late);
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A peer that goes away must cost one failed write (EPIPE, handled where
+  // it happens), never the whole process.
+  std::signal(SIGPIPE, SIG_IGN);
   OneShotOptions one_shot;
   std::string config_path;
   std::string check_path;

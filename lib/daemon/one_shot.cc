@@ -2,10 +2,24 @@
 
 #include <uv.h>
 
+#include <algorithm>
+
 #include "daemon/pipeline.h"
 #include "log/log.h"
 
 namespace chronomerge {
+namespace {
+
+// Files can be read at any pace, so a one-shot run needs only enough queued
+// per feed to keep the merge from stalling on a read. All feeds together get
+// one budget instead of the daemon's 1 MiB each (a thousand files would
+// otherwise hold a thousand MiB); the floor keeps reads large enough to be
+// efficient. A file feed's read size follows from its high-water mark.
+constexpr size_t one_shot_budget = 32 << 20;
+constexpr size_t min_feed_high_water_mark = 16 << 10;
+constexpr size_t max_feed_high_water_mark = 1 << 20;
+
+}  // namespace
 
 Config one_shot_config(const OneShotOptions& options) {
   Config config;
@@ -16,8 +30,12 @@ Config one_shot_config(const OneShotOptions& options) {
   // A record older than what was already written cannot be put in order
   // any more: it is skipped and counted (exit status 1), never misplaced.
   config.late = LatePolicy::drop;
+  const size_t high = std::clamp(one_shot_budget / std::max<size_t>(options.files.size(), 1),
+                                min_feed_high_water_mark, max_feed_high_water_mark);
   for (const std::string& file : options.files) {
     FeedConfig feed;
+    feed.high_water_mark = high;
+    feed.low_water_mark = high / 4;
     feed.name = file == "-" ? "stdin" : file;
     feed.type = file == "-" ? FeedType::stdin_ : FeedType::file;
     feed.path = file == "-" ? "" : file;

@@ -39,6 +39,10 @@ void Feed::accept(std::string_view line, ParsedRecord&& parsed) {
   host_.merger().push(id_, line, std::move(parsed), host_.now());
 }
 
+void Feed::accept(std::span<BlockRecord> records, const BlockOwner& block) {
+  host_.merger().push(id_, records, block, host_.now());
+}
+
 void Feed::reject(LineError error, std::string_view line) {
   ++counters_.malformed;
   ++counters_.malformed_by[static_cast<int>(error)];

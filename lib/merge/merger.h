@@ -18,6 +18,7 @@
 #include <deque>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -87,7 +88,14 @@ class Merger {
 
   // A parsed record (or heartbeat) from the feed's transport. May call
   // listener.pause_feed(). REQUIRES: the feed has not ended.
+  // `record` is copied; it need only be valid during the call.
   void push(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
+  // The same for a run of records of one block, in arrival order, without
+  // a copy: their bytes lie in memory kept alive by `block` (see
+  // FeedQueue's zero-copy push), which the queue references until they are
+  // emitted. Records held by a reorder window are still copied. Keys are
+  // moved out of `records`.
+  void push(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block, uint64_t now);
 
   // The feed delivers nothing more (EOF, process exit, removed on reload).
   // Its queued records are still merged.
@@ -137,10 +145,23 @@ class Merger {
     std::optional<Key> newest;  // largest key seen, for the window
   };
 
-  bool heap_less(FeedId a, FeedId b) const;  // "a comes after b"
+  // A feed with a non-empty queue, keyed by its head. The head's ordinal is
+  // copied in so that ordering integer, number and time keys reads only the
+  // heap array, not the feed and its queue.
+  struct HeapEntry {
+    int64_t ordinal;
+    FeedId feed;
+  };
+
+  bool heap_before(const HeapEntry& a, const HeapEntry& b) const;
+  Key front_key(FeedId feed) const;
+  bool before_frontier(const FeedQueue& queue) const;
+  HeapEntry heap_entry(FeedId feed) const;
   void heap_insert(FeedId feed);
-  void heap_pop_top();
+  void heap_remove_top();
+  void sift_down();
   void enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
+  void enqueued(FeedId feed, bool was_empty);
   void release_held(FeedId feed, bool all, uint64_t now);
   void pop_front(FeedId feed, uint64_t now);
   void pop_detached(FeedId feed, uint64_t now);
@@ -155,7 +176,11 @@ class Merger {
   Output& output_;
   MergerListener& listener_;
   std::deque<Feed> feeds_;  // stable addresses across add_feed()
-  std::vector<FeedId> heap_;  // feeds with a non-empty queue, min-heap
+  // Feeds with a non-empty queue; a binary min-heap on (head key, feed id).
+  std::vector<HeapEntry> heap_;
+  // Whether any key so far had text (string keys). Until one does, every
+  // key's text is empty and comparing ordinals alone is comparing keys.
+  bool compare_text_ = false;
   size_t waiting_ = 0;        // open feeds, empty, not idle
   size_t open_ = 0;           // feeds not ended
   std::set<std::pair<uint64_t, FeedId>> deadlines_;

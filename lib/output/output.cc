@@ -32,8 +32,19 @@ void Output::append(std::string_view bytes) {
 }
 
 bool Output::push(std::string_view record) {
-  append(record);
-  append("\n");
+  // Fast path, nearly every record: it fits in the chunk being filled, so
+  // the record and its newline are stored with one copy and no chunk logic.
+  Chunk* chunk = chunks_.empty() ? nullptr : chunks_.back().get();
+  if (chunk && chunk->capacity - chunk->size > record.size()) {
+    char* at = chunk->data.get() + chunk->size;
+    std::memcpy(at, record.data(), record.size());
+    at[record.size()] = '\n';
+    chunk->size += record.size() + 1;
+    head_ += record.size() + 1;
+  } else {
+    append(record);
+    append("\n");
+  }
   after_push();
   return !full();
 }
@@ -142,18 +153,30 @@ size_t Output::buffered_bytes() const {
 }
 
 void Output::recompute() {
-  full_at_ = UINT64_MAX;
+  uint64_t blocking_at = UINT64_MAX;
+  // Non-blocking subscribers are paced by the fastest of them: the merge
+  // stops when even that one is half its max_buffer (or the high-water
+  // mark) behind. Without this pace nothing would hold the merge back,
+  // bursts would overflow every client, fast ones included; with it, a
+  // client that keeps up stays well inside its max_buffer while slower
+  // ones fall behind and are dropped.
+  uint64_t pace_at = 0;
+  bool any_nonblocking = false;
   overflow_at_ = UINT64_MAX;
   for (auto& [id, sub] : subscribers_) {
     if (sub.overflowed) continue;
     if (sub.blocking) {
-      full_at_ = std::min(full_at_, sub.cursor + sub.limit);
+      blocking_at = std::min(blocking_at, sub.cursor + sub.limit);
     } else if (head_ - sub.cursor > sub.limit) {
       sub.overflowed = true;
     } else {
+      any_nonblocking = true;
+      size_t pace = std::min(high_water_mark_, std::max<size_t>(1, sub.limit / 2));
+      pace_at = std::max(pace_at, sub.cursor + pace);
       overflow_at_ = std::min(overflow_at_, sub.cursor + sub.limit + 1);
     }
   }
+  full_at_ = any_nonblocking ? std::min(blocking_at, pace_at) : blocking_at;
 }
 
 void Output::trim() {

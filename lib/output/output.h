@@ -14,7 +14,9 @@
 //   the demand callback runs (the merger's "_read").
 // - A *non-blocking* (slow_client: disconnect) subscriber that falls more
 //   than its max_buffer behind is marked overflowed and stops holding
-//   memory; its owner disconnects it.
+//   memory; its owner disconnects it. The fastest non-blocking subscriber
+//   paces the output: push() also returns false once it is
+//   min(high_water_mark, max_buffer / 2) behind.
 //
 // Pure: no I/O. Loop thread only.
 #pragma once

@@ -96,7 +96,7 @@ void ServerSink::on_connection(uv_stream_t* server, int status) {
       });
   // Read from the client only to notice a reset early; what it sends is
   // ignored, and its EOF (a half-close, as `nc` does) is not a goodbye.
-  client_stream->data = raw->writer.get();
+  // The stream's data pointer is the writer (cleared when it closes).
   uv_read_start(
       client_stream,
       [](uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -105,7 +105,11 @@ void ServerSink::on_connection(uv_stream_t* server, int status) {
         *buf = uv_buf_init(discard, sizeof(discard));
       },
       [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
-        if (n < 0) uv_read_stop(s);  // a reset shows up as a failed write next
+        if (n >= 0) return;
+        uv_read_stop(s);
+        if (n != UV_EOF && s->data != nullptr) {
+          static_cast<StreamWriter*>(s->data)->fail(uv_error_text(static_cast<int>(n)));
+        }
       });
   self->clients_.push_back(std::move(client));
   ++self->counters_.clients;

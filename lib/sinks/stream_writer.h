@@ -38,6 +38,9 @@ class StreamWriter {
 
   // Stops at once: unsubscribes and closes the stream (no callback).
   void close();
+  // The peer failed (e.g. a reset noticed while reading): stops and
+  // reports Outcome::failed through the done callback.
+  void fail(const std::string& reason) { finish(Outcome::failed, reason); }
   bool done() const { return done_; }
   uint64_t bytes_written() const { return bytes_written_; }
   size_t lag() const;

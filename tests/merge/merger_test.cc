@@ -336,6 +336,25 @@ TEST_CASE("heartbeats move a feed forward without being forwarded") {
   CHECK(h.merger.stats(a).records_in == 0);
 }
 
+// Regression: a heartbeat at the top was dropped while another feed was
+// still waiting, which turned its own feed back into a waiting one and
+// held the merge until the idle timeout.
+TEST_CASE("a heartbeat waits at the head while another feed is waiting") {
+  Harness h;
+  FeedId a = h.merger.add_feed(live("a", 100000), 0);
+  FeedId b = h.merger.add_feed(live("b", 100000), 0);
+  h.push(a, record(1, 0, 0), 1);
+  std::string beat = "{\"time\":1000,\"hb\":true}";
+  h.merger.push(a, beat, parsed_for(beat, 1000, true), 0);
+  h.push(b, record(2, 1, 0), 2);
+  h.merger.run(0);
+  CHECK(h.take() == record(1, 0, 0) + "\n" + record(2, 1, 0) + "\n");
+  h.push(b, record(3, 1, 1), 3);  // b was waiting; a still stands at 1000
+  h.merger.run(10);
+  CHECK(h.take() == record(3, 1, 1) + "\n");
+  CHECK(h.merger.state(a) == FeedState::ready);
+}
+
 TEST_CASE("reorder window sorts a slightly shuffled feed") {
   Harness h;
   FeedSettings s = finite("a");
@@ -406,4 +425,97 @@ TEST_CASE("combine mode groups equal keys like stream-combine") {
                      "],\"indexes\":[0,1],\"time\":1}\n{\"data\":[" + record(2, 0, 1) +
                      "],\"indexes\":[0],\"time\":2}\n");
   }
+}
+
+// File feeds hand the merger whole reads: runs of records that stay in the
+// reader's block. The result must be that of pushing them one by one.
+TEST_CASE("a run of records from one block merges like single pushes") {
+  auto run_of = [](const std::string& block, const std::vector<int64_t>& keys) {
+    std::vector<BlockRecord> run;
+    size_t at = 0;
+    for (int64_t key : keys) {
+      size_t end = block.find('\n', at);
+      std::string_view text = std::string_view(block).substr(at, end - at);
+      run.push_back({text, parsed_for(std::string(text), key)});
+      at = end + 1;
+    }
+    return run;
+  };
+  SUBCASE("interleaves with copied records of other feeds and counts them") {
+    Harness h;
+    FeedId a = h.merger.add_feed(finite("a"), 0);
+    FeedId b = h.merger.add_feed(finite("b"), 0);
+    auto block = std::make_shared<std::string>(record(1, 0, 0) + "\n" + record(3, 0, 1) + "\n" +
+                                               record(5, 0, 2) + "\n");
+    auto run = run_of(*block, {1, 3, 5});
+    h.merger.push(a, run, block, 0);
+    h.push(b, record(2, 1, 0), 2);
+    h.push(b, record(3, 1, 1), 3);
+    h.merger.end(a, 0);
+    h.merger.end(b, 0);
+    h.merger.run(0);
+    CHECK(h.take() == record(1, 0, 0) + "\n" + record(2, 1, 0) + "\n" + record(3, 0, 1) + "\n" +
+                          record(3, 1, 1) + "\n" + record(5, 0, 2) + "\n");
+    CHECK(h.merger.stats(a).records_in == 3);
+    CHECK(h.merger.stats(a).bytes_in == block->size() - 3);
+    CHECK(h.merger.stats(a).last_key == Key::from_integer(5));
+    CHECK(block.use_count() == 1);  // released once merged
+  }
+  SUBCASE("pauses once for a run that crosses the high-water mark") {
+    Harness h;
+    FeedSettings s = finite("a");
+    s.high_water_mark = 50;
+    s.low_water_mark = 10;
+    FeedId a = h.merger.add_feed(s, 0);
+    auto block = std::make_shared<std::string>(record(1, 0, 0) + "\n" + record(2, 0, 1) + "\n" +
+                                               record(3, 0, 2) + "\n");
+    auto run = run_of(*block, {1, 2, 3});
+    h.merger.push(a, run, block, 0);
+    CHECK(h.listener.paused == std::vector<FeedId>{a});
+    h.merger.run(0);
+    CHECK(h.listener.resumed == std::vector<FeedId>{a});
+  }
+  SUBCASE("records held by a reorder window are copied and released in order") {
+    Harness h;
+    FeedSettings s = finite("a");
+    s.reorder_window = 10;
+    FeedId a = h.merger.add_feed(s, 0);
+    auto block = std::make_shared<std::string>(record(5, 0, 0) + "\n" + record(3, 0, 1) + "\n" +
+                                               record(30, 0, 2) + "\n");
+    auto run = run_of(*block, {5, 3, 30});
+    h.merger.push(a, run, block, 0);
+    CHECK(block.use_count() == 1);  // nothing kept in the block
+    h.merger.end(a, 0);
+    h.merger.run(0);
+    CHECK(h.take() == record(3, 0, 1) + "\n" + record(5, 0, 0) + "\n" + record(30, 0, 2) + "\n");
+  }
+}
+
+TEST_CASE("string keys order by their text") {
+  MergerOptions options;
+  options.key_type = KeyType::string;
+  Harness h(options);
+  FeedId a = h.merger.add_feed(finite("a"), 0);
+  FeedId b = h.merger.add_feed(finite("b"), 0);
+  auto push = [&](FeedId feed, const std::string& key) {
+    std::string rec = "{\"k\":\"" + key + "\"}";
+    ParsedRecord parsed;
+    parsed.key = Key::from_string(key);
+    parsed.key_offset = 5;
+    parsed.key_length = static_cast<uint32_t>(key.size() + 2);
+    h.merger.push(feed, rec, std::move(parsed), 0);
+  };
+  push(a, "apple");
+  push(a, "cherry");
+  push(b, "banana");
+  push(b, "cherry");
+  push(b, "apricot");  // behind the frontier once "banana" is out: late
+  h.merger.end(a, 0);
+  h.merger.end(b, 0);
+  h.merger.run(0);
+  CHECK(h.take() ==
+        "{\"k\":\"apple\"}\n{\"k\":\"banana\"}\n{\"k\":\"cherry\"}\n{\"k\":\"cherry\"}\n"
+        "{\"k\":\"apricot\"}\n");
+  CHECK(h.merger.stats(b).late == 1);
+  CHECK(h.merger.frontier() == Key::from_string("cherry"));
 }

@@ -128,6 +128,27 @@ TEST_CASE("Output non-blocking subscribers") {
   }
 }
 
+TEST_CASE("Output paced by the fastest non-blocking subscriber") {
+  Output output(1000, 16);
+  auto fast = output.subscribe(40, false, nullptr);
+  auto slow = output.subscribe(40, false, nullptr);
+  SUBCASE("stops the merge when even the fastest is half its max_buffer behind") {
+    CHECK(output.push("0123456789"));      // 11 behind
+    CHECK_FALSE(output.push("012345678"));  // 21 >= 20
+    output.consume(fast, 21);
+    CHECK_FALSE(output.full());
+  }
+  SUBCASE("drops the slow one while the fast one keeps up, never the fast one") {
+    for (int i = 0; i < 20; ++i) {
+      output.push("0123456789");
+      output.consume(fast, output.lag(fast));
+    }
+    CHECK(output.overflowed(slow));
+    CHECK_FALSE(output.overflowed(fast));
+    CHECK_FALSE(output.full());
+  }
+}
+
 TEST_CASE("Output without subscribers discards") {
   Output output(10, 16);
   for (int i = 0; i < 100; ++i) CHECK(output.push("0123456789"));

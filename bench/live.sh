@@ -1,0 +1,693 @@
+#!/usr/bin/env bash
+# Live benchmark of the chronomerge daemon: producers over TCP -> daemon ->
+# TCP clients, with backpressure.
+#
+# Usage: bash bench/live.sh [--quick]
+#   --quick   small sizes: a smoke test of the script itself (~30 s)
+# Environment:
+#   CHRONOMERGE      daemon binary (default: <repo>/build/daemon/chronomerge)
+#   LOADGEN          load generator (default: <repo>/build/bench/chronomerge_loadgen)
+#   JOBS             parallel jobs when the script has to build (default 2)
+#   PRODUCERS        producers in cases 1, 2 and 4 (default 8)
+#   RECORDS          records per producer in cases 1 and 2 (default 1000000)
+#   CLIENTS          clients in case 2 (default 4)
+#   VEHICLES         slow vehicles in case 3 (default 1000)
+#   VEHICLE_RECORDS  records per vehicle in case 3 (default 20)
+#   FREEZE_SECONDS   how long case 4 pushes into a frozen client (default 15)
+#   IGNORE_SIGPIPE   1: start the daemon with SIGPIPE ignored, as systemd does
+#                    (IgnoreSIGPIPE=yes); default 0, as from a shell
+#
+# Cases, each on a fresh daemon started with a generated config under
+# bench/data/live/ (readiness: READY=1 on NOTIFY_SOCKET, as under systemd):
+#   1. PRODUCERS producers -> daemon -> 1 client, as fast as possible
+#   2. the same with CLIENTS clients, each of which must get every record
+#   3. VEHICLES producer connections at once (one tcp-listen feed each),
+#      each a slow vehicle sending a record every 0.1-1 s
+#   4. a frozen client (connected, never reads) while PRODUCERS producers
+#      push as fast as they can for FREEZE_SECONDS: memory must stay flat
+#      and the producers must end up blocked
+# then prints a markdown table (also saved under bench/data/results/).
+#
+# Exit status: 0 if every correctness check passed (all records delivered,
+# exactly once, in order), 1 if one failed, 2 on a usage or setup error.
+# Missing a speed or memory target does not fail the script; the table
+# shows it.
+set -euo pipefail
+
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+QUICK=0
+for arg in "$@"; do
+  case $arg in
+    --quick) QUICK=1 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+      exit 0
+      ;;
+    *) die "unknown argument '$arg' (try --help)" ;;
+  esac
+done
+
+LOADGEN=${LOADGEN:-$REPO_ROOT/build/bench/chronomerge_loadgen}
+JOBS=${JOBS:-2}
+IGNORE_SIGPIPE=${IGNORE_SIGPIPE:-0}
+PRODUCERS=${PRODUCERS:-8}
+CLIENTS=${CLIENTS:-4}
+if ((QUICK)); then
+  RECORDS=${RECORDS:-100000}
+  VEHICLES=${VEHICLES:-100}
+  VEHICLE_RECORDS=${VEHICLE_RECORDS:-5}
+  FREEZE_SECONDS=${FREEZE_SECONDS:-4}
+else
+  RECORDS=${RECORDS:-1000000}
+  VEHICLES=${VEHICLES:-1000}
+  VEHICLE_RECORDS=${VEHICLE_RECORDS:-20}
+  FREEZE_SECONDS=${FREEZE_SECONDS:-15}
+fi
+for v in PRODUCERS CLIENTS RECORDS VEHICLES VEHICLE_RECORDS FREEZE_SECONDS JOBS; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
+done
+((PRODUCERS <= 16)) || die "PRODUCERS must be at most 16 (the key stride keeps keys unique)"
+
+# Targets.
+TARGET_RPS=1000000    # records/s to each client (cases 1 and 2)
+TARGET_MANY_MIB=256   # peak RSS with VEHICLES connections (case 3)
+TARGET_FROZEN_MIB=64  # RSS at the end of the frozen-client case (case 4)
+
+# --- build -------------------------------------------------------------------
+# Build only what is missing; an existing binary is used as it is (rebuild
+# it yourself after changing the code).
+if [[ ! -x $LOADGEN || ! -x $CHRONOMERGE ]]; then
+  note "building chronomerge and chronomerge_loadgen in $REPO_ROOT/build ..."
+  build_type=()
+  [[ -f $REPO_ROOT/build/CMakeCache.txt ]] || build_type=(-DCMAKE_BUILD_TYPE=Release)
+  (cd "$REPO_ROOT" &&
+    cmake -S . -B build -DCHRONOMERGE_BUILD_BENCH=ON "${build_type[@]}" > /dev/null &&
+    cmake --build build -j"$JOBS" --target chronomerge_loadgen chronomerge) >&2 ||
+    die "build failed"
+fi
+require_chronomerge
+[[ -x $LOADGEN ]] || die "load generator not found at '$LOADGEN' (set LOADGEN, or build with -DCHRONOMERGE_BUILD_BENCH=ON)"
+
+LIVE_DIR="$DATA_ROOT/live"
+mkdir -p "$LIVE_DIR" "$DATA_ROOT/results"
+# One descriptor per connection: 1000 vehicles need more than the usual 1024.
+if (($(ulimit -n) < 8192)); then
+  ulimit -n 8192 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
+fi
+(($(ulimit -n) > VEHICLES + 64)) ||
+  die "open-files limit $(ulimit -n) is too low for $VEHICLES connections"
+CLK_TCK=$(getconf CLK_TCK)
+
+# --- process bookkeeping -----------------------------------------------------
+# On exit, whatever this script started and is still running (its own
+# background jobs, by PID) is stopped.
+DAEMON_PID=""
+cleanup() {
+  local pid
+  for pid in $(jobs -pr); do
+    kill "$pid" 2> /dev/null || true
+  done
+  wait 2> /dev/null || true
+  rm -f "$LIVE_DIR/notify.sock"
+}
+trap cleanup EXIT
+
+# pick_ports N -> first of N consecutive free TCP ports on 127.0.0.1, below
+# the ephemeral range (where the kernel picks the local ports of our own
+# producers and clients), so that nothing else takes one before the daemon
+# binds it.
+pick_ports() {
+  python3 - "$1" << 'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+try:
+    lo, _ = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+except OSError:
+    lo = 32768
+top = lo - n - 1 if lo - n - 1 > 10000 else 65535 - n
+for _ in range(500):
+    base = random.randint(10000 if top > 10000 else 1024, top)
+    socks, ok = [], True
+    try:
+        for p in range(base, base + n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", p))
+    except OSError:
+        ok = False
+    for s in socks:
+        s.close()
+    if ok:
+        print(base)
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+
+# write_config FILE FEEDS BASE_PORT LOG_LEVEL: FEEDS tcp-listen feeds on
+# BASE_PORT.., one tcp-listen output on BASE_PORT+FEEDS, metrics on the
+# next port.  idle_timeout_ms is 10 minutes: no feed is ever declared idle
+# during a run, so the merge never moves on without a feed, and the output
+# must be exactly in order.  Producers end with an end-marker record (see
+# bench/loadgen.cc), which releases the last records without idling.
+write_config() {
+  python3 - "$@" << 'PY'
+import json, sys
+path, feeds, base, level = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+width = max(4, len(str(feeds - 1)))
+config = {
+    "key": "time",
+    "key_type": "integer",
+    "idle_timeout_ms": 600000,
+    "drain_timeout_ms": 5000,
+    "log_level": level,
+    "feeds": [{"name": "p%0*d" % (width, i), "type": "tcp-listen",
+               "listen": "127.0.0.1:%d" % (base + i)} for i in range(feeds)],
+    "outputs": [{"name": "clients", "type": "tcp-listen",
+                 "listen": "127.0.0.1:%d" % (base + feeds)}],
+    "metrics": {"listen": "127.0.0.1:%d" % (base + feeds + 1)},
+}
+with open(path, "w") as f:
+    json.dump(config, f, indent=1)
+    f.write("\n")
+PY
+}
+
+# Listens on a unix datagram socket for sd_notify messages and writes them
+# to a file; exits at READY=1 (or after the timeout).
+PY_NOTIFY='
+import os, socket, sys, time
+path, out, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(path)
+s.settimeout(0.2)
+deadline = time.monotonic() + timeout
+with open(out, "w") as f:
+    while time.monotonic() < deadline:
+        try:
+            msg = s.recv(4096).decode(errors="replace")
+        except socket.timeout:
+            continue
+        f.write(msg.replace("\n", " ") + "\n")
+        f.flush()
+        if "READY=1" in msg.split("\n"):
+            break
+os.unlink(path)
+'
+
+# start_daemon CONFIG LOG: starts chronomerge and waits until it says
+# READY=1 (every listener bound).  Sets DAEMON_PID.
+start_daemon() {
+  local config=$1 log=$2 sock="$LIVE_DIR/notify.sock" msgs="$LIVE_DIR/notify.txt" i
+  "$CHRONOMERGE" --check-config "$config" > /dev/null 2> "$log" ||
+    die "generated config $config is invalid: $(head -n 5 "$log")"
+  rm -f "$sock" "$msgs"
+  python3 -c "$PY_NOTIFY" "$sock" "$msgs" 30 &
+  local listener=$!
+  for ((i = 0; i < 100; i++)); do
+    [[ -S $sock ]] && break
+    sleep 0.05
+  done
+  [[ -S $sock ]] || die "the sd_notify listener did not start"
+  if [[ $IGNORE_SIGPIPE == 1 ]]; then
+    # An ignored signal stays ignored across exec; $! is the daemon itself.
+    (
+      trap '' PIPE
+      NOTIFY_SOCKET=$sock exec "$CHRONOMERGE" --config "$config" 2> "$log"
+    ) &
+  else
+    NOTIFY_SOCKET=$sock "$CHRONOMERGE" --config "$config" 2> "$log" &
+  fi
+  DAEMON_PID=$!
+  for ((i = 0; i < 300; i++)); do
+    if grep -q '^READY=1' "$msgs" 2> /dev/null; then
+      wait "$listener" 2> /dev/null || true
+      return 0
+    fi
+    if ! kill -0 "$DAEMON_PID" 2> /dev/null; then
+      sed 's/^/    /' "$log" | tail -n 20 >&2
+      die "chronomerge exited before it was ready (log: $log)"
+    fi
+    sleep 0.1
+  done
+  die "chronomerge was not ready after 30 s (log: $log)"
+}
+
+# stop_daemon: SIGTERM, wait up to 20 s, then SIGKILL.  Sets DAEMON_RC.
+stop_daemon() {
+  local i
+  DAEMON_RC=0
+  kill -TERM "$DAEMON_PID" 2> /dev/null || true
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$DAEMON_PID" 2> /dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$DAEMON_PID" 2> /dev/null; then
+    note "chronomerge did not exit 20 s after SIGTERM; killing it"
+    kill -KILL "$DAEMON_PID" 2> /dev/null || true
+  fi
+  wait "$DAEMON_PID" 2> /dev/null || DAEMON_RC=$?
+}
+
+# cpu_ticks PID: utime + stime (fields 14 and 15 of /proc/PID/stat, after
+# the parenthesised command name).
+cpu_ticks() {
+  local stat
+  stat=$(< "/proc/$1/stat")
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  echo $((${12} + ${13}))
+}
+
+# machine_ticks: "busy total" jiffies of the whole machine (/proc/stat), to
+# show how much of the CPU other work took during a case.
+machine_ticks() {
+  awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
+}
+
+# status_kib PID FIELD: VmRSS / VmHWM in KiB (0 if gone).
+status_kib() {
+  awk -v f="$2:" '$1 == f { print $2; found = 1 } END { if (!found) print 0 }' \
+    "/proc/$1/status" 2> /dev/null || echo 0
+}
+
+# watch_daemon PID[:FILE]...: waits until every PID has exited or created
+# its FILE, sampling the daemon's VmRSS every 0.5 s.  Sets RSS_PEAK_KIB,
+# RSS_LAST_KIB, RSS_SERIES (one sample per second, MiB).
+watch_daemon() {
+  local target alive n=0 kib
+  RSS_PEAK_KIB=0
+  RSS_LAST_KIB=0
+  RSS_SERIES=""
+  for ((;;)); do
+    alive=0
+    for target in "$@"; do
+      if [[ $target == *:* && -e ${target#*:} ]]; then continue; fi
+      kill -0 "${target%%:*}" 2> /dev/null && alive=1 && break
+    done
+    ((alive)) || break
+    sleep 0.1
+    if ((++n % 5 == 0)); then
+      kib=$(status_kib "$DAEMON_PID" VmRSS)
+      RSS_LAST_KIB=$kib
+      ((kib > RSS_PEAK_KIB)) && RSS_PEAK_KIB=$kib
+      ((n % 10 == 0)) && RSS_SERIES+="$((kib / 1024)) "
+    fi
+  done
+  return 0
+}
+
+# wait_files FILE...: the consumers' ready files, up to 10 s.
+wait_files() {
+  local i f missing
+  for ((i = 0; i < 100; i++)); do
+    missing=0
+    for f in "$@"; do
+      [[ -e $f ]] || missing=1
+    done
+    ((missing)) || return 0
+    sleep 0.1
+  done
+  die "clients did not connect within 10 s"
+}
+
+# Results, one JSON object per case, for the report.
+RESULTS_JSON="$LIVE_DIR/results.jsonl"
+: > "$RESULTS_JSON"
+FAILED=0
+
+# record_case JSON_FIELDS...: key=value pairs (values are JSON) appended as
+# one object.
+record_case() {
+  python3 -c '
+import json, sys
+out = {}
+for kv in sys.argv[2:]:
+    k, v = kv.split("=", 1)
+    out[k] = json.loads(v)
+open(sys.argv[1], "a").write(json.dumps(out) + "\n")
+' "$RESULTS_JSON" "$@"
+}
+
+# join_json FILE...: the JSON objects the loadgen printed, as one array.
+join_json() {
+  local f first=1
+  printf '['
+  for f in "$@"; do
+    ((first)) || printf ','
+    first=0
+    if [[ -s $f ]]; then tr -d '\n' < "$f"; else printf 'null'; fi
+  done
+  printf ']'
+}
+
+# --- cases 1 and 2: fan-out throughput ---------------------------------------
+run_fanout() {
+  local label=$1 clients=$2
+  local total=$((PRODUCERS * RECORDS)) base out cfg log i t0 cpu0 cpu1 hwm
+  local dir="$LIVE_DIR/$label"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  base=$(pick_ports $((PRODUCERS + 2))) || die "no $((PRODUCERS + 2)) free consecutive ports"
+  out=$((base + PRODUCERS))
+  cfg="$LIVE_DIR/$label.json"
+  log="$dir/daemon.log"
+  write_config "$cfg" "$PRODUCERS" "$base" info
+  note "[$label] $PRODUCERS producers x $RECORDS records -> daemon -> $clients client(s) ..."
+  start_daemon "$cfg" "$log"
+
+  # Each client is done at the first end marker, which comes after every
+  # data record; it then stays connected until the SIGTERM drain closes it
+  # (and delivers the other markers), so no client leaves a running daemon.
+  local consumers=() ready=() targets=()
+  for ((i = 0; i < clients; i++)); do
+    "$LOADGEN" consume --connect "127.0.0.1:$out" --expect "$total" --strict \
+      --expect-markers 1 --until-eof --done-file "$dir/client$i.done" \
+      --timeout $((60 + total / 100000)) --ready-file "$dir/client$i.ready" \
+      > "$dir/client$i.json" 2> "$dir/client$i.err" &
+    consumers+=($!)
+    targets+=("$!:$dir/client$i.done")
+    ready+=("$dir/client$i.ready")
+  done
+  wait_files "${ready[@]}"
+  # The daemon accepts on its next loop turn; give it that turn before any
+  # data exists, so every client sees the stream from its first record.
+  sleep 0.3
+
+  local producers=() m0 m1
+  m0=$(machine_ticks)
+  cpu0=$(cpu_ticks "$DAEMON_PID")
+  t0=$EPOCHREALTIME
+  for ((i = 0; i < PRODUCERS; i++)); do
+    "$LOADGEN" produce --connect "127.0.0.1:$((base + i))" --count "$RECORDS" \
+      --feed-index "$i" > "$dir/producer$i.json" 2> "$dir/producer$i.err" &
+    producers+=($!)
+  done
+  watch_daemon "${targets[@]}"
+  cpu1=$(cpu_ticks "$DAEMON_PID")
+  m1=$(machine_ticks)
+  hwm=$(status_kib "$DAEMON_PID" VmHWM)
+  # The producers are done once the clients have everything; a producer
+  # still running means records went missing (the clients timed out).
+  for i in "${!producers[@]}"; do
+    kill -0 "${producers[$i]}" 2> /dev/null && kill "${producers[$i]}" 2> /dev/null
+    wait "${producers[$i]}" 2> /dev/null || true
+  done
+  stop_daemon
+  for pid in "${consumers[@]}"; do wait "$pid" 2> /dev/null || true; done
+
+  record_case case="\"$label\"" kind='"fanout"' clients="$clients" producers="$PRODUCERS" \
+    expected="$total" t0="$t0" cpu_s="$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')" \
+    hwm_kib="$hwm" rss_peak_kib="$RSS_PEAK_KIB" daemon_rc="$DAEMON_RC" \
+    machine_busy="$(awk -v a="$m0" -v b="$m1" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.3f", (y[2] > x[2]) ? (y[1] - x[1]) / (y[2] - x[2]) : 0 }')" \
+    consumers="$(join_json "$dir"/client*.json)" \
+    producer_reports="$(join_json "$dir"/producer*.json)"
+}
+
+# --- case 3: many slow producers ----------------------------------------------
+run_vehicles() {
+  local label=vehicles total=$((VEHICLES * VEHICLE_RECORDS)) base out cfg log t0 cpu0 cpu1 hwm
+  local dir="$LIVE_DIR/$label"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  base=$(pick_ports $((VEHICLES + 2))) || die "no $((VEHICLES + 2)) free consecutive ports"
+  out=$((base + VEHICLES))
+  cfg="$LIVE_DIR/$label.json"
+  log="$dir/daemon.log"
+  write_config "$cfg" "$VEHICLES" "$base" info
+  note "[$label] $VEHICLES vehicles x $VEHICLE_RECORDS records (one every 0.1-1 s) -> daemon -> 1 client ..."
+  start_daemon "$cfg" "$log"
+
+  "$LOADGEN" consume --connect "127.0.0.1:$out" --expect "$total" \
+    --expect-markers 1 --until-eof --done-file "$dir/client0.done" \
+    --timeout $((60 + VEHICLE_RECORDS * 2)) --ready-file "$dir/client0.ready" \
+    > "$dir/client0.json" 2> "$dir/client0.err" &
+  local consumer=$!
+  wait_files "$dir/client0.ready"
+  sleep 0.3
+  cpu0=$(cpu_ticks "$DAEMON_PID")
+  t0=$EPOCHREALTIME
+  "$LOADGEN" vehicles --connect-base "127.0.0.1:$base" --count "$VEHICLES" \
+    --records "$VEHICLE_RECORDS" --interval-ms 100:1000 \
+    > "$dir/vehicles.json" 2> "$dir/vehicles.err" &
+  local vehicles=$!
+  watch_daemon "$consumer:$dir/client0.done"
+  cpu1=$(cpu_ticks "$DAEMON_PID")
+  hwm=$(status_kib "$DAEMON_PID" VmHWM)
+  kill -0 "$vehicles" 2> /dev/null && kill "$vehicles" 2> /dev/null
+  wait "$vehicles" 2> /dev/null || true
+  stop_daemon
+  wait "$consumer" 2> /dev/null || true
+
+  record_case case="\"$label\"" kind='"vehicles"' vehicles="$VEHICLES" expected="$total" \
+    t0="$t0" cpu_s="$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')" \
+    hwm_kib="$hwm" rss_peak_kib="$RSS_PEAK_KIB" rss_series="\"$RSS_SERIES\"" \
+    daemon_rc="$DAEMON_RC" consumers="$(join_json "$dir/client0.json")" \
+    vehicle_report="$(join_json "$dir/vehicles.json")"
+}
+
+# --- case 4: frozen client ----------------------------------------------------
+run_frozen() {
+  local label=frozen base out cfg log t0 cpu0 cpu1 hwm i
+  local dir="$LIVE_DIR/$label"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  base=$(pick_ports $((PRODUCERS + 2))) || die "no $((PRODUCERS + 2)) free consecutive ports"
+  out=$((base + PRODUCERS))
+  cfg="$LIVE_DIR/$label.json"
+  log="$dir/daemon.log"
+  # debug: pauses and resumes are logged at debug level; they are the
+  # evidence that backpressure reached the feeds.
+  write_config "$cfg" "$PRODUCERS" "$base" debug
+  note "[$label] frozen client, $PRODUCERS producers pushing for ${FREEZE_SECONDS}s ..."
+  start_daemon "$cfg" "$log"
+
+  "$LOADGEN" consume --connect "127.0.0.1:$out" --freeze --timeout $((FREEZE_SECONDS + 60)) \
+    --ready-file "$dir/client0.ready" > "$dir/client0.json" 2> "$dir/client0.err" &
+  local consumer=$!
+  wait_files "$dir/client0.ready"
+  sleep 0.3
+  local producers=()
+  cpu0=$(cpu_ticks "$DAEMON_PID")
+  t0=$EPOCHREALTIME
+  for ((i = 0; i < PRODUCERS; i++)); do
+    "$LOADGEN" produce --connect "127.0.0.1:$((base + i))" --count 100000000000 \
+      --feed-index "$i" --duration "$FREEZE_SECONDS" \
+      > "$dir/producer$i.json" 2> "$dir/producer$i.err" &
+    producers+=($!)
+  done
+  watch_daemon "${producers[@]}"
+  cpu1=$(cpu_ticks "$DAEMON_PID")
+  hwm=$(status_kib "$DAEMON_PID" VmHWM)
+  # Metrics, if the daemon serves them: kept for inspection.
+  python3 - "$((base + PRODUCERS + 1))" "$dir/metrics.txt" << 'PY' || true
+import sys, urllib.request
+try:
+    body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=2).read()
+    open(sys.argv[2], "wb").write(body)
+except Exception:
+    pass
+PY
+  local pauses
+  pauses=$(grep -c 'paused' "$log" || true)
+  for pid in "${producers[@]}"; do wait "$pid" 2> /dev/null || true; done
+  # The frozen client goes away (its unread data makes its side send a
+  # reset); the daemon must drop it and keep running.
+  kill "$consumer" 2> /dev/null || true
+  wait "$consumer" 2> /dev/null || true
+  sleep 0.5
+  local survived=true
+  kill -0 "$DAEMON_PID" 2> /dev/null || survived=false
+  stop_daemon
+
+  record_case case="\"$label\"" kind='"frozen"' producers="$PRODUCERS" seconds="$FREEZE_SECONDS" \
+    t0="$t0" cpu_s="$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')" \
+    hwm_kib="$hwm" rss_peak_kib="$RSS_PEAK_KIB" rss_last_kib="$RSS_LAST_KIB" \
+    rss_series="\"$RSS_SERIES\"" pause_lines="${pauses:-0}" daemon_rc="$DAEMON_RC" \
+    survived_client_exit="$survived" \
+    producer_reports="$(join_json "$dir"/producer*.json)"
+}
+
+# --- run -----------------------------------------------------------------------
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+run_fanout fanout1 1
+run_fanout "fanout$CLIENTS" "$CLIENTS"
+run_vehicles
+run_frozen
+
+# --- report --------------------------------------------------------------------
+STAMP=$(date +%Y%m%d-%H%M%S)
+RESULTS_MD="$DATA_ROOT/results/live-$STAMP.md"
+{
+  echo "# chronomerge live benchmark ($STAMP)"
+  echo
+  echo "- binary: \`$CHRONOMERGE\`, load generator: \`$LOADGEN\`"
+  echo "- commit: $(git -C "$REPO_ROOT" rev-parse --short HEAD 2> /dev/null || echo 'none')$(git -C "$REPO_ROOT" diff --quiet HEAD -- lib daemon 2> /dev/null || echo ' (lib/ or daemon/ modified)')"
+  echo "- machine: $(grep -m1 'model name' /proc/cpuinfo 2> /dev/null | cut -d: -f2- | sed 's/^ *//'), $(nproc) usable of $(nproc --all) cores, $(uname -sr)"
+  echo "- every process (daemon, producers, clients) shares those cores; load average at start: $LOAD_AT_START$( ((QUICK)) && echo '; QUICK MODE (smoke test, numbers meaningless)')"
+  echo
+  python3 - "$RESULTS_JSON" "$TARGET_RPS" "$TARGET_MANY_MIB" "$TARGET_FROZEN_MIB" "$FREEZE_SECONDS" << 'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+target_rps, many_mib, frozen_mib, freeze_s = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+mib = lambda kib: kib / 1024
+fmt_n = lambda n: "{:,}".format(int(n))
+table, notes, checks = [], [], []
+failed = False
+
+def daemon_exit(label, r):
+    """The daemon must exit 0 on SIGTERM, and must never die of a client leaving."""
+    global failed
+    rc = r.get("daemon_rc", 0)
+    if rc == 0:
+        return True
+    why = ""
+    if rc == 141:
+        why = (" (killed by SIGPIPE: a client had disconnected and the daemon wrote to its"
+               " socket; spec §6 says the client is dropped and the daemon keeps running)")
+    checks.append("%s: FAIL, daemon exit status %d%s; log: bench/data/live/%s/daemon.log"
+                  % (label, rc, why, r["case"]))
+    failed = True
+    return False
+
+def check_consumers(label, r, markers):
+    """Correctness of every client: all records, exactly once, in order."""
+    global failed
+    ok = True
+    for i, c in enumerate(r["consumers"]):
+        if c is None:
+            checks.append("%s client %d: FAIL, no report (crashed?)" % (label, i))
+            ok = False
+            continue
+        problems = []
+        if c["records"] != r["expected"]:
+            problems.append("%s of %s records" % (fmt_n(c["records"]), fmt_n(r["expected"])))
+        if c["markers"] != markers:
+            problems.append("%d of %d end markers (the last ones arrive with the SIGTERM drain)"
+                            % (c["markers"], markers))
+        if not c["eof"]:
+            problems.append("the connection was not closed after the SIGTERM drain"
+                            + (" (timed out)" if c["timed_out"] else ""))
+        if c["out_of_order"]:
+            problems.append("%d out of order" % c["out_of_order"])
+        if c["seq_gaps"] or c["seq_repeats"]:
+            problems.append("%d missing, %d repeated (per-vehicle seq)" % (c["seq_gaps"], c["seq_repeats"]))
+        if c["unparsed"]:
+            problems.append("%d lines without a key" % c["unparsed"])
+        if c.get("error"):
+            problems.append(c["error"])
+        if problems:
+            ok = False
+            checks.append("%s client %d: FAIL, %s%s" % (label, i, "; ".join(problems),
+                          (" (first: %s)" % c["first_problem"]) if c.get("first_problem") else ""))
+        else:
+            checks.append("%s client %d: OK, %s records, in order, each vehicle's seq complete"
+                          % (label, i, fmt_n(c["records"])))
+    if not daemon_exit(label, r):
+        ok = False
+    if not ok:
+        failed = True
+    return ok
+
+for r in rows:
+    kind = r["kind"]
+    if kind == "fanout":
+        n = r["clients"]
+        label = "%d producers → daemon → %d client%s" % (r["producers"], n, "" if n == 1 else "s")
+        ok = check_consumers(label, r, r["producers"])
+        cs = [c for c in r["consumers"] if c]
+        done = max((c["wall_done"] for c in cs), default=r["t0"])
+        secs = done - r["t0"]
+        rps = r["expected"] / secs if secs > 0 else 0
+        out_bytes = sum(c["bytes"] for c in cs)
+        per_client = [c["records"] / (c["wall_done"] - r["t0"]) for c in cs if c["wall_done"] > r["t0"]]
+        slowest = min(per_client, default=0)
+        met = ok and slowest >= target_rps
+        table.append((label, fmt_n(r["expected"]) + ("" if n == 1 else " to each"), "%.2f" % secs,
+                      fmt_n(rps) if n == 1 else "%s per client" % fmt_n(slowest),
+                      "%.0f" % (out_bytes / 1e6 / secs) + ("" if n == 1 else " total out"),
+                      "%.2f" % float(r["cpu_s"]), "%.1f" % mib(r["hwm_kib"]),
+                      "≥ %s rec/s%s" % (fmt_n(target_rps), "" if n == 1 else " per client, all complete"),
+                      "yes" if met else "NO"))
+        if n > 1:
+            notes.append("%s: per-client records/s (producers' start → that client's last record): %s"
+                         % (label, ", ".join(fmt_n(x) for x in per_client)))
+        prods = [p for p in r["producer_reports"] if p]
+        if prods:
+            notes.append("%s: the producers finished sending after %.2f–%.2f s; daemon CPU %.2f s of %.2f s wall (%.0f%% of one core); the whole machine was %.0f%% busy"
+                         % (label, min(p["seconds"] for p in prods), max(p["seconds"] for p in prods),
+                            float(r["cpu_s"]), secs, 100 * float(r["cpu_s"]) / secs if secs > 0 else 0,
+                            100 * float(r["machine_busy"])))
+    elif kind == "vehicles":
+        label = "%s slow vehicles (1 connection each) → 1 client" % fmt_n(r["vehicles"])
+        ok = check_consumers(label, r, r["vehicles"])
+        v = r["vehicle_report"][0]
+        if v is None or v["failed"] or v["dropped"] or v["connected"] != r["vehicles"]:
+            ok = False
+            failed = True
+            checks.append("%s: FAIL, vehicles: %s" % (label, json.dumps(v)))
+        else:
+            checks.append("%s: OK, %s connections up, none refused or dropped" % (label, fmt_n(v["connected"])))
+        c = r["consumers"][0] or {"records": 0, "bytes": 0, "wall_done": r["t0"]}
+        secs = c["wall_done"] - r["t0"]
+        peak = max(r["hwm_kib"], r["rss_peak_kib"])
+        met = ok and mib(peak) < many_mib
+        table.append((label, fmt_n(c["records"]), "%.2f" % secs,
+                      fmt_n(c["records"] / secs) if secs > 0 else "n/a",
+                      "%.2f" % (c["bytes"] / 1e6 / secs) if secs > 0 else "n/a",
+                      "%.2f" % float(r["cpu_s"]), "%.1f" % mib(peak),
+                      "< %d MiB, every record delivered" % many_mib, "yes" if met else "NO"))
+        notes.append("%s: daemon VmRSS each second (MiB): %s" % (label, r["rss_series"].strip() or "n/a"))
+    elif kind == "frozen":
+        label = "frozen client, %d producers pushing %.0f s" % (r["producers"], freeze_s)
+        prods = [p for p in r["producer_reports"] if p]
+        sent = sum(p["records"] for p in prods)
+        sent_bytes = sum(p["bytes"] for p in prods)
+        # Blocked: no byte accepted during the last third of the run.
+        blocked = len(prods) == r["producers"] and all(p["stalled_s"] >= freeze_s / 3 for p in prods)
+        last = mib(r["rss_last_kib"])
+        peak = max(r["hwm_kib"], r["rss_peak_kib"])
+        met = blocked and last < frozen_mib
+        table.append((label, fmt_n(sent) + " sent", "%.0f" % freeze_s, fmt_n(sent / freeze_s),
+                      "%.2f" % (sent_bytes / 1e6 / freeze_s), "%.2f" % float(r["cpu_s"]),
+                      "%.1f peak, %.1f last" % (mib(peak), last),
+                      "last < %d MiB, producers blocked" % frozen_mib, "yes" if met else "NO"))
+        notes.append("%s: daemon VmRSS each second (MiB): %s" % (label, r["rss_series"].strip() or "n/a"))
+        if prods:
+            notes.append("%s: producers accepted %.1f MB in all (%.1f–%.1f MB each); each made its last progress %.2f–%.2f s into the run, then stayed blocked for %.1f–%.1f s; %s 'paused' lines in the daemon's debug log"
+                         % (label, sent_bytes / 1e6, min(p["bytes"] for p in prods) / 1e6,
+                            max(p["bytes"] for p in prods) / 1e6,
+                            min(p["last_progress_s"] for p in prods), max(p["last_progress_s"] for p in prods),
+                            min(p["stalled_s"] for p in prods), max(p["stalled_s"] for p in prods),
+                            r["pause_lines"]))
+        if not r["survived_client_exit"]:
+            checks.append("%s: FAIL, the daemon died when the frozen client disconnected" % label)
+        else:
+            checks.append("%s: OK, the daemon dropped the frozen client when it disconnected and kept running" % label)
+        daemon_exit(label, r)
+
+print("| case | records | seconds | records/s | MB/s | daemon CPU s | daemon peak RSS MiB | target | met? |")
+print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+for row in table:
+    print("| " + " | ".join(row) + " |")
+print()
+for n in notes:
+    print("- " + n)
+print()
+print("Correctness (each client counts records, checks keys never go back, and checks every vehicle's seq runs 0, 1, 2, ... with no gap or repeat):")
+for c in checks:
+    print("- " + c)
+sys.exit(1 if failed else 0)
+PY
+} | tee "$RESULTS_MD" || FAILED=1  # the report exits 1 if a check failed
+
+cp "$RESULTS_MD" "$DATA_ROOT/results/live-latest.md"
+note "configs, logs and raw reports: $LIVE_DIR/"
+note "report: $RESULTS_MD (copy at $DATA_ROOT/results/live-latest.md)"
+if ((FAILED)); then
+  note "FAILED: see the correctness lines above"
+  exit 1
+fi

@@ -1,0 +1,912 @@
+// chronomerge_loadgen: producers and consumers for the live (daemon)
+// benchmark, bench/live.sh. Plain POSIX sockets and poll(); no dependency
+// beyond the C++ standard library.
+//
+//   produce  --connect HOST:PORT --count N --feed-index I [--rate R]
+//            [--start-time T] [--stride S] [--duration SEC] [--no-end-marker]
+//       Sends N sorted bus records (~120 bytes, "time" first) as fast as the
+//       socket accepts them, or at R records/s, then an end marker, then
+//       closes. Record i of feed I has time T + i*S + I%S and seq i, so
+//       producers with the same T and S interleave (and, with fewer than S
+//       producers, never tie). With --duration it stops after SEC seconds
+//       even if the socket is blocked, and reports how far it got.
+//   consume  --connect HOST:PORT [--expect N] [--expect-markers M]
+//            [--until-eof] [--read-rate BYTES_PER_S] [--freeze]
+//            [--timeout SEC] [--strict] [--ready-file PATH] [--done-file PATH]
+//       Reads the merged stream, counts records and bytes, checks that keys
+//       never go backwards (--strict: strictly increasing) and that every
+//       vehicle's seq runs 0, 1, 2, ... with no gap or repeat. It is done
+//       after N records and M end markers (which follow the data); it then
+//       creates --done-file and exits, or with --until-eof keeps reading
+//       (and checking) until the daemon closes the connection, e.g. after a
+//       SIGTERM drain. "seconds" runs from the first byte to the Nth record.
+//       --freeze connects and never reads (until SIGTERM or --timeout).
+//       --ready-file is created once the connection is up.
+//   vehicles --connect-base HOST:PORT --count C [--records R]
+//            [--interval-ms MIN:MAX] [--seed S]
+//       C slow vehicles at once, vehicle j connected to PORT+j (one
+//       tcp-listen feed each): every MIN..MAX ms (uniform) each sends a
+//       record stamped with the wall clock, R records, then an end marker.
+//
+// Every mode prints one JSON object on stdout when it is done.
+//
+// End marker: a record with time 4102444800000 (2100-01-01) and no seq. It
+// is how a finite run ends cleanly on tcp-listen feeds, which never end: the
+// marker keeps its feed "ready" at a key beyond every data record, so the
+// merger can emit the last data records of the other feeds at once instead
+// of waiting idle_timeout_ms for the closed feed to go idle. A consumer
+// counts records with a key at or above the marker key as markers, not data.
+//
+// Exit status: 0 done (for consume: every check passed and, with --expect,
+// N records arrived); 1 a check failed or the run could not complete; 2
+// usage error.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <queue>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+constexpr int64_t marker_key = 4102444800000;  // 2100-01-01T00:00:00Z in ms
+constexpr int64_t default_start = 1700000000000;
+
+volatile sig_atomic_t g_stop = 0;
+
+[[noreturn]] void usage(const char* message) {
+  std::fprintf(stderr,
+               "chronomerge_loadgen: %s\n"
+               "usage:\n"
+               "  chronomerge_loadgen produce --connect HOST:PORT --count N --feed-index I\n"
+               "      [--rate R] [--start-time T] [--stride S] [--duration SEC] [--no-end-marker]\n"
+               "  chronomerge_loadgen consume --connect HOST:PORT [--expect N]\n"
+               "      [--expect-markers M] [--until-eof] [--read-rate BYTES_PER_S] [--freeze]\n"
+               "      [--timeout SEC] [--strict] [--ready-file PATH] [--done-file PATH] [--key NAME]\n"
+               "  chronomerge_loadgen vehicles --connect-base HOST:PORT --count C [--records R]\n"
+               "      [--interval-ms MIN:MAX] [--seed S]\n",
+               message);
+  std::exit(2);
+}
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "chronomerge_loadgen: %s: %s\n", what, std::strerror(errno));
+  std::exit(1);
+}
+
+double now_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+double wall_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+int64_t wall_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+void sleep_s(double seconds) {
+  if (seconds <= 0) return;
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(seconds);
+  ts.tv_nsec = static_cast<long>((seconds - static_cast<double>(ts.tv_sec)) * 1e9);
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR && !g_stop) {
+  }
+}
+
+// --- options -------------------------------------------------------------
+
+struct Args {
+  std::vector<std::string> items;
+  size_t pos = 0;
+  bool more() const { return pos < items.size(); }
+  std::string next() { return items[pos++]; }
+  std::string value(const std::string& name) {
+    if (!more()) usage((name + " needs a value").c_str());
+    return next();
+  }
+};
+
+int64_t to_int(const std::string& text, const std::string& name, int64_t min, int64_t max) {
+  int64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < min || v > max) {
+    usage((name + ": expected an integer from " + std::to_string(min) + " to " +
+           std::to_string(max) + ", got '" + text + "'")
+              .c_str());
+  }
+  return v;
+}
+
+double to_double(const std::string& text, const std::string& name) {
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(v >= 0)) {
+    usage((name + ": expected a number >= 0, got '" + text + "'").c_str());
+  }
+  return v;
+}
+
+struct Address {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+};
+
+// "127.0.0.1:7070", "localhost:7070" or "[::1]:7070". Numeric only, like
+// the daemon's config: no DNS.
+Address parse_address(const std::string& text, int port_offset = 0) {
+  std::string host;
+  std::string port_text;
+  if (!text.empty() && text[0] == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      usage(("bad address '" + text + "'").c_str());
+    }
+    host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos) usage(("bad address '" + text + "' (HOST:PORT)").c_str());
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+  }
+  if (host == "localhost") host = "127.0.0.1";
+  int64_t port = to_int(port_text, "port", 1, 65535) + port_offset;
+  if (port > 65535) usage("port out of range");
+  Address a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.addr);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    a.len = sizeof(sockaddr_in);
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    a.len = sizeof(sockaddr_in6);
+  } else {
+    usage(("bad host '" + host + "' (numeric address or localhost)").c_str());
+  }
+  return a;
+}
+
+void set_nonblocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) fail("fcntl");
+}
+
+// Blocking connect, retried for a few seconds while refused (the daemon may
+// still be binding). Returns a non-blocking socket.
+int connect_to(const Address& a, double patience_s = 5.0) {
+  double deadline = now_s() + patience_s;
+  for (;;) {
+    int fd = socket(a.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) fail("socket");
+    if (connect(fd, reinterpret_cast<const sockaddr*>(&a.addr), a.len) == 0) {
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      set_nonblocking(fd);
+      return fd;
+    }
+    int e = errno;
+    close(fd);
+    if ((e != ECONNREFUSED && e != EINTR) || now_s() > deadline || g_stop) {
+      errno = e;
+      fail("connect");
+    }
+    sleep_s(0.05);
+  }
+}
+
+void raise_fd_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+// --- records -------------------------------------------------------------
+
+// Writes bus records: {"time":T,"vehicle":"bus-0003","seq":i,<tail>}\n with
+// one of 64 tails (position, speed, state of charge, and one of four
+// optional fields) picked by seq: 113-127 bytes, ~122 on average for
+// seq < 10^6.
+class RecordMaker {
+ public:
+  explicit RecordMaker(int vehicle) {
+    std::snprintf(vehicle_, sizeof(vehicle_), "%04d", vehicle % 10000);
+    std::mt19937 rng(static_cast<unsigned>(vehicle) * 7919u + 17u);
+    std::uniform_real_distribution<double> jitter(-0.01, 0.01);
+    double lat = 52.30 + 0.001 * (vehicle % 97);
+    double lon = 4.80 + 0.001 * (vehicle % 89);
+    for (int i = 0; i < 64; ++i) {
+      char buf[160];
+      const char* extra;
+      char extra_buf[48];
+      switch (i % 4) {
+        case 0: extra = "\"door_open\":false"; break;
+        case 1:
+          std::snprintf(extra_buf, sizeof(extra_buf), "\"route\":\"%d\"", 1 + vehicle % 40);
+          extra = extra_buf;
+          break;
+        case 2:
+          std::snprintf(extra_buf, sizeof(extra_buf), "\"hvac_kw\":%.1f", 10.0 + (i * 7) % 150 / 10.0);
+          extra = extra_buf;
+          break;
+        default:
+          std::snprintf(extra_buf, sizeof(extra_buf), "\"stop\":%d", (vehicle * 31 + i) % 90);
+          extra = extra_buf;
+          break;
+      }
+      std::snprintf(buf, sizeof(buf), "\"lat\":%.5f,\"lon\":%.5f,\"kmh\":%.1f,\"soc\":%.3f,%s}\n",
+                    lat + jitter(rng), lon + jitter(rng), 20.0 + 40.0 * (jitter(rng) + 0.01) * 50,
+                    0.6 + 10 * (jitter(rng) + 0.01), extra);
+      tails_[i] = buf;
+    }
+  }
+
+  static constexpr size_t max_bytes = 256;
+
+  // Writes one record at `out` (at least max_bytes free); returns its size.
+  size_t make(char* out, int64_t time, int64_t seq) const {
+    char* p = out;
+    p = put(p, "{\"time\":");
+    p = std::to_chars(p, p + 24, time).ptr;
+    p = put(p, ",\"vehicle\":\"bus-");
+    p = put(p, vehicle_);
+    p = put(p, "\",\"seq\":");
+    p = std::to_chars(p, p + 24, seq).ptr;
+    *p++ = ',';
+    const std::string& tail = tails_[static_cast<size_t>(seq) % 64];
+    std::memcpy(p, tail.data(), tail.size());
+    p += tail.size();
+    return static_cast<size_t>(p - out);
+  }
+
+  size_t make_marker(char* out) const {
+    char* p = out;
+    p = put(p, "{\"time\":");
+    p = std::to_chars(p, p + 24, marker_key).ptr;
+    p = put(p, ",\"vehicle\":\"bus-");
+    p = put(p, vehicle_);
+    p = put(p, "\",\"end\":true}\n");
+    return static_cast<size_t>(p - out);
+  }
+
+ private:
+  static char* put(char* p, std::string_view s) {
+    std::memcpy(p, s.data(), s.size());
+    return p + s.size();
+  }
+  char vehicle_[8];
+  std::string tails_[64];
+};
+
+// --- produce -------------------------------------------------------------
+
+int run_produce(Args& args) {
+  std::string connect;
+  int64_t count = -1;
+  int64_t feed_index = -1;
+  double rate = 0;
+  int64_t start = default_start;
+  int64_t stride = 16;
+  double duration = 0;
+  bool end_marker = true;
+  while (args.more()) {
+    std::string a = args.next();
+    if (a == "--connect") connect = args.value(a);
+    else if (a == "--count") count = to_int(args.value(a), a, 0, INT64_C(1) << 50);
+    else if (a == "--feed-index") feed_index = to_int(args.value(a), a, 0, 9999);
+    else if (a == "--rate") rate = to_double(args.value(a), a);
+    else if (a == "--start-time") start = to_int(args.value(a), a, 0, marker_key / 2);
+    else if (a == "--stride") stride = to_int(args.value(a), a, 1, 1000000);
+    else if (a == "--duration") duration = to_double(args.value(a), a);
+    else if (a == "--no-end-marker") end_marker = false;
+    else usage(("produce: unknown option " + a).c_str());
+  }
+  if (connect.empty() || count < 0 || feed_index < 0) {
+    usage("produce needs --connect, --count and --feed-index");
+  }
+  if (start + count * stride + stride >= marker_key) usage("produce: keys would reach the end marker");
+
+  RecordMaker maker(static_cast<int>(feed_index));
+  int fd = connect_to(parse_address(connect));
+  const double t0 = now_s();
+  const double deadline = duration > 0 ? t0 + duration : 0;
+  double last_progress = t0;
+
+  constexpr size_t batch_bytes = 256 << 10;
+  std::vector<char> buf(batch_bytes + RecordMaker::max_bytes);
+  int64_t generated = 0;  // records formatted so far
+  int64_t sent = 0;       // records whose last byte the kernel accepted
+  uint64_t bytes = 0;
+  bool marker_done = !end_marker;
+  bool blocked_at_end = false;
+  size_t len = 0, off = 0;
+  int64_t batch_records = 0;
+
+  while (!g_stop) {
+    if (off == len) {
+      // Batch fully written: make the next one.
+      sent += batch_records;
+      batch_records = 0;
+      len = off = 0;
+      if (deadline > 0 && now_s() >= deadline) break;
+      int64_t allowed = count;
+      if (rate > 0) {
+        allowed = std::min<int64_t>(count, static_cast<int64_t>((now_s() - t0) * rate) + 1);
+        if (allowed <= generated && generated < count) {
+          double wait = static_cast<double>(generated) / rate - (now_s() - t0);
+          if (deadline > 0) wait = std::min(wait, deadline - now_s());
+          if (deadline > 0 && now_s() >= deadline) break;
+          sleep_s(std::max(wait, 0.0005));
+          continue;
+        }
+      }
+      while (generated < allowed && len < batch_bytes) {
+        len += maker.make(buf.data() + len, start + generated * stride + feed_index % stride,
+                          generated);
+        ++generated;
+        ++batch_records;
+      }
+      if (len == 0) {
+        if (!marker_done) {
+          len = maker.make_marker(buf.data());
+          marker_done = true;
+        } else {
+          break;  // everything sent
+        }
+      }
+    }
+    ssize_t n = write(fd, buf.data() + off, len - off);
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+      bytes += static_cast<uint64_t>(n);
+      last_progress = now_s();
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      int timeout = 1000;
+      if (deadline > 0) {
+        double left = deadline - now_s();
+        if (left <= 0) {
+          blocked_at_end = true;
+          break;
+        }
+        timeout = static_cast<int>(std::min(left, 1.0) * 1000) + 1;
+      }
+      pollfd p{fd, POLLOUT, 0};
+      poll(&p, 1, timeout);
+      continue;
+    }
+    std::fprintf(stderr, "chronomerge_loadgen: produce %" PRId64 ": write: %s\n", feed_index,
+                 std::strerror(errno));
+    break;
+  }
+  if (off == len) {
+    sent += batch_records;  // the last batch got out whole
+  } else {
+    // A partly written batch: count the records whose newline got out.
+    for (size_t i = 0; i < off; ++i) {
+      if (buf[i] == '\n') ++sent;
+    }
+    if (marker_done && batch_records == 0) marker_done = false;  // the marker did not
+  }
+  const double t1 = now_s();
+  bool completed = sent == count && marker_done && off == len;
+  close(fd);
+  std::printf(
+      "{\"mode\":\"produce\",\"feed_index\":%" PRId64 ",\"records\":%" PRId64
+      ",\"bytes\":%" PRIu64 ",\"seconds\":%.3f,\"completed\":%s,\"blocked_at_end\":%s,"
+      "\"last_progress_s\":%.3f,\"stalled_s\":%.3f}\n",
+      feed_index, sent, bytes, t1 - t0, completed ? "true" : "false",
+      blocked_at_end ? "true" : "false", last_progress - t0, t1 - last_progress);
+  return completed || duration > 0 ? 0 : 1;
+}
+
+// --- consume -------------------------------------------------------------
+
+struct Checker {
+  std::string key_prefix;  // "\"time\":"
+  bool strict = false;
+  int64_t records = 0;
+  int64_t markers = 0;
+  uint64_t bytes = 0;
+  int64_t out_of_order = 0;
+  int64_t unparsed = 0;
+  int64_t seq_gaps = 0;
+  int64_t seq_repeats = 0;
+  int64_t last_key = INT64_MIN;
+  bool any = false;
+  std::string first_problem;
+  std::vector<int64_t> next_seq;  // per vehicle number
+
+  void problem(const std::string& what, std::string_view line) {
+    if (!first_problem.empty()) return;
+    first_problem = what + " at record " + std::to_string(records + markers + 1) + ": " +
+                    std::string(line.substr(0, 160));
+  }
+
+  static const char* parse_int(const char* p, const char* end, int64_t& v) {
+    auto r = std::from_chars(p, end, v);
+    return r.ec == std::errc() ? r.ptr : nullptr;
+  }
+
+  // One line without its '\n'.
+  void line(std::string_view l) {
+    const char* begin = l.data();
+    const char* end = begin + l.size();
+    const char* p = nullptr;
+    if (l.size() > key_prefix.size() + 1 && l[0] == '{' &&
+        std::memcmp(begin + 1, key_prefix.data(), key_prefix.size()) == 0) {
+      p = begin + 1 + key_prefix.size();
+    } else {
+      auto at = l.find(key_prefix);
+      if (at != std::string_view::npos) p = begin + at + key_prefix.size();
+    }
+    int64_t key = 0;
+    const char* after = p ? parse_int(p, end, key) : nullptr;
+    if (after == nullptr) {
+      ++unparsed;
+      problem("no integer key", l);
+      return;
+    }
+    if (any && (key < last_key || (strict && key == last_key && key < marker_key))) {
+      ++out_of_order;
+      problem("key " + std::to_string(key) + " after " + std::to_string(last_key), l);
+    }
+    any = true;
+    last_key = key;
+    if (key >= marker_key) {
+      ++markers;
+      return;
+    }
+    ++records;
+    bytes += l.size() + 1;
+    // Exactly once per vehicle: seq must run 0, 1, 2, ...
+    static constexpr std::string_view veh = ",\"vehicle\":\"bus-";
+    static constexpr std::string_view seqf = "\",\"seq\":";
+    const char* v = nullptr;
+    if (static_cast<size_t>(end - after) > veh.size() &&
+        std::memcmp(after, veh.data(), veh.size()) == 0) {
+      v = after + veh.size();
+    } else {
+      auto at = l.find(veh.substr(1));
+      if (at != std::string_view::npos) v = begin + at + veh.size() - 1;
+    }
+    if (v == nullptr) return;
+    int64_t vehicle = 0;
+    const char* q = parse_int(v, end, vehicle);
+    if (q == nullptr || vehicle < 0 || vehicle > 1000000) return;
+    if (static_cast<size_t>(end - q) <= seqf.size() || std::memcmp(q, seqf.data(), seqf.size()) != 0) {
+      return;
+    }
+    int64_t seq = 0;
+    if (parse_int(q + seqf.size(), end, seq) == nullptr) return;
+    if (static_cast<size_t>(vehicle) >= next_seq.size()) next_seq.resize(static_cast<size_t>(vehicle) + 1, 0);
+    int64_t& expected = next_seq[static_cast<size_t>(vehicle)];
+    if (seq != expected) {
+      if (seq < expected) {
+        ++seq_repeats;
+        problem("vehicle " + std::to_string(vehicle) + " seq " + std::to_string(seq) +
+                    " again (expected " + std::to_string(expected) + ")",
+                l);
+      } else {
+        seq_gaps += seq - expected;
+        problem("vehicle " + std::to_string(vehicle) + " seq " + std::to_string(seq) +
+                    " (expected " + std::to_string(expected) + ")",
+                l);
+      }
+    }
+    expected = std::max(expected, seq + 1);
+  }
+};
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+int run_consume(Args& args) {
+  std::string connect;
+  int64_t expect = -1;
+  int64_t expect_markers = 0;
+  bool until_eof = false;
+  std::string done_file;
+  double read_rate = 0;
+  bool freeze = false;
+  double timeout = 0;
+  std::string ready_file;
+  Checker check;
+  std::string key = "time";
+  while (args.more()) {
+    std::string a = args.next();
+    if (a == "--connect") connect = args.value(a);
+    else if (a == "--expect") expect = to_int(args.value(a), a, 0, INT64_C(1) << 50);
+    else if (a == "--expect-markers") expect_markers = to_int(args.value(a), a, 0, INT64_C(1) << 30);
+    else if (a == "--read-rate") read_rate = to_double(args.value(a), a);
+    else if (a == "--freeze") freeze = true;
+    else if (a == "--timeout") timeout = to_double(args.value(a), a);
+    else if (a == "--strict") check.strict = true;
+    else if (a == "--ready-file") ready_file = args.value(a);
+    else if (a == "--done-file") done_file = args.value(a);
+    else if (a == "--until-eof") until_eof = true;
+    else if (a == "--key") key = args.value(a);
+    else usage(("consume: unknown option " + a).c_str());
+  }
+  if (connect.empty()) usage("consume needs --connect");
+  check.key_prefix = "\"" + key + "\":";
+
+  int fd = connect_to(parse_address(connect));
+  const double t_connect = now_s();
+  const double deadline = timeout > 0 ? t_connect + timeout : 0;
+  auto touch = [](const std::string& path) {
+    if (path.empty()) return;
+    int f = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (f >= 0) close(f);
+  };
+  touch(ready_file);
+
+  if (freeze) {
+    // Never read: the daemon's queue for us fills, then (slow_client:
+    // block) the whole pipeline must stop.
+    while (!g_stop && (deadline == 0 || now_s() < deadline)) sleep_s(0.1);
+    close(fd);
+    std::printf("{\"mode\":\"consume\",\"frozen\":true,\"records\":0,\"bytes\":0,\"seconds\":%.3f}\n",
+                now_s() - t_connect);
+    return 0;
+  }
+
+  std::vector<char> buf(1 << 20);
+  size_t have = 0;  // bytes of an unfinished line at buf[0..have)
+  uint64_t bytes_read = 0;
+  double t_first = 0, t_last = 0, wall_first = 0, wall_data = 0;
+  bool eof = false, timed_out = false, done = false, reached = false;
+  std::string error;
+  const double rate_t0 = now_s();
+  auto check_reached = [&] {
+    if (reached || expect < 0 || check.records < expect || check.markers < expect_markers) return;
+    reached = true;
+    touch(done_file);
+    if (!until_eof) done = true;
+  };
+  check_reached();
+  while (!done && !g_stop) {
+    if (deadline > 0 && now_s() >= deadline) {
+      timed_out = true;
+      break;
+    }
+    size_t want = buf.size() - have;
+    if (read_rate > 0) {
+      // Read no faster than read_rate: sleep while ahead of schedule.
+      double ahead = static_cast<double>(bytes_read) / read_rate - (now_s() - rate_t0);
+      if (ahead > 0) {
+        sleep_s(std::min(ahead, 0.1));
+        continue;
+      }
+      want = std::min(want, std::max<size_t>(4096, static_cast<size_t>(read_rate / 50)));
+    }
+    if (want == 0) {
+      // One line longer than the buffer: grow it.
+      buf.resize(buf.size() * 2);
+      continue;
+    }
+    ssize_t n = read(fd, buf.data() + have, want);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        int ms = 1000;
+        if (deadline > 0) ms = static_cast<int>(std::clamp(deadline - now_s(), 0.0, 1.0) * 1000) + 1;
+        pollfd p{fd, POLLIN, 0};
+        poll(&p, 1, ms);
+        continue;
+      }
+      error = std::string("read: ") + std::strerror(errno);
+      break;
+    }
+    if (n == 0) {
+      eof = true;
+      break;
+    }
+    if (bytes_read == 0) {
+      t_first = now_s();
+      wall_first = wall_s();
+    }
+    bytes_read += static_cast<uint64_t>(n);
+    size_t total = have + static_cast<size_t>(n);
+    size_t start = 0;
+    while (start < total) {
+      auto* nl = static_cast<char*>(std::memchr(buf.data() + start, '\n', total - start));
+      if (nl == nullptr) break;
+      size_t end = static_cast<size_t>(nl - buf.data());
+      size_t stop = end;
+      if (stop > start && buf[stop - 1] == '\r') --stop;
+      if (stop > start) check.line(std::string_view(buf.data() + start, stop - start));
+      start = end + 1;
+      if (expect >= 0 && check.records == expect && wall_data == 0) {
+        t_last = now_s();
+        wall_data = wall_s();
+      }
+      check_reached();
+      if (done) break;
+    }
+    if (wall_data == 0) t_last = now_s();
+    if (done) break;
+    have = total - start;
+    if (have > 0 && start > 0) std::memmove(buf.data(), buf.data() + start, have);
+  }
+  const double wall_end = wall_s();
+  if (wall_data == 0) wall_data = wall_end;
+  close(fd);
+  bool complete = (expect < 0 || check.records == expect) && check.markers >= expect_markers &&
+                  (!until_eof || eof);
+  bool ok = complete && check.out_of_order == 0 && check.unparsed == 0 && check.seq_gaps == 0 &&
+            check.seq_repeats == 0;
+  double seconds = bytes_read > 0 ? t_last - t_first : 0;
+  std::printf(
+      "{\"mode\":\"consume\",\"records\":%" PRId64 ",\"markers\":%" PRId64 ",\"bytes\":%" PRIu64
+      ",\"seconds\":%.3f,\"in_order\":%s,\"out_of_order\":%" PRId64 ",\"unparsed\":%" PRId64
+      ",\"seq_gaps\":%" PRId64 ",\"seq_repeats\":%" PRId64
+      ",\"vehicles\":%zu,\"expected\":%" PRId64 ",\"expected_markers\":%" PRId64
+      ",\"complete\":%s,\"ok\":%s,\"eof\":%s,\"timed_out\":%s,"
+      "\"wall_first\":%.6f,\"wall_done\":%.6f,\"wall_end\":%.6f,\"error\":\"%s\","
+      "\"first_problem\":\"%s\"}\n",
+      check.records, check.markers, check.bytes, seconds,
+      check.out_of_order == 0 ? "true" : "false", check.out_of_order, check.unparsed,
+      check.seq_gaps, check.seq_repeats, check.next_seq.size(), expect, expect_markers,
+      complete ? "true" : "false", ok ? "true" : "false", eof ? "true" : "false",
+      timed_out ? "true" : "false", wall_first, wall_data, wall_end, json_escape(error).c_str(),
+      json_escape(check.first_problem).c_str());
+  return ok ? 0 : 1;
+}
+
+// --- vehicles ------------------------------------------------------------
+
+int run_vehicles(Args& args) {
+  std::string base;
+  int64_t count = -1;
+  int64_t records = 20;
+  int64_t min_ms = 100, max_ms = 1000;
+  int64_t seed = 1;
+  while (args.more()) {
+    std::string a = args.next();
+    if (a == "--connect-base") base = args.value(a);
+    else if (a == "--count") count = to_int(args.value(a), a, 1, 60000);
+    else if (a == "--records") records = to_int(args.value(a), a, 0, INT64_C(1) << 40);
+    else if (a == "--seed") seed = to_int(args.value(a), a, 0, INT64_MAX);
+    else if (a == "--interval-ms") {
+      std::string v = args.value(a);
+      auto colon = v.find(':');
+      if (colon == std::string::npos) usage("--interval-ms MIN:MAX");
+      min_ms = to_int(v.substr(0, colon), a, 1, 3600000);
+      max_ms = to_int(v.substr(colon + 1), a, min_ms, 3600000);
+    } else {
+      usage(("vehicles: unknown option " + a).c_str());
+    }
+  }
+  if (base.empty() || count < 0) usage("vehicles needs --connect-base and --count");
+  raise_fd_limit();
+
+  struct Vehicle {
+    int fd = -1;
+    bool connected = false;
+    bool finished = false;  // marker queued
+    bool closed = false;
+    int64_t seq = 0;
+    int64_t last_key = 0;
+    std::string pending;
+    std::unique_ptr<RecordMaker> maker;
+  };
+  const size_t n = static_cast<size_t>(count);
+  std::vector<Vehicle> cars(n);
+  std::mt19937_64 rng(static_cast<uint64_t>(seed));
+  std::uniform_int_distribution<int64_t> interval(min_ms, max_ms);
+  std::uniform_int_distribution<int64_t> first(0, max_ms);
+  using Event = std::pair<double, size_t>;  // (due, vehicle)
+  std::priority_queue<Event, std::vector<Event>, std::greater<>> due;
+
+  const double t0 = now_s();
+  int64_t failed = 0, dropped = 0, connected = 0;
+  for (size_t j = 0; j < n; ++j) {
+    Address a = parse_address(base, static_cast<int>(j));
+    int fd = socket(a.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) fail("socket");
+    int rc = connect(fd, reinterpret_cast<const sockaddr*>(&a.addr), a.len);
+    if (rc < 0 && errno != EINPROGRESS) {
+      std::fprintf(stderr, "chronomerge_loadgen: vehicle %zu: connect: %s\n", j, std::strerror(errno));
+      close(fd);
+      ++failed;
+      cars[j].closed = true;
+      continue;
+    }
+    cars[j].fd = fd;
+    cars[j].connected = rc == 0;
+    if (rc == 0) ++connected;
+    cars[j].maker = std::make_unique<RecordMaker>(static_cast<int>(j));
+    due.emplace(t0 + static_cast<double>(first(rng)) / 1000.0, j);
+  }
+
+  int64_t sent = 0;
+  uint64_t bytes = 0;
+  char line[RecordMaker::max_bytes];
+  std::vector<pollfd> fds;
+  std::vector<size_t> who;
+  size_t open_count = n - static_cast<size_t>(failed);
+
+  auto drop = [&](Vehicle& c, size_t j, const char* why) {
+    if (c.closed) return;
+    std::fprintf(stderr, "chronomerge_loadgen: vehicle %zu: %s\n", j, why);
+    close(c.fd);
+    c.closed = true;
+    --open_count;
+    ++dropped;
+  };
+  auto flush = [&](Vehicle& c, size_t j) {
+    while (!c.pending.empty() && !c.closed) {
+      ssize_t w = send(c.fd, c.pending.data(), c.pending.size(), MSG_NOSIGNAL);
+      if (w > 0) {
+        c.pending.erase(0, static_cast<size_t>(w));
+      } else if (w < 0 && errno == EINTR) {
+        continue;
+      } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTCONN)) {
+        return;  // poll for POLLOUT
+      } else {
+        drop(c, j, std::strerror(errno));
+      }
+    }
+    if (c.finished && c.pending.empty() && !c.closed) {
+      shutdown(c.fd, SHUT_WR);
+      close(c.fd);
+      c.closed = true;
+      --open_count;
+    }
+  };
+
+  while (open_count > 0 && !g_stop) {
+    double now = now_s();
+    while (!due.empty() && due.top().first <= now) {
+      size_t j = due.top().second;
+      due.pop();
+      Vehicle& c = cars[j];
+      if (c.closed) continue;
+      if (c.seq < records) {
+        c.last_key = std::max(c.last_key, wall_ms());
+        size_t len = c.maker->make(line, c.last_key, c.seq);
+        c.pending.append(line, len);
+        ++c.seq;
+        ++sent;
+        bytes += len;
+        due.emplace(now + static_cast<double>(interval(rng)) / 1000.0, j);
+      } else {
+        size_t len = c.maker->make_marker(line);
+        c.pending.append(line, len);
+        c.finished = true;
+      }
+      if (c.connected) flush(c, j);
+    }
+    fds.clear();
+    who.clear();
+    for (size_t j = 0; j < n; ++j) {
+      Vehicle& c = cars[j];
+      if (c.closed) continue;
+      short events = POLLIN;  // a close by the daemon (refused, reset) shows here
+      if (!c.connected || !c.pending.empty()) events |= POLLOUT;
+      fds.push_back({c.fd, events, 0});
+      who.push_back(j);
+    }
+    int ms = 1000;
+    if (!due.empty()) ms = static_cast<int>(std::max(0.0, due.top().first - now_s()) * 1000) + 1;
+    int rc = poll(fds.data(), fds.size(), ms);
+    if (rc < 0 && errno != EINTR) fail("poll");
+    if (rc <= 0) continue;
+    for (size_t k = 0; k < fds.size(); ++k) {
+      if (fds[k].revents == 0) continue;
+      size_t j = who[k];
+      Vehicle& c = cars[j];
+      if (!c.connected && (fds[k].revents & (POLLOUT | POLLERR | POLLHUP))) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+          std::fprintf(stderr, "chronomerge_loadgen: vehicle %zu: connect: %s\n", j, std::strerror(err));
+          close(c.fd);
+          c.closed = true;
+          --open_count;
+          ++failed;
+          continue;
+        }
+        c.connected = true;
+        ++connected;
+        int one = 1;
+        setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      }
+      if (fds[k].revents & (POLLIN | POLLHUP | POLLERR)) {
+        char sink[256];
+        ssize_t r = recv(c.fd, sink, sizeof(sink), 0);
+        if (r == 0) {
+          drop(c, j, "closed by the daemon");
+          continue;
+        }
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+          drop(c, j, std::strerror(errno));
+          continue;
+        }
+      }
+      if (c.connected) flush(c, j);
+    }
+  }
+  for (auto& c : cars) {
+    if (!c.closed) close(c.fd);
+  }
+  std::printf("{\"mode\":\"vehicles\",\"vehicles\":%zu,\"connected\":%" PRId64
+              ",\"failed\":%" PRId64 ",\"dropped\":%" PRId64 ",\"records\":%" PRId64
+              ",\"bytes\":%" PRIu64 ",\"seconds\":%.3f}\n",
+              n, connected, failed, dropped, sent, bytes, now_s() - t0);
+  return failed == 0 && dropped == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  struct sigaction sa{};
+  sa.sa_handler = [](int) { g_stop = 1; };
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+
+  if (argc < 2) usage("no mode given");
+  Args args;
+  for (int i = 2; i < argc; ++i) args.items.emplace_back(argv[i]);
+  std::string mode = argv[1];
+  if (mode == "produce") return run_produce(args);
+  if (mode == "consume") return run_consume(args);
+  if (mode == "vehicles") return run_vehicles(args);
+  if (mode == "-h" || mode == "--help") {
+    std::fprintf(stderr, "see the comment at the top of bench/loadgen.cc\n");
+    return 0;
+  }
+  usage(("unknown mode '" + mode + "'").c_str());
+}

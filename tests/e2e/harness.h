@@ -1,0 +1,299 @@
+// End-to-end harness: runs the built chronomerge binary as a real process
+// and talks to it over real sockets, the way systemd, producers and clients
+// do.
+//
+// Everything here waits for events (poll on sockets, the systemd notify
+// socket, a pidfd, inotify on the log file) with a timeout; nothing sleeps
+// for a fixed time. A helper that runs out of time reports it to doctest
+// (and kills the child) rather than hanging the suite.
+//
+// Every descriptor the harness creates is close-on-exec, so a daemon never
+// inherits a test's socket (closing it in the test would then not close the
+// connection). Writes use MSG_NOSIGNAL: a test never dies of SIGPIPE. The
+// daemon, by contrast, starts with every signal at its default disposition
+// and an empty mask, as it would from a shell or a container.
+//
+// Test thread only, except Collector (its own thread) and the free
+// functions on sockets (any thread, one socket per thread).
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace chronomerge::e2e {
+
+using Clock = std::chrono::steady_clock;
+using Millis = std::chrono::milliseconds;
+using namespace std::chrono_literals;
+
+// --- files ------------------------------------------------------------------
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its content when
+// the object goes away (kept, and named on stderr, when the environment has
+// CHRONOMERGE_E2E_KEEP=1, to look at logs after a failure). Short paths:
+// Unix socket paths must fit sun_path.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  // The path of `name` inside the directory (nothing is created).
+  std::string operator/(std::string_view name) const;
+  // Writes `content` to `name` (replacing it) and returns its path.
+  std::string write(std::string_view name, std::string_view content) const;
+
+ private:
+  std::string path_;
+};
+
+// The whole file; empty if it does not exist.
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, std::string_view content);
+
+// Lines of `text` without their '\n'; a final unterminated piece counts.
+std::vector<std::string> split_lines(std::string_view text);
+
+// --- processes --------------------------------------------------------------
+
+// How a child ended. `code` is the exit status, or -1 if it died of a
+// signal (then `signal` says which).
+struct ExitStatus {
+  int code = -1;
+  int signal = 0;
+};
+
+struct SpawnOptions {
+  std::vector<std::string> args;  // without argv[0]
+  // Standard input: a file to open, else a descriptor to dup (e.g. a pipe's
+  // read end; the caller keeps and closes its copy), else /dev/null.
+  std::string stdin_path;
+  int stdin_fd = -1;
+  std::string stdout_path;  // default /dev/null
+  std::string stderr_path;  // default /dev/null
+  // Sets NOTIFY_SOCKET (and removes inherited systemd variables).
+  std::string notify_socket;
+};
+
+// A child process running the chronomerge binary (CHRONOMERGE_BINARY).
+// Killed with SIGKILL and reaped on destruction if still running.
+class Process {
+ public:
+  explicit Process(const SpawnOptions& options);
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // A pidfd for the child (readable once it exits), or -1 if the kernel
+  // has none.
+  int pidfd() const { return pidfd_; }
+  // True until the child has exited (reaps it if it just did).
+  bool running();
+  void signal(int signum);
+  // Waits for the child to exit. On timeout: FAILs the test, kills the
+  // child with SIGKILL, and returns the (signal) status.
+  ExitStatus wait(Millis timeout);
+
+ private:
+  bool reap(bool block);
+
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  bool exited_ = false;
+  ExitStatus status_;
+};
+
+// A one-shot run: the child's whole stdout and stderr and its status.
+struct RunResult {
+  ExitStatus status;
+  std::string out;
+  std::string err;
+};
+// What a one-shot run reads on standard input: nothing (/dev/null), bytes
+// through a pipe, or a regular file (chronomerge reads those differently).
+struct Stdin {
+  std::optional<std::string> pipe;
+  std::string file;
+};
+// Runs chronomerge with `args` to completion (FAILs after `timeout`).
+RunResult run_chronomerge(const TempDir& dir, const std::vector<std::string>& args,
+                          const Stdin& in = {}, Millis timeout = 20s);
+
+// Memory of a running process from /proc/PID/status, in KiB.
+struct Memory {
+  uint64_t rss_kib = 0;  // VmRSS
+  uint64_t hwm_kib = 0;  // VmHWM, the peak RSS
+};
+Memory memory_of(pid_t pid);
+
+// The daemon: `chronomerge --config DIR/config.json`, stderr to
+// DIR/daemon.log, stdout to DIR/daemon.out. The constructor returns once
+// the daemon has sent READY=1 on its notify socket (REQUIREd within
+// `ready_timeout`; the log is shown if it exits or times out instead).
+class Daemon {
+ public:
+  Daemon(const TempDir& dir, const nlohmann::json& config, Millis ready_timeout = 10s);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  pid_t pid() const { return process_.pid(); }
+  bool running() { return process_.running(); }
+  // CHECKs that the daemon is still running; if it is not, the failure
+  // says how it ended (exit status or signal).
+  bool check_alive();
+  void signal(int signum) { process_.signal(signum); }
+  // SIGTERM, then the exit status (FAILs after `timeout`).
+  ExitStatus stop(Millis timeout = 15s);
+  // The exit status (FAILs after `timeout`). Also CHECKs that the daemon
+  // did not report handles left open at exit (its loop must close
+  // cleanly).
+  ExitStatus wait(Millis timeout);
+
+  // Standard error so far.
+  std::string log() const { return read_file(log_path_); }
+  // Its last `lines` lines, for failure messages.
+  std::string log_tail(size_t lines = 30) const;
+  // Lines of the log containing `needle`.
+  size_t log_count(std::string_view needle) const;
+  // Waits until the log holds `needle` at least `count` times (woken by
+  // inotify on the log file). False on timeout or if the daemon exited.
+  bool wait_log(std::string_view needle, Millis timeout = 5s, size_t count = 1);
+  // Whether a datagram on the notify socket held `needle` (e.g.
+  // "STOPPING=1"); reads what has arrived since the last call, no waiting.
+  bool notified(std::string_view needle);
+  Memory memory() const { return memory_of(pid()); }
+  const std::string& stdout_path() const { return out_path_; }
+
+ private:
+  void collect_notifications(Millis timeout);
+  void receive_notifications();
+
+  std::string log_path_;
+  std::string out_path_;
+  int notify_fd_ = -1;
+  std::vector<std::string> notifications_;
+  Process process_;
+};
+
+// --- sockets ----------------------------------------------------------------
+
+// An owned socket descriptor, closed on destruction. Movable.
+class Socket {
+ public:
+  Socket() = default;
+  explicit Socket(int fd) : fd_(fd) {}
+  ~Socket() { close(); }
+  Socket(Socket&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  Socket& operator=(Socket&& other) noexcept;
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+
+  int fd() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
+  void close();
+  // Closes with SO_LINGER {1, 0}: unsent data is dropped and the peer gets
+  // a reset (RST) instead of an orderly FIN.
+  void reset();
+  // shutdown(SHUT_WR): the peer reads EOF, we can still read.
+  void shutdown_write();
+  void set_nonblocking(bool on);
+
+ private:
+  int fd_ = -1;
+};
+
+// An unused loopback port: bind 127.0.0.1:0, read it back, close. (Another
+// process could take it before the daemon binds it; on a test machine that
+// is rare, and the daemon then fails to start, loudly.)
+uint16_t free_port();
+// "127.0.0.1:PORT"
+std::string loopback(uint16_t port);
+
+// Connects to 127.0.0.1:port, retrying while refused until `timeout`
+// (REQUIREs success). rcvbuf > 0 sets SO_RCVBUF before connecting, so the
+// advertised window stays small (a slow reader).
+Socket connect_tcp(uint16_t port, Millis timeout = 5s, int rcvbuf = 0);
+// A listening socket on 127.0.0.1:port with SO_REUSEADDR.
+Socket listen_tcp(uint16_t port);
+// Accepts one connection (REQUIREd within `timeout`).
+Socket accept_tcp(const Socket& listener, Millis timeout = 5s);
+
+// Writes everything, waiting with poll while the socket is full. False on
+// error (e.g. a reset) or when `timeout` passes.
+bool write_all(const Socket& socket, std::string_view data, Millis timeout = 10s);
+// One non-blocking send: the bytes taken, 0 if the socket is full (EAGAIN),
+// -1 on error. The socket must be non-blocking.
+ssize_t try_write(const Socket& socket, std::string_view data);
+bool wait_readable(const Socket& socket, Millis timeout);
+bool wait_writable(const Socket& socket, Millis timeout);
+
+// What a read helper saw.
+struct ReadResult {
+  std::string data;
+  bool eof = false;    // orderly end of stream
+  bool error = false;  // reset or other error
+};
+// Reads until `data` holds at least `lines` newlines, the stream ends, or
+// `timeout` passes.
+ReadResult read_lines(const Socket& socket, size_t lines, Millis timeout = 5s);
+// Reads until the stream ends or `timeout` passes.
+ReadResult read_to_eof(const Socket& socket, Millis timeout = 10s);
+// At most `max` bytes, if any arrive within `timeout`.
+ReadResult read_some(const Socket& socket, size_t max, Millis timeout);
+
+// Reads one socket to its end on a thread of its own, so a test can drive
+// producers while clients drain. Runs until EOF, an error, or `timeout`.
+class Collector {
+ public:
+  explicit Collector(Socket socket, Millis timeout = 30s);
+  ~Collector();
+  Collector(const Collector&) = delete;
+  Collector& operator=(const Collector&) = delete;
+
+  // Joins the thread and returns everything read.
+  const ReadResult& finish();
+  size_t bytes_so_far() const { return bytes_.load(); }
+  // Blocks until at least `bytes` were read (false on timeout or if the
+  // stream ended short).
+  bool wait_bytes(size_t bytes, Millis timeout);
+
+ private:
+  Socket socket_;
+  ReadResult result_;
+  std::atomic<size_t> bytes_{0};
+  std::atomic<bool> over_{false};  // the thread has stopped reading
+  std::thread thread_;
+};
+
+// --- metrics ----------------------------------------------------------------
+
+// GET `path` from 127.0.0.1:port (HTTP/1.0); the body if the status is 200
+// (REQUIREd).
+std::string http_get(uint16_t port, std::string_view path);
+// The value of one sample, named exactly as exposed, e.g.
+// `chronomerge_feed_late_total{feed="a"}`, scraped from the metrics
+// endpoint on `port`; nullopt if the sample is absent.
+std::optional<double> scrape(uint16_t port, std::string_view sample);
+
+// --- records ----------------------------------------------------------------
+
+// Stable merge of sorted NDJSON texts by an integer `time` field: the
+// order chronomerge promises (key, then the feed's position, then arrival).
+std::string stable_merge(const std::vector<std::string>& feeds, const std::string& key = "time");
+
+}  // namespace chronomerge::e2e
