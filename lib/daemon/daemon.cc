@@ -16,8 +16,14 @@
 namespace chronomerge {
 namespace {
 
-std::string trimmed(std::string text) {
-  while (!text.empty() && text.back() == '\n') text.pop_back();
+// Config problems on one log line ("where: message; where: message"):
+// one line per event, so journald keeps them with their level.
+std::string one_line(const std::vector<ConfigProblem>& problems) {
+  std::string text;
+  for (const ConfigProblem& p : problems) {
+    if (!text.empty()) text += "; ";
+    text += p.where.empty() ? p.message : p.where + ": " + p.message;
+  }
   return text;
 }
 
@@ -154,8 +160,8 @@ class Daemon {
     std::string error;
     if (!result.problems.empty()) {
       ++reloads_failed_;
-      log::error("reload of {} rejected, the running configuration stays:\n{}", config_path_,
-                 trimmed(format_problems(result.problems)));
+      log::error("reload of {} rejected, the running configuration stays: {}", config_path_,
+                 one_line(result.problems));
     } else if (!(result.config->metrics == config_.metrics)) {
       ++reloads_failed_;
       log::error("reload of {} rejected: metrics.listen takes effect only on restart",
@@ -218,9 +224,9 @@ int run_daemon(const DaemonOptions& options) {
   ConfigResult result = options.config_path.empty() ? parse_config(demo_config_text())
                                                     : load_config(options.config_path);
   if (!result.problems.empty()) {
-    log::error("{}: invalid configuration:\n{}",
+    log::error("{}: invalid configuration: {}",
                options.config_path.empty() ? "demo" : options.config_path,
-               trimmed(format_problems(result.problems)));
+               one_line(result.problems));
     return exit_error;
   }
   Config config = std::move(*result.config);
