@@ -215,6 +215,18 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     }
   }
 
+  // Equal keys go in the new configuration's feed order; feeds on their
+  // way out (still merging what they queued) come after every open one.
+  std::vector<uint32_t> ranks(feeds_.size());
+  for (size_t id = 0; id < feeds_.size(); ++id) {
+    auto pos = std::find_if(next.feeds.begin(), next.feeds.end(),
+                            [&](const FeedConfig& f) { return f.name == feeds_[id]->name(); });
+    ranks[id] = !feeds_[id]->removed() && pos != next.feeds.end()
+                    ? static_cast<uint32_t>(pos - next.feeds.begin())
+                    : static_cast<uint32_t>(next.feeds.size() + id);
+  }
+  merger_.set_ranks(ranks);
+
   // The dead-letter file: reopened at its (possibly new) path.
   if (!(old.deadletter == next.deadletter)) {
     if (deadletter_) deadletter_->close();

@@ -37,6 +37,7 @@ Merger::Merger(MergerOptions options, Output& output, MergerListener& listener)
 FeedId Merger::add_feed(FeedSettings settings, uint64_t now) {
   FeedId id = static_cast<FeedId>(feeds_.size());
   feeds_.emplace_back(std::move(settings));
+  feeds_.back().rank = id;
   ++open_;
   finished_ = false;
   became_empty(id, now);
@@ -70,11 +71,19 @@ bool Merger::heap_before(const HeapEntry& a, const HeapEntry& b) const {
     int c = feeds_[a.feed].queue.front_text().compare(feeds_[b.feed].queue.front_text());
     if (c != 0) return c < 0;
   }
-  return a.feed < b.feed;
+  return a.rank < b.rank;
+}
+
+void Merger::set_ranks(const std::vector<uint32_t>& ranks) {
+  for (size_t i = 0; i < feeds_.size() && i < ranks.size(); ++i) feeds_[i].rank = ranks[i];
+  // Rebuild the heap with the new ranks (reloads are rare).
+  std::vector<HeapEntry> entries = std::move(heap_);
+  heap_.clear();
+  for (const HeapEntry& entry : entries) heap_insert(entry.feed);
 }
 
 Merger::HeapEntry Merger::heap_entry(FeedId feed) const {
-  return HeapEntry{feeds_[feed].queue.front_ordinal(), feed};
+  return HeapEntry{feeds_[feed].queue.front_ordinal(), feeds_[feed].rank, feed};
 }
 
 // The heap is hand-written rather than std::push_heap/pop_heap so that the
@@ -313,7 +322,7 @@ void Merger::handle_late(FeedId feed) {
   listener_.late_record(feed, record, emit);
   if (emit) {
     if (options_.mode == MergeMode::combine) {
-      scratch_ = std::to_string(feed);
+      scratch_ = std::to_string(f.rank);
       output_.push_parts({"{\"data\":[", record, "],\"indexes\":[", scratch_, "],\"",
                           options_.combine_key_name, "\":", f.queue.front_key_text(), "}"});
     } else {
@@ -361,7 +370,7 @@ bool Merger::emit_combined(uint64_t now) {
   scratch_ += "],\"indexes\":[";
   for (size_t i = 0; i < group_.size(); ++i) {
     if (i) scratch_ += ',';
-    scratch_ += std::to_string(group_[i]);
+    scratch_ += std::to_string(feeds_[group_[i]].rank);
   }
   scratch_ += "],\"";
   scratch_ += options_.combine_key_name;

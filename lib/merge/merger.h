@@ -7,8 +7,8 @@
 // for less than its idle timeout), and stops as soon as Output::push()
 // returns false. Feed queues drive pause/resume through the listener.
 //
-// Order, interleave mode: (key, feed id, arrival). Feed ids are assigned by
-// add_feed() in increasing order, so config order breaks ties.
+// Order, interleave mode: (key, feed rank, arrival); the rank is the feed's
+// position in the configuration (see set_ranks()).
 //
 // Loop thread only. Listener callbacks must not call back into the Merger.
 #pragma once
@@ -104,6 +104,13 @@ class Merger {
   // Emits while allowed and the output accepts. Cheap when nothing to do.
   void run(uint64_t now);
 
+  // Ties between equal keys go by rank: a feed's position in the current
+  // configuration (combine mode's "indexes" too). add_feed() ranks a feed
+  // after every existing one; a reload re-ranks the open feeds by their
+  // new positions. REQUIRES: one rank per feed id in `ranks`.
+  void set_ranks(const std::vector<uint32_t>& ranks);
+  uint32_t rank(FeedId feed) const { return feeds_[feed].rank; }
+
   // A reload may change what happens to late records.
   void set_late_policy(LatePolicy late) { options_.late = late; }
 
@@ -127,6 +134,7 @@ class Merger {
     Feed(FeedSettings s)
         : settings(std::move(s)), queue(settings.high_water_mark, settings.low_water_mark) {}
     FeedSettings settings;
+    uint32_t rank = 0;  // position in the current config: breaks ties
     FeedQueue queue;
     FeedStats stats;
     bool ended = false;
@@ -150,6 +158,7 @@ class Merger {
   // heap array, not the feed and its queue.
   struct HeapEntry {
     int64_t ordinal;
+    uint32_t rank;  // the feed's rank, copied so comparisons stay in the heap
     FeedId feed;
   };
 

@@ -519,3 +519,22 @@ TEST_CASE("string keys order by their text") {
   CHECK(h.merger.stats(b).late == 1);
   CHECK(h.merger.frontier() == Key::from_string("cherry"));
 }
+
+TEST_CASE("ranks set by a reload order ties and combine indexes") {
+  MergerOptions options;
+  options.mode = MergeMode::combine;
+  Harness h(options);
+  FeedId a = h.merger.add_feed(finite("a"), 0);
+  FeedId b = h.merger.add_feed(finite("b"), 0);
+  h.merger.set_ranks({1, 0});  // the new config lists b first
+  auto rec = [](int t, const char* f) {
+    return "{\"time\":" + std::to_string(t) + ",\"f\":\"" + f + "\"}";
+  };
+  h.push(a, rec(1, "a"), 1);
+  h.push(b, rec(1, "b"), 1);
+  h.merger.end(a, 0);
+  h.merger.end(b, 0);
+  h.merger.run(0);
+  CHECK(h.take() == "{\"data\":[" + rec(1, "b") + "," + rec(1, "a") +
+                        "],\"indexes\":[0,1],\"time\":1}\n");
+}

@@ -1,0 +1,692 @@
+// End to end: chronomerge as a service. The systemd notify protocol,
+// signals (SIGTERM drain, SIGHUP reload, SIGUSR1 reopen), and what the
+// metrics endpoint reports, checked against the real binary over real
+// sockets. Every wait is for an event (a notify datagram, a log line, a
+// socket, a file change, a metrics value), never a fixed sleep.
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.h"
+
+using namespace chronomerge::e2e;
+using nlohmann::json;
+
+namespace {
+
+json tcp_feed(const std::string& name, uint16_t port) {
+  return {{"name", name}, {"type", "tcp-listen"}, {"listen", loopback(port)}};
+}
+
+json tcp_output(const std::string& name, uint16_t port) {
+  return {{"name", name}, {"type", "tcp-listen"}, {"listen", loopback(port)}};
+}
+
+// Adds a metrics endpoint on a free port to `config`; returns the port.
+uint16_t with_metrics(json& config) {
+  uint16_t port = free_port();
+  config["metrics"] = {{"listen", loopback(port)}};
+  return port;
+}
+
+// {"time":T,"feed":"F","seq":S}
+std::string record(int64_t time, const std::string& feed, int64_t seq) {
+  return "{\"time\":" + std::to_string(time) + ",\"feed\":\"" + feed +
+         "\",\"seq\":" + std::to_string(seq) + "}";
+}
+
+std::string lines_of(const std::vector<std::string>& records) {
+  std::string out;
+  for (const auto& r : records) out += r + "\n";
+  return out;
+}
+
+bool starts_with(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
+}
+
+// One connect() to 127.0.0.1:port, no retry: true if a listener took it.
+// On loopback the answer is immediate (accepted into the backlog, or
+// refused).
+bool connects_at_once(uint16_t port) {
+  Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(s);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rc;
+  do {
+    rc = ::connect(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  } while (rc != 0 && errno == EINTR);
+  return rc == 0;
+}
+
+// An HTTP/1.0 GET of any status (the harness's http_get REQUIREs 200).
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+};
+
+HttpResponse http_request(uint16_t port, std::string_view path) {
+  Socket s = connect_tcp(port);
+  REQUIRE(write_all(s, "GET " + std::string(path) + " HTTP/1.0\r\nHost: localhost\r\n\r\n"));
+  ReadResult response = read_to_eof(s, 5s);
+  REQUIRE(response.eof);
+  INFO("response: " << response.data.substr(0, 200));
+  REQUIRE(starts_with(response.data, "HTTP/1."));
+  HttpResponse out;
+  size_t sp = response.data.find(' ');
+  REQUIRE(sp != std::string::npos);
+  out.status = std::atoi(response.data.c_str() + sp + 1);
+  size_t body = response.data.find("\r\n\r\n");
+  REQUIRE(body != std::string::npos);
+  out.body = response.data.substr(body + 4);
+  return out;
+}
+
+// Every sample of one scrape, by its name with labels as exposed.
+std::map<std::string, double> scrape_all(uint16_t port) {
+  std::map<std::string, double> samples;
+  for (const std::string& line : split_lines(http_get(port, "/metrics"))) {
+    if (line.empty() || line[0] == '#') continue;
+    size_t sp = line.rfind(' ');
+    if (sp == std::string::npos) continue;
+    samples[line.substr(0, sp)] = std::strtod(line.c_str() + sp + 1, nullptr);
+  }
+  return samples;
+}
+
+// Scrapes until `done` holds for a scrape (true) or `timeout` passes
+// (false). The condition is the daemon's own count of what it has read,
+// which no log line or socket event reports; each scrape is a round trip
+// through the daemon's loop, with a short pause between them.
+template <typename Done>
+bool wait_metrics(uint16_t port, Done done, Millis timeout = 5s) {
+  auto deadline = Clock::now() + timeout;
+  while (true) {
+    if (done(scrape_all(port))) return true;
+    if (Clock::now() >= deadline) return false;
+    ::poll(nullptr, 0, 5);
+  }
+}
+
+// Waits until the file at `path` holds at least `size` bytes, woken by
+// inotify on its directory (so a file created after a rename is seen too).
+// Returns the file's content then (or at the timeout).
+std::string wait_file_size(const std::string& dir, const std::string& path, size_t size,
+                           Millis timeout = 5s) {
+  int watch = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  REQUIRE(watch >= 0);
+  ::inotify_add_watch(watch, dir.c_str(), IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE);
+  auto deadline = Clock::now() + timeout;
+  std::string content;
+  while (true) {
+    content = read_file(path);  // after arming the watch: no write is missed
+    if (content.size() >= size) break;
+    auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now()).count();
+    if (left <= 0) break;
+    pollfd p{watch, POLLIN, 0};
+    ::poll(&p, 1, static_cast<int>(left));
+    char events[4096];
+    while (::read(watch, events, sizeof(events)) > 0) {
+    }
+  }
+  ::close(watch);
+  return content;
+}
+
+// Runs `body` on a thread; join() waits for it.
+class Background {
+ public:
+  explicit Background(std::function<void()> body) : thread_(std::move(body)) {}
+  ~Background() { join(); }
+  void join() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::thread thread_;
+};
+
+int64_t key_of(const std::string& line) {
+  return json::parse(line).at("time").get<int64_t>();
+}
+
+}  // namespace
+
+// --- systemd notify ----------------------------------------------------------
+
+TEST_CASE("systemd notify protocol") {
+  TempDir dir;
+  uint16_t feed_port = free_port();
+  uint16_t out_port = free_port();
+  json config = {{"feeds", {tcp_feed("bus", feed_port)}},
+                 {"outputs", {tcp_output("clients", out_port)}}};
+  uint16_t metrics = with_metrics(config);
+
+  SUBCASE("READY=1 is sent only once every listener accepts, with a STATUS line") {
+    // The constructor returns as soon as READY=1 has arrived: connect to
+    // every listener right then, once each, with no retry.
+    Daemon daemon(dir, config);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+    CHECK(connects_at_once(feed_port));
+    CHECK(connects_at_once(out_port));
+    CHECK(connects_at_once(metrics));
+    // READY=1 and its STATUS= come in one datagram.
+    CHECK(daemon.notified("READY=1\nSTATUS="));
+    CHECK(daemon.notified("STATUS=merging 1 feeds into 1 outputs"));
+    CHECK_FALSE(daemon.notified("STOPPING=1"));
+    CHECK(daemon.stop().code == 0);
+  }
+
+  SUBCASE("STOPPING=1 is sent once SIGTERM starts the drain") {
+    Daemon daemon(dir, config);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+    CHECK_FALSE(daemon.notified("STOPPING=1"));
+    ExitStatus status = daemon.stop();
+    CHECK(status.code == 0);
+    CHECK(daemon.notified("STOPPING=1"));
+  }
+}
+
+// --- SIGTERM ----------------------------------------------------------------
+
+TEST_CASE("SIGTERM drains what was read") {
+  SUBCASE("every record read before the signal reaches both clients, then EOF and exit 0") {
+    constexpr int per_feed = 1000;
+    constexpr int drain_timeout_ms = 5000;
+    TempDir dir;
+    const std::vector<std::string> names = {"north", "south", "east"};
+    std::vector<uint16_t> ports = {free_port(), free_port(), free_port()};
+    uint16_t out_port = free_port();
+    json config = {// Nothing goes idle: the records behind the feed that runs dry
+                   // first stay queued until the drain merges them.
+                   {"idle_timeout_ms", 600000},
+                   {"drain_timeout_ms", drain_timeout_ms},
+                   {"feeds",
+                    {tcp_feed(names[0], ports[0]), tcp_feed(names[1], ports[1]),
+                     tcp_feed(names[2], ports[2])}},
+                   {"outputs", {tcp_output("clients", out_port)}}};
+    uint16_t metrics = with_metrics(config);
+    Daemon daemon(dir, config);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+
+    Collector first(connect_tcp(out_port));
+    Collector second(connect_tcp(out_port));
+    REQUIRE(daemon.wait_log("connected (2 now)"));
+
+    // Sorted feeds with ties inside and across them.
+    std::mt19937 rng(99);
+    std::vector<std::string> feeds;
+    for (const std::string& name : names) {
+      std::string text;
+      int64_t time = 1000;
+      for (int i = 0; i < per_feed; ++i) {
+        time += static_cast<int64_t>(rng() % 3);
+        text += record(time, name, i) + "\n";
+      }
+      feeds.push_back(text);
+    }
+    std::vector<Socket> producers;
+    for (int i = 0; i < 3; ++i) {
+      producers.push_back(connect_tcp(ports[i]));
+      REQUIRE(write_all(producers[i], feeds[i]));
+    }
+    // The daemon has read (and queued) every record once its counters say
+    // so; the producers stay connected.
+    bool all_read = wait_metrics(metrics, [&](const std::map<std::string, double>& m) {
+      return std::all_of(names.begin(), names.end(), [&](const std::string& name) {
+        auto it = m.find("chronomerge_feed_records_total{feed=\"" + name + "\"}");
+        return it != m.end() && it->second == per_feed;
+      });
+    });
+    REQUIRE(all_read);
+    // The merge is held by the feeds that ran dry: the drain has work.
+    std::optional<double> out_before = scrape(metrics, "chronomerge_records_out_total");
+    REQUIRE(out_before);
+    CHECK(*out_before < 3 * per_feed);
+
+    auto signalled = Clock::now();
+    daemon.signal(SIGTERM);
+    // More records after the signal: they may or may not come out, but
+    // must never displace or corrupt what was read before it.
+    std::vector<std::vector<std::string>> extras(3);
+    for (int i = 0; i < 3; ++i) {
+      for (int k = 0; k < 50; ++k) extras[i].push_back(record(1000000 + k, names[i], per_feed + k));
+      write_all(producers[i], lines_of(extras[i]), 1s);  // fails once the daemon closed it
+    }
+    ExitStatus status = daemon.wait(Millis(drain_timeout_ms + 5000));
+    auto elapsed = std::chrono::duration_cast<Millis>(Clock::now() - signalled);
+    INFO("exited " << elapsed.count() << " ms after SIGTERM");
+    CHECK(status.code == 0);
+    CHECK(status.signal == 0);
+    CHECK(elapsed < Millis(drain_timeout_ms));
+    CHECK(daemon.log_count("drain timeout") == 0);
+    CHECK(daemon.notified("STOPPING=1"));
+
+    std::string expected = stable_merge(feeds);
+    const ReadResult& a = first.finish();
+    const ReadResult& b = second.finish();
+    CHECK(a.eof);
+    CHECK_FALSE(a.error);
+    CHECK(b.eof);
+    CHECK_FALSE(b.error);
+    CHECK(a.data == b.data);
+    REQUIRE(a.data.size() >= expected.size());
+    CHECK(a.data.substr(0, expected.size()) == expected);
+    // Whatever came after: whole lines, each feed's extras a prefix of
+    // what it sent (no gap), in key order.
+    std::vector<std::string> rest = split_lines(std::string_view(a.data).substr(expected.size()));
+    CHECK((a.data.empty() || a.data.back() == '\n'));
+    std::vector<size_t> taken(3, 0);
+    int64_t last_key = 0;
+    for (const std::string& line : rest) {
+      json r = json::parse(line);
+      auto feed = std::find(names.begin(), names.end(), r.at("feed").get<std::string>());
+      REQUIRE(feed != names.end());
+      size_t i = static_cast<size_t>(feed - names.begin());
+      REQUIRE(taken[i] < extras[i].size());
+      CHECK(line == extras[i][taken[i]]);
+      ++taken[i];
+      CHECK(key_of(line) >= last_key);
+      last_key = key_of(line);
+    }
+  }
+}
+
+// --- SIGHUP -----------------------------------------------------------------
+
+TEST_CASE("SIGHUP reloads the configuration") {
+  SUBCASE("feeds are added, removed and restarted while clients and unchanged feeds stay") {
+    TempDir dir;
+    uint16_t keep_port = free_port();
+    uint16_t gone_port = free_port();
+    uint16_t changed_port = free_port();
+    uint16_t added_port = free_port();
+    uint16_t out_port = free_port();
+    // A short idle timeout: a feed without data does not hold the merge
+    // for long. Every step below sends one record and waits for it, with
+    // keys increasing, so the output is fully determined.
+    json config = {{"idle_timeout_ms", 100},
+                   {"feeds",
+                    {tcp_feed("keep", keep_port), tcp_feed("gone", gone_port),
+                     tcp_feed("changed", changed_port)}},
+                   {"outputs", {tcp_output("clients", out_port)}}};
+    uint16_t metrics = with_metrics(config);
+    Daemon daemon(dir, config);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+
+    Socket client1 = connect_tcp(out_port);
+    Socket client2 = connect_tcp(out_port);
+    REQUIRE(daemon.wait_log("connected (2 now)"));
+    int64_t time = 0;
+    // Sends one record on `producer`; both clients must receive it.
+    auto deliver = [&](const Socket& producer, const std::string& feed) {
+      ++time;
+      std::string line = record(time, feed, time) + "\n";
+      REQUIRE(write_all(producer, line));
+      CHECK(read_lines(client1, 1, 5s).data == line);
+      CHECK(read_lines(client2, 1, 5s).data == line);
+    };
+
+    Socket keep = connect_tcp(keep_port);
+    Socket gone = connect_tcp(gone_port);
+    Socket changed = connect_tcp(changed_port);
+    REQUIRE(daemon.wait_log("producer connected", 5s, 3));
+    deliver(keep, "keep");
+    deliver(gone, "gone");
+    deliver(changed, "changed");
+
+    // v2: "gone" removed, "changed" restarted (same port, another
+    // max_line_bytes), "added" new, "keep" as it was.
+    json changed_feed = tcp_feed("changed", changed_port);
+    changed_feed["max_line_bytes"] = 4096;
+    json v2 = config;
+    v2["feeds"] = {tcp_feed("keep", keep_port), changed_feed, tcp_feed("added", added_port)};
+    dir.write("config.json", v2.dump(2));
+    daemon.signal(SIGHUP);
+    REQUIRE(daemon.wait_log("reloaded"));
+    CHECK(daemon.log_count("feed gone: removed") == 1);
+    CHECK(daemon.log_count("feed changed: changed, restarting") == 1);
+    CHECK(daemon.log_count("feed keep: listening on") == 1);  // not restarted
+    CHECK(daemon.log_count("feed keep: changed") == 0);
+
+    // The removed feed: its producer is cut off and its port refuses.
+    ReadResult gone_end = read_to_eof(gone, 5s);
+    CHECK((gone_end.eof || gone_end.error));
+    CHECK_FALSE(connects_at_once(gone_port));
+    // The restarted feed: its producer is cut off; a new one is served on
+    // the same port.
+    ReadResult changed_end = read_to_eof(changed, 5s);
+    CHECK((changed_end.eof || changed_end.error));
+    changed = connect_tcp(changed_port);
+    // The unchanged feed: its connection is still open...
+    ReadResult keep_state = read_some(keep, 1, 0ms);
+    CHECK_FALSE(keep_state.eof);
+    CHECK_FALSE(keep_state.error);
+    Socket added = connect_tcp(added_port);
+    REQUIRE(daemon.wait_log("producer connected", 5s, 5));
+    // ...and its next records arrive, as do the added and restarted ones.
+    deliver(keep, "keep");
+    deliver(added, "added");
+    deliver(changed, "changed");
+    deliver(keep, "keep");
+    CHECK(scrape(metrics, "chronomerge_feed_connections_total{feed=\"keep\"}") == 1);
+    CHECK(scrape(metrics, "chronomerge_output_sink_clients{output=\"clients\"}") == 2);
+    CHECK(scrape(metrics, "chronomerge_reloads_total{result=\"success\"}") == 1);
+    CHECK(scrape(metrics, "chronomerge_reloads_total{result=\"failure\"}") == 0);
+
+    // A broken file: rejected with the line:column, the running
+    // configuration goes on.
+    dir.write("config.json", "{\n  \"feeds\": [\n    {\"name\": \"a\",, }\n  ]\n}");
+    daemon.signal(SIGHUP);
+    REQUIRE(daemon.wait_log("rejected"));
+    {
+      std::string log = daemon.log();
+      CHECK(log.find("3:18: syntax error") != std::string::npos);
+      // "one line per event": the reason is on the line that says so.
+      bool one_line = false;
+      for (const std::string& line : split_lines(log)) {
+        if (line.find("rejected") != std::string::npos && line.find("3:18") != std::string::npos) {
+          one_line = true;
+        }
+      }
+      CHECK_MESSAGE(one_line, "the rejection and its line:column are not one log line");
+      std::string stray;
+      for (const std::string& line : split_lines(log)) {
+        if (!starts_with(line, "chronomerge ")) stray += line + "\n";
+      }
+      CHECK_MESSAGE(stray.empty(), "log lines without the prefix and level:\n" << stray);
+    }
+    deliver(keep, "keep");
+    deliver(added, "added");
+    deliver(changed, "changed");
+    CHECK(scrape(metrics, "chronomerge_reloads_total{result=\"failure\"}") == 1);
+    CHECK(scrape(metrics, "chronomerge_reloads_total{result=\"success\"}") == 1);
+
+    // Two SIGHUPs back to back fold into at most two reloads. SIGUSR1
+    // after them is a marker: signals are handled in order (and the
+    // kernel delivers a pending SIGHUP before a pending SIGUSR1), and a
+    // scrape after its log line runs a loop iteration later, once any
+    // reload timer has fired.
+    dir.write("config.json", v2.dump(2));
+    size_t before = daemon.log_count("reloaded");
+    daemon.signal(SIGHUP);
+    daemon.signal(SIGHUP);
+    REQUIRE(daemon.wait_log("reloaded", 5s, before + 1));
+    daemon.signal(SIGUSR1);
+    REQUIRE(daemon.wait_log("SIGUSR1"));
+    std::optional<double> ok = scrape(metrics, "chronomerge_reloads_total{result=\"success\"}");
+    size_t reloads = daemon.log_count("reloaded") - before;
+    INFO("reloads after two SIGHUPs: " << reloads);
+    CHECK(reloads >= 1);
+    CHECK(reloads <= 2);
+    CHECK(ok == static_cast<double>(1 + reloads));
+    // Nothing changed: every connection is kept.
+    deliver(keep, "keep");
+    deliver(added, "added");
+    deliver(changed, "changed");
+    CHECK(scrape(metrics, "chronomerge_feed_connections_total{feed=\"keep\"}") == 1);
+    CHECK(scrape(metrics, "chronomerge_feed_connections_total{feed=\"added\"}") == 1);
+
+    CHECK(daemon.stop().code == 0);
+    for (Socket* client : {&client1, &client2}) {
+      ReadResult rest = read_to_eof(*client);
+      CHECK(rest.eof);
+      CHECK(rest.data == "");
+    }
+  }
+
+  SUBCASE("equal keys follow the new config order after a reload") {
+    TempDir dir;
+    uint16_t a_port = free_port();
+    uint16_t b_port = free_port();
+    uint16_t c_port = free_port();
+    uint16_t out_port = free_port();
+    // Nothing goes idle: the merge waits until every feed has its record.
+    json config = {{"idle_timeout_ms", 600000},
+                   {"feeds", {tcp_feed("a", a_port), tcp_feed("b", b_port)}},
+                   {"outputs", {tcp_output("clients", out_port)}}};
+    Daemon daemon(dir, config);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+    Socket client = connect_tcp(out_port);
+    REQUIRE(daemon.wait_log("connected (1 now)"));
+    Socket a = connect_tcp(a_port);
+    Socket b = connect_tcp(b_port);
+    REQUIRE(daemon.wait_log("producer connected", 5s, 2));
+
+    // "c" is added in front, "b" and "a" swap places.
+    json v2 = config;
+    v2["feeds"] = {tcp_feed("c", c_port), tcp_feed("b", b_port), tcp_feed("a", a_port)};
+    dir.write("config.json", v2.dump(2));
+    daemon.signal(SIGHUP);
+    REQUIRE(daemon.wait_log("reloaded"));
+    Socket c = connect_tcp(c_port);
+    REQUIRE(daemon.wait_log("feed c: producer connected"));
+
+    // Each feed sends key 10 then 20: the 10s go out together once all
+    // three are queued (a feed's second record keeps it from waiting),
+    // then the first 20 in config order, whose feed is then empty.
+    REQUIRE(write_all(a, lines_of({record(10, "a", 0), record(20, "a", 1)})));
+    REQUIRE(write_all(b, lines_of({record(10, "b", 0), record(20, "b", 1)})));
+    REQUIRE(write_all(c, lines_of({record(10, "c", 0), record(20, "c", 1)})));
+    CHECK(read_lines(client, 4).data == lines_of({record(10, "c", 0), record(10, "b", 0),
+                                                  record(10, "a", 0), record(20, "c", 1)}));
+    CHECK(daemon.stop().code == 0);
+  }
+}
+
+// --- metrics ----------------------------------------------------------------
+
+TEST_CASE("metrics count what happened") {
+  SUBCASE("a scrape after a run matches what was sent and what the client received") {
+    TempDir dir;
+    uint16_t feed_port = free_port();
+    uint16_t out_port = free_port();
+    json config = {{"late", "drop"},
+                   {"feeds", {tcp_feed("bus", feed_port)}},
+                   {"outputs", {tcp_output("clients", out_port)}}};
+    uint16_t metrics = with_metrics(config);
+    Daemon daemon(dir, config);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+
+    HttpResponse health = http_request(metrics, "/healthz");
+    CHECK(health.status == 200);
+
+    Socket client = connect_tcp(out_port);
+    REQUIRE(daemon.wait_log("connected (1 now)"));
+    // 10 good records (keys 1..10), one line that is not JSON, one
+    // without the key, and a late one (key 4 after key 6).
+    std::vector<std::string> good;
+    for (int i = 1; i <= 10; ++i) good.push_back(record(i, "bus", i));
+    std::string sent;
+    for (int i = 0; i < 6; ++i) sent += good[i] + "\n";
+    sent += "this is not json\n";
+    sent += "{\"feed\":\"bus\",\"seq\":99}\n";
+    sent += record(4, "bus", 100) + "\n";
+    for (int i = 6; i < 10; ++i) sent += good[i] + "\n";
+    {
+      Socket producer = connect_tcp(feed_port);
+      REQUIRE(write_all(producer, sent));
+      ReadResult got = read_lines(client, good.size());
+      CHECK(got.data == lines_of(good));
+      // Lines are handled in order: everything before the last record has
+      // been counted by now.
+      REQUIRE(daemon.wait_log("late record dropped"));
+      REQUIRE(daemon.wait_log("line skipped", 5s, 2));
+    }
+    REQUIRE(daemon.wait_log("feed bus: producer disconnected"));
+
+    std::string text = http_get(metrics, "/metrics");
+    std::map<std::string, double> m = scrape_all(metrics);
+    auto value = [&](const std::string& sample) -> std::optional<double> {
+      auto it = m.find(sample);
+      if (it == m.end()) return std::nullopt;
+      return it->second;
+    };
+    const size_t out_bytes = lines_of(good).size();
+    // Received and queued: the good ones and the late one.
+    CHECK(value("chronomerge_feed_records_total{feed=\"bus\"}") == 11);
+    CHECK(value("chronomerge_feed_records_out_total{feed=\"bus\"}") == 10);
+    CHECK(value("chronomerge_feed_bytes_total{feed=\"bus\"}") == static_cast<double>(sent.size()));
+    CHECK(value("chronomerge_feed_malformed_total{feed=\"bus\",reason=\"not_json\"}") == 1);
+    CHECK(value("chronomerge_feed_malformed_total{feed=\"bus\",reason=\"missing_key\"}") == 1);
+    CHECK(value("chronomerge_feed_malformed_total{feed=\"bus\",reason=\"not_object\"}") == 0);
+    CHECK(value("chronomerge_feed_late_total{feed=\"bus\"}") == 1);
+    CHECK(value("chronomerge_feed_connections_total{feed=\"bus\"}") == 1);
+    CHECK(value("chronomerge_feed_connected{feed=\"bus\"}") == 0);
+    CHECK(value("chronomerge_feed_last_key{feed=\"bus\"}") == 10);
+    CHECK(value("chronomerge_records_out_total") == 10);
+    CHECK(value("chronomerge_output_bytes_total") == static_cast<double>(out_bytes));
+    CHECK(value("chronomerge_frontier") == 10);
+    CHECK(value("chronomerge_output_sink_bytes_total{output=\"clients\"}") ==
+          static_cast<double>(out_bytes));
+    CHECK(value("chronomerge_output_sink_clients{output=\"clients\"}") == 1);
+    CHECK(value("chronomerge_output_sink_disconnects_total{output=\"clients\"}") == 0);
+    CHECK(value("chronomerge_reloads_total{result=\"success\"}") == 0);
+    CHECK(value("chronomerge_reloads_total{result=\"failure\"}") == 0);
+    CHECK(value("chronomerge_draining") == 0);
+
+    health = http_request(metrics, "/healthz");
+    CHECK(health.status == 200);
+    CHECK(http_request(metrics, "/nothing-here").status == 404);
+
+    if (::access("/usr/bin/promtool", X_OK) == 0) {
+      std::string scraped = dir.write("scrape.txt", text);
+      std::string report = dir / "promtool.txt";
+      std::string command =
+          "/usr/bin/promtool check metrics < '" + scraped + "' > '" + report + "' 2>&1";
+      int rc = std::system(command.c_str());
+      INFO("promtool check metrics:\n" << read_file(report));
+      CHECK(WIFEXITED(rc));
+      CHECK(WEXITSTATUS(rc) == 0);
+    }
+
+    CHECK(daemon.stop().code == 0);
+    ReadResult rest = read_to_eof(client);
+    CHECK(rest.eof);
+    CHECK(rest.data == "");
+  }
+}
+
+// --- SIGUSR1 ----------------------------------------------------------------
+
+TEST_CASE("SIGUSR1 reopens file outputs") {
+  SUBCASE("after a rename, new records go to a new file at the path and none are lost") {
+    TempDir dir;
+    uint16_t feed_port = free_port();
+    std::string path = dir / "archive.ndjson";
+    std::string rotated = dir / "archive.ndjson.1";
+    json config = {{"feeds", {tcp_feed("bus", feed_port)}},
+                   {"outputs", {{{"name", "archive"}, {"type", "file"}, {"path", path}}}}};
+    Daemon daemon(dir, config);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+
+    auto batch = [](int from, int to) {
+      std::vector<std::string> records;
+      for (int i = from; i < to; ++i) records.push_back(record(i, "bus", i));
+      return lines_of(records);
+    };
+    std::string before_rename = batch(1, 21);
+    std::string before_signal = batch(21, 41);
+    std::string after_signal = batch(41, 61);
+
+    Socket producer = connect_tcp(feed_port);
+    REQUIRE(write_all(producer, before_rename));
+    CHECK(wait_file_size(dir.path(), path, before_rename.size()) == before_rename);
+
+    // logrotate: rename, then signal. What comes in between still goes to
+    // the open (renamed) file.
+    REQUIRE(::rename(path.c_str(), rotated.c_str()) == 0);
+    REQUIRE(write_all(producer, before_signal));
+    CHECK(wait_file_size(dir.path(), rotated, before_rename.size() + before_signal.size()) ==
+          before_rename + before_signal);
+
+    daemon.signal(SIGUSR1);
+    REQUIRE(daemon.wait_log("reopened"));
+    REQUIRE(write_all(producer, after_signal));
+    CHECK(wait_file_size(dir.path(), path, after_signal.size()) == after_signal);
+
+    producer.close();
+    CHECK(daemon.stop().code == 0);
+    CHECK(read_file(rotated) == before_rename + before_signal);
+    CHECK(read_file(path) == after_signal);
+  }
+}
+
+// --- /healthz during a drain ------------------------------------------------
+
+TEST_CASE("/healthz reports draining") {
+  SUBCASE("503 while a frozen client holds the drain; exit 0 at drain_timeout_ms") {
+    constexpr int drain_timeout_ms = 3000;
+    TempDir dir;
+    uint16_t feed_port = free_port();
+    uint16_t out_port = free_port();
+    json config = {{"log_level", "debug"},  // to see the feed paused
+                   {"drain_timeout_ms", drain_timeout_ms},
+                   {"feeds", {tcp_feed("bus", feed_port)}},
+                   {"outputs", {tcp_output("clients", out_port)}}};
+    uint16_t metrics = with_metrics(config);
+    Daemon daemon(dir, config);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+
+    // Never reads, with a tiny window.
+    Socket frozen = connect_tcp(out_port, 5s, /*rcvbuf=*/4096);
+    REQUIRE(daemon.wait_log("connected (1 now)"));
+    CHECK(http_request(metrics, "/healthz").status == 200);
+
+    // About 20 MB: far more than the client's socket, the output buffer
+    // and the feed queue hold together.
+    std::string data;
+    const std::string pad(60, 'p');
+    for (int i = 0; i < 200000; ++i) {
+      data += "{\"time\":" + std::to_string(i) + ",\"pad\":\"" + pad + "\"}\n";
+    }
+    Socket producer = connect_tcp(feed_port);
+    Background writer([&] { write_all(producer, data, 20s); });  // cut off by the drain
+    // Everything behind the frozen client is full once the feed is paused.
+    REQUIRE(daemon.wait_log("feed bus: paused", 10s));
+
+    auto signalled = Clock::now();
+    daemon.signal(SIGTERM);
+    REQUIRE(daemon.wait_log("draining"));
+    HttpResponse health = http_request(metrics, "/healthz");
+    CHECK(health.status == 503);
+    CHECK(health.body == "draining\n");
+    CHECK(scrape(metrics, "chronomerge_draining") == 1);
+    CHECK(daemon.notified("STOPPING=1"));
+
+    ExitStatus status = daemon.wait(Millis(drain_timeout_ms + 5000));
+    auto elapsed = std::chrono::duration_cast<Millis>(Clock::now() - signalled);
+    INFO("exited " << elapsed.count() << " ms after SIGTERM");
+    CHECK(status.code == 0);
+    CHECK(status.signal == 0);
+    CHECK(elapsed >= Millis(drain_timeout_ms - 100));
+    CHECK(elapsed < Millis(drain_timeout_ms + 2000));
+    CHECK(daemon.log_count("drain timeout") == 1);
+    writer.join();
+
+    // The frozen client was cut off with a prefix of the stream.
+    ReadResult cut = read_to_eof(frozen, 10s);
+    CHECK((cut.eof || cut.error));
+    CHECK(cut.data.size() < data.size());
+    CHECK(data.compare(0, cut.data.size(), cut.data) == 0);
+  }
+}
