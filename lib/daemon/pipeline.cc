@@ -340,11 +340,13 @@ void Pipeline::feed_finished(FeedId feed) {
 
 void Pipeline::pause_feed(FeedId feed) {
   log::debug("feed {}: paused (queue at high-water mark)", feeds_[feed]->name());
+  feeds_[feed]->paused_at(uv_now(loop_));
   feeds_[feed]->pause();
 }
 
 void Pipeline::resume_feed(FeedId feed) {
-  log::debug("feed {}: resumed", feeds_[feed]->name());
+  log::debug("feed {}: resumed (queue at low-water mark)", feeds_[feed]->name());
+  feeds_[feed]->resumed_at(uv_now(loop_));
   feeds_[feed]->resume();
 }
 

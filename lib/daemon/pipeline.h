@@ -57,6 +57,7 @@ class Pipeline final : public FeedHost, public MergerListener {
   bool finished() const { return finished_; }
 
   const Config& config() const { return config_; }
+  uint64_t now_ms() const { return uv_now(loop_); }
   const Merger& merger_state() const { return merger_; }
   const Output& output() const { return output_; }
   const std::vector<std::unique_ptr<Feed>>& feeds() const { return feeds_; }

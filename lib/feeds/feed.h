@@ -47,7 +47,13 @@ struct FeedCounters {
   uint64_t bytes_read = 0;
   uint64_t connections = 0;
   bool connected = false;
-  bool io_error = false;  // the input could not be read to its end
+  bool io_error = false;      // the input could not be read to its end
+  uint64_t paused_ms = 0;     // time spent paused, closed pauses only
+  uint64_t paused_since = 0;  // loop time of the current pause, if paused
+  // Total paused time up to `now` (loop milliseconds).
+  uint64_t paused_ms_at(uint64_t now, bool paused) const {
+    return paused_ms + (paused && now > paused_since ? now - paused_since : 0);
+  }
 };
 
 class Feed {
@@ -72,6 +78,13 @@ class Feed {
   const FeedCounters& counters() const { return counters_; }
   // The pipeline's key with this feed's heartbeat field.
   const RecordParser& parser() const { return parser_; }
+  // The merger paused or resumed this feed (backpressure bookkeeping; the
+  // transport itself is driven by pause()/resume()).
+  void paused_at(uint64_t now) { counters_.paused_since = now; }
+  void resumed_at(uint64_t now) {
+    counters_.paused_ms += now > counters_.paused_since ? now - counters_.paused_since : 0;
+  }
+
   // Removed by a reload or a drain: closed, and ended in the merger.
   bool removed() const { return removed_; }
   void mark_removed() { removed_ = true; }

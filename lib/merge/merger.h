@@ -190,14 +190,14 @@ class Merger {
   // Whether any key so far had text (string keys). Until one does, every
   // key's text is empty and comparing ordinals alone is comparing keys.
   bool compare_text_ = false;
-  size_t waiting_ = 0;        // open feeds, empty, not idle
-  size_t open_ = 0;           // feeds not ended
+  size_t waiting_ = 0;  // open feeds, empty, not idle
+  size_t open_ = 0;     // feeds not ended
   std::set<std::pair<uint64_t, FeedId>> deadlines_;
   std::optional<Key> frontier_;
   uint64_t records_out_ = 0;
   bool finished_ = false;
-  std::string scratch_;                    // combine-mode assembly
-  std::vector<FeedId> group_;              // combine-mode group
+  std::string scratch_;        // combine-mode assembly
+  std::vector<FeedId> group_;  // combine-mode group
 };
 
 }  // namespace chronomerge

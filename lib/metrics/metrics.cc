@@ -186,6 +186,7 @@ struct FeedTotals {
   uint64_t heartbeats = 0;
   uint64_t queue_bytes = 0;
   uint64_t pauses = 0;
+  uint64_t paused_ms = 0;
   uint64_t connections = 0;
   bool paused = false;
   bool connected = false;
@@ -220,6 +221,7 @@ std::vector<FeedTotals> feed_totals(const Pipeline& pipeline) {
     t.heartbeats += stats.heartbeats;
     t.queue_bytes += merger.queue_bytes(id);
     t.pauses += stats.pauses;
+    t.paused_ms += counters.paused_ms_at(pipeline.now_ms(), merger.paused(id));
     t.connections += counters.connections;
     t.paused = t.paused || merger.paused(id);
     t.connected = t.connected || counters.connected;
@@ -285,6 +287,12 @@ void render_feeds(Exposition& x, const Pipeline& pipeline) {
         &FeedTotals::paused);
   counter("chronomerge_feed_pauses_total", "Times reading from the feed was paused.",
           &FeedTotals::pauses);
+  x.family("chronomerge_feed_paused_seconds_total", "counter",
+           "Seconds reading from the feed has spent paused by backpressure, the current pause "
+           "included.");
+  for (const FeedTotals& t : feeds) {
+    x.sample({{"feed", t.name}}, static_cast<double>(t.paused_ms) / 1000.0);
+  }
 
   x.family("chronomerge_feed_idle", "gauge",
            "1 while the feed is idle: empty for longer than its idle timeout, so the merge no "

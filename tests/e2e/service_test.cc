@@ -663,6 +663,12 @@ TEST_CASE("/healthz reports draining") {
     Background writer([&] { write_all(producer, data, 20s); });  // cut off by the drain
     // Everything behind the frozen client is full once the feed is paused.
     REQUIRE(daemon.wait_log("feed bus: paused", 10s));
+    // The time spent paused is counted while the pause lasts.
+    CHECK(scrape(metrics, "chronomerge_feed_paused{feed=\"bus\"}") == 1);
+    CHECK(wait_metrics(metrics, [](const std::map<std::string, double>& m) {
+      auto it = m.find("chronomerge_feed_paused_seconds_total{feed=\"bus\"}");
+      return it != m.end() && it->second >= 0.05;
+    }));
 
     auto signalled = Clock::now();
     daemon.signal(SIGTERM);
