@@ -76,17 +76,18 @@ constexpr int64_t default_start = 1700000000000;
 volatile sig_atomic_t g_stop = 0;
 
 [[noreturn]] void usage(const char* message) {
-  std::fprintf(stderr,
-               "chronomerge_loadgen: %s\n"
-               "usage:\n"
-               "  chronomerge_loadgen produce --connect HOST:PORT --count N --feed-index I\n"
-               "      [--rate R] [--start-time T] [--stride S] [--duration SEC] [--no-end-marker]\n"
-               "  chronomerge_loadgen consume --connect HOST:PORT [--expect N]\n"
-               "      [--expect-markers M] [--until-eof] [--read-rate BYTES_PER_S] [--freeze]\n"
-               "      [--timeout SEC] [--strict] [--ready-file PATH] [--done-file PATH] [--key NAME]\n"
-               "  chronomerge_loadgen vehicles --connect-base HOST:PORT --count C [--records R]\n"
-               "      [--interval-ms MIN:MAX] [--seed S]\n",
-               message);
+  std::fprintf(
+      stderr,
+      "chronomerge_loadgen: %s\n"
+      "usage:\n"
+      "  chronomerge_loadgen produce --connect HOST:PORT --count N --feed-index I\n"
+      "      [--rate R] [--start-time T] [--stride S] [--duration SEC] [--no-end-marker]\n"
+      "  chronomerge_loadgen consume --connect HOST:PORT [--expect N]\n"
+      "      [--expect-markers M] [--until-eof] [--read-rate BYTES_PER_S] [--freeze]\n"
+      "      [--timeout SEC] [--strict] [--ready-file PATH] [--done-file PATH] [--key NAME]\n"
+      "  chronomerge_loadgen vehicles --connect-base HOST:PORT --count C [--records R]\n"
+      "      [--interval-ms MIN:MAX] [--seed S]\n",
+      message);
   std::exit(2);
 }
 
@@ -253,13 +254,16 @@ class RecordMaker {
       const char* extra;
       char extra_buf[48];
       switch (i % 4) {
-        case 0: extra = "\"door_open\":false"; break;
+        case 0:
+          extra = "\"door_open\":false";
+          break;
         case 1:
           std::snprintf(extra_buf, sizeof(extra_buf), "\"route\":\"%d\"", 1 + vehicle % 40);
           extra = extra_buf;
           break;
         case 2:
-          std::snprintf(extra_buf, sizeof(extra_buf), "\"hvac_kw\":%.1f", 10.0 + (i * 7) % 150 / 10.0);
+          std::snprintf(extra_buf, sizeof(extra_buf), "\"hvac_kw\":%.1f",
+                        10.0 + (i * 7) % 150 / 10.0);
           extra = extra_buf;
           break;
         default:
@@ -324,20 +328,30 @@ int run_produce(Args& args) {
   bool end_marker = true;
   while (args.more()) {
     std::string a = args.next();
-    if (a == "--connect") connect = args.value(a);
-    else if (a == "--count") count = to_int(args.value(a), a, 0, INT64_C(1) << 50);
-    else if (a == "--feed-index") feed_index = to_int(args.value(a), a, 0, 9999);
-    else if (a == "--rate") rate = to_double(args.value(a), a);
-    else if (a == "--start-time") start = to_int(args.value(a), a, 0, marker_key / 2);
-    else if (a == "--stride") stride = to_int(args.value(a), a, 1, 1000000);
-    else if (a == "--duration") duration = to_double(args.value(a), a);
-    else if (a == "--no-end-marker") end_marker = false;
-    else usage(("produce: unknown option " + a).c_str());
+    if (a == "--connect")
+      connect = args.value(a);
+    else if (a == "--count")
+      count = to_int(args.value(a), a, 0, INT64_C(1) << 50);
+    else if (a == "--feed-index")
+      feed_index = to_int(args.value(a), a, 0, 9999);
+    else if (a == "--rate")
+      rate = to_double(args.value(a), a);
+    else if (a == "--start-time")
+      start = to_int(args.value(a), a, 0, marker_key / 2);
+    else if (a == "--stride")
+      stride = to_int(args.value(a), a, 1, 1000000);
+    else if (a == "--duration")
+      duration = to_double(args.value(a), a);
+    else if (a == "--no-end-marker")
+      end_marker = false;
+    else
+      usage(("produce: unknown option " + a).c_str());
   }
   if (connect.empty() || count < 0 || feed_index < 0) {
     usage("produce needs --connect, --count and --feed-index");
   }
-  if (start + count * stride + stride >= marker_key) usage("produce: keys would reach the end marker");
+  if (start + count * stride + stride >= marker_key)
+    usage("produce: keys would reach the end marker");
 
   RecordMaker maker(static_cast<int>(feed_index));
   int fd = connect_to(parse_address(connect));
@@ -426,12 +440,12 @@ int run_produce(Args& args) {
   const double t1 = now_s();
   bool completed = sent == count && marker_done && off == len;
   close(fd);
-  std::printf(
-      "{\"mode\":\"produce\",\"feed_index\":%" PRId64 ",\"records\":%" PRId64
-      ",\"bytes\":%" PRIu64 ",\"seconds\":%.3f,\"completed\":%s,\"blocked_at_end\":%s,"
-      "\"last_progress_s\":%.3f,\"stalled_s\":%.3f}\n",
-      feed_index, sent, bytes, t1 - t0, completed ? "true" : "false",
-      blocked_at_end ? "true" : "false", last_progress - t0, t1 - last_progress);
+  std::printf("{\"mode\":\"produce\",\"feed_index\":%" PRId64 ",\"records\":%" PRId64
+              ",\"bytes\":%" PRIu64
+              ",\"seconds\":%.3f,\"completed\":%s,\"blocked_at_end\":%s,"
+              "\"last_progress_s\":%.3f,\"stalled_s\":%.3f}\n",
+              feed_index, sent, bytes, t1 - t0, completed ? "true" : "false",
+              blocked_at_end ? "true" : "false", last_progress - t0, t1 - last_progress);
   return completed || duration > 0 ? 0 : 1;
 }
 
@@ -509,12 +523,14 @@ struct Checker {
     int64_t vehicle = 0;
     const char* q = parse_int(v, end, vehicle);
     if (q == nullptr || vehicle < 0 || vehicle > 1000000) return;
-    if (static_cast<size_t>(end - q) <= seqf.size() || std::memcmp(q, seqf.data(), seqf.size()) != 0) {
+    if (static_cast<size_t>(end - q) <= seqf.size() ||
+        std::memcmp(q, seqf.data(), seqf.size()) != 0) {
       return;
     }
     int64_t seq = 0;
     if (parse_int(q + seqf.size(), end, seq) == nullptr) return;
-    if (static_cast<size_t>(vehicle) >= next_seq.size()) next_seq.resize(static_cast<size_t>(vehicle) + 1, 0);
+    if (static_cast<size_t>(vehicle) >= next_seq.size())
+      next_seq.resize(static_cast<size_t>(vehicle) + 1, 0);
     int64_t& expected = next_seq[static_cast<size_t>(vehicle)];
     if (seq != expected) {
       if (seq < expected) {
@@ -562,18 +578,30 @@ int run_consume(Args& args) {
   std::string key = "time";
   while (args.more()) {
     std::string a = args.next();
-    if (a == "--connect") connect = args.value(a);
-    else if (a == "--expect") expect = to_int(args.value(a), a, 0, INT64_C(1) << 50);
-    else if (a == "--expect-markers") expect_markers = to_int(args.value(a), a, 0, INT64_C(1) << 30);
-    else if (a == "--read-rate") read_rate = to_double(args.value(a), a);
-    else if (a == "--freeze") freeze = true;
-    else if (a == "--timeout") timeout = to_double(args.value(a), a);
-    else if (a == "--strict") check.strict = true;
-    else if (a == "--ready-file") ready_file = args.value(a);
-    else if (a == "--done-file") done_file = args.value(a);
-    else if (a == "--until-eof") until_eof = true;
-    else if (a == "--key") key = args.value(a);
-    else usage(("consume: unknown option " + a).c_str());
+    if (a == "--connect")
+      connect = args.value(a);
+    else if (a == "--expect")
+      expect = to_int(args.value(a), a, 0, INT64_C(1) << 50);
+    else if (a == "--expect-markers")
+      expect_markers = to_int(args.value(a), a, 0, INT64_C(1) << 30);
+    else if (a == "--read-rate")
+      read_rate = to_double(args.value(a), a);
+    else if (a == "--freeze")
+      freeze = true;
+    else if (a == "--timeout")
+      timeout = to_double(args.value(a), a);
+    else if (a == "--strict")
+      check.strict = true;
+    else if (a == "--ready-file")
+      ready_file = args.value(a);
+    else if (a == "--done-file")
+      done_file = args.value(a);
+    else if (a == "--until-eof")
+      until_eof = true;
+    else if (a == "--key")
+      key = args.value(a);
+    else
+      usage(("consume: unknown option " + a).c_str());
   }
   if (connect.empty()) usage("consume needs --connect");
   check.key_prefix = "\"" + key + "\":";
@@ -593,8 +621,9 @@ int run_consume(Args& args) {
     // block) the whole pipeline must stop.
     while (!g_stop && (deadline == 0 || now_s() < deadline)) sleep_s(0.1);
     close(fd);
-    std::printf("{\"mode\":\"consume\",\"frozen\":true,\"records\":0,\"bytes\":0,\"seconds\":%.3f}\n",
-                now_s() - t_connect);
+    std::printf(
+        "{\"mode\":\"consume\",\"frozen\":true,\"records\":0,\"bytes\":0,\"seconds\":%.3f}\n",
+        now_s() - t_connect);
     return 0;
   }
 
@@ -637,7 +666,8 @@ int run_consume(Args& args) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         int ms = 1000;
-        if (deadline > 0) ms = static_cast<int>(std::clamp(deadline - now_s(), 0.0, 1.0) * 1000) + 1;
+        if (deadline > 0)
+          ms = static_cast<int>(std::clamp(deadline - now_s(), 0.0, 1.0) * 1000) + 1;
         pollfd p{fd, POLLIN, 0};
         poll(&p, 1, ms);
         continue;
@@ -684,20 +714,19 @@ int run_consume(Args& args) {
   bool ok = complete && check.out_of_order == 0 && check.unparsed == 0 && check.seq_gaps == 0 &&
             check.seq_repeats == 0;
   double seconds = bytes_read > 0 ? t_last - t_first : 0;
-  std::printf(
-      "{\"mode\":\"consume\",\"records\":%" PRId64 ",\"markers\":%" PRId64 ",\"bytes\":%" PRIu64
-      ",\"seconds\":%.3f,\"in_order\":%s,\"out_of_order\":%" PRId64 ",\"unparsed\":%" PRId64
-      ",\"seq_gaps\":%" PRId64 ",\"seq_repeats\":%" PRId64
-      ",\"vehicles\":%zu,\"expected\":%" PRId64 ",\"expected_markers\":%" PRId64
-      ",\"complete\":%s,\"ok\":%s,\"eof\":%s,\"timed_out\":%s,"
-      "\"wall_first\":%.6f,\"wall_done\":%.6f,\"wall_end\":%.6f,\"error\":\"%s\","
-      "\"first_problem\":\"%s\"}\n",
-      check.records, check.markers, check.bytes, seconds,
-      check.out_of_order == 0 ? "true" : "false", check.out_of_order, check.unparsed,
-      check.seq_gaps, check.seq_repeats, check.next_seq.size(), expect, expect_markers,
-      complete ? "true" : "false", ok ? "true" : "false", eof ? "true" : "false",
-      timed_out ? "true" : "false", wall_first, wall_data, wall_end, json_escape(error).c_str(),
-      json_escape(check.first_problem).c_str());
+  std::printf("{\"mode\":\"consume\",\"records\":%" PRId64 ",\"markers\":%" PRId64
+              ",\"bytes\":%" PRIu64 ",\"seconds\":%.3f,\"in_order\":%s,\"out_of_order\":%" PRId64
+              ",\"unparsed\":%" PRId64 ",\"seq_gaps\":%" PRId64 ",\"seq_repeats\":%" PRId64
+              ",\"vehicles\":%zu,\"expected\":%" PRId64 ",\"expected_markers\":%" PRId64
+              ",\"complete\":%s,\"ok\":%s,\"eof\":%s,\"timed_out\":%s,"
+              "\"wall_first\":%.6f,\"wall_done\":%.6f,\"wall_end\":%.6f,\"error\":\"%s\","
+              "\"first_problem\":\"%s\"}\n",
+              check.records, check.markers, check.bytes, seconds,
+              check.out_of_order == 0 ? "true" : "false", check.out_of_order, check.unparsed,
+              check.seq_gaps, check.seq_repeats, check.next_seq.size(), expect, expect_markers,
+              complete ? "true" : "false", ok ? "true" : "false", eof ? "true" : "false",
+              timed_out ? "true" : "false", wall_first, wall_data, wall_end,
+              json_escape(error).c_str(), json_escape(check.first_problem).c_str());
   return ok ? 0 : 1;
 }
 
@@ -711,10 +740,14 @@ int run_vehicles(Args& args) {
   int64_t seed = 1;
   while (args.more()) {
     std::string a = args.next();
-    if (a == "--connect-base") base = args.value(a);
-    else if (a == "--count") count = to_int(args.value(a), a, 1, 60000);
-    else if (a == "--records") records = to_int(args.value(a), a, 0, INT64_C(1) << 40);
-    else if (a == "--seed") seed = to_int(args.value(a), a, 0, INT64_MAX);
+    if (a == "--connect-base")
+      base = args.value(a);
+    else if (a == "--count")
+      count = to_int(args.value(a), a, 1, 60000);
+    else if (a == "--records")
+      records = to_int(args.value(a), a, 0, INT64_C(1) << 40);
+    else if (a == "--seed")
+      seed = to_int(args.value(a), a, 0, INT64_MAX);
     else if (a == "--interval-ms") {
       std::string v = args.value(a);
       auto colon = v.find(':');
@@ -754,7 +787,8 @@ int run_vehicles(Args& args) {
     if (fd < 0) fail("socket");
     int rc = connect(fd, reinterpret_cast<const sockaddr*>(&a.addr), a.len);
     if (rc < 0 && errno != EINPROGRESS) {
-      std::fprintf(stderr, "chronomerge_loadgen: vehicle %zu: connect: %s\n", j, std::strerror(errno));
+      std::fprintf(stderr, "chronomerge_loadgen: vehicle %zu: connect: %s\n", j,
+                   std::strerror(errno));
       close(fd);
       ++failed;
       cars[j].closed = true;
@@ -849,7 +883,8 @@ int run_vehicles(Args& args) {
         socklen_t len = sizeof(err);
         getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err != 0) {
-          std::fprintf(stderr, "chronomerge_loadgen: vehicle %zu: connect: %s\n", j, std::strerror(err));
+          std::fprintf(stderr, "chronomerge_loadgen: vehicle %zu: connect: %s\n", j,
+                       std::strerror(err));
           close(c.fd);
           c.closed = true;
           --open_count;
@@ -889,7 +924,7 @@ int run_vehicles(Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = [](int) { g_stop = 1; };
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);

@@ -189,7 +189,6 @@ class Daemon {
     reload_timer_.close();
   }
 
-
  private:
   uv_loop_t* loop_;
   Config config_;

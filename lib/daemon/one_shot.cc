@@ -31,7 +31,7 @@ Config one_shot_config(const OneShotOptions& options) {
   // any more: it is skipped and counted (exit status 1), never misplaced.
   config.late = LatePolicy::drop;
   const size_t high = std::clamp(one_shot_budget / std::max<size_t>(options.files.size(), 1),
-                                min_feed_high_water_mark, max_feed_high_water_mark);
+                                 min_feed_high_water_mark, max_feed_high_water_mark);
   for (const std::string& file : options.files) {
     FeedConfig feed;
     feed.high_water_mark = high;

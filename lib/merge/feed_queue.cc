@@ -38,9 +38,8 @@ FeedQueue::FeedQueue(size_t high_water_mark, size_t low_water_mark)
 // its own, freed once the record is popped.
 char* FeedQueue::copy_space(size_t n) {
   if (!copy_block_ || copy_block_->capacity - copy_used_ < n) {
-    std::shared_ptr<RecordBlock> block = n <= copy_pool_.block_bytes()
-                                             ? copy_pool_.acquire()
-                                             : std::make_shared<RecordBlock>(n);
+    std::shared_ptr<RecordBlock> block =
+        n <= copy_pool_.block_bytes() ? copy_pool_.acquire() : std::make_shared<RecordBlock>(n);
     copy_block_ = block.get();
     copy_owner_ = std::move(block);
     copy_used_ = 0;
@@ -95,12 +94,8 @@ void FeedQueue::make_room(size_t more) {
 // Appends one record. REQUIRES: room for it (make_room).
 void FeedQueue::store(std::string_view bytes, ParsedRecord& parsed) {
   const size_t at = (head_ + count_) & (ring_.size() - 1);
-  ring_[at] = Slot{parsed.key.ordinal,
-                   bytes.data(),
-                   static_cast<uint32_t>(bytes.size()),
-                   parsed.key_offset,
-                   parsed.key_length,
-                   parsed.heartbeat};
+  ring_[at] = Slot{parsed.key.ordinal, bytes.data(),      static_cast<uint32_t>(bytes.size()),
+                   parsed.key_offset,  parsed.key_length, parsed.heartbeat};
   if (!parsed.key.text.empty() && texts_.empty()) texts_.resize(ring_.size());
   if (!texts_.empty()) texts_[at] = std::move(parsed.key.text);
   bytes_ += bytes.size();

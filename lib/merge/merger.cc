@@ -23,10 +23,14 @@ void assign_key(std::optional<Key>& to, const Key& from) {
 
 std::string_view to_string(FeedState state) {
   switch (state) {
-    case FeedState::ready: return "ready";
-    case FeedState::waiting: return "waiting";
-    case FeedState::idle: return "idle";
-    case FeedState::ended: return "ended";
+    case FeedState::ready:
+      return "ready";
+    case FeedState::waiting:
+      return "waiting";
+    case FeedState::idle:
+      return "idle";
+    case FeedState::ended:
+      return "ended";
   }
   return "?";
 }
@@ -60,7 +64,8 @@ Key Merger::front_key(FeedId feed) const {
 // key order: ordinal, then text. While no key has had text, every text is
 // empty and the ordinals decide alone.
 bool Merger::before_frontier(const FeedQueue& queue) const {
-  if (queue.front_ordinal() != frontier_->ordinal) return queue.front_ordinal() < frontier_->ordinal;
+  if (queue.front_ordinal() != frontier_->ordinal)
+    return queue.front_ordinal() < frontier_->ordinal;
   return compare_text_ && queue.front_text() < frontier_->text;
 }
 
@@ -173,9 +178,8 @@ void Merger::push(FeedId feed, std::string_view record, ParsedRecord&& parsed, u
 void Merger::release_held(FeedId feed, bool all, uint64_t now) {
   Feed& f = feeds_[feed];
   size_t n = 0;
-  while (n < f.held.size() &&
-         (all || key_distance(options_.key_type, f.held[n].key, *f.newest) >=
-                     f.settings.reorder_window)) {
+  while (n < f.held.size() && (all || key_distance(options_.key_type, f.held[n].key, *f.newest) >=
+                                          f.settings.reorder_window)) {
     ++n;
   }
   for (size_t i = 0; i < n; ++i) {

@@ -97,9 +97,9 @@ class Output {
   void flush();
 
   // --- observation ---
-  uint64_t head() const { return head_; }      // bytes pushed in total
+  uint64_t head() const { return head_; }  // bytes pushed in total
   uint64_t records() const { return records_; }
-  size_t buffered_bytes() const;               // bytes held in chunks
+  size_t buffered_bytes() const;  // bytes held in chunks
   size_t subscriber_count() const { return subscribers_.size(); }
   size_t high_water_mark() const { return high_water_mark_; }
 

@@ -72,7 +72,9 @@ TEST_CASE("FeedQueue storage") {
   };
   SUBCASE("keeps string keys with their records across ring growth") {
     queue.push("i0", parsed(7));  // before any text: texts are not stored yet
-    for (int i = 0; i < 100; ++i) queue.push("s" + std::to_string(i), parsed(0, "k" + std::to_string(i)));
+    for (int i = 0; i < 100; ++i) {
+      queue.push("s" + std::to_string(i), parsed(0, "k" + std::to_string(i)));
+    }
     queue.push("i1", parsed(8));
     CHECK(queue.front().key == Key::from_integer(7));
     CHECK(queue.front_text().empty());

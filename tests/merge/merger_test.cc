@@ -535,6 +535,6 @@ TEST_CASE("ranks set by a reload order ties and combine indexes") {
   h.merger.end(a, 0);
   h.merger.end(b, 0);
   h.merger.run(0);
-  CHECK(h.take() == "{\"data\":[" + rec(1, "b") + "," + rec(1, "a") +
-                        "],\"indexes\":[0,1],\"time\":1}\n");
+  CHECK(h.take() ==
+        "{\"data\":[" + rec(1, "b") + "," + rec(1, "a") + "],\"indexes\":[0,1],\"time\":1}\n");
 }

@@ -133,7 +133,7 @@ TEST_CASE("Output paced by the fastest non-blocking subscriber") {
   auto fast = output.subscribe(40, false, nullptr);
   auto slow = output.subscribe(40, false, nullptr);
   SUBCASE("stops the merge when even the fastest is half its max_buffer behind") {
-    CHECK(output.push("0123456789"));      // 11 behind
+    CHECK(output.push("0123456789"));       // 11 behind
     CHECK_FALSE(output.push("012345678"));  // 21 >= 20
     output.consume(fast, 21);
     CHECK_FALSE(output.full());
