@@ -437,6 +437,7 @@ class Validator {
   }
 
   void read_top_level();
+  bool check_list(const Json* list, const std::string& pointer, std::string_view noun);
   void read_feeds();
   void read_feed(const Json& value, const std::string& pointer);
   void read_outputs();
@@ -755,19 +756,22 @@ bool is_type_specific_feed_field(std::string_view field) {
   return false;
 }
 
+// `feeds` and `outputs`: required, arrays, and not empty.
+bool Validator::check_list(const Json* list, const std::string& pointer, std::string_view noun) {
+  if (list == nullptr) {
+    problem(pointer, fmt::format("required: at least one {}", noun));
+  } else if (!list->is_array()) {
+    problem(pointer, fmt::format("expected an array, got {}", describe(*list)));
+  } else if (list->empty()) {
+    problem(pointer, fmt::format("must not be empty: at least one {}", noun));
+  } else {
+    return true;
+  }
+  return false;
+}
+
 void Validator::read_feeds() {
-  if (feeds_ == nullptr) {
-    problem("/feeds", "required: at least one feed");
-    return;
-  }
-  if (!feeds_->is_array()) {
-    problem("/feeds", fmt::format("expected an array, got {}", describe(*feeds_)));
-    return;
-  }
-  if (feeds_->empty()) {
-    problem("/feeds", "must not be empty: at least one feed");
-    return;
-  }
+  if (!check_list(feeds_, "/feeds", "feed")) return;
   for (size_t i = 0; i < feeds_->size(); ++i) read_feed((*feeds_)[i], child("/feeds", i));
 }
 
@@ -962,18 +966,7 @@ bool is_type_specific_output_field(std::string_view field) {
 }
 
 void Validator::read_outputs() {
-  if (outputs_ == nullptr) {
-    problem("/outputs", "required: at least one output");
-    return;
-  }
-  if (!outputs_->is_array()) {
-    problem("/outputs", fmt::format("expected an array, got {}", describe(*outputs_)));
-    return;
-  }
-  if (outputs_->empty()) {
-    problem("/outputs", "must not be empty: at least one output");
-    return;
-  }
+  if (!check_list(outputs_, "/outputs", "output")) return;
   for (size_t i = 0; i < outputs_->size(); ++i) read_output((*outputs_)[i], child("/outputs", i));
 }
 
