@@ -478,19 +478,6 @@ std::string bulk_feed(const std::string& feed, int count) {
   return out;
 }
 
-// Runs `body` on a thread; join() waits for it.
-class Background {
- public:
-  explicit Background(std::function<void()> body) : thread_(std::move(body)) {}
-  ~Background() { join(); }
-  void join() {
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  std::thread thread_;
-};
-
 }  // namespace
 
 TEST_CASE("slow clients are dropped by policy while fast ones get everything") {

@@ -671,17 +671,27 @@ bool Collector::wait_bytes(size_t bytes, Millis timeout) {
 
 // --- metrics ----------------------------------------------------------------
 
-std::string http_get(uint16_t port, std::string_view path) {
+HttpResponse http_request(uint16_t port, std::string_view path) {
   Socket s = connect_tcp(port);
   REQUIRE(write_all(s, "GET " + std::string(path) + " HTTP/1.0\r\nHost: localhost\r\n\r\n"));
   ReadResult response = read_to_eof(s, 5s);
   REQUIRE(response.eof);
   INFO("response: " << response.data.substr(0, 200));
   REQUIRE(starts_with(response.data, "HTTP/1."));
-  REQUIRE(response.data.find(" 200 ") == response.data.find(' '));
+  HttpResponse out;
+  size_t sp = response.data.find(' ');
+  REQUIRE(sp != std::string::npos);
+  out.status = std::atoi(response.data.c_str() + sp + 1);
   size_t body = response.data.find("\r\n\r\n");
   REQUIRE(body != std::string::npos);
-  return response.data.substr(body + 4);
+  out.body = response.data.substr(body + 4);
+  return out;
+}
+
+std::string http_get(uint16_t port, std::string_view path) {
+  HttpResponse response = http_request(port, path);
+  REQUIRE(response.status == 200);
+  return response.body;
 }
 
 std::optional<double> scrape(uint16_t port, std::string_view sample) {

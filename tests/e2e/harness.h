@@ -284,6 +284,13 @@ class Collector {
 
 // GET `path` from 127.0.0.1:port (HTTP/1.0); the body if the status is 200
 // (REQUIREd).
+// An HTTP/1.0 GET of any status.
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+};
+HttpResponse http_request(uint16_t port, std::string_view path);
+// The body of a GET that must answer 200.
 std::string http_get(uint16_t port, std::string_view path);
 // The value of one sample, named exactly as exposed, e.g.
 // `chronomerge_feed_late_total{feed="a"}`, scraped from the metrics
@@ -295,5 +302,18 @@ std::optional<double> scrape(uint16_t port, std::string_view sample);
 // Stable merge of sorted NDJSON texts by an integer `time` field: the
 // order chronomerge promises (key, then the feed's position, then arrival).
 std::string stable_merge(const std::vector<std::string>& feeds, const std::string& key = "time");
+
+// Runs `body` on a thread; join() waits for it.
+class Background {
+ public:
+  explicit Background(std::function<void()> body) : thread_(std::move(body)) {}
+  ~Background() { join(); }
+  void join() {
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::thread thread_;
+};
 
 }  // namespace chronomerge::e2e

@@ -78,29 +78,6 @@ bool connects_at_once(uint16_t port) {
   return rc == 0;
 }
 
-// An HTTP/1.0 GET of any status (the harness's http_get REQUIREs 200).
-struct HttpResponse {
-  int status = 0;
-  std::string body;
-};
-
-HttpResponse http_request(uint16_t port, std::string_view path) {
-  Socket s = connect_tcp(port);
-  REQUIRE(write_all(s, "GET " + std::string(path) + " HTTP/1.0\r\nHost: localhost\r\n\r\n"));
-  ReadResult response = read_to_eof(s, 5s);
-  REQUIRE(response.eof);
-  INFO("response: " << response.data.substr(0, 200));
-  REQUIRE(starts_with(response.data, "HTTP/1."));
-  HttpResponse out;
-  size_t sp = response.data.find(' ');
-  REQUIRE(sp != std::string::npos);
-  out.status = std::atoi(response.data.c_str() + sp + 1);
-  size_t body = response.data.find("\r\n\r\n");
-  REQUIRE(body != std::string::npos);
-  out.body = response.data.substr(body + 4);
-  return out;
-}
-
 // Every sample of one scrape, by its name with labels as exposed.
 std::map<std::string, double> scrape_all(uint16_t port) {
   std::map<std::string, double> samples;
@@ -151,19 +128,6 @@ std::string wait_file_size(const std::string& dir, const std::string& path, size
   ::close(watch);
   return content;
 }
-
-// Runs `body` on a thread; join() waits for it.
-class Background {
- public:
-  explicit Background(std::function<void()> body) : thread_(std::move(body)) {}
-  ~Background() { join(); }
-  void join() {
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  std::thread thread_;
-};
 
 int64_t key_of(const std::string& line) {
   return json::parse(line).at("time").get<int64_t>();
