@@ -56,9 +56,9 @@ struct FileFeed::Batch {
   std::vector<std::pair<LineError, std::string>> rejected;
   std::string carry;  // the carried lines, back to back
   size_t nread = 0;
-  int error = 0;         // a uv-style negative errno
+  int error = 0;  // a uv-style negative errno
   const char* failed_op = "";
-  bool eof = false;      // end of a non-follow input
+  bool eof = false;        // end of a non-follow input
   bool restarted = false;  // follow: truncated or rotated, read from 0
 
   Batch(size_t max_line_bytes, KeySpec spec) : framer(max_line_bytes), parser(std::move(spec)) {}
@@ -151,7 +151,9 @@ FileFeed::FileFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line
   batch_->owns_fd = fd < 0;
 }
 
-FileFeed::~FileFeed() { close(); }
+FileFeed::~FileFeed() {
+  close();
+}
 
 bool FileFeed::start() {
   if (config_.follow) {
@@ -181,7 +183,9 @@ void FileFeed::queue_batch() {
   }
 }
 
-void FileFeed::work(uv_work_t* req) { static_cast<Batch*>(req->data)->run(); }
+void FileFeed::work(uv_work_t* req) {
+  static_cast<Batch*>(req->data)->run();
+}
 
 void FileFeed::after_work(uv_work_t* req, int) {
   std::unique_ptr<Batch> batch(static_cast<Batch*>(req->data));
@@ -211,7 +215,9 @@ void FileFeed::after_work(uv_work_t* req, int) {
 }
 
 void FileFeed::take_batch(Batch& batch) {
-  if (batch.restarted) log::info("feed {}: {} was truncated or replaced; reading it from the start", name(), config_.path);
+  if (batch.restarted)
+    log::info("feed {}: {} was truncated or replaced; reading it from the start", name(),
+              config_.path);
   counters_.bytes_read += batch.nread;
   // The queue takes its own reference to the block; the batch lets go of
   // it so that the pool can hand it out again once the records are merged.
@@ -229,7 +235,8 @@ void FileFeed::take_batch(Batch& batch) {
   if (batch.error != 0) {
     if (!batch.follow || !reported_error_) {
       log::error("feed {}: {} {}: {}", name(), batch.failed_op,
-                 config_.path.empty() ? "standard input" : config_.path, uv_error_text(batch.error));
+                 config_.path.empty() ? "standard input" : config_.path,
+                 uv_error_text(batch.error));
     }
     reported_error_ = true;
     if (!batch.follow) {
@@ -255,7 +262,9 @@ void FileFeed::finish() {
   host_.feed_finished(id_);
 }
 
-void FileFeed::pause() { paused_ = true; }
+void FileFeed::pause() {
+  paused_ = true;
+}
 
 void FileFeed::resume() {
   paused_ = false;
