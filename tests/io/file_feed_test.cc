@@ -1,7 +1,7 @@
-// FileFeed on a real loop. A regular file is read in ranges that frame
-// independently (several in flight at once), so these cases put line ends,
-// CRLF pairs, empty lines, long and overlong lines on and across range
-// boundaries and check that the merged output is exactly the file's valid
+// FileFeed on a real loop. A file is read and framed in blocks on the
+// thread pool, so these cases put line ends, CRLF pairs, empty lines, long
+// and overlong lines on and across block boundaries and at the end of the
+// file, and check that the merged output is exactly the file's valid
 // lines, in file order, with every other line counted once.
 #include "feeds/file_feed.h"
 
@@ -81,16 +81,16 @@ std::string record(int64_t time, size_t pad) {
 }
 
 // Read sizes follow the high-water mark: a quarter of it, 4 KiB at least.
-constexpr size_t small_reads = 16 << 10;  // 4 KiB reads, one at a time
-constexpr size_t large_reads = 1 << 20;   // the largest reads, two in flight
+constexpr size_t small_reads = 16 << 10;  // 4 KiB reads
+constexpr size_t large_reads = 1 << 20;   // the largest reads
 
 }  // namespace
 
-TEST_CASE("FileFeed frames a file read in ranges exactly as a stream") {
+TEST_CASE("FileFeed frames lines across read boundaries") {
   for (size_t high : {small_reads, large_reads}) {
     CAPTURE(high);
     // Lines from 1 byte to twice the small read size, in random order so
-    // that every offset of a range boundary is hit somewhere; CRLF, empty
+    // that every offset of a read boundary is hit somewhere; CRLF, empty
     // and malformed lines mixed in.
     std::mt19937 rng(static_cast<unsigned>(high));
     std::string input;
@@ -117,9 +117,9 @@ TEST_CASE("FileFeed frames a file read in ranges exactly as a stream") {
   }
 }
 
-TEST_CASE("FileFeed skips overlong lines that span several ranges") {
-  // 4 KiB reads, lines capped at 6000 bytes: each 20,000-byte line covers
-  // several ranges and is counted once; its neighbours arrive intact.
+TEST_CASE("FileFeed skips overlong lines that span several reads") {
+  // 4 KiB reads, lines capped at 6000 bytes: each 20,000-byte line spans
+  // several reads and is counted once; its neighbours arrive intact.
   std::string input;
   std::string expected;
   for (int64_t time = 0; time < 40; ++time) {
