@@ -157,6 +157,7 @@ Process::Process(const SpawnOptions& options) {
     if (!systemd) env.emplace_back(var);
   }
   if (!options.notify_socket.empty()) env.push_back("NOTIFY_SOCKET=" + options.notify_socket);
+  env.insert(env.end(), options.env.begin(), options.env.end());
 
   std::vector<std::string> args{CHRONOMERGE_BINARY};
   args.insert(args.end(), options.args.begin(), options.args.end());
@@ -307,8 +308,10 @@ int open_notify_socket(const std::string& path) {
   return fd;
 }
 
-SpawnOptions daemon_options(const TempDir& dir, const nlohmann::json& config) {
+SpawnOptions daemon_options(const TempDir& dir, const nlohmann::json& config,
+                            std::vector<std::string> env) {
   SpawnOptions options;
+  options.env = std::move(env);
   options.args = {"--config", dir.write("config.json", config.dump(2))};
   options.stdout_path = dir / "daemon.out";
   options.stderr_path = dir / "daemon.log";
@@ -318,11 +321,12 @@ SpawnOptions daemon_options(const TempDir& dir, const nlohmann::json& config) {
 
 }  // namespace
 
-Daemon::Daemon(const TempDir& dir, const nlohmann::json& config, Millis ready_timeout)
+Daemon::Daemon(const TempDir& dir, const nlohmann::json& config, Millis ready_timeout,
+               std::vector<std::string> env)
     : log_path_(dir / "daemon.log"),
       out_path_(dir / "daemon.out"),
       notify_fd_(open_notify_socket(dir / "notify.sock")),
-      process_(daemon_options(dir, config)) {
+      process_(daemon_options(dir, config, std::move(env))) {
   collect_notifications(ready_timeout);
   bool ready = std::any_of(notifications_.begin(), notifications_.end(),
                            [](const auto& n) { return n.find("READY=1") != std::string::npos; });
@@ -384,10 +388,22 @@ void Daemon::receive_notifications() {
   }
 }
 
-bool Daemon::notified(std::string_view needle) {
+size_t Daemon::notified(std::string_view needle) {
   receive_notifications();
-  return std::any_of(notifications_.begin(), notifications_.end(),
-                     [&](const std::string& n) { return n.find(needle) != std::string::npos; });
+  return static_cast<size_t>(
+      std::count_if(notifications_.begin(), notifications_.end(),
+                    [&](const std::string& n) { return n.find(needle) != std::string::npos; }));
+}
+
+bool Daemon::wait_notified(std::string_view needle, size_t count, Millis timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (notified(needle) < count) {
+    int left = remaining_ms(deadline);
+    if (left == 0) return false;
+    pollfd fd{notify_fd_, POLLIN, 0};
+    ::poll(&fd, 1, left);
+  }
+  return true;
 }
 
 ExitStatus Daemon::wait(Millis timeout) {

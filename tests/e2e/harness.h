@@ -86,6 +86,8 @@ struct SpawnOptions {
   std::string stderr_path;  // default /dev/null
   // Sets NOTIFY_SOCKET (and removes inherited systemd variables).
   std::string notify_socket;
+  // More NAME=value entries for the environment (e.g. WATCHDOG_USEC).
+  std::vector<std::string> env;
 };
 
 // A child process running the chronomerge binary (CHRONOMERGE_BINARY).
@@ -146,7 +148,8 @@ Memory memory_of(pid_t pid);
 // `ready_timeout`; the log is shown if it exits or times out instead).
 class Daemon {
  public:
-  Daemon(const TempDir& dir, const nlohmann::json& config, Millis ready_timeout = 10s);
+  Daemon(const TempDir& dir, const nlohmann::json& config, Millis ready_timeout = 10s,
+         std::vector<std::string> env = {});
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
@@ -173,9 +176,12 @@ class Daemon {
   // Waits until the log holds `needle` at least `count` times (woken by
   // inotify on the log file). False on timeout or if the daemon exited.
   bool wait_log(std::string_view needle, Millis timeout = 5s, size_t count = 1);
-  // Whether a datagram on the notify socket held `needle` (e.g.
+  // How many datagrams on the notify socket held `needle` (e.g.
   // "STOPPING=1"); reads what has arrived since the last call, no waiting.
-  bool notified(std::string_view needle);
+  size_t notified(std::string_view needle);
+  // Waits (woken by the notify socket) until `count` datagrams have held
+  // `needle`. False on timeout.
+  bool wait_notified(std::string_view needle, size_t count, Millis timeout = 5s);
   Memory memory() const { return memory_of(pid()); }
   const std::string& stdout_path() const { return out_path_; }
 

@@ -160,6 +160,20 @@ TEST_CASE("systemd notify protocol") {
     CHECK(daemon.stop().code == 0);
   }
 
+  SUBCASE("WATCHDOG=1 is sent repeatedly when systemd sets WatchdogSec") {
+    // WatchdogSec=0.2 s: a ping every 100 ms.
+    Daemon daemon(dir, config, 10s, {"WATCHDOG_USEC=200000"});
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+    CHECK(daemon.wait_notified("WATCHDOG=1", 3));
+    CHECK(daemon.stop().code == 0);
+  }
+
+  SUBCASE("without WatchdogSec no WATCHDOG=1 is sent") {
+    Daemon daemon(dir, config);
+    CHECK(daemon.stop().code == 0);
+    CHECK(daemon.notified("WATCHDOG=1") == 0);
+  }
+
   SUBCASE("STOPPING=1 is sent once SIGTERM starts the drain") {
     Daemon daemon(dir, config);
     INFO("daemon log (tail):\n" << daemon.log_tail());
