@@ -120,7 +120,11 @@ bool Pipeline::add_feed(const FeedConfig& config) {
   FeedId id = merger_.add_feed(settings, uv_now(loop_));
   feeds_.push_back(make_feed(id, config));
   malformed_limiters_.emplace_back();
-  return feeds_.back()->start();
+  if (feeds_.back()->start()) return true;
+  // Not left open in the merger, where it would hold the merge until
+  // idle_timeout_ms; as removed, the next reload starts it again.
+  remove_feed(*feeds_.back());
+  return false;
 }
 
 bool Pipeline::start() {
@@ -138,12 +142,17 @@ bool Pipeline::start() {
       return false;
     }
   }
+  // A feed that ends inside its start() (a program that cannot run, a
+  // simulation of zero records) must not end the merge before the others
+  // are added.
+  merger_.hold();
   for (const FeedConfig& feed : config_.feeds) {
     if (!add_feed(feed)) {
       close();
       return false;
     }
   }
+  merger_.release();
   pump();
   return true;
 }
@@ -163,6 +172,9 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     error = "key, key_type, mode and output_high_water_mark take effect only on restart";
     return false;
   }
+  // A reload may remove every feed before it adds their successors: the
+  // merge (and with it every client's stream) must not end in between.
+  merger_.hold();
   Config old = std::move(config_);
   config_ = next;
   log::set_level(config_.log_level);
@@ -239,6 +251,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
       }
     }
   }
+  merger_.release();
   pump();
   return ok;
 }

@@ -50,8 +50,11 @@ bool ExecFeed::start() {
   options.exit_cb = on_exit;
   int rc = uv_spawn(host_.loop(), process_.get(), &options);
   if (rc < 0) {
-    // uv_spawn initializes the handle even when it fails: it must be closed.
+    // uv_spawn initializes the handle even when it fails: it must be
+    // closed. There is no child to stop: its pid is 0, and killing pid 0
+    // would signal the daemon's whole process group.
     process_.initialized(this);
+    exited_ = true;
     log::error("feed {}: cannot run {}: {}", name(), config_.command[0], uv_error_text(rc));
     out->close();
     counters_.io_error = true;

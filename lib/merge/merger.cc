@@ -423,8 +423,13 @@ void Merger::run(uint64_t now) {
   check_finished();
 }
 
+void Merger::release() {
+  --holds_;
+  check_finished();
+}
+
 void Merger::check_finished() {
-  if (finished_ || !heap_.empty() || open_ > 0) return;
+  if (finished_ || !heap_.empty() || open_ > 0 || holds_ > 0) return;
   finished_ = true;
   output_.end();
 }

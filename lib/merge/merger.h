@@ -101,6 +101,14 @@ class Merger {
   // Its queued records are still merged.
   void end(FeedId feed, uint64_t now);
 
+  // The merge ends (the output is ended) once every feed has ended and
+  // everything is emitted. While the set of feeds is being changed
+  // (starting up, reloading) a feed may end, or all may be replaced,
+  // before the last one is added: hold() defers the end until the
+  // matching release(). Holds nest.
+  void hold() { ++holds_; }
+  void release();
+
   // Emits while allowed and the output accepts. Cheap when nothing to do.
   void run(uint64_t now);
 
@@ -192,6 +200,7 @@ class Merger {
   bool compare_text_ = false;
   size_t waiting_ = 0;  // open feeds, empty, not idle
   size_t open_ = 0;     // feeds not ended
+  size_t holds_ = 0;    // see hold()
   std::set<std::pair<uint64_t, FeedId>> deadlines_;
   std::optional<Key> frontier_;
   uint64_t records_out_ = 0;

@@ -3,6 +3,9 @@
 #include "daemon/pipeline.h"
 
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <cstdio>
@@ -264,6 +267,117 @@ TEST_CASE("Pipeline on a loop") {
       });
       after(&loop, 700, [&] {
         CHECK(slurp(out) == "{\"time\":5}\n");
+        pipeline.close();
+      });
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+  }
+
+  SUBCASE("a feed that ends while starting ends only itself, not the merge") {
+    // The program cannot run: that feed ends inside start(), before the
+    // file feed is added. The daemon (this process) must not be signalled.
+    Config config;
+    FeedConfig missing;
+    missing.name = "missing";
+    missing.type = FeedType::exec;
+    missing.command = {(dir.path / "no-such-program").string()};
+    config.feeds.push_back(missing);
+    config.feeds.push_back(file_feed("b", dir.file("b", "{\"time\":1}\n{\"time\":2}\n")));
+    std::string out = (dir.path / "out").string();
+    config.outputs.push_back(file_output(out));
+    {
+      Pipeline pipeline(&loop, config, false);
+      bool finished = false;
+      pipeline.on_finished([&] {
+        finished = true;
+        pipeline.close();
+      });
+      REQUIRE(pipeline.start());
+      uv_run(&loop, UV_RUN_DEFAULT);
+      CHECK(finished);
+      CHECK(pipeline.feeds()[0]->counters().io_error);
+    }
+    CHECK(slurp(out) == "{\"time\":1}\n{\"time\":2}\n");
+  }
+
+  SUBCASE("a reload that restarts every feed keeps the output open") {
+    // Two followed files with nothing queued: once both are removed, only
+    // the reload's own feeds keep the merge (and the output) from ending.
+    Config config;
+    config.idle_timeout_ms = 60000;  // both records are merged in order
+    for (std::string name : {"a", "b"}) {
+      FeedConfig feed = file_feed(name, dir.file(name));
+      feed.follow = true;
+      config.feeds.push_back(feed);
+    }
+    std::string out = (dir.path / "out").string();
+    config.outputs.push_back(file_output(out));
+    Config next = config;
+    next.idle_timeout_ms = 60001;  // a global: every feed changes
+    {
+      Pipeline pipeline(&loop, config, true);
+      REQUIRE(pipeline.start());
+      after(&loop, 50, [&] {
+        std::string error;
+        CHECK(pipeline.reload(next, error));
+        CHECK_FALSE(pipeline.output().ended());
+        std::ofstream(config.feeds[0].path, std::ios::app) << "{\"time\":1}\n";
+        std::ofstream(config.feeds[1].path, std::ios::app) << "{\"time\":2}\n";
+      });
+      after(&loop, 700, [&] {
+        CHECK_FALSE(pipeline.output().ended());
+        pipeline.drain();
+      });
+      pipeline.on_finished([&] { pipeline.close(); });
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    CHECK(slurp(out) == "{\"time\":1}\n{\"time\":2}\n");
+  }
+
+  SUBCASE("a feed that cannot start on reload is left out and retried by the next one") {
+    // Its port is taken; the merge must not wait for it.
+    int taken = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(taken >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t size = sizeof addr;
+    REQUIRE(::bind(taken, reinterpret_cast<sockaddr*>(&addr), size) == 0);
+    REQUIRE(::listen(taken, 1) == 0);
+    REQUIRE(::getsockname(taken, reinterpret_cast<sockaddr*>(&addr), &size) == 0);
+    const uint16_t port = ntohs(addr.sin_port);
+
+    Config config;
+    config.idle_timeout_ms = 60000;  // a waiting feed would hold the merge
+    config.feeds.push_back(simulate_feed("s1", 1));
+    std::string out = (dir.path / "out").string();
+    config.outputs.push_back(file_output(out));
+    Config next = config;
+    FeedConfig tcp;
+    tcp.name = "tcp";
+    tcp.type = FeedType::tcp_listen;
+    tcp.address = HostPort{"127.0.0.1", port};
+    next.feeds.push_back(tcp);
+    {
+      Pipeline pipeline(&loop, config, true);
+      REQUIRE(pipeline.start());
+      uint64_t emitted_at_reload = 0;
+      after(&loop, 50, [&] {
+        std::string error;
+        CHECK_FALSE(pipeline.reload(next, error));
+        CHECK(error.find("tcp") != std::string::npos);
+        REQUIRE(pipeline.feeds().size() == 2);
+        CHECK(pipeline.feeds()[1]->removed());
+        emitted_at_reload = pipeline.output().records();
+        ::close(taken);
+      });
+      after(&loop, 250, [&] {
+        // The simulator's records still flow.
+        CHECK(pipeline.output().records() > emitted_at_reload);
+        std::string error;
+        CHECK(pipeline.reload(next, error));
+        REQUIRE(pipeline.feeds().size() == 3);
+        CHECK_FALSE(pipeline.feeds()[2]->removed());
         pipeline.close();
       });
       uv_run(&loop, UV_RUN_DEFAULT);

@@ -160,6 +160,32 @@ TEST_CASE("merger edge cases") {
     CHECK(h.merger.finished());
     CHECK(h.take().empty());
   }
+  SUBCASE("a hold defers the end while the feeds are being replaced") {
+    Harness h;
+    FeedId a = h.merger.add_feed(finite("a"), 0);
+    h.merger.hold();
+    h.merger.end(a, 0);  // every feed ended...
+    h.merger.run(0);
+    CHECK_FALSE(h.merger.finished());  // ...but more are coming
+    CHECK_FALSE(h.output.ended());
+    FeedId b = h.merger.add_feed(finite("b"), 0);
+    h.merger.release();
+    CHECK_FALSE(h.merger.finished());
+    h.push(b, record(1, 1, 0), 1);
+    h.merger.end(b, 0);
+    h.merger.run(0);
+    CHECK(h.take() == record(1, 1, 0) + "\n");
+    CHECK(h.merger.finished());
+  }
+  SUBCASE("releasing the last hold ends a merge whose feeds all ended") {
+    Harness h;
+    h.merger.hold();
+    FeedId a = h.merger.add_feed(finite("a"), 0);
+    h.merger.end(a, 0);
+    CHECK_FALSE(h.merger.finished());
+    h.merger.release();
+    CHECK(h.merger.finished());
+  }
 }
 
 // The property that matters most: for finite inputs the output equals a
