@@ -1,5 +1,8 @@
 #include "sinks/stream_writer.h"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <vector>
 
 #include "uv/uv_error.h"
@@ -109,6 +112,7 @@ void StreamWriter::pump() {
   }
   in_flight_ = request;
   if (stall_timer_.open()) {
+    stall_unwritten_ = unsent_bytes();
     uv_timer_start(stall_timer_.get(), on_stall_timer, stall_timeout_ms_, 0);
   }
 }
@@ -132,9 +136,30 @@ void StreamWriter::on_write(uv_write_t* req, int status) {
   self->pump();
 }
 
+// What libuv still holds plus what the kernel has not yet handed to the
+// reader: the kernel's send buffer can hold megabytes and signals room only
+// once a good part of it is free, so libuv's queue alone may not move for
+// seconds while a slow reader keeps reading.
+size_t StreamWriter::unsent_bytes() const {
+  size_t bytes = uv_stream_get_write_queue_size(stream_->stream());
+  uv_os_fd_t fd;
+  int queued = 0;
+  if (uv_fileno(stream_->base(), &fd) == 0 && ::ioctl(fd, SIOCOUTQ, &queued) == 0 && queued > 0) {
+    bytes += static_cast<size_t>(queued);
+  }
+  return bytes;
+}
+
 void StreamWriter::on_stall_timer(uv_timer_t* timer) {
   auto* self = static_cast<StreamWriter*>(timer->data);
-  if (self) self->finish(Outcome::stalled, "no progress for stall_timeout_ms");
+  if (self == nullptr) return;
+  size_t unwritten = self->unsent_bytes();
+  if (unwritten < self->stall_unwritten_) {  // the reader took some: not stalled
+    self->stall_unwritten_ = unwritten;
+    uv_timer_start(timer, on_stall_timer, self->stall_timeout_ms_, 0);
+    return;
+  }
+  self->finish(Outcome::stalled, "no progress for stall_timeout_ms");
 }
 
 }  // namespace chronomerge

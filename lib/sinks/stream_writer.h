@@ -50,6 +50,7 @@ class StreamWriter {
   struct WriteRequest;
   static void on_write(uv_write_t* req, int status);
   static void on_stall_timer(uv_timer_t* timer);
+  size_t unsent_bytes() const;
   void pump();
   void finish(Outcome outcome, const std::string& reason);
 
@@ -58,6 +59,10 @@ class StreamWriter {
   std::unique_ptr<UvHandle<AnyStream>> stream_;
   UvHandle<uv_timer_t> stall_timer_;
   uint64_t stall_timeout_ms_;
+  // unsent_bytes() when the stall timer was last armed: a write of up to
+  // max_batch_bytes may take a slow reader longer than the timeout, and
+  // only no progress at all is a stall.
+  size_t stall_unwritten_ = 0;
   WriteRequest* in_flight_ = nullptr;
   uv_shutdown_t* shutdown_ = nullptr;
   bool subscribed_ = false;

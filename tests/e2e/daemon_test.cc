@@ -539,6 +539,40 @@ TEST_CASE("slow clients are dropped by policy while fast ones get everything") {
   CHECK(data.compare(0, cut.data.size(), cut.data) == 0);
 }
 
+TEST_CASE("stall_timeout_ms spares a client that reads slowly but steadily") {
+  // One write to a client carries up to 1 MiB; this client takes several
+  // seconds for that, far longer than the timeout, but never stops.
+  TempDir dir;
+  uint16_t feed_port = free_port();
+  uint16_t out_port = free_port();
+  json output = tcp_output("clients", out_port);
+  output["stall_timeout_ms"] = 300;
+  json config = {{"feeds", {tcp_feed("bus", feed_port)}}, {"outputs", {output}}};
+  Daemon daemon(dir, config);
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+
+  Socket slow = connect_tcp(out_port, 5s, /*rcvbuf=*/4096);
+  REQUIRE(daemon.wait_log("connected (1 now)"));
+  std::string data = bulk_feed("bus", 30000);  // 3 MB
+  std::string got;
+  Background reader([&] {
+    // About 400 KB/s: 4 KiB, then a pause of 10 ms.
+    while (got.size() < data.size()) {
+      ReadResult part = read_some(slow, 4096, 5s);
+      got += part.data;
+      if (part.eof || part.error || part.data.empty()) return;
+      std::this_thread::sleep_for(10ms);
+    }
+  });
+  Socket producer = connect_tcp(feed_port);
+  REQUIRE(write_all(producer, data, 30s));
+  reader.join();
+  CHECK(daemon.log_count("disconnected") == 0);
+  CHECK(got.size() == data.size());
+  CHECK(got == data);
+  CHECK(daemon.stop().code == 0);
+}
+
 // --- 5. reconnecting upstream, client limit ---------------------------------
 
 TEST_CASE("a tcp-connect feed rides out its upstream restarting") {

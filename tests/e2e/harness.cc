@@ -24,6 +24,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <tuple>
 
@@ -493,13 +494,21 @@ void Socket::set_nonblocking(bool on) {
 }
 
 uint16_t free_port() {
-  Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  REQUIRE(s);
-  sockaddr_in addr = loopback_address(0);
-  REQUIRE(::bind(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
-  socklen_t len = sizeof(addr);
-  REQUIRE(::getsockname(s.fd(), reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  return ntohs(addr.sin_port);
+  // The kernel may hand the same free port to two binds in a row once the
+  // first socket is closed; a test asking for several ports needs them
+  // distinct, so none is handed out twice by this process.
+  static std::set<uint16_t> given;
+  static std::mutex mutex;
+  for (;;) {
+    Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    REQUIRE(s);
+    sockaddr_in addr = loopback_address(0);
+    REQUIRE(::bind(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+    socklen_t len = sizeof(addr);
+    REQUIRE(::getsockname(s.fd(), reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    std::lock_guard lock(mutex);
+    if (given.insert(ntohs(addr.sin_port)).second) return ntohs(addr.sin_port);
+  }
 }
 
 std::string loopback(uint16_t port) {
