@@ -954,7 +954,10 @@ bool output_field_applies(std::string_view field, OutputType type) {
   using enum OutputType;
   if (field == "path") return type == file || type == unix_listen;
   if (field == "listen") return type == tcp_listen;
-  if (field == "max_clients") return type == tcp_listen || type == unix_listen;
+  // A file or stdout sink is never dropped: it always blocks the merge.
+  if (field == "max_clients" || field == "slow_client" || field == "stall_timeout_ms") {
+    return type == tcp_listen || type == unix_listen;
+  }
   return false;
 }
 
@@ -992,14 +995,6 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
       if (auto text = read_name(field_value, field)) output.name = *text;
     } else if (name == "max_buffer") {
       if (auto bytes = read_integer(field_value, field, 1, kMaxBytes)) output.max_buffer = *bytes;
-    } else if (name == "slow_client") {
-      if (auto policy = read_choice(field_value, field, kSlowClientPolicies)) {
-        output.slow_client = *policy;
-      }
-    } else if (name == "stall_timeout_ms") {
-      if (auto ms = read_integer(field_value, field, 0, kMaxStallTimeoutMs)) {
-        output.stall_timeout_ms = *ms;
-      }
     } else if (!is_type_specific_output_field(name)) {
       problem(field, "unknown field");
     } else if (!entry.type) {
@@ -1025,6 +1020,14 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
     } else if (name == "max_clients") {
       if (auto clients = read_integer(field_value, field, 1, kMaxClients)) {
         output.max_clients = static_cast<uint32_t>(*clients);
+      }
+    } else if (name == "slow_client") {
+      if (auto policy = read_choice(field_value, field, kSlowClientPolicies)) {
+        output.slow_client = *policy;
+      }
+    } else if (name == "stall_timeout_ms") {
+      if (auto ms = read_integer(field_value, field, 0, kMaxStallTimeoutMs)) {
+        output.stall_timeout_ms = *ms;
       }
     }
   }

@@ -70,7 +70,7 @@ std::unique_ptr<Sink> Pipeline::make_sink(const OutputConfig& output) {
 }
 
 std::unique_ptr<Feed> Pipeline::make_feed(FeedId id, const FeedConfig& feed) {
-  size_t max_line = feed.max_line_bytes.value_or(config_.max_line_bytes);
+  size_t max_line = *feed.max_line_bytes;
   switch (feed.type) {
     case FeedType::file:
       return std::make_unique<FileFeed>(*this, id, feed, max_line);
@@ -118,7 +118,7 @@ bool Pipeline::add_feed(const FeedConfig& config) {
   if (live_ && live_transport) settings.idle_timeout_ms = feed.idle_timeout_ms;
   settings.reorder_window = feed.reorder_window;
   FeedId id = merger_.add_feed(settings, uv_now(loop_));
-  feeds_.push_back(make_feed(id, config));
+  feeds_.push_back(make_feed(id, feed));  // with the globals filled in
   malformed_limiters_.emplace_back();
   if (feeds_.back()->start()) return true;
   // Not left open in the merger, where it would hold the merge until
@@ -210,7 +210,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     if (feed->removed()) continue;
     auto match = std::find_if(next.feeds.begin(), next.feeds.end(),
                               [&](const FeedConfig& f) { return f.name == feed->name(); });
-    if (match != next.feeds.end() && effective(*match, next) == effective(feed->config(), old)) {
+    if (match != next.feeds.end() && effective(*match, next) == feed->config()) {
       continue;
     }
     log::info("feed {}: {}", feed->name(),

@@ -80,6 +80,7 @@ class Pipeline final : public FeedHost, public MergerListener {
   void feed_idle(FeedId feed, bool idle) override;
 
  private:
+  // `feed` with the globals filled in (effective()).
   std::unique_ptr<Feed> make_feed(FeedId id, const FeedConfig& feed);
   std::unique_ptr<Sink> make_sink(const OutputConfig& output);
   static FeedConfig effective(const FeedConfig& feed, const Config& config);

@@ -82,6 +82,12 @@ const std::vector<BadConfig>& bad_configs() {
       {"rejects max_clients on an output that is not a server",
        outputs_text(R"({"name": "o", "type": "file", "path": "/x", "max_clients": 3})"),
        "/outputs/0/max_clients", "unknown field for type \"file\""},
+      {"rejects slow_client on a file output, which always blocks",
+       outputs_text(R"({"name": "o", "type": "file", "path": "/x", "slow_client": "disconnect"})"),
+       "/outputs/0/slow_client", "unknown field for type \"file\""},
+      {"rejects stall_timeout_ms on stdout",
+       outputs_text(R"({"name": "o", "type": "stdout", "stall_timeout_ms": 1000})"),
+       "/outputs/0/stall_timeout_ms", "unknown field for type \"stdout\""},
       {"rejects an unknown field in the deadletter section",
        config_text(R"("deadletter": {"path": "/d", "mode": 1})"), "/deadletter/mode",
        "unknown field"},
@@ -193,7 +199,7 @@ const std::vector<BadConfig>& bad_configs() {
        "/feeds/0/heartbeat_field", "must differ from the key"},
       {"rejects a stall timeout with slow_client disconnect",
        outputs_text(
-           R"({"name": "o", "type": "stdout", "slow_client": "disconnect", "stall_timeout_ms": 5})"),
+           R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:1", "slow_client": "disconnect", "stall_timeout_ms": 5})"),
        "/outputs/0/stall_timeout_ms", "only applies with slow_client \"block\""},
       {"rejects a second stdin feed",
        feeds_text(R"({"name": "a", "type": "stdin"}, {"name": "b", "type": "stdin"})"),
@@ -375,19 +381,20 @@ TEST_CASE("parse_config accepts good configs") {
     const Config config =
         parse_valid(config_text(R"("deadletter": {"path": "/var/dead.ndjson"})", kStdinFeed,
                                 R"({"name": "console", "type": "stdout", "max_buffer": 1024},
-           {"name": "archive", "type": "file", "path": "/var/out.ndjson", "stall_timeout_ms": 9},
+           {"name": "archive", "type": "file", "path": "/var/out.ndjson"},
            {"name": "tcp", "type": "tcp-listen", "listen": "0.0.0.0:0", "max_clients": 2,
             "slow_client": "disconnect"},
-           {"name": "sock", "type": "unix-listen", "path": "/run/out.sock", "max_clients": 100000})"));
+           {"name": "sock", "type": "unix-listen", "path": "/run/out.sock", "max_clients": 100000,
+            "stall_timeout_ms": 9})"));
     REQUIRE(config.outputs.size() == 4);
     CHECK(config.outputs[0].max_buffer == 1024);
     CHECK(config.outputs[1].type == OutputType::file);
     CHECK(config.outputs[1].path == "/var/out.ndjson");
-    CHECK(config.outputs[1].stall_timeout_ms == 9);
     CHECK(config.outputs[2].address == HostPort{"0.0.0.0", 0});
     CHECK(config.outputs[2].max_clients == 2);
     CHECK(config.outputs[2].slow_client == SlowClientPolicy::disconnect);
     CHECK(config.outputs[3].max_clients == 100000);
+    CHECK(config.outputs[3].stall_timeout_ms == 9);
     REQUIRE(config.deadletter.has_value());
     CHECK(config.deadletter->path == "/var/dead.ndjson");
   }
