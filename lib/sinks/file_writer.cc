@@ -15,8 +15,12 @@ struct FileWriter::WriteRequest {
   std::vector<Output::Slice> slices;
   std::vector<uv_buf_t> bufs;
   size_t bytes = 0;
-  size_t done = 0;       // bytes already written (short writes continue)
-  int close_after = -1;  // descriptor to close once this write returns
+  size_t done = 0;  // bytes already written (short writes continue)
+  // The descriptor this write goes to, to its end; if the writer has let
+  // go of it meanwhile (reopen, close), the request closes it when done:
+  // closed earlier, its number could be reused under the write.
+  int fd = -1;
+  bool close_fd = false;
 };
 
 FileWriter::FileWriter(uv_loop_t* loop, Output& output, std::string path, int fd, size_t max_buffer,
@@ -60,14 +64,20 @@ bool FileWriter::reopen() {
     log::error("output file {}: cannot reopen: {}", path_, uv_error_text(rc));
     return false;
   }
-  if (in_flight_) {
-    retired_fd_ = fd_;
-  } else {
-    close_fd(fd_);
-  }
+  release_fd();
   fd_ = rc;
   log::info("output file {}: reopened", path_);
   return true;
+}
+
+// Gives up fd_: closed now, or by the write still using it.
+void FileWriter::release_fd() {
+  if (in_flight_ && in_flight_->fd == fd_) {
+    in_flight_->close_fd = true;
+  } else {
+    close_fd(fd_);
+  }
+  fd_ = -1;
 }
 
 void FileWriter::close_fd(int fd) {
@@ -82,18 +92,10 @@ void FileWriter::close() {
     subscribed_ = false;
     output_.unsubscribe(sub_);
   }
-  if (owns_fd_) {
-    // A thread may still be writing to a descriptor: closing it now could
-    // let a new open() reuse the number under that write, so the request
-    // closes it when it returns.
-    int busy = !in_flight_ ? -1 : retired_fd_ >= 0 ? retired_fd_ : fd_;
-    if (fd_ != busy) close_fd(fd_);
-    if (retired_fd_ != busy) close_fd(retired_fd_);
-    if (busy >= 0) in_flight_->close_after = busy;
-  }
+  if (owns_fd_) release_fd();
   if (in_flight_) in_flight_->writer = nullptr;
   in_flight_ = nullptr;
-  fd_ = retired_fd_ = -1;
+  fd_ = -1;
   done_ = true;
 }
 
@@ -118,7 +120,8 @@ void FileWriter::pump() {
     request->bufs.push_back(uv_buf_init(const_cast<char*>(slice.bytes.data()),
                                         static_cast<unsigned>(slice.bytes.size())));
   }
-  int rc = uv_fs_write(loop_, &request->req, fd_, request->bufs.data(),
+  request->fd = fd_;
+  int rc = uv_fs_write(loop_, &request->req, request->fd, request->bufs.data(),
                        static_cast<unsigned>(request->bufs.size()), -1, on_write);
   if (rc < 0) {
     delete request;
@@ -133,22 +136,22 @@ void FileWriter::on_write(uv_fs_t* req) {
   FileWriter* self = request->writer;
   ssize_t result = req->result;
   uv_fs_req_cleanup(req);
+  auto retire = [request] {
+    if (request->close_fd) close_fd(request->fd);
+    delete request;  // releases the chunks
+  };
   if (self == nullptr) {
-    if (request->close_after >= 0) {
-      uv_fs_t close_req;
-      uv_fs_close(nullptr, &close_req, request->close_after, nullptr);
-      uv_fs_req_cleanup(&close_req);
-    }
-    delete request;
+    retire();
     return;
   }
   if (result < 0) {
     self->in_flight_ = nullptr;
-    delete request;
+    retire();
     self->finish(false, uv_error_text(static_cast<int>(result)));
     return;
   }
-  // A short write (disk nearly full, a pipe): continue with the rest.
+  // A short write (disk nearly full, a pipe): the rest goes to the same
+  // descriptor, even if the file was reopened meanwhile.
   auto written = static_cast<size_t>(result);
   request->done += written;
   if (request->done < request->bytes) {
@@ -162,21 +165,17 @@ void FileWriter::on_write(uv_fs_t* req) {
       bufs.front().base += skip;
       bufs.front().len -= skip;
     }
-    int rc = uv_fs_write(self->loop_, &request->req, self->fd_, bufs.data(),
+    int rc = uv_fs_write(self->loop_, &request->req, request->fd, bufs.data(),
                          static_cast<unsigned>(bufs.size()), -1, on_write);
     if (rc == 0) return;
     self->in_flight_ = nullptr;
-    delete request;
+    retire();
     self->finish(false, uv_error_text(rc));
     return;
   }
   size_t bytes = request->bytes;
   self->in_flight_ = nullptr;
-  delete request;
-  if (self->retired_fd_ >= 0) {
-    self->close_fd(self->retired_fd_);
-    self->retired_fd_ = -1;
-  }
+  retire();
   self->bytes_written_ += bytes;
   self->output_.consume(self->sub_, bytes);
   self->pump();

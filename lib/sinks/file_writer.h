@@ -41,7 +41,8 @@ class FileWriter {
   static void on_write(uv_fs_t* req);
   void pump();
   void finish(bool ok, const std::string& reason);
-  void close_fd(int fd);
+  static void close_fd(int fd);
+  void release_fd();
 
   uv_loop_t* loop_;
   Output& output_;
@@ -51,7 +52,6 @@ class FileWriter {
   Output::SubscriberId sub_ = 0;
   bool subscribed_ = false;
   WriteRequest* in_flight_ = nullptr;
-  int retired_fd_ = -1;  // closed when the in-flight write completes
   bool done_ = false;
   uint64_t bytes_written_ = 0;
   size_t max_buffer_;
