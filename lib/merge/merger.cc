@@ -167,6 +167,7 @@ void Merger::push(FeedId feed, std::string_view record, ParsedRecord&& parsed, u
   // Reorder window: hold the record, sorted by (key, arrival); release
   // everything at least `window` older than the newest key seen.
   if (!f.newest || *f.newest < parsed.key) f.newest = parsed.key;
+  f.held_bytes += record.size();
   Feed::Held held{parsed.key, f.held_seq++, std::string(record), std::move(parsed)};
   auto pos = std::upper_bound(f.held.begin(), f.held.end(), held, [](const auto& a, const auto& b) {
     return a.key < b.key || (a.key == b.key && a.seq < b.seq);
@@ -175,11 +176,17 @@ void Merger::push(FeedId feed, std::string_view record, ParsedRecord&& parsed, u
   release_held(feed, false, now);
 }
 
+// Memory bounds the window too: a feed whose keys stop advancing (or that
+// sends faster than the window allows) would otherwise be held without
+// limit. Past the high-water mark the oldest held records are released
+// early; from the queue on, the usual pause applies.
 void Merger::release_held(FeedId feed, bool all, uint64_t now) {
   Feed& f = feeds_[feed];
   size_t n = 0;
-  while (n < f.held.size() && (all || key_distance(options_.key_type, f.held[n].key, *f.newest) >=
-                                          f.settings.reorder_window)) {
+  while (n < f.held.size() &&
+         (all || f.held_bytes > f.settings.high_water_mark ||
+          key_distance(options_.key_type, f.held[n].key, *f.newest) >= f.settings.reorder_window)) {
+    f.held_bytes -= f.held[n].bytes.size();
     ++n;
   }
   for (size_t i = 0; i < n; ++i) {

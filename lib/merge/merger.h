@@ -157,6 +157,7 @@ class Merger {
       ParsedRecord parsed;
     };
     std::vector<Held> held;
+    size_t held_bytes = 0;  // bounded by the feed's high-water mark
     uint64_t held_seq = 0;
     std::optional<Key> newest;  // largest key seen, for the window
   };

@@ -397,6 +397,34 @@ TEST_CASE("reorder window sorts a slightly shuffled feed") {
   CHECK(h.merger.stats(a).late == 0);
 }
 
+TEST_CASE("reorder window holds no more than the high-water mark") {
+  // A feed whose key stops advancing: nothing ever leaves the window by
+  // key, so memory must release it, and the queue then pauses the feed.
+  Harness h({}, 1 << 10);  // the output stops after 1 KiB: the queue fills
+  FeedSettings s = finite("a");
+  s.reorder_window = 1000000;
+  s.high_water_mark = 4096;
+  s.low_water_mark = 1024;
+  FeedId a = h.merger.add_feed(s, 0);
+  const std::string rec = record(7, 0, 0);
+  size_t pushed = 0;
+  while (h.listener.paused.empty() && pushed < 100000) {
+    h.push(a, rec, 7);
+    ++pushed;
+    h.merger.run(0);
+  }
+  CHECK(h.listener.paused.size() == 1);
+  CHECK(pushed * rec.size() < 3 * 4096 + (1 << 10));  // held + queued + output
+  h.merger.end(a, 0);
+  std::string out;
+  for (std::string part = h.take(); !part.empty() || !h.merger.finished(); part = h.take()) {
+    out += part;
+    h.merger.run(0);
+  }
+  CHECK(h.merger.finished());
+  CHECK(out.size() == pushed * (rec.size() + 1));  // every record, once
+}
+
 TEST_CASE("combine mode groups equal keys like stream-combine") {
   MergerOptions options;
   options.mode = MergeMode::combine;
