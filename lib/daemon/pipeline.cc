@@ -129,7 +129,8 @@ bool Pipeline::add_feed(const FeedConfig& config) {
 
 bool Pipeline::start() {
   if (config_.deadletter) {
-    deadletter_ = std::make_unique<DeadLetter>(loop_, config_.deadletter->path);
+    deadletter_ =
+        std::make_unique<DeadLetter>(loop_, config_.deadletter->path, [this] { check_finished(); });
     if (!deadletter_->start()) {
       close();
       return false;
@@ -244,7 +245,8 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     if (deadletter_) deadletter_->close();
     deadletter_.reset();
     if (next.deadletter) {
-      deadletter_ = std::make_unique<DeadLetter>(loop_, next.deadletter->path);
+      deadletter_ =
+          std::make_unique<DeadLetter>(loop_, next.deadletter->path, [this] { check_finished(); });
       if (!deadletter_->start()) {
         error = "the dead-letter file could not be opened";
         ok = false;
@@ -323,6 +325,12 @@ void Pipeline::check_finished() {
   if (finished_ || closed_ || !merger_.finished()) return;
   for (const auto& sink : sinks_) {
     if (!sink->finished()) return;
+  }
+  // Late records were written to the dead-letter file up to the end of
+  // the merge: it is finished last.
+  if (deadletter_) {
+    deadletter_->end();  // may finish at once, and call back here
+    if (finished_ || !deadletter_->finished()) return;
   }
   finished_ = true;
   if (on_finished_) on_finished_();

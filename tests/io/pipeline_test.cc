@@ -273,6 +273,30 @@ TEST_CASE("Pipeline on a loop") {
     }
   }
 
+  SUBCASE("the merge finishes only once the dead-letter file has everything") {
+    // 5000 records going backwards: every one is late and dead-lettered.
+    std::string input = "{\"time\":100000}\n";
+    for (int t = 1; t <= 5000; ++t) input += "{\"time\":" + std::to_string(t) + "}\n";
+    Config config;
+    config.late = LatePolicy::deadletter;
+    config.deadletter = DeadletterConfig{(dir.path / "dead").string()};
+    config.feeds.push_back(file_feed("a", dir.file("a", input)));
+    std::string out = (dir.path / "out").string();
+    config.outputs.push_back(file_output(out));
+    {
+      Pipeline pipeline(&loop, config, false);
+      pipeline.on_finished([&] {
+        // What the daemon does at this point: close everything.
+        CHECK(count_lines(slurp((dir.path / "dead").string())) == 5000);
+        pipeline.close();
+      });
+      REQUIRE(pipeline.start());
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    CHECK(slurp(out) == "{\"time\":100000}\n");
+    CHECK(count_lines(slurp((dir.path / "dead").string())) == 5000);
+  }
+
   SUBCASE("a feed that ends while starting ends only itself, not the merge") {
     // The program cannot run: that feed ends inside start(), before the
     // file feed is added. The daemon (this process) must not be signalled.
