@@ -78,8 +78,12 @@ void ServerSink::on_connection(uv_stream_t* server, int status) {
   std::string peer = peer_name(stream->stream(), id);
   if (self->counters_.clients >= self->config_.max_clients || self->output_.ended()) {
     ++self->counters_.refused;
-    log::warn("output {}: refused client {}: max_clients ({}) reached", self->name(), peer,
-              self->config_.max_clients);
+    if (self->output_.ended()) {
+      log::info("output {}: refused client {}: the stream has ended", self->name(), peer);
+    } else {
+      log::warn("output {}: refused client {}: max_clients ({}) reached", self->name(), peer,
+                self->config_.max_clients);
+    }
     stream->close();
     return;
   }
