@@ -218,9 +218,10 @@ void FileFeed::after_work(uv_work_t* req, int) {
 }
 
 void FileFeed::take_batch(Batch& batch) {
-  if (batch.restarted)
+  if (batch.restarted) {
     log::info("feed {}: {} was truncated or replaced; reading it from the start", name(),
               config_.path);
+  }
   counters_.bytes_read += batch.nread;
   // The queue takes its own reference to the block; the batch lets go of
   // it so that the pool can hand it out again once the records are merged.
