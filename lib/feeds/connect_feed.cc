@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "log/log.h"
+#include "uv/socket_address.h"
 #include "uv/uv_error.h"
 
 namespace chronomerge {
@@ -52,14 +53,8 @@ void ConnectFeed::connect() {
     rc = uv_tcp_init(host_.loop(), &stream->tcp);
     if (rc == 0) {
       attempt->connection->initialized(nullptr);
-      sockaddr_storage addr{};
-      if (config_.address.host.find(':') != std::string::npos) {
-        rc = uv_ip6_addr(config_.address.host.c_str(), config_.address.port,
-                         reinterpret_cast<sockaddr_in6*>(&addr));
-      } else {
-        rc = uv_ip4_addr(config_.address.host.c_str(), config_.address.port,
-                         reinterpret_cast<sockaddr_in*>(&addr));
-      }
+      sockaddr_storage addr;
+      rc = to_sockaddr(config_.address, addr);
       if (rc == 0) {
         rc = uv_tcp_connect(&attempt->req, &stream->tcp, reinterpret_cast<sockaddr*>(&addr),
                             on_connect);

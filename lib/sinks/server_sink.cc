@@ -19,21 +19,11 @@ std::string peer_name(uv_stream_t* stream, uint64_t id) {
   if (stream->type != UV_TCP) return fmt::format("#{}", id);
   sockaddr_storage addr{};
   int len = sizeof(addr);
-  char host[64] = "?";
-  int port = 0;
   if (uv_tcp_getpeername(reinterpret_cast<uv_tcp_t*>(stream), reinterpret_cast<sockaddr*>(&addr),
-                         &len) == 0) {
-    if (addr.ss_family == AF_INET6) {
-      auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
-      uv_ip6_name(a, host, sizeof(host));
-      port = ntohs(a->sin6_port);
-    } else {
-      auto* a = reinterpret_cast<sockaddr_in*>(&addr);
-      uv_ip4_name(a, host, sizeof(host));
-      port = ntohs(a->sin_port);
-    }
+                         &len) != 0) {
+    return fmt::format("#{} ?", id);
   }
-  return fmt::format("#{} {}:{}", id, host, port);
+  return fmt::format("#{} {}", id, format_sockaddr(addr));
 }
 }  // namespace
 

@@ -21,6 +21,26 @@ bool is_live_unix_socket(const std::string& path) {
 }
 }  // namespace
 
+int to_sockaddr(const HostPort& address, sockaddr_storage& out) {
+  out = {};
+  if (address.host.find(':') != std::string::npos) {
+    return uv_ip6_addr(address.host.c_str(), address.port, reinterpret_cast<sockaddr_in6*>(&out));
+  }
+  return uv_ip4_addr(address.host.c_str(), address.port, reinterpret_cast<sockaddr_in*>(&out));
+}
+
+std::string format_sockaddr(const sockaddr_storage& address) {
+  char host[64] = {};
+  if (address.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&address);
+    uv_ip6_name(a, host, sizeof(host));
+    return fmt::format("[{}]:{}", host, ntohs(a->sin6_port));
+  }
+  const auto* a = reinterpret_cast<const sockaddr_in*>(&address);
+  uv_ip4_name(a, host, sizeof(host));
+  return fmt::format("{}:{}", host, ntohs(a->sin_port));
+}
+
 int listen_on(uv_loop_t* loop, UvHandle<AnyStream>& server, const HostPort* tcp,
               const std::string& unix_path, uv_connection_cb on_connection, void* owner,
               int backlog) {
@@ -29,12 +49,8 @@ int listen_on(uv_loop_t* loop, UvHandle<AnyStream>& server, const HostPort* tcp,
     rc = uv_tcp_init(loop, &server.get()->tcp);
     if (rc < 0) return rc;
     server.initialized(owner);
-    sockaddr_storage addr{};
-    if (tcp->host.find(':') != std::string::npos) {
-      rc = uv_ip6_addr(tcp->host.c_str(), tcp->port, reinterpret_cast<sockaddr_in6*>(&addr));
-    } else {
-      rc = uv_ip4_addr(tcp->host.c_str(), tcp->port, reinterpret_cast<sockaddr_in*>(&addr));
-    }
+    sockaddr_storage addr;
+    rc = to_sockaddr(*tcp, addr);
     if (rc < 0) return rc;
     rc = uv_tcp_bind(&server.get()->tcp, reinterpret_cast<sockaddr*>(&addr), 0);
   } else {
@@ -57,15 +73,7 @@ std::string bound_address(const UvHandle<AnyStream>& server) {
   if (uv_tcp_getsockname(&server.get()->tcp, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     return {};
   }
-  char host[64] = {};
-  if (addr.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
-    uv_ip6_name(a, host, sizeof(host));
-    return fmt::format("[{}]:{}", host, ntohs(a->sin6_port));
-  }
-  auto* a = reinterpret_cast<sockaddr_in*>(&addr);
-  uv_ip4_name(a, host, sizeof(host));
-  return fmt::format("{}:{}", host, ntohs(a->sin_port));
+  return format_sockaddr(addr);
 }
 
 std::unique_ptr<UvHandle<AnyStream>> accept_from(uv_stream_t* server, int& error) {

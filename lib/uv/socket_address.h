@@ -12,6 +12,13 @@
 
 namespace chronomerge {
 
+// A config address as a socket address (IPv6 when the host has a ':').
+// Returns 0 or a libuv error.
+int to_sockaddr(const HostPort& address, sockaddr_storage& out);
+
+// "127.0.0.1:41234" or "[::1]:41234".
+std::string format_sockaddr(const sockaddr_storage& address);
+
 // Initializes `server` as a TCP or Unix listener bound to the address and
 // listening. Returns 0 or a libuv error. A stale Unix socket file left by a
 // previous run is removed first (only if nothing accepts on it).
