@@ -2,6 +2,7 @@
 
 #include "feeds/file_feed.h"
 #include "log/log.h"
+#include "uv/stdio_stream.h"
 #include "uv/uv_error.h"
 
 namespace chronomerge {
@@ -97,24 +98,13 @@ void StreamFeed::close() {
 
 bool StdinStreamFeed::start() {
   auto connection = std::make_unique<Connection>();
-  uv_handle_type type = uv_guess_handle(0);
-  int rc;
-  if (type == UV_TTY) {
-    rc = uv_tty_init(host_.loop(), &connection->get()->tty, 0, 1);
-  } else {
-    rc = uv_pipe_init(host_.loop(), &connection->get()->pipe, 0);
-    if (rc == 0) {
-      connection->initialized(this);
-      rc = uv_pipe_open(&connection->get()->pipe, 0);
-    }
-  }
+  int rc = open_stdio_stream(host_.loop(), *connection, 0, this);
   if (rc < 0) {
     log::error("feed {}: cannot read standard input: {}", name(), uv_error_text(rc));
     counters_.io_error = true;
     end_feed();
     return true;
   }
-  connection->initialized(this);
   attach(std::move(connection));
   return true;
 }

@@ -1,6 +1,7 @@
 #include "sinks/stdout_sink.h"
 
 #include "log/log.h"
+#include "uv/stdio_stream.h"
 #include "uv/uv_error.h"
 
 namespace chronomerge {
@@ -29,17 +30,7 @@ bool StdoutSink::start() {
     return file_->open();
   }
   auto stream = std::make_unique<UvHandle<AnyStream>>();
-  int rc;
-  if (type == UV_TTY) {
-    rc = uv_tty_init(loop_, &stream->get()->tty, 1, 0);
-    if (rc == 0) stream->initialized(nullptr);
-  } else {
-    rc = uv_pipe_init(loop_, &stream->get()->pipe, 0);
-    if (rc == 0) {
-      stream->initialized(nullptr);
-      rc = uv_pipe_open(&stream->get()->pipe, 1);
-    }
-  }
+  int rc = open_stdio_stream(loop_, *stream, 1, nullptr);
   if (rc < 0) {
     log::error("output {}: cannot open standard output: {}", name(), uv_error_text(rc));
     return false;
