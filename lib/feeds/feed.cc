@@ -69,6 +69,7 @@ void Feed::deliver_eof(bool finish_framer) {
   ended_ = true;
   set_connected(false);
   host_.merger().end(id_, host_.now());
+  host_.feed_finished(id_);
   host_.pump();
 }
 

@@ -98,8 +98,8 @@ class Feed {
   void accept(std::span<BlockRecord> records, const BlockOwner& block);
   // A line that is not a record: counted, logged, dead-lettered.
   void reject(LineError error, std::string_view line);
-  // Ends the feed in the merger; `finish_framer` delivers a final
-  // unterminated line held by this feed's framer.
+  // Ends the feed in the merger and tells the host; `finish_framer`
+  // delivers a final unterminated line held by this feed's framer.
   void deliver_eof(bool finish_framer = true);
   void connection_lost();
   void set_connected(bool connected);

@@ -259,7 +259,6 @@ void FileFeed::take_batch(Batch& batch) {
 void FileFeed::finish() {
   close();
   deliver_eof(false);  // the batch's framer already delivered the last line
-  host_.feed_finished(id_);
 }
 
 void FileFeed::pause() {

@@ -35,7 +35,6 @@ bool SimulateFeed::start() {
   if (config_.count && *config_.count == 0) {
     close();
     deliver_eof();
-    host_.feed_finished(id_);
     return true;
   }
   uv_timer_start(timer_.get(), on_tick, 0, tick_ms);
@@ -82,7 +81,6 @@ void SimulateFeed::tick() {
   if (config_.count && generated_ >= *config_.count && !closed_) {
     close();
     deliver_eof();
-    host_.feed_finished(id_);
   }
 }
 

@@ -71,7 +71,6 @@ void StreamFeed::end_feed() {
   if (ended_) return;
   deliver_eof();
   close();
-  host_.feed_finished(id_);
 }
 
 void StreamFeed::pause() {
