@@ -274,10 +274,11 @@ void FileFeed::close() {
   if (closed_) return;
   closed_ = true;
   poll_timer_.close();
-  if (batch_ && batch_->owns_fd && batch_->fd >= 0) {
-    ::close(batch_->fd);
-    batch_->fd = -1;
-  }
+  if (batch_ && batch_->owns_fd && batch_->fd >= 0) ::close(batch_->fd);
+  // A feed removed by a reload stays in the pipeline's list: keep none of
+  // its buffers. Blocks still queued go with their last record.
+  batch_.reset();
+  blocks_.release();
   // An in-flight batch keeps its descriptor; after_work closes it.
   if (in_flight_batch_) in_flight_batch_->feed = nullptr;
   in_flight_batch_ = nullptr;

@@ -92,6 +92,7 @@ void StreamFeed::close() {
     connection_->close();
     connection_.reset();
   }
+  buffer_.reset();  // no read comes after the close
   close_transport();
 }
 

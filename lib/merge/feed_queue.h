@@ -56,6 +56,8 @@ class RecordBlockPool {
   // a reference to every block it made (it holds at most as many as were
   // in use at once), so the caller's is the second.
   std::shared_ptr<RecordBlock> acquire();
+  // Lets go of every block; those still in use are freed by their users.
+  void release() { blocks_.clear(); }
 
  private:
   size_t block_bytes_;
