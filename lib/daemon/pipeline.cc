@@ -322,10 +322,16 @@ void Pipeline::arm_idle_timer() {
 }
 
 void Pipeline::check_finished() {
-  if (finished_ || closed_ || !merger_.finished()) return;
+  if (finished_ || closed_) return;
+  bool all_failed = !sinks_.empty();
   for (const auto& sink : sinks_) {
     if (!sink->finished()) return;
+    all_failed = all_failed && sink->counters().failed;
   }
+  // A one-shot merge whose every output failed (its reader went away, as
+  // in `chronomerge big.ndjson | head`) stops here rather than reading the
+  // rest of its input to merge it into nothing.
+  if (!merger_.finished() && !(all_failed && !live_)) return;
   // Late records were written to the dead-letter file up to the end of
   // the merge: it is finished last.
   if (deadletter_) {

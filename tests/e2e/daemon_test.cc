@@ -3,6 +3,7 @@
 // TCP producers, read by real TCP clients, stopped with signals; the
 // one-shot form and --check-config run as commands. Every case checks the
 // bytes that come out (and, where it matters, counts and memory).
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -1013,6 +1014,32 @@ TEST_CASE("the one-shot command merges files like sort -m") {
     CHECK(run.status.code == 0);
     CHECK(run.out == lines_of({record(1, "a", 0), record(2, "stdin", 0), record(3, "stdin", 1),
                                record(3, "a", 1)}));
+  }
+
+  SUBCASE("a reader that goes away ends the run at once with status 2") {
+    // Standard input stays open and never ends: only giving up on the
+    // lost output lets the run end.
+    std::string a_path = dir.write("a.ndjson", lines_of({record(1, "a", 0), record(2, "a", 1)}));
+    int in[2];
+    int out[2];
+    REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+    REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+    std::string first = record(100, "stdin", 0) + "\n";
+    REQUIRE(::write(in[1], first.data(), first.size()) == static_cast<ssize_t>(first.size()));
+    SpawnOptions options;
+    options.args = {"-", a_path};
+    options.stdin_fd = in[0];
+    options.stdout_fd = out[1];
+    options.stderr_path = dir / "gone.err";
+    Process child(options);
+    ::close(in[0]);
+    ::close(out[1]);
+    ::close(out[0]);  // the reader is gone before the first write
+    ExitStatus status = child.wait(10s);
+    ::close(in[1]);
+    INFO("stderr:\n" << read_file(dir / "gone.err"));
+    CHECK(status.code == 2);
+    CHECK(read_file(dir / "gone.err").find("EPIPE") != std::string::npos);
   }
 
   SUBCASE("--mode combine gives stream-combine's objects") {

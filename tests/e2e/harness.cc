@@ -132,7 +132,11 @@ Process::Process(const SpawnOptions& options) {
     posix_spawn_file_actions_addopen(&actions, fd, path.empty() ? "/dev/null" : path.c_str(),
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);
   };
-  output(1, options.stdout_path);
+  if (options.stdout_fd >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, options.stdout_fd, 1);
+  } else {
+    output(1, options.stdout_path);
+  }
   output(2, options.stderr_path);
 
   // Default dispositions and an empty mask, whatever the test runner set:

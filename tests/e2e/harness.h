@@ -83,6 +83,7 @@ struct SpawnOptions {
   std::string stdin_path;
   int stdin_fd = -1;
   std::string stdout_path;  // default /dev/null
+  int stdout_fd = -1;       // if set, dup'ed instead of stdout_path
   std::string stderr_path;  // default /dev/null
   // Sets NOTIFY_SOCKET (and removes inherited systemd variables).
   std::string notify_socket;
