@@ -51,7 +51,9 @@ void StreamFeed::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   } else if (nread < 0) {
     auto status = static_cast<int>(nread);
     if (status == UV_EOF) {
-      // A clean EOF: a final unterminated line is still a line.
+      // A clean EOF. Whether a cut last line counts is the transport's
+      // call (connection_ended): stdin and exec end the feed, delivering
+      // it; network feeds wait for the next producer and discard it.
       self->connection_->close();
       self->connection_.reset();
       self->set_connected(false);
