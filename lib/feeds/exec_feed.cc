@@ -90,6 +90,12 @@ bool ExecFeed::start() {
 void ExecFeed::on_exit(uv_process_t* process, int64_t status, int signal) {
   auto* self = static_cast<ExecFeed*>(process->data);
   if (self == nullptr) return;
+  self->exited_ = true;
+  if (self->closed()) {  // stopped by close_transport(): reaped now
+    self->process_.close();
+    self->kill_timer_.close();
+    return;
+  }
   if (signal) {
     log::warn("feed {}: process killed by signal {}", self->name(), signal);
   } else if (status != 0) {
@@ -97,7 +103,6 @@ void ExecFeed::on_exit(uv_process_t* process, int64_t status, int signal) {
   } else {
     log::info("feed {}: process exited", self->name());
   }
-  self->exited_ = true;
   self->maybe_end();
 }
 
@@ -112,9 +117,24 @@ void ExecFeed::maybe_end() {
 }
 
 void ExecFeed::close_transport() {
-  if (process_.open() && !exited_) uv_process_kill(process_.get(), SIGTERM);
-  process_.close();
   stderr_pipe_.close();
+  if (!process_.open() || exited_) {
+    process_.close();
+    return;
+  }
+  uv_process_kill(process_.get(), SIGTERM);
+  if (uv_timer_init(host_.loop(), kill_timer_.get()) == 0) {
+    kill_timer_.initialized(this);
+    uv_timer_start(
+        kill_timer_.get(),
+        [](uv_timer_t* timer) {
+          auto* self = static_cast<ExecFeed*>(timer->data);
+          if (self == nullptr || self->exited_) return;
+          log::warn("feed {}: process ignored SIGTERM; killing it", self->name());
+          uv_process_kill(self->process_.get(), SIGKILL);
+        },
+        kill_grace_ms, 0);
+  }
 }
 
 }  // namespace chronomerge

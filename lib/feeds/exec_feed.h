@@ -9,6 +9,11 @@ namespace chronomerge {
 
 class ExecFeed final : public StreamFeed {
  public:
+  // A child still running when the feed closes (a reload) gets SIGTERM,
+  // then SIGKILL after this long; its handle stays open until it exits,
+  // as libuv reaps only children whose handles are open.
+  static constexpr uint64_t kill_grace_ms = 2000;
+
   ExecFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes);
   ~ExecFeed() override;
   bool start() override;
@@ -23,6 +28,7 @@ class ExecFeed final : public StreamFeed {
   void maybe_end();
 
   UvHandle<uv_process_t> process_;
+  UvHandle<uv_timer_t> kill_timer_;
   UvHandle<uv_pipe_t> stderr_pipe_;
   std::unique_ptr<StderrLines> stderr_lines_;
   std::unique_ptr<char[]> stderr_buffer_;

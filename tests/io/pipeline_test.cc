@@ -8,12 +8,16 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include "feeds/exec_feed.h"
 
 using namespace chronomerge;
 namespace fs = std::filesystem;
@@ -295,6 +299,71 @@ TEST_CASE("Pipeline on a loop") {
     }
     CHECK(slurp(out) == "{\"time\":100000}\n");
     CHECK(count_lines(slurp((dir.path / "dead").string())) == 5000);
+  }
+
+  SUBCASE("an exec feed merges its program's standard output") {
+    Config config;
+    FeedConfig run;
+    run.name = "run";
+    run.type = FeedType::exec;
+    run.command = {"/bin/sh", "-c",
+                   "echo '{\"time\":1}'; echo 'a warning' >&2; echo 'not json'; "
+                   "printf '{\"time\":3}'"};
+    config.feeds.push_back(run);
+    config.feeds.push_back(file_feed("b", dir.file("b", "{\"time\":2}\n")));
+    std::string out = (dir.path / "out").string();
+    config.outputs.push_back(file_output(out));
+    {
+      Pipeline pipeline(&loop, config, false);
+      pipeline.on_finished([&] { pipeline.close(); });
+      REQUIRE(pipeline.start());
+      uv_run(&loop, UV_RUN_DEFAULT);
+      CHECK(pipeline.feeds()[0]->counters().malformed == 1);
+    }
+    // The cut last line of a program's output counts, as in a file.
+    CHECK(slurp(out) == "{\"time\":1}\n{\"time\":2}\n{\"time\":3}\n");
+  }
+
+  SUBCASE("a reload stops the program of a changed exec feed and reaps it") {
+    // The first program ignores SIGTERM: it must get SIGKILL, and then be
+    // reaped rather than left a zombie.
+    auto children = [] {
+      std::ifstream in("/proc/self/task/" + std::to_string(::gettid()) + "/children");
+      std::vector<std::string> pids;
+      for (std::string pid; in >> pid;) pids.push_back(pid);
+      return pids;
+    };
+    Config config;
+    config.idle_timeout_ms = 100;
+    FeedConfig run;
+    run.name = "run";
+    run.type = FeedType::exec;
+    run.command = {"/bin/sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"};
+    config.feeds.push_back(run);
+    config.outputs.push_back(file_output((dir.path / "out").string()));
+    Config next = config;
+    next.feeds[0].command = {"/bin/sh", "-c", "exec sleep 30"};
+    std::string first;
+    {
+      Pipeline pipeline(&loop, config, true);
+      REQUIRE(pipeline.start());
+      after(&loop, 200, [&] {
+        auto pids = children();
+        REQUIRE(pids.size() == 1);
+        first = pids[0];
+        std::string error;
+        CHECK(pipeline.reload(next, error));
+      });
+      after(&loop, 200 + ExecFeed::kill_grace_ms + 500, [&] {
+        CHECK_FALSE(fs::exists("/proc/" + first));  // killed and reaped
+        auto pids = children();
+        CHECK(pids.size() == 1);  // the new program
+        CHECK(std::find(pids.begin(), pids.end(), first) == pids.end());
+        pipeline.close();
+      });
+      uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    CHECK(children().empty());  // the second program ended with the pipeline
   }
 
   SUBCASE("a feed that ends while starting ends only itself, not the merge") {
