@@ -8,16 +8,14 @@
 #include <doctest/doctest.h>
 #include <uv.h>
 
-#include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 
 #include "daemon/pipeline.h"
+#include "io/loop_support.h"
 
 using namespace chronomerge;
-namespace fs = std::filesystem;
+using namespace chronomerge::testing;
 
 namespace {
 
@@ -29,26 +27,15 @@ struct Run {
 // Merges the single file `content` into a file output with the given
 // feed high-water mark (which sets the read size) and max_line_bytes.
 Run run_file(const std::string& content, size_t high_water_mark, size_t max_line_bytes) {
-  std::string tmpl = (fs::temp_directory_path() / "chronomerge-filefeed-XXXXXX").string();
-  const fs::path dir = mkdtemp(tmpl.data());
-  const std::string input = (dir / "in.ndjson").string();
-  const std::string output = (dir / "out.ndjson").string();
-  std::ofstream(input, std::ios::binary) << content;
-
+  TempDir dir;
   Config config;
   config.max_line_bytes = max_line_bytes;
-  FeedConfig feed;
-  feed.name = "in";
-  feed.type = FeedType::file;
-  feed.path = input;
+  FeedConfig feed = file_feed("in", dir.file("in.ndjson", content));
   feed.high_water_mark = high_water_mark;
   feed.low_water_mark = high_water_mark / 4;
   config.feeds.push_back(feed);
-  OutputConfig out;
-  out.name = "out";
-  out.type = OutputType::file;
-  out.path = output;
-  config.outputs.push_back(out);
+  const std::string output = (dir.path / "out.ndjson").string();
+  config.outputs.push_back(file_output(output));
 
   Run run;
   uv_loop_t loop;
@@ -67,12 +54,7 @@ Run run_file(const std::string& content, size_t high_water_mark, size_t max_line
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
-
-  std::ifstream in(output, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  run.output = ss.str();
-  fs::remove_all(dir);
+  run.output = slurp(output);
   return run;
 }
 

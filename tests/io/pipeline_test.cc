@@ -12,85 +12,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <functional>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "feeds/exec_feed.h"
+#include "io/loop_support.h"
 
 using namespace chronomerge;
+using namespace chronomerge::testing;
 namespace fs = std::filesystem;
-
-namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "chronomerge-pipeline-XXXXXX").string();
-    path = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name, const std::string& content = {}) const {
-    std::ofstream(path / name) << content;
-    return (path / name).string();
-  }
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-size_t count_lines(const std::string& text) {
-  return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
-}
-
-// Runs `body` once on the loop after `ms`.
-void after(uv_loop_t* loop, uint64_t ms, std::function<void()> body) {
-  auto* timer = new uv_timer_t;
-  uv_timer_init(loop, timer);
-  timer->data = new std::function<void()>(std::move(body));
-  uv_timer_start(
-      timer,
-      [](uv_timer_t* t) {
-        auto* fn = static_cast<std::function<void()>*>(t->data);
-        (*fn)();
-        delete fn;
-        uv_close(reinterpret_cast<uv_handle_t*>(t),
-                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-      },
-      ms, 0);
-}
-
-FeedConfig file_feed(const std::string& name, const std::string& path) {
-  FeedConfig feed;
-  feed.name = name;
-  feed.type = FeedType::file;
-  feed.path = path;
-  return feed;
-}
-
-FeedConfig simulate_feed(const std::string& name, uint64_t seed) {
-  FeedConfig feed;
-  feed.name = name;
-  feed.type = FeedType::simulate;
-  feed.rate = 2000;
-  feed.seed = seed;
-  return feed;
-}
-
-OutputConfig file_output(const std::string& path) {
-  OutputConfig out;
-  out.name = "archive";
-  out.type = OutputType::file;
-  out.path = path;
-  return out;
-}
-
-}  // namespace
 
 TEST_CASE("Pipeline on a loop") {
   TempDir dir;

@@ -9,73 +9,18 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
 
 #include "daemon/pipeline.h"
+#include "io/loop_support.h"
 
 using namespace chronomerge;
+using namespace chronomerge::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "chronomerge-metrics-XXXXXX").string();
-    path = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name, const std::string& content = {}) const {
-    std::ofstream(path / name) << content;
-    return (path / name).string();
-  }
-};
-
-FeedConfig file_feed(const std::string& name, const std::string& path) {
-  FeedConfig feed;
-  feed.name = name;
-  feed.type = FeedType::file;
-  feed.path = path;
-  return feed;
-}
-
-FeedConfig simulate_feed(const std::string& name, uint64_t seed) {
-  FeedConfig feed;
-  feed.name = name;
-  feed.type = FeedType::simulate;
-  feed.rate = 2000;
-  feed.seed = seed;
-  return feed;
-}
-
-OutputConfig file_output(const std::string& path) {
-  OutputConfig out;
-  out.name = "archive";
-  out.type = OutputType::file;
-  out.path = path;
-  return out;
-}
-
-// Runs `body` once on the loop after `ms`.
-void after(uv_loop_t* loop, uint64_t ms, std::function<void()> body) {
-  auto* timer = new uv_timer_t;
-  uv_timer_init(loop, timer);
-  timer->data = new std::function<void()>(std::move(body));
-  uv_timer_start(
-      timer,
-      [](uv_timer_t* t) {
-        auto* fn = static_cast<std::function<void()>*>(t->data);
-        (*fn)();
-        delete fn;
-        uv_close(reinterpret_cast<uv_handle_t*>(t),
-                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-      },
-      ms, 0);
-}
 
 // Runs a pipeline over finite inputs to its end, then renders its metrics.
 std::string run_and_render(uv_loop_t* loop, const Config& config, double wall_clock,

@@ -1,0 +1,38 @@
+// Helpers for tests that run a Pipeline in this process on a real libuv
+// loop: a scratch directory, file contents, timers, and the usual configs.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "config/config.h"
+
+namespace chronomerge::testing {
+
+// A fresh directory under the system's temporary directory, removed with
+// everything in it on destruction.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  // Writes `content` to `name` (replacing it) and returns its path.
+  std::string file(const std::string& name, const std::string& content = {}) const;
+};
+
+std::string slurp(const std::string& path);
+size_t count_lines(const std::string& text);
+
+// Runs `body` once on the loop after `ms`.
+void after(uv_loop_t* loop, uint64_t ms, std::function<void()> body);
+
+FeedConfig file_feed(const std::string& name, const std::string& path);
+FeedConfig simulate_feed(const std::string& name, uint64_t seed);  // 2000 records/s
+OutputConfig file_output(const std::string& path);                 // named "archive"
+
+}  // namespace chronomerge::testing
