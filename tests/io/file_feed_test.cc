@@ -42,14 +42,7 @@ Run run_file(const std::string& content, size_t high_water_mark, size_t max_line
   REQUIRE(uv_loop_init(&loop) == 0);
   {
     Pipeline pipeline(&loop, config, false);
-    bool finished = false;
-    pipeline.on_finished([&] {
-      finished = true;
-      pipeline.close();
-    });
-    REQUIRE(pipeline.start());
-    uv_run(&loop, UV_RUN_DEFAULT);
-    CHECK(finished);
+    CHECK(run_to_end(&loop, pipeline));
     run.counters = pipeline.feeds()[0]->counters();
   }
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -1,5 +1,6 @@
 #include "io/loop_support.h"
 
+#include <doctest/doctest.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -33,6 +34,17 @@ std::string slurp(const std::string& path) {
 
 size_t count_lines(const std::string& text) {
   return static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
+}
+
+bool run_to_end(uv_loop_t* loop, Pipeline& pipeline) {
+  bool finished = false;
+  pipeline.on_finished([&] {
+    finished = true;
+    pipeline.close();
+  });
+  REQUIRE(pipeline.start());
+  uv_run(loop, UV_RUN_DEFAULT);
+  return finished;
 }
 
 void after(uv_loop_t* loop, uint64_t ms, std::function<void()> body) {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "config/config.h"
+#include "daemon/pipeline.h"
 
 namespace chronomerge::testing {
 
@@ -27,6 +28,10 @@ struct TempDir {
 
 std::string slurp(const std::string& path);
 size_t count_lines(const std::string& text);
+
+// Starts `pipeline` (REQUIREd) over finite inputs and runs the loop until
+// it has finished; closes it then. Returns whether it finished.
+bool run_to_end(uv_loop_t* loop, Pipeline& pipeline);
 
 // Runs `body` once on the loop after `ms`.
 void after(uv_loop_t* loop, uint64_t ms, std::function<void()> body);

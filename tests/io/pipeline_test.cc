@@ -35,14 +35,7 @@ TEST_CASE("Pipeline on a loop") {
     config.outputs.push_back(file_output(out));
     {
       Pipeline pipeline(&loop, config, false);
-      bool finished = false;
-      pipeline.on_finished([&] {
-        finished = true;
-        pipeline.close();
-      });
-      REQUIRE(pipeline.start());
-      uv_run(&loop, UV_RUN_DEFAULT);
-      CHECK(finished);
+      CHECK(run_to_end(&loop, pipeline));
       CHECK(pipeline.feeds()[0]->counters().malformed == 1);
     }
     CHECK(slurp(out) == "{\"time\":1}\n{\"time\":2}\n{\"time\":3}\n{\"time\":3,\"b\":1}\n");
@@ -56,9 +49,7 @@ TEST_CASE("Pipeline on a loop") {
     config.outputs.push_back(file_output(out));
     {
       Pipeline pipeline(&loop, config, false);
-      pipeline.on_finished([&] { pipeline.close(); });
-      REQUIRE(pipeline.start());
-      uv_run(&loop, UV_RUN_DEFAULT);
+      run_to_end(&loop, pipeline);
       CHECK(pipeline.feeds()[0]->counters().io_error);
     }
     CHECK(slurp(out) == "{\"time\":2}\n");
@@ -245,9 +236,7 @@ TEST_CASE("Pipeline on a loop") {
     config.outputs.push_back(file_output(out));
     {
       Pipeline pipeline(&loop, config, false);
-      pipeline.on_finished([&] { pipeline.close(); });
-      REQUIRE(pipeline.start());
-      uv_run(&loop, UV_RUN_DEFAULT);
+      run_to_end(&loop, pipeline);
       CHECK(pipeline.feeds()[0]->counters().malformed == 1);
     }
     // The cut last line of a program's output counts, as in a file.
@@ -310,14 +299,7 @@ TEST_CASE("Pipeline on a loop") {
     config.outputs.push_back(file_output(out));
     {
       Pipeline pipeline(&loop, config, false);
-      bool finished = false;
-      pipeline.on_finished([&] {
-        finished = true;
-        pipeline.close();
-      });
-      REQUIRE(pipeline.start());
-      uv_run(&loop, UV_RUN_DEFAULT);
-      CHECK(finished);
+      CHECK(run_to_end(&loop, pipeline));
       CHECK(pipeline.feeds()[0]->counters().io_error);
     }
     CHECK(slurp(out) == "{\"time\":1}\n{\"time\":2}\n");

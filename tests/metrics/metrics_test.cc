@@ -26,14 +26,7 @@ namespace {
 std::string run_and_render(uv_loop_t* loop, const Config& config, double wall_clock,
                            const MetricsExtras& extras = {}) {
   Pipeline pipeline(loop, config, false);
-  bool finished = false;
-  pipeline.on_finished([&] {
-    finished = true;
-    pipeline.close();
-  });
-  REQUIRE(pipeline.start());
-  uv_run(loop, UV_RUN_DEFAULT);
-  CHECK(finished);
+  CHECK(run_to_end(loop, pipeline));
   return render_metrics(pipeline, extras, wall_clock);
 }
 
