@@ -28,26 +28,6 @@ using nlohmann::json;
 
 namespace {
 
-json tcp_feed(const std::string& name, uint16_t port) {
-  return {{"name", name}, {"type", "tcp-listen"}, {"listen", loopback(port)}};
-}
-
-json tcp_output(const std::string& name, uint16_t port) {
-  return {{"name", name}, {"type", "tcp-listen"}, {"listen", loopback(port)}};
-}
-
-// {"time":T,"feed":"F","seq":S}
-std::string record(int64_t time, const std::string& feed, int64_t seq) {
-  return "{\"time\":" + std::to_string(time) + ",\"feed\":\"" + feed +
-         "\",\"seq\":" + std::to_string(seq) + "}";
-}
-
-std::string lines_of(const std::vector<std::string>& records) {
-  std::string out;
-  for (const auto& r : records) out += r + "\n";
-  return out;
-}
-
 // A sorted feed of `count` records whose keys advance by 0, 1 or 2, so
 // there are ties within the feed and across feeds.
 std::string sorted_feed(std::mt19937& rng, const std::string& name, int count) {
@@ -67,10 +47,6 @@ std::string dead_letter(const std::string& feed, const std::string& reason,
          ",\"line\":" + json(line).dump() + "}";
 }
 
-bool starts_with(std::string_view text, std::string_view prefix) {
-  return text.substr(0, prefix.size()) == prefix;
-}
-
 // Built with AddressSanitizer (tests/run.sh does): memory figures are
 // meaningless then.
 #if defined(__SANITIZE_ADDRESS__)
@@ -84,13 +60,6 @@ constexpr bool sanitized = false;
 #else
 constexpr bool sanitized = false;
 #endif
-
-// Adds a metrics endpoint on a free port to `config`; returns the port.
-uint16_t with_metrics(json& config) {
-  uint16_t port = free_port();
-  config["metrics"] = {{"listen", loopback(port)}};
-  return port;
-}
 
 }  // namespace
 

@@ -45,10 +45,6 @@ std::string errno_text(int error) {
   return std::strerror(error);
 }
 
-bool starts_with(std::string_view text, std::string_view prefix) {
-  return text.substr(0, prefix.size()) == prefix;
-}
-
 sockaddr_in loopback_address(uint16_t port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -517,6 +513,35 @@ uint16_t free_port() {
 
 std::string loopback(uint16_t port) {
   return "127.0.0.1:" + std::to_string(port);
+}
+
+nlohmann::json tcp_feed(const std::string& name, uint16_t port) {
+  return {{"name", name}, {"type", "tcp-listen"}, {"listen", loopback(port)}};
+}
+
+nlohmann::json tcp_output(const std::string& name, uint16_t port) {
+  return tcp_feed(name, port);
+}
+
+uint16_t with_metrics(nlohmann::json& config) {
+  uint16_t port = free_port();
+  config["metrics"] = {{"listen", loopback(port)}};
+  return port;
+}
+
+std::string record(int64_t time, const std::string& feed, int64_t seq) {
+  return "{\"time\":" + std::to_string(time) + ",\"feed\":\"" + feed +
+         "\",\"seq\":" + std::to_string(seq) + "}";
+}
+
+std::string lines_of(const std::vector<std::string>& records) {
+  std::string out;
+  for (const auto& r : records) out += r + "\n";
+  return out;
+}
+
+bool starts_with(std::string_view text, std::string_view prefix) {
+  return text.substr(0, prefix.size()) == prefix;
 }
 
 Socket connect_tcp(uint16_t port, Millis timeout, int rcvbuf) {

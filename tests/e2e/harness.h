@@ -231,6 +231,19 @@ uint16_t free_port();
 // "127.0.0.1:PORT"
 std::string loopback(uint16_t port);
 
+// --- configs and records ----------------------------------------------------
+
+// A tcp-listen feed or output on 127.0.0.1:port.
+nlohmann::json tcp_feed(const std::string& name, uint16_t port);
+nlohmann::json tcp_output(const std::string& name, uint16_t port);
+// Adds a metrics endpoint on a free port to `config`; returns the port.
+uint16_t with_metrics(nlohmann::json& config);
+// {"time":T,"feed":"F","seq":S}
+std::string record(int64_t time, const std::string& feed, int64_t seq);
+// The records, one per line.
+std::string lines_of(const std::vector<std::string>& records);
+bool starts_with(std::string_view text, std::string_view prefix);
+
 // Connects to 127.0.0.1:port, retrying while refused until `timeout`
 // (REQUIREs success). rcvbuf > 0 sets SO_RCVBUF before connecting, so the
 // advertised window stays small (a slow reader).

@@ -30,37 +30,6 @@ using nlohmann::json;
 
 namespace {
 
-json tcp_feed(const std::string& name, uint16_t port) {
-  return {{"name", name}, {"type", "tcp-listen"}, {"listen", loopback(port)}};
-}
-
-json tcp_output(const std::string& name, uint16_t port) {
-  return {{"name", name}, {"type", "tcp-listen"}, {"listen", loopback(port)}};
-}
-
-// Adds a metrics endpoint on a free port to `config`; returns the port.
-uint16_t with_metrics(json& config) {
-  uint16_t port = free_port();
-  config["metrics"] = {{"listen", loopback(port)}};
-  return port;
-}
-
-// {"time":T,"feed":"F","seq":S}
-std::string record(int64_t time, const std::string& feed, int64_t seq) {
-  return "{\"time\":" + std::to_string(time) + ",\"feed\":\"" + feed +
-         "\",\"seq\":" + std::to_string(seq) + "}";
-}
-
-std::string lines_of(const std::vector<std::string>& records) {
-  std::string out;
-  for (const auto& r : records) out += r + "\n";
-  return out;
-}
-
-bool starts_with(std::string_view text, std::string_view prefix) {
-  return text.substr(0, prefix.size()) == prefix;
-}
-
 // One connect() to 127.0.0.1:port, no retry: true if a listener took it.
 // On loopback the answer is immediate (accepted into the backlog, or
 // refused).
