@@ -62,9 +62,8 @@ Exit status: 0 all merged; 1 some lines skipped (malformed or late);
 // core (at least two, so a read and a write can overlap), unless the
 // operator chose a size.
 void size_thread_pool() {
-  if (std::getenv("UV_THREADPOOL_SIZE") != nullptr) return;
   unsigned threads = std::clamp(uv_available_parallelism(), 2u, 16u);
-  setenv("UV_THREADPOOL_SIZE", std::to_string(threads).c_str(), 0);
+  setenv("UV_THREADPOOL_SIZE", std::to_string(threads).c_str(), /*overwrite=*/0);
 }
 
 }  // namespace
