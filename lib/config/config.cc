@@ -308,6 +308,8 @@ constexpr Choice<LatePolicy> kLatePolicies[] = {
     {"emit", LatePolicy::emit}, {"drop", LatePolicy::drop}, {"deadletter", LatePolicy::deadletter}};
 constexpr Choice<SlowClientPolicy> kSlowClientPolicies[] = {
     {"block", SlowClientPolicy::block}, {"disconnect", SlowClientPolicy::disconnect}};
+constexpr Choice<WriteErrorPolicy> kWriteErrorPolicies[] = {{"block", WriteErrorPolicy::block},
+                                                            {"skip", WriteErrorPolicy::skip}};
 constexpr Choice<LogLevel> kLogLevels[] = {{"error", LogLevel::error},
                                            {"warn", LogLevel::warn},
                                            {"info", LogLevel::info},
@@ -459,6 +461,7 @@ class Validator {
   std::optional<uint64_t> read_integer(const Json& value, const std::string& pointer, uint64_t min,
                                        uint64_t max);
   std::optional<double> read_number(const Json& value, const std::string& pointer);
+  std::optional<double> read_max_lag(const Json& value, const std::string& pointer);
   std::optional<std::string> read_path(const Json& value, const std::string& pointer,
                                        size_t max_bytes);
   std::optional<HostPort> read_host_port(const Json& value, const std::string& pointer);
@@ -655,6 +658,8 @@ void Validator::read_top_level() {
       if (auto ms = read_integer(value, pointer, 0, kMaxDrainTimeoutMs)) {
         config_.drain_timeout_ms = *ms;
       }
+    } else if (name == "max_lag") {
+      config_.max_lag = read_max_lag(value, pointer);
     } else if (name == "log_level") {
       if (auto level = read_choice(value, pointer, kLogLevels)) config_.log_level = *level;
     } else if (name == "feeds") {
@@ -688,6 +693,23 @@ void Validator::read_top_level() {
   }
 }
 
+// max_lag: a distance in key units, so string keys (which have none) may
+// not use it. Top-level fields are read in document order, so the key type
+// is looked up in the document rather than in what was read so far.
+std::optional<double> Validator::read_max_lag(const Json& value, const std::string& pointer) {
+  auto lag = read_number(value, pointer);
+  if (!lag) return std::nullopt;
+  const Json* type = root_.contains("key_type") ? &root_["key_type"] : nullptr;
+  if (*lag <= 0) {
+    problem(pointer, "must be greater than 0 (leave it out to turn it off)");
+  } else if (type && type->is_string() && type->get<std::string>() == "string") {
+    problem(pointer, "not allowed with key_type \"string\" (string keys have no distance)");
+  } else {
+    return lag;
+  }
+  return std::nullopt;
+}
+
 void Validator::read_deadletter(const Json& value, const std::string& pointer) {
   if (!value.is_object()) {
     problem(pointer, fmt::format("expected an object, got {}", describe(value)));
@@ -704,6 +726,10 @@ void Validator::read_deadletter(const Json& value, const std::string& pointer) {
         deadletter.path = *path;
         written_files_.push_back({field, std::nullopt, *path});
       }
+    } else if (it.key() == "max_buffer") {
+      auto bytes = read_integer(it.value(), field, 1, kMaxBytes);
+      valid = valid && bytes.has_value();
+      if (bytes) deadletter.max_buffer = *bytes;
     } else {
       problem(field, "unknown field");
     }
@@ -808,6 +834,16 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
           problem(field, fmt::format("must differ from the key field \"{}\"", config_.key));
         } else {
           feed.heartbeat_field = *text;
+        }
+      }
+    } else if (name == "max_lag") {
+      feed.max_lag = read_max_lag(field_value, field);
+    } else if (name == "late") {
+      if (auto late = read_choice(field_value, field, kLatePolicies)) {
+        if (*late == LatePolicy::deadletter && !root_.contains("deadletter")) {
+          problem(field, "\"deadletter\" requires a deadletter section ({\"path\": ...})");
+        } else {
+          feed.late = *late;
         }
       }
     } else if (name == "reorder_window") {
@@ -958,6 +994,7 @@ bool output_field_applies(std::string_view field, OutputType type) {
   if (field == "max_clients" || field == "slow_client" || field == "stall_timeout_ms") {
     return type == tcp_listen || type == unix_listen;
   }
+  if (field == "on_error") return type == file;
   return false;
 }
 
@@ -1028,6 +1065,10 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
     } else if (name == "stall_timeout_ms") {
       if (auto ms = read_integer(field_value, field, 0, kMaxStallTimeoutMs)) {
         output.stall_timeout_ms = *ms;
+      }
+    } else if (name == "on_error") {
+      if (auto policy = read_choice(field_value, field, kWriteErrorPolicies)) {
+        output.on_error = *policy;
       }
     }
   }
@@ -1207,6 +1248,9 @@ std::string_view to_string(LatePolicy policy) {
 std::string_view to_string(SlowClientPolicy policy) {
   return choice_name(kSlowClientPolicies, policy);
 }
+std::string_view to_string(WriteErrorPolicy policy) {
+  return choice_name(kWriteErrorPolicies, policy);
+}
 std::string_view to_string(LogLevel level) {
   return choice_name(kLogLevels, level);
 }
@@ -1225,6 +1269,9 @@ std::optional<LatePolicy> parse_late_policy(std::string_view name) {
 }
 std::optional<SlowClientPolicy> parse_slow_client_policy(std::string_view name) {
   return find_choice(kSlowClientPolicies, name);
+}
+std::optional<WriteErrorPolicy> parse_write_error_policy(std::string_view name) {
+  return find_choice(kWriteErrorPolicies, name);
 }
 std::optional<LogLevel> parse_log_level(std::string_view name) {
   return find_choice(kLogLevels, name);

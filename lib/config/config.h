@@ -19,15 +19,19 @@ namespace chronomerge {
 enum class MergeMode { interleave, combine };
 enum class LatePolicy { emit, drop, deadletter };
 enum class SlowClientPolicy { block, disconnect };
+// What a file output does while it cannot write (disk full, I/O error).
+enum class WriteErrorPolicy { block, skip };
 enum class LogLevel { error, warn, info, debug };
 
 std::string_view to_string(MergeMode mode);
 std::string_view to_string(LatePolicy policy);
 std::string_view to_string(SlowClientPolicy policy);
+std::string_view to_string(WriteErrorPolicy policy);
 std::string_view to_string(LogLevel level);
 std::optional<MergeMode> parse_merge_mode(std::string_view name);
 std::optional<LatePolicy> parse_late_policy(std::string_view name);
 std::optional<SlowClientPolicy> parse_slow_client_policy(std::string_view name);
+std::optional<WriteErrorPolicy> parse_write_error_policy(std::string_view name);
 std::optional<LogLevel> parse_log_level(std::string_view name);
 
 // "host:port" or "[v6]:port"; port 0 asks the kernel for a free one.
@@ -75,6 +79,10 @@ struct FeedConfig {
   std::optional<size_t> max_line_bytes;
   std::string heartbeat_field;  // empty: no heartbeats
   double reorder_window = 0;    // key units; 0: off
+  // A waiting feed stops holding the merge once the ready feeds are more
+  // than this far past its last key (key units); unset: the global value.
+  std::optional<double> max_lag;
+  std::optional<LatePolicy> late;  // unset: the global policy
 
   friend bool operator==(const FeedConfig&, const FeedConfig&) = default;
 };
@@ -91,12 +99,15 @@ struct OutputConfig {
   size_t max_buffer = 4 << 20;  // bytes queued per client/sink
   SlowClientPolicy slow_client = SlowClientPolicy::block;
   uint64_t stall_timeout_ms = 0;  // 0: never (block mode only)
+  // file: hold the merge and retry (lossless), or drop and count.
+  WriteErrorPolicy on_error = WriteErrorPolicy::block;
 
   friend bool operator==(const OutputConfig&, const OutputConfig&) = default;
 };
 
 struct DeadletterConfig {
   std::string path;
+  size_t max_buffer = 8 << 20;  // bytes queued; beyond, dropped and counted
   friend bool operator==(const DeadletterConfig&, const DeadletterConfig&) = default;
 };
 
@@ -116,6 +127,7 @@ struct Config {
   size_t feed_low_water_mark = 256 << 10;
   size_t output_high_water_mark = 1 << 20;
   uint64_t drain_timeout_ms = 10000;
+  std::optional<double> max_lag;  // key units; unset: off
   LogLevel log_level = LogLevel::info;
   std::vector<FeedConfig> feeds;
   std::vector<OutputConfig> outputs;

@@ -194,6 +194,27 @@ const std::vector<BadConfig>& bad_configs() {
        config_text(R"("key_type": "string")",
                    R"({"name": "a", "type": "stdin", "reorder_window": 10})"),
        "/feeds/0/reorder_window", "not allowed with key_type \"string\""},
+      {"rejects a global max_lag with string keys, whatever the field order",
+       config_text(R"("max_lag": 5, "key_type": "string")"), "/max_lag",
+       "not allowed with key_type \"string\""},
+      {"rejects a feed's max_lag with string keys",
+       config_text(R"("key_type": "string")", R"({"name": "a", "type": "stdin", "max_lag": 5})"),
+       "/feeds/0/max_lag", "not allowed with key_type \"string\""},
+      {"rejects a max_lag of zero", feeds_text(R"({"name": "a", "type": "stdin", "max_lag": 0})"),
+       "/feeds/0/max_lag", "must be greater than 0"},
+      {"rejects a feed's late deadletter without a deadletter section",
+       feeds_text(R"({"name": "a", "type": "stdin", "late": "deadletter"})"), "/feeds/0/late",
+       "requires a deadletter section"},
+      {"rejects on_error on a server output",
+       outputs_text(
+           R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:1", "on_error": "skip"})"),
+       "/outputs/0/on_error", "unknown field for type \"tcp-listen\""},
+      {"rejects an unknown on_error policy",
+       outputs_text(R"({"name": "o", "type": "file", "path": "/tmp/o", "on_error": "retry"})"),
+       "/outputs/0/on_error", "expected one of"},
+      {"rejects a dead-letter max_buffer of zero",
+       config_text(R"("deadletter": {"path": "/tmp/d", "max_buffer": 0})"),
+       "/deadletter/max_buffer", "must be"},
       {"rejects a heartbeat field that is the key itself",
        feeds_text(R"({"name": "a", "type": "stdin", "heartbeat_field": "time"})"),
        "/feeds/0/heartbeat_field", "must differ from the key"},
@@ -329,6 +350,9 @@ TEST_CASE("parse_config accepts good configs") {
     CHECK_FALSE(config.feeds[0].idle_timeout_ms.has_value());
     CHECK(config.feeds[0].heartbeat_field.empty());
     CHECK(config.feeds[0].reorder_window == 0);
+    CHECK_FALSE(config.max_lag.has_value());
+    CHECK_FALSE(config.feeds[0].max_lag.has_value());
+    CHECK_FALSE(config.feeds[0].late.has_value());
     REQUIRE(config.outputs.size() == 1);
     CHECK(config.outputs[0].type == OutputType::stdout_);
     CHECK(config.outputs[0].max_buffer == 4 << 20);
@@ -349,7 +373,7 @@ TEST_CASE("parse_config accepts good configs") {
            {"name": "s", "type": "simulate", "rate": 2.5, "jitter_ms": 50, "seed": 7,
             "count": 100, "vehicles": 12, "heartbeat_field": "hb", "reorder_window": 1e9,
             "high_water_mark": 1e6, "low_water_mark": 1000, "idle_timeout_ms": 100,
-            "max_line_bytes": 4096})"));
+            "max_line_bytes": 4096, "max_lag": 60000, "late": "emit"})"));
     CHECK(config.key == "/meta/ts");
     CHECK(config.key_type == KeyType::rfc3339);
     CHECK(config.mode == MergeMode::combine);
@@ -375,13 +399,17 @@ TEST_CASE("parse_config accepts good configs") {
     CHECK(sim.low_water_mark == 1000u);
     CHECK(sim.idle_timeout_ms == 100u);
     CHECK(sim.max_line_bytes == 4096u);
+    CHECK(sim.max_lag == 60000.0);
+    CHECK(sim.late == LatePolicy::emit);
   }
 
   SUBCASE("reads every output type with its fields") {
     const Config config =
-        parse_valid(config_text(R"("deadletter": {"path": "/var/dead.ndjson"})", kStdinFeed,
+        parse_valid(config_text(R"("deadletter": {"path": "/var/dead.ndjson", "max_buffer": 4096},
+                                   "max_lag": 2.5)",
+                                kStdinFeed,
                                 R"({"name": "console", "type": "stdout", "max_buffer": 1024},
-           {"name": "archive", "type": "file", "path": "/var/out.ndjson"},
+           {"name": "archive", "type": "file", "path": "/var/out.ndjson", "on_error": "skip"},
            {"name": "tcp", "type": "tcp-listen", "listen": "0.0.0.0:0", "max_clients": 2,
             "slow_client": "disconnect"},
            {"name": "sock", "type": "unix-listen", "path": "/run/out.sock", "max_clients": 100000,
@@ -390,6 +418,9 @@ TEST_CASE("parse_config accepts good configs") {
     CHECK(config.outputs[0].max_buffer == 1024);
     CHECK(config.outputs[1].type == OutputType::file);
     CHECK(config.outputs[1].path == "/var/out.ndjson");
+    CHECK(config.outputs[1].on_error == WriteErrorPolicy::skip);
+    CHECK(config.outputs[0].on_error == WriteErrorPolicy::block);
+    CHECK(config.max_lag == 2.5);
     CHECK(config.outputs[2].address == HostPort{"0.0.0.0", 0});
     CHECK(config.outputs[2].max_clients == 2);
     CHECK(config.outputs[2].slow_client == SlowClientPolicy::disconnect);
@@ -397,6 +428,7 @@ TEST_CASE("parse_config accepts good configs") {
     CHECK(config.outputs[3].stall_timeout_ms == 9);
     REQUIRE(config.deadletter.has_value());
     CHECK(config.deadletter->path == "/var/dead.ndjson");
+    CHECK(config.deadletter->max_buffer == 4096);
   }
 
   SUBCASE("lets several listeners ask for port 0") {
