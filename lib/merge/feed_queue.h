@@ -115,6 +115,12 @@ class FeedQueue {
   bool at_or_below_low() const { return bytes_ <= low_; }
   size_t high_water_mark() const { return high_; }
   size_t low_water_mark() const { return low_; }
+  // A reload may change the marks; the caller re-checks pause/resume.
+  // REQUIRES: low_water_mark < high_water_mark.
+  void set_water_marks(size_t high_water_mark, size_t low_water_mark) {
+    high_ = high_water_mark;
+    low_ = low_water_mark;
+  }
 
  private:
   // A queued record as stored: a QueuedRecord without the key's text, half

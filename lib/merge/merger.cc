@@ -38,31 +38,99 @@ std::string_view to_string(FeedState state) {
 Merger::Merger(MergerOptions options, Output& output, MergerListener& listener)
     : options_(std::move(options)), output_(output), listener_(listener) {}
 
-FeedId Merger::add_feed(FeedSettings settings, uint64_t now) {
-  FeedId id = static_cast<FeedId>(feeds_.size());
-  feeds_.emplace_back(std::move(settings));
-  feeds_.back().rank = id;
+FeedId Merger::add_feed(FeedSettings settings, uint64_t now, bool joins_idle) {
+  FeedId id;
+  if (free_.empty()) {
+    id = static_cast<FeedId>(feeds_.size());
+    feeds_.emplace_back();
+  } else {
+    id = free_.back();
+    free_.pop_back();
+  }
+  feeds_[id] = std::make_unique<Feed>(std::move(settings));
+  Feed& f = *feeds_[id];
+  // After every feed in use: set_ranks() orders them by the configuration.
+  uint32_t rank = 0;
+  for (const auto& other : feeds_) {
+    if (other && other.get() != &f) rank = std::max(rank, other->rank + 1);
+  }
+  f.rank = rank;
+  f.live_since = now;
   ++open_;
   finished_ = false;
-  became_empty(id, now);
+  if (joins_idle && f.settings.idle_timeout_ms) {
+    f.idle = true;
+  } else {
+    became_empty(id);
+  }
   return id;
 }
 
+void Merger::update(FeedId feed, FeedSettings settings, uint64_t now) {
+  Feed& f = *feeds_[feed];
+  assert(!f.ended);
+  const bool waiting = f.queue.empty() && !f.idle;
+  if (waiting && f.settings.idle_timeout_ms) deadlines_.erase({f.idle_deadline, feed});
+  settings.name = f.settings.name;
+  f.settings = std::move(settings);
+  if (waiting && f.settings.idle_timeout_ms) {
+    // The clock keeps its start: a longer timeout extends the wait, a
+    // shorter one may end it at the next run().
+    f.idle_deadline = f.live_since + *f.settings.idle_timeout_ms;
+    deadlines_.emplace(f.idle_deadline, feed);
+  }
+  f.queue.set_water_marks(f.settings.high_water_mark, f.settings.low_water_mark);
+  if (!f.held.empty()) release_held(feed, false, now);
+  check_water_marks(feed);
+}
+
+bool Merger::retired(FeedId feed) const {
+  const Feed& f = *feeds_[feed];
+  return f.ended && f.queue.empty() && f.held.empty();
+}
+
+void Merger::remove(FeedId feed) {
+  assert(retired(feed));
+  if (holder_ == feed) holder_.reset();
+  feeds_[feed].reset();
+  free_.push_back(feed);
+}
+
+// After the marks changed: pause a feed now over its high mark, resume one
+// now under its low mark.
+void Merger::check_water_marks(FeedId feed) {
+  Feed& f = *feeds_[feed];
+  if (!f.paused && f.queue.at_or_above_high()) {
+    f.paused = true;
+    ++f.stats.pauses;
+    listener_.pause_feed(feed);
+  } else if (f.paused && f.queue.at_or_below_low()) {
+    f.paused = false;
+    listener_.resume_feed(feed);
+  }
+}
+
 FeedState Merger::state(FeedId feed) const {
-  const Feed& f = feeds_[feed];
+  const Feed& f = *feeds_[feed];
   if (!f.queue.empty()) return FeedState::ready;
   if (f.ended) return FeedState::ended;
   return f.idle ? FeedState::idle : FeedState::waiting;
 }
 
 Key Merger::front_key(FeedId feed) const {
-  const FeedQueue& queue = feeds_[feed].queue;
+  const FeedQueue& queue = feeds_[feed]->queue;
   return Key{queue.front_ordinal(), queue.front_text()};
 }
 
 // Whether the queue's head is older than the frontier (a late record), in
 // key order: ordinal, then text. While no key has had text, every text is
 // empty and the ordinals decide alone.
+bool Merger::key_before_frontier(const Key& key) const {
+  if (!frontier_) return false;
+  if (key.ordinal != frontier_->ordinal) return key.ordinal < frontier_->ordinal;
+  return compare_text_ && key.text < frontier_->text;
+}
+
 bool Merger::before_frontier(const FeedQueue& queue) const {
   if (queue.front_ordinal() != frontier_->ordinal)
     return queue.front_ordinal() < frontier_->ordinal;
@@ -73,14 +141,16 @@ bool Merger::before_frontier(const FeedQueue& queue) const {
 bool Merger::heap_before(const HeapEntry& a, const HeapEntry& b) const {
   if (a.ordinal != b.ordinal) return a.ordinal < b.ordinal;
   if (compare_text_) {
-    int c = feeds_[a.feed].queue.front_text().compare(feeds_[b.feed].queue.front_text());
+    int c = feeds_[a.feed]->queue.front_text().compare(feeds_[b.feed]->queue.front_text());
     if (c != 0) return c < 0;
   }
   return a.rank < b.rank;
 }
 
 void Merger::set_ranks(const std::vector<uint32_t>& ranks) {
-  for (size_t i = 0; i < feeds_.size() && i < ranks.size(); ++i) feeds_[i].rank = ranks[i];
+  for (size_t i = 0; i < feeds_.size() && i < ranks.size(); ++i) {
+    if (feeds_[i]) feeds_[i]->rank = ranks[i];
+  }
   // Rebuild the heap with the new ranks (reloads are rare).
   std::vector<HeapEntry> entries = std::move(heap_);
   heap_.clear();
@@ -88,7 +158,7 @@ void Merger::set_ranks(const std::vector<uint32_t>& ranks) {
 }
 
 Merger::HeapEntry Merger::heap_entry(FeedId feed) const {
-  return HeapEntry{feeds_[feed].queue.front_ordinal(), feeds_[feed].rank, feed};
+  return HeapEntry{feeds_[feed]->queue.front_ordinal(), feeds_[feed]->rank, feed};
 }
 
 // The heap is hand-written rather than std::push_heap/pop_heap so that the
@@ -138,19 +208,21 @@ void Merger::sift_down() {
   heap_[hole] = moving;
 }
 
-void Merger::became_empty(FeedId feed, uint64_t now) {
-  Feed& f = feeds_[feed];
-  if (f.ended) return;
-  f.idle = false;
+// The queue ran dry: the feed is waiting again, its idle clock running
+// from its last sign of life. An idle feed whose queue held only late
+// records stays idle: they were no sign of life.
+void Merger::became_empty(FeedId feed) {
+  Feed& f = *feeds_[feed];
+  if (f.ended || f.idle) return;
   ++waiting_;
   if (f.settings.idle_timeout_ms) {
-    f.idle_deadline = now + *f.settings.idle_timeout_ms;
+    f.idle_deadline = f.live_since + *f.settings.idle_timeout_ms;
     deadlines_.emplace(f.idle_deadline, feed);
   }
 }
 
 void Merger::push(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now) {
-  Feed& f = feeds_[feed];
+  Feed& f = *feeds_[feed];
   assert(!f.ended);
   if (parsed.heartbeat) {
     ++f.stats.heartbeats;
@@ -181,7 +253,7 @@ void Merger::push(FeedId feed, std::string_view record, ParsedRecord&& parsed, u
 // limit. Past the high-water mark the oldest held records are released
 // early; from the queue on, the usual pause applies.
 void Merger::release_held(FeedId feed, bool all, uint64_t now) {
-  Feed& f = feeds_[feed];
+  Feed& f = *feeds_[feed];
   size_t n = 0;
   while (n < f.held.size() &&
          (all || f.held_bytes > f.settings.high_water_mark ||
@@ -198,7 +270,7 @@ void Merger::release_held(FeedId feed, bool all, uint64_t now) {
 void Merger::push(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block,
                   uint64_t now) {
   if (records.empty()) return;
-  Feed& f = feeds_[feed];
+  Feed& f = *feeds_[feed];
   assert(!f.ended);
   if (f.settings.reorder_window > 0) {
     // Held records are copied anyway; one at a time through the window.
@@ -217,32 +289,38 @@ void Merger::push(FeedId feed, std::span<BlockRecord> records, const BlockOwner&
     if (!record.parsed.key.text.empty()) compare_text_ = true;
   }
   assign_key(f.stats.last_key, records.back().parsed.key);
+  // Only an idle feed asks whether these are a sign of life.
+  bool alive = !f.idle || std::any_of(records.begin(), records.end(), [&](const BlockRecord& r) {
+    return !key_before_frontier(r.parsed.key);
+  });
   bool was_empty = f.queue.empty();
   f.queue.push(records, block);
-  enqueued(feed, was_empty);
+  enqueued(feed, was_empty, alive);
 }
 
 void Merger::enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t) {
-  Feed& f = feeds_[feed];
+  Feed& f = *feeds_[feed];
+  bool alive = !f.idle || !key_before_frontier(parsed.key);
   bool was_empty = f.queue.empty();
   f.queue.push(record, std::move(parsed));
-  enqueued(feed, was_empty);
+  enqueued(feed, was_empty, alive);
 }
 
 // After records were queued: a feed that was empty becomes ready (and
-// joins the heap); a queue at its high-water mark pauses the feed.
-void Merger::enqueued(FeedId feed, bool was_empty) {
-  Feed& f = feeds_[feed];
-  if (was_empty) {
-    if (f.idle) {
-      f.idle = false;
-      listener_.feed_idle(feed, false);
-    } else {
-      --waiting_;
-      if (f.settings.idle_timeout_ms) deadlines_.erase({f.idle_deadline, feed});
-    }
-    heap_insert(feed);
+// joins the heap); a queue at its high-water mark pauses the feed. An idle
+// feed comes back only with a record at or after the frontier (`alive`):
+// late records pass through it while it stays idle.
+void Merger::enqueued(FeedId feed, bool was_empty, bool alive) {
+  Feed& f = *feeds_[feed];
+  if (f.idle && alive) {
+    f.idle = false;
+    f.lagging = false;
+    listener_.feed_idle(feed, false);
+  } else if (was_empty && !f.idle) {
+    --waiting_;
+    if (f.settings.idle_timeout_ms) deadlines_.erase({f.idle_deadline, feed});
   }
+  if (was_empty) heap_insert(feed);
   if (!f.paused && f.queue.at_or_above_high()) {
     f.paused = true;
     ++f.stats.pauses;
@@ -251,17 +329,15 @@ void Merger::enqueued(FeedId feed, bool was_empty) {
 }
 
 void Merger::end(FeedId feed, uint64_t now) {
-  Feed& f = feeds_[feed];
+  Feed& f = *feeds_[feed];
   if (f.ended) return;
   if (!f.held.empty()) release_held(feed, true, now);
-  if (f.queue.empty()) {
-    if (f.idle) {
-      f.idle = false;
-    } else {
-      --waiting_;
-      if (f.settings.idle_timeout_ms) deadlines_.erase({f.idle_deadline, feed});
-    }
+  if (f.queue.empty() && !f.idle) {
+    --waiting_;
+    if (f.settings.idle_timeout_ms) deadlines_.erase({f.idle_deadline, feed});
   }
+  f.idle = false;
+  f.lagging = false;
   f.ended = true;
   --open_;
   check_finished();
@@ -269,17 +345,24 @@ void Merger::end(FeedId feed, uint64_t now) {
 
 // Pops the head of the feed on top of the heap. If the feed has another
 // record, that record takes over the top slot and sinks to its place.
-void Merger::pop_front(FeedId feed, uint64_t now) {
+void Merger::pop_front(FeedId feed, uint64_t now, bool late) {
   assert(heap_.front().feed == feed);
-  Feed& f = feeds_[feed];
+  Feed& f = *feeds_[feed];
   f.queue.pop();
   if (f.queue.empty()) {
     heap_remove_top();
-    became_empty(feed, now);
   } else {
     heap_.front().ordinal = f.queue.front_ordinal();
     sift_down();
   }
+  popped(feed, late, now);
+}
+
+// After a record left the queue (and the heap is in order again).
+void Merger::popped(FeedId feed, bool late, uint64_t now) {
+  Feed& f = *feeds_[feed];
+  if (!late) f.live_since = now;
+  if (f.queue.empty()) became_empty(feed);
   if (f.paused && f.queue.at_or_below_low()) {
     f.paused = false;
     listener_.resume_feed(feed);
@@ -289,35 +372,98 @@ void Merger::pop_front(FeedId feed, uint64_t now) {
 // Pops the head of a feed that is not on the heap, and puts the feed back
 // on the heap if it still has records.
 void Merger::pop_detached(FeedId feed, uint64_t now) {
-  Feed& f = feeds_[feed];
+  Feed& f = *feeds_[feed];
   f.queue.pop();
-  if (f.queue.empty()) {
-    became_empty(feed, now);
-  } else {
-    heap_insert(feed);
-  }
-  if (f.paused && f.queue.at_or_below_low()) {
-    f.paused = false;
-    listener_.resume_feed(feed);
-  }
+  if (!f.queue.empty()) heap_insert(feed);
+  popped(feed, false, now);
 }
 
-void Merger::sweep_idle(uint64_t now) {
+// True if any feed stopped waiting.
+bool Merger::sweep_idle(uint64_t now) {
+  bool changed = false;
   while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
     FeedId feed = deadlines_.begin()->second;
-    deadlines_.erase(deadlines_.begin());
-    Feed& f = feeds_[feed];
-    --waiting_;
+    Feed& f = *feeds_[feed];
+    changed = true;
     if (!f.held.empty()) {
       // Gone quiet with records held for reordering: nothing newer is
       // coming to release them, so release them all now.
-      ++waiting_;  // enqueue() expects a waiting feed
       release_held(feed, true, now);
       continue;
     }
-    f.idle = true;
-    listener_.feed_idle(feed, true);
+    go_idle(feed, false);
   }
+  return changed;
+}
+
+// A waiting feed stops holding the merge.
+void Merger::go_idle(FeedId feed, bool lagging) {
+  Feed& f = *feeds_[feed];
+  if (f.settings.idle_timeout_ms) deadlines_.erase({f.idle_deadline, feed});
+  --waiting_;
+  f.idle = true;
+  f.lagging = lagging;
+  listener_.feed_idle(feed, true);
+}
+
+// max_lag: while the merge is held, lets go of waiting feeds that have
+// fallen more than their max_lag behind the smallest ready head and
+// behind most open feeds (see FeedSettings::max_lag). True if any went.
+// Only live feeds (those with an idle timeout) wait long enough to lag.
+bool Merger::release_lagging() {
+  if (heap_.empty()) return false;
+  const Key head = front_key(heap_.front().feed);
+  std::vector<FeedId> lagging;
+  for (const auto& [deadline, feed] : deadlines_) {
+    const Feed& f = *feeds_[feed];
+    if (f.settings.max_lag && f.stats.last_key &&
+        key_distance(options_.key_type, *f.stats.last_key, head) > *f.settings.max_lag) {
+      lagging.push_back(feed);
+    }
+  }
+  if (lagging.empty()) return false;
+  // Where every open, not idle feed has got to: its head if it has
+  // records, else its last key.
+  std::vector<Key> progress;
+  for (FeedId id = 0; id < feeds_.size(); ++id) {
+    const Feed* f = feeds_[id].get();
+    if (f == nullptr || f->ended || f->idle) continue;
+    if (!f->queue.empty()) {
+      progress.push_back(front_key(id));
+    } else if (f->stats.last_key) {
+      progress.push_back(*f->stats.last_key);
+    }
+  }
+  const size_t open = progress.size();
+  bool released = false;
+  for (FeedId feed : lagging) {
+    const Feed& f = *feeds_[feed];
+    size_t ahead = std::count_if(progress.begin(), progress.end(), [&](const Key& k) {
+      return key_distance(options_.key_type, *f.stats.last_key, k) > *f.settings.max_lag;
+    });
+    if (2 * ahead > open) {
+      go_idle(feed, true);
+      released = true;
+    }
+  }
+  return released;
+}
+
+// Who holds the merge after a run: the feed waiting longest while others
+// have records ready.
+void Merger::update_holder(uint64_t now) {
+  std::optional<FeedId> holder;
+  if (!heap_.empty() && waiting_ > 0 && !output_.full()) {
+    if (!deadlines_.empty()) {
+      holder = deadlines_.begin()->second;
+    } else {
+      for (FeedId id = 0; id < feeds_.size() && !holder; ++id) {
+        if (feeds_[id] && state(id) == FeedState::waiting) holder = id;
+      }
+    }
+  }
+  if (holder != holder_) held_since_ = now;
+  holder_ = holder;
 }
 
 std::optional<uint64_t> Merger::next_deadline() const {
@@ -326,9 +472,9 @@ std::optional<uint64_t> Merger::next_deadline() const {
 }
 
 void Merger::handle_late(FeedId feed) {
-  Feed& f = feeds_[feed];
+  Feed& f = *feeds_[feed];
   ++f.stats.late;
-  bool emit = options_.late == LatePolicy::emit;
+  bool emit = f.settings.late.value_or(options_.late) == LatePolicy::emit;
   std::string_view record = f.queue.front_bytes();
   listener_.late_record(feed, record, emit);
   if (emit) {
@@ -344,7 +490,7 @@ void Merger::handle_late(FeedId feed) {
 }
 
 bool Merger::emit_one(FeedId feed) {
-  Feed& f = feeds_[feed];
+  Feed& f = *feeds_[feed];
   // The frontier is assigned per record: copy the text only if keys have
   // any (a std::string assignment per record would be a call for nothing).
   if (!frontier_) {
@@ -367,7 +513,7 @@ bool Merger::emit_combined(uint64_t now) {
   while (!heap_.empty() && front_key(heap_.front().feed) == key) {
     FeedId feed = heap_.front().feed;
     heap_remove_top();
-    if (feeds_[feed].queue.front_heartbeat()) {
+    if (feeds_[feed]->queue.front_heartbeat()) {
       pop_detached(feed, now);  // not forwarded; its next record may tie too
       continue;
     }
@@ -376,23 +522,23 @@ bool Merger::emit_combined(uint64_t now) {
   scratch_.assign("{\"data\":[");
   for (size_t i = 0; i < group_.size(); ++i) {
     if (i) scratch_ += ',';
-    scratch_ += feeds_[group_[i]].queue.front_bytes();
+    scratch_ += feeds_[group_[i]]->queue.front_bytes();
   }
   scratch_ += "],\"indexes\":[";
   for (size_t i = 0; i < group_.size(); ++i) {
     if (i) scratch_ += ',';
-    scratch_ += std::to_string(feeds_[group_[i]].rank);
+    scratch_ += std::to_string(feeds_[group_[i]]->rank);
   }
   scratch_ += "],\"";
   scratch_ += options_.combine_key_name;
   scratch_ += "\":";
-  scratch_ += feeds_[group_[0]].queue.front_key_text();
+  scratch_ += feeds_[group_[0]]->queue.front_key_text();
   scratch_ += '}';
   frontier_ = key;
   records_out_ += group_.size();
   bool more = output_.push(scratch_);
   for (FeedId feed : group_) {
-    ++feeds_[feed].stats.records_out;
+    ++feeds_[feed]->stats.records_out;
     pop_detached(feed, now);
   }
   return more;
@@ -402,7 +548,7 @@ void Merger::run(uint64_t now) {
   sweep_idle(now);
   while (!heap_.empty() && !output_.full()) {
     FeedId top = heap_.front().feed;
-    Feed& f = feeds_[top];
+    Feed& f = *feeds_[top];
     if (f.queue.front_heartbeat()) {
       // A heartbeat is never forwarded. While another feed is waiting it
       // must stay: that feed may still send something older, and the
@@ -410,16 +556,23 @@ void Merger::run(uint64_t now) {
       // Once nothing waits and it is the smallest head, everything older
       // has been emitted and it has done its job. One behind the frontier
       // promises nothing new.
-      if (waiting_ > 0 && !(frontier_ && before_frontier(f.queue))) break;
+      if (waiting_ > 0 && !(frontier_ && before_frontier(f.queue))) {
+        if (sweep_idle(now) || release_lagging()) continue;
+        break;
+      }
       pop_front(top, now);
       continue;
     }
     if (frontier_ && before_frontier(f.queue)) {
       handle_late(top);
-      pop_front(top, now);
+      pop_front(top, now, true);
       continue;
     }
-    if (waiting_ > 0) break;
+    if (waiting_ > 0) {
+      // A late record may have left a feed whose clock ran out already.
+      if (sweep_idle(now) || release_lagging()) continue;
+      break;
+    }
     if (options_.mode == MergeMode::combine) {
       emit_combined(now);
     } else {
@@ -427,6 +580,7 @@ void Merger::run(uint64_t now) {
       pop_front(top, now);
     }
   }
+  update_holder(now);
   check_finished();
 }
 

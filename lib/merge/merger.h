@@ -10,12 +10,22 @@
 // Order, interleave mode: (key, feed rank, arrival); the rank is the feed's
 // position in the configuration (see set_ranks()).
 //
+// A late record (older than the frontier) is never a sign of life: a
+// feed's idle clock runs from its last record at or after the frontier,
+// so a producer with a wrong clock cannot hold the merge. With max_lag, a
+// waiting feed that has fallen too far behind the others stops holding the
+// merge too (see FeedSettings::max_lag).
+//
+// Feed ids are slots: remove() frees an ended, drained feed's slot, and
+// add_feed() reuses it, so a daemon that adds and removes feeds for months
+// keeps only the feeds it has.
+//
 // Loop thread only. Listener callbacks must not call back into the Merger.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
+#include <memory>
 #include <optional>
 #include <set>
 #include <span>
@@ -44,6 +54,14 @@ struct FeedSettings {
   std::optional<uint64_t> idle_timeout_ms;
   // Hold and sort records until one this much newer arrives; 0 = off.
   double reorder_window = 0;
+  // A waiting feed stops holding the merge once the smallest ready head is
+  // more than this past its last key (key units) and most open feeds are
+  // that far ahead of it: a feed behind the rest no longer sets the pace,
+  // while a feed ahead of the rest (a clock running fast) never makes the
+  // others' records late. Unset: off.
+  std::optional<double> max_lag;
+  // Unset: MergerOptions::late.
+  std::optional<LatePolicy> late;
 };
 
 struct FeedStats {
@@ -66,7 +84,8 @@ class MergerListener {
   // A record older than the frontier reached the head of its queue.
   // `emitted` says whether policy `emit` forwarded it.
   virtual void late_record(FeedId feed, std::string_view record, bool emitted) = 0;
-  // Waiting <-> idle transitions, for logs and metrics.
+  // Waiting <-> idle transitions, for logs and metrics. Merger::lagging()
+  // tells whether max_lag rather than the idle timeout let the feed go.
   virtual void feed_idle(FeedId feed, bool idle) = 0;
 };
 
@@ -84,7 +103,25 @@ class Merger {
   Merger(const Merger&) = delete;
   Merger& operator=(const Merger&) = delete;
 
-  FeedId add_feed(FeedSettings settings, uint64_t now);
+  // A new feed, in the first free slot. It starts waiting (the merge waits
+  // for it, as for every feed at start) or, with `joins_idle`, idle: a
+  // feed added while the merge runs must not stall it, and its records
+  // older than the frontier are late. A feed without an idle timeout
+  // always starts waiting.
+  FeedId add_feed(FeedSettings settings, uint64_t now, bool joins_idle = false);
+
+  // New settings for an open feed, applied in place (a reload): water
+  // marks (pausing or resuming it at once if need be), idle timeout (a
+  // waiting feed's clock keeps its start), reorder window (a smaller one
+  // releases what it no longer holds), max_lag, late policy. Nothing
+  // queued is lost or reordered.
+  void update(FeedId feed, FeedSettings settings, uint64_t now);
+
+  // Frees the slot of a feed that has ended and has nothing queued
+  // (retired()); its id may be reused by the next add_feed().
+  void remove(FeedId feed);
+  // Ended, nothing queued or held: remove() may be called.
+  bool retired(FeedId feed) const;
 
   // A parsed record (or heartbeat) from the feed's transport. May call
   // listener.pause_feed(). REQUIRES: the feed has not ended.
@@ -117,7 +154,7 @@ class Merger {
   // after every existing one; a reload re-ranks the open feeds by their
   // new positions. REQUIRES: one rank per feed id in `ranks`.
   void set_ranks(const std::vector<uint32_t>& ranks);
-  uint32_t rank(FeedId feed) const { return feeds_[feed].rank; }
+  uint32_t rank(FeedId feed) const { return feeds_[feed]->rank; }
 
   // A reload may change what happens to late records.
   void set_late_policy(LatePolicy late) { options_.late = late; }
@@ -129,11 +166,22 @@ class Merger {
   bool finished() const { return finished_; }
 
   FeedState state(FeedId feed) const;
-  bool paused(FeedId feed) const { return feeds_[feed].paused; }
-  const FeedStats& stats(FeedId feed) const { return feeds_[feed].stats; }
-  const FeedSettings& settings(FeedId feed) const { return feeds_[feed].settings; }
-  size_t queue_bytes(FeedId feed) const { return feeds_[feed].queue.bytes(); }
+  // Idle because max_lag let it go, not because it was quiet.
+  bool lagging(FeedId feed) const { return feeds_[feed]->lagging; }
+  bool paused(FeedId feed) const { return feeds_[feed]->paused; }
+  const FeedStats& stats(FeedId feed) const { return feeds_[feed]->stats; }
+  const FeedSettings& settings(FeedId feed) const { return feeds_[feed]->settings; }
+  size_t queue_bytes(FeedId feed) const { return feeds_[feed]->queue.bytes(); }
+  // Slots, used or free: ids are below this.
   size_t feed_count() const { return feeds_.size(); }
+  // Feeds added and not removed.
+  size_t feeds_in_use() const { return feeds_.size() - free_.size(); }
+
+  // The feed the merge is waiting for while records of other feeds are
+  // ready (the one waiting longest, if several), and since when (loop
+  // time) that feed has held it without a break. Updated by run().
+  std::optional<FeedId> holder() const { return holder_; }
+  uint64_t held_since() const { return held_since_; }
   const std::optional<Key>& frontier() const { return frontier_; }
   uint64_t records_out() const { return records_out_; }
 
@@ -148,7 +196,11 @@ class Merger {
     bool ended = false;
     bool paused = false;
     bool idle = false;
+    bool lagging = false;        // idle because of max_lag
     uint64_t idle_deadline = 0;  // valid while in deadlines_
+    // Last sign of life: when a record at or after the frontier left the
+    // queue (or the feed was added). The idle clock runs from here.
+    uint64_t live_since = 0;
     // Reorder window: records held back, sorted by (key, arrival).
     struct Held {
       Key key;
@@ -175,16 +227,22 @@ class Merger {
   Key front_key(FeedId feed) const;
   bool before_frontier(const FeedQueue& queue) const;
   HeapEntry heap_entry(FeedId feed) const;
+  bool key_before_frontier(const Key& key) const;
+  bool release_lagging();
+  void update_holder(uint64_t now);
   void heap_insert(FeedId feed);
   void heap_remove_top();
   void sift_down();
   void enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
-  void enqueued(FeedId feed, bool was_empty);
+  void enqueued(FeedId feed, bool was_empty, bool alive);
   void release_held(FeedId feed, bool all, uint64_t now);
-  void pop_front(FeedId feed, uint64_t now);
+  void popped(FeedId feed, bool late, uint64_t now);
+  void pop_front(FeedId feed, uint64_t now, bool late = false);
   void pop_detached(FeedId feed, uint64_t now);
-  void became_empty(FeedId feed, uint64_t now);
-  void sweep_idle(uint64_t now);
+  void became_empty(FeedId feed);
+  void check_water_marks(FeedId feed);
+  bool sweep_idle(uint64_t now);
+  void go_idle(FeedId feed, bool lagging);
   bool emit_one(FeedId feed);
   bool emit_combined(uint64_t now);
   void handle_late(FeedId feed);
@@ -193,7 +251,8 @@ class Merger {
   MergerOptions options_;
   Output& output_;
   MergerListener& listener_;
-  std::deque<Feed> feeds_;  // stable addresses across add_feed()
+  std::vector<std::unique_ptr<Feed>> feeds_;  // by id; null: a free slot
+  std::vector<FeedId> free_;                  // free slots, reused first
   // Feeds with a non-empty queue; a binary min-heap on (head key, feed id).
   std::vector<HeapEntry> heap_;
   // Whether any key so far had text (string keys). Until one does, every
@@ -202,7 +261,10 @@ class Merger {
   size_t waiting_ = 0;  // open feeds, empty, not idle
   size_t open_ = 0;     // feeds not ended
   size_t holds_ = 0;    // see hold()
+  // Waiting feeds with an idle timeout, by deadline.
   std::set<std::pair<uint64_t, FeedId>> deadlines_;
+  std::optional<FeedId> holder_;
+  uint64_t held_since_ = 0;
   std::optional<Key> frontier_;
   uint64_t records_out_ = 0;
   bool finished_ = false;

@@ -327,8 +327,206 @@ TEST_CASE("live feeds go idle and come back late") {
     h.merger.run(2000);
     CHECK(h.take() == record(60, 1, 0) + "\n");
     CHECK(h.merger.stats(b).late == 1);
-    CHECK(h.merger.state(b) == FeedState::waiting);
+    // A late record is no sign of life: b stays idle, and says nothing.
+    CHECK(h.merger.state(b) == FeedState::idle);
+    CHECK(std::count(h.listener.idle.begin(), h.listener.idle.end(),
+                     std::pair<FeedId, bool>(b, false)) == 0);
   }
+}
+
+TEST_CASE("a late record is never a sign of life") {
+  // Two feeds send in order; c sends in order, then only records 60 s old,
+  // one per second: each used to restart c's waiting, holding the merge.
+  Harness h;
+  FeedId a = h.merger.add_feed(live("a", 1000), 0);
+  FeedId c = h.merger.add_feed(live("c", 1000), 0);
+  int64_t key = 100000;
+  uint64_t now = 0;
+  for (; now < 3000; now += 10, key += 10) {
+    h.push(a, record(key, 0, 0), key, now);
+    h.push(c, record(key, 1, 0), key, now);
+    h.merger.run(now);
+  }
+  h.take();
+  const uint64_t first_late = now;
+  uint64_t idle_at = 0;
+  for (; now < 20000; now += 10, key += 10) {
+    h.push(a, record(key, 0, 0), key, now);
+    if (now % 1000 == 0) h.push(c, record(key - 60000, 1, 0), key - 60000, now);
+    h.merger.run(now);
+    if (!idle_at && h.merger.state(c) == FeedState::idle) idle_at = now;
+  }
+  REQUIRE(idle_at != 0);
+  CHECK(idle_at <= first_late + 1000);
+  CHECK(h.merger.stats(c).late >= 16);
+  // Once idle, a's records flow at once: the frontier is a's last key.
+  h.merger.run(now);
+  REQUIRE(h.merger.frontier());
+  CHECK(h.merger.frontier()->ordinal == key - 10);
+  // c flapped neither back to active nor idle again per late record.
+  CHECK(std::count(h.listener.idle.begin(), h.listener.idle.end(),
+                   std::pair<FeedId, bool>(c, false)) == 0);
+  SUBCASE("a record at the frontier brings it back") {
+    h.push(c, record(key, 1, 1), key, now);
+    CHECK(h.merger.state(c) == FeedState::ready);
+    CHECK(h.listener.idle.back() == std::pair<FeedId, bool>(c, false));
+  }
+}
+
+TEST_CASE("max_lag lets go of a feed that has fallen behind the others") {
+  // Feeds a and b are live at key ~now; each test drives c.
+  auto settings = [](std::string name, std::optional<double> lag) {
+    FeedSettings s = live(std::move(name), 600000);  // idleness never decides here
+    s.max_lag = lag;
+    return s;
+  };
+  SUBCASE("a feed 60 s behind no longer sets the pace") {
+    Harness h;
+    FeedId a = h.merger.add_feed(settings("a", 5000), 0);
+    FeedId b = h.merger.add_feed(settings("b", 5000), 0);
+    FeedId c = h.merger.add_feed(settings("c", 5000), 0);
+    for (int64_t t = 0; t < 20000; t += 10) {
+      h.push(a, record(100000 + t, 0, 0), 100000 + t, 0);
+      h.push(b, record(100000 + t, 1, 0), 100000 + t, 0);
+    }
+    h.push(c, record(40000, 2, 0), 40000, 0);  // 60 s behind, then quiet
+    h.merger.run(0);
+    std::string out = h.take();
+    CHECK(h.merger.state(c) == FeedState::idle);
+    CHECK(h.merger.lagging(c));
+    CHECK(out.find(record(119990, 0, 0)) != std::string::npos);
+    // Its next record is older than the frontier: late, counted.
+    h.push(c, record(40010, 2, 1), 40010, 1);
+    h.merger.run(1);
+    CHECK(h.merger.stats(c).late == 1);
+  }
+  SUBCASE("without max_lag the same feed holds the merge") {
+    Harness h;
+    FeedId a = h.merger.add_feed(settings("a", std::nullopt), 0);
+    FeedId b = h.merger.add_feed(settings("b", std::nullopt), 0);
+    FeedId c = h.merger.add_feed(settings("c", std::nullopt), 0);
+    h.push(a, record(100000, 0, 0), 100000, 0);
+    h.push(b, record(100000, 1, 0), 100000, 0);
+    h.push(c, record(40000, 2, 0), 40000, 0);
+    h.merger.run(0);
+    CHECK(h.take() == record(40000, 2, 0) + "\n");
+    CHECK(h.merger.state(c) == FeedState::waiting);
+    CHECK(h.merger.holder() == c);
+  }
+  SUBCASE("a feed an hour ahead makes nothing of the others late") {
+    Harness h;
+    FeedId a = h.merger.add_feed(settings("a", 5000), 0);
+    FeedId b = h.merger.add_feed(settings("b", 5000), 0);
+    FeedId x = h.merger.add_feed(settings("x", 5000), 0);
+    h.push(x, record(100000 + 3600000, 2, 0), 100000 + 3600000, 0);
+    for (int64_t t = 0; t < 10000; t += 10) {
+      // a and b both run dry after every record: the only ready head is x's.
+      h.push(a, record(100000 + t, 0, 0), 100000 + t, 0);
+      h.push(b, record(100000 + t, 1, 0), 100000 + t, 0);
+      h.merger.run(0);
+    }
+    h.take();
+    CHECK(h.merger.stats(a).late == 0);
+    CHECK(h.merger.stats(b).late == 0);
+    CHECK(h.merger.state(a) == FeedState::waiting);
+    CHECK(h.merger.frontier()->ordinal == 100000 + 9990);
+  }
+}
+
+TEST_CASE("the merger names the feed that holds the frontier") {
+  Harness h;
+  FeedId a = h.merger.add_feed(live("a", 5000), 0);
+  FeedId b = h.merger.add_feed(live("b", 5000), 0);
+  h.push(a, record(10, 0, 0), 10, 100);
+  h.merger.run(100);
+  REQUIRE(h.merger.holder() == b);
+  CHECK(h.merger.held_since() == 100);
+  h.push(a, record(20, 0, 1), 20, 300);
+  h.merger.run(300);
+  CHECK(h.merger.held_since() == 100);  // the same feed, no break
+  h.push(b, record(10, 1, 0), 10, 400);
+  h.merger.run(400);
+  // b's record went out; a's 20 is still ahead of b's clock: b holds again
+  // from now on.
+  CHECK(h.merger.holder() == b);
+  CHECK(h.merger.held_since() == 100);
+  h.merger.run(5400);
+  CHECK_FALSE(h.merger.holder());
+}
+
+TEST_CASE("a reload changes a feed's settings in place") {
+  Harness h;
+  FeedSettings s = live("a", 1000);
+  s.high_water_mark = 1000;
+  s.low_water_mark = 100;
+  FeedId a = h.merger.add_feed(s, 0);
+  FeedId b = h.merger.add_feed(live("b", 1000), 0);
+  for (int i = 0; i < 20; ++i) h.push(a, record(i, 0, i), i, 0);  // ~20 bytes each
+  REQUIRE(h.merger.queue_bytes(a) >= 300);
+  SUBCASE("a higher mark resumes a paused feed; a lower one pauses it") {
+    REQUIRE(h.merger.paused(a) == (h.merger.queue_bytes(a) >= 1000));
+    s.high_water_mark = 200;
+    s.low_water_mark = 50;
+    h.merger.update(a, s, 0);
+    CHECK(h.merger.paused(a));
+    s.high_water_mark = 1 << 20;
+    s.low_water_mark = 1 << 19;
+    h.merger.update(a, s, 0);
+    CHECK_FALSE(h.merger.paused(a));
+    CHECK(h.listener.resumed.back() == a);
+  }
+  SUBCASE("a waiting feed's idle clock keeps its start") {
+    s = live("b", 5000);
+    h.merger.update(b, s, 500);
+    CHECK(h.merger.next_deadline() == std::optional<uint64_t>(5000));
+    s = live("b", 10);
+    h.merger.update(b, s, 500);
+    h.merger.run(500);
+    CHECK(h.merger.state(b) == FeedState::idle);
+    CHECK(h.take().size() > 0);
+  }
+  SUBCASE("nothing queued is lost or reordered") {
+    s.reorder_window = 5;
+    h.merger.update(a, s, 0);
+    h.merger.end(b, 0);
+    h.merger.end(a, 0);
+    h.merger.run(0);
+    std::string expected;
+    for (int i = 0; i < 20; ++i) expected += record(i, 0, i) + "\n";
+    CHECK(h.take() == expected);
+  }
+}
+
+TEST_CASE("removed feeds free their slot") {
+  Harness h;
+  FeedId keep = h.merger.add_feed(live("keep", 1000), 0);
+  h.push(keep, record(1000000, 0, 0), 1000000, 0);
+  for (int round = 0; round < 100; ++round) {
+    FeedId f = h.merger.add_feed(live("churn", 1000), 0, true);
+    CHECK(f == keep + 1);  // the same slot every time
+    CHECK(h.merger.state(f) == FeedState::idle);
+    h.push(f, record(round, 1, round), round, 0);
+    h.merger.end(f, 0);
+    h.merger.run(0);
+    REQUIRE(h.merger.retired(f));
+    h.merger.remove(f);
+  }
+  CHECK(h.merger.feed_count() == 2);
+  CHECK(h.merger.feeds_in_use() == 1);
+}
+
+TEST_CASE("a feed added while the merge runs joins idle") {
+  Harness h;
+  FeedId a = h.merger.add_feed(live("a", 1000), 0);
+  h.push(a, record(10, 0, 0), 10, 0);
+  h.merger.run(0);
+  FeedId late = h.merger.add_feed(live("new", 1000), 0, true);
+  h.merger.run(0);
+  CHECK(h.take() == record(10, 0, 0) + "\n");  // not held by the newcomer
+  h.push(late, record(5, 1, 0), 5, 1);
+  h.merger.run(1);
+  CHECK(h.merger.stats(late).late == 1);
+  CHECK(h.merger.state(late) == FeedState::idle);
 }
 
 TEST_CASE("late policy drop forwards nothing") {
