@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "metrics/http_request.h"
 #include "uv/socket_address.h"
 #include "uv/uv_error.h"
 
@@ -49,61 +50,6 @@ uv_handle_t* as_handle(void* handle) {
 }
 uv_stream_t* as_stream(uv_tcp_t* tcp) {
   return reinterpret_cast<uv_stream_t*>(tcp);
-}
-
-// RFC 9110 token characters, for methods and header field names.
-bool is_tchar(char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-bool is_token(std::string_view text) {
-  if (text.empty()) return false;
-  for (char c : text) {
-    if (!is_tchar(c)) return false;
-  }
-  return true;
-}
-
-// A request target may hold only visible ASCII (RFC 9112 §3.2; anything
-// else must be percent-encoded).
-bool is_visible_ascii(std::string_view text) {
-  for (char c : text) {
-    auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f) return false;
-  }
-  return true;
-}
-
-bool starts_with_nocase(std::string_view text, std::string_view prefix) {
-  if (text.size() < prefix.size()) return false;
-  for (size_t i = 0; i < prefix.size(); ++i) {
-    char c = text[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != prefix[i]) return false;
-  }
-  return true;
-}
-
-// Splits off the next line of the head (CRLF or a bare LF, which RFC 9112
-// lets a server accept). A CR anywhere else makes the head invalid.
-bool next_line(std::string_view& rest, std::string_view& line) {
-  size_t end = rest.find('\n');
-  line = rest.substr(0, end);
-  rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end + 1);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  return line.find('\r') == std::string_view::npos;
-}
-
-// The length of the head including its terminating empty line, or 0 when
-// it has not all arrived yet.
-size_t head_length(std::string_view data) {
-  for (size_t pos = data.find('\n'); pos != std::string_view::npos;
-       pos = data.find('\n', pos + 1)) {
-    if (pos + 1 < data.size() && data[pos + 1] == '\n') return pos + 2;
-    if (pos + 2 < data.size() && data[pos + 1] == '\r' && data[pos + 2] == '\n') return pos + 3;
-  }
-  return 0;
 }
 
 const char* const plain_text = "text/plain; charset=utf-8";
@@ -270,79 +216,26 @@ void HttpServer::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
 }
 
 void HttpServer::process(Connection& c) {
-  // RFC 9112 §2.2: empty lines before the request line are ignored.
-  size_t skip = c.head.find_first_not_of("\r\n");
-  if (skip == std::string::npos) skip = c.head.size();
-  if (skip > 0) c.head.erase(0, skip);
-  size_t length = head_length(c.head);
-  if (length == 0 && c.head.size() <= max_head_bytes) return;  // wait for more
-  if (length == 0 || length > max_head_bytes) {
-    respond(c, 431, plain_text, fmt::format("request head over {} bytes\n", max_head_bytes));
-    return;
+  HttpRequest request = parse_http_request(c.head, max_head_bytes);
+  switch (request.outcome) {
+    case HttpRequest::Outcome::incomplete:
+      // Empty lines before the request line are dropped as they come, so
+      // they never count against the head's limit nor fill the buffer.
+      c.head.erase(0, request.blank_prefix);
+      return;
+    case HttpRequest::Outcome::refused:
+      respond(c, request.status, plain_text, request.message);
+      return;
+    case HttpRequest::Outcome::get:
+      handle_request(c, request.path);
+      return;
   }
-  handle_request(c, std::string_view(c.head).substr(0, length));
 }
 
-void HttpServer::handle_request(Connection& c, std::string_view head) {
-  std::string_view rest = head;
-  std::string_view line;
-  if (!next_line(rest, line)) {
-    respond(c, 400, plain_text, "bad request line\n");
-    return;
-  }
-  // request-line = method SP request-target SP HTTP-version
-  size_t sp1 = line.find(' ');
-  size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
-    respond(c, 400, plain_text, "bad request line\n");
-    return;
-  }
-  std::string_view method = line.substr(0, sp1);
-  std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  std::string_view version = line.substr(sp2 + 1);
-  if (!is_token(method) || target.empty() || !is_visible_ascii(target) || version.size() != 8 ||
-      version.substr(0, 5) != "HTTP/" || version[6] != '.' || version[5] < '0' ||
-      version[5] > '9' || version[7] < '0' || version[7] > '9') {
-    respond(c, 400, plain_text, "bad request line\n");
-    return;
-  }
-  // Header fields are not used, but a malformed one means the request is
-  // not what it seems: no whitespace before the colon, no obsolete line
-  // folding (RFC 9112 §5).
-  while (!rest.empty()) {
-    if (!next_line(rest, line)) {
-      respond(c, 400, plain_text, "bad header field\n");
-      return;
-    }
-    if (line.empty()) break;  // the end of the head
-    size_t colon = line.find(':');
-    if (colon == std::string_view::npos || !is_token(line.substr(0, colon))) {
-      respond(c, 400, plain_text, "bad header field\n");
-      return;
-    }
-  }
-  if (version[5] != '1') {
-    respond(c, 505, plain_text, "only HTTP/1.x is supported\n");
-    return;
-  }
-  if (method != "GET") {
-    respond(c, 405, plain_text, "only GET is supported\n");
-    return;
-  }
-  // origin-form ("/metrics?x") or absolute-form ("http://host/metrics").
-  std::string_view path = target;
-  if (starts_with_nocase(path, "http://") || starts_with_nocase(path, "https://")) {
-    size_t slash = path.find('/', path.find("//") + 2);
-    path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
-  } else if (path.front() != '/') {
-    respond(c, 400, plain_text, "bad request target\n");
-    return;
-  }
-  path = path.substr(0, path.find('?'));
-
+void HttpServer::handle_request(Connection& c, std::string_view path) {
   Response response;
   try {
-    response = handler_(method, path);
+    response = handler_("GET", path);
   } catch (const std::exception& e) {
     log::error("metrics: GET {} failed: {}", log::excerpt(path), e.what());
     response = Response{500, plain_text, "internal error\n"};

@@ -20,6 +20,7 @@
 // - at most 64 connections at once: further ones are accepted and closed at
 //   once (a warning is logged, rate-limited).
 // No keep-alive, no chunked encoding, no TLS.
+// The request head is read by parse_http_request() (http_request.h).
 //
 // Ownership: the server owns its listener and every connection. A
 // connection embeds its TCP handle and its timer and is freed by the close
@@ -98,7 +99,7 @@ class HttpServer {
 
   void refuse(uv_stream_t* listener);
   void process(Connection& connection);
-  void handle_request(Connection& connection, std::string_view head);
+  void handle_request(Connection& connection, std::string_view path);
   void respond(Connection& connection, int status, std::string_view content_type,
                std::string_view body);
   static void close_connection(Connection& connection);

@@ -1,0 +1,42 @@
+// HttpRequest: the request head of the metrics port, read from the bytes a
+// client has sent so far.
+//
+// Pure (no I/O, no libuv), so that it can be tested and fuzzed on its own;
+// HttpServer feeds it its connection buffer after every read. The rules are
+// the server's (see http_server.h): GET only (405), a head of at most
+// `max_head_bytes` after any empty lines that precede it (431), a
+// malformed request line, header field or target is 400, an HTTP major
+// version other than 1 is 505. Header fields are checked, not kept.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace chronomerge {
+
+struct HttpRequest {
+  enum class Outcome {
+    incomplete,  // the head has not all arrived: read more
+    get,         // a well-formed GET: `path` says what
+    refused,     // answer `status` with `message`
+  };
+  Outcome outcome = Outcome::incomplete;
+  // incomplete: how many leading bytes are empty lines (CR and LF), which
+  // RFC 9112 §2.2 says to ignore; the caller may drop them, so that a
+  // client sending nothing but line ends cannot grow its buffer.
+  size_t blank_prefix = 0;
+  // refused: 400, 405, 431 or 505, and a one-line body ending in '\n'.
+  int status = 0;
+  std::string message;
+  // get: the path of the target, query string removed; "/" for an
+  // absolute-form target without one. A view into `data` (or a static
+  // string), valid as long as the bytes parsed.
+  std::string_view path;
+};
+
+// Reads the request at the start of `data`. Whatever follows the head (a
+// body, pipelined requests) is ignored.
+HttpRequest parse_http_request(std::string_view data, size_t max_head_bytes);
+
+}  // namespace chronomerge
