@@ -4,13 +4,15 @@
 // lines are skipped silently. A line longer than max_line_bytes is never
 // buffered whole: once its length passes the limit the framer drops what it
 // holds and discards bytes up to the next '\n', then reports the line once
-// with its total length and its first bytes (for the log).
+// with its length and its first excerpt_bytes bytes (for the log). How the
+// bytes were split into chunks never changes what is delivered or reported.
 //
 // Lines that lie entirely inside one chunk are handed out as views into that
 // chunk (no copy); only a line split across chunks is assembled in the
 // framer's carry buffer.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <string>
@@ -28,6 +30,9 @@ class LineFramer {
   // Frames `chunk`. The visitor provides:
   //   void line(std::string_view line);   // view valid during the call only
   //   void overlong(std::string_view head, size_t total_bytes);
+  // For an overlong line, `total_bytes` is its length as a line would have
+  // (without '\n' and one trailing '\r') and `head` its first
+  // min(excerpt_bytes, total_bytes) bytes.
   template <typename Visitor>
   void push(std::string_view chunk, Visitor& visitor);
 
@@ -40,19 +45,22 @@ class LineFramer {
   // count it; the next connection starts on a clean line.
   size_t discard_partial();
 
-  // Bytes of an incomplete line currently held (bounded by max_line_bytes).
+  // Bytes of an incomplete line currently held: at most max_line_bytes + 1
+  // (a '\r' may follow), or excerpt_bytes inside an overlong line.
   size_t pending_bytes() const { return carry_.size(); }
 
  private:
   template <typename Visitor>
   void deliver(std::string_view line, Visitor& visitor);
+  void skip(const char* p, size_t n);
   template <typename Visitor>
   void end_overlong(Visitor& visitor);
 
   size_t max_line_bytes_;
-  std::string carry_;      // start of a line split across chunks
-  bool skipping_ = false;  // inside an overlong line, discarding to '\n'
-  size_t skipped_ = 0;     // total length of the overlong line so far
+  std::string carry_;        // start of a line split across chunks; the excerpt when skipping
+  bool skipping_ = false;    // inside an overlong line, discarding to '\n'
+  size_t skipped_ = 0;       // total length of the overlong line so far
+  bool skipped_cr_ = false;  // its last byte so far is a '\r'
 };
 
 template <typename Visitor>
@@ -66,12 +74,27 @@ void LineFramer::deliver(std::string_view line, Visitor& visitor) {
   visitor.line(line);
 }
 
+// Inside an overlong line: count the bytes, and keep the first ones for the
+// excerpt, so that it does not depend on where the reads happened to end.
+inline void LineFramer::skip(const char* p, size_t n) {
+  if (n == 0) return;
+  skipped_ += n;
+  skipped_cr_ = p[n - 1] == '\r';
+  if (carry_.size() < excerpt_bytes) {
+    carry_.append(p, std::min(n, excerpt_bytes - carry_.size()));
+  }
+}
+
 template <typename Visitor>
 void LineFramer::end_overlong(Visitor& visitor) {
-  visitor.overlong(std::string_view(carry_), skipped_);
+  // Measured like a line: a CR before the '\n' is not part of it.
+  const size_t total = skipped_ - (skipped_cr_ ? 1 : 0);
+  if (carry_.size() > total) carry_.resize(total);
+  visitor.overlong(std::string_view(carry_), total);
   carry_.clear();
   skipping_ = false;
   skipped_ = 0;
+  skipped_cr_ = false;
 }
 
 template <typename Visitor>
@@ -81,31 +104,27 @@ void LineFramer::push(std::string_view chunk, Visitor& visitor) {
   while (p < end) {
     const char* nl = static_cast<const char*>(std::memchr(p, '\n', end - p));
     size_t n = (nl ? nl : end) - p;
+    // A line that will not fit whatever follows (+1: a '\r' may follow)
+    // starts being skipped as soon as that is clear, unless it lies whole
+    // in this chunk: deliver() reports that one without a copy.
+    if (!skipping_ && (!carry_.empty() || !nl) && carry_.size() + n > max_line_bytes_ + 1) {
+      skipping_ = true;
+      skipped_ = carry_.size();
+      skipped_cr_ = !carry_.empty() && carry_.back() == '\r';
+      if (carry_.size() > excerpt_bytes) carry_.resize(excerpt_bytes);
+    }
     if (skipping_) {
-      skipped_ += n;
+      skip(p, n);
       if (!nl) return;
-      end_overlong(visitor);  // carry_ holds the excerpt
+      end_overlong(visitor);
     } else if (!carry_.empty()) {
       // Complete (or extend) the line started in an earlier chunk.
-      if (carry_.size() + n > max_line_bytes_ + 1) {  // +1: a '\r' may follow
-        skipped_ = carry_.size() + n;
-        carry_.resize(excerpt_bytes < carry_.size() ? excerpt_bytes : carry_.size());
-        skipping_ = true;
-        if (!nl) return;
-        end_overlong(visitor);
-      } else {
-        carry_.append(p, n);
-        if (!nl) return;
-        deliver(std::string_view(carry_), visitor);
-        carry_.clear();
-      }
+      carry_.append(p, n);
+      if (!nl) return;
+      deliver(std::string_view(carry_), visitor);
+      carry_.clear();
     } else if (nl) {
       deliver(std::string_view(p, n), visitor);
-    } else if (n > max_line_bytes_ + 1) {
-      skipped_ = n;
-      carry_.assign(p, excerpt_bytes < n ? excerpt_bytes : n);
-      skipping_ = true;
-      return;
     } else {
       carry_.assign(p, n);
       return;
@@ -129,6 +148,7 @@ inline size_t LineFramer::discard_partial() {
   carry_.clear();
   skipping_ = false;
   skipped_ = 0;
+  skipped_cr_ = false;
   return n;
 }
 

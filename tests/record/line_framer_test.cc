@@ -82,6 +82,40 @@ TEST_CASE("LineFramer") {
     CHECK(c.lines.size() == 2);
     CHECK(c.overlong.empty());
   }
+  SUBCASE("reports an overlong line the same however its bytes are split into reads") {
+    // Found by fuzzing: the excerpt stopped at what the first reads held,
+    // and a CR before the newline was counted once the line was skipped.
+    for (const auto& chunks :
+         std::vector<std::vector<std::string>>{{"abcdef\r\nok\n"},
+                                               {"ab", "cd", "ef\r\nok\n"},
+                                               {"a", "b", "c", "d", "e", "f", "\r", "\n", "ok\n"},
+                                               {"abcdef\r", "\nok\n"},
+                                               {"abcd", "ef\r", "\n", "ok\n"}}) {
+      auto c = frame(chunks, 3);
+      CAPTURE(chunks.size());
+      CHECK(c.lines == Lines{"ok"});
+      REQUIRE(c.overlong.size() == 1);
+      CHECK(c.overlong[0].first == "abcdef");
+      CHECK(c.overlong[0].second == 6);
+    }
+  }
+  SUBCASE("keeps the first excerpt_bytes of an overlong line that arrives byte by byte") {
+    std::string line;
+    for (int i = 0; i < 300; ++i) line += static_cast<char>('a' + i % 26);
+    std::vector<std::string> chunks;
+    for (char byte : line) chunks.emplace_back(1, byte);
+    chunks.push_back("\r\n");
+    auto c = frame(chunks, 10);
+    REQUIRE(c.overlong.size() == 1);
+    CHECK(c.overlong[0].first == line.substr(0, LineFramer::excerpt_bytes));
+    CHECK(c.overlong[0].second == line.size());
+  }
+  SUBCASE("an unterminated overlong last line is reported at finish without its CR") {
+    auto c = frame({"abc", "def\r"}, 3);
+    REQUIRE(c.overlong.size() == 1);
+    CHECK(c.overlong[0].first == "abcdef");
+    CHECK(c.overlong[0].second == 6);
+  }
   SUBCASE("discards a partial line on disconnect so it is never glued to the next") {
     Collect c;
     Visitor v{c};
