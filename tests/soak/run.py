@@ -473,56 +473,95 @@ class Metrics:
 
 DROP_WORDS = ("malformed", "dropped", "discarded", "partial", "lost", "skipped",
               "rejected", "truncated", "late")
+BYTE_DROP_WORDS = ("dropped", "discarded", "lost", "skipped", "truncated")
 NOT_RECORDS = ("bytes", "connections", "refused", "seconds", "heartbeats", "pauses")
 LATE_ACTION_LABELS = ("action", "outcome", "policy", "result", "fate")
 
 
-def feed_drops(metrics, feed, late_policy):
-    """Records of `feed` the daemon says it did not forward, from every
-    per-feed counter that names a loss. Returns (counted, partial, late,
-    details) where details maps each metric used to its value.
+class Drops:
+    """What the daemon says it did not forward for one feed."""
 
-    chronomerge_feed_malformed_total already includes the partial lines
-    (see chronomerge_feed_partial_lines_total); late records count as
-    dropped only when the late policy does not emit them (or when a
-    counter or label says they were dropped)."""
-    families = {}
+    def __init__(self):
+        self.records = 0   # records (lines) counted as dropped
+        self.bytes = 0     # bytes counted as dropped (e.g. left unread at a restart)
+        self.partial = 0   # cut lines (already among malformed)
+        self.late = 0      # late records, whatever the policy did with them
+        self.details = {}  # metric -> value, for the report
+
+
+def feed_drops(metrics, feed, late_policy):
+    """Every per-feed counter that names a loss, whatever metrics exist.
+
+    Records: counters whose name says malformed, dropped, discarded,
+    partial, lost, skipped, rejected, truncated. chronomerge_feed_malformed
+    _total already includes the partial lines (chronomerge_feed_partial
+    _lines_total says so), so those are not added twice. Late records are
+    dropped only when the late policy does not emit them, or when a counter
+    (a "late ... dropped" name) or a label (action/outcome/...) says so.
+    Bytes: counters of bytes dropped, discarded, lost, skipped, truncated
+    (bytes a reload or drain left unread); see Run.account for how they are
+    matched with missing records."""
+    families, byte_families = {}, {}
     for n, l, v in metrics.samples:
         if l.get("feed") != feed or not n.endswith("_total"):
+            continue
+        if "bytes" in n and any(w in n for w in BYTE_DROP_WORDS):
+            byte_families[n] = byte_families.get(n, 0) + v
             continue
         if not any(w in n for w in DROP_WORDS) or any(w in n for w in NOT_RECORDS):
             continue
         families.setdefault(n, []).append((l, v))
+    d = Drops()
     has_malformed = any("malformed" in n for n in families)
     explicit_late_drop = any("late" in n and ("drop" in n or "discard" in n or "dead" in n)
                              for n in families)
-    counted, partial, late, details = 0.0, 0.0, 0.0, {}
     for n, samples in sorted(families.items()):
-        v = sum(x for _, x in samples)
+        v = int(sum(x for _, x in samples))
         if "late" in n:
             if "drop" in n or "discard" in n or "dead" in n:
-                counted += v
-                details[n] = v
+                d.records += v
+                d.details[n] = v
                 continue
-            late += v
+            d.late += v
             action = [k for k in LATE_ACTION_LABELS if any(k in l for l, _ in samples)]
             if action:
                 k = action[0]
-                dropped = sum(x for l, x in samples if not l.get(k, "").startswith("emit"))
-                counted += dropped
-                details[n + "{%s!=emit*}" % k] = dropped
+                dropped = int(sum(x for l, x in samples if not l.get(k, "").startswith("emit")))
+                d.records += dropped
+                d.details[n + "{%s!=emit*}" % k] = dropped
             elif not explicit_late_drop and late_policy != "emit":
-                counted += v
-                details[n + " (late policy %s)" % late_policy] = v
+                d.records += v
+                d.details[n + " (late policy %s)" % late_policy] = v
             continue
         if "partial" in n:
-            partial += v
+            d.partial += v
             if has_malformed:
-                details[n + " (in malformed)"] = v
+                d.details[n + " (in malformed)"] = v
                 continue
-        counted += v
-        details[n] = v
-    return int(counted), int(partial), int(late), details
+        d.records += v
+        d.details[n] = v
+    for n, v in sorted(byte_families.items()):
+        d.bytes += int(v)
+        d.details[n] = int(v)
+    return d
+
+
+def drop_families(metrics):
+    """Names of the loss counters present, per feed or global, for the report."""
+    per_feed, other = set(), {}
+    for n, l, v in metrics.samples:
+        if not n.endswith("_total") or not any(w in n for w in DROP_WORDS):
+            continue
+        if "feed" in l:
+            per_feed.add(n)
+        elif "output" not in l:
+            other[n] = other.get(n, 0) + v
+    return sorted(per_feed), other
+
+
+def record_size(p, seq):
+    """Bytes of record seq of producer p (keys have 13 digits: epoch ms)."""
+    return len(make_record(p, seq, 10 ** 12))
 
 
 # --- the daemon ----------------------------------------------------------------
@@ -790,8 +829,12 @@ class Sink:
     def __init__(self, name, path, meta, reports, bases):
         self.name = name
         self.meta = meta or {}
-        with open(path, "rb") as f:
-            data = f.read()
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = b""
+            self.meta.setdefault("error", "no output file %s" % path)
         self.bytes = len(data)
         cut = data.rfind(b"\n") + 1
         self.partial_tail = len(data) - cut
@@ -1009,7 +1052,7 @@ class Run:
         while time.monotonic() < deadline:
             self.daemon.check_alive()
             m = self.daemon.metrics()
-            dropped = sum(feed_drops(m, "p%d" % i, self.late_policy)[0]
+            dropped = sum(feed_drops(m, "p%d" % i, self.late_policy).records
                           for i in range(PRODUCERS))
             out = m.get("chronomerge_records_out_total", 0)
             queued = sum(v for n, l, v in m.samples
@@ -1094,6 +1137,11 @@ class Run:
     def account(self):
         m = self.final_metrics
         ref = self.sinks["archive"]
+        per_feed, other = drop_families(m)
+        self.note("loss counters in /metrics: %s%s" % (
+            ", ".join(per_feed) or "none",
+            "; global: " + ", ".join("%s=%d" % kv for kv in sorted(other.items()))
+            if other else ""))
         for name in self.required_sinks:
             s = self.sinks[name]
             if name in self.clients:
@@ -1129,11 +1177,13 @@ class Run:
             written = r["completed"]
             if self.written_override is not None:
                 written = self.written_override[i]
-            counted, partial, late, details = feed_drops(m, feed, self.late_policy)
+            d = feed_drops(m, feed, self.late_policy)
+            # Lines the producer itself cut (a failed connection, the kill)
+            # are counted as partial but are no written record.
             cut = r["partial_cuts"] + (1 if r["half_line"] else 0)
-            counted_written = counted - min(partial, cut)
+            counted = d.records - min(d.partial, cut)
             row = {"producer": feed, "written": written, "recv": {}, "uncounted": {},
-                   "ooo": {}, "counted": counted_written, "late": late, "ok": True}
+                   "ooo": {}, "counted": counted, "late": d.late, "ok": True}
             for name in self.required_sinks + self.prefix_sinks:
                 s = self.sinks[name]
                 got = s.received_in(i, 0, written)
@@ -1141,55 +1191,80 @@ class Run:
                 row["ooo"][name] = s.ooo[i]
                 problems = []
                 if name in self.required_sinks:
-                    unc = written - got - counted_written
+                    by_bytes = self.covered_by_bytes(i, r, s, written, d.bytes)
+                    if by_bytes:
+                        row["counted"] = "%d+%d" % (counted, by_bytes)
+                    unc = written - got - counted - by_bytes
                     row["uncounted"][name] = unc
                     if unc > 0:
                         problems.append("%d written records neither received nor counted" % unc)
                     # Every counted drop is a record no sink received.
                     not_received = r["attempted"] - s.records[i]
-                    if counted_written > not_received:
+                    if counted > not_received:
                         problems.append("%d drops counted but only %d records missing" % (
-                            counted_written, not_received))
+                            counted, not_received))
                 if s.dups[i]:
                     problems.append("%d records received twice" % s.dups[i])
                 if s.phantom[i]:
                     problems.append("%d records never written" % s.phantom[i])
                 if s.corrupt[i]:
                     problems.append("%d records altered" % s.corrupt[i])
-                if s.ooo[i] > late:
+                if s.ooo[i] > d.late:
                     problems.append("%d records out of key order, %d counted late" % (
-                        s.ooo[i], late))
+                        s.ooo[i], d.late))
                 for pr in problems:
                     self.fail("%s %s: %s" % (feed, name, pr))
                     row["ok"] = False
             if any(v > 0 for v in row["uncounted"].values()):
                 self.explain_loss(i, r, written)
-            if details and any(details.values()):
+            if any(d.details.values()):
                 self.note("%s counted: %s" % (feed, ", ".join(
-                    "%s=%d" % (k, v) for k, v in details.items() if v)))
-            if feed in self.expect_partial and partial < self.expect_partial[feed]:
-                self.fail("%s: the cut line is not counted (partial lines %d)" % (feed, partial))
+                    "%s=%d" % (k, v) for k, v in d.details.items() if v)))
+            if feed in self.expect_partial and d.partial < self.expect_partial[feed]:
+                self.fail("%s: the cut line is not counted (partial lines %d)" % (feed, d.partial))
                 row["ok"] = False
             elif feed in self.expect_partial:
                 self.note("%s: cut line counted (partial lines %d, malformed includes it)" % (
-                    feed, partial))
+                    feed, d.partial))
             self.rows.append(row)
+
+    def acked_missing(self, i, r, s, written):
+        """Seqs of written records that the daemon's TCP stack acknowledged
+        (so the daemon had them) but sink s did not receive."""
+        out = []
+        for c in r["connections"]:
+            lo, hi = c["first"], min(c["acked_upto"], written)
+            if hi > lo:
+                seen = s.seen[i]
+                out += [q for q in range(lo, hi) if not seen[q]]
+        return out
+
+    def covered_by_bytes(self, i, r, s, written, dropped_bytes):
+        """Missing records accounted for by a byte counter (bytes a restart
+        or drain left unread): the daemon had them (acknowledged), and the
+        counted bytes cover them whole, newest first (the unread tail)."""
+        if dropped_bytes <= 0:
+            return 0
+        left, n = dropped_bytes, 0
+        for q in reversed(self.acked_missing(i, r, s, written)):
+            size = record_size(i, q)
+            if size > left:
+                break
+            left -= size
+            n += 1
+        return n
 
     def explain_loss(self, i, r, written):
         """Where the missing records of producer i were: in the daemon's
         socket or process (acknowledged by its TCP stack), or still in the
         producer's send queue when the daemon closed the connection."""
         s = self.sinks["archive"]
-        acked_missing = unacked_missing = 0
-        covered = 0
+        acked_missing = len(self.acked_missing(i, r, s, written))
+        unacked_missing = 0
         for c in r["connections"]:
-            lo, hi = c["first"], min(c["acked_upto"], written)
+            lo, hi = max(c["acked_upto"], c["first"]), min(c["completed_upto"], written)
             if hi > lo:
-                acked_missing += (hi - lo) - s.received_in(i, lo, hi)
-                covered += hi - lo
-            lo2, hi2 = max(c["acked_upto"], c["first"]), min(c["completed_upto"], written)
-            if hi2 > lo2:
-                unacked_missing += (hi2 - lo2) - s.received_in(i, lo2, hi2)
+                unacked_missing += (hi - lo) - s.received_in(i, lo, hi)
         first_missing = s.seen[i][:written].find(0)
         self.note("p%d: archive misses %d written records (first seq %d): %d acknowledged by "
                   "the daemon's TCP stack, %d still unacknowledged in the producer's send queue "
@@ -1577,6 +1652,9 @@ def main():
         if w not in known:
             ap.error("unknown scenario %r (known: %s)" % (w, ", ".join(known)))
     todo = [(n, f) for n, f in SCENARIOS if not wanted or n in wanted]
+    # A SIGTERM to the soak stops it like Ctrl-C: every process it started
+    # is killed on the way out.
+    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     results = []
     t0 = time.monotonic()
     try:
