@@ -48,6 +48,8 @@ Pipeline::Pipeline(uv_loop_t* loop, Config config, bool live)
   output_.set_demand_callback([this] { pump(); });
   uv_timer_init(loop_, idle_timer_.get());
   idle_timer_.initialized(this);
+  uv_timer_init(loop_, retire_timer_.get());
+  retire_timer_.initialized(this);
 }
 
 Pipeline::~Pipeline() {
@@ -98,7 +100,23 @@ FeedConfig Pipeline::effective(const FeedConfig& feed, const Config& config) {
   e.low_water_mark = feed.low_water_mark.value_or(config.feed_low_water_mark);
   e.idle_timeout_ms = feed.idle_timeout_ms.value_or(config.idle_timeout_ms);
   e.max_line_bytes = feed.max_line_bytes.value_or(config.max_line_bytes);
+  if (!e.max_lag) e.max_lag = config.max_lag;
+  e.late = feed.late.value_or(config.late);
   return e;
+}
+
+// The merger's view of an effective feed configuration.
+FeedSettings Pipeline::settings_for(const FeedConfig& feed) const {
+  FeedSettings settings;
+  settings.name = feed.name;
+  settings.high_water_mark = *feed.high_water_mark;
+  settings.low_water_mark = *feed.low_water_mark;
+  bool live_transport = feed.type != FeedType::file || feed.follow;
+  if (live_ && live_transport) settings.idle_timeout_ms = feed.idle_timeout_ms;
+  settings.reorder_window = feed.reorder_window;
+  settings.max_lag = feed.max_lag;
+  settings.late = feed.late;
+  return settings;
 }
 
 bool Pipeline::add_sink(const OutputConfig& output) {
@@ -108,22 +126,19 @@ bool Pipeline::add_sink(const OutputConfig& output) {
   return true;
 }
 
-bool Pipeline::add_feed(const FeedConfig& config) {
+bool Pipeline::add_feed(const FeedConfig& config, bool joins_idle) {
   FeedConfig feed = effective(config, config_);
-  FeedSettings settings;
-  settings.name = feed.name;
-  settings.high_water_mark = *feed.high_water_mark;
-  settings.low_water_mark = *feed.low_water_mark;
-  bool live_transport = feed.type != FeedType::file || feed.follow;
-  if (live_ && live_transport) settings.idle_timeout_ms = feed.idle_timeout_ms;
-  settings.reorder_window = feed.reorder_window;
-  FeedId id = merger_.add_feed(settings, uv_now(loop_));
-  feeds_.push_back(make_feed(id, feed));  // with the globals filled in
-  malformed_limiters_.emplace_back();
-  if (feeds_.back()->start()) return true;
+  FeedId id = merger_.add_feed(settings_for(feed), uv_now(loop_), joins_idle);
+  if (id >= feeds_.size()) {
+    feeds_.resize(id + 1);
+    malformed_limiters_.resize(id + 1);
+  }
+  feeds_[id] = make_feed(id, feed);  // with the globals filled in
+  malformed_limiters_[id] = log::RateLimiter();
+  if (feeds_[id]->start()) return true;
   // Not left open in the merger, where it would hold the merge until
   // idle_timeout_ms; as removed, the next reload starts it again.
-  remove_feed(*feeds_.back());
+  remove_feed(*feeds_[id]);
   return false;
 }
 
@@ -148,7 +163,7 @@ bool Pipeline::start() {
   // are added.
   merger_.hold();
   for (const FeedConfig& feed : config_.feeds) {
-    if (!add_feed(feed)) {
+    if (!add_feed(feed, false)) {
       close();
       return false;
     }
@@ -158,11 +173,83 @@ bool Pipeline::start() {
   return true;
 }
 
+// What the feed has read is still merged; what its connection holds is
+// read first (Feed::drain), for at most drain_timeout_ms.
 void Pipeline::remove_feed(Feed& feed) {
   if (feed.removed()) return;
-  feed.close();
   feed.mark_removed();
-  merger_.end(feed.id(), uv_now(loop_));  // what it queued is still merged
+  retiring_.emplace_back(feed.id(), uv_now(loop_) + config_.drain_timeout_ms);
+  feed.drain();
+  arm_retire_timer();
+}
+
+void Pipeline::arm_retire_timer() {
+  if (closed_ || retiring_.empty() || uv_is_active(retire_timer_.base())) return;
+  // A removed feed is done within a few loop turns, or at its deadline:
+  // look every 100 ms rather than track each one's events.
+  uv_timer_start(
+      retire_timer_.get(),
+      [](uv_timer_t* timer) {
+        if (auto* self = static_cast<Pipeline*>(timer->data)) self->retire_feeds();
+      },
+      10, 0);
+}
+
+void Pipeline::retire_feeds() {
+  const uint64_t now = uv_now(loop_);
+  bool stopped = false;
+  for (auto& [id, deadline] : retiring_) {
+    Feed& feed = *feeds_[id];
+    if (!feed.ended() && now >= deadline) {
+      log::warn("feed {}: still draining after drain_timeout_ms ({} ms): stopped", feed.name(),
+                config_.drain_timeout_ms);
+      feed.stop();
+      stopped = true;
+    }
+  }
+  if (stopped) pump();
+  if (closed_) return;
+  std::erase_if(retiring_, [&](const std::pair<FeedId, uint64_t>& entry) {
+    const FeedId id = entry.first;
+    Feed& feed = *feeds_[id];
+    if (!feed.ended() || !merger_.retired(id) || feed.busy()) return false;
+    // Its counts live on under its name, if configured; the object and
+    // its slot go.
+    const bool configured = std::any_of(config_.feeds.begin(), config_.feeds.end(),
+                                        [&](const FeedConfig& f) { return f.name == feed.name(); });
+    RetiredFeed unused;
+    RetiredFeed& totals = configured ? retired_[feed.name()] : unused;
+    const FeedStats& stats = merger_.stats(id);
+    const FeedCounters& counters = feed.counters();
+    totals.stats.records_in += stats.records_in;
+    totals.stats.bytes_in += stats.bytes_in;
+    totals.stats.heartbeats += stats.heartbeats;
+    totals.stats.records_out += stats.records_out;
+    totals.stats.late += stats.late;
+    totals.stats.pauses += stats.pauses;
+    if (stats.last_key) totals.stats.last_key = stats.last_key;
+    totals.counters.malformed += counters.malformed;
+    for (size_t i = 0; i < std::size(counters.malformed_by); ++i) {
+      totals.counters.malformed_by[i] += counters.malformed_by[i];
+    }
+    totals.counters.partial_discarded += counters.partial_discarded;
+    totals.counters.discarded_bytes += counters.discarded_bytes;
+    totals.counters.bytes_read += counters.bytes_read;
+    totals.counters.connections += counters.connections;
+    totals.counters.paused_ms += counters.paused_ms_at(now, merger_.paused(id));
+    merger_.remove(id);
+    feeds_[id].reset();
+    malformed_limiters_[id] = log::RateLimiter();
+    return true;
+  });
+  if (!retiring_.empty()) {
+    uv_timer_start(
+        retire_timer_.get(),
+        [](uv_timer_t* timer) {
+          if (auto* self = static_cast<Pipeline*>(timer->data)) self->retire_feeds();
+        },
+        100, 0);
+  }
 }
 
 bool Pipeline::reload(const Config& next, std::string& error) {
@@ -206,23 +293,36 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     }
   }
 
-  // Feeds: the same by name and effective settings keep their connections.
+  // Feeds, matched by name: a change of tuning applies in place and keeps
+  // the connection; a change of transport drains the old feed (everything
+  // its connection holds is merged) while the new one starts.
+  const uint64_t now = uv_now(loop_);
   for (auto& feed : feeds_) {
-    if (feed->removed()) continue;
+    if (!feed || feed->removed()) continue;
     auto match = std::find_if(next.feeds.begin(), next.feeds.end(),
                               [&](const FeedConfig& f) { return f.name == feed->name(); });
-    if (match != next.feeds.end() && effective(*match, next) == feed->config()) {
+    if (match == next.feeds.end()) {
+      log::info("feed {}: removed (draining what it has read)", feed->name());
+      remove_feed(*feed);
       continue;
     }
-    log::info("feed {}: {}", feed->name(),
-              match == next.feeds.end() ? "removed" : "changed, restarting");
+    const FeedConfig changed = effective(*match, next);
+    if (changed == feed->config()) continue;
+    if (Feed::same_transport(changed, feed->config())) {
+      log::info("feed {}: settings changed, applied in place", feed->name());
+      feed->update(changed);
+      merger_.update(feed->id(), settings_for(changed), now);
+      continue;
+    }
+    log::info("feed {}: changed, restarting (draining what it has read)", feed->name());
     remove_feed(*feed);
   }
   for (const FeedConfig& feed : next.feeds) {
     bool running = std::any_of(feeds_.begin(), feeds_.end(), [&](const auto& f) {
-      return !f->removed() && f->name() == feed.name;
+      return f && !f->removed() && f->name() == feed.name;
     });
-    if (!running && !add_feed(feed)) {
+    // It joins idle: the merge does not wait for a newcomer.
+    if (!running && !add_feed(feed, true)) {
       error = fmt::format("feed {} could not start", feed.name);
       ok = false;
     }
@@ -232,6 +332,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   // way out (still merging what they queued) come after every open one.
   std::vector<uint32_t> ranks(feeds_.size());
   for (size_t id = 0; id < feeds_.size(); ++id) {
+    if (!feeds_[id]) continue;
     auto pos = std::find_if(next.feeds.begin(), next.feeds.end(),
                             [&](const FeedConfig& f) { return f.name == feeds_[id]->name(); });
     ranks[id] = !feeds_[id]->removed() && pos != next.feeds.end()
@@ -239,6 +340,11 @@ bool Pipeline::reload(const Config& next, std::string& error) {
                     : static_cast<uint32_t>(next.feeds.size() + id);
   }
   merger_.set_ranks(ranks);
+  // Totals of retired feeds are kept for names still configured.
+  std::erase_if(retired_, [&](const auto& entry) {
+    return std::none_of(next.feeds.begin(), next.feeds.end(),
+                        [&](const FeedConfig& f) { return f.name == entry.first; });
+  });
 
   // The dead-letter file: reopened at its (possibly new) path.
   if (!(old.deadletter == next.deadletter)) {
@@ -266,15 +372,24 @@ void Pipeline::reopen_files() {
 void Pipeline::close() {
   if (closed_) return;
   closed_ = true;
-  for (auto& feed : feeds_) feed->close();
+  for (auto& feed : feeds_) {
+    if (feed) feed->close();
+  }
   for (auto& sink : sinks_) sink->close();
   if (deadletter_) deadletter_->close();
   idle_timer_.close();
+  retire_timer_.close();
 }
 
+// Listeners close at once; each open connection is read until it would
+// block (Feed::drain), so what producers have written is merged.
 void Pipeline::drain() {
   if (closed_) return;
-  for (auto& feed : feeds_) remove_feed(*feed);
+  merger_.hold();  // as in reload(): no end while feeds are being removed
+  for (auto& feed : feeds_) {
+    if (feed) remove_feed(*feed);
+  }
+  merger_.release();
   pump();
 }
 
@@ -297,7 +412,28 @@ void Pipeline::pump() {
   if (closed_) return;
   if (deadletter_) deadletter_->flush();
   arm_idle_timer();
+  log_long_hold();
   check_finished();
+}
+
+// One line when a feed has held the merge (others ready, the merge
+// waiting for it) longer than its idle timeout: a producer far behind
+// the rest, live and in order, sets everyone's pace.
+void Pipeline::log_long_hold() {
+  std::optional<FeedId> holder = merger_.holder();
+  if (!holder) {
+    hold_logged_.reset();
+    return;
+  }
+  const uint64_t held = uv_now(loop_) - merger_.held_since();
+  const uint64_t limit =
+      merger_.settings(*holder).idle_timeout_ms.value_or(config_.idle_timeout_ms);
+  if (held <= limit || hold_logged_ == holder) return;
+  hold_logged_ = holder;
+  log::warn(
+      "feed {}: has held the merge for {} ms while other feeds had records ready (set max_lag "
+      "to let a feed this far behind stop setting the pace)",
+      feeds_[*holder]->name(), held);
 }
 
 void Pipeline::arm_idle_timer() {
@@ -384,12 +520,19 @@ void Pipeline::late_record(FeedId feed, std::string_view record, bool emitted) {
     log::warn("feed {}: late record {}: {}", name, emitted ? "emitted out of order" : "dropped",
               log::excerpt(record));
   }
-  if (config_.late == LatePolicy::deadletter && deadletter_) {
+  if (feeds_[feed]->config().late.value_or(config_.late) == LatePolicy::deadletter && deadletter_) {
     deadletter_->write(name, "late", record);
   }
 }
 
 void Pipeline::feed_idle(FeedId feed, bool idle) {
+  if (idle && merger_.lagging(feed)) {
+    log::warn(
+        "feed {}: more than max_lag behind most feeds: the merge no longer waits for it "
+        "(its older records will be late)",
+        feeds_[feed]->name());
+    return;
+  }
   log::info("feed {}: {}", feeds_[feed]->name(), idle ? "idle" : "active again");
 }
 

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +28,13 @@
 namespace chronomerge {
 
 class DeadLetter;
+
+// What the feeds of one name that have been retired (removed and drained,
+// their objects freed) had counted, so that counters stay monotonic.
+struct RetiredFeed {
+  FeedStats stats;
+  FeedCounters counters;
+};
 
 class Pipeline final : public FeedHost, public MergerListener {
  public:
@@ -60,7 +68,10 @@ class Pipeline final : public FeedHost, public MergerListener {
   uint64_t now_ms() const { return uv_now(loop_); }
   const Merger& merger_state() const { return merger_; }
   const Output& output() const { return output_; }
+  // By FeedId; null where a slot is free (a retired feed).
   const std::vector<std::unique_ptr<Feed>>& feeds() const { return feeds_; }
+  // Totals of retired feeds, by name, for names the configuration has.
+  const std::map<std::string, RetiredFeed, std::less<>>& retired_feeds() const { return retired_; }
   const std::vector<std::unique_ptr<Sink>>& sinks() const { return sinks_; }
   bool sink_failed() const;
 
@@ -84,9 +95,15 @@ class Pipeline final : public FeedHost, public MergerListener {
   std::unique_ptr<Feed> make_feed(FeedId id, const FeedConfig& feed);
   std::unique_ptr<Sink> make_sink(const OutputConfig& output);
   static FeedConfig effective(const FeedConfig& feed, const Config& config);
-  bool add_feed(const FeedConfig& feed);
+  FeedSettings settings_for(const FeedConfig& feed) const;
+  bool add_feed(const FeedConfig& feed, bool joins_idle);
   bool add_sink(const OutputConfig& output);
   void remove_feed(Feed& feed);
+  // Frees the feeds that were removed and are done (from a timer, never
+  // inside a feed's own callback); stops those whose drain ran too long.
+  void retire_feeds();
+  void arm_retire_timer();
+  void log_long_hold();
   void arm_idle_timer();
   void check_finished();
 
@@ -101,6 +118,11 @@ class Pipeline final : public FeedHost, public MergerListener {
   std::unique_ptr<DeadLetter> deadletter_;
   UvHandle<uv_timer_t> idle_timer_;
   uint64_t idle_timer_due_ = 0;
+  // Removed feeds not yet freed, with the loop time their drain must end.
+  std::vector<std::pair<FeedId, uint64_t>> retiring_;
+  UvHandle<uv_timer_t> retire_timer_;
+  std::map<std::string, RetiredFeed, std::less<>> retired_;
+  std::optional<FeedId> hold_logged_;  // the holder already reported
   bool pumping_ = false;
   bool pump_again_ = false;
   bool finished_ = false;

@@ -17,6 +17,8 @@ class ExecFeed final : public StreamFeed {
   ExecFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes);
   ~ExecFeed() override;
   bool start() override;
+  // Until the child is reaped, its exit callback needs this object.
+  bool busy() const override { return process_.open() && !exited_; }
 
  protected:
   void connection_ended(int status) override;

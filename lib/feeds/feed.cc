@@ -66,11 +66,43 @@ void Feed::deliver_eof(bool finish_framer) {
   if (ended_) return;
   FeedLineSink sink{*this};
   if (finish_framer) framer_.finish(sink);
+  end_in_merger();
+  host_.pump();
+}
+
+void Feed::end_in_merger() {
+  if (ended_) return;
   ended_ = true;
   set_connected(false);
   host_.merger().end(id_, host_.now());
   host_.feed_finished(id_);
-  host_.pump();
+}
+
+void Feed::drain() {
+  stop();
+}
+
+void Feed::stop() {
+  close();
+  end_in_merger();
+}
+
+void Feed::update(const FeedConfig& config) {
+  config_ = config;
+  parser_ = RecordParser(spec_for(host_.parser().spec(), config_));
+}
+
+bool Feed::same_transport(const FeedConfig& a, const FeedConfig& b) {
+  // Everything but the tuning that update() applies.
+  FeedConfig x = a;
+  x.high_water_mark = b.high_water_mark;
+  x.low_water_mark = b.low_water_mark;
+  x.idle_timeout_ms = b.idle_timeout_ms;
+  x.reorder_window = b.reorder_window;
+  x.heartbeat_field = b.heartbeat_field;
+  x.max_lag = b.max_lag;
+  x.late = b.late;
+  return x == b;
 }
 
 void Feed::connection_lost() {

@@ -44,6 +44,9 @@ struct FeedCounters {
   uint64_t malformed = 0;
   uint64_t malformed_by[7] = {};   // indexed by LineError
   uint64_t partial_discarded = 0;  // lines cut by a disconnect
+  // Bytes a removed or draining feed left unread in its connection when
+  // its time ran out (reload restart, drain deadline).
+  uint64_t discarded_bytes = 0;
   uint64_t bytes_read = 0;
   uint64_t connections = 0;
   bool connected = false;
@@ -71,6 +74,28 @@ class Feed {
   virtual void resume() = 0;
   // Releases every handle; no more host calls afterwards. Idempotent.
   virtual void close() = 0;
+  // Removed by a reload or a drain: stop taking new input (close a
+  // listener, stop reconnecting), merge what the open connection already
+  // holds — read until a read would block — then end in the merger and
+  // close. What must still be discarded is counted. Default: close and end
+  // at once (files, the simulator).
+  virtual void drain();
+  // Closes and ends the feed at once; what it still holds is discarded
+  // (counted by close()).
+  void stop();
+  // Still has a callback pending that needs this object (a child process
+  // not yet reaped): not to be destroyed yet.
+  virtual bool busy() const { return false; }
+
+  // A reload changed only the feed's tuning: water marks, idle timeout,
+  // reorder window, heartbeat field, max_lag, late policy. Applied in
+  // place; the transport and its connection stay. (The merger's side is
+  // Merger::update().)
+  void update(const FeedConfig& config);
+  // Whether `a` and `b` read the same input the same way, so that moving
+  // from one to the other is update() rather than a restart.
+  static bool same_transport(const FeedConfig& a, const FeedConfig& b);
+  bool ended() const { return ended_; }
 
   FeedId id() const { return id_; }
   const FeedConfig& config() const { return config_; }
@@ -101,6 +126,9 @@ class Feed {
   // Ends the feed in the merger and tells the host; `finish_framer`
   // delivers a final unterminated line held by this feed's framer.
   void deliver_eof(bool finish_framer = true);
+  // Ends the feed in the merger and tells the host, without running the
+  // merge (the caller does, or is inside a reload that will).
+  void end_in_merger();
   void connection_lost();
   void set_connected(bool connected);
 

@@ -1,5 +1,7 @@
 #include "feeds/stream_feed.h"
 
+#include <sys/ioctl.h>
+
 #include "feeds/file_feed.h"
 #include "log/log.h"
 #include "uv/stdio_stream.h"
@@ -27,6 +29,7 @@ void StreamFeed::start_reading() {
     log::warn("feed {}: cannot read: {}", name(), uv_error_text(rc));
     detach();
     connection_ended(rc);
+    check_drained();
   }
 }
 
@@ -63,6 +66,43 @@ void StreamFeed::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
     }
     self->connection_ended(status);
   }
+  // The feed object outlives this callback (the pipeline destroys feeds
+  // only from a timer of its own), but may have closed or ended above.
+  self->check_drained();
+}
+
+size_t StreamFeed::unread_bytes() const {
+  uv_os_fd_t fd;
+  if (!connection_ || uv_fileno(connection_->base(), &fd) != 0) return 0;
+  int bytes = 0;
+  if (::ioctl(fd, FIONREAD, &bytes) != 0 || bytes < 0) return 0;
+  return static_cast<size_t>(bytes);
+}
+
+void StreamFeed::drain() {
+  if (ended_ || closed_) {
+    Feed::drain();
+    return;
+  }
+  draining_ = true;
+  close_transport_once();  // no new producer, no reconnect
+  check_drained(false);
+}
+
+void StreamFeed::check_drained(bool pump) {
+  if (!draining_ || ended_ || closed_) return;
+  // More to read: the read callbacks (or a resume) come back here.
+  if (connection_ && unread_bytes() > 0) return;
+  detach();  // a cut last line is discarded and counted
+  end_in_merger();
+  close();
+  if (pump) host_.pump();
+}
+
+void StreamFeed::close_transport_once() {
+  if (transport_closed_) return;
+  transport_closed_ = true;
+  close_transport();
 }
 
 void StreamFeed::connection_ended(int) {
@@ -91,11 +131,15 @@ void StreamFeed::close() {
   if (closed_) return;
   closed_ = true;
   if (connection_) {
+    if (size_t unread = unread_bytes()) {
+      counters_.discarded_bytes += unread;
+      log::warn("feed {}: closed with {} bytes unread in its connection", name(), unread);
+    }
     connection_->close();
     connection_.reset();
   }
   buffer_.reset();  // no read comes after the close
-  close_transport();
+  close_transport_once();
 }
 
 bool StdinStreamFeed::start() {

@@ -23,6 +23,7 @@ class StreamFeed : public Feed {
   void pause() override;
   void resume() override;
   void close() override;
+  void drain() override;
 
   bool attached() const { return connection_ != nullptr; }
 
@@ -45,11 +46,19 @@ class StreamFeed : public Feed {
   static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   void start_reading();
+  // Bytes the kernel holds for the connection, not yet read.
+  size_t unread_bytes() const;
+  // Draining: ends the feed once nothing is left to read, and runs the
+  // merge if `pump` (not from inside drain(), whose caller does).
+  void check_drained(bool pump = true);
+  void close_transport_once();
 
   std::unique_ptr<Connection> connection_;
   std::unique_ptr<char[]> buffer_;
   bool paused_ = false;
   bool closed_ = false;
+  bool draining_ = false;
+  bool transport_closed_ = false;
 };
 
 // Standard input when it is a pipe, terminal or socket.

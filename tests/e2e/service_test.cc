@@ -411,6 +411,7 @@ TEST_CASE("SIGHUP reloads the configuration") {
     json config = {{"idle_timeout_ms", 600000},
                    {"feeds", {tcp_feed("a", a_port), tcp_feed("b", b_port)}},
                    {"outputs", {tcp_output("clients", out_port)}}};
+    uint16_t metrics = with_metrics(config);
     Daemon daemon(dir, config);
     INFO("daemon log (tail):\n" << daemon.log_tail());
     Socket client = connect_tcp(out_port);
@@ -430,10 +431,16 @@ TEST_CASE("SIGHUP reloads the configuration") {
 
     // Each feed sends key 10 then 20: the 10s go out together once all
     // three are queued (a feed's second record keeps it from waiting),
-    // then the first 20 in config order, whose feed is then empty.
+    // then the first 20 in config order, whose feed is then empty. "c"
+    // joined idle (the merge does not wait for a newcomer): its records
+    // are queued first, which makes it ready.
+    REQUIRE(write_all(c, lines_of({record(10, "c", 0), record(20, "c", 1)})));
+    REQUIRE(wait_metrics(metrics, [](const std::map<std::string, double>& m) {
+      auto it = m.find("chronomerge_feed_records_total{feed=\"c\"}");
+      return it != m.end() && it->second == 2;
+    }));
     REQUIRE(write_all(a, lines_of({record(10, "a", 0), record(20, "a", 1)})));
     REQUIRE(write_all(b, lines_of({record(10, "b", 0), record(20, "b", 1)})));
-    REQUIRE(write_all(c, lines_of({record(10, "c", 0), record(20, "c", 1)})));
     CHECK(read_lines(client, 4).data == lines_of({record(10, "c", 0), record(10, "b", 0),
                                                   record(10, "a", 0), record(20, "c", 1)}));
     CHECK(daemon.stop().code == 0);

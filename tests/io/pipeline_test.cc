@@ -104,12 +104,16 @@ TEST_CASE("Pipeline on a loop") {
       });
       after(&loop, 120, [&] {
         const auto& feeds = pipeline.feeds();
-        REQUIRE(feeds.size() == 5);  // removed feeds stay, ended
+        REQUIRE(feeds.size() == 5);
         CHECK(feeds[0].get() == keep_before);
         CHECK_FALSE(feeds[0]->removed());
-        CHECK(feeds[1]->removed());
-        CHECK(pipeline.merger_state().state(feeds[1]->id()) == FeedState::ended);
-        CHECK(feeds[2]->removed());
+        // Removed ("drop") and restarted ("change", new seed): ended,
+        // drained and freed, their slots free for the next feeds.
+        CHECK_FALSE(feeds[1]);
+        CHECK_FALSE(feeds[2]);
+        CHECK(pipeline.merger_state().feeds_in_use() == 3);
+        CHECK(pipeline.retired_feeds().count("change") == 1);
+        CHECK(pipeline.retired_feeds().count("drop") == 0);  // no longer configured
         CHECK(feeds[3]->name() == "change");
         CHECK(feeds[4]->name() == "new");
         CHECK(pipeline.merger_state().stats(feeds[4]->id()).records_in > 0);
@@ -381,8 +385,11 @@ TEST_CASE("Pipeline on a loop") {
         CHECK(pipeline.output().records() > emitted_at_reload);
         std::string error;
         CHECK(pipeline.reload(next, error));
-        REQUIRE(pipeline.feeds().size() == 3);
-        CHECK_FALSE(pipeline.feeds()[2]->removed());
+        // The failed instance was freed; the new one took its slot.
+        REQUIRE(pipeline.feeds().size() == 2);
+        REQUIRE(pipeline.feeds()[1]);
+        CHECK(pipeline.feeds()[1]->name() == "tcp");
+        CHECK_FALSE(pipeline.feeds()[1]->removed());
         pipeline.close();
       });
       uv_run(&loop, UV_RUN_DEFAULT);
