@@ -182,6 +182,7 @@ struct FeedTotals {
   uint64_t bytes_read = 0;
   std::array<uint64_t, line_errors.size()> malformed_by{};
   uint64_t partial_discarded = 0;
+  uint64_t discarded_bytes = 0;
   uint64_t late = 0;
   uint64_t heartbeats = 0;
   uint64_t queue_bytes = 0;
@@ -217,6 +218,7 @@ std::vector<FeedTotals> feed_totals(const Pipeline& pipeline) {
     t.bytes_read += counters.bytes_read;
     for (size_t i = 0; i < line_errors.size(); ++i) t.malformed_by[i] += counters.malformed_by[i];
     t.partial_discarded += counters.partial_discarded;
+    t.discarded_bytes += counters.discarded_bytes;
     t.late += stats.late;
     t.heartbeats += stats.heartbeats;
     t.queue_bytes += merger.queue_bytes(id);
@@ -230,6 +232,32 @@ std::vector<FeedTotals> feed_totals(const Pipeline& pipeline) {
     t.state = merger.state(id);
     if (stats.last_key) t.last_key = stats.last_key;
     if (t.state != FeedState::ended) t.reported = true;
+  }
+  // Retired instances (removed, drained and freed) still count: counters
+  // never go backwards.
+  for (const auto& [name, retired] : pipeline.retired_feeds()) {
+    auto it = std::find_if(totals.begin(), totals.end(),
+                           [&](const FeedTotals& t) { return t.name == name; });
+    if (it == totals.end()) {
+      totals.push_back(FeedTotals{});
+      it = std::prev(totals.end());
+      it->name = name;
+    }
+    FeedTotals& t = *it;
+    t.records_in += retired.stats.records_in;
+    t.records_out += retired.stats.records_out;
+    t.bytes_read += retired.counters.bytes_read;
+    for (size_t i = 0; i < line_errors.size(); ++i) {
+      t.malformed_by[i] += retired.counters.malformed_by[i];
+    }
+    t.partial_discarded += retired.counters.partial_discarded;
+    t.discarded_bytes += retired.counters.discarded_bytes;
+    t.late += retired.stats.late;
+    t.heartbeats += retired.stats.heartbeats;
+    t.pauses += retired.stats.pauses;
+    t.paused_ms += retired.counters.paused_ms;
+    t.connections += retired.counters.connections;
+    if (!t.last_key && retired.stats.last_key) t.last_key = retired.stats.last_key;
   }
   // Ended feeds stay visible while the configuration names them.
   for (const FeedConfig& feed : pipeline.config().feeds) {
@@ -274,6 +302,10 @@ void render_feeds(Exposition& x, const Pipeline& pipeline) {
           "Unterminated lines discarded because the producer disconnected (also counted as "
           "malformed, reason not_json).",
           &FeedTotals::partial_discarded);
+  counter("chronomerge_feed_discarded_bytes_total",
+          "Bytes a removed or restarted feed (reload, drain) left unread in its connection "
+          "when its drain_timeout_ms ran out.",
+          &FeedTotals::discarded_bytes);
   counter("chronomerge_feed_late_total",
           "Records of the feed older than the merge frontier when they reached the head of its "
           "queue, whatever the late policy did with them.",
@@ -356,6 +388,20 @@ void render_merger(Exposition& x, const Pipeline& pipeline, double wall_clock_se
                "rfc3339 keys, or integer keys between 1e12 and 1e13, taken as Unix epoch "
                "milliseconds (heuristic).");
       x.sample(wall_clock_seconds - *time);
+    }
+  }
+
+  // Who the merge waits for while other feeds have records ready: one
+  // sample while a feed holds it, none otherwise.
+  x.family("chronomerge_feed_holding_seconds", "gauge",
+           "Seconds the named feed has held the merge without a break: the merge waits for it "
+           "(empty, not yet idle) while other feeds have records ready. Absent while no feed "
+           "holds it.");
+  if (std::optional<FeedId> holder = merger.holder()) {
+    const auto& feed = pipeline.feeds()[*holder];
+    if (feed) {
+      x.sample({{"feed", feed->name()}},
+               static_cast<double>(pipeline.now_ms() - merger.held_since()) / 1000.0);
     }
   }
 
