@@ -1349,11 +1349,15 @@ def sc_wrong_clock(run):
                  n=3000 + int(duration))
     run.start_producers([common, common, wrong])
     lags = []
+    holding = {}
 
     def tick(m):
         lag = m.get("chronomerge_frontier_lag_seconds")
         if lag is not None:
             lags.append((time.monotonic() - run.t_producers, lag))
+        for n, l, v in m.samples:  # which feed holds the merge, if exposed
+            if n == "chronomerge_feed_holding_seconds" and "feed" in l:
+                holding[l["feed"]] = max(holding.get(l["feed"], 0), v)
 
     run.watch(tick, interval=0.25)
     bound = IDLE_TIMEOUT_MS / 1000 + 2.5
@@ -1368,6 +1372,9 @@ def sc_wrong_clock(run):
                      "2.5 s)" % (worst[1], worst[0], IDLE_TIMEOUT_MS / 1000))
         else:
             run.note("frontier lag at most %.1f s (bound %.1f s)" % (worst[1], bound))
+    if holding:
+        run.note("longest hold of the merge (chronomerge_feed_holding_seconds): %s" % ", ".join(
+            "%s %.1f s" % kv for kv in sorted(holding.items())))
     run.standard_end()
     wrong = run.reports[2]["wrong_keys"]
     late = run.rows[2]["late"] if len(run.rows) > 2 else 0
