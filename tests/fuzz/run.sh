@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (clang-14, AddressSanitizer + UndefinedBehavior-
 # Sanitizer) in their own build directory and runs each for a while.
 #
-#   tests/fuzz/run.sh [--seconds N | --runs N] [--build-dir DIR] [TARGET...]
+#   tests/fuzz/run.sh [--seconds N | --runs N] [--build-dir DIR] [--no-build] [TARGET...]
 #
 # TARGET is a name such as fuzz_record_parser (default: every target, the
 # network-facing parsers first). Each target starts from the committed seeds
@@ -20,18 +20,20 @@ cd "$(dirname "$0")/../.."
 seconds=20
 runs=
 build=build-fuzz
+configure=1
 targets=()
 while (($#)); do
   case "$1" in
     --seconds) seconds=$2; runs=; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --build-dir) build=$2; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    --no-build) configure=; shift ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
-all=(fuzz_record_parser fuzz_line_framer fuzz_http_request fuzz_config fuzz_key)
+all=(fuzz_record_parser fuzz_line_framer fuzz_http_request fuzz_config fuzz_key fuzz_merger)
 ((${#targets[@]})) || targets=("${all[@]}")
 
 if ! command -v clang++-14 >/dev/null; then
@@ -40,10 +42,12 @@ if ! command -v clang++-14 >/dev/null; then
 fi
 
 jobs=${JOBS:-2}
-echo "== fuzz build ($build, clang-14, ASan + UBSan)"
-CC=clang-14 CXX=clang++-14 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DCHRONOMERGE_FUZZ=ON -DCHRONOMERGE_BUILD_TESTS=OFF >/dev/null
-nice -n 19 cmake --build "$build" -j "$jobs" --target fuzz_targets
+if [ -n "$configure" ]; then
+  echo "== fuzz build ($build, clang-14, ASan + UBSan)"
+  CC=clang-14 CXX=clang++-14 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCHRONOMERGE_FUZZ=ON -DCHRONOMERGE_BUILD_TESTS=OFF >/dev/null
+  nice -n 19 cmake --build "$build" -j "$jobs" --target fuzz_targets
+fi
 
 # Per target: the longest input tried. The config loader gets whole files,
 # up to 1 MiB, so that deep nesting is reached.
