@@ -2,14 +2,16 @@
 # Sets up and runs every test: installs the build dependencies (Debian
 # bookworm, as root), builds with warnings as errors, runs the whole suite,
 # then runs the unit tests again built with AddressSanitizer and
-# UndefinedBehaviorSanitizer, checks formatting, and verifies the systemd
-# unit. This is the README's test command and what CI runs.
+# UndefinedBehaviorSanitizer, checks formatting, verifies the systemd unit,
+# and fuzzes every network-facing parser and the merger for a short while
+# (FUZZ_SECONDS per target, 20 by default; see tests/fuzz/run.sh). This is
+# the README's test command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config git
           libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libsystemd-dev
-          systemd clang-format curl python3)
+          systemd clang-format curl python3 clang-14 libfuzzer-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -59,5 +61,10 @@ sed "s|/usr/bin/chronomerge|$PWD/build/daemon/chronomerge|g" systemd/chronomerge
 cp "$unit" "$(dirname "$unit")/chronomerge.service"
 systemd-analyze verify "$(dirname "$unit")/chronomerge.service"
 rm -f "$unit" "$(dirname "$unit")/chronomerge.service"
+
+# libFuzzer targets, built by clang-14 in build-fuzz; a crash fails the run
+# and leaves its reproducer in build-fuzz/artifacts/<target>/.
+echo "== fuzzing (${FUZZ_SECONDS:-20} s per target)"
+JOBS=$jobs bash tests/fuzz/run.sh --seconds "${FUZZ_SECONDS:-20}"
 
 echo "== all tests passed"
