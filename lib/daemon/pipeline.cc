@@ -175,10 +175,10 @@ bool Pipeline::start() {
 
 // What the feed has read is still merged; what its connection holds is
 // read first (Feed::drain), for at most drain_timeout_ms.
-void Pipeline::remove_feed(Feed& feed) {
+void Pipeline::remove_feed(Feed& feed, bool keep_counts) {
   if (feed.removed()) return;
   feed.mark_removed();
-  retiring_.emplace_back(feed.id(), uv_now(loop_) + config_.drain_timeout_ms);
+  retiring_.push_back({feed.id(), uv_now(loop_) + config_.drain_timeout_ms, keep_counts});
   feed.drain();
   arm_retire_timer();
 }
@@ -198,9 +198,9 @@ void Pipeline::arm_retire_timer() {
 void Pipeline::retire_feeds() {
   const uint64_t now = uv_now(loop_);
   bool stopped = false;
-  for (auto& [id, deadline] : retiring_) {
-    Feed& feed = *feeds_[id];
-    if (!feed.ended() && now >= deadline) {
+  for (const Retiring& entry : retiring_) {
+    Feed& feed = *feeds_[entry.id];
+    if (!feed.ended() && now >= entry.deadline) {
       log::warn("feed {}: still draining after drain_timeout_ms ({} ms): stopped", feed.name(),
                 config_.drain_timeout_ms);
       feed.stop();
@@ -209,16 +209,14 @@ void Pipeline::retire_feeds() {
   }
   if (stopped) pump();
   if (closed_) return;
-  std::erase_if(retiring_, [&](const std::pair<FeedId, uint64_t>& entry) {
-    const FeedId id = entry.first;
+  std::erase_if(retiring_, [&](const Retiring& entry) {
+    const FeedId id = entry.id;
     Feed& feed = *feeds_[id];
     if (!feed.ended() || !merger_.retired(id) || feed.busy()) return false;
-    // Its counts live on under its name, if configured; the object and
+    // Its counts live on under its name if it restarted; the object and
     // its slot go.
-    const bool configured = std::any_of(config_.feeds.begin(), config_.feeds.end(),
-                                        [&](const FeedConfig& f) { return f.name == feed.name(); });
     RetiredFeed unused;
-    RetiredFeed& totals = configured ? retired_[feed.name()] : unused;
+    RetiredFeed& totals = entry.keep_counts ? retired_[feed.name()] : unused;
     const FeedStats& stats = merger_.stats(id);
     const FeedCounters& counters = feed.counters();
     totals.stats.records_in += stats.records_in;
@@ -303,7 +301,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
                               [&](const FeedConfig& f) { return f.name == feed->name(); });
     if (match == next.feeds.end()) {
       log::info("feed {}: removed (draining what it has read)", feed->name());
-      remove_feed(*feed);
+      remove_feed(*feed, false);
       continue;
     }
     const FeedConfig changed = effective(*match, next);

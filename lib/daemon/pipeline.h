@@ -73,6 +73,7 @@ class Pipeline final : public FeedHost, public MergerListener {
   // Totals of retired feeds, by name, for names the configuration has.
   const std::map<std::string, RetiredFeed, std::less<>>& retired_feeds() const { return retired_; }
   const std::vector<std::unique_ptr<Sink>>& sinks() const { return sinks_; }
+  const DeadLetter* deadletter() const { return deadletter_.get(); }  // null if none
   bool sink_failed() const;
 
   // FeedHost
@@ -98,7 +99,9 @@ class Pipeline final : public FeedHost, public MergerListener {
   FeedSettings settings_for(const FeedConfig& feed) const;
   bool add_feed(const FeedConfig& feed, bool joins_idle);
   bool add_sink(const OutputConfig& output);
-  void remove_feed(Feed& feed);
+  // `keep_counts`: the feed is restarting under its name, whose counters
+  // go on; false when the name leaves the configuration.
+  void remove_feed(Feed& feed, bool keep_counts = true);
   // Frees the feeds that were removed and are done (from a timer, never
   // inside a feed's own callback); stops those whose drain ran too long.
   void retire_feeds();
@@ -118,8 +121,13 @@ class Pipeline final : public FeedHost, public MergerListener {
   std::unique_ptr<DeadLetter> deadletter_;
   UvHandle<uv_timer_t> idle_timer_;
   uint64_t idle_timer_due_ = 0;
-  // Removed feeds not yet freed, with the loop time their drain must end.
-  std::vector<std::pair<FeedId, uint64_t>> retiring_;
+  // Removed feeds not yet freed.
+  struct Retiring {
+    FeedId id;
+    uint64_t deadline;  // loop time its drain must end
+    bool keep_counts;
+  };
+  std::vector<Retiring> retiring_;
   UvHandle<uv_timer_t> retire_timer_;
   std::map<std::string, RetiredFeed, std::less<>> retired_;
   std::optional<FeedId> hold_logged_;  // the holder already reported
