@@ -40,7 +40,9 @@ class StreamFeed : public Feed {
   // Subclasses close their own handles here; called once by close().
   virtual void close_transport() {}
   void end_feed();
-  bool closed() const { return closed_; }
+  // Closed, or its transport closed by a drain: no reconnects, no new
+  // producers.
+  bool closed() const { return closed_ || transport_closed_; }
 
  private:
   static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);

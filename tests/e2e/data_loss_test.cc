@@ -296,3 +296,39 @@ TEST_CASE("reload churn frees what removed feeds held") {
   }
   CHECK(daemon.stop().code == 0);
 }
+
+TEST_CASE("a tcp-connect feed drains to its upstream's end and does not reconnect") {
+  constexpr int records = 3000;
+  TempDir dir;
+  uint16_t upstream_port = free_port();
+  Socket upstream = listen_tcp(upstream_port);
+  uint16_t out_port = free_port();
+  json feed = {{"name", "up"},
+               {"type", "tcp-connect"},
+               {"connect", loopback(upstream_port)},
+               {"high_water_mark", 4096},
+               {"low_water_mark", 1024}};
+  json config = {{"idle_timeout_ms", 600000},
+                 {"drain_timeout_ms", 5000},
+                 {"feeds", {feed, tcp_feed("silent", free_port())}},
+                 {"outputs", {tcp_output("clients", out_port)}}};
+  uint16_t metrics = with_metrics(config);
+  Daemon daemon(dir, config);
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+  Collector client(connect_tcp(out_port), 30s);
+  REQUIRE(daemon.wait_log("connected (1 now)"));
+  Socket conn = accept_tcp(upstream);
+  const std::string text = producer_text("up", records);
+  REQUIRE(write_all(conn, text, 10s));
+  REQUIRE(wait_metrics(metrics, [](const auto& m) {
+    return sample(m, "chronomerge_feed_paused{feed=\"up\"}") == 1;
+  }));
+  // The upstream is done: its end of stream waits behind the data.
+  conn.close();
+  daemon.signal(SIGTERM);
+  ExitStatus status = daemon.wait(10s);
+  CHECK(status.code == 0);
+  CHECK(status.signal == 0);
+  CHECK(client.finish().data == text);
+  CHECK(daemon.log_count("reconnecting") <= 1);
+}
