@@ -227,29 +227,30 @@ class ProducerState:
 
     def send_to(self, target, reconnect_s=20.0):
         """Sends the stream up to offset `target`; reconnects on failure."""
-        view = memoryview(self.buf)
+        if self.error is not None:
+            return False  # gave up reconnecting
         deadline = None
-        while self.off < target and not self.stop[0]:
-            if self.sock is None:
-                if deadline is None:
-                    deadline = time.monotonic() + reconnect_s
-                if not self.connect(deadline):
-                    return False
-                deadline = None
-            try:
-                n = self.sock.send(view[self.off:min(target, self.off + SEND_CHUNK)])
-            except socket.timeout:
-                continue
-            except OSError as e:
-                self.close_conn("send: %s" % (e.strerror or e))
-                continue
-            self.off += n
-            c = bisect.bisect_right(self.ends, self.off)
-            if c != self.completed:
-                self.completed = c
-                if len(self.timeline) < 200000:
-                    self.timeline.append([time.monotonic(), self.data_completed()])
-        view.release()
+        with memoryview(self.buf) as view:  # released before buf grows again
+            while self.off < target and not self.stop[0]:
+                if self.sock is None:
+                    if deadline is None:
+                        deadline = time.monotonic() + reconnect_s
+                    if not self.connect(deadline):
+                        return False
+                    deadline = None
+                try:
+                    n = self.sock.send(view[self.off:min(target, self.off + SEND_CHUNK)])
+                except socket.timeout:
+                    continue
+                except OSError as e:
+                    self.close_conn("send: %s" % (e.strerror or e))
+                    continue
+                self.off += n
+                c = bisect.bisect_right(self.ends, self.off)
+                if c != self.completed:
+                    self.completed = c
+                    if len(self.timeline) < 200000:
+                        self.timeline.append([time.monotonic(), self.data_completed()])
         return self.off >= target
 
     def finish(self):
@@ -327,7 +328,7 @@ def producer_main(spec):
         if rate:
             # The same stream, spread over time: rate records/s.
             t0 = time.monotonic()
-            while not stop[0] and st.completed < st.n_data:
+            while not stop[0] and st.completed < st.n_data and st.error is None:
                 due = min(st.n_data, int((time.monotonic() - t0) * rate) + 1)
                 if due > st.completed:
                     st.send_to(st.ends[due - 1])
@@ -343,7 +344,7 @@ def producer_main(spec):
         seq, last_key = 0, 0
         t0 = time.monotonic()
         wrong_next = wrong_after
-        while not stop[0]:
+        while not stop[0] and st.error is None:
             now = time.monotonic() - t0
             if now >= duration:
                 break
@@ -381,6 +382,8 @@ def client_main(spec):
     while s is None and not stop[0]:
         try:
             s = socket.socket()
+            if spec.get("rcvbuf"):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, spec["rcvbuf"])
             s.connect(("127.0.0.1", spec["port"]))
         except OSError:
             s.close()
@@ -972,6 +975,8 @@ class Run:
                     "timeout_s": self.args.timeout}
             if freeze is not None and freeze[0] == i:
                 spec["freeze_after_bytes"], spec["freeze_s"] = freeze[1], freeze[2]
+                # A small window: the kernel buffers do not absorb the stream.
+                spec["rcvbuf"] = 64 << 10
             self.clients[name] = Child("client", spec, self.dir, name)
         for name, c in self.clients.items():
             if not c.wait_line("connected", 15):
@@ -1458,11 +1463,13 @@ def sc_frozen_client(run, stall_timeout_ms=None):
     if stall_timeout_ms is None:
         if disconnects:
             run.fail("%d clients disconnected (slow_client block, no stall timeout)" % disconnects)
+    elif disconnects >= 1:
+        run.note("disconnects counted: %d" % disconnects)
+    elif len(run.sinks["c1"].ids) == len(run.sinks["archive"].ids):
+        run.note("c1 was not disconnected, but the whole stream fit into the socket buffers "
+                 "while it was frozen (nothing stalled): use more --records")
     else:
-        if disconnects < 1:
-            run.fail("the frozen client was not disconnected after stall_timeout_ms")
-        else:
-            run.note("disconnects counted: %d" % disconnects)
+        run.fail("the frozen client lost its connection without a counted disconnect")
 
 
 def sc_frozen_client_stall(run):
