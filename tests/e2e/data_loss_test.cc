@@ -332,3 +332,57 @@ TEST_CASE("a tcp-connect feed drains to its upstream's end and does not reconnec
   CHECK(client.finish().data == text);
   CHECK(daemon.log_count("reconnecting") <= 1);
 }
+
+TEST_CASE("a live feed far behind the others is named, and max_lag lets it go") {
+  // a and b send at the wall clock; slow sends in order, but 60 s behind.
+  TempDir dir;
+  std::vector<uint16_t> ports = {free_port(), free_port(), free_port()};
+  uint16_t out_port = free_port();
+  json config = {
+      {"idle_timeout_ms", 500},
+      {"feeds", {tcp_feed("a", ports[0]), tcp_feed("b", ports[1]), tcp_feed("slow", ports[2])}},
+      {"outputs", {tcp_output("clients", out_port)}}};
+  uint16_t metrics = with_metrics(config);
+  Daemon daemon(dir, config);
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+  Collector client(connect_tcp(out_port), 30s);
+  REQUIRE(daemon.wait_log("connected (1 now)"));
+  std::vector<Socket> producers;
+  for (uint16_t port : ports) producers.push_back(connect_tcp(port));
+  int64_t key = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+  int seq = 0;
+  // Sends for `duration`: a and b every 2 ms, slow every 100 ms.
+  auto send = [&](Millis duration) {
+    const auto until = Clock::now() + duration;
+    while (Clock::now() < until) {
+      key += 2;
+      ++seq;
+      REQUIRE(write_all(producers[0], record(key, "a", seq) + "\n"));
+      REQUIRE(write_all(producers[1], record(key, "b", seq) + "\n"));
+      if (seq % 50 == 0) REQUIRE(write_all(producers[2], record(key - 60000, "slow", seq) + "\n"));
+      ::poll(nullptr, 0, 2);
+    }
+  };
+  send(1500ms);
+  // It holds the merge: a metric names it, and one log line says so.
+  auto m = scrape_all(metrics);
+  CHECK(sample(m, "chronomerge_feed_holding_seconds{feed=\"slow\"}") > 0.5);
+  CHECK(daemon.log_count("feed slow: has held the merge") == 1);
+  CHECK(daemon.log_count("feed slow: idle") == 0);  // it is not quiet
+
+  // max_lag by reload: a tuning change, applied in place.
+  config["max_lag"] = 5000;
+  dir.write("config.json", config.dump(2));
+  daemon.signal(SIGHUP);
+  REQUIRE(reloads_done(daemon, metrics, 1));
+  send(1000ms);
+  CHECK(daemon.log_count("feed slow: more than max_lag behind") >= 1);
+  m = scrape_all(metrics);
+  CHECK(sample(m, "chronomerge_frontier_lag_seconds") < 30);  // a and b set the pace
+  CHECK(sample(m, "chronomerge_feed_late_total{feed=\"slow\"}") >= 1);
+  CHECK(sample(m, "chronomerge_feed_late_total{feed=\"a\"}") == 0);
+  CHECK(sample(m, "chronomerge_feed_connections_total{feed=\"slow\"}") == 1);
+  CHECK(daemon.stop().code == 0);
+}
