@@ -1565,8 +1565,8 @@ def sc_churn(run):
     late = ["%s (%d)" % (r["producer"], r["late"]) for r in run.rows if r["late"]]
     if late:
         run.note("late: %s. The reloads outlast idle_timeout_ms, so every feed is idle when "
-                 "the producers connect; a feed whose records arrive behind the frontier "
-                 "set by another stays idle, and its records are late" % ", ".join(late))
+                 "the producers connect: records that arrive behind the frontier another "
+                 "feed set are late (counted, emitted out of order)" % ", ".join(late))
 
 
 SCENARIOS = [
