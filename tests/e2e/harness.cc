@@ -757,6 +757,18 @@ std::optional<double> scrape(uint16_t port, std::string_view sample) {
   return std::nullopt;
 }
 
+std::optional<double> wait_sample(uint16_t port, std::string_view sample,
+                                  const std::function<bool(double)>& done, Millis timeout) {
+  auto deadline = Clock::now() + timeout;
+  std::optional<double> value;
+  while (true) {
+    value = scrape(port, sample);
+    if (value && done(*value)) return value;
+    if (Clock::now() >= deadline) return value;
+    ::poll(nullptr, 0, 10);
+  }
+}
+
 // --- records ----------------------------------------------------------------
 
 std::string stable_merge(const std::vector<std::string>& feeds, const std::string& key) {

@@ -316,6 +316,11 @@ std::string http_get(uint16_t port, std::string_view path);
 // `chronomerge_feed_late_total{feed="a"}`, scraped from the metrics
 // endpoint on `port`; nullopt if the sample is absent.
 std::optional<double> scrape(uint16_t port, std::string_view sample);
+// Scrapes `sample` until `done` holds for its value or `timeout` passes;
+// the last value seen (nullopt if the sample was never there). Each scrape
+// is a round trip through the daemon's loop, with a short pause between.
+std::optional<double> wait_sample(uint16_t port, std::string_view sample,
+                                  const std::function<bool(double)>& done, Millis timeout = 5s);
 
 // --- records ----------------------------------------------------------------
 
