@@ -2,8 +2,10 @@
 
 #include <sys/resource.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include <cstdio>
 #include <memory>
 
 #include "daemon/one_shot.h"
@@ -11,6 +13,7 @@
 #include "log/log.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
+#include "sinks/dead_letter.h"
 #include "uv/uv_handle.h"
 
 namespace chronomerge {
@@ -26,6 +29,26 @@ std::string one_line(const std::vector<ConfigProblem>& problems) {
   }
   return text;
 }
+
+// Where an output writes, for log lines.
+std::string destination(const OutputConfig& output) {
+  switch (output.type) {
+    case OutputType::stdout_:
+      return "standard output";
+    case OutputType::file:
+    case OutputType::unix_listen:
+      return output.path;
+    case OutputType::tcp_listen:
+      return to_string(output.address);
+  }
+  return "";
+}
+
+// After the shutdown every handle is closed and the loop runs out at once,
+// unless a write is stuck in libuv's thread pool (a FIFO nobody reads, a
+// hung network file system): its request keeps the loop alive for ever and
+// nothing can cancel it. Past this grace the process exits without it.
+constexpr uint64_t exit_grace_ms = 500;
 
 class Daemon {
  public:
@@ -64,6 +87,7 @@ class Daemon {
       shutdown();
     });
     if (!pipeline_->start()) {
+      exit_status_ = exit_error;
       shutdown();
       return false;
     }
@@ -74,6 +98,7 @@ class Daemon {
           loop_, config_.metrics->address,
           [this](std::string_view, std::string_view path) { return serve(path); });
       if (!metrics_->start()) {
+        exit_status_ = exit_error;
         shutdown();
         return false;
       }
@@ -115,12 +140,43 @@ class Daemon {
           // The stop that was asked for still happens, and exits 0 like
           // any requested stop; what could not be written is reported.
           auto* self = static_cast<Daemon*>(t->data);
-          log::warn("drain timeout: closing with {} bytes of merged output still queued",
-                    self->pipeline_->output().buffered_bytes());
+          self->log_drain_timeout();
           self->shutdown();
         },
         config_.drain_timeout_ms, 0);
     pipeline_->drain();
+  }
+
+  // One line naming everything the drain could not write: each sink that
+  // still holds bytes, the dead-letter file, and what the feeds queued
+  // that was never merged (an output holding the merge).
+  void log_drain_timeout() {
+    std::string held;
+    auto add = [&held](const std::string& what) {
+      held += held.empty() ? "" : "; ";
+      held += what;
+    };
+    for (const auto& sink : pipeline_->sinks()) {
+      SinkCounters c = sink->counters();
+      if (c.queue_bytes == 0) continue;
+      add(fmt::format("output {} ({}) still holds {} bytes{}", sink->name(),
+                      destination(sink->config()), c.queue_bytes,
+                      c.failing ? ", failing to write" : ""));
+    }
+    if (const DeadLetter* deadletter = pipeline_->deadletter()) {
+      DeadLetter::Counters c = deadletter->counters();
+      if (c.queue_bytes > 0) {
+        add(fmt::format("dead-letter file {} still holds {} bytes{}", deadletter->path(),
+                        c.queue_bytes, c.failing ? ", failing to write" : ""));
+      }
+    }
+    size_t unmerged = 0;
+    for (const auto& feed : pipeline_->feeds()) {
+      if (feed) unmerged += pipeline_->merger_state().queue_bytes(feed->id());
+    }
+    if (unmerged > 0) add(fmt::format("feeds still hold {} bytes not merged", unmerged));
+    log::warn("drain timeout after {} ms: {}; exiting", config_.drain_timeout_ms,
+              held.empty() ? std::string("nothing left to write") : held);
   }
 
   // GET /metrics and GET /healthz, on the loop thread.
@@ -187,7 +243,34 @@ class Daemon {
     drain_timer_.close();
     watchdog_timer_.close();
     reload_timer_.close();
+    arm_exit_deadline();
   }
+
+  // Bounds the shutdown (see exit_grace_ms). The timer does not keep the
+  // loop alive by itself: when the loop runs out in time, run_daemon
+  // closes it with disarm_exit_deadline() and the loop closes cleanly.
+  void arm_exit_deadline() {
+    if (exit_timer_armed_) return;
+    exit_timer_armed_ = true;
+    uv_timer_init(loop_, exit_timer_.get());
+    exit_timer_.initialized(this);
+    uv_timer_start(
+        exit_timer_.get(),
+        [](uv_timer_t* t) {
+          auto* self = static_cast<Daemon*>(t->data);
+          log::warn(
+              "a write is still stuck in the thread pool {} ms after the shutdown; exiting "
+              "without waiting for it",
+              exit_grace_ms);
+          std::fflush(stderr);
+          // The loop cannot be closed with the request in flight, and the
+          // thread cannot be stopped: leave without running destructors.
+          ::_exit(self ? self->exit_status_ : exit_ok);
+        },
+        exit_grace_ms, 0);
+    uv_unref(exit_timer_.base());
+  }
+  void disarm_exit_deadline() { exit_timer_.close(); }
 
  private:
   uv_loop_t* loop_;
@@ -202,6 +285,9 @@ class Daemon {
   std::vector<std::unique_ptr<UvHandle<uv_signal_t>>> signals_;
   UvHandle<uv_timer_t> drain_timer_;
   UvHandle<uv_timer_t> watchdog_timer_;
+  UvHandle<uv_timer_t> exit_timer_;
+  bool exit_timer_armed_ = false;
+  int exit_status_ = exit_ok;
   bool draining_ = false;
 };
 
@@ -240,6 +326,9 @@ int run_daemon(const DaemonOptions& options) {
     if (!daemon.start()) status = exit_error;
     uv_run(&loop, UV_RUN_DEFAULT);
     daemon.shutdown();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    // Ran out in time: nothing was stuck.
+    daemon.disarm_exit_deadline();
     uv_run(&loop, UV_RUN_DEFAULT);
   }
   if (uv_loop_close(&loop) != 0) log::error("internal: handles left open at exit");

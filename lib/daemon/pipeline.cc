@@ -145,7 +145,7 @@ bool Pipeline::add_feed(const FeedConfig& config, bool joins_idle) {
 bool Pipeline::start() {
   if (config_.deadletter) {
     deadletter_ =
-        std::make_unique<DeadLetter>(loop_, config_.deadletter->path, [this] { check_finished(); });
+        std::make_unique<DeadLetter>(loop_, *config_.deadletter, [this] { check_finished(); });
     if (!deadletter_->start()) {
       close();
       return false;
@@ -350,13 +350,16 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     deadletter_.reset();
     if (next.deadletter) {
       deadletter_ =
-          std::make_unique<DeadLetter>(loop_, next.deadletter->path, [this] { check_finished(); });
+          std::make_unique<DeadLetter>(loop_, *next.deadletter, [this] { check_finished(); });
       if (!deadletter_->start()) {
         error = "the dead-letter file could not be opened";
         ok = false;
       }
     }
   }
+  // A sink that cannot write (a full disk) tries again now.
+  for (auto& sink : sinks_) sink->retry();
+  if (deadletter_) deadletter_->retry();
   merger_.release();
   pump();
   return ok;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "daemon/pipeline.h"
+#include "sinks/dead_letter.h"
 
 #ifndef CHRONOMERGE_VERSION
 #define CHRONOMERGE_VERSION "unknown"
@@ -443,6 +444,51 @@ void render_sinks(Exposition& x, const Pipeline& pipeline) {
          [](const SinkCounters& c) { return c.refused; });
   family("chronomerge_output_sink_failed", "gauge", "1 if the output failed and stopped writing.",
          [](const SinkCounters& c) { return c.failed; });
+  family("chronomerge_output_sink_failing", "gauge",
+         "1 while a file output cannot write (disk full, I/O error) and retries.",
+         [](const SinkCounters& c) { return c.failing; });
+  family("chronomerge_output_sink_write_errors_total", "counter",
+         "Failed writes of a file output, retries included.",
+         [](const SinkCounters& c) { return c.write_errors; });
+  family("chronomerge_output_sink_blocked_seconds_total", "counter",
+         "Seconds a file output with on_error block could not write and held what it had to "
+         "write (the merge waits once its queue is full).",
+         [](const SinkCounters& c) { return static_cast<double>(c.blocked_ms) / 1000.0; });
+  family("chronomerge_output_sink_dropped_records_total", "counter",
+         "Records a file output with on_error skip dropped because it could not write.",
+         [](const SinkCounters& c) { return c.dropped_records; });
+  family("chronomerge_output_sink_dropped_bytes_total", "counter",
+         "Bytes a file output with on_error skip dropped because it could not write.",
+         [](const SinkCounters& c) { return c.dropped_bytes; });
+}
+
+// Only when a dead-letter file is configured.
+void render_deadletter(Exposition& x, const Pipeline& pipeline) {
+  const DeadLetter* deadletter = pipeline.deadletter();
+  if (deadletter == nullptr) return;
+  const DeadLetter::Counters c = deadletter->counters();
+  x.family("chronomerge_deadletter_records_total", "counter",
+           "Dead letters (malformed and late records) queued for the dead-letter file.");
+  x.sample(c.records);
+  x.family("chronomerge_deadletter_bytes_total", "counter",
+           "Bytes written to the dead-letter file.");
+  x.sample(c.bytes_written);
+  x.family("chronomerge_deadletter_queue_bytes", "gauge",
+           "Bytes of dead letters waiting to be written; at most deadletter.max_buffer.");
+  x.sample(static_cast<uint64_t>(c.queue_bytes));
+  x.family("chronomerge_deadletter_dropped_total", "counter",
+           "Dead letters dropped because deadletter.max_buffer bytes were already waiting (a slow "
+           "or stuck file).");
+  x.sample(c.dropped);
+  x.family("chronomerge_deadletter_dropped_bytes_total", "counter",
+           "Bytes of the dead letters dropped.");
+  x.sample(c.dropped_bytes);
+  x.family("chronomerge_deadletter_write_errors_total", "counter",
+           "Failed writes to the dead-letter file, retries included.");
+  x.sample(c.write_errors);
+  x.family("chronomerge_deadletter_failing", "gauge",
+           "1 while the dead-letter file cannot be written (disk full, I/O error) and is retried.");
+  x.sample(c.failing);
 }
 
 void render_daemon(Exposition& x, const MetricsExtras& extras) {
@@ -469,6 +515,7 @@ std::string render_metrics(const Pipeline& pipeline, const MetricsExtras& extras
   render_feeds(x, pipeline);
   render_merger(x, pipeline, wall_clock_seconds);
   render_sinks(x, pipeline);
+  render_deadletter(x, pipeline);
   render_daemon(x, extras);
   return x.take();
 }

@@ -4,20 +4,19 @@
 
 #include <limits>
 
-#include "log/log.h"
-
 namespace chronomerge {
 
-// The dead-letter output never holds anything back: no high-water mark,
-// and its writer is never too far behind.
+// The dead-letter output never holds anything back: no high-water mark.
+// Its bound is max_buffer, enforced in write() by dropping.
 constexpr size_t unbounded = std::numeric_limits<size_t>::max() / 2;
 
-DeadLetter::DeadLetter(uv_loop_t* loop, std::string path, std::function<void()> finished)
-    : output_(unbounded) {
+DeadLetter::DeadLetter(uv_loop_t* loop, const DeadletterConfig& config,
+                       std::function<void()> finished)
+    : loop_(loop), config_(config), output_(unbounded) {
   writer_ = std::make_unique<FileWriter>(
-      loop, output_, path, -1, unbounded,
-      [this, path, finished = std::move(finished)](bool ok, const std::string& reason) {
-        if (!ok) log::error("deadletter {}: {}", path, reason);
+      loop, output_, "dead-letter file", config_.path, -1, unbounded, FileWriter::OnError::block,
+      [this, finished = std::move(finished)](bool ok, const std::string& reason) {
+        if (!ok) log::error("dead-letter file {}: {}", config_.path, reason);
         finished_ = true;
         if (finished) finished();
       });
@@ -46,7 +45,33 @@ void DeadLetter::write(std::string_view feed, std::string_view reason, std::stri
   };
   scratch_ = "{\"feed\":" + quote(feed) + ",\"reason\":" + quote(reason) +
              ",\"line\":" + quote(line) + "}";
+  size_t bytes = scratch_.size() + 1;  // and its newline
+  if (writer_->done() || writer_->lag() + bytes > config_.max_buffer) {
+    ++dropped_;
+    dropped_bytes_ += bytes;
+    uint64_t suppressed = 0;
+    if (drop_log_.allow(uv_now(loop_), suppressed)) {
+      log::warn("dead-letter file {}: dead letters dropped ({} so far): {}", config_.path, dropped_,
+                writer_->done() ? std::string("the file is closed")
+                                : fmt::format("{} bytes already wait to be written (max_buffer {})",
+                                              writer_->lag(), config_.max_buffer));
+    }
+    return;
+  }
   output_.push(scratch_);
+}
+
+DeadLetter::Counters DeadLetter::counters() const {
+  FileWriter::Counters f = writer_->counters();
+  Counters c;
+  c.records = output_.records();
+  c.bytes_written = f.bytes_written;
+  c.queue_bytes = writer_->lag();
+  c.dropped = dropped_;
+  c.dropped_bytes = dropped_bytes_;
+  c.write_errors = f.write_errors;
+  c.failing = f.failing;
+  return c;
 }
 
 }  // namespace chronomerge

@@ -15,7 +15,13 @@ struct SinkCounters {
   uint64_t disconnects = 0;    // dropped: slow, stalled, failed, refused
   uint64_t refused = 0;        // over max_clients
   size_t queue_bytes = 0;      // bytes pending for the slowest reader
-  bool failed = false;
+  bool failed = false;         // stopped writing for good
+  // File outputs (see FileWriter): a write failed and the sink retries.
+  bool failing = false;          // cannot write now
+  uint64_t blocked_ms = 0;       // time spent failing while holding the merge (block)
+  uint64_t write_errors = 0;     // failed writes, retries included
+  uint64_t dropped_records = 0;  // dropped while failing (on_error: skip)
+  uint64_t dropped_bytes = 0;
 };
 
 class Sink {
@@ -33,8 +39,11 @@ class Sink {
   // after the Output ended (servers: all clients flushed).
   virtual bool finished() const = 0;
   virtual SinkCounters counters() const = 0;
-  // SIGUSR1: file sinks reopen their path.
+  // SIGUSR1: file sinks reopen their path (and retry, as below).
   virtual void reopen() {}
+  // SIGHUP: a sink that cannot write at the moment tries again now rather
+  // than at its next backoff.
+  virtual void retry() {}
 
   const OutputConfig& config() const { return config_; }
   const std::string& name() const { return config_.name; }

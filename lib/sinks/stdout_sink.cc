@@ -25,8 +25,8 @@ bool StdoutSink::start() {
   };
   uv_handle_type type = uv_guess_handle(1);
   if (type == UV_FILE || type == UV_UNKNOWN_HANDLE) {
-    file_ =
-        std::make_unique<FileWriter>(loop_, output_, std::string(), 1, config_.max_buffer, done);
+    file_ = std::make_unique<FileWriter>(loop_, output_, "output " + name(), std::string(), 1,
+                                         config_.max_buffer, FileWriter::OnError::stop, done);
     return file_->open();
   }
   auto stream = std::make_unique<UvHandle<AnyStream>>();
@@ -51,26 +51,27 @@ void StdoutSink::close() {
 SinkCounters StdoutSink::counters() const {
   SinkCounters c;
   c.bytes_out = stream_ ? stream_->bytes_written() : file_ ? file_->bytes_written() : 0;
-  c.queue_bytes = stream_ && !stream_->done() ? stream_->lag()
-                  : file_ && !file_->done()   ? file_->lag()
-                                              : 0;
+  c.queue_bytes = stream_ && !stream_->done() ? stream_->lag() : file_ ? file_->lag() : 0;
   c.failed = failed_;
+  if (file_) c.write_errors = file_->counters().write_errors;
   return c;
 }
 
 FileSink::FileSink(uv_loop_t* loop, Output& output, OutputConfig config,
                    std::function<void()> changed)
     : Sink(std::move(config)), changed_(std::move(changed)) {
-  file_ = std::make_unique<FileWriter>(loop, output, config_.path, -1, config_.max_buffer,
-                                       [this](bool ok, const std::string& reason) {
-                                         finished_ = true;
-                                         if (!ok) {
-                                           failed_ = true;
-                                           log::error("output {}: cannot write {}: {}", name(),
-                                                      config_.path, reason);
-                                         }
-                                         if (changed_) changed_();
-                                       });
+  auto on_error = config_.on_error == WriteErrorPolicy::skip ? FileWriter::OnError::skip
+                                                             : FileWriter::OnError::block;
+  file_ = std::make_unique<FileWriter>(
+      loop, output, "output " + name(), config_.path, -1, config_.max_buffer, on_error,
+      [this](bool ok, const std::string& reason) {
+        finished_ = true;
+        if (!ok) {
+          failed_ = true;
+          log::error("output {}: cannot write {}: {}", name(), config_.path, reason);
+        }
+        if (changed_) changed_();
+      });
 }
 
 FileSink::~FileSink() {
@@ -85,12 +86,21 @@ void FileSink::close() {
 void FileSink::reopen() {
   file_->reopen();
 }
+void FileSink::retry() {
+  file_->retry();
+}
 
 SinkCounters FileSink::counters() const {
   SinkCounters c;
-  c.bytes_out = file_->bytes_written();
-  c.queue_bytes = file_->done() ? 0 : file_->lag();
+  FileWriter::Counters f = file_->counters();
+  c.bytes_out = f.bytes_written;
+  c.queue_bytes = file_->lag();
   c.failed = failed_;
+  c.failing = f.failing;
+  c.blocked_ms = f.blocked_ms;
+  c.write_errors = f.write_errors;
+  c.dropped_records = f.dropped_records;
+  c.dropped_bytes = f.dropped_bytes;
   return c;
 }
 

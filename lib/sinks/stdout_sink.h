@@ -1,6 +1,11 @@
 // StdoutSink and FileSink: the merged stream to standard output or to a
 // file (append). Standard output uses a stream writer when it is a pipe,
 // socket or terminal, and the thread pool when it is a file or /dev/null.
+//
+// A file output that cannot write (disk full) holds the merge and retries,
+// or drops and counts, by its on_error policy (see FileWriter). Standard
+// output stops at its first failed write, as a one-shot run must: a
+// command writing to a full disk exits with an error instead of waiting.
 #pragma once
 
 #include <uv.h>
@@ -44,6 +49,7 @@ class FileSink final : public Sink {
   bool finished() const override { return finished_; }
   SinkCounters counters() const override;
   void reopen() override;
+  void retry() override;
 
  private:
   std::unique_ptr<FileWriter> file_;
