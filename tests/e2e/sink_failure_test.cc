@@ -312,12 +312,15 @@ TEST_CASE("a file output on a full disk never ends in half a record") {
   uint16_t feed_port = free_port();
   json output = file_output("archive", path);
 
-  SUBCASE("on_error block holds the merge, and SIGUSR1 or the backoff brings everything") {
-    bool by_signal = true;
-    SUBCASE("SIGUSR1 retries at once") {}
-    SUBCASE("the backoff retries by itself") {
-      by_signal = false;
+  SUBCASE("on_error block holds the merge; a signal or the backoff brings everything") {
+    int retry_signal = 0;  // none: the backoff
+    SUBCASE("SIGUSR1 retries at once") {
+      retry_signal = SIGUSR1;
     }
+    SUBCASE("SIGHUP retries at once") {
+      retry_signal = SIGHUP;
+    }
+    SUBCASE("the backoff retries by itself") {}
     json config = {
         {"output_high_water_mark", 65536},       {"feed_high_water_mark", 32768},
         {"feed_low_water_mark", 8192},           {"log_level", "debug"},  // to see the feed paused
@@ -332,11 +335,13 @@ TEST_CASE("a file output on a full disk never ends in half a record") {
     Background writer([&] { write_all(producer, records, 30s); });
     REQUIRE(daemon.wait_log("output archive: cannot write"));
     REQUIRE(daemon.wait_log("feed bus: paused"));
-    CHECK(wait_sample(metrics,
-                      sample_of("chronomerge_output_sink_blocked_seconds_total", "archive"),
-                      [](double v) { return v >= 0.2; }) >= 0.2);
+    // Five failed writes (the first and four retries, 1.5 s): the next
+    // retry of the backoff is 1.6 s away.
+    CHECK(wait_sample(metrics, sample_of("chronomerge_output_sink_write_errors_total", "archive"),
+                      [](double v) { return v >= 5; }) >= 5);
+    CHECK(scrape(metrics, sample_of("chronomerge_output_sink_blocked_seconds_total", "archive")) >=
+          1.5);
     CHECK(scrape(metrics, sample_of("chronomerge_output_sink_failing", "archive")) == 1);
-    CHECK(scrape(metrics, sample_of("chronomerge_output_sink_write_errors_total", "archive")) >= 1);
     CHECK(scrape(metrics, "chronomerge_feed_paused{feed=\"bus\"}") == 1);
     std::string held = read_file(path);
     CHECK(!held.empty());
@@ -347,13 +352,14 @@ TEST_CASE("a file output on a full disk never ends in half a record") {
 
     auto freed = Clock::now();
     disk.free_space();
-    if (by_signal) daemon.signal(SIGUSR1);
+    if (retry_signal) daemon.signal(retry_signal);
     auto written = wait_sample(
         metrics, sample_of("chronomerge_output_sink_bytes_total", "archive"),
         [&](double v) { return v == static_cast<double>(records.size()); }, 15s);
-    MESSAGE((by_signal ? "SIGUSR1" : "backoff")
+    MESSAGE(std::string(retry_signal ? strsignal(retry_signal) : "the backoff")
             << ": everything written " << since(freed).count() << " ms after the space came back");
     CHECK(written == static_cast<double>(records.size()));
+    if (retry_signal) CHECK(since(freed) < 1000ms);  // not by the backoff
     writer.join();
     CHECK(read_file(path) == records);
     CHECK(file_size(path) == records.size());
