@@ -373,7 +373,7 @@ void FileWriter::start_episode(int error) {
       "{}: cannot write {}: {}; {}, retrying in {} ms to {} s, or at once on SIGUSR1 or "
       "SIGHUP",
       label_, where_, uv_error_text(error),
-      on_error_ == OnError::block ? "holding what is queued (the merge waits for it)"
+      on_error_ == OnError::block ? "keeping what waits to be written"
                                   : "dropping records until it can write again",
       first_retry_ms, max_retry_ms / 1000);
 }
