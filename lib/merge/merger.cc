@@ -131,6 +131,16 @@ bool Merger::key_before_frontier(const Key& key) const {
   return compare_text_ && key.text < frontier_->text;
 }
 
+// Whether a record brings an idle feed back: one at or after the
+// frontier, or, with max_lag, one no further behind it than max_lag (a
+// feed back from a pause a little behind the others rejoins and catches
+// up, while one far behind stays idle and its records stay late).
+bool Merger::sign_of_life(const Feed& f, const Key& key) const {
+  if (!key_before_frontier(key)) return true;
+  return f.settings.max_lag &&
+         key_distance(options_.key_type, key, *frontier_) <= *f.settings.max_lag;
+}
+
 bool Merger::before_frontier(const FeedQueue& queue) const {
   if (queue.front_ordinal() != frontier_->ordinal)
     return queue.front_ordinal() < frontier_->ordinal;
@@ -291,30 +301,31 @@ void Merger::push(FeedId feed, std::span<BlockRecord> records, const BlockOwner&
   assign_key(f.stats.last_key, records.back().parsed.key);
   // Only an idle feed asks whether these are a sign of life.
   bool alive = !f.idle || std::any_of(records.begin(), records.end(), [&](const BlockRecord& r) {
-    return !key_before_frontier(r.parsed.key);
+    return sign_of_life(f, r.parsed.key);
   });
   bool was_empty = f.queue.empty();
   f.queue.push(records, block);
-  enqueued(feed, was_empty, alive);
+  enqueued(feed, was_empty, alive, now);
 }
 
-void Merger::enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t) {
+void Merger::enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now) {
   Feed& f = *feeds_[feed];
-  bool alive = !f.idle || !key_before_frontier(parsed.key);
+  bool alive = !f.idle || sign_of_life(f, parsed.key);
   bool was_empty = f.queue.empty();
   f.queue.push(record, std::move(parsed));
-  enqueued(feed, was_empty, alive);
+  enqueued(feed, was_empty, alive, now);
 }
 
 // After records were queued: a feed that was empty becomes ready (and
 // joins the heap); a queue at its high-water mark pauses the feed. An idle
 // feed comes back only with a record at or after the frontier (`alive`):
 // late records pass through it while it stays idle.
-void Merger::enqueued(FeedId feed, bool was_empty, bool alive) {
+void Merger::enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now) {
   Feed& f = *feeds_[feed];
   if (f.idle && alive) {
     f.idle = false;
     f.lagging = false;
+    f.live_since = now;  // its idle clock starts afresh
     listener_.feed_idle(feed, false);
   } else if (was_empty && !f.idle) {
     --waiting_;
@@ -564,8 +575,10 @@ void Merger::run(uint64_t now) {
       continue;
     }
     if (frontier_ && before_frontier(f.queue)) {
+      // Late, but within max_lag: still a sign of life (see sign_of_life).
+      const bool alive = sign_of_life(f, front_key(top));
       handle_late(top);
-      pop_front(top, now, true);
+      pop_front(top, now, !alive);
       continue;
     }
     if (waiting_ > 0) {

@@ -228,15 +228,18 @@ class Merger {
   bool before_frontier(const FeedQueue& queue) const;
   HeapEntry heap_entry(FeedId feed) const;
   bool key_before_frontier(const Key& key) const;
+  bool sign_of_life(const Feed& f, const Key& key) const;
   bool release_lagging();
   void update_holder(uint64_t now);
   void heap_insert(FeedId feed);
   void heap_remove_top();
   void sift_down();
   void enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
-  void enqueued(FeedId feed, bool was_empty, bool alive);
+  void enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now);
   void release_held(FeedId feed, bool all, uint64_t now);
   void popped(FeedId feed, bool late, uint64_t now);
+  // `late`: the record was late and no sign of life; the feed's idle
+  // clock keeps running.
   void pop_front(FeedId feed, uint64_t now, bool late = false);
   void pop_detached(FeedId feed, uint64_t now);
   void became_empty(FeedId feed);

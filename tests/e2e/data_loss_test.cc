@@ -239,7 +239,7 @@ TEST_CASE("a producer with a wrong clock stalls nobody") {
   CHECK(daemon.stop().code == 0);
 }
 
-TEST_CASE("reload churn frees what removed feeds held") {
+TEST_CASE("reload churn frees what removed feeds held (RSS)") {
   TempDir dir;
   uint16_t out_port = free_port();
   uint16_t churn_port = free_port();

@@ -373,6 +373,39 @@ TEST_CASE("a late record is never a sign of life") {
   }
 }
 
+TEST_CASE("an idle feed back a little behind rejoins within max_lag") {
+  // b goes idle, then sends again 50 key units behind a.
+  for (std::optional<double> lag : {std::optional<double>(), std::optional<double>(1000)}) {
+    CAPTURE(lag.has_value());
+    Harness h;
+    FeedSettings s = live("b", 100);
+    s.max_lag = lag;
+    FeedId a = h.merger.add_feed(live("a", 100), 0);
+    FeedId b = h.merger.add_feed(s, 0);
+    uint64_t now = 0;
+    int64_t key = 1000;
+    for (; now < 1000; now += 10, key += 10) {
+      h.push(a, record(key, 0, 0), key, now);
+      h.merger.run(now);
+    }
+    REQUIRE(h.merger.state(b) == FeedState::idle);
+    for (; now < 2000; now += 10, key += 10) {
+      h.push(a, record(key, 0, 0), key, now);
+      h.push(b, record(key - 50, 1, 0), key - 50, now);
+      h.merger.run(now);
+    }
+    if (lag) {
+      // Back, waited for, caught up: only its first records were late.
+      CHECK(h.merger.stats(b).late <= 5);
+      CHECK(h.merger.state(b) != FeedState::idle);
+    } else {
+      // Without max_lag only a record at the frontier is a sign of life.
+      CHECK(h.merger.stats(b).late == 100);
+      CHECK(h.merger.state(b) == FeedState::idle);
+    }
+  }
+}
+
 TEST_CASE("max_lag lets go of a feed that has fallen behind the others") {
   // Feeds a and b are live at key ~now; each test drives c.
   auto settings = [](std::string name, std::optional<double> lag) {
