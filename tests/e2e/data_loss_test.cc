@@ -20,32 +20,9 @@ using nlohmann::json;
 
 namespace {
 
-std::map<std::string, double> scrape_all(uint16_t port) {
-  std::map<std::string, double> samples;
-  for (const std::string& line : split_lines(http_get(port, "/metrics"))) {
-    if (line.empty() || line[0] == '#') continue;
-    size_t sp = line.rfind(' ');
-    if (sp == std::string::npos) continue;
-    samples[line.substr(0, sp)] = std::strtod(line.c_str() + sp + 1, nullptr);
-  }
-  return samples;
-}
-
 double sample(const std::map<std::string, double>& m, const std::string& name) {
   auto it = m.find(name);
   return it == m.end() ? -1 : it->second;
-}
-
-// Scrapes until `done` holds or `timeout` passes: the daemon's own counts
-// are the event here.
-template <typename Done>
-bool wait_metrics(uint16_t port, Done done, Millis timeout = 10s) {
-  auto deadline = Clock::now() + timeout;
-  while (true) {
-    if (done(scrape_all(port))) return true;
-    if (Clock::now() >= deadline) return false;
-    ::poll(nullptr, 0, 5);
-  }
 }
 
 // Waits for the daemon's count of successful reloads. Reads the notify
@@ -53,9 +30,12 @@ bool wait_metrics(uint16_t port, Done done, Millis timeout = 10s) {
 // must keep the notify socket from filling up, or sd_notify blocks.
 bool reloads_done(Daemon& daemon, uint16_t metrics, double count) {
   daemon.notified("READY=1");
-  return wait_metrics(metrics, [&](const auto& m) {
-    return sample(m, "chronomerge_reloads_total{result=\"success\"}") >= count;
-  });
+  return wait_metrics(
+      metrics,
+      [&](const auto& m) {
+        return sample(m, "chronomerge_reloads_total{result=\"success\"}") >= count;
+      },
+      10s);
 }
 
 // `count` sorted records of one producer, keys 1000 + i * step.
@@ -63,6 +43,57 @@ std::string producer_text(const std::string& name, int count, int step = 1) {
   std::string text;
   for (int i = 0; i < count; ++i) text += record(1000 + int64_t{i} * step, name, i) + "\n";
   return text;
+}
+
+int64_t epoch_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Three tcp-listen feeds with a producer each, one TCP client, metrics.
+struct ThreeProducers {
+  ThreeProducers(const std::vector<std::string>& names, json globals) : config(std::move(globals)) {
+    for (const std::string& name : names) {
+      ports.push_back(free_port());
+      config["feeds"].push_back(tcp_feed(name, ports.back()));
+    }
+    uint16_t out_port = free_port();
+    config["outputs"] = {tcp_output("clients", out_port)};
+    metrics = with_metrics(config);
+    daemon = std::make_unique<Daemon>(dir, config);
+    client = std::make_unique<Collector>(connect_tcp(out_port), 30s);
+    REQUIRE(daemon->wait_log("connected (1 now)"));
+    for (uint16_t port : ports) producers.push_back(connect_tcp(port));
+  }
+  void send(size_t producer, const std::string& line) {
+    REQUIRE(write_all(producers[producer], line + "\n"));
+  }
+  TempDir dir;
+  json config;
+  std::vector<uint16_t> ports;
+  uint16_t metrics = 0;
+  std::unique_ptr<Daemon> daemon;
+  std::unique_ptr<Collector> client;
+  std::vector<Socket> producers;
+};
+
+// A config where `feed` (with a 4 KiB queue) cannot drain: the merge waits
+// for a silent feed, so what its producer writes past the queue stays in
+// the kernel's socket buffers.
+json held_back(json feed, uint16_t out_port) {
+  feed["high_water_mark"] = 4096;
+  feed["low_water_mark"] = 1024;
+  return {{"idle_timeout_ms", 600000},
+          {"drain_timeout_ms", 5000},
+          {"feeds", {feed, tcp_feed("silent", free_port())}},
+          {"outputs", {tcp_output("clients", out_port)}}};
+}
+
+bool paused(uint16_t metrics, const std::string& feed) {
+  return wait_metrics(metrics, [&](const auto& m) {
+    return sample(m, "chronomerge_feed_paused{feed=\"" + feed + "\"}") == 1;
+  });
 }
 
 }  // namespace
@@ -126,14 +157,7 @@ TEST_CASE("what the kernel holds for a feed is merged, not dropped") {
   TempDir dir;
   uint16_t feed_port = free_port();
   uint16_t out_port = free_port();
-  json feed = tcp_feed("bus", feed_port);
-  feed["high_water_mark"] = 4096;
-  feed["low_water_mark"] = 1024;
-  json silent = tcp_feed("silent", free_port());
-  json config = {{"idle_timeout_ms", 600000},
-                 {"drain_timeout_ms", 5000},
-                 {"feeds", {feed, silent}},
-                 {"outputs", {tcp_output("clients", out_port)}}};
+  json config = held_back(tcp_feed("bus", feed_port), out_port);
   uint16_t metrics = with_metrics(config);
   Daemon daemon(dir, config);
   INFO("daemon log (tail):\n" << daemon.log_tail());
@@ -142,9 +166,7 @@ TEST_CASE("what the kernel holds for a feed is merged, not dropped") {
   const std::string text = producer_text("bus", records);
   Socket producer = connect_tcp(feed_port);
   REQUIRE(write_all(producer, text, 10s));  // complete: in the kernel's buffers
-  REQUIRE(wait_metrics(metrics, [](const auto& m) {
-    return sample(m, "chronomerge_feed_paused{feed=\"bus\"}") == 1;
-  }));
+  REQUIRE(paused(metrics, "bus"));
   const double read_so_far =
       sample(scrape_all(metrics), "chronomerge_feed_records_total{feed=\"bus\"}");
   CHECK(read_so_far < records);  // the test needs bytes left in the kernel
@@ -184,26 +206,10 @@ TEST_CASE("a producer with a wrong clock stalls nobody") {
   // Two feeds send in order at ~500 records/s each; the third sends in
   // order for a while, then one record per 200 ms that is 60 s old.
   constexpr int idle_ms = 1000;
-  TempDir dir;
-  std::vector<uint16_t> ports = {free_port(), free_port(), free_port()};
-  uint16_t out_port = free_port();
-  json config = {
-      {"idle_timeout_ms", idle_ms},
-      {"feeds", {tcp_feed("a", ports[0]), tcp_feed("b", ports[1]), tcp_feed("clock", ports[2])}},
-      {"outputs", {tcp_output("clients", out_port)}}};
-  uint16_t metrics = with_metrics(config);
-  Daemon daemon(dir, config);
+  ThreeProducers run({"a", "b", "clock"}, {{"idle_timeout_ms", idle_ms}});
+  Daemon& daemon = *run.daemon;
+  const uint16_t metrics = run.metrics;
   INFO("daemon log (tail):\n" << daemon.log_tail());
-  Collector client(connect_tcp(out_port), 30s);
-  REQUIRE(daemon.wait_log("connected (1 now)"));
-  std::vector<Socket> producers;
-  for (uint16_t port : ports) producers.push_back(connect_tcp(port));
-
-  auto epoch_ms = [] {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  };
   const auto start = Clock::now();
   std::optional<Clock::time_point> first_late;
   std::optional<Clock::time_point> reported_idle;
@@ -212,12 +218,12 @@ TEST_CASE("a producer with a wrong clock stalls nobody") {
   auto last_late = Clock::now() - 1s;
   while (Clock::now() - start < 4s) {
     const int64_t now = epoch_ms();
-    REQUIRE(write_all(producers[0], record(now, "a", seq) + "\n"));
-    REQUIRE(write_all(producers[1], record(now, "b", seq) + "\n"));
+    run.send(0, record(now, "a", seq));
+    run.send(1, record(now, "b", seq));
     if (Clock::now() - start < 1s) {
-      REQUIRE(write_all(producers[2], record(now, "clock", seq) + "\n"));
+      run.send(2, record(now, "clock", seq));
     } else if (Clock::now() - last_late >= 200ms) {
-      REQUIRE(write_all(producers[2], record(now - 60000, "clock", seq) + "\n"));
+      run.send(2, record(now - 60000, "clock", seq));
       last_late = Clock::now();
       if (!first_late) first_late = last_late;
     }
@@ -303,15 +309,8 @@ TEST_CASE("a tcp-connect feed drains to its upstream's end and does not reconnec
   uint16_t upstream_port = free_port();
   Socket upstream = listen_tcp(upstream_port);
   uint16_t out_port = free_port();
-  json feed = {{"name", "up"},
-               {"type", "tcp-connect"},
-               {"connect", loopback(upstream_port)},
-               {"high_water_mark", 4096},
-               {"low_water_mark", 1024}};
-  json config = {{"idle_timeout_ms", 600000},
-                 {"drain_timeout_ms", 5000},
-                 {"feeds", {feed, tcp_feed("silent", free_port())}},
-                 {"outputs", {tcp_output("clients", out_port)}}};
+  json config = held_back(
+      {{"name", "up"}, {"type", "tcp-connect"}, {"connect", loopback(upstream_port)}}, out_port);
   uint16_t metrics = with_metrics(config);
   Daemon daemon(dir, config);
   INFO("daemon log (tail):\n" << daemon.log_tail());
@@ -320,9 +319,7 @@ TEST_CASE("a tcp-connect feed drains to its upstream's end and does not reconnec
   Socket conn = accept_tcp(upstream);
   const std::string text = producer_text("up", records);
   REQUIRE(write_all(conn, text, 10s));
-  REQUIRE(wait_metrics(metrics, [](const auto& m) {
-    return sample(m, "chronomerge_feed_paused{feed=\"up\"}") == 1;
-  }));
+  REQUIRE(paused(metrics, "up"));
   // The upstream is done: its end of stream waits behind the data.
   conn.close();
   daemon.signal(SIGTERM);
@@ -335,23 +332,11 @@ TEST_CASE("a tcp-connect feed drains to its upstream's end and does not reconnec
 
 TEST_CASE("a live feed far behind the others is named, and max_lag lets it go") {
   // a and b send at the wall clock; slow sends in order, but 60 s behind.
-  TempDir dir;
-  std::vector<uint16_t> ports = {free_port(), free_port(), free_port()};
-  uint16_t out_port = free_port();
-  json config = {
-      {"idle_timeout_ms", 500},
-      {"feeds", {tcp_feed("a", ports[0]), tcp_feed("b", ports[1]), tcp_feed("slow", ports[2])}},
-      {"outputs", {tcp_output("clients", out_port)}}};
-  uint16_t metrics = with_metrics(config);
-  Daemon daemon(dir, config);
+  ThreeProducers run({"a", "b", "slow"}, {{"idle_timeout_ms", 500}});
+  Daemon& daemon = *run.daemon;
+  const uint16_t metrics = run.metrics;
   INFO("daemon log (tail):\n" << daemon.log_tail());
-  Collector client(connect_tcp(out_port), 30s);
-  REQUIRE(daemon.wait_log("connected (1 now)"));
-  std::vector<Socket> producers;
-  for (uint16_t port : ports) producers.push_back(connect_tcp(port));
-  int64_t key = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
+  int64_t key = epoch_ms();
   int seq = 0;
   // Sends for `duration`: a and b every 2 ms, slow every 100 ms.
   auto send = [&](Millis duration) {
@@ -359,9 +344,9 @@ TEST_CASE("a live feed far behind the others is named, and max_lag lets it go") 
     while (Clock::now() < until) {
       key += 2;
       ++seq;
-      REQUIRE(write_all(producers[0], record(key, "a", seq) + "\n"));
-      REQUIRE(write_all(producers[1], record(key, "b", seq) + "\n"));
-      if (seq % 50 == 0) REQUIRE(write_all(producers[2], record(key - 60000, "slow", seq) + "\n"));
+      run.send(0, record(key, "a", seq));
+      run.send(1, record(key, "b", seq));
+      if (seq % 50 == 0) run.send(2, record(key - 60000, "slow", seq));
       ::poll(nullptr, 0, 2);
     }
   };
@@ -373,10 +358,10 @@ TEST_CASE("a live feed far behind the others is named, and max_lag lets it go") 
   CHECK(daemon.log_count("feed slow: idle") == 0);  // it is not quiet
 
   // max_lag by reload: a tuning change, applied in place.
-  config["max_lag"] = 5000;
-  dir.write("config.json", config.dump(2));
+  run.config["max_lag"] = 5000;
+  run.dir.write("config.json", run.config.dump(2));
   daemon.signal(SIGHUP);
-  REQUIRE(reloads_done(daemon, metrics, 1));
+  REQUIRE(reloads_done(daemon, run.metrics, 1));
   send(1000ms);
   CHECK(daemon.log_count("feed slow: more than max_lag behind") >= 1);
   m = scrape_all(metrics);

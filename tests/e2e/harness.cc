@@ -757,6 +757,28 @@ std::optional<double> scrape(uint16_t port, std::string_view sample) {
   return std::nullopt;
 }
 
+std::map<std::string, double> scrape_all(uint16_t port) {
+  std::map<std::string, double> samples;
+  for (const std::string& line : split_lines(http_get(port, "/metrics"))) {
+    if (line.empty() || line[0] == '#') continue;
+    size_t sp = line.rfind(' ');
+    if (sp == std::string::npos) continue;
+    samples[line.substr(0, sp)] = std::strtod(line.c_str() + sp + 1, nullptr);
+  }
+  return samples;
+}
+
+bool wait_metrics(uint16_t port,
+                  const std::function<bool(const std::map<std::string, double>&)>& done,
+                  Millis timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (true) {
+    if (done(scrape_all(port))) return true;
+    if (Clock::now() >= deadline) return false;
+    ::poll(nullptr, 0, 5);
+  }
+}
+
 std::optional<double> wait_sample(uint16_t port, std::string_view sample,
                                   const std::function<bool(double)>& done, Millis timeout) {
   auto deadline = Clock::now() + timeout;

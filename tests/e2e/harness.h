@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -321,6 +322,14 @@ std::optional<double> scrape(uint16_t port, std::string_view sample);
 // is a round trip through the daemon's loop, with a short pause between.
 std::optional<double> wait_sample(uint16_t port, std::string_view sample,
                                   const std::function<bool(double)>& done, Millis timeout = 5s);
+
+// Every sample of one scrape, by its name with labels as exposed.
+std::map<std::string, double> scrape_all(uint16_t port);
+// Scrapes until `done` holds for a whole scrape (true) or `timeout`
+// passes (false): for conditions on several samples at once.
+bool wait_metrics(uint16_t port,
+                  const std::function<bool(const std::map<std::string, double>&)>& done,
+                  Millis timeout = 5s);
 
 // --- records ----------------------------------------------------------------
 

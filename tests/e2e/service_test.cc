@@ -47,32 +47,6 @@ bool connects_at_once(uint16_t port) {
   return rc == 0;
 }
 
-// Every sample of one scrape, by its name with labels as exposed.
-std::map<std::string, double> scrape_all(uint16_t port) {
-  std::map<std::string, double> samples;
-  for (const std::string& line : split_lines(http_get(port, "/metrics"))) {
-    if (line.empty() || line[0] == '#') continue;
-    size_t sp = line.rfind(' ');
-    if (sp == std::string::npos) continue;
-    samples[line.substr(0, sp)] = std::strtod(line.c_str() + sp + 1, nullptr);
-  }
-  return samples;
-}
-
-// Scrapes until `done` holds for a scrape (true) or `timeout` passes
-// (false). The condition is the daemon's own count of what it has read,
-// which no log line or socket event reports; each scrape is a round trip
-// through the daemon's loop, with a short pause between them.
-template <typename Done>
-bool wait_metrics(uint16_t port, Done done, Millis timeout = 5s) {
-  auto deadline = Clock::now() + timeout;
-  while (true) {
-    if (done(scrape_all(port))) return true;
-    if (Clock::now() >= deadline) return false;
-    ::poll(nullptr, 0, 5);
-  }
-}
-
 // Waits until the file at `path` holds at least `size` bytes, woken by
 // inotify on its directory (so a file created after a rename is seen too).
 // Returns the file's content then (or at the timeout).
