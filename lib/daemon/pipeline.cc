@@ -278,6 +278,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     }
     log::info("output {}: {}", current.name,
               match == next.outputs.end() ? "removed" : "changed, restarting");
+    discard_unwritten("output " + current.name, sinks_[i]->counters().queue_bytes);
     sinks_[i]->close();
     sinks_.erase(sinks_.begin() + static_cast<ptrdiff_t>(i));
   }
@@ -346,7 +347,10 @@ bool Pipeline::reload(const Config& next, std::string& error) {
 
   // The dead-letter file: reopened at its (possibly new) path.
   if (!(old.deadletter == next.deadletter)) {
-    if (deadletter_) deadletter_->close();
+    if (deadletter_) {
+      discard_unwritten("dead-letter file", deadletter_->counters().queue_bytes);
+      deadletter_->close();
+    }
     deadletter_.reset();
     if (next.deadletter) {
       deadletter_ =
@@ -363,6 +367,15 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   merger_.release();
   pump();
   return ok;
+}
+
+// An output replaced or removed by a reload takes what it had not written
+// with it (a new one starts at the merge's present): counted and logged.
+void Pipeline::discard_unwritten(std::string_view what, size_t bytes) {
+  if (bytes == 0) return;
+  discarded_output_bytes_ += bytes;
+  log::warn("{}: closed by a reload with {} bytes not yet written; they are discarded", what,
+            bytes);
 }
 
 void Pipeline::reopen_files() {

@@ -75,6 +75,9 @@ class Pipeline final : public FeedHost, public MergerListener {
   const std::vector<std::unique_ptr<Sink>>& sinks() const { return sinks_; }
   const DeadLetter* deadletter() const { return deadletter_.get(); }  // null if none
   bool sink_failed() const;
+  // Bytes outputs (and the dead-letter file) replaced or removed by a
+  // reload had not written.
+  uint64_t discarded_output_bytes() const { return discarded_output_bytes_; }
 
   // FeedHost
   uv_loop_t* loop() override { return loop_; }
@@ -107,6 +110,7 @@ class Pipeline final : public FeedHost, public MergerListener {
   void retire_feeds();
   void arm_retire_timer();
   void log_long_hold();
+  void discard_unwritten(std::string_view what, size_t bytes);
   void arm_idle_timer();
   void check_finished();
 
@@ -131,6 +135,7 @@ class Pipeline final : public FeedHost, public MergerListener {
   UvHandle<uv_timer_t> retire_timer_;
   std::map<std::string, RetiredFeed, std::less<>> retired_;
   std::optional<FeedId> hold_logged_;  // the holder already reported
+  uint64_t discarded_output_bytes_ = 0;
   bool pumping_ = false;
   bool pump_again_ = false;
   bool finished_ = false;

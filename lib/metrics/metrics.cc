@@ -406,6 +406,11 @@ void render_merger(Exposition& x, const Pipeline& pipeline, double wall_clock_se
     }
   }
 
+  x.family("chronomerge_output_discarded_bytes_total", "counter",
+           "Bytes of the merged stream (or dead letters) that outputs replaced or removed by a "
+           "reload had not yet written.");
+  x.sample(pipeline.discarded_output_bytes());
+
   x.family("chronomerge_output_buffered_bytes", "gauge",
            "Bytes of the merged stream held in memory until every reader has taken them.");
   x.sample(static_cast<uint64_t>(output.buffered_bytes()));

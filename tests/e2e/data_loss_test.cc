@@ -1,8 +1,11 @@
 // End to end: nothing accepted is lost. Reloads that change a feed, a
 // drain under load, a producer with a wrong clock and reload churn, each
 // checked against the real binary by counting every record.
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <doctest/doctest.h>
 
@@ -370,4 +373,47 @@ TEST_CASE("a live feed far behind the others is named, and max_lag lets it go") 
   CHECK(sample(m, "chronomerge_feed_late_total{feed=\"a\"}") == 0);
   CHECK(sample(m, "chronomerge_feed_connections_total{feed=\"slow\"}") == 1);
   CHECK(daemon.stop().code == 0);
+}
+
+TEST_CASE("an output removed by a reload counts what it had not written") {
+  // A file output on a FIFO whose reader never reads holds the merge with
+  // a full queue; a reload removes it.
+  TempDir dir;
+  const std::string fifo = dir / "stuck";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  REQUIRE(reader >= 0);
+  uint16_t feed_port = free_port();
+  uint16_t out_port = free_port();
+  json config = {
+      {"output_high_water_mark", 65536},
+      {"feed_high_water_mark", 65536},
+      {"feed_low_water_mark", 16384},
+      {"feeds", {tcp_feed("bus", feed_port)}},
+      {"outputs",
+       {tcp_output("clients", out_port), {{"name", "stuck"}, {"type", "file"}, {"path", fifo}}}}};
+  uint16_t metrics = with_metrics(config);
+  Daemon daemon(dir, config);
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+  Collector client(connect_tcp(out_port), 30s);
+  REQUIRE(daemon.wait_log("connected (1 now)"));
+  constexpr int records = 20000;  // ~700 KB: more than the FIFO and the queue take
+  const std::string text = producer_text("bus", records);
+  Socket producer = connect_tcp(feed_port);
+  Background writer([&] { write_all(producer, text, 20s); });
+  REQUIRE(wait_metrics(metrics, [](const auto& m) {
+    return sample(m, "chronomerge_feed_paused{feed=\"bus\"}") == 1;
+  }));
+  config["outputs"] = {tcp_output("clients", out_port)};
+  dir.write("config.json", config.dump(2));
+  daemon.signal(SIGHUP);
+  REQUIRE(reloads_done(daemon, metrics, 1));
+  CHECK(daemon.wait_log("output stuck: closed by a reload with"));
+  CHECK(sample(scrape_all(metrics), "chronomerge_output_discarded_bytes_total") > 0);
+  writer.join();
+  // The client, never slow, gets everything once the stuck output is gone.
+  REQUIRE(client.wait_bytes(text.size(), 20s));
+  CHECK(daemon.stop().code == 0);
+  CHECK(client.finish().data == text);
+  ::close(reader);
 }
