@@ -96,8 +96,8 @@ void Merger::remove(FeedId feed) {
   free_.push_back(feed);
 }
 
-// After the marks changed: pause a feed now over its high mark, resume one
-// now under its low mark.
+// After the queue or its marks changed: pause a feed at its high mark,
+// resume a paused one at its low mark (hysteresis: nothing in between).
 void Merger::check_water_marks(FeedId feed) {
   Feed& f = *feeds_[feed];
   if (!f.paused && f.queue.at_or_above_high()) {
@@ -332,11 +332,7 @@ void Merger::enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now) {
     if (f.settings.idle_timeout_ms) deadlines_.erase({f.idle_deadline, feed});
   }
   if (was_empty) heap_insert(feed);
-  if (!f.paused && f.queue.at_or_above_high()) {
-    f.paused = true;
-    ++f.stats.pauses;
-    listener_.pause_feed(feed);
-  }
+  check_water_marks(feed);
 }
 
 void Merger::end(FeedId feed, uint64_t now) {
@@ -374,10 +370,7 @@ void Merger::popped(FeedId feed, bool late, uint64_t now) {
   Feed& f = *feeds_[feed];
   if (!late) f.live_since = now;
   if (f.queue.empty()) became_empty(feed);
-  if (f.paused && f.queue.at_or_below_low()) {
-    f.paused = false;
-    listener_.resume_feed(feed);
-  }
+  check_water_marks(feed);
 }
 
 // Pops the head of a feed that is not on the heap, and puts the feed back
