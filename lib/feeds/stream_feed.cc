@@ -91,8 +91,32 @@ void StreamFeed::drain() {
 
 void StreamFeed::check_drained(bool pump) {
   if (!draining_ || ended_ || closed_) return;
-  // More to read: the read callbacks (or a resume) come back here.
-  if (connection_ && unread_bytes() > 0) return;
+  if (connection_) {
+    // More to read: the read callbacks (or a resume) come back here.
+    if (unread_bytes() > 0) return;
+    // Nothing to read right now, but what the producer has written may
+    // still be on its way: bytes its kernel held while our window was
+    // closed go out once reading reopened it. The connection must stay
+    // quiet for drain_quiet_ms before it counts as drained.
+    if (!quiet_timer_.open()) {
+      if (uv_timer_init(host_.loop(), quiet_timer_.get()) != 0) return finish_drain(pump);
+      quiet_timer_.initialized(this);
+    }
+    uv_timer_start(
+        quiet_timer_.get(),
+        [](uv_timer_t* timer) {
+          auto* self = static_cast<StreamFeed*>(timer->data);
+          if (self == nullptr || self->ended_ || self->closed_) return;
+          if (self->connection_ && self->unread_bytes() > 0) return;  // reads come
+          self->finish_drain(true);
+        },
+        drain_quiet_ms, 0);
+    return;
+  }
+  finish_drain(pump);
+}
+
+void StreamFeed::finish_drain(bool pump) {
   detach();  // a cut last line is discarded and counted
   end_in_merger();
   close();
@@ -139,6 +163,7 @@ void StreamFeed::close() {
     connection_.reset();
   }
   buffer_.reset();  // no read comes after the close
+  quiet_timer_.close();
   close_transport_once();
 }
 

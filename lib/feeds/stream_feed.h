@@ -16,6 +16,9 @@ namespace chronomerge {
 class StreamFeed : public Feed {
  public:
   static constexpr size_t read_bytes = 64 << 10;
+  // A draining connection counts as drained once it has had nothing to
+  // read for this long (see check_drained()).
+  static constexpr uint64_t drain_quiet_ms = 100;
 
   StreamFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes);
   ~StreamFeed() override;
@@ -53,6 +56,7 @@ class StreamFeed : public Feed {
   // Draining: ends the feed once nothing is left to read, and runs the
   // merge if `pump` (not from inside drain(), whose caller does).
   void check_drained(bool pump = true);
+  void finish_drain(bool pump);
   void close_transport_once();
 
   std::unique_ptr<Connection> connection_;
@@ -60,6 +64,7 @@ class StreamFeed : public Feed {
   bool paused_ = false;
   bool closed_ = false;
   bool draining_ = false;
+  UvHandle<uv_timer_t> quiet_timer_;  // draining: quiet since the last read
   bool transport_closed_ = false;
 };
 
