@@ -262,7 +262,8 @@ void check_number(std::string_view literal, double other) {
   ParsedRecord record;
   const auto error = parse_key(literal, KeyType::number, record);
   if (classify(literal) == Literal::invalid) {
-    if (!error) {
+    // Other characters can make another valid record ({"k":1,"x":2}).
+    if (!error && literal.find_first_not_of(" \t\r\n0123456789-+.eE") == std::string_view::npos) {
       const size_t first = literal.find_first_not_of(" \t\r\n");
       const size_t last = literal.find_last_not_of(" \t\r\n");
       expect(first != std::string_view::npos &&

@@ -17,8 +17,9 @@
 //   *waiting*: empty, and its idle clock (started when its last record at
 //   or after the frontier left it) not run out, or it has no idle timeout.
 // - Liveness: a run that returns with records queued and room in the
-//   output must have a feed that may still be waiting; a late record or a
-//   heartbeat behind the frontier is no sign of life.
+//   output must have a feed that may still be waiting; a late record (more
+//   than max_lag behind, where the feed has one) or a heartbeat behind the
+//   frontier is no sign of life.
 // - Combine mode: a step groups one record from each of several feeds, all
 //   with the same key, with ascending indexes equal to the feeds' ranks and
 //   the key written as in the first record.
@@ -100,6 +101,7 @@ struct Item {
   Key key;
   std::string key_text;
   bool heartbeat = false;
+  bool alive_at_push = false;  // a sign of life when it arrived
   std::string bytes;
   Fate fate = Fate::queued;
 };
@@ -113,6 +115,8 @@ struct HarnessFeed {
   bool initial = true;  // added before the first run
   uint32_t rank = 0;    // ties and combine indexes; fixed (no reloads here)
   std::optional<uint64_t> idle_timeout;
+  std::optional<double> max_lag;
+  bool lagging_at_start = false;  // let go by max_lag before this run
   size_t high = 0, low = 0;
   std::deque<uint64_t> queue;  // ids still queued, arrival order
   size_t queue_bytes = 0;
@@ -124,6 +128,11 @@ struct HarnessFeed {
   std::optional<Key> last_key;
   bool monotone = true;
   uint64_t records_in = 0, heartbeats = 0, records_out = 0, late = 0;
+};
+
+struct Bypass {
+  size_t feed;
+  uint64_t record;
 };
 
 struct LateReport {
@@ -168,19 +177,28 @@ class Harness : public MergerListener {
   void feed_idle(FeedId, bool) override {}
 
   // --- operations ---
-  size_t add_feed(std::optional<uint64_t> idle_timeout, size_t high, size_t low,
-                  std::optional<LatePolicy> late, bool joins_idle) {
+  static FeedSettings settings_for(size_t index, std::optional<uint64_t> idle_timeout, size_t high,
+                                   size_t low, std::optional<LatePolicy> late,
+                                   std::optional<double> max_lag) {
     FeedSettings settings;
-    settings.name = "f" + std::to_string(feeds_.size());
+    settings.name = "f" + std::to_string(index);
     settings.high_water_mark = high;
     settings.low_water_mark = low;
     settings.idle_timeout_ms = idle_timeout;
     settings.late = late;
+    settings.max_lag = max_lag;
+    return settings;
+  }
+
+  size_t add_feed(std::optional<uint64_t> idle_timeout, size_t high, size_t low,
+                  std::optional<LatePolicy> late, std::optional<double> max_lag, bool joins_idle) {
+    FeedSettings settings = settings_for(feeds_.size(), idle_timeout, high, low, late, max_lag);
     HarnessFeed f;
     f.slot = merger_.add_feed(settings, now_, joins_idle);
     f.initial = runs_ == 0;
     f.rank = merger_.rank(f.slot);
     f.idle_timeout = idle_timeout;
+    f.max_lag = max_lag;
     f.high = high;
     f.low = low;
     if (!(joins_idle && idle_timeout)) f.life_early = f.life_late = now_;
@@ -194,7 +212,8 @@ class Harness : public MergerListener {
     trace("t=", std::to_string(now_), " add feed ", std::to_string(feeds_.size()), " slot ",
           std::to_string(f.slot), " timeout ",
           idle_timeout ? std::to_string(*idle_timeout) : "none", " marks ", std::to_string(high),
-          "/", std::to_string(low), joins_idle ? " joins idle" : "");
+          "/", std::to_string(low), " max_lag ", max_lag ? std::to_string(*max_lag) : "none",
+          joins_idle ? " joins idle" : "");
     feeds_.push_back(f);
     return feeds_.size() - 1;
   }
@@ -236,6 +255,9 @@ class Harness : public MergerListener {
 
   void note_push(HarnessFeed& f, Item& item, const ParsedRecord& parsed) {
     item.key = parsed.key;
+    // A sign of life brings an idle feed back and restarts its clock now.
+    item.alive_at_push = sign_of_life(f, parsed.key);
+    if (item.alive_at_push) f.life_late = now_;
     item.seq = f.pushed++;
     if (f.last_key && parsed.key < *f.last_key) f.monotone = false;
     f.last_key = parsed.key;
@@ -280,6 +302,31 @@ class Harness : public MergerListener {
     check_flow();
   }
 
+  // A reload's new tuning for an open feed, applied in place. A feed keeps
+  // having an idle timeout or not (that is its transport's nature); the
+  // clock of a waiting feed keeps its start.
+  void update(size_t i, uint64_t idle_timeout, size_t high, size_t low,
+              std::optional<LatePolicy> late, std::optional<double> max_lag) {
+    HarnessFeed& f = feeds_[i];
+    // A feed that may have gone idle (its clock ran out, or max_lag let it
+    // go, which was checked then) stays idle under the new settings until
+    // its next sign of life: no longer certainly waiting.
+    if (merger_.lagging(f.slot) ||
+        (f.idle_timeout && (!f.life_early || now_ >= *f.life_early + *f.idle_timeout))) {
+      f.life_early.reset();
+    }
+    if (f.idle_timeout) f.idle_timeout = idle_timeout;
+    f.high = high;
+    f.low = low;
+    f.max_lag = max_lag;
+    trace("t=", std::to_string(now_), " update feed ", std::to_string(i), " timeout ",
+          f.idle_timeout ? std::to_string(*f.idle_timeout) : "none", " marks ",
+          std::to_string(high), "/", std::to_string(low), " max_lag ",
+          max_lag ? std::to_string(*max_lag) : "none");
+    merger_.update(f.slot, settings_for(i, f.idle_timeout, high, low, late, max_lag), now_);
+    check_flow();
+  }
+
   void end(size_t i) {
     trace("t=", std::to_string(now_), " end feed ", std::to_string(i));
     feeds_[i].ended = true;
@@ -314,9 +361,20 @@ class Harness : public MergerListener {
 
   void run() {
     frontier_at_start_ = frontier_;
+    for (HarnessFeed& f : feeds_) f.lagging_at_start = !f.removed && merger_.lagging(f.slot);
     ++runs_;
     trace("t=", std::to_string(now_), " run");
     merger_.run(now_);
+    if (tracing) {
+      std::string states;
+      for (size_t i = 0; i < feeds_.size(); ++i) {
+        if (feeds_[i].removed) continue;
+        states += " " + std::to_string(i) + ":" +
+                  std::string(to_string(merger_.state(feeds_[i].slot))) +
+                  (merger_.lagging(feeds_[i].slot) ? "(lagging)" : "");
+      }
+      trace("    states after run:", states);
+    }
     observe();
     check_flow();
   }
@@ -374,6 +432,26 @@ class Harness : public MergerListener {
 
   bool key_before_frontier(const Key& key) const { return frontier_ && key < *frontier_; }
 
+  // A record at or after the frontier; with max_lag, also one no more
+  // than max_lag behind it (config/README.md: an idle feed a little behind
+  // rejoins and the merge waits while it catches up).
+  bool sign_of_life(const HarnessFeed& f, const Key& key) const {
+    if (!key_before_frontier(key)) return true;
+    return f.max_lag && key_distance(options_.key_type, key, *frontier_) <= *f.max_lag;
+  }
+
+  // A late record left the queue: within max_lag it was a sign of life.
+  // An idle feed comes back only with a record that was one on arrival;
+  // a reload that widened max_lag since does not wake it.
+  void late_departure(Item& item, Fate fate) {
+    HarnessFeed& f = feeds_[item.feed];
+    const bool alive = sign_of_life(f, item.key);
+    ++f.late;
+    depart(item, fate);
+    if (alive) f.life_late = now_;
+    if (alive && item.alive_at_push) f.life_early = now_;
+  }
+
   // The item leaves its feed's queue: it must be at the front, after any
   // heartbeats that left unseen before it.
   void depart(Item& item, Fate fate) {
@@ -397,6 +475,7 @@ class Harness : public MergerListener {
     f.queue.pop_front();
     f.queue_bytes -= heartbeat.bytes.size();
     heartbeat.fate = Fate::heartbeat_gone;
+    note_run_key(heartbeat.key);
     // Behind the frontier before the run: certainly late, no sign of life.
     // At or after the frontier at the end of the run: certainly not late.
     if (!strict_heartbeats || !(frontier_at_start_ && heartbeat.key < *frontier_at_start_)) {
@@ -439,8 +518,7 @@ class Harness : public MergerListener {
         expect(
             key_before_frontier(item.key),
             "record " + std::to_string(r.id) + " dropped as late but not older than the frontier");
-        ++feeds_[item.feed].late;
-        depart(item, Fate::dropped);
+        late_departure(item, Fate::dropped);
       }
     };
     while (!fresh.empty()) {
@@ -461,7 +539,36 @@ class Harness : public MergerListener {
     expect(report == reports_.size(), "a late report out of place");
     reports_.clear();
     reconcile();
+    check_bypassed();
     check_liveness();
+  }
+
+  // A waiting feed passed over by an emission must have been let go by
+  // max_lag. If that happened in this run, the smallest ready head then
+  // was more than max_lag past the feed's last key; that head left in this
+  // run, emitted in order or as a heartbeat (whose feed may break its
+  // promise afterwards), so the largest such key must be that far ahead
+  // at least. (One let go earlier stays idle until a sign of life; that
+  // was checked when it happened.)
+  void check_bypassed() {
+    for (const Bypass& b : bypassed_) {
+      const HarnessFeed& f = feeds_[b.feed];
+      const std::string what = "record " + std::to_string(b.record) + " emitted while feed " +
+                               std::to_string(b.feed) + " was waiting";
+      expect(merger_.lagging(f.slot), what + " (and not lagging)");
+      if (f.lagging_at_start) continue;
+      expect(f.last_key && run_max_key_ &&
+                 key_distance(options_.key_type, *f.last_key, *run_max_key_) > *f.max_lag,
+             what + " (lagging, but not max_lag behind: last key " +
+                 (f.last_key ? std::to_string(f.last_key->ordinal) : "none") + ", max_lag " +
+                 std::to_string(*f.max_lag) + ")");
+    }
+    bypassed_.clear();
+    run_max_key_.reset();
+  }
+
+  void note_run_key(const Key& key) {
+    if (!run_max_key_ || *run_max_key_ < key) run_max_key_ = key;
   }
 
   void on_line(std::string_view line, const LateReport* late) {
@@ -478,8 +585,7 @@ class Harness : public MergerListener {
       Item& item = items_[ids[0]];
       expect(key_before_frontier(item.key), "record " + std::to_string(item.id) +
                                                 " emitted as late but not older than the frontier");
-      ++feeds_[item.feed].late;
-      depart(item, Fate::late_emitted);
+      late_departure(item, Fate::late_emitted);
       return;
     }
     expect(combine || ids.size() == 1, "an interleave line with several records");
@@ -491,11 +597,16 @@ class Harness : public MergerListener {
       bool member = false;
       for (uint64_t id : ids) member = member || items_[id].feed == i;
       if (!member && certainly_waiting(feeds_[i])) {
-        fail("record " + std::to_string(ids[0]) + " emitted while feed " + std::to_string(i) +
-             " was waiting");
+        // Only max_lag may let a waiting feed go; checked after the run.
+        if (!feeds_[i].max_lag) {
+          fail("record " + std::to_string(ids[0]) + " emitted while feed " + std::to_string(i) +
+               " was waiting");
+        }
+        bypassed_.push_back({i, ids[0]});
       }
     }
     frontier_ = key;
+    note_run_key(key);
     in_order_.push_back(ids);
     for (uint64_t id : ids) {
       Item& item = items_[id];
@@ -662,6 +773,8 @@ class Harness : public MergerListener {
   std::map<FeedId, size_t> owner_;  // slot -> harness feed
   std::vector<Item> items_;
   std::vector<LateReport> reports_;  // since the last observe()
+  std::vector<Bypass> bypassed_;     // waiting feeds passed over in this run
+  std::optional<Key> run_max_key_;   // largest head seen leaving in this run
   std::optional<Key> frontier_;      // the last key emitted in order
   std::optional<Key> frontier_at_start_;
   uint64_t consumed_ = 0;   // output bytes drained
@@ -684,22 +797,33 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Harness h(options, output_high, chunk_bytes, string_keys);
 
   std::vector<int> key(8, 100);  // per harness feed: the last key index
-  auto add = [&](bool joins_idle) {
-    const uint8_t kind = input.ConsumeIntegral<uint8_t>();
+  struct Tuning {
     std::optional<uint64_t> timeout;
-    if (kind & 1) timeout = input.ConsumeIntegralInRange<uint64_t>(0, 100);
-    const size_t high = input.ConsumeIntegralInRange<size_t>(20, 400);
-    const size_t low = input.ConsumeIntegralInRange<size_t>(0, high - 1);
+    size_t high, low;
     std::optional<LatePolicy> late;
-    if (kind & 2) late = kind & 4 ? LatePolicy::drop : LatePolicy::emit;
-    h.add_feed(timeout, high, low, late, joins_idle);
+    std::optional<double> max_lag;
+  };
+  auto tuning = [&] {
+    Tuning t;
+    const uint8_t kind = input.ConsumeIntegral<uint8_t>();
+    if (kind & 1) t.timeout = input.ConsumeIntegralInRange<uint64_t>(0, 100);
+    t.high = input.ConsumeIntegralInRange<size_t>(20, 400);
+    t.low = input.ConsumeIntegralInRange<size_t>(0, t.high - 1);
+    if (kind & 2) t.late = kind & 4 ? LatePolicy::drop : LatePolicy::emit;
+    // max_lag is a distance in key units: positive, and not for string keys.
+    if ((kind & 8) && !string_keys) t.max_lag = input.ConsumeIntegralInRange<int>(1, 200);
+    return t;
+  };
+  auto add = [&](bool joins_idle) {
+    const Tuning t = tuning();
+    h.add_feed(t.timeout, t.high, t.low, t.late, t.max_lag, joins_idle);
   };
   const int initial = input.ConsumeIntegralInRange<int>(1, 4);
   for (int i = 0; i < initial; ++i) add(false);
   size_t feeds = static_cast<size_t>(initial);
 
   for (int op = 0; op < 400 && input.remaining_bytes() > 0; ++op) {
-    const int what = input.ConsumeIntegralInRange<int>(0, 11);
+    const int what = input.ConsumeIntegralInRange<int>(0, 12);
     auto pick = [&](bool for_push) -> std::optional<size_t> {
       std::vector<size_t> open = h.open_feeds(for_push);
       if (open.empty()) return std::nullopt;
@@ -748,6 +872,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         break;
       case 11:
         h.remove_retired();
+        break;
+      case 12:
+        if (auto i = pick(false)) {
+          const Tuning t = tuning();
+          h.update(*i, t.timeout.value_or(50), t.high, t.low, t.late, t.max_lag);
+        }
         break;
     }
   }
