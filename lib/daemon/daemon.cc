@@ -83,7 +83,14 @@ class Daemon {
     reload_timer_.initialized(this);
     pipeline_ = std::make_unique<Pipeline>(loop_, config_, true);
     pipeline_->on_finished([this] {
-      log::info("all feeds ended and outputs flushed; exiting");
+      if (pipeline_->no_feed_opened()) {
+        // Nothing was ever read: a supervisor (Restart=on-failure) should
+        // try again rather than take this for a finished job.
+        log::error("no feed could be opened; exiting with status {}", int{exit_error});
+        exit_status_ = exit_error;
+      } else {
+        log::info("all feeds ended and outputs flushed; exiting");
+      }
       shutdown();
     });
     if (!pipeline_->start()) {
@@ -272,6 +279,8 @@ class Daemon {
   }
   void disarm_exit_deadline() { exit_timer_.close(); }
 
+  int exit_status() const { return exit_status_; }
+
  private:
   uv_loop_t* loop_;
   Config config_;
@@ -323,13 +332,14 @@ int run_daemon(const DaemonOptions& options) {
   int status = exit_ok;
   {
     Daemon daemon(&loop, std::move(config), options.config_path);
-    if (!daemon.start()) status = exit_error;
+    daemon.start();
     uv_run(&loop, UV_RUN_DEFAULT);
     daemon.shutdown();
     uv_run(&loop, UV_RUN_DEFAULT);
     // Ran out in time: nothing was stuck.
     daemon.disarm_exit_deadline();
     uv_run(&loop, UV_RUN_DEFAULT);
+    status = daemon.exit_status();
   }
   if (uv_loop_close(&loop) != 0) log::error("internal: handles left open at exit");
   return status;

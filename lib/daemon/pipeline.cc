@@ -1,6 +1,7 @@
 #include "daemon/pipeline.h"
 
 #include <algorithm>
+#include <set>
 
 #include "feeds/connect_feed.h"
 #include "feeds/exec_feed.h"
@@ -126,8 +127,7 @@ bool Pipeline::add_sink(const OutputConfig& output) {
   return true;
 }
 
-bool Pipeline::add_feed(const FeedConfig& config, bool joins_idle) {
-  FeedConfig feed = effective(config, config_);
+std::optional<FeedId> Pipeline::add_feed(const FeedConfig& feed, bool joins_idle) {
   FeedId id = merger_.add_feed(settings_for(feed), uv_now(loop_), joins_idle);
   if (id >= feeds_.size()) {
     feeds_.resize(id + 1);
@@ -135,11 +135,11 @@ bool Pipeline::add_feed(const FeedConfig& config, bool joins_idle) {
   }
   feeds_[id] = make_feed(id, feed);  // with the globals filled in
   malformed_limiters_[id] = log::RateLimiter();
-  if (feeds_[id]->start()) return true;
+  if (feeds_[id]->start()) return id;
   // Not left open in the merger, where it would hold the merge until
-  // idle_timeout_ms; as removed, the next reload starts it again.
-  remove_feed(*feeds_[id]);
-  return false;
+  // idle_timeout_ms.
+  remove_feed(*feeds_[id], false);
+  return std::nullopt;
 }
 
 bool Pipeline::start() {
@@ -163,7 +163,7 @@ bool Pipeline::start() {
   // are added.
   merger_.hold();
   for (const FeedConfig& feed : config_.feeds) {
-    if (!add_feed(feed, false)) {
+    if (!add_feed(effective(feed, config_), false)) {
       close();
       return false;
     }
@@ -250,6 +250,33 @@ void Pipeline::retire_feeds() {
   }
 }
 
+namespace {
+
+// Where a part listens ("tcp 127.0.0.1:7001", "unix /run/in.sock"), so a
+// reload can tell whether a new part needs what an old one holds. Empty
+// for parts that listen on nothing, and for port 0 (any free port).
+std::string listen_key(bool tcp, bool unix_socket, const HostPort& address,
+                       const std::string& path) {
+  if (tcp && address.port != 0) return "tcp " + to_string(address);
+  if (unix_socket) return "unix " + path;
+  return {};
+}
+std::string listen_key(const FeedConfig& f) {
+  return listen_key(f.type == FeedType::tcp_listen, f.type == FeedType::unix_listen, f.address,
+                    f.path);
+}
+std::string listen_key(const OutputConfig& o) {
+  return listen_key(o.type == OutputType::tcp_listen, o.type == OutputType::unix_listen, o.address,
+                    o.path);
+}
+
+}  // namespace
+
+// Atomic: every new part that can start before the old ones go (a new
+// listener, file or dead-letter file) is started first; if one fails,
+// those are closed again and nothing changes. Only a part that needs an
+// address an old part releases (the same port, the same socket path)
+// starts after the old part is gone.
 bool Pipeline::reload(const Config& next, std::string& error) {
   // These shape every record already queued: changing them live would mix
   // two merges in one stream.
@@ -258,71 +285,144 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     error = "key, key_type, mode and output_high_water_mark take effect only on restart";
     return false;
   }
-  // A reload may remove every feed before it adds their successors: the
-  // merge (and with it every client's stream) must not end in between.
-  merger_.hold();
-  Config old = std::move(config_);
-  config_ = next;
-  log::set_level(config_.log_level);
-  merger_.set_late_policy(config_.late);
 
-  // Outputs: matched by name; a changed one is replaced (its clients are
-  // disconnected), a removed one closes, a new one starts.
-  for (size_t i = 0; i < sinks_.size();) {
+  // The plan: which running parts go, which change in place, what is new.
+  std::set<std::string> released;  // listen keys of the parts that go
+  std::vector<size_t> closing_sinks;
+  std::vector<const OutputConfig*> new_outputs;
+  for (size_t i = 0; i < sinks_.size(); ++i) {
     const OutputConfig& current = sinks_[i]->config();
     auto match = std::find_if(next.outputs.begin(), next.outputs.end(),
                               [&](const OutputConfig& o) { return o.name == current.name; });
-    if (match != next.outputs.end() && *match == current) {
-      ++i;
-      continue;
-    }
-    log::info("output {}: {}", current.name,
-              match == next.outputs.end() ? "removed" : "changed, restarting");
-    discard_unwritten("output " + current.name, sinks_[i]->counters().queue_bytes);
-    sinks_[i]->close();
-    sinks_.erase(sinks_.begin() + static_cast<ptrdiff_t>(i));
+    if (match != next.outputs.end() && *match == current) continue;
+    closing_sinks.push_back(i);
+    released.insert(listen_key(current));
   }
-  bool ok = true;
   for (const OutputConfig& output : next.outputs) {
-    bool exists = std::any_of(sinks_.begin(), sinks_.end(),
-                              [&](const auto& s) { return s->name() == output.name; });
-    if (!exists && !add_sink(output)) {
-      error = fmt::format("output {} could not start", output.name);
-      ok = false;
-    }
+    bool kept = std::any_of(sinks_.begin(), sinks_.end(),
+                            [&](const auto& s) { return s->config() == output; });
+    if (!kept) new_outputs.push_back(&output);
   }
-
-  // Feeds, matched by name: a change of tuning applies in place and keeps
-  // the connection; a change of transport drains the old feed (everything
-  // its connection holds is merged) while the new one starts.
-  const uint64_t now = uv_now(loop_);
+  std::vector<Feed*> removed_feeds, restarted_feeds, updated_feeds;
   for (auto& feed : feeds_) {
     if (!feed || feed->removed()) continue;
     auto match = std::find_if(next.feeds.begin(), next.feeds.end(),
                               [&](const FeedConfig& f) { return f.name == feed->name(); });
     if (match == next.feeds.end()) {
-      log::info("feed {}: removed (draining what it has read)", feed->name());
-      remove_feed(*feed, false);
+      removed_feeds.push_back(feed.get());
+    } else if (const FeedConfig changed = effective(*match, next); changed == feed->config()) {
       continue;
-    }
-    const FeedConfig changed = effective(*match, next);
-    if (changed == feed->config()) continue;
-    if (Feed::same_transport(changed, feed->config())) {
-      log::info("feed {}: settings changed, applied in place", feed->name());
-      feed->update(changed);
-      merger_.update(feed->id(), settings_for(changed), now);
+    } else if (Feed::same_transport(changed, feed->config())) {
+      updated_feeds.push_back(feed.get());
       continue;
+    } else {
+      restarted_feeds.push_back(feed.get());
     }
+    released.insert(listen_key(feed->config()));
+  }
+  std::vector<FeedConfig> new_feeds;  // effective configurations
+  for (const FeedConfig& feed : next.feeds) {
+    bool running = std::any_of(feeds_.begin(), feeds_.end(), [&](const auto& f) {
+      return f && !f->removed() && f->name() == feed.name &&
+             std::find(restarted_feeds.begin(), restarted_feeds.end(), f.get()) ==
+                 restarted_feeds.end();
+    });
+    if (!running) new_feeds.push_back(effective(feed, next));
+  }
+  released.erase(std::string());
+  auto deferred = [&](const std::string& key) { return released.count(key) > 0; };
+
+  // Phase 1: start what can start now. A reload may remove every feed
+  // before it adds their successors: the merge (and with it every
+  // client's stream) must not end in between.
+  merger_.hold();
+  std::vector<std::unique_ptr<Sink>> started_sinks;
+  std::vector<FeedId> started_feeds;
+  std::unique_ptr<DeadLetter> next_deadletter;
+  const bool deadletter_changed = !(config_.deadletter == next.deadletter);
+  std::string failure;
+  for (const OutputConfig* output : new_outputs) {
+    if (deferred(listen_key(*output))) continue;
+    auto sink = make_sink(*output);
+    if (!sink->start()) {
+      failure = fmt::format("output {} could not start", output->name);
+      break;
+    }
+    started_sinks.push_back(std::move(sink));
+  }
+  if (failure.empty() && deadletter_changed && next.deadletter) {
+    next_deadletter =
+        std::make_unique<DeadLetter>(loop_, *next.deadletter, [this] { check_finished(); });
+    if (!next_deadletter->start()) failure = "the dead-letter file could not be opened";
+  }
+  for (const FeedConfig& feed : new_feeds) {
+    if (!failure.empty()) break;
+    if (deferred(listen_key(feed))) continue;
+    std::optional<FeedId> id = add_feed(feed, true);  // joins idle
+    if (!id) {
+      failure = fmt::format("feed {} could not start", feed.name);
+      break;
+    }
+    started_feeds.push_back(*id);
+  }
+  if (!failure.empty()) {
+    // Undo: what phase 1 started goes again, unseen by anyone.
+    for (FeedId id : started_feeds) remove_feed(*feeds_[id], false);
+    for (auto& sink : started_sinks) sink->close();
+    if (next_deadletter) next_deadletter->close();
+    merger_.release();
+    pump();
+    error = failure + "; nothing was changed";
+    return false;
+  }
+
+  // Phase 2: commit.
+  bool ok = true;
+  config_ = next;
+  log::set_level(config_.log_level);
+  merger_.set_late_policy(config_.late);
+  for (auto i = closing_sinks.rbegin(); i != closing_sinks.rend(); ++i) {
+    Sink& sink = *sinks_[*i];
+    bool kept_name = std::any_of(next.outputs.begin(), next.outputs.end(),
+                                 [&](const OutputConfig& o) { return o.name == sink.name(); });
+    log::info("output {}: {}", sink.name(), kept_name ? "changed, restarting" : "removed");
+    discard_unwritten("output " + sink.name(), sink.counters().queue_bytes);
+    sink.close();
+    sinks_.erase(sinks_.begin() + static_cast<ptrdiff_t>(*i));
+  }
+  for (auto& sink : started_sinks) sinks_.push_back(std::move(sink));
+  for (const OutputConfig* output : new_outputs) {
+    if (!deferred(listen_key(*output))) continue;
+    // Its address was just released by the old part: binding it again
+    // fails only if another process took it in between.
+    if (!add_sink(*output)) {
+      error = fmt::format("output {} could not start again on its address", output->name);
+      ok = false;
+    }
+  }
+
+  const uint64_t now = uv_now(loop_);
+  for (Feed* feed : updated_feeds) {
+    const FeedConfig changed =
+        effective(*std::find_if(next.feeds.begin(), next.feeds.end(),
+                                [&](const FeedConfig& f) { return f.name == feed->name(); }),
+                  next);
+    log::info("feed {}: settings changed, applied in place", feed->name());
+    feed->update(changed);
+    merger_.update(feed->id(), settings_for(changed), now);
+  }
+  for (Feed* feed : removed_feeds) {
+    log::info("feed {}: removed (draining what it has read)", feed->name());
+    remove_feed(*feed, false);
+  }
+  for (Feed* feed : restarted_feeds) {
     log::info("feed {}: changed, restarting (draining what it has read)", feed->name());
     remove_feed(*feed);
   }
-  for (const FeedConfig& feed : next.feeds) {
-    bool running = std::any_of(feeds_.begin(), feeds_.end(), [&](const auto& f) {
-      return f && !f->removed() && f->name() == feed.name;
-    });
-    // It joins idle: the merge does not wait for a newcomer.
-    if (!running && !add_feed(feed, true)) {
-      error = fmt::format("feed {} could not start", feed.name);
+  for (const FeedConfig& feed : new_feeds) {
+    if (!deferred(listen_key(feed))) continue;
+    if (!add_feed(feed, true)) {
+      error = fmt::format("feed {} could not start again on its address", feed.name);
       ok = false;
     }
   }
@@ -346,20 +446,12 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   });
 
   // The dead-letter file: reopened at its (possibly new) path.
-  if (!(old.deadletter == next.deadletter)) {
+  if (deadletter_changed) {
     if (deadletter_) {
       discard_unwritten("dead-letter file", deadletter_->counters().queue_bytes);
       deadletter_->close();
     }
-    deadletter_.reset();
-    if (next.deadletter) {
-      deadletter_ =
-          std::make_unique<DeadLetter>(loop_, *next.deadletter, [this] { check_finished(); });
-      if (!deadletter_->start()) {
-        error = "the dead-letter file could not be opened";
-        ok = false;
-      }
-    }
+    deadletter_ = std::move(next_deadletter);
   }
   // A sink that cannot write (a full disk) tries again now.
   for (auto& sink : sinks_) sink->retry();
@@ -490,6 +582,17 @@ void Pipeline::check_finished() {
   }
   finished_ = true;
   if (on_finished_) on_finished_();
+}
+
+bool Pipeline::no_feed_opened() const {
+  if (!retired_.empty()) return false;
+  bool any = false;
+  for (const auto& feed : feeds_) {
+    if (!feed) continue;
+    any = true;
+    if (!feed->counters().io_error || feed->counters().bytes_read > 0) return false;
+  }
+  return any;
 }
 
 bool Pipeline::sink_failed() const {

@@ -75,6 +75,9 @@ class Pipeline final : public FeedHost, public MergerListener {
   const std::vector<std::unique_ptr<Sink>>& sinks() const { return sinks_; }
   const DeadLetter* deadletter() const { return deadletter_.get(); }  // null if none
   bool sink_failed() const;
+  // Every feed there is failed to open its input (a missing file, a
+  // program that cannot run) and none ever read a byte.
+  bool no_feed_opened() const;
   // Bytes outputs (and the dead-letter file) replaced or removed by a
   // reload had not written.
   uint64_t discarded_output_bytes() const { return discarded_output_bytes_; }
@@ -100,7 +103,9 @@ class Pipeline final : public FeedHost, public MergerListener {
   std::unique_ptr<Sink> make_sink(const OutputConfig& output);
   static FeedConfig effective(const FeedConfig& feed, const Config& config);
   FeedSettings settings_for(const FeedConfig& feed) const;
-  bool add_feed(const FeedConfig& feed, bool joins_idle);
+  // Adds and starts a feed (`feed`: its effective configuration). Its id,
+  // or nullopt if it could not start (it is removed again).
+  std::optional<FeedId> add_feed(const FeedConfig& feed, bool joins_idle);
   bool add_sink(const OutputConfig& output);
   // `keep_counts`: the feed is restarting under its name, whose counters
   // go on; false when the name leaves the configuration.

@@ -421,6 +421,72 @@ TEST_CASE("SIGHUP reloads the configuration") {
   }
 }
 
+TEST_CASE("a reload is atomic: a new part that cannot start changes nothing") {
+  TempDir dir;
+  uint16_t a_port = free_port();
+  uint16_t out_port = free_port();
+  json config = {{"feeds", {tcp_feed("a", a_port)}},
+                 {"outputs", {tcp_output("clients", out_port)}}};
+  uint16_t metrics = with_metrics(config);
+  Daemon daemon(dir, config);
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+  Socket client = connect_tcp(out_port);
+  REQUIRE(daemon.wait_log("connected (1 now)"));
+  Socket a = connect_tcp(a_port);
+  REQUIRE(daemon.wait_log("feed a: producer connected"));
+
+  // v2 adds an output, a file output and a feed, and tunes a; the new
+  // feed's port is taken by someone else.
+  uint16_t taken_port = free_port();
+  Socket taken = listen_tcp(taken_port);
+  uint16_t new_out_port = free_port();
+  json v2 = config;
+  v2["feeds"][0]["idle_timeout_ms"] = 1234;
+  v2["feeds"].push_back(tcp_feed("b", taken_port));
+  v2["outputs"].push_back(tcp_output("more", new_out_port));
+  v2["outputs"].push_back({{"name", "archive"}, {"type", "file"}, {"path", dir / "archive"}});
+  dir.write("config.json", v2.dump(2));
+  daemon.signal(SIGHUP);
+  REQUIRE(daemon.wait_log("reload of"));
+  CHECK(daemon.log_count("feed b could not start; nothing was changed") == 1);
+  CHECK(scrape(metrics, "chronomerge_reloads_total{result=\"failure\"}") == 1);
+  CHECK_FALSE(connects_at_once(new_out_port));  // started, then closed again
+  CHECK(daemon.log_count("feed a: settings changed") == 0);
+  CHECK(daemon.log_count("feed a: producer disconnected") == 0);
+  // The old configuration serves on.
+  REQUIRE(write_all(a, record(1, "a", 0) + "\n"));
+  CHECK(read_lines(client, 1).data == record(1, "a", 0) + "\n");
+
+  // Once the port is free, the same file applies in full.
+  taken.close();
+  daemon.signal(SIGHUP);
+  REQUIRE(wait_sample(metrics, "chronomerge_reloads_total{result=\"success\"}",
+                      [](double v) { return v == 1; }));
+  CHECK(daemon.log_count("feed a: settings changed, applied in place") == 1);
+  CHECK(connects_at_once(new_out_port));
+  CHECK(connects_at_once(taken_port));
+  CHECK(daemon.stop().code == 0);
+}
+
+TEST_CASE("a daemon none of whose feeds could be opened exits non-zero") {
+  TempDir dir;
+  json feed = {{"name", "logs"}, {"type", "file"}, {"path", dir / "missing.ndjson"}};
+  json config = {{"feeds", {feed}}, {"outputs", {{{"name", "out"}, {"type", "stdout"}}}}};
+  SUBCASE("so that Restart=on-failure tries again") {
+    Daemon daemon(dir, config);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+    CHECK(daemon.wait(10s).code == 2);
+    CHECK(daemon.log_count("no feed could be opened") == 1);
+  }
+  SUBCASE("while one that read its file to the end exits 0") {
+    dir.write("missing.ndjson", record(1, "logs", 0) + "\n");
+    Daemon daemon(dir, config);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+    CHECK(daemon.wait(10s).code == 0);
+    CHECK(daemon.log_count("no feed could be opened") == 0);
+  }
+}
+
 // --- metrics ----------------------------------------------------------------
 
 TEST_CASE("metrics count what happened") {
