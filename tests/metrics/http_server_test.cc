@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "metrics/http_request.h"
 #include "metrics/metrics.h"
 
 using namespace chronomerge;
@@ -353,4 +354,42 @@ TEST_CASE("HttpServer") {
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("parse_http_request") {
+  using Outcome = HttpRequest::Outcome;
+  auto parse = [](std::string_view data, size_t limit = HttpServer::max_head_bytes) {
+    return parse_http_request(data, limit);
+  };
+  SUBCASE("waits for the empty line that ends the head") {
+    CHECK(parse("GET /metrics HTTP/1.1\r\nHost: x\r\n").outcome == Outcome::incomplete);
+    HttpRequest request = parse("GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\nbody");
+    CHECK(request.outcome == Outcome::get);
+    CHECK(request.path == "/metrics");
+  }
+  SUBCASE("says how many leading line ends the caller may drop") {
+    HttpRequest request = parse("\r\n\n\r\nGE");
+    CHECK(request.outcome == Outcome::incomplete);
+    CHECK(request.blank_prefix == 5);
+    CHECK(parse("\r\n\r\n").blank_prefix == 4);
+  }
+  SUBCASE("leading empty lines do not count against the limit") {
+    const std::string head = "GET / HTTP/1.1\r\n\r\n";
+    CHECK(parse(std::string(100, '\n') + head, head.size()).outcome == Outcome::get);
+    HttpRequest request = parse(head, head.size() - 1);
+    CHECK(request.outcome == Outcome::refused);
+    CHECK(request.status == 431);
+  }
+  SUBCASE("an absolute-form target without a path asks for /") {
+    HttpRequest request = parse("GET HTTP://host:9464 HTTP/1.1\r\n\r\n");
+    CHECK(request.outcome == Outcome::get);
+    CHECK(request.path == "/");
+  }
+  SUBCASE("refusals carry their status and a one-line body") {
+    HttpRequest request = parse("DELETE / HTTP/1.1\r\n\r\n");
+    CHECK(request.status == 405);
+    CHECK(request.message == "only GET is supported\n");
+    CHECK(parse("GET / HTTP/3.0\r\n\r\n").status == 505);
+    CHECK(parse("GET / HTTP/1.1\r\nBad\rField: x\r\n\r\n").status == 400);
+  }
 }
