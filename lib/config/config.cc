@@ -17,6 +17,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "config/json_depth.h"
+
 namespace chronomerge {
 
 namespace {
@@ -40,6 +42,10 @@ constexpr size_t kMaxUnixPathBytes = 107;
 // A configuration file is a few kilobytes; refusing absurd sizes keeps a
 // wrong path (a log file, a device) from being slurped into memory.
 constexpr size_t kMaxConfigFileBytes = 16 << 20;
+// Arrays and objects inside each other. The deepest valid configuration is
+// four levels deep (/feeds/0/command/0); the limit leaves room and keeps
+// nlohmann's recursive copies and destructors far from the stack's end.
+constexpr size_t kMaxNesting = 64;
 
 constexpr std::string_view kDemoConfig = R"json({
   "key": "time",
@@ -181,6 +187,8 @@ class DocumentBuilder {
   }
 
   Json& root() { return root_; }
+  // The parse stopped at a container nested deeper than kMaxNesting.
+  bool too_deep() const { return too_deep_; }
   size_t error_position() const { return error_position_; }
   const std::string& error_message() const { return error_message_; }
 
@@ -215,6 +223,12 @@ class DocumentBuilder {
   }
 
   bool open(Json container) {
+    // parse_config() has found the place already; this only keeps the
+    // document from growing past it.
+    if (stack_.size() >= kMaxNesting) {
+      too_deep_ = true;
+      return false;
+    }
     std::string segment;
     if (!stack_.empty()) {
       const Frame& parent = stack_.back();
@@ -236,6 +250,7 @@ class DocumentBuilder {
   std::vector<ConfigProblem>& problems_;
   Json root_;
   std::vector<Frame> stack_;
+  bool too_deep_ = false;
   size_t error_position_ = 0;
   std::string error_message_;
 };
@@ -1325,6 +1340,10 @@ std::string to_string(const HostPort& address) {
 // --- Entry points ----------------------------------------------------------
 
 ConfigResult parse_config(std::string_view text) {
+  // Found on the bytes, before anything recursive is built. The parse
+  // below still runs, and stops at that bracket: a syntax error before it
+  // is the one problem reported, as for any document.
+  const std::optional<size_t> too_deep = find_excess_nesting(text, kMaxNesting);
   std::vector<ConfigProblem> duplicates;
   DocumentBuilder builder(duplicates);
   bool parsed = false;
@@ -1335,6 +1354,13 @@ ConfigResult parse_config(std::string_view text) {
     // safety net for anything nlohmann still throws.
     ConfigResult result;
     result.problems.push_back({"1:1", short_parse_message(error.what())});
+    return result;
+  }
+  if (!parsed && builder.too_deep()) {
+    ConfigResult result;
+    result.problems.push_back(
+        {line_column(text, too_deep.value_or(0) + 1),
+         fmt::format("arrays and objects nested deeper than {} levels", kMaxNesting)});
     return result;
   }
   if (!parsed) {

@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include "config/json_depth.h"
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -268,6 +270,86 @@ TEST_CASE("parse_config rejects a bad config at the place to fix") {
 
 TEST_CASE("the bad config table is large enough to cover the schema") {
   CHECK(bad_configs().size() >= 25);
+}
+
+// Regression: 200,000 nested arrays (a 400 KB file) crashed --check-config
+// and, on SIGHUP, the running daemon: nlohmann/json copies and destroys
+// values recursively and ran out of stack.
+TEST_CASE("parse_config refuses nesting deeper than 64 levels") {
+  const auto nested = [](size_t levels) {
+    return std::string(levels, '[') + std::string(levels, ']');
+  };
+
+  SUBCASE("reports 200,000 levels at the bracket that opens level 65") {
+    // The object is level 1, so the 64th '[' opens level 65: offset 5 + 63.
+    const ConfigResult result = parse_config("{\"x\":" + nested(200'000) + "}");
+    CHECK_FALSE(result.config.has_value());
+    INFO("problems:\n", format_problems(result.problems));
+    REQUIRE(result.problems.size() == 1);
+    CHECK(result.problems[0].where == "1:69");
+    CHECK(result.problems[0].message == "arrays and objects nested deeper than 64 levels");
+  }
+
+  SUBCASE("names the line and column of a deep value inside a valid config") {
+    const std::string text =
+        "{\n  \"feeds\": [{\"name\": \"a\", \"type\": \"file\",\n    \"path\": " + nested(200'000) +
+        "}],\n  \"outputs\": [" + kStdoutOutput + "]}";
+    const ConfigResult result = parse_config(text);
+    INFO("problems:\n", format_problems(result.problems));
+    REQUIRE(result.problems.size() == 1);
+    // Levels 1 to 3 are the document, /feeds and the feed; column 13 is the
+    // first '[' of the path, level 4, so level 65 is 61 columns on.
+    CHECK(result.problems[0].where == "3:74");
+    CHECK(result.problems[0].message.find("nested deeper than 64") != std::string::npos);
+  }
+
+  SUBCASE("accepts 64 levels and judges the document as usual") {
+    const ConfigResult result = parse_config(config_text("\"x\": " + nested(63)));
+    INFO("problems:\n", format_problems(result.problems));
+    REQUIRE(result.problems.size() == 1);
+    CHECK(result.problems[0].where == "/x");
+    CHECK(result.problems[0].message == "unknown field");
+  }
+
+  SUBCASE("objects count as levels too") {
+    std::string text = "{\"x\":";
+    for (int i = 0; i < 100; ++i) text += "{\"a\":";
+    text += "1" + std::string(101, '}');
+    const ConfigResult result = parse_config(text);
+    REQUIRE(result.problems.size() == 1);
+    CHECK(result.problems[0].where == "1:" + std::to_string(6 + 63 * 5));
+  }
+
+  SUBCASE("a syntax error before the deep part is the problem reported") {
+    const ConfigResult result = parse_config("{\"a\": 1,, \"x\": " + nested(200'000) + "}");
+    REQUIRE(result.problems.size() == 1);
+    CHECK(result.problems[0].where == "1:9");
+    CHECK(result.problems[0].message.find("syntax error") != std::string::npos);
+  }
+
+  SUBCASE("brackets inside strings do not count") {
+    const std::string deep_string = std::string(100, '[') + "\\\\\\\"" + std::string(100, '{');
+    const ConfigResult result = parse_config(
+        feeds_text(R"({"name": "a", "type": "file", "path": "/x/)" + deep_string + "\"}"));
+    INFO("problems:\n", format_problems(result.problems));
+    CHECK(result.problems.empty());
+  }
+}
+
+TEST_CASE("find_excess_nesting") {
+  SUBCASE("finds the first bracket past the limit") {
+    CHECK(find_excess_nesting("[[[]]]", 3) == std::nullopt);
+    CHECK(find_excess_nesting("[[[]]]", 2) == std::optional<size_t>(2));
+    CHECK(find_excess_nesting("[[], [[]]]", 2) == std::optional<size_t>(6));
+  }
+  SUBCASE("skips strings, with escaped quotes and backslashes") {
+    CHECK(find_excess_nesting(R"(["[[\"[[", "\\", "\\\"[["])", 1) == std::nullopt);
+    CHECK(find_excess_nesting(R"(["\\"[])", 1) == std::optional<size_t>(5));
+  }
+  SUBCASE("takes unbalanced closers as depth 0") {
+    CHECK(find_excess_nesting("]]]][[", 2) == std::nullopt);
+    CHECK(find_excess_nesting("]]]][[[", 2) == std::optional<size_t>(6));
+  }
 }
 
 TEST_CASE("parse_config reports every problem in document order") {
