@@ -604,13 +604,9 @@ bool Pipeline::sink_failed() const {
 
 void Pipeline::malformed(FeedId feed, LineError error, std::string_view line) {
   const std::string& name = feeds_[feed]->name();
-  uint64_t suppressed = 0;
-  if (malformed_limiters_[feed].allow(uv_now(loop_), suppressed)) {
-    if (suppressed > 0) {
-      log::warn("feed {}: {} more malformed lines skipped", name, suppressed);
-    }
-    log::warn("feed {}: line skipped ({}): {}", name, to_string(error), log::excerpt(line));
-  }
+  malformed_limiters_[feed].log(uv_now(loop_), LogLevel::warn, {"feed", name}, "malformed lines",
+                                "feed {}: line skipped ({}): {}", name, to_string(error),
+                                log::excerpt(line));
   if (deadletter_) deadletter_->write(name, to_string(error), line);
 }
 
@@ -632,11 +628,9 @@ void Pipeline::resume_feed(FeedId feed) {
 
 void Pipeline::late_record(FeedId feed, std::string_view record, bool emitted) {
   const std::string& name = feeds_[feed]->name();
-  uint64_t suppressed = 0;
-  if (malformed_limiters_[feed].allow(uv_now(loop_), suppressed)) {
-    log::warn("feed {}: late record {}: {}", name, emitted ? "emitted out of order" : "dropped",
-              log::excerpt(record));
-  }
+  malformed_limiters_[feed].log(uv_now(loop_), LogLevel::warn, {"feed", name}, "late records",
+                                "feed {}: late record {}: {}", name,
+                                emitted ? "emitted out of order" : "dropped", log::excerpt(record));
   if (feeds_[feed]->config().late.value_or(config_.late) == LatePolicy::deadletter && deadletter_) {
     deadletter_->write(name, "late", record);
   }
@@ -644,13 +638,16 @@ void Pipeline::late_record(FeedId feed, std::string_view record, bool emitted) {
 
 void Pipeline::feed_idle(FeedId feed, bool idle) {
   if (idle && merger_.lagging(feed)) {
-    log::warn(
+    malformed_limiters_[feed].log(
+        uv_now(loop_), LogLevel::warn, {"feed", feeds_[feed]->name()}, "idle/active transitions",
         "feed {}: more than max_lag behind most feeds: the merge no longer waits for it "
         "(its older records will be late)",
         feeds_[feed]->name());
     return;
   }
-  log::info("feed {}: {}", feeds_[feed]->name(), idle ? "idle" : "active again");
+  malformed_limiters_[feed].log(uv_now(loop_), LogLevel::info, {"feed", feeds_[feed]->name()},
+                                "idle/active transitions", "feed {}: {}", feeds_[feed]->name(),
+                                idle ? "idle" : "active again");
 }
 
 }  // namespace chronomerge

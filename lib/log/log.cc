@@ -1,12 +1,30 @@
 #include "log/log.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <iterator>
 #include <string>
+#include <utility>
 
 namespace chronomerge::log {
 namespace {
 LogLevel current_level = LogLevel::info;
+
+// "feed in", or "metrics" for a source without a name.
+std::string label_of(Source source) {
+  if (source.name.empty()) return std::string(source.kind);
+  return fmt::format("{} {}", source.kind, source.name);
 }
+
+// Whether `label` is label_of(source), without building that string.
+bool same_source(const std::string& label, Source source) {
+  std::string_view text = label;
+  if (source.name.empty()) return text == source.kind;
+  return text.size() == source.kind.size() + 1 + source.name.size() &&
+         text.substr(0, source.kind.size()) == source.kind && text[source.kind.size()] == ' ' &&
+         text.substr(source.kind.size() + 1) == source.name;
+}
+}  // namespace
 
 void set_level(LogLevel level) {
   current_level = level;
@@ -26,12 +44,49 @@ void write(LogLevel level, std::string_view message) {
   std::fflush(stderr);
 }
 
+RateLimiter::~RateLimiter() {
+  if (!counted_.empty()) write_summary(last_counted_ms_);
+}
+
+RateLimiter::RateLimiter(RateLimiter&& other) noexcept
+    : burst_(other.burst_),
+      interval_ms_(other.interval_ms_),
+      window_start_(other.window_start_),
+      in_window_(other.in_window_),
+      suppressed_(other.suppressed_),
+      started_(other.started_),
+      counted_(std::move(other.counted_)),
+      last_counted_ms_(other.last_counted_ms_),
+      suppressed_total_(other.suppressed_total_) {
+  other.counted_.clear();
+}
+
+RateLimiter& RateLimiter::operator=(RateLimiter&& other) noexcept {
+  if (this == &other) return *this;
+  if (!counted_.empty()) write_summary(last_counted_ms_);
+  burst_ = other.burst_;
+  interval_ms_ = other.interval_ms_;
+  window_start_ = other.window_start_;
+  in_window_ = other.in_window_;
+  suppressed_ = other.suppressed_;
+  started_ = other.started_;
+  counted_ = std::move(other.counted_);
+  other.counted_.clear();
+  last_counted_ms_ = other.last_counted_ms_;
+  suppressed_total_ = other.suppressed_total_;
+  return *this;
+}
+
+void RateLimiter::roll(uint64_t now_ms) {
+  if (started_ && now_ms - window_start_ < interval_ms_) return;
+  if (!counted_.empty()) write_summary(window_start_ + interval_ms_);
+  started_ = true;
+  window_start_ = now_ms;
+  in_window_ = 0;
+}
+
 bool RateLimiter::allow(uint64_t now_ms, uint64_t& suppressed) {
-  if (!started_ || now_ms - window_start_ >= interval_ms_) {
-    started_ = true;
-    window_start_ = now_ms;
-    in_window_ = 0;
-  }
+  roll(now_ms);
   if (in_window_ < burst_) {
     ++in_window_;
     suppressed = suppressed_;
@@ -39,8 +94,78 @@ bool RateLimiter::allow(uint64_t now_ms, uint64_t& suppressed) {
     return true;
   }
   ++suppressed_;
+  ++suppressed_total_;
   suppressed = 0;
   return false;
+}
+
+bool RateLimiter::admit(uint64_t now_ms, LogLevel level, Source source, std::string_view what) {
+  roll(now_ms);
+  if (in_window_ < burst_) {
+    ++in_window_;
+    return true;
+  }
+  ++suppressed_total_;
+  last_counted_ms_ = now_ms;
+  auto it = std::find_if(counted_.begin(), counted_.end(),
+                         [&](const Counted& c) { return c.what == what; });
+  if (it == counted_.end()) {
+    counted_.push_back(Counted{std::string(what), label_of(source), false, level, 0});
+    it = std::prev(counted_.end());
+  } else if (!it->several && !same_source(it->source, source)) {
+    it->several = true;
+    it->source = std::string(source.kind);
+  }
+  if (static_cast<int>(level) < static_cast<int>(it->level)) it->level = level;
+  ++it->count;
+  return false;
+}
+
+void RateLimiter::flush(uint64_t now_ms) {
+  if (!counted_.empty() && now_ms - window_start_ >= interval_ms_) {
+    write_summary(window_start_ + interval_ms_);
+  }
+}
+
+std::optional<uint64_t> RateLimiter::summary_due() const {
+  if (counted_.empty()) return std::nullopt;
+  return window_start_ + interval_ms_;
+}
+
+// "feed in: 1,234 more producer refusals, 3 more accept errors in the last
+// 10 s", or, when the events of a kind came from several sources, "1,234
+// more idle/active transitions (several feeds) in the last 10 s".
+void RateLimiter::write_summary(uint64_t end_ms) {
+  std::vector<Counted> counted = std::move(counted_);
+  counted_.clear();
+  bool one_source = std::all_of(counted.begin(), counted.end(), [&](const Counted& c) {
+    return !c.several && c.source == counted.front().source;
+  });
+  LogLevel level = LogLevel::debug;
+  std::string text = one_source ? counted.front().source + ": " : std::string();
+  for (size_t i = 0; i < counted.size(); ++i) {
+    const Counted& c = counted[i];
+    if (i > 0) text += ", ";
+    text += fmt::format("{} more {}", group_digits(c.count), c.what);
+    if (!one_source) {
+      text += c.several ? fmt::format(" (several {}s)", c.source) : fmt::format(" ({})", c.source);
+    }
+    if (static_cast<int>(c.level) < static_cast<int>(level)) level = c.level;
+  }
+  uint64_t span_ms = end_ms > window_start_ ? end_ms - window_start_ : 0;
+  text += fmt::format(" in the last {} s", std::max<uint64_t>(1, (span_ms + 999) / 1000));
+  write(level, text);
+}
+
+std::string group_digits(uint64_t value) {
+  std::string digits = fmt::format("{}", value);
+  std::string out;
+  out.reserve(digits.size() + digits.size() / 3);
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
 }
 
 std::string excerpt(std::string_view line, size_t max) {
