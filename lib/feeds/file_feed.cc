@@ -34,6 +34,9 @@ struct FileFeed::Batch {
   bool follow = false;
   int fd = -1;
   bool owns_fd = true;
+  // A pipe, FIFO or terminal (`<(zcat a.gz)`, /dev/fd/N): read() in
+  // order instead of pread() at an offset, which such a file refuses.
+  bool sequential = false;
   int64_t offset = 0;
   ino_t inode = 0;
   LineFramer framer;
@@ -58,8 +61,9 @@ struct FileFeed::Batch {
   size_t nread = 0;
   int error = 0;  // a uv-style negative errno
   const char* failed_op = "";
-  bool eof = false;        // end of a non-follow input
-  bool restarted = false;  // follow: truncated or rotated, read from 0
+  bool eof = false;          // end of a non-follow input
+  bool restarted = false;    // follow: truncated or rotated, read from 0
+  bool would_block = false;  // sequential: nothing to read yet
 
   Batch(size_t max_line_bytes, KeySpec spec) : framer(max_line_bytes), parser(std::move(spec)) {}
 
@@ -88,8 +92,10 @@ struct FileFeed::Batch {
     error = err;
   }
 
-  // follow: has the file at `path` been replaced or truncated?
+  // follow: has the file at `path` been replaced or truncated? A pipe has
+  // no size to shrink, and is not reopened: it is read on.
   void check_rotation() {
+    if (sequential) return;
     struct stat by_path;
     struct stat by_fd;
     if (::stat(path.c_str(), &by_path) != 0) return;  // gone for now: keep waiting
@@ -116,15 +122,30 @@ struct FileFeed::Batch {
     nread = 0;
     error = 0;
     restarted = false;
+    would_block = false;
     if (fd < 0) {
-      fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      // O_NONBLOCK, which regular files ignore: opening a FIFO must not
+      // wait for a writer, and reading an empty pipe must not hold a pool
+      // thread (a feed closed meanwhile would keep the loop from ending).
+      fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
       if (fd < 0) return fail("cannot open", -errno);
+      sequential = ::lseek(fd, 0, SEEK_CUR) < 0 && errno == ESPIPE;
+      // Before any writer has opened a FIFO, read() says end of file: the
+      // first read waits until the loop sees the descriptor readable.
+      if (sequential) {
+        would_block = true;
+        return;
+      }
     }
     ssize_t n;
     do {
-      n = owns_fd ? ::pread(fd, block->data.get(), block->capacity, offset)
-                  : ::read(fd, block->data.get(), block->capacity);
+      n = owns_fd && !sequential ? ::pread(fd, block->data.get(), block->capacity, offset)
+                                 : ::read(fd, block->data.get(), block->capacity);
     } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      would_block = true;
+      return;
+    }
     if (n < 0) return fail("cannot read", -errno);
     if (n == 0) {
       if (!follow) {
@@ -153,6 +174,29 @@ FileFeed::FileFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line
 
 FileFeed::~FileFeed() {
   close();
+}
+
+// A sequential input with nothing to read: the next read is queued once
+// the loop sees the descriptor readable (data, or its writer gone).
+void FileFeed::wait_readable() {
+  if (!readable_.open()) {
+    int rc = uv_poll_init(host_.loop(), readable_.get(), batch_->fd);
+    if (rc < 0) {
+      log::error("feed {}: cannot wait for {} to be readable: {}", name(), config_.path,
+                 uv_error_text(rc));
+      counters_.io_error = true;
+      finish();
+      return;
+    }
+    readable_.initialized(this);
+  }
+  uv_poll_start(readable_.get(), UV_READABLE, [](uv_poll_t* poll, int, int) {
+    auto* feed = static_cast<FileFeed*>(poll->data);
+    if (feed == nullptr) return;
+    // Whatever the status, the read that follows finds out.
+    uv_poll_stop(poll);
+    feed->queue_batch();
+  });
 }
 
 bool FileFeed::start() {
@@ -202,7 +246,9 @@ void FileFeed::after_work(uv_work_t* req, int) {
     return;
   }
   self->batch_ = std::move(batch);
-  if (self->batch_->nread == 0 && self->config_.follow) {
+  if (self->batch_->would_block) {
+    self->wait_readable();
+  } else if (self->batch_->nread == 0 && self->config_.follow) {
     uv_timer_start(
         self->poll_timer_.get(),
         [](uv_timer_t* timer) {
@@ -267,13 +313,17 @@ void FileFeed::pause() {
 
 void FileFeed::resume() {
   paused_ = false;
-  if (!poll_timer_.open() || !uv_is_active(poll_timer_.base())) queue_batch();
+  // A timer or the readable poll, when active, queues the next read.
+  if (poll_timer_.open() && uv_is_active(poll_timer_.base())) return;
+  if (readable_.open() && uv_is_active(readable_.base())) return;
+  queue_batch();
 }
 
 void FileFeed::close() {
   if (closed_) return;
   closed_ = true;
   poll_timer_.close();
+  readable_.close();  // before its descriptor: it stops watching at once
   if (batch_ && batch_->owns_fd && batch_->fd >= 0) ::close(batch_->fd);
   // A feed removed by a reload stays in the pipeline's list: keep none of
   // its buffers. Blocks still queued go with their last record.

@@ -10,6 +10,13 @@
 // bounds the feed's memory. With `follow`, EOF is not the end: the file is
 // polled for appended data, and truncation or rotation (a new file at the
 // path) restarts reading from the beginning, like `tail -F`.
+//
+// A path that names a pipe, a FIFO or a terminal (`<(zcat a.gz)`, which
+// the shell passes as /dev/fd/N) cannot be read at an offset: it is read
+// in order, through the same blocks and the same validation, and its
+// descriptor is non-blocking. An empty pipe never holds a pool thread:
+// the loop polls the descriptor and queues the next read once it is
+// readable. A FIFO without a writer yet is waited for, as `sort -m` does.
 #pragma once
 
 #include <uv.h>
@@ -45,6 +52,7 @@ class FileFeed final : public Feed {
   static void work(uv_work_t* req);
   static void after_work(uv_work_t* req, int status);
   void queue_batch();
+  void wait_readable();
   void take_batch(Batch& batch);
   void finish();
 
@@ -52,6 +60,7 @@ class FileFeed final : public Feed {
   std::unique_ptr<Batch> batch_;  // null while a batch is in flight
   Batch* in_flight_batch_ = nullptr;
   UvHandle<uv_timer_t> poll_timer_;  // follow: wait for appended data
+  UvHandle<uv_poll_t> readable_;     // sequential inputs: wait for data
   bool paused_ = false;
   bool closed_ = false;
   bool reported_error_ = false;

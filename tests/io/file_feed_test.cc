@@ -6,10 +6,18 @@
 #include "feeds/file_feed.h"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <random>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "daemon/pipeline.h"
 #include "io/loop_support.h"
@@ -129,5 +137,188 @@ TEST_CASE("FileFeed delivers a final line without a newline and ends at EOF") {
     Run run = run_file(input, small_reads, 1 << 20);
     CHECK(run.output == expected);
     CHECK(run.counters.malformed == 0);
+  }
+}
+
+namespace {
+
+// Writes `data` to `fd` and closes it, on a thread of its own, so that a
+// pipe can be fuller than its kernel buffer; SIGPIPE is blocked there.
+std::thread write_and_close(int fd, std::string data) {
+  return std::thread([fd, data = std::move(data)] {
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
+    std::string_view rest = data;
+    while (!rest.empty()) {
+      ssize_t n = ::write(fd, rest.data(), rest.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      rest.remove_prefix(static_cast<size_t>(n));
+    }
+    ::close(fd);
+  });
+}
+
+// Records with keys 0, 2, 4, ... (`odd`: 1, 3, 5, ...) up to `bytes`.
+std::string keyed_records(size_t bytes, bool odd) {
+  std::string out;
+  for (int64_t time = odd ? 1 : 0; out.size() < bytes; time += 2) {
+    out += record(time, static_cast<size_t>(time % 97)) + "\n";
+  }
+  return out;
+}
+
+std::string dev_fd(int fd) {
+  return "/dev/fd/" + std::to_string(fd);
+}
+
+}  // namespace
+
+// Regression: a pipe named by path (`<(zcat a.gz)` is /dev/fd/N) or a FIFO
+// failed at its first read with ESPIPE, pread() at an offset.
+TEST_CASE("FileFeed reads pipes and FIFOs in order") {
+  SUBCASE("a FIFO whose writer comes after the feed opened it") {
+    TempDir dir;
+    const std::string fifo = (dir.path / "in.fifo").string();
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    // Lines across 4 KiB reads, CRLF and a malformed line mixed in.
+    std::string input;
+    std::string expected;
+    for (int64_t time = 0; input.size() < 300'000; ++time) {
+      const std::string line = record(time, static_cast<size_t>(time * 31 % 5000));
+      input += line + (time % 3 ? "\n" : "\r\n");
+      expected += line + "\n";
+      if (time == 17) input += "{\"time\":,}\n";
+    }
+    Config config;
+    FeedConfig feed = file_feed("in", fifo);
+    feed.high_water_mark = small_reads;
+    feed.low_water_mark = small_reads / 4;
+    config.feeds.push_back(feed);
+    const std::string output = (dir.path / "out.ndjson").string();
+    config.outputs.push_back(file_output(output));
+
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    std::thread writer;
+    {
+      Pipeline pipeline(&loop, config, false);
+      // Once the loop runs, the feed has opened the FIFO (or is about to):
+      // the writer opens it then, which a reader must not take for EOF.
+      after(&loop, 20, [&] {
+        writer = std::thread([&] {
+          int fd = ::open(fifo.c_str(), O_WRONLY | O_CLOEXEC);
+          if (fd >= 0) write_and_close(fd, input).join();
+        });
+      });
+      CHECK(run_to_end(&loop, pipeline));
+      const FeedCounters& counters = pipeline.feeds()[0]->counters();
+      CHECK(counters.bytes_read == input.size());
+      CHECK(counters.malformed == 1);
+      CHECK_FALSE(counters.io_error);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+    writer.join();
+    CHECK(slurp(output) == expected);
+  }
+
+  SUBCASE("a feed ahead of a silent one reads no more than a file would") {
+    // "ahead" is ready, "silent" holds the merge: ahead is paused at its
+    // high-water mark and the rest stays in the pipe, however much is
+    // written. Then silent speaks and both merge to the end.
+    int ahead[2];
+    int silent[2];
+    REQUIRE(::pipe2(ahead, O_CLOEXEC) == 0);
+    REQUIRE(::pipe2(silent, O_CLOEXEC) == 0);
+    TempDir dir;
+    Config config;
+    for (auto [name, fd] : {std::pair{"ahead", ahead[0]}, std::pair{"silent", silent[0]}}) {
+      FeedConfig feed = file_feed(name, dev_fd(fd));
+      feed.high_water_mark = small_reads;
+      feed.low_water_mark = small_reads / 4;
+      config.feeds.push_back(feed);
+    }
+    const std::string output = (dir.path / "out.ndjson").string();
+    config.outputs.push_back(file_output(output));
+    const std::string ahead_data = keyed_records(4 << 20, false);
+    const std::string silent_data = keyed_records(200'000, true);
+
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    std::thread ahead_writer = write_and_close(ahead[1], ahead_data);
+    std::thread silent_writer;
+    size_t most_read = 0;
+    {
+      Pipeline pipeline(&loop, config, false);
+      // Checked every 5 ms for 200 ms while "silent" has written nothing.
+      std::function<void(int)> watch = [&](int ticks) {
+        most_read = std::max<size_t>(most_read, pipeline.feeds()[0]->counters().bytes_read);
+        if (ticks > 0) {
+          after(&loop, 5, [&watch, ticks] { watch(ticks - 1); });
+        } else {
+          silent_writer = write_and_close(silent[1], silent_data);
+        }
+      };
+      after(&loop, 5, [&watch] { watch(40); });
+      CHECK(run_to_end(&loop, pipeline));
+      CHECK(pipeline.feeds()[0]->counters().bytes_read == ahead_data.size());
+      CHECK(pipeline.feeds()[1]->counters().bytes_read == silent_data.size());
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+    // With no reader left, a writer the feed did not drain fails (EPIPE)
+    // instead of waiting for ever.
+    ::close(ahead[0]);
+    ::close(silent[0]);
+    ahead_writer.join();
+    if (silent_writer.joinable()) silent_writer.join();
+    // The high-water mark, one 4 KiB read over it, and one in flight.
+    MESSAGE("read ahead of a silent feed: " << most_read << " bytes");
+    CHECK(most_read > 0);
+    CHECK(most_read <= small_reads + 2 * (4 << 10));
+    // Even keys from one, odd from the other: the merge is every line in
+    // key order.
+    std::vector<std::string> lines;
+    for (const std::string* data : {&ahead_data, &silent_data}) {
+      for (size_t at = 0; at < data->size();) {
+        const size_t nl = data->find('\n', at);
+        lines.push_back(data->substr(at, nl + 1 - at));
+        at = nl + 1;
+      }
+    }
+    const auto key = [](const std::string& line) { return std::stoll(line.substr(8)); };
+    std::sort(lines.begin(), lines.end(),
+              [&](const std::string& a, const std::string& b) { return key(a) < key(b); });
+    std::string expected;
+    for (const std::string& line : lines) expected += line;
+    CHECK(slurp(output) == expected);
+  }
+
+  SUBCASE("an empty pipe holds no thread: closing the feed ends the loop at once") {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    TempDir dir;
+    Config config;
+    config.feeds.push_back(file_feed("quiet", dev_fd(fds[0])));
+    config.outputs.push_back(file_output((dir.path / "out.ndjson").string()));
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    {
+      Pipeline pipeline(&loop, config, false);
+      REQUIRE(pipeline.start());
+      // A read blocked in the pool would keep uv_run from returning until
+      // the writer, which never writes, went away.
+      after(&loop, 50, [&] { pipeline.close(); });
+      uv_run(&loop, UV_RUN_DEFAULT);
+      CHECK(pipeline.feeds()[0]->counters().bytes_read == 0);
+      CHECK_FALSE(pipeline.feeds()[0]->counters().io_error);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+    ::close(fds[0]);
+    ::close(fds[1]);
   }
 }
