@@ -1,8 +1,10 @@
 // chronomerge: parse the command line, then run the one-shot merge, check a
 // config, or run the daemon. Everything else lives in the library.
+#include <fcntl.h>
 #include <uv.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -66,9 +68,24 @@ void size_thread_pool() {
   setenv("UV_THREADPOOL_SIZE", std::to_string(threads).c_str(), /*overwrite=*/0);
 }
 
+// Started with standard input, output or error closed (`<&-`, `>&-`,
+// `2>&-`), the process would hand those numbers to the first files and
+// sockets it opens: libuv aborts when it is asked to close one of them
+// ("uv__close: Assertion 'fd > STDERR_FILENO'"), and a log line could land
+// in a client's socket. Each closed one is opened on /dev/null instead, in
+// order, so open() returns exactly that number.
+void open_closed_standard_descriptors() {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    if (::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd) std::_Exit(exit_error);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First, before anything can open a descriptor.
+  open_closed_standard_descriptors();
   // A peer that goes away must cost one failed write (EPIPE, handled where
   // it happens), never the whole process.
   std::signal(SIGPIPE, SIG_IGN);
@@ -123,8 +140,10 @@ int main(int argc, char** argv) {
       one_shot.max_line_bytes = static_cast<size_t>(n);
     } else if (arg == "--config") {
       config_path = value(arg);
+      if (config_path.empty()) usage_error("--config needs a file name, got ''");
     } else if (arg == "--check-config") {
       check_path = value(arg);
+      if (check_path.empty()) usage_error("--check-config needs a file name, got ''");
     } else if (arg == "--demo") {
       demo = true;
     } else if (arg == "--log-level") {

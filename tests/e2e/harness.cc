@@ -134,6 +134,9 @@ Process::Process(const SpawnOptions& options) {
     output(1, options.stdout_path);
   }
   output(2, options.stderr_path);
+  for (int fd : options.closed) posix_spawn_file_actions_addclose(&actions, fd);
+  // dup2 onto itself clears FD_CLOEXEC (POSIX 2018; glibc 2.29).
+  for (int fd : options.inherited) posix_spawn_file_actions_adddup2(&actions, fd, fd);
 
   // Default dispositions and an empty mask, whatever the test runner set:
   // the daemon must cope with SIGPIPE and friends on its own.

@@ -90,6 +90,13 @@ struct SpawnOptions {
   std::string notify_socket;
   // More NAME=value entries for the environment (e.g. WATCHDOG_USEC).
   std::vector<std::string> env;
+  // Standard descriptors (0, 1, 2) the child starts with closed, as after
+  // `<&-`, `>&-` or `2>&-`; what the fields above say for them is ignored.
+  std::vector<int> closed;
+  // The caller's descriptors (e.g. a pipe's read end, for /dev/fd/N) that
+  // the child inherits under the same number; the caller keeps and closes
+  // its copy. Other descriptors of the test stay close-on-exec.
+  std::vector<int> inherited;
 };
 
 // A child process running the chronomerge binary (CHRONOMERGE_BINARY).
