@@ -287,25 +287,53 @@ TEST_CASE("the one-shot merge reads pipes and FIFOs named on the command line") 
 // --- errors that name the right thing ---------------------------------------
 
 TEST_CASE("errors name what failed") {
+  // Regression: the error said "output file /tmp/...: cannot open", which
+  // sent operators looking for an output that was not there.
   SUBCASE("a dead-letter path that is a directory is named as the dead-letter file") {
     TempDir dir;
-    const std::string deadletter = dir / "letters";
-    REQUIRE(::mkdir(deadletter.c_str(), 0700) == 0);
+    // Every line that names `path` names it as the dead-letter file.
+    const auto check_named = [](const std::string& log, const std::string& path) {
+      for (const std::string& line : split_lines(log)) {
+        if (line.find(path) == std::string::npos) continue;
+        CHECK(line.find("dead-letter file") != std::string::npos);
+        CHECK(line.find("output") == std::string::npos);
+      }
+    };
+    const std::string letters = dir / "letters";
+    REQUIRE(::mkdir(letters.c_str(), 0700) == 0);
     json config = {
         {"feeds", {{{"name", "in"}, {"type", "file"}, {"path", dir.write("in.ndjson", "")}}}},
         {"outputs", {{{"name", "archive"}, {"type", "file"}, {"path", dir / "archive.ndjson"}}}},
-        {"deadletter", {{"path", deadletter}}}};
+        {"deadletter", {{"path", letters}}}};
     RunResult run = run_chronomerge(dir, {"--config", dir.write("config.json", config.dump())});
     INFO("stderr: " << run.err);
     CHECK(run.status.code == 2);
-    CHECK(run.err.find("dead-letter file: cannot open " + deadletter + ": EISDIR") !=
+    CHECK(run.err.find("dead-letter file: cannot open " + letters + ": EISDIR") !=
           std::string::npos);
-    // Every line that names the path names it as the dead-letter file.
-    for (const std::string& line : split_lines(run.err)) {
-      if (line.find(deadletter) == std::string::npos) continue;
-      CHECK(line.find("dead-letter file") != std::string::npos);
-      CHECK(line.find("output") == std::string::npos);
-    }
+    check_named(run.err, letters);
+
+    // A running daemon: the file becomes a directory before SIGUSR1, and a
+    // reload names a directory.
+    const std::string rotated = dir / "rotated";
+    uint16_t feed_port = free_port();
+    json live = {{"feeds", {tcp_feed("in", feed_port)}},
+                 {"outputs", {tcp_output("clients", free_port())}},
+                 {"deadletter", {{"path", rotated}}}};
+    Daemon daemon(dir, live);
+    INFO("daemon log (tail):\n" << daemon.log_tail());
+    REQUIRE(::unlink(rotated.c_str()) == 0);
+    REQUIRE(::mkdir(rotated.c_str(), 0700) == 0);
+    daemon.signal(SIGUSR1);
+    CHECK(daemon.wait_log("dead-letter file: cannot reopen " + rotated + ": EISDIR"));
+    live["deadletter"]["path"] = letters;
+    dir.write("config.json", live.dump());
+    daemon.signal(SIGHUP);
+    CHECK(daemon.wait_log("dead-letter file: cannot open " + letters + ": EISDIR"));
+    CHECK(daemon.wait_log("the dead-letter file could not be opened"));
+    REQUIRE(daemon.check_alive());
+    check_named(daemon.log(), rotated);
+    check_named(daemon.log(), letters);
+    CHECK(daemon.stop().code == 0);
   }
 
   SUBCASE("an empty file name after --check-config or --config is a usage error") {
