@@ -71,7 +71,7 @@ HttpRequest refuse(int status, std::string message) {
 
 // A complete head: the request line, then header fields up to the empty
 // line.
-HttpRequest parse_head(std::string_view head) {
+HttpRequest parse_head(std::string_view head, bool accept_head) {
   std::string_view rest = head;
   std::string_view line;
   if (!next_line(rest, line)) return refuse(400, "bad request line\n");
@@ -101,7 +101,10 @@ HttpRequest parse_head(std::string_view head) {
     }
   }
   if (version[5] != '1') return refuse(505, "only HTTP/1.x is supported\n");
-  if (method != "GET") return refuse(405, "only GET is supported\n");
+  if (method != "GET" && !(accept_head && method == "HEAD")) {
+    return refuse(405,
+                  accept_head ? "only GET and HEAD are supported\n" : "only GET is supported\n");
+  }
   // origin-form ("/metrics?x") or absolute-form ("http://host/metrics").
   std::string_view path = target;
   if (starts_with_nocase(path, "http://") || starts_with_nocase(path, "https://")) {
@@ -112,13 +115,14 @@ HttpRequest parse_head(std::string_view head) {
   }
   HttpRequest request;
   request.outcome = HttpRequest::Outcome::get;
+  request.method = method == "GET" ? std::string_view("GET") : std::string_view("HEAD");
   request.path = path.substr(0, path.find('?'));
   return request;
 }
 
 }  // namespace
 
-HttpRequest parse_http_request(std::string_view data, size_t max_head_bytes) {
+HttpRequest parse_http_request(std::string_view data, size_t max_head_bytes, bool accept_head) {
   // RFC 9112 §2.2: empty lines before the request line are ignored.
   size_t skip = data.find_first_not_of("\r\n");
   if (skip == std::string_view::npos) skip = data.size();
@@ -132,7 +136,7 @@ HttpRequest parse_http_request(std::string_view data, size_t max_head_bytes) {
   if (length == 0 || length > max_head_bytes) {
     return refuse(431, "request head over " + std::to_string(max_head_bytes) + " bytes\n");
   }
-  return parse_head(rest.substr(0, length));
+  return parse_head(rest.substr(0, length), accept_head);
 }
 
 }  // namespace chronomerge

@@ -3,7 +3,8 @@
 //
 // Pure (no I/O, no libuv), so that it can be tested and fuzzed on its own;
 // HttpServer feeds it its connection buffer after every read. The rules are
-// the server's (see http_server.h): GET only (405), a head of at most
+// the server's (see http_server.h): GET (and HEAD, when the caller
+// accepts it) only, else 405; a head of at most
 // `max_head_bytes` after any empty lines that precede it (431), a
 // malformed request line, header field or target is 400, an HTTP major
 // version other than 1 is 505. Header fields are checked, not kept.
@@ -18,7 +19,7 @@ namespace chronomerge {
 struct HttpRequest {
   enum class Outcome {
     incomplete,  // the head has not all arrived: read more
-    get,         // a well-formed GET: `path` says what
+    get,         // a well-formed GET (or HEAD): `method` and `path` say what
     refused,     // answer `status` with `message`
   };
   Outcome outcome = Outcome::incomplete;
@@ -29,6 +30,8 @@ struct HttpRequest {
   // refused: 400, 405, 431 or 505, and a one-line body ending in '\n'.
   int status = 0;
   std::string message;
+  // get: "GET" or "HEAD" (a static string).
+  std::string_view method;
   // get: the path of the target, query string removed; "/" for an
   // absolute-form target without one. A view into `data` (or a static
   // string), valid as long as the bytes parsed.
@@ -36,7 +39,10 @@ struct HttpRequest {
 };
 
 // Reads the request at the start of `data`. Whatever follows the head (a
-// body, pipelined requests) is ignored.
-HttpRequest parse_http_request(std::string_view data, size_t max_head_bytes);
+// body, pipelined requests) is ignored. `accept_head`: HEAD is served like
+// GET (the server then sends no body); otherwise it is refused with 405 like
+// every method but GET.
+HttpRequest parse_http_request(std::string_view data, size_t max_head_bytes,
+                               bool accept_head = false);
 
 }  // namespace chronomerge

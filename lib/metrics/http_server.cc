@@ -2,12 +2,15 @@
 
 #include <fmt/core.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <exception>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "metrics/http_request.h"
-#include "uv/socket_address.h"
 #include "uv/uv_error.h"
 
 namespace chronomerge {
@@ -20,7 +23,9 @@ struct HttpServer::Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  HttpServer* server;  // null once closing: the server may be gone by then
+  HttpServer* server;                         // null once closing: the server may be gone by then
+  std::list<Connection*>::iterator position;  // in server->connections_
+  uint64_t accepted_at = 0;                   // loop time
   uv_tcp_t tcp{};
   uv_timer_t timer{};
   uv_shutdown_t shutdown{};
@@ -53,6 +58,11 @@ uv_stream_t* as_stream(uv_tcp_t* tcp) {
 }
 
 const char* const plain_text = "text/plain; charset=utf-8";
+
+// A client that sent only line ends (or nothing) has not begun a request.
+bool blank(const std::string& head) {
+  return head.find_first_not_of("\r\n") == std::string::npos;
+}
 
 }  // namespace
 
@@ -95,24 +105,32 @@ std::string_view http_reason(int status) {
   }
 }
 
-HttpServer::HttpServer(uv_loop_t* loop, HostPort listen, Handler handler, uint64_t timeout_ms)
-    : loop_(loop),
-      listen_(std::move(listen)),
-      handler_(std::move(handler)),
-      timeout_ms_(timeout_ms) {}
+HttpServer::HttpServer(uv_loop_t* loop, HostPort listen, Handler handler, Timeouts timeouts)
+    : loop_(loop), listen_(std::move(listen)), handler_(std::move(handler)), timeouts_(timeouts) {}
 
 HttpServer::~HttpServer() {
   close();
 }
 
 bool HttpServer::start() {
-  int rc = listen_on(loop_, listener_, &listen_, std::string(), on_connection, this);
+  // A long backlog: while a flood of connections fills it, a health check's
+  // SYN is dropped and retried only after a second (the kernel caps it at
+  // net.core.somaxconn).
+  int rc = listener_.listen(
+      loop_, &listen_, std::string(), [this](uv_os_sock_t socket) { accepted(socket); },
+      [this](int error, uint64_t connections) { accept_failed(error, connections); }, backlog);
   if (rc < 0) {
     log::error("metrics: cannot listen on {}: {}", to_string(listen_), uv_error_text(rc));
     listener_.close();
     return false;
   }
-  address_ = bound_address(listener_);
+  address_ = listener_.bound_address();
+  if (uv_timer_init(loop_, hold_timer_.get()) == 0) hold_timer_.initialized(this);
+  if (uv_timer_init(loop_, summary_timer_.get()) == 0) {
+    summary_timer_.initialized(this);
+    // A summary is not worth keeping the loop alive for.
+    uv_unref(summary_timer_.base());
+  }
   log::info("metrics: listening on http://{}", address_);
   return true;
 }
@@ -121,44 +139,52 @@ void HttpServer::close() {
   if (closed_) return;
   closed_ = true;
   listener_.close();
-  // close_connection() erases from the set: iterate over a copy.
+  hold_timer_.close();
+  summary_timer_.close();
+  // close_connection() erases from the list: iterate over a copy.
   std::vector<Connection*> open(connections_.begin(), connections_.end());
   for (Connection* connection : open) close_connection(*connection);
 }
 
-void HttpServer::on_connection(uv_stream_t* listener, int status) {
-  auto* self = static_cast<HttpServer*>(listener->data);
-  if (self == nullptr) return;
-  if (status < 0) {
-    log::warn("metrics: accept failed: {}", uv_error_text(status));
+void HttpServer::accepted(uv_os_sock_t socket) {
+  if (connections_.size() >= max_connections && !make_room()) {
+    if (closed_) {  // by the handler of a request make_room() answered
+      ::close(socket);
+      return;
+    }
+    // Every connection is busy answering: a flood of clients costs one
+    // descriptor for a moment each and nothing more.
+    ++counters_.refused;
+    ::close(socket);
+    event_log_.log(uv_now(loop_), LogLevel::warn, {"metrics", ""}, "refused connections",
+                   "metrics: {} connections open, all answering: refused another", max_connections);
+    schedule_summary();
     return;
   }
-  if (self->connections_.size() >= max_connections) {
-    self->refuse(listener);
-    return;
-  }
-  auto* c = new Connection(self);
-  int rc = uv_tcp_init(self->loop_, &c->tcp);
-  if (rc < 0) {
+  auto* c = new Connection(this);
+  if (uv_tcp_init(loop_, &c->tcp) < 0) {
     // Cannot happen in practice (no socket is created for AF_UNSPEC);
     // nothing is registered with the loop yet.
     delete c;
-    log::warn("metrics: cannot accept a connection: {}", uv_error_text(rc));
+    ::close(socket);
     return;
   }
   c->tcp.data = c;
   ++c->open_handles;
-  uv_timer_init(self->loop_, &c->timer);  // cannot fail
+  uv_timer_init(loop_, &c->timer);  // cannot fail
   c->timer.data = c;
   ++c->open_handles;
-  self->connections_.insert(c);
-  rc = uv_accept(listener, as_stream(&c->tcp));
+  c->position = connections_.insert(connections_.end(), c);
+  c->accepted_at = uv_now(loop_);
+  int rc = uv_tcp_open(&c->tcp, socket);
   if (rc < 0) {
+    ::close(socket);
     log::warn("metrics: cannot accept a connection: {}", uv_error_text(rc));
     close_connection(*c);
     return;
   }
-  uv_timer_start(&c->timer, on_timeout, self->timeout_ms_, 0);
+  ++counters_.connections;
+  uv_timer_start(&c->timer, on_timeout, timeouts_.head_ms, 0);
   rc = uv_read_start(
       as_stream(&c->tcp),
       [](uv_handle_t* handle, size_t, uv_buf_t* buf) {
@@ -166,57 +192,154 @@ void HttpServer::on_connection(uv_stream_t* listener, int status) {
         *buf = uv_buf_init(connection->buffer, sizeof(connection->buffer));
       },
       on_read);
-  if (rc < 0) close_connection(*c);
-}
-
-// Over the limit: take the connection off the backlog and close it, so a
-// flood of clients costs one descriptor for a moment each and nothing more.
-void HttpServer::refuse(uv_stream_t* listener) {
-  ++refused_;
-  auto* tcp = new uv_tcp_t{};
-  if (uv_tcp_init(loop_, tcp) < 0) {
-    delete tcp;
+  if (rc < 0) {
+    close_connection(*c);
     return;
   }
-  uv_accept(listener, as_stream(tcp));
-  uv_close(as_handle(tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-  uint64_t suppressed = 0;
-  if (refused_limiter_.allow(uv_now(loop_), suppressed)) {
-    log::warn("metrics: {} connections open, refusing another{}", max_connections,
-              suppressed ? fmt::format(" ({} more refused before)", suppressed) : std::string());
+  // A scraper sends its request with the connection: read it now rather
+  // than at the next loop turn, so that it is answered (no longer idle)
+  // before a burst of later connections could evict it.
+  read_now(*c);
+  update_hold();
+}
+
+// At the limit, a new connection is accepted only when one can make room
+// for it: an idle one that has had min_idle_ms to send its request, or one
+// already answered. Until then new connections wait in the kernel's
+// backlog, where their requests arrive and are read the moment they are
+// accepted. Without this, a flood that reconnects at once would turn every
+// slot over in a few milliseconds, evicting health checks before their
+// requests could arrive.
+void HttpServer::update_hold() {
+  if (closed_) return;
+  if (connections_.size() < max_connections) {
+    listener_.hold(false);
+    return;
+  }
+  const uint64_t now = uv_now(loop_);
+  std::optional<uint64_t> wait;  // until a connection can go; none: until one closes
+  for (Connection* c : connections_) {
+    if (c->shut_down) {
+      wait = 0;
+      break;
+    }
+    if (!c->responded && !wait) {
+      uint64_t ripe = c->accepted_at + min_idle_ms;
+      wait = ripe > now ? ripe - now : 0;
+    }
+  }
+  if (wait && *wait == 0) {
+    listener_.hold(false);
+    return;
+  }
+  listener_.hold(true);
+  if (wait && hold_timer_.open()) {
+    uv_timer_start(
+        hold_timer_.get(),
+        [](uv_timer_t* timer) {
+          if (auto* self = static_cast<HttpServer*>(timer->data)) self->update_hold();
+        },
+        *wait, 0);
   }
 }
 
-void HttpServer::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
+// Reading outside libuv is harmless: its poll is level-triggered, and it
+// reads only when told the socket is readable.
+void HttpServer::read_now(Connection& c) {
+  uv_os_fd_t fd;
+  if (uv_fileno(as_handle(&c.tcp), &fd) != 0) return;
+  while (!c.closing && !c.responded && !c.peer_eof) {
+    ssize_t n = ::recv(fd, c.buffer, sizeof(c.buffer), MSG_DONTWAIT);
+    if (n > 0) {
+      received(c, n);
+    } else if (n == 0) {
+      received(c, UV_EOF);
+    } else {
+      return;  // nothing more yet (EAGAIN), or an error the next read reports
+    }
+  }
+}
+
+void HttpServer::accept_failed(int error, uint64_t connections) {
+  event_log_.log(
+      uv_now(loop_), LogLevel::warn, {"metrics", ""}, "accept failures",
+      "metrics: cannot accept connections: {}{}", uv_error_text(error),
+      connections > 1 ? fmt::format(" ({} closed at once)", connections) : std::string());
+  schedule_summary();
+}
+
+bool HttpServer::make_room() {
+  // The oldest that has not sent a whole request head: a client that holds
+  // a connection without using it goes before anyone being served. What a
+  // candidate has sent is read first: a request that has arrived but was
+  // not read yet is answered, not evicted.
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    Connection* c = *it++;  // only `c` can leave the list below
+    if (c->responded) continue;
+    read_now(*c);  // may answer or close it; the handler may close the server
+    if (closed_ || c->closing) return !closed_;
+    if (c->responded) continue;
+    evict(*c);
+    return true;
+  }
+  // Else the oldest that was answered and only waits for its client to
+  // hang up: what it had to say is written.
+  for (Connection* c : connections_) {
+    if (c->shut_down) {
+      evict(*c);
+      return true;
+    }
+  }
+  return false;
+}
+
+void HttpServer::evict(Connection& victim) {
+  ++counters_.evicted;
+  const uint64_t now = uv_now(loop_);
+  event_log_.log(now, LogLevel::warn, {"metrics", ""}, "evicted connections",
+                 "metrics: {} connections open: closed the oldest {} one ({} ms old{})",
+                 max_connections, victim.responded ? "answered" : "idle", now - victim.accepted_at,
+                 victim.responded ? std::string()
+                                  : fmt::format(", {} bytes of request head", victim.head.size()));
+  schedule_summary();
+  close_connection(victim);
+}
+
+void HttpServer::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
   auto* c = static_cast<Connection*>(stream->data);
-  if (c->closing || nread == 0) return;
+  if (c->closing) return;
+  c->server->received(*c, nread);
+}
+
+void HttpServer::received(Connection& c, ssize_t nread) {
+  if (c.closing || nread == 0) return;
   if (nread < 0) {
     if (nread != UV_EOF) {
-      close_connection(*c);
+      close_connection(c);
       return;
     }
-    c->peer_eof = true;
-    uv_read_stop(stream);
-    if (c->responded) {
+    c.peer_eof = true;
+    uv_read_stop(as_stream(&c.tcp));
+    if (c.responded) {
       // The client has read the response and gone (or gave up on it).
-      if (c->shut_down) close_connection(*c);
-    } else if (c->head.find_first_not_of("\r\n") == std::string::npos) {
-      close_connection(*c);  // connected and said nothing
+      if (c.shut_down) close_connection(c);
+    } else if (blank(c.head)) {
+      close_connection(c);  // connected and said nothing
     } else {
       // A half-closed client (`printf ... | nc`) can still read: tell it.
-      c->server->respond(*c, 400, plain_text, "incomplete request\n");
+      respond(c, 400, plain_text, "incomplete request\n");
     }
     return;
   }
   // Bodies and pipelined requests are not served: read and dropped, so that
   // closing does not reset the connection under an unread response.
-  if (c->responded) return;
-  c->head.append(buf->base, static_cast<size_t>(nread));
-  c->server->process(*c);
+  if (c.responded) return;
+  c.head.append(c.buffer, static_cast<size_t>(nread));
+  process(c);
 }
 
 void HttpServer::process(Connection& c) {
-  HttpRequest request = parse_http_request(c.head, max_head_bytes);
+  HttpRequest request = parse_http_request(c.head, max_head_bytes, true);
   switch (request.outcome) {
     case HttpRequest::Outcome::incomplete:
       // Empty lines before the request line are dropped as they come, so
@@ -227,35 +350,40 @@ void HttpServer::process(Connection& c) {
       respond(c, request.status, plain_text, request.message);
       return;
     case HttpRequest::Outcome::get:
-      handle_request(c, request.path);
+      handle_request(c, request.method, request.path);
       return;
   }
 }
 
-void HttpServer::handle_request(Connection& c, std::string_view path) {
+void HttpServer::handle_request(Connection& c, std::string_view method, std::string_view path) {
   Response response;
+  current_ = this;
   try {
-    response = handler_("GET", path);
+    response = handler_(method, path);
   } catch (const std::exception& e) {
-    log::error("metrics: GET {} failed: {}", log::excerpt(path), e.what());
+    log::error("metrics: {} {} failed: {}", method, log::excerpt(path), e.what());
     response = Response{500, plain_text, "internal error\n"};
   }
+  current_ = nullptr;
   // The handler may have closed the server, and with it this connection.
   if (c.closing) return;
-  log::debug("metrics: GET {} -> {}", log::excerpt(path), response.status);
-  respond(c, response.status, response.content_type, response.body);
+  log::debug("metrics: {} {} -> {}", method, log::excerpt(path), response.status);
+  respond(c, response.status, response.content_type, response.body, method != "HEAD");
 }
 
 void HttpServer::respond(Connection& c, int status, std::string_view content_type,
-                         std::string_view body) {
+                         std::string_view body, bool send_body) {
   c.responded = true;
+  ++counters_.responses[status];
   auto request = std::make_unique<WriteRequest>();
   request->connection = &c;
+  // HEAD: the headers GET would get, Content-Length included (RFC 9110
+  // §9.3.2 and §8.6), and no body.
   request->bytes = fmt::format(
       "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
       status, http_reason(status), content_type, body.size(),
-      status == 405 ? "Allow: GET\r\n" : "");
-  request->bytes.append(body);
+      status == 405 ? "Allow: GET, HEAD\r\n" : "");
+  if (send_body) request->bytes.append(body);
   uv_buf_t buf = uv_buf_init(request->bytes.data(), static_cast<unsigned>(request->bytes.size()));
   if (uv_write(&request->req, as_stream(&c.tcp), &buf, 1, on_write) < 0) {
     close_connection(c);
@@ -263,7 +391,7 @@ void HttpServer::respond(Connection& c, int status, std::string_view content_typ
   }
   request.release();  // on_write frees it
   // A fresh period for the client to read the response and hang up.
-  uv_timer_start(&c.timer, on_timeout, timeout_ms_, 0);
+  uv_timer_start(&c.timer, on_timeout, timeouts_.linger_ms, 0);
 }
 
 void HttpServer::on_write(uv_write_t* req, int status) {
@@ -285,29 +413,71 @@ void HttpServer::on_shutdown(uv_shutdown_t* req, int status) {
   auto& c = *static_cast<Connection*>(req->data);
   if (c.closing) return;
   c.shut_down = true;
-  if (status < 0 || c.peer_eof) close_connection(c);
+  if (status < 0 || c.peer_eof) {
+    close_connection(c);
+  } else {
+    c.server->update_hold();  // it may now make room
+  }
 }
 
 void HttpServer::on_timeout(uv_timer_t* timer) {
   auto& c = *static_cast<Connection*>(timer->data);
   if (c.closing) return;
-  log::debug("metrics: closing a connection after {} ms without {}", c.server->timeout_ms_,
-             c.responded ? "the client hanging up" : "a complete request");
-  close_connection(c);
+  HttpServer& server = *c.server;
+  const uint64_t now = uv_now(server.loop_);
+  if (c.responded) {
+    ++server.counters_.linger_timeouts;
+    log::debug(
+        "metrics: closing a connection {} ms after its response without the client "
+        "hanging up",
+        server.timeouts_.linger_ms);
+    close_connection(c);
+    return;
+  }
+  ++server.counters_.head_timeouts;
+  server.event_log_.log(now, LogLevel::info, {"metrics", ""}, "request head timeouts",
+                        "metrics: no complete request head {} ms after the connection ({} "
+                        "bytes received): closing it",
+                        server.timeouts_.head_ms, c.head.size());
+  server.schedule_summary();
+  if (blank(c.head)) {
+    close_connection(c);
+  } else {
+    server.respond(c, 408, plain_text, "request head not received in time\n");
+  }
 }
 
 void HttpServer::close_connection(Connection& c) {
   if (c.closing) return;
   c.closing = true;
-  if (c.server) c.server->connections_.erase(&c);
+  HttpServer* server = c.server;
   c.server = nullptr;
   uv_close(as_handle(&c.tcp), on_closed);
   uv_close(as_handle(&c.timer), on_closed);
+  if (server) {
+    server->connections_.erase(c.position);
+    server->update_hold();  // a free slot
+  }
 }
 
 void HttpServer::on_closed(uv_handle_t* handle) {
   auto* c = static_cast<Connection*>(handle->data);
   if (--c->open_handles == 0) delete c;
+}
+
+void HttpServer::schedule_summary() {
+  std::optional<uint64_t> due = event_log_.summary_due();
+  if (!due || !summary_timer_.open()) return;
+  const uint64_t now = uv_now(loop_);
+  uv_timer_start(
+      summary_timer_.get(),
+      [](uv_timer_t* timer) {
+        auto* self = static_cast<HttpServer*>(timer->data);
+        if (self == nullptr) return;
+        self->event_log_.flush(uv_now(self->loop_));
+        self->schedule_summary();
+      },
+      *due > now ? *due - now : 0, 0);
 }
 
 }  // namespace chronomerge

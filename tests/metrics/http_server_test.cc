@@ -1,21 +1,34 @@
 // HttpServer on a real loop, with libuv clients on the same loop: each case
 // awaits the server closing the client's connection, then proves the loop
-// closes cleanly after close().
+// closes cleanly after close(). The flood cases run the server on a thread
+// of its own and attack it with plain sockets.
 #include "metrics/http_server.h"
 
 #include <doctest/doctest.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "metrics/http_request.h"
 #include "metrics/metrics.h"
 
 using namespace chronomerge;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -169,7 +182,7 @@ TEST_CASE("HttpServer") {
   Seen seen;
 
   {
-    HttpServer server(&loop, any_port, canned(seen), 2000);
+    HttpServer server(&loop, any_port, canned(seen), {.head_ms = 2000, .linger_ms = 2000});
     REQUIRE(server.start());
     REQUIRE(server.address().rfind("127.0.0.1:", 0) == 0);
     CHECK(server.address() != "127.0.0.1:0");
@@ -242,14 +255,40 @@ TEST_CASE("HttpServer") {
       CHECK(seen.calls == 0);
     }
 
-    SUBCASE("answers 405 with Allow: GET to other methods, a body notwithstanding") {
+    SUBCASE("answers 405 with Allow: GET, HEAD to other methods, a body notwithstanding") {
       std::string response =
           fetch(&loop, server, "POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
       CHECK(status_line(response) == "HTTP/1.1 405 Method Not Allowed");
-      CHECK(response.find("\r\nAllow: GET\r\n") != std::string::npos);
-      CHECK(status_line(fetch(&loop, server, "HEAD /healthz HTTP/1.1\r\n\r\n")) ==
+      CHECK(response.find("\r\nAllow: GET, HEAD\r\n") != std::string::npos);
+      CHECK(status_line(fetch(&loop, server, "PUT /healthz HTTP/1.1\r\n\r\n")) ==
             "HTTP/1.1 405 Method Not Allowed");
       CHECK(seen.calls == 0);
+      CHECK(server.counters().responses.at(405) == 2);
+    }
+
+    SUBCASE("answers HEAD with the status and headers of GET, Content-Length included, no body") {
+      // RFC 9110 §9.3.2: the same header fields as GET, without content.
+      std::string get = fetch(&loop, server, "GET /metrics HTTP/1.1\r\n\r\n");
+      std::string head = fetch(&loop, server, "HEAD /metrics HTTP/1.1\r\n\r\n");
+      CHECK(seen.method == "HEAD");
+      CHECK(seen.path == "/metrics");
+      REQUIRE(get.find("\r\n\r\n") != std::string::npos);
+      CHECK(head == get.substr(0, get.find("\r\n\r\n") + 4));
+      CHECK(head.find("\r\nContent-Length: " + std::to_string(body(get).size()) + "\r\n") !=
+            std::string::npos);
+      CHECK(!body(get).empty());
+      CHECK(body(head).empty());
+      // The handler's status too, and the query string goes as for GET.
+      std::string missing = fetch(&loop, server, "HEAD /nope?x HTTP/1.0\r\n\r\n");
+      CHECK(missing ==
+            "HTTP/1.1 404 Not Found\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: 10\r\n"
+            "Connection: close\r\n"
+            "\r\n");
+      CHECK(seen.path == "/nope");
+      CHECK(server.counters().responses.at(200) == 2);
+      CHECK(server.counters().responses.at(404) == 1);
     }
 
     SUBCASE("answers 505 to another HTTP major version") {
@@ -295,8 +334,8 @@ TEST_CASE("HttpServer") {
       closing.close();  // idempotent
     }
 
-    SUBCASE("closes a client that connects and says nothing after the timeout") {
-      HttpServer quick(&loop, any_port, canned(seen), 100);
+    SUBCASE("closes a client that connects and says nothing after the head timeout") {
+      HttpServer quick(&loop, any_port, canned(seen), {.head_ms = 100, .linger_ms = 5000});
       REQUIRE(quick.start());
       Client silent(&loop, quick.address(), {});
       run_until(&loop, [&] { return silent.closed; });
@@ -304,37 +343,45 @@ TEST_CASE("HttpServer") {
       CHECK(silent.ended_at - silent.started >= 90);
       CHECK(silent.ended_at - silent.started < 1500);
       CHECK(quick.connection_count() == 0);
+      CHECK(quick.counters().head_timeouts == 1);
       quick.close();
     }
 
-    SUBCASE("closes a client that never finishes its head after the timeout") {
-      HttpServer quick(&loop, any_port, canned(seen), 100);
+    SUBCASE("answers 408 to a client that has not finished its head by the head timeout") {
+      HttpServer quick(&loop, any_port, canned(seen), {.head_ms = 100, .linger_ms = 100});
       REQUIRE(quick.start());
       Client slow(&loop, quick.address(), {"GET /healthz HTTP/1.1\r\n"});
       run_until(&loop, [&] { return slow.closed; });
-      CHECK(slow.response.empty());
+      CHECK(status_line(slow.response) == "HTTP/1.1 408 Request Timeout");
+      CHECK(slow.response.find("\r\nConnection: close\r\n") != std::string::npos);
       CHECK(seen.calls == 0);
+      CHECK(quick.counters().head_timeouts == 1);
+      CHECK(quick.counters().responses.at(408) == 1);
       quick.close();
     }
 
-    SUBCASE("accepts at most 64 connections and closes the next at once") {
-      std::vector<std::unique_ptr<Client>> clients;
-      for (size_t i = 0; i <= HttpServer::max_connections; ++i) {
-        clients.push_back(
+    SUBCASE("at 64 connections, a new one evicts the oldest idle one and is served") {
+      // Regression: the 65th connection used to be closed at once, so 64
+      // silent clients locked out every scrape and health check.
+      std::vector<std::unique_ptr<Client>> idle;
+      for (size_t i = 0; i < HttpServer::max_connections; ++i) {
+        idle.push_back(
             std::make_unique<Client>(&loop, server.address(), std::vector<std::string>{}));
       }
-      auto ended = [&] {
-        size_t n = 0;
-        for (const auto& c : clients) n += c->ended;
-        return n;
-      };
-      run_until(&loop, [&] { return ended() > 0; });
-      CHECK(ended() == 1);
+      run_until(&loop,
+                [&] { return server.counters().connections == HttpServer::max_connections; });
       CHECK(server.connection_count() == HttpServer::max_connections);
-      CHECK(server.refused() == 1);
+      std::string response = fetch(&loop, server, "GET /healthz HTTP/1.1\r\n\r\n");
+      CHECK(status_line(response) == "HTTP/1.1 200 OK");
+      CHECK(idle.front()->ended);  // the oldest went
+      size_t ended = 0;
+      for (const auto& c : idle) ended += c->ended;
+      CHECK(ended == 1);
+      CHECK(server.counters().evicted == 1);
+      CHECK(server.refused() == 0);
       server.close();
       run_until(&loop, [&] {
-        for (const auto& c : clients) {
+        for (const auto& c : idle) {
           if (!c->closed) return false;
         }
         return true;
@@ -385,11 +432,257 @@ TEST_CASE("parse_http_request") {
     CHECK(request.outcome == Outcome::get);
     CHECK(request.path == "/");
   }
+  SUBCASE("takes HEAD like GET only when the caller serves it") {
+    HttpRequest head = parse_http_request("HEAD /metrics?x HTTP/1.1\r\n\r\n", 8192, true);
+    CHECK(head.outcome == Outcome::get);
+    CHECK(head.method == "HEAD");
+    CHECK(head.path == "/metrics");
+    CHECK(parse("GET / HTTP/1.1\r\n\r\n").method == "GET");
+    CHECK(parse("HEAD / HTTP/1.1\r\n\r\n").status == 405);
+    HttpRequest other = parse_http_request("DELETE / HTTP/1.1\r\n\r\n", 8192, true);
+    CHECK(other.status == 405);
+    CHECK(other.message == "only GET and HEAD are supported\n");
+  }
   SUBCASE("refusals carry their status and a one-line body") {
     HttpRequest request = parse("DELETE / HTTP/1.1\r\n\r\n");
     CHECK(request.status == 405);
     CHECK(request.message == "only GET is supported\n");
     CHECK(parse("GET / HTTP/3.0\r\n\r\n").status == 505);
     CHECK(parse("GET / HTTP/1.1\r\nBad\rField: x\r\n\r\n").status == 400);
+  }
+}
+
+namespace {
+
+// Raises this process's open-files soft limit to the hard limit: a flood
+// of 500 connections plus the server's needs more than a default 1024 may
+// leave.
+void raise_open_files_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+int connect_nonblocking(const sockaddr_in& address) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));  // in progress
+  return fd;
+}
+
+sockaddr_in parse_address(const std::string& address) {
+  size_t colon = address.rfind(':');
+  sockaddr_in addr{};
+  uv_ip4_addr(address.substr(0, colon).c_str(), std::stoi(address.substr(colon + 1)), &addr);
+  return addr;
+}
+
+// An HttpServer on a loop of its own thread, so the test thread can use
+// blocking sockets against it. Its counters are copied when it stops.
+class ServerThread {
+ public:
+  ServerThread() {
+    std::promise<std::string> bound;
+    auto address = bound.get_future();
+    thread_ = std::thread([this, &bound] { run(bound); });
+    address_ = address.get();
+    if (address_.empty()) thread_.join();
+    REQUIRE_MESSAGE(!address_.empty(), "the server did not start");
+  }
+  ~ServerThread() { stop(); }
+
+  const std::string& address() const { return address_; }
+  // Stops the server and its loop; the counters as they were.
+  const HttpServer::Counters& stop() {
+    if (thread_.joinable()) {
+      uv_async_send(&stop_);
+      thread_.join();
+    }
+    return counters_;
+  }
+  // After stop(): whether the server's loop closed cleanly.
+  bool loop_closed() const { return loop_closed_; }
+
+ private:
+  void run(std::promise<std::string>& bound) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    {
+      HttpServer server(&loop, any_port, [](std::string_view, std::string_view path) {
+        return HttpServer::Response{path == "/healthz" ? 200 : 404, "text/plain", "ok\n"};
+      });
+      // No REQUIRE off the test thread: the constructor reports it.
+      if (server.start()) {
+        stop_.data = &server;
+        uv_async_init(&loop, &stop_, [](uv_async_t* async) {
+          static_cast<HttpServer*>(async->data)->close();
+          uv_close(reinterpret_cast<uv_handle_t*>(async), nullptr);
+        });
+        bound.set_value(server.address());
+        uv_run(&loop, UV_RUN_DEFAULT);
+        counters_ = server.counters();
+      } else {
+        bound.set_value(std::string());
+      }
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    loop_closed_ = uv_loop_close(&loop) == 0;
+  }
+
+  std::thread thread_;
+  std::string address_;
+  uv_async_t stop_{};
+  HttpServer::Counters counters_;
+  bool loop_closed_ = false;
+};
+
+// `count` connections to the server that never complete a request, held
+// open from a thread of their own: each one the server closes is opened
+// again at once, as an attacker keeping them open would. With `trickle`,
+// each sends one more byte of an endless request head every 100 ms
+// (slowloris); otherwise they say nothing.
+class Flood {
+ public:
+  Flood(const std::string& address, size_t count, bool trickle)
+      : address_(parse_address(address)), trickle_(trickle) {
+    fds_.resize(count, -1);
+    offsets_.resize(count, 0);
+    for (int& fd : fds_) fd = connect_nonblocking(address_);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Flood() {
+    stop_ = true;
+    thread_.join();
+    for (int fd : fds_) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  // Waits until the server has closed `count` of the flood's connections
+  // (each opened again since). False on timeout.
+  bool wait_reopened(uint64_t count, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return changed_.wait_for(lock, timeout, [&] { return reopened_ >= count; });
+  }
+
+ private:
+  void run() {
+    static const std::string head = "GET /healthz HTTP/1.1\r\nX-Slow: " + std::string(100000, 'a');
+    auto last_trickle = std::chrono::steady_clock::now();
+    std::vector<pollfd> polled(fds_.size());
+    char sink[4096];
+    while (!stop_) {
+      for (size_t i = 0; i < fds_.size(); ++i) polled[i] = pollfd{fds_[i], POLLIN, 0};
+      ::poll(polled.data(), polled.size(), 20);
+      for (size_t i = 0; i < fds_.size(); ++i) {
+        if (polled[i].revents == 0) continue;
+        ssize_t n = ::recv(fds_[i], sink, sizeof(sink), MSG_DONTWAIT);
+        if (n > 0 || (n < 0 && (errno == EAGAIN || errno == ENOTCONN))) continue;
+        // Closed by the server (or failed): come back at once.
+        ::close(fds_[i]);
+        fds_[i] = connect_nonblocking(address_);
+        offsets_[i] = 0;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          ++reopened_;
+        }
+        changed_.notify_all();
+      }
+      auto now = std::chrono::steady_clock::now();
+      if (trickle_ && now - last_trickle >= std::chrono::milliseconds(100)) {
+        last_trickle = now;
+        for (size_t i = 0; i < fds_.size(); ++i) {
+          if (::send(fds_[i], head.data() + offsets_[i] % head.size(), 1,
+                     MSG_DONTWAIT | MSG_NOSIGNAL) == 1) {
+            ++offsets_[i];
+          }
+        }
+      }
+    }
+  }
+
+  sockaddr_in address_;
+  bool trickle_;
+  std::vector<int> fds_;
+  std::vector<size_t> offsets_;
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  uint64_t reopened_ = 0;
+  std::thread thread_;
+};
+
+// GET /healthz on a fresh connection: true if "200 OK" came back and the
+// server closed, all within `deadline`.
+bool healthy_within(const std::string& address, std::chrono::milliseconds deadline) {
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  auto left = [&] {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  end - std::chrono::steady_clock::now())
+                  .count();
+    return ms > 0 ? static_cast<int>(ms) : 0;
+  };
+  int fd = connect_nonblocking(parse_address(address));
+  if (fd < 0) return false;
+  std::string response;
+  bool sent = false;
+  bool done = false;
+  const std::string request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+  while (!done && left() > 0) {
+    pollfd p{fd, static_cast<short>(sent ? POLLIN : POLLOUT), 0};
+    if (::poll(&p, 1, left()) <= 0) break;
+    if (!sent) {
+      sent = ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+             static_cast<ssize_t>(request.size());
+      if (!sent) break;
+      continue;
+    }
+    char buffer[1024];
+    ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n > 0) {
+      response.append(buffer, static_cast<size_t>(n));
+    } else {
+      done = n == 0;
+      break;
+    }
+  }
+  ::close(fd);
+  return done && response.rfind("HTTP/1.1 200 OK\r\n", 0) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("HttpServer keeps answering health checks through a flood of connections") {
+  // Regression: at 64 connections every further one was closed at once, so
+  // 70 silent sockets took /healthz (the Docker HEALTHCHECK) and /metrics
+  // down, and a slowloris let a scraper through 7 times in 103.
+  raise_open_files_limit();
+  for (bool slowloris : {false, true}) {
+    CAPTURE(slowloris);
+    ServerThread server;
+    {
+      Flood flood(server.address(), 500, slowloris);
+      // Saturated: the first 500 are in, and the server has begun evicting.
+      REQUIRE(flood.wait_reopened(100, 10s));
+      // Four checkers, 25 checks each, one after the other: a health check
+      // waits its turn in the backlog (tens of milliseconds), so in
+      // parallel the case takes a few seconds, not ten.
+      std::atomic<int> healthy{0};
+      std::vector<std::thread> checkers;
+      for (int t = 0; t < 4; ++t) {
+        checkers.emplace_back([&] {
+          for (int i = 0; i < 25; ++i) healthy += healthy_within(server.address(), 1000ms);
+        });
+      }
+      for (std::thread& checker : checkers) checker.join();
+      MESSAGE("flood of 500 " << std::string(slowloris ? "slowloris" : "idle") << " connections: "
+                              << healthy.load() << "/100 health checks answered within 1 s");
+      CHECK(healthy.load() >= 99);
+    }
+    const HttpServer::Counters& counters = server.stop();
+    CHECK(server.loop_closed());
+    CHECK(counters.evicted >= 500 - HttpServer::max_connections);
+    CHECK(counters.responses.at(200) >= 99);
   }
 }
