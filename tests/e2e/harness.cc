@@ -165,6 +165,15 @@ Process::Process(const SpawnOptions& options) {
 
   std::vector<std::string> args{CHRONOMERGE_BINARY};
   args.insert(args.end(), options.args.begin(), options.args.end());
+  std::string program = CHRONOMERGE_BINARY;
+  if (options.open_files_limit > 0) {
+    // posix_spawn cannot set a limit for the child alone: a shell sets it
+    // and becomes the binary ($0 is its path, "$@" its arguments).
+    args.insert(args.begin(), {"/bin/sh", "-c",
+                               "ulimit -n " + std::to_string(options.open_files_limit) +
+                                   " && exec \"$0\" \"$@\""});
+    program = "/bin/sh";
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -172,7 +181,7 @@ Process::Process(const SpawnOptions& options) {
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
 
-  int rc = posix_spawn(&pid_, CHRONOMERGE_BINARY, &actions, &attr, argv.data(), envp.data());
+  int rc = posix_spawn(&pid_, program.c_str(), &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   REQUIRE_MESSAGE(rc == 0, "posix_spawn " << CHRONOMERGE_BINARY << ": " << errno_text(rc));
@@ -323,14 +332,25 @@ SpawnOptions daemon_options(const TempDir& dir, const nlohmann::json& config,
   return options;
 }
 
+SpawnOptions daemon_options(const TempDir& dir, const nlohmann::json& config,
+                            const DaemonOptions& extra) {
+  SpawnOptions options = daemon_options(dir, config, extra.env);
+  options.open_files_limit = extra.open_files_limit;
+  return options;
+}
+
 }  // namespace
 
 Daemon::Daemon(const TempDir& dir, const nlohmann::json& config, Millis ready_timeout,
                std::vector<std::string> env)
+    : Daemon(dir, config, DaemonOptions{ready_timeout, std::move(env), 0}) {}
+
+Daemon::Daemon(const TempDir& dir, const nlohmann::json& config, const DaemonOptions& options)
     : log_path_(dir / "daemon.log"),
       out_path_(dir / "daemon.out"),
       notify_fd_(open_notify_socket(dir / "notify.sock")),
-      process_(daemon_options(dir, config, std::move(env))) {
+      process_(daemon_options(dir, config, options)) {
+  const Millis ready_timeout = options.ready_timeout;
   collect_notifications(ready_timeout);
   bool ready = std::any_of(notifications_.begin(), notifications_.end(),
                            [](const auto& n) { return n.find("READY=1") != std::string::npos; });

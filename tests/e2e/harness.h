@@ -97,6 +97,10 @@ struct SpawnOptions {
   // the child inherits under the same number; the caller keeps and closes
   // its copy. Other descriptors of the test stay close-on-exec.
   std::vector<int> inherited;
+  // If not 0, the child's open-files limit (RLIMIT_NOFILE, soft and hard
+  // alike, so the daemon cannot raise it), set by /bin/sh's `ulimit -n`
+  // just before it execs the binary under the same pid.
+  uint64_t open_files_limit = 0;
 };
 
 // A child process running the chronomerge binary (CHRONOMERGE_BINARY).
@@ -151,6 +155,13 @@ struct Memory {
 };
 Memory memory_of(pid_t pid);
 
+// How a test wants the daemon started, beyond its configuration.
+struct DaemonOptions {
+  Millis ready_timeout = 10s;
+  std::vector<std::string> env;   // more NAME=value entries
+  uint64_t open_files_limit = 0;  // see SpawnOptions
+};
+
 // The daemon: `chronomerge --config DIR/config.json`, stderr to
 // DIR/daemon.log, stdout to DIR/daemon.out. The constructor returns once
 // the daemon has sent READY=1 on its notify socket (REQUIREd within
@@ -159,6 +170,7 @@ class Daemon {
  public:
   Daemon(const TempDir& dir, const nlohmann::json& config, Millis ready_timeout = 10s,
          std::vector<std::string> env = {});
+  Daemon(const TempDir& dir, const nlohmann::json& config, const DaemonOptions& options);
   ~Daemon();
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
