@@ -1,58 +1,154 @@
 #include "feeds/listen_feed.h"
 
-#include "log/log.h"
-#include "uv/socket_address.h"
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+
 #include "uv/uv_error.h"
 
 namespace chronomerge {
 
+namespace {
+
+constexpr std::string_view refusals = "producer refusals";
+constexpr std::string_view accept_failures = "accept failures";
+constexpr std::string_view connections = "producer connects and disconnects";
+
+// Whether the peer of `socket` has closed its side (a FIN is queued behind
+// what is still unread), without reading anything.
+bool peer_hung_up(uv_os_sock_t socket) {
+  pollfd p{socket, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP)) != 0;
+}
+
+// Bytes the kernel holds for `socket`, not yet read.
+size_t pending_bytes(uv_os_sock_t socket) {
+  int bytes = 0;
+  if (::ioctl(socket, FIONREAD, &bytes) != 0 || bytes < 0) return 0;
+  return static_cast<size_t>(bytes);
+}
+
+std::string from(const std::string& peer) {
+  return peer.empty() ? std::string() : " from " + peer;
+}
+
+}  // namespace
+
 bool ListenFeed::start() {
   bool tcp = config_.type == FeedType::tcp_listen;
-  int rc = listen_on(host_.loop(), server_, tcp ? &config_.address : nullptr, config_.path,
-                     on_connection, this);
-  address_ = tcp ? bound_address(server_) : config_.path;
+  int rc = listener_.listen(
+      host_.loop(), tcp ? &config_.address : nullptr, config_.path,
+      [this](uv_os_sock_t socket) { accepted(socket); },
+      [this](int error, uint64_t count) { accept_failed(error, count); });
+  address_ = tcp ? listener_.bound_address() : config_.path;
   if (rc < 0) {
     log::error("feed {}: cannot listen on {}: {}", name(),
                tcp ? to_string(config_.address) : config_.path, uv_error_text(rc));
     return false;
   }
+  if (uv_timer_init(host_.loop(), summary_timer_.get()) == 0) {
+    summary_timer_.initialized(this);
+    // A summary is not worth keeping the loop alive for.
+    uv_unref(summary_timer_.base());
+  }
   log::info("feed {}: listening on {}", name(), address_);
   return true;
 }
 
-void ListenFeed::on_connection(uv_stream_t* server, int status) {
-  auto* self = static_cast<ListenFeed*>(server->data);
-  if (self == nullptr) return;
-  if (status < 0) {
-    log::warn("feed {}: accept failed: {}", self->name(), uv_error_text(status));
+void ListenFeed::accepted(uv_os_sock_t socket) {
+  if (attached()) {
+    refuse(socket);
     return;
   }
+  std::string peer = peer_address(socket);
   int error = 0;
-  auto connection = accept_from(server, error);
+  auto connection = open_accepted(host_.loop(), socket, listener_.is_tcp(), error);
   if (!connection) {
-    // EMFILE and friends: refuse this one, keep serving.
-    log::warn("feed {}: cannot accept a producer: {}", self->name(), uv_error_text(error));
+    refusal_log_.log(host_.now(), LogLevel::warn, {"feed", name()}, accept_failures,
+                     "feed {}: cannot accept a producer{}: {}", name(), from(peer),
+                     uv_error_text(error));
+    schedule_summary();
     return;
   }
-  if (self->attached()) {
-    ++self->refused_;
-    log::warn("feed {}: refused a second producer connection (one at a time)", self->name());
-    connection->close();
-    return;
+  producer_socket_ = socket;
+  connection_log_.log(host_.now(), LogLevel::info, {"feed", name()}, connections,
+                      "feed {}: producer connected{}", name(), from(peer));
+  schedule_summary();
+  attach(std::move(connection));
+}
+
+// Closing a socket with bytes unread resets the connection: the producer's
+// next write fails instead of vanishing. What it had already sent is
+// counted, not read: a refused producer is not merged at all.
+void ListenFeed::refuse(uv_os_sock_t socket) {
+  const size_t unread = pending_bytes(socket);
+  const std::string peer = peer_address(socket);
+  ::close(socket);
+  ++refused_;
+  refused_bytes_ += unread;
+  const std::string sent = unread > 0 ? fmt::format("{} bytes it had sent discarded unread", unread)
+                                      : std::string("refused before it sent anything");
+  // The same producer reconnecting too early looks like a second producer
+  // to the kernel; what the attached connection is doing tells them apart.
+  const bool paused = host_.merger().paused(id());
+  if (paused || peer_hung_up(producer_socket_)) {
+    refusal_log_.log(host_.now(), LogLevel::warn, {"feed", name()}, refusals,
+                     "feed {}: refused a producer connection{}: previous connection still open "
+                     "({}); a producer must wait until the daemon has read its previous "
+                     "connection to the end and closed it, then retry ({})",
+                     name(), from(peer),
+                     paused ? "paused by backpressure" : "closed by its producer, not yet read",
+                     sent);
+  } else {
+    refusal_log_.log(host_.now(), LogLevel::warn, {"feed", name()}, refusals,
+                     "feed {}: refused a second producer connection{} (one at a time; {})", name(),
+                     from(peer), sent);
   }
-  log::info("feed {}: producer connected", self->name());
-  self->attach(std::move(connection));
+  schedule_summary();
+}
+
+void ListenFeed::accept_failed(int error, uint64_t count) {
+  refusal_log_.log(
+      host_.now(), LogLevel::warn, {"feed", name()}, accept_failures,
+      "feed {}: cannot accept producers: {}{}", name(), uv_error_text(error),
+      count > 1 ? fmt::format(" ({} connections closed at once)", count) : std::string());
+  schedule_summary();
 }
 
 void ListenFeed::connection_ended(int status) {
   // EOF or error: either way the producer is gone; wait for the next one.
   connection_lost();
-  log::info("feed {}: producer disconnected{}", name(),
-            status == UV_EOF ? "" : " (" + uv_error_text(status) + ")");
+  producer_socket_ = -1;
+  connection_log_.log(host_.now(), LogLevel::info, {"feed", name()}, connections,
+                      "feed {}: producer disconnected{}", name(),
+                      status == UV_EOF ? "" : " (" + uv_error_text(status) + ")");
+  schedule_summary();
 }
 
 void ListenFeed::close_transport() {
-  server_.close();
+  listener_.close();
+  summary_timer_.close();
+}
+
+void ListenFeed::schedule_summary() {
+  std::optional<uint64_t> due = refusal_log_.summary_due();
+  if (std::optional<uint64_t> other = connection_log_.summary_due()) {
+    due = due ? std::min(*due, *other) : other;
+  }
+  if (!due || !summary_timer_.open()) return;
+  const uint64_t now = host_.now();
+  uv_timer_start(
+      summary_timer_.get(),
+      [](uv_timer_t* timer) {
+        auto* self = static_cast<ListenFeed*>(timer->data);
+        if (self == nullptr) return;
+        self->refusal_log_.flush(self->host_.now());
+        self->connection_log_.flush(self->host_.now());
+        self->schedule_summary();
+      },
+      *due > now ? *due - now : 0, 0);
 }
 
 }  // namespace chronomerge

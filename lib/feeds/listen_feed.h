@@ -1,11 +1,24 @@
 // ListenFeed: tcp-listen and unix-listen feeds. One producer connection at
-// a time: a second concurrent connection is accepted and closed at once
-// (logged, counted), so a misconfigured sender cannot interleave with the
-// real one. A producer may disconnect and reconnect; a line cut by the
-// disconnect is discarded and counted. The feed never ends by itself.
+// a time: a second concurrent connection is accepted and closed at once, so
+// a misconfigured sender cannot interleave with the real one. A producer may
+// disconnect and reconnect; a line cut by the disconnect is discarded and
+// counted. The feed never ends by itself.
+//
+// A refused connection is counted (refused()), with the bytes its producer
+// had already sent that the kernel held (refused_bytes(): discarded unread;
+// closing with them unread resets the connection, so the producer's next
+// write fails). The log says why: another producer is connected, or the
+// previous connection is still open — paused by backpressure, or closed by
+// its producer but not yet read to its end. A producer that reconnects must
+// wait for its previous connection to be closed by the daemon (back off and
+// retry): the daemon reads the old connection to its end first. Refusals,
+// accept failures (out of descriptors: counted by reason in
+// accept_errors()), connects and disconnects are logged rate-limited.
 #pragma once
 
 #include "feeds/stream_feed.h"
+#include "log/log.h"
+#include "uv/socket_address.h"
 
 namespace chronomerge {
 
@@ -15,17 +28,33 @@ class ListenFeed final : public StreamFeed {
   bool start() override;
   // "127.0.0.1:7001" (the port actually bound) or the socket path.
   const std::string& address() const { return address_; }
+  // Producer connections refused while one was attached.
   uint64_t refused() const { return refused_; }
+  // Bytes refused producers had sent before they were refused (discarded).
+  uint64_t refused_bytes() const { return refused_bytes_; }
+  const AcceptErrors& accept_errors() const { return listener_.errors(); }
 
  protected:
   void connection_ended(int status) override;
   void close_transport() override;
 
  private:
-  static void on_connection(uv_stream_t* server, int status);
-  Connection server_;
+  void accepted(uv_os_sock_t socket);
+  void refuse(uv_os_sock_t socket);
+  void accept_failed(int error, uint64_t connections);
+  // Arms the timer that writes the rate limiters' summaries on time.
+  void schedule_summary();
+
+  Listener listener_;
   std::string address_;
+  // The attached producer's socket, while attached() (to see whether its
+  // producer has hung up).
+  uv_os_sock_t producer_socket_ = -1;
   uint64_t refused_ = 0;
+  uint64_t refused_bytes_ = 0;
+  log::RateLimiter refusal_log_;     // refusals and accept failures
+  log::RateLimiter connection_log_;  // connects and disconnects
+  UvHandle<uv_timer_t> summary_timer_;
 };
 
 }  // namespace chronomerge

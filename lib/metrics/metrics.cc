@@ -8,12 +8,17 @@
 #include <cmath>
 #include <initializer_list>
 #include <iterator>
+#include <map>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "daemon/pipeline.h"
+#include "feeds/listen_feed.h"
+#include "metrics/http_server.h"
 #include "sinks/dead_letter.h"
+#include "sinks/server_sink.h"
 
 #ifndef CHRONOMERGE_VERSION
 #define CHRONOMERGE_VERSION "unknown"
@@ -190,6 +195,10 @@ struct FeedTotals {
   uint64_t pauses = 0;
   uint64_t paused_ms = 0;
   uint64_t connections = 0;
+  bool listens = false;  // a listening feed: refusals apply
+  uint64_t refused = 0;
+  uint64_t refused_bytes = 0;
+  AcceptErrors accept_errors;
   bool paused = false;
   bool connected = false;
   bool io_error = false;
@@ -226,6 +235,12 @@ std::vector<FeedTotals> feed_totals(const Pipeline& pipeline) {
     t.pauses += stats.pauses;
     t.paused_ms += counters.paused_ms_at(pipeline.now_ms(), merger.paused(id));
     t.connections += counters.connections;
+    if (const auto* listen = dynamic_cast<const ListenFeed*>(feed.get())) {
+      t.listens = true;
+      t.refused += listen->refused();
+      t.refused_bytes += listen->refused_bytes();
+      for (const auto& [reason, count] : listen->accept_errors()) t.accept_errors[reason] += count;
+    }
     t.paused = t.paused || merger.paused(id);
     t.connected = t.connected || counters.connected;
     t.io_error = t.io_error || counters.io_error;
@@ -352,6 +367,19 @@ void render_feeds(Exposition& x, const Pipeline& pipeline) {
   gauge("chronomerge_feed_io_error", "1 if the feed's input failed before its end.",
         &FeedTotals::io_error);
 
+  // Listening feeds only: one producer at a time.
+  x.family("chronomerge_feed_refused_total", "counter",
+           "Producer connections a listening feed refused because a producer was connected "
+           "(another one, or the same one's previous connection not yet read to its end).");
+  for (const FeedTotals& t : feeds) {
+    if (t.listens) x.sample({{"feed", t.name}}, t.refused);
+  }
+  x.family("chronomerge_feed_refused_bytes_total", "counter",
+           "Bytes refused producers had already sent when they were refused, discarded unread.");
+  for (const FeedTotals& t : feeds) {
+    if (t.listens) x.sample({{"feed", t.name}}, t.refused_bytes);
+  }
+
   if (key_type != KeyType::string) {
     x.family("chronomerge_feed_last_key", "gauge",
              "Key of the last record received from the feed: integer keys as they are, number "
@@ -467,6 +495,65 @@ void render_sinks(Exposition& x, const Pipeline& pipeline) {
          [](const SinkCounters& c) { return c.dropped_bytes; });
 }
 
+// Every listening socket: feeds, outputs, and the metrics port serving this
+// (when render_metrics runs in its handler). Only reasons that occurred.
+void render_accept_errors(Exposition& x, const Pipeline& pipeline) {
+  x.family("chronomerge_accept_errors_total", "counter",
+           "Connections a listener could not accept, by listener (feed/NAME, output/NAME, "
+           "metrics) and reason (the error; EMFILE: the process is out of file descriptors, "
+           "and the connections waiting were closed at once).");
+  auto samples = [&](const std::string& listener, const AcceptErrors& errors) {
+    for (const auto& [reason, count] : errors) {
+      x.sample({{"listener", listener}, {"reason", reason}}, count);
+    }
+  };
+  // A feed restarted by reload has two instances for a moment: one series.
+  std::map<std::string, AcceptErrors> by_feed;
+  for (const auto& feed : pipeline.feeds()) {
+    if (const auto* listen = dynamic_cast<const ListenFeed*>(feed.get())) {
+      for (const auto& [reason, count] : listen->accept_errors()) {
+        by_feed["feed/" + feed->name()][reason] += count;
+      }
+    }
+  }
+  for (const auto& [listener, errors] : by_feed) samples(listener, errors);
+  for (const auto& sink : pipeline.sinks()) {
+    if (const auto* server = dynamic_cast<const ServerSink*>(sink.get())) {
+      samples("output/" + server->name(), server->accept_errors());
+    }
+  }
+  if (const HttpServer* http = HttpServer::current()) samples("metrics", http->accept_errors());
+}
+
+// The metrics port itself, when render_metrics runs in its handler.
+void render_http(Exposition& x) {
+  const HttpServer* http = HttpServer::current();
+  if (http == nullptr) return;
+  const HttpServer::Counters& c = http->counters();
+  x.family("chronomerge_http_connections_total", "counter",
+           "Connections the metrics port accepted.");
+  x.sample(c.connections);
+  x.family("chronomerge_http_connections_evicted_total", "counter",
+           "Connections the metrics port closed to make room for a new one at its limit: the "
+           "oldest idle one (no complete request head yet), else the oldest already answered.");
+  x.sample(c.evicted);
+  x.family("chronomerge_http_connections_refused_total", "counter",
+           "Connections the metrics port closed at once: at its limit, every connection was "
+           "busy answering.");
+  x.sample(c.refused);
+  x.family("chronomerge_http_timeouts_total", "counter",
+           "Connections the metrics port closed on a timeout: stage head (no complete request "
+           "head within 2 s), linger (answered, but the client did not hang up within 5 s).");
+  x.sample({{"stage", "head"}}, c.head_timeouts);
+  x.sample({{"stage", "linger"}}, c.linger_timeouts);
+  x.family("chronomerge_http_requests_total", "counter",
+           "Responses of the metrics port by status code (the one being served not yet "
+           "counted).");
+  for (const auto& [code, count] : c.responses) {
+    x.sample({{"code", std::to_string(code)}}, count);
+  }
+}
+
 // Only when a dead-letter file is configured.
 void render_deadletter(Exposition& x, const Pipeline& pipeline) {
   const DeadLetter* deadletter = pipeline.deadletter();
@@ -520,7 +607,9 @@ std::string render_metrics(const Pipeline& pipeline, const MetricsExtras& extras
   render_feeds(x, pipeline);
   render_merger(x, pipeline, wall_clock_seconds);
   render_sinks(x, pipeline);
+  render_accept_errors(x, pipeline);
   render_deadletter(x, pipeline);
+  render_http(x);
   render_daemon(x, extras);
   return x.take();
 }

@@ -1,7 +1,10 @@
 #include "sinks/server_sink.h"
 
-#include "log/log.h"
-#include "uv/socket_address.h"
+#include <unistd.h>
+
+#include <algorithm>
+#include <optional>
+
 #include "uv/uv_error.h"
 
 namespace chronomerge {
@@ -15,16 +18,17 @@ struct ServerSink::Client {
 };
 
 namespace {
-std::string peer_name(uv_stream_t* stream, uint64_t id) {
-  if (stream->type != UV_TCP) return fmt::format("#{}", id);
-  sockaddr_storage addr{};
-  int len = sizeof(addr);
-  if (uv_tcp_getpeername(reinterpret_cast<uv_tcp_t*>(stream), reinterpret_cast<sockaddr*>(&addr),
-                         &len) != 0) {
-    return fmt::format("#{} ?", id);
-  }
-  return fmt::format("#{} {}", id, format_sockaddr(addr));
+
+constexpr std::string_view refusals = "client refusals";
+constexpr std::string_view accept_failures = "accept failures";
+constexpr std::string_view connections = "client connects";
+constexpr std::string_view disconnections = "client disconnects";
+
+std::string peer_name(uv_os_sock_t socket, uint64_t id) {
+  std::string peer = peer_address(socket);
+  return peer.empty() ? fmt::format("#{}", id) : fmt::format("#{} {}", id, peer);
 }
+
 }  // namespace
 
 ServerSink::ServerSink(uv_loop_t* loop, Output& output, OutputConfig config,
@@ -37,9 +41,11 @@ ServerSink::~ServerSink() {
 
 bool ServerSink::start() {
   bool tcp = config_.type == OutputType::tcp_listen;
-  int rc = listen_on(loop_, server_, tcp ? &config_.address : nullptr, config_.path, on_connection,
-                     this);
-  address_ = tcp ? bound_address(server_) : config_.path;
+  int rc = listener_.listen(
+      loop_, tcp ? &config_.address : nullptr, config_.path,
+      [this](uv_os_sock_t socket) { accepted(socket); },
+      [this](int error, uint64_t count) { accept_failed(error, count); });
+  address_ = tcp ? listener_.bound_address() : config_.path;
   if (rc < 0) {
     log::error("output {}: cannot listen on {}: {}", name(),
                tcp ? to_string(config_.address) : config_.path, uv_error_text(rc));
@@ -47,34 +53,39 @@ bool ServerSink::start() {
   }
   uv_idle_init(loop_, reaper_.get());
   reaper_.initialized(this);
+  if (uv_timer_init(loop_, summary_timer_.get()) == 0) {
+    summary_timer_.initialized(this);
+    // A summary is not worth keeping the loop alive for.
+    uv_unref(summary_timer_.base());
+  }
   log::info("output {}: listening on {}", name(), address_);
   return true;
 }
 
-void ServerSink::on_connection(uv_stream_t* server, int status) {
-  auto* self = static_cast<ServerSink*>(server->data);
-  if (self == nullptr) return;
-  if (status < 0) {
-    log::warn("output {}: accept failed: {}", self->name(), uv_error_text(status));
+void ServerSink::accepted(uv_os_sock_t socket) {
+  uint64_t id = next_client_id_++;
+  std::string peer = peer_name(socket, id);
+  if (counters_.clients >= config_.max_clients || output_.ended()) {
+    // Nothing was read from it: closing sends an orderly end of stream.
+    ::close(socket);
+    ++counters_.refused;
+    if (output_.ended()) {
+      refusal_log_.log(uv_now(loop_), LogLevel::info, {"output", name()}, refusals,
+                       "output {}: refused client {}: the stream has ended", name(), peer);
+    } else {
+      refusal_log_.log(uv_now(loop_), LogLevel::warn, {"output", name()}, refusals,
+                       "output {}: refused client {}: max_clients ({}) reached", name(), peer,
+                       config_.max_clients);
+    }
+    schedule_summary();
     return;
   }
   int error = 0;
-  auto stream = accept_from(server, error);
+  auto stream = open_accepted(loop_, socket, listener_.is_tcp(), error);
   if (!stream) {
-    log::warn("output {}: cannot accept a client: {}", self->name(), uv_error_text(error));
-    return;
-  }
-  uint64_t id = self->next_client_id_++;
-  std::string peer = peer_name(stream->stream(), id);
-  if (self->counters_.clients >= self->config_.max_clients || self->output_.ended()) {
-    ++self->counters_.refused;
-    if (self->output_.ended()) {
-      log::info("output {}: refused client {}: the stream has ended", self->name(), peer);
-    } else {
-      log::warn("output {}: refused client {}: max_clients ({}) reached", self->name(), peer,
-                self->config_.max_clients);
-    }
-    stream->close();
+    refusal_log_.log(uv_now(loop_), LogLevel::warn, {"output", name()}, accept_failures,
+                     "output {}: cannot accept client {}: {}", name(), peer, uv_error_text(error));
+    schedule_summary();
     return;
   }
   auto client = std::make_unique<Client>();
@@ -83,10 +94,10 @@ void ServerSink::on_connection(uv_stream_t* server, int status) {
   raw->peer = peer;
   uv_stream_t* client_stream = stream->stream();
   raw->writer = std::make_unique<StreamWriter>(
-      self->output_, std::move(stream), self->config_.max_buffer,
-      self->config_.slow_client == SlowClientPolicy::block, self->config_.stall_timeout_ms,
-      [self, raw](StreamWriter::Outcome outcome, const std::string& reason) {
-        self->client_done(raw, outcome, reason);
+      output_, std::move(stream), config_.max_buffer,
+      config_.slow_client == SlowClientPolicy::block, config_.stall_timeout_ms,
+      [this, raw](StreamWriter::Outcome outcome, const std::string& reason) {
+        client_done(raw, outcome, reason);
       });
   // Read from the client only to notice a reset early; what it sends is
   // ignored, and its EOF (a half-close, as `nc` does) is not a goodbye.
@@ -105,10 +116,39 @@ void ServerSink::on_connection(uv_stream_t* server, int status) {
           static_cast<StreamWriter*>(s->data)->fail(uv_error_text(static_cast<int>(n)));
         }
       });
-  self->clients_.push_back(std::move(client));
-  ++self->counters_.clients;
-  ++self->counters_.clients_total;
-  log::info("output {}: client {} connected ({} now)", self->name(), peer, self->counters_.clients);
+  clients_.push_back(std::move(client));
+  ++counters_.clients;
+  ++counters_.clients_total;
+  client_log_.log(uv_now(loop_), LogLevel::info, {"output", name()}, connections,
+                  "output {}: client {} connected ({} now)", name(), peer, counters_.clients);
+  schedule_summary();
+}
+
+void ServerSink::accept_failed(int error, uint64_t count) {
+  refusal_log_.log(
+      uv_now(loop_), LogLevel::warn, {"output", name()}, accept_failures,
+      "output {}: cannot accept clients: {}{}", name(), uv_error_text(error),
+      count > 1 ? fmt::format(" ({} connections closed at once)", count) : std::string());
+  schedule_summary();
+}
+
+void ServerSink::schedule_summary() {
+  std::optional<uint64_t> due = refusal_log_.summary_due();
+  if (std::optional<uint64_t> other = client_log_.summary_due()) {
+    due = due ? std::min(*due, *other) : other;
+  }
+  if (!due || !summary_timer_.open()) return;
+  const uint64_t now = uv_now(loop_);
+  uv_timer_start(
+      summary_timer_.get(),
+      [](uv_timer_t* timer) {
+        auto* self = static_cast<ServerSink*>(timer->data);
+        if (self == nullptr) return;
+        self->refusal_log_.flush(uv_now(self->loop_));
+        self->client_log_.flush(uv_now(self->loop_));
+        self->schedule_summary();
+      },
+      *due > now ? *due - now : 0, 0);
 }
 
 void ServerSink::client_done(Client* client, StreamWriter::Outcome outcome,
@@ -117,14 +157,18 @@ void ServerSink::client_done(Client* client, StreamWriter::Outcome outcome,
   client->done = true;
   --counters_.clients;
   if (outcome == StreamWriter::Outcome::finished) {
-    log::info("output {}: client {} finished", name(), client->peer);
+    client_log_.log(uv_now(loop_), LogLevel::info, {"output", name()}, disconnections,
+                    "output {}: client {} finished", name(), client->peer);
   } else {
     ++counters_.disconnects;
     const char* what = outcome == StreamWriter::Outcome::overflowed ? "too slow"
                        : outcome == StreamWriter::Outcome::stalled  ? "stalled"
                                                                     : "write failed";
-    log::warn("output {}: client {} disconnected: {} ({})", name(), client->peer, what, reason);
+    client_log_.log(uv_now(loop_), LogLevel::warn, {"output", name()}, disconnections,
+                    "output {}: client {} disconnected: {} ({})", name(), client->peer, what,
+                    reason);
   }
+  schedule_summary();
   // The writer is inside its own callback: free it from the idle handle.
   if (reaper_.open()) {
     uv_idle_start(reaper_.get(), [](uv_idle_t* idle) {
@@ -149,15 +193,16 @@ void ServerSink::reap() {
 void ServerSink::check_finished() {
   if (finished_ || !output_.ended() || counters_.clients > 0) return;
   finished_ = true;
-  server_.close();
+  listener_.close();
   if (changed_) changed_();
 }
 
 void ServerSink::close() {
   if (closed_) return;
   closed_ = true;
-  server_.close();
+  listener_.close();
   reaper_.close();
+  summary_timer_.close();
   for (auto& client : clients_) client->writer->close();
 }
 

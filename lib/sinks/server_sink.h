@@ -6,7 +6,10 @@
 // whose write has not completed for stall_timeout_ms is disconnected.
 // "disconnect": a client more than max_buffer behind is disconnected so
 // the others keep full speed. Over max_clients, a new client is accepted
-// and closed at once. Every disconnect is logged once with its reason.
+// and closed at once. Refusals, disconnects (each with its reason) and
+// failures to accept (out of descriptors: counted by reason in
+// accept_errors()) are counted and logged rate-limited, so a flood of
+// clients cannot flood the log.
 #pragma once
 
 #include <uv.h>
@@ -15,10 +18,12 @@
 #include <memory>
 #include <string>
 
+#include "log/log.h"
 #include "output/output.h"
 #include "sinks/sink.h"
 #include "sinks/stream_writer.h"
 #include "uv/any_stream.h"
+#include "uv/socket_address.h"
 #include "uv/uv_handle.h"
 
 namespace chronomerge {
@@ -35,10 +40,14 @@ class ServerSink final : public Sink {
   }
   SinkCounters counters() const override;
   const std::string& address() const { return address_; }
+  const AcceptErrors& accept_errors() const { return listener_.errors(); }
 
  private:
   struct Client;
-  static void on_connection(uv_stream_t* server, int status);
+  void accepted(uv_os_sock_t socket);
+  void accept_failed(int error, uint64_t connections);
+  // Arms the timer that writes the rate limiters' summaries on time.
+  void schedule_summary();
   void client_done(Client* client, StreamWriter::Outcome outcome, const std::string& reason);
   void reap();
   void check_finished();
@@ -46,13 +55,16 @@ class ServerSink final : public Sink {
   uv_loop_t* loop_;
   Output& output_;
   std::function<void()> changed_;
-  UvHandle<AnyStream> server_;
+  Listener listener_;
   UvHandle<uv_idle_t> reaper_;  // frees finished clients outside their callbacks
   std::list<std::unique_ptr<Client>> clients_;
   std::string address_;
   uint64_t next_client_id_ = 1;
   SinkCounters counters_;
   uint64_t bytes_of_gone_clients_ = 0;
+  log::RateLimiter refusal_log_;  // refusals and accept failures
+  log::RateLimiter client_log_;   // connects, finishes and disconnects
+  UvHandle<uv_timer_t> summary_timer_;
   bool finished_ = false;
   bool closed_ = false;
 };
