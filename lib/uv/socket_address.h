@@ -54,6 +54,9 @@ using AcceptErrors = std::map<std::string, uint64_t, std::less<>>;
 // `retry_ms` instead (the connections wait in the kernel's backlog). Other
 // failures are counted and reported too; after ENOBUFS or ENOMEM it pauses
 // for `retry_ms` as well, so a persisting error cannot spin the loop.
+// At most `accepts_per_turn` connections are accepted per loop turn, and an
+// owner at its limit may hold() the Listener: connections then wait in the
+// backlog until it lets go.
 //
 // Ownership: the Listener owns the socket and its uv_poll handle (and a
 // timer); close() stops accepting at once. Not copyable or movable: the
