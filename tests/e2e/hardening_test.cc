@@ -336,6 +336,26 @@ TEST_CASE("errors name what failed") {
     CHECK(daemon.stop().code == 0);
   }
 
+  // Regression: libuv reports bind() of a socket in a missing directory as
+  // EACCES, and the log said "permission denied".
+  SUBCASE("a Unix socket in a missing directory is ENOENT, not EACCES") {
+    TempDir dir;
+    const std::string missing = dir / "missing/sock";
+    const json unix_feed = {{"name", "in"}, {"type", "unix-listen"}, {"path", missing}};
+    const json unix_output = {{"name", "clients"}, {"type", "unix-listen"}, {"path", missing}};
+    const json stdout_output = {{"name", "console"}, {"type", "stdout"}};
+    const json file_feed = {{"name", "in"}, {"type", "file"}, {"path", dir.write("in", "")}};
+    for (const json& config : {json{{"feeds", {unix_feed}}, {"outputs", {stdout_output}}},
+                               json{{"feeds", {file_feed}}, {"outputs", {unix_output}}}}) {
+      RunResult run = run_chronomerge(dir, {"--config", dir.write("config.json", config.dump())});
+      INFO("stderr: " << run.err);
+      CHECK(run.status.code == 2);
+      CHECK(run.err.find(missing) != std::string::npos);
+      CHECK(run.err.find("ENOENT") != std::string::npos);
+      CHECK(run.err.find("EACCES") == std::string::npos);
+    }
+  }
+
   SUBCASE("an empty file name after --check-config or --config is a usage error") {
     TempDir dir;
     for (const char* option : {"--check-config", "--config"}) {
