@@ -10,6 +10,12 @@
 // next to the new one: both are reported as one series whose counters are
 // the sum over them, so counters never go backwards. A feed removed from
 // the configuration is reported until everything it queued is merged.
+// (Exception: what a listening feed refused and failed to accept is kept by
+// the feed object, and leaves the sums when a restarted one is freed.)
+//
+// Rendered inside an HttpServer's handler (GET /metrics), the exposition
+// also has that server's own families (chronomerge_http_*) and its accept
+// errors; elsewhere (tests) they are absent.
 #pragma once
 
 #include <cstdint>
