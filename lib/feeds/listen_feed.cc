@@ -66,6 +66,7 @@ void ListenFeed::accepted(uv_os_sock_t socket) {
   int error = 0;
   auto connection = open_accepted(host_.loop(), socket, listener_.is_tcp(), error);
   if (!connection) {
+    listener_.count_error(error);
     refusal_log_.log(host_.now(), LogLevel::warn, {"feed", name()}, accept_failures,
                      "feed {}: cannot accept a producer{}: {}", name(), from(peer),
                      uv_error_text(error));

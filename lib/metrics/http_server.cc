@@ -179,6 +179,7 @@ void HttpServer::accepted(uv_os_sock_t socket) {
   int rc = uv_tcp_open(&c->tcp, socket);
   if (rc < 0) {
     ::close(socket);
+    listener_.count_error(rc);
     log::warn("metrics: cannot accept a connection: {}", uv_error_text(rc));
     close_connection(*c);
     return;

@@ -83,6 +83,7 @@ void ServerSink::accepted(uv_os_sock_t socket) {
   int error = 0;
   auto stream = open_accepted(loop_, socket, listener_.is_tcp(), error);
   if (!stream) {
+    listener_.count_error(error);
     refusal_log_.log(uv_now(loop_), LogLevel::warn, {"output", name()}, accept_failures,
                      "output {}: cannot accept client {}: {}", name(), peer, uv_error_text(error));
     schedule_summary();

@@ -38,6 +38,10 @@ std::string bound_address(const UvHandle<AnyStream>& server);
 // libuv error in `error`.
 std::unique_ptr<UvHandle<AnyStream>> accept_from(uv_stream_t* server, int& error);
 
+// A libuv error's name ("EMFILE"), for labels; never allocates per call
+// for unknown codes as uv_err_name() does.
+std::string uv_error_name(int error);
+
 // Failures to accept connections, by libuv error name ("EMFILE").
 using AcceptErrors = std::map<std::string, uint64_t, std::less<>>;
 
@@ -100,6 +104,9 @@ class Listener {
   // "127.0.0.1:41234" (the port actually bound); empty for Unix sockets.
   std::string bound_address() const;
   const AcceptErrors& errors() const { return errors_; }
+  // Counts a connection the owner could not take after all (opening its
+  // stream failed), with the others in errors().
+  void count_error(int error) { ++errors_[uv_error_name(error)]; }
 
  private:
   static void on_readable(uv_poll_t* handle, int status, int events);
@@ -134,9 +141,5 @@ std::unique_ptr<UvHandle<AnyStream>> open_accepted(uv_loop_t* loop, uv_os_sock_t
 // The peer of an accepted TCP socket ("127.0.0.1:5000"); empty if unknown
 // or not TCP.
 std::string peer_address(uv_os_sock_t socket);
-
-// A libuv error's name ("EMFILE"), for labels; never allocates per call
-// for unknown codes as uv_err_name() does.
-std::string uv_error_name(int error);
 
 }  // namespace chronomerge
