@@ -89,8 +89,9 @@ void ListenFeed::refuse(uv_os_sock_t socket) {
   ::close(socket);
   ++refused_;
   refused_bytes_ += unread;
-  const std::string sent = unread > 0 ? fmt::format("{} bytes it had sent discarded unread", unread)
-                                      : std::string("refused before it sent anything");
+  const std::string sent = unread > 0
+                               ? fmt::format("{} bytes it had sent discarded unread", unread)
+                               : std::string("refused before reading; nothing had arrived yet");
   // The same producer reconnecting too early looks like a second producer
   // to the kernel; what the attached connection is doing tells them apart.
   const bool paused = host_.merger().paused(id());

@@ -267,7 +267,8 @@ TEST_CASE("a producer that reconnects before its previous connection was read is
   CHECK(read_file(dir / "out") == lines_of(records));
 }
 
-TEST_CASE("out of file descriptors, clients are refused, counted and logged; the rest served") {
+TEST_CASE(
+    "out of file descriptors, clients are refused, counted and logged while the rest are served") {
   // Regression: libuv accepted and closed what it could not take (757
   // client connections under EMFILE) without a log line or a metric.
   TempDir dir;
