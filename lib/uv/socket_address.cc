@@ -199,6 +199,9 @@ void Listener::accept_ready() {
   for (int i = 0; i < accepts_per_turn && !closed_ && !held_; ++i) {
     int socket = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (socket >= 0) {
+      // A reserve lost to a race while shedding is taken back as soon as
+      // descriptors are free again.
+      if (reserved_fd < 0) reserve_fd();
       on_accept_(socket);  // may close this listener
       continue;
     }
