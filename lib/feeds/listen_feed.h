@@ -18,7 +18,7 @@
 
 #include "feeds/stream_feed.h"
 #include "log/log.h"
-#include "uv/socket_address.h"
+#include "uv/listener.h"
 
 namespace chronomerge {
 

@@ -58,7 +58,7 @@
 
 #include "config/config.h"
 #include "log/log.h"
-#include "uv/socket_address.h"
+#include "uv/listener.h"
 #include "uv/uv_handle.h"
 
 namespace chronomerge {

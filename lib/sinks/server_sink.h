@@ -23,7 +23,7 @@
 #include "sinks/sink.h"
 #include "sinks/stream_writer.h"
 #include "uv/any_stream.h"
-#include "uv/socket_address.h"
+#include "uv/listener.h"
 #include "uv/uv_handle.h"
 
 namespace chronomerge {

@@ -1,0 +1,248 @@
+#include "uv/listener.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "uv/socket_address.h"
+#include "uv/uv_error.h"
+
+namespace chronomerge {
+
+namespace {
+// One descriptor per process, held so that a Listener out of descriptors
+// can release it for a moment to accept (and close) what is waiting. Loop
+// thread only, like every Listener.
+int reserved_fd = -1;
+
+void reserve_fd() {
+  if (reserved_fd < 0) reserved_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+bool is_live_unix_socket(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  path.copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+  bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return live;
+}
+}  // namespace
+
+int Listener::listen(uv_loop_t* loop, const HostPort* tcp, const std::string& unix_path,
+                     AcceptCallback on_accept, ErrorCallback on_error, int backlog) {
+  loop_ = loop;
+  tcp_ = tcp != nullptr;
+  on_accept_ = std::move(on_accept);
+  on_error_ = std::move(on_error);
+  reserve_fd();
+  sockaddr_storage addr{};
+  socklen_t length = 0;
+  if (tcp) {
+    int rc = to_sockaddr(*tcp, addr);
+    if (rc < 0) return rc;
+    length = addr.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  } else {
+    auto* un = reinterpret_cast<sockaddr_un*>(&addr);
+    un->sun_family = AF_UNIX;
+    if (unix_path.size() >= sizeof(un->sun_path)) return UV_ENAMETOOLONG;
+    unix_path.copy(un->sun_path, sizeof(un->sun_path) - 1);
+    length = sizeof(sockaddr_un);
+  }
+  fd_ = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) return -errno;
+  int rc = 0;
+  if (tcp) {
+    // Both as uv_tcp_bind does: a restarted daemon rebinds while old
+    // connections linger in TIME_WAIT, and "[::]" takes IPv4 too.
+    int on = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (addr.ss_family == AF_INET6) {
+      int off = 0;
+      ::setsockopt(fd_, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+    }
+  } else if (!is_live_unix_socket(unix_path)) {
+    // A socket file from a crashed run would make bind fail with
+    // EADDRINUSE; remove it unless someone is really listening there.
+    ::unlink(unix_path.c_str());
+  }
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), length) != 0) {
+    rc = -errno;
+    close();
+    return rc;
+  }
+  if (!tcp) unix_path_ = unix_path;  // ours now: removed on close
+  if (::listen(fd_, backlog) != 0) {
+    rc = -errno;
+    close();
+    return rc;
+  }
+  rc = uv_poll_init_socket(loop, poll_.get(), fd_);
+  if (rc == 0) {
+    poll_.initialized(this);
+    rc = uv_poll_start(poll_.get(), UV_READABLE, on_readable);
+  }
+  if (rc == 0) {
+    rc = uv_timer_init(loop, retry_.get());
+    if (rc == 0) retry_.initialized(this);
+  }
+  if (rc < 0) close();
+  return rc;
+}
+
+void Listener::close() {
+  if (fd_ < 0) {
+    closed_ = true;
+    return;
+  }
+  closed_ = true;
+  // uv_close() stops polling at once: the descriptor may be closed next.
+  poll_.close();
+  retry_.close();
+  ::close(fd_);
+  fd_ = -1;
+  if (!unix_path_.empty()) ::unlink(unix_path_.c_str());  // as libuv does for pipes
+}
+
+std::string Listener::bound_address() const {
+  if (!tcp_ || fd_ < 0) return {};
+  sockaddr_storage addr{};
+  socklen_t length = sizeof(addr);
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &length) != 0) return {};
+  return format_sockaddr(addr);
+}
+
+// A listening socket reports no errors of its own; a failure shows in
+// accept().
+void Listener::on_readable(uv_poll_t* handle, int, int) {
+  if (auto* self = static_cast<Listener*>(handle->data)) self->accept_ready();
+}
+
+void Listener::accept_ready() {
+  for (int i = 0; i < accepts_per_turn && !closed_ && !held_; ++i) {
+    int socket = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (socket >= 0) {
+      // A reserve lost to a race while shedding is taken back as soon as
+      // descriptors are free again.
+      if (reserved_fd < 0) reserve_fd();
+      on_accept_(socket);  // may close this listener
+      continue;
+    }
+    int error = errno;
+    switch (error) {
+      case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+      case EWOULDBLOCK:
+#endif
+        return;
+      case EINTR:
+        continue;
+      case EMFILE:
+      case ENFILE: {
+        uint64_t shed_count = shed();
+        if (shed_count == 0) pause();  // nothing to release: let them wait
+        fail(-error, shed_count == 0 ? 1 : shed_count);
+        return;
+      }
+      case ENOBUFS:
+      case ENOMEM:
+        pause();
+        fail(-error, 1);
+        return;
+      default:
+        // A connection that failed while it waited (ECONNABORTED, and the
+        // network errors Linux passes on from accept()): it is gone; the
+        // next one may be fine.
+        fail(-error, 1);
+        continue;
+    }
+  }
+}
+
+uint64_t Listener::shed() {
+  if (reserved_fd < 0) return 0;
+  ::close(reserved_fd);
+  reserved_fd = -1;
+  uint64_t count = 0;
+  while (true) {
+    int socket = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (socket < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      break;
+    }
+    ::close(socket);
+    ++count;
+  }
+  reserve_fd();
+  return count;
+}
+
+void Listener::pause() {
+  if (!poll_.open() || !retry_.open()) return;
+  uv_poll_stop(poll_.get());
+  uv_timer_start(
+      retry_.get(),
+      [](uv_timer_t* timer) {
+        if (auto* self = static_cast<Listener*>(timer->data)) self->watch();
+      },
+      retry_ms, 0);
+}
+
+void Listener::hold(bool on) {
+  if (held_ == on) return;
+  held_ = on;
+  if (on) {
+    if (poll_.open()) uv_poll_stop(poll_.get());
+  } else {
+    watch();
+  }
+}
+
+void Listener::watch() {
+  if (closed_ || held_ || !poll_.open()) return;
+  if (retry_.open() && uv_is_active(retry_.base())) return;  // paused: the timer comes back
+  uv_poll_start(poll_.get(), UV_READABLE, on_readable);
+}
+
+void Listener::fail(int error, uint64_t connections) {
+  errors_[uv_error_name(error)] += connections;
+  if (on_error_) on_error_(error, connections);
+}
+
+std::unique_ptr<UvHandle<AnyStream>> open_accepted(uv_loop_t* loop, uv_os_sock_t socket, bool tcp,
+                                                   int& error) {
+  auto client = std::make_unique<UvHandle<AnyStream>>();
+  error =
+      tcp ? uv_tcp_init(loop, &client->get()->tcp) : uv_pipe_init(loop, &client->get()->pipe, 0);
+  if (error < 0) {
+    ::close(socket);
+    return nullptr;
+  }
+  client->initialized(nullptr);
+  error =
+      tcp ? uv_tcp_open(&client->get()->tcp, socket) : uv_pipe_open(&client->get()->pipe, socket);
+  if (error < 0) {
+    ::close(socket);
+    return nullptr;  // the handle closes itself
+  }
+  if (tcp) uv_tcp_nodelay(&client->get()->tcp, 1);
+  return client;
+}
+
+std::string peer_address(uv_os_sock_t socket) {
+  sockaddr_storage addr{};
+  socklen_t length = sizeof(addr);
+  if (::getpeername(socket, reinterpret_cast<sockaddr*>(&addr), &length) != 0) return {};
+  if (addr.ss_family != AF_INET && addr.ss_family != AF_INET6) return {};
+  return format_sockaddr(addr);
+}
+
+}  // namespace chronomerge

@@ -1,0 +1,120 @@
+// Listener: a listening TCP or Unix socket that accepts its connections
+// itself (see the class comment), and what goes with accepting.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "config/config.h"
+#include "uv/any_stream.h"
+#include "uv/uv_error.h"
+#include "uv/uv_handle.h"
+
+namespace chronomerge {
+
+// Failures to accept connections, by libuv error name ("EMFILE").
+using AcceptErrors = std::map<std::string, uint64_t, std::less<>>;
+
+// A Listener accepts its connections itself, so that its owner sees
+// every failure to accept.
+//
+// Why not uv_listen(): when the process runs out of descriptors, libuv
+// accepts the waiting connections and closes them at once (its "EMFILE
+// trick") without telling anyone, so they were neither logged nor counted.
+// A Listener sheds load the same way but reports it: on EMFILE or ENFILE it
+// releases one reserved descriptor (one per process), accepts and closes
+// every connection waiting, reserves the descriptor again, and counts and
+// reports each connection closed. Without a reserve it stops accepting for
+// `retry_ms` instead (the connections wait in the kernel's backlog). Other
+// failures are counted and reported too; after ENOBUFS or ENOMEM it pauses
+// for `retry_ms` as well, so a persisting error cannot spin the loop.
+// At most `accepts_per_turn` connections are accepted per loop turn, and an
+// owner at its limit may hold() the Listener: connections then wait in the
+// backlog until it lets go.
+//
+// Ownership: the Listener owns the socket and its uv_poll handle (and a
+// timer); close() stops accepting at once. Not copyable or movable: the
+// handles point back at it. Loop thread only.
+class Listener {
+ public:
+  // A new connection: a connected socket, non-blocking and close-on-exec,
+  // which the callee now owns (open it with open_accepted(), or close it).
+  using AcceptCallback = std::function<void(uv_os_sock_t socket)>;
+  // Accepting failed with `error` (a libuv error such as UV_EMFILE);
+  // `connections` is how many were lost to it (closed at once), or 1 for
+  // a failure that closed none. Already counted in errors().
+  using ErrorCallback = std::function<void(int error, uint64_t connections)>;
+
+  static constexpr uint64_t retry_ms = 100;
+  // Connections accepted per loop turn at most, so that a flood of them
+  // cannot delay reading the ones already open.
+  static constexpr int accepts_per_turn = 64;
+
+  Listener() = default;
+  ~Listener() { close(); }
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  // Binds `tcp` (or, if null, the Unix socket `unix_path`, removing a stale
+  // socket file first, unless something still accepts on it) and starts accepting. Returns 0
+  // or a libuv error (the Listener is then closed).
+  // REQUIRES: called at most once.
+  int listen(uv_loop_t* loop, const HostPort* tcp, const std::string& unix_path,
+             AcceptCallback on_accept, ErrorCallback on_error, int backlog = 128);
+  // Stops accepting and closes the socket (a Unix socket's file is
+  // removed). Idempotent; no callback runs afterwards.
+  void close();
+
+  // Holding: no connection is accepted (they wait in the kernel's backlog)
+  // until released. For an owner at its limit of connections.
+  void hold(bool on);
+  bool held() const { return held_; }
+
+  bool is_tcp() const { return tcp_; }
+  // "127.0.0.1:41234" (the port actually bound); empty for Unix sockets.
+  std::string bound_address() const;
+  const AcceptErrors& errors() const { return errors_; }
+  // Counts a connection the owner could not take after all (opening its
+  // stream failed), with the others in errors().
+  void count_error(int error) { ++errors_[uv_error_name(error)]; }
+
+ private:
+  static void on_readable(uv_poll_t* handle, int status, int events);
+  void accept_ready();
+  void fail(int error, uint64_t connections);
+  // Out of descriptors: closes every waiting connection, with the reserved
+  // descriptor released for the time. How many; 0 without a reserve.
+  uint64_t shed();
+  void pause();
+  // Polls for connections unless held, paused or closed.
+  void watch();
+
+  uv_loop_t* loop_ = nullptr;
+  int fd_ = -1;
+  bool tcp_ = true;
+  std::string unix_path_;  // bound by us: removed on close
+  UvHandle<uv_poll_t> poll_;
+  UvHandle<uv_timer_t> retry_;
+  AcceptCallback on_accept_;
+  ErrorCallback on_error_;
+  AcceptErrors errors_;
+  bool held_ = false;
+  bool closed_ = false;
+};
+
+// Opens a socket from Listener as a stream of the matching kind (TCP with
+// TCP_NODELAY, or Unix). Null on failure, with the libuv error in `error`;
+// the socket is closed either way it fails.
+std::unique_ptr<UvHandle<AnyStream>> open_accepted(uv_loop_t* loop, uv_os_sock_t socket, bool tcp,
+                                                   int& error);
+
+// The peer of an accepted TCP socket ("127.0.0.1:5000"); empty if unknown
+// or not TCP.
+std::string peer_address(uv_os_sock_t socket);
+
+}  // namespace chronomerge
