@@ -232,6 +232,8 @@ void Pipeline::retire_feeds() {
     }
     totals.counters.partial_discarded += counters.partial_discarded;
     totals.counters.discarded_bytes += counters.discarded_bytes;
+    totals.counters.refused += counters.refused;
+    totals.counters.refused_bytes += counters.refused_bytes;
     totals.counters.bytes_read += counters.bytes_read;
     totals.counters.connections += counters.connections;
     totals.counters.paused_ms += counters.paused_ms_at(now, merger_.paused(id));

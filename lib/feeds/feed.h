@@ -47,6 +47,10 @@ struct FeedCounters {
   // Bytes a removed or draining feed left unread in its connection when
   // its time ran out (reload restart, drain deadline).
   uint64_t discarded_bytes = 0;
+  // Listening feeds: producers refused while one was connected, and the
+  // bytes they had sent, discarded unread.
+  uint64_t refused = 0;
+  uint64_t refused_bytes = 0;
   uint64_t bytes_read = 0;
   uint64_t connections = 0;
   bool connected = false;

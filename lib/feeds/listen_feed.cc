@@ -87,8 +87,8 @@ void ListenFeed::refuse(uv_os_sock_t socket) {
   const size_t unread = pending_bytes(socket);
   const std::string peer = peer_address(socket);
   ::close(socket);
-  ++refused_;
-  refused_bytes_ += unread;
+  ++counters_.refused;
+  counters_.refused_bytes += unread;
   const std::string sent = unread > 0
                                ? fmt::format("{} bytes it had sent discarded unread", unread)
                                : std::string("refused before reading; nothing had arrived yet");

@@ -29,9 +29,9 @@ class ListenFeed final : public StreamFeed {
   // "127.0.0.1:7001" (the port actually bound) or the socket path.
   const std::string& address() const { return address_; }
   // Producer connections refused while one was attached.
-  uint64_t refused() const { return refused_; }
+  uint64_t refused() const { return counters_.refused; }
   // Bytes refused producers had sent before they were refused (discarded).
-  uint64_t refused_bytes() const { return refused_bytes_; }
+  uint64_t refused_bytes() const { return counters_.refused_bytes; }
   const AcceptErrors& accept_errors() const { return listener_.errors(); }
 
  protected:
@@ -50,8 +50,6 @@ class ListenFeed final : public StreamFeed {
   // The attached producer's socket, while attached() (to see whether its
   // producer has hung up).
   uv_os_sock_t producer_socket_ = -1;
-  uint64_t refused_ = 0;
-  uint64_t refused_bytes_ = 0;
   log::RateLimiter refusal_log_;     // refusals and accept failures
   log::RateLimiter connection_log_;  // connects and disconnects
   UvHandle<uv_timer_t> summary_timer_;

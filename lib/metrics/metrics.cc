@@ -268,6 +268,8 @@ std::vector<FeedTotals> feed_totals(const Pipeline& pipeline) {
     }
     t.partial_discarded += retired.counters.partial_discarded;
     t.discarded_bytes += retired.counters.discarded_bytes;
+    t.refused += retired.counters.refused;
+    t.refused_bytes += retired.counters.refused_bytes;
     t.late += retired.stats.late;
     t.heartbeats += retired.stats.heartbeats;
     t.pauses += retired.stats.pauses;

@@ -8,10 +8,11 @@
 // Series per feed are keyed by the feed's name. A reload that restarts a
 // feed keeps the old Feed object (removed, still merging what it queued)
 // next to the new one: both are reported as one series whose counters are
-// the sum over them, so counters never go backwards. A feed removed from
-// the configuration is reported until everything it queued is merged.
-// (Exception: what a listening feed refused and failed to accept is kept by
-// the feed object, and leaves the sums when a restarted one is freed.)
+// the sum over them, and once the old one is freed its counts live on in
+// Pipeline::retired_feeds(), so counters never go backwards. A feed
+// removed from the configuration is reported until everything it queued
+// is merged. (Exception: a listening feed's accept errors are kept by its
+// Listener and leave the sums when a restarted feed is freed.)
 //
 // Rendered inside an HttpServer's handler (GET /metrics), the exposition
 // also has that server's own families (chronomerge_http_*) and its accept

@@ -206,6 +206,20 @@ TEST_CASE("a one-producer feed counts every producer it refuses and logs a few l
   REQUIRE(write_all(producer, record(4, "a", 1) + "\n"));
   producer.close();
   REQUIRE(daemon.wait_log("feed a: producer disconnected"));
+
+  // A reload that restarts the feed (same port, another max_line_bytes)
+  // frees the old instance; its count lives on.
+  config["feeds"][0]["max_line_bytes"] = 4096;
+  dir.write("config.json", config.dump(2));
+  daemon.signal(SIGHUP);
+  REQUIRE(wait_sample(metrics, "chronomerge_reloads_total{result=\"success\"}",
+                      [](double v) { return v == 1; }));
+  REQUIRE(daemon.wait_log("feed a: changed, restarting"));
+  // The old instance is freed within a few 10 ms retire rounds; watched
+  // for half a second, the count never drops.
+  CHECK(wait_sample(
+            metrics, "chronomerge_feed_refused_total{feed=\"a\"}",
+            [](double v) { return v < intruders; }, 500ms) == intruders);
   CHECK(daemon.stop().code == 0);
   CHECK(read_file(dir / "out") == lines_of({record(1, "a", 0), record(4, "a", 1)}));
 }
