@@ -560,11 +560,15 @@ void Merger::run(uint64_t now) {
       // Once nothing waits and it is the smallest head, everything older
       // has been emitted and it has done its job. One behind the frontier
       // promises nothing new.
-      if (waiting_ > 0 && !(frontier_ && before_frontier(f.queue))) {
+      const bool behind = frontier_ && before_frontier(f.queue);
+      if (waiting_ > 0 && !behind) {
         if (sweep_idle(now) || release_lagging()) continue;
         break;
       }
-      pop_front(top, now);
+      // One behind the frontier is no sign of life either (unless within
+      // max_lag, like a late record): a wrong clock sending heartbeats
+      // must not keep its feed waiting.
+      pop_front(top, now, behind && !sign_of_life(f, front_key(top)));
       continue;
     }
     if (frontier_ && before_frontier(f.queue)) {

@@ -17,38 +17,6 @@
 
 namespace {
 
-// Skipped for now: documents nested deeper than this. nlohmann/json builds
-// and tears down values recursively, so a few hundred thousand '[' exhaust
-// the stack inside parse_config(). The loader is getting a nesting limit of
-// its own (64 levels, checked before nlohmann parses); once it has one, this
-// skip is dead weight and goes away, and the fuzzer checks the limit instead.
-constexpr size_t max_fuzzed_nesting = 512;
-
-// The deepest bracket nesting outside strings (an over-estimate for broken
-// documents, which is fine for a skip).
-size_t nesting(std::string_view text) {
-  size_t depth = 0, deepest = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
 [[noreturn]] void fail(const char* what, const std::string& detail) {
   std::fprintf(stderr, "config_fuzz: %s: %s\n", what, detail.c_str());
   std::abort();
@@ -67,7 +35,6 @@ bool is_line_column(std::string_view where) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  if (nesting(text) > max_fuzzed_nesting) return 0;
 
   const chronomerge::ConfigResult result = chronomerge::parse_config(text);
   if (result.config.has_value() == !result.problems.empty()) {

@@ -373,6 +373,27 @@ TEST_CASE("a late record is never a sign of life") {
   }
 }
 
+TEST_CASE("a heartbeat behind the frontier is no sign of life either") {
+  // c sends only heartbeats 60 s old, every 100 ms: it used to stay
+  // waiting for ever, holding the merge.
+  Harness h;
+  FeedId a = h.merger.add_feed(live("a", 1000), 0);
+  FeedId c = h.merger.add_feed(live("c", 1000), 0);
+  h.push(a, record(100000, 0, 0), 100000, 0);
+  h.push(c, record(100000, 1, 0), 100000, 0);
+  h.merger.run(0);
+  h.take();
+  uint64_t now = 0;
+  for (int64_t key = 100010; now < 3000; now += 100, key += 100) {
+    h.push(a, record(key, 0, 0), key, now);
+    std::string beat = record(key - 60000, 1, 1);
+    h.merger.push(c, beat, parsed_for(beat, key - 60000, true), now);
+    h.merger.run(now);
+  }
+  CHECK(h.merger.state(c) == FeedState::idle);
+  CHECK(h.take().find(record(102910, 0, 0)) != std::string::npos);
+}
+
 TEST_CASE("an idle feed back a little behind rejoins within max_lag") {
   // b goes idle, then sends again 50 key units behind a.
   for (std::optional<double> lag : {std::optional<double>(), std::optional<double>(1000)}) {
