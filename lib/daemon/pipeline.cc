@@ -180,19 +180,19 @@ void Pipeline::remove_feed(Feed& feed, bool keep_counts) {
   feed.mark_removed();
   retiring_.push_back({feed.id(), uv_now(loop_) + config_.drain_timeout_ms, keep_counts});
   feed.drain();
-  arm_retire_timer();
+  arm_retire_timer(10);
 }
 
-void Pipeline::arm_retire_timer() {
+// A removed feed is done within a few loop turns, or at its deadline:
+// look after 10 ms, then every 100 ms, rather than track each one's events.
+void Pipeline::arm_retire_timer(uint64_t delay_ms) {
   if (closed_ || retiring_.empty() || uv_is_active(retire_timer_.base())) return;
-  // A removed feed is done within a few loop turns, or at its deadline:
-  // look every 100 ms rather than track each one's events.
   uv_timer_start(
       retire_timer_.get(),
       [](uv_timer_t* timer) {
         if (auto* self = static_cast<Pipeline*>(timer->data)) self->retire_feeds();
       },
-      10, 0);
+      delay_ms, 0);
 }
 
 void Pipeline::retire_feeds() {
@@ -242,14 +242,7 @@ void Pipeline::retire_feeds() {
     malformed_limiters_[id] = log::RateLimiter();
     return true;
   });
-  if (!retiring_.empty()) {
-    uv_timer_start(
-        retire_timer_.get(),
-        [](uv_timer_t* timer) {
-          if (auto* self = static_cast<Pipeline*>(timer->data)) self->retire_feeds();
-        },
-        100, 0);
-  }
+  arm_retire_timer(100);
 }
 
 namespace {

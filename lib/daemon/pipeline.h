@@ -113,7 +113,7 @@ class Pipeline final : public FeedHost, public MergerListener {
   // Frees the feeds that were removed and are done (from a timer, never
   // inside a feed's own callback); stops those whose drain ran too long.
   void retire_feeds();
-  void arm_retire_timer();
+  void arm_retire_timer(uint64_t delay_ms);
   void log_long_hold();
   void discard_unwritten(std::string_view what, size_t bytes);
   void arm_idle_timer();
