@@ -40,7 +40,7 @@ main() {
   ((${#targets[@]})) || targets=("${all[@]}")
 
   if ! command -v clang++-14 >/dev/null; then
-    echo "clang++-14 not found: apt-get install clang-14 libfuzzer-14-dev" >&2
+    echo "clang++-14 not found: apt-get install clang-14 libfuzzer-14-dev libclang-rt-14-dev" >&2
     exit 2
   fi
 
