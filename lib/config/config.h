@@ -12,40 +12,24 @@
 #include <string_view>
 #include <vector>
 
+#include "log/log_level.h"
+#include "merge/merge_options.h"
+#include "net/host_port.h"
 #include "record/key.h"
 
 namespace chronomerge {
 
-enum class MergeMode { interleave, combine };
-enum class LatePolicy { emit, drop, deadletter };
 enum class SlowClientPolicy { block, disconnect };
 // What a file output does while it cannot write (disk full, I/O error).
 enum class WriteErrorPolicy { block, skip };
-enum class LogLevel { error, warn, info, debug };
 
-std::string_view to_string(MergeMode mode);
-std::string_view to_string(LatePolicy policy);
 std::string_view to_string(SlowClientPolicy policy);
 std::string_view to_string(WriteErrorPolicy policy);
-std::string_view to_string(LogLevel level);
 std::optional<MergeMode> parse_merge_mode(std::string_view name);
 std::optional<LatePolicy> parse_late_policy(std::string_view name);
 std::optional<SlowClientPolicy> parse_slow_client_policy(std::string_view name);
 std::optional<WriteErrorPolicy> parse_write_error_policy(std::string_view name);
 std::optional<LogLevel> parse_log_level(std::string_view name);
-
-// "host:port" or "[v6]:port"; port 0 asks the kernel for a free one.
-// `host` is an IPv4 or IPv6 literal without brackets, ready for
-// uv_ip4_addr()/uv_ip6_addr(): parse_host_port() turns "localhost" into
-// "127.0.0.1" and accepts no other names.
-struct HostPort {
-  std::string host;
-  uint16_t port = 0;
-  friend bool operator==(const HostPort&, const HostPort&) = default;
-};
-std::optional<HostPort> parse_host_port(std::string_view text);
-// "127.0.0.1:7070", "[::1]:7070".
-std::string to_string(const HostPort& address);
 
 enum class FeedType {
   file,
@@ -122,10 +106,10 @@ struct Config {
   MergeMode mode = MergeMode::interleave;
   LatePolicy late = LatePolicy::emit;
   uint64_t idle_timeout_ms = 5000;
-  size_t max_line_bytes = 1 << 20;
-  size_t feed_high_water_mark = 1 << 20;
-  size_t feed_low_water_mark = 256 << 10;
-  size_t output_high_water_mark = 1 << 20;
+  size_t max_line_bytes = default_max_line_bytes;
+  size_t feed_high_water_mark = default_feed_high_water_mark;
+  size_t feed_low_water_mark = default_feed_low_water_mark;
+  size_t output_high_water_mark = default_output_high_water_mark;
   uint64_t drain_timeout_ms = 10000;
   std::optional<double> max_lag;  // key units; unset: off
   LogLevel log_level = LogLevel::info;

@@ -191,7 +191,7 @@ class Daemon {
     if (path == "/metrics") {
       MetricsExtras extras{reloads_ok_, reloads_failed_, draining_, start_time_};
       return {200, std::string(metrics_content_type),
-              render_metrics(*pipeline_, extras, unix_time_seconds())};
+              render_metrics(pipeline_->metrics_snapshot(), extras, unix_time_seconds())};
     }
     if (path == "/healthz") {
       if (draining_) return {503, "text/plain; charset=utf-8", "draining\n"};

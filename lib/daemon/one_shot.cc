@@ -69,10 +69,9 @@ int run_one_shot(const OneShotOptions& options) {
         skipped_total += skipped;
         if (skipped == 0) continue;
         std::string detail;
-        for (int e = 0; e < 7; ++e) {
-          if (counters.malformed_by[e] == 0) continue;
-          detail += fmt::format(", {} {}", counters.malformed_by[e],
-                                to_string(static_cast<LineError>(e)));
+        for (LineError e : line_errors) {
+          const uint64_t count = counters.malformed_by[static_cast<size_t>(e)];
+          if (count > 0) detail += fmt::format(", {} {}", count, to_string(e));
         }
         if (stats.late) detail += fmt::format(", {} late (out of order, skipped)", stats.late);
         log::warn("{}: {} of {} lines skipped{}", feed->name(), skipped,

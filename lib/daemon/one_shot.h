@@ -13,7 +13,7 @@ struct OneShotOptions {
   std::string key = "time";
   KeyType key_type = KeyType::integer;
   MergeMode mode = MergeMode::interleave;
-  size_t max_line_bytes = 1 << 20;
+  size_t max_line_bytes = default_max_line_bytes;
   std::vector<std::string> files;  // "-" is standard input
 };
 

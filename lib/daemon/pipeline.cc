@@ -227,7 +227,7 @@ void Pipeline::retire_feeds() {
     totals.stats.pauses += stats.pauses;
     if (stats.last_key) totals.stats.last_key = stats.last_key;
     totals.counters.malformed += counters.malformed;
-    for (size_t i = 0; i < std::size(counters.malformed_by); ++i) {
+    for (size_t i = 0; i < counters.malformed_by.size(); ++i) {
       totals.counters.malformed_by[i] += counters.malformed_by[i];
     }
     totals.counters.partial_discarded += counters.partial_discarded;

@@ -20,6 +20,7 @@
 #include "feeds/feed.h"
 #include "log/log.h"
 #include "merge/merger.h"
+#include "metrics/metrics_snapshot.h"
 #include "output/output.h"
 #include "record/record_parser.h"
 #include "sinks/sink.h"
@@ -81,6 +82,8 @@ class Pipeline final : public FeedHost, public MergerListener {
   // Bytes outputs (and the dead-letter file) replaced or removed by a
   // reload had not written.
   uint64_t discarded_output_bytes() const { return discarded_output_bytes_; }
+  // Everything the metrics report, summed by feed and output name.
+  MetricsSnapshot metrics_snapshot() const;
 
   // FeedHost
   uv_loop_t* loop() override { return loop_; }

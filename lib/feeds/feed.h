@@ -42,7 +42,7 @@ class FeedHost {
 
 struct FeedCounters {
   uint64_t malformed = 0;
-  uint64_t malformed_by[7] = {};   // indexed by LineError
+  LineErrorCounts malformed_by{};  // indexed by LineError
   uint64_t partial_discarded = 0;  // lines cut by a disconnect
   // Bytes a removed or draining feed left unread in its connection when
   // its time ran out (reload restart, drain deadline).

@@ -16,7 +16,7 @@ namespace chronomerge {
 namespace {
 
 size_t read_bytes_for(const FeedConfig& config) {
-  size_t high = config.high_water_mark.value_or(1 << 20);
+  size_t high = config.high_water_mark.value_or(default_feed_high_water_mark);
   return std::clamp(high / 4, FileFeed::min_read_bytes, FileFeed::max_read_bytes);
 }
 

@@ -6,6 +6,24 @@
 #include <string>
 #include <utility>
 
+namespace chronomerge {
+
+std::string_view to_string(LogLevel level) {
+  switch (level) {
+    case LogLevel::error:
+      return "error";
+    case LogLevel::warn:
+      return "warn";
+    case LogLevel::info:
+      return "info";
+    case LogLevel::debug:
+      return "debug";
+  }
+  return "?";
+}
+
+}  // namespace chronomerge
+
 namespace chronomerge::log {
 namespace {
 LogLevel current_level = LogLevel::info;

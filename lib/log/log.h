@@ -12,7 +12,7 @@
 
 #include <fmt/core.h>
 
-#include "config/config.h"
+#include "log/log_level.h"
 
 namespace chronomerge::log {
 

@@ -34,8 +34,8 @@
 #include <utility>
 #include <vector>
 
-#include "config/config.h"
 #include "merge/feed_queue.h"
+#include "merge/merge_options.h"
 #include "output/output.h"
 #include "record/record_parser.h"
 
@@ -48,8 +48,8 @@ std::string_view to_string(FeedState state);
 
 struct FeedSettings {
   std::string name;
-  size_t high_water_mark = 1 << 20;
-  size_t low_water_mark = 256 << 10;
+  size_t high_water_mark = default_feed_high_water_mark;
+  size_t low_water_mark = default_feed_low_water_mark;
   // nullopt: the feed never goes idle (finite inputs: files, one-shot runs).
   std::optional<uint64_t> idle_timeout_ms;
   // Hold and sort records until one this much newer arrives; 0 = off.

@@ -14,11 +14,8 @@
 #include <utility>
 #include <vector>
 
-#include "daemon/pipeline.h"
-#include "feeds/listen_feed.h"
 #include "metrics/http_server.h"
-#include "sinks/dead_letter.h"
-#include "sinks/server_sink.h"
+#include "metrics/metrics_snapshot.h"
 
 #ifndef CHRONOMERGE_VERSION
 #define CHRONOMERGE_VERSION "unknown"
@@ -133,14 +130,6 @@ class Exposition {
   std::string name_;
 };
 
-constexpr std::array<LineError, 7> line_errors = {
-    LineError::not_json,       LineError::not_object,   LineError::missing_key,
-    LineError::wrong_key_type, LineError::key_overflow, LineError::too_long,
-    LineError::too_deep,
-};
-static_assert(std::size(FeedCounters{}.malformed_by) == line_errors.size(),
-              "a new LineError needs its metric label here");
-
 constexpr std::array<FeedState, 4> feed_states = {FeedState::ready, FeedState::waiting,
                                                   FeedState::idle, FeedState::ended};
 
@@ -179,139 +168,31 @@ std::optional<double> key_time_seconds(KeyType type, const Key& key) {
   return std::nullopt;
 }
 
-// Every Feed object of one configured feed name (see the header: a restart
-// by reload leaves the old, removed one next to the new one), summed.
-struct FeedTotals {
-  std::string_view name;
-  uint64_t records_in = 0;
-  uint64_t records_out = 0;
-  uint64_t bytes_read = 0;
-  std::array<uint64_t, line_errors.size()> malformed_by{};
-  uint64_t partial_discarded = 0;
-  uint64_t discarded_bytes = 0;
-  uint64_t late = 0;
-  uint64_t heartbeats = 0;
-  uint64_t queue_bytes = 0;
-  uint64_t pauses = 0;
-  uint64_t paused_ms = 0;
-  uint64_t connections = 0;
-  bool listens = false;  // a listening feed: refusals apply
-  uint64_t refused = 0;
-  uint64_t refused_bytes = 0;
-  AcceptErrors accept_errors;
-  bool paused = false;
-  bool connected = false;
-  bool io_error = false;
-  FeedState state = FeedState::ended;  // of the newest instance
-  std::optional<Key> last_key;         // the newest instance's that has one
-  bool reported = false;
-};
-
-std::vector<FeedTotals> feed_totals(const Pipeline& pipeline) {
-  const Merger& merger = pipeline.merger_state();
-  std::vector<FeedTotals> totals;
-  for (const auto& feed : pipeline.feeds()) {
-    if (!feed) continue;
-    auto it = std::find_if(totals.begin(), totals.end(),
-                           [&](const FeedTotals& t) { return t.name == feed->name(); });
-    if (it == totals.end()) {
-      totals.push_back(FeedTotals{});
-      it = std::prev(totals.end());
-      it->name = feed->name();
-    }
-    FeedTotals& t = *it;
-    const FeedId id = feed->id();
-    const FeedStats& stats = merger.stats(id);
-    const FeedCounters& counters = feed->counters();
-    t.records_in += stats.records_in;
-    t.records_out += stats.records_out;
-    t.bytes_read += counters.bytes_read;
-    for (size_t i = 0; i < line_errors.size(); ++i) t.malformed_by[i] += counters.malformed_by[i];
-    t.partial_discarded += counters.partial_discarded;
-    t.discarded_bytes += counters.discarded_bytes;
-    t.late += stats.late;
-    t.heartbeats += stats.heartbeats;
-    t.queue_bytes += merger.queue_bytes(id);
-    t.pauses += stats.pauses;
-    t.paused_ms += counters.paused_ms_at(pipeline.now_ms(), merger.paused(id));
-    t.connections += counters.connections;
-    if (const auto* listen = dynamic_cast<const ListenFeed*>(feed.get())) {
-      t.listens = true;
-      t.refused += listen->refused();
-      t.refused_bytes += listen->refused_bytes();
-      for (const auto& [reason, count] : listen->accept_errors()) t.accept_errors[reason] += count;
-    }
-    t.paused = t.paused || merger.paused(id);
-    t.connected = t.connected || counters.connected;
-    t.io_error = t.io_error || counters.io_error;
-    // Feeds are in id order: the newest instance comes last and wins.
-    t.state = merger.state(id);
-    if (stats.last_key) t.last_key = stats.last_key;
-    if (t.state != FeedState::ended) t.reported = true;
-  }
-  // Retired instances (removed, drained and freed) still count: counters
-  // never go backwards.
-  for (const auto& [name, retired] : pipeline.retired_feeds()) {
-    auto it = std::find_if(totals.begin(), totals.end(),
-                           [&](const FeedTotals& t) { return t.name == name; });
-    if (it == totals.end()) {
-      totals.push_back(FeedTotals{});
-      it = std::prev(totals.end());
-      it->name = name;
-    }
-    FeedTotals& t = *it;
-    t.records_in += retired.stats.records_in;
-    t.records_out += retired.stats.records_out;
-    t.bytes_read += retired.counters.bytes_read;
-    for (size_t i = 0; i < line_errors.size(); ++i) {
-      t.malformed_by[i] += retired.counters.malformed_by[i];
-    }
-    t.partial_discarded += retired.counters.partial_discarded;
-    t.discarded_bytes += retired.counters.discarded_bytes;
-    t.refused += retired.counters.refused;
-    t.refused_bytes += retired.counters.refused_bytes;
-    t.late += retired.stats.late;
-    t.heartbeats += retired.stats.heartbeats;
-    t.pauses += retired.stats.pauses;
-    t.paused_ms += retired.counters.paused_ms;
-    t.connections += retired.counters.connections;
-    if (!t.last_key && retired.stats.last_key) t.last_key = retired.stats.last_key;
-  }
-  // Ended feeds stay visible while the configuration names them.
-  for (const FeedConfig& feed : pipeline.config().feeds) {
-    for (FeedTotals& t : totals) {
-      if (t.name == feed.name) t.reported = true;
-    }
-  }
-  std::erase_if(totals, [](const FeedTotals& t) { return !t.reported; });
-  return totals;
-}
-
-void render_feeds(Exposition& x, const Pipeline& pipeline) {
-  const std::vector<FeedTotals> feeds = feed_totals(pipeline);
-  const KeyType key_type = pipeline.config().key_type;
+void render_feeds(Exposition& x, const MetricsSnapshot& snapshot) {
+  const std::vector<FeedSnapshot>& feeds = snapshot.feeds;
+  const KeyType key_type = snapshot.key_type;
 
   // One family at a time, every feed in it.
   auto counter = [&](std::string_view name, std::string_view help, auto field) {
     x.family(name, "counter", help);
-    for (const FeedTotals& t : feeds) x.sample({{"feed", t.name}}, t.*field);
+    for (const FeedSnapshot& t : feeds) x.sample({{"feed", t.name}}, t.*field);
   };
   auto gauge = [&](std::string_view name, std::string_view help, auto field) {
     x.family(name, "gauge", help);
-    for (const FeedTotals& t : feeds) x.sample({{"feed", t.name}}, t.*field);
+    for (const FeedSnapshot& t : feeds) x.sample({{"feed", t.name}}, t.*field);
   };
 
   counter("chronomerge_feed_records_total",
           "Records received from the feed and queued for merging (heartbeats excluded).",
-          &FeedTotals::records_in);
+          &FeedSnapshot::records_in);
   counter("chronomerge_feed_records_out_total",
           "Records of the feed emitted in order (late records excluded).",
-          &FeedTotals::records_out);
-  counter("chronomerge_feed_bytes_total", "Bytes read from the feed.", &FeedTotals::bytes_read);
+          &FeedSnapshot::records_out);
+  counter("chronomerge_feed_bytes_total", "Bytes read from the feed.", &FeedSnapshot::bytes_read);
 
   x.family("chronomerge_feed_malformed_total", "counter",
            "Lines of the feed skipped because they are not records, by reason.");
-  for (const FeedTotals& t : feeds) {
+  for (const FeedSnapshot& t : feeds) {
     for (size_t i = 0; i < line_errors.size(); ++i) {
       x.sample({{"feed", t.name}, {"reason", to_string(line_errors[i])}}, t.malformed_by[i]);
     }
@@ -319,41 +200,41 @@ void render_feeds(Exposition& x, const Pipeline& pipeline) {
   counter("chronomerge_feed_partial_lines_total",
           "Unterminated lines discarded because the producer disconnected (also counted as "
           "malformed, reason not_json).",
-          &FeedTotals::partial_discarded);
+          &FeedSnapshot::partial_discarded);
   counter("chronomerge_feed_discarded_bytes_total",
           "Bytes a removed or restarted feed (reload, drain) left unread in its connection "
           "when its drain_timeout_ms ran out.",
-          &FeedTotals::discarded_bytes);
+          &FeedSnapshot::discarded_bytes);
   counter("chronomerge_feed_late_total",
           "Records of the feed older than the merge frontier when they reached the head of its "
           "queue, whatever the late policy did with them.",
-          &FeedTotals::late);
+          &FeedSnapshot::late);
   counter("chronomerge_feed_heartbeats_total", "Heartbeat lines received from the feed.",
-          &FeedTotals::heartbeats);
+          &FeedSnapshot::heartbeats);
   gauge("chronomerge_feed_queue_bytes", "Bytes of records queued for merging.",
-        &FeedTotals::queue_bytes);
+        &FeedSnapshot::queue_bytes);
   gauge("chronomerge_feed_paused",
         "1 while reading from the feed is paused because its queue reached the high-water mark.",
-        &FeedTotals::paused);
+        &FeedSnapshot::paused);
   counter("chronomerge_feed_pauses_total", "Times reading from the feed was paused.",
-          &FeedTotals::pauses);
+          &FeedSnapshot::pauses);
   x.family("chronomerge_feed_paused_seconds_total", "counter",
            "Seconds reading from the feed has spent paused by backpressure, the current pause "
            "included.");
-  for (const FeedTotals& t : feeds) {
+  for (const FeedSnapshot& t : feeds) {
     x.sample({{"feed", t.name}}, static_cast<double>(t.paused_ms) / 1000.0);
   }
 
   x.family("chronomerge_feed_idle", "gauge",
            "1 while the feed is idle: empty for longer than its idle timeout, so the merge no "
            "longer waits for it.");
-  for (const FeedTotals& t : feeds) x.sample({{"feed", t.name}}, t.state == FeedState::idle);
+  for (const FeedSnapshot& t : feeds) x.sample({{"feed", t.name}}, t.state == FeedState::idle);
 
   x.family("chronomerge_feed_state", "gauge",
            "The feed's merge state: ready (records queued), waiting (empty; the merge waits "
            "for it), idle (empty for longer than its idle timeout), ended; 1 for the current "
            "state.");
-  for (const FeedTotals& t : feeds) {
+  for (const FeedSnapshot& t : feeds) {
     for (FeedState state : feed_states) {
       x.sample({{"feed", t.name}, {"state", to_string(state)}}, t.state == state);
     }
@@ -362,23 +243,23 @@ void render_feeds(Exposition& x, const Pipeline& pipeline) {
   gauge("chronomerge_feed_connected",
         "1 while the feed's input is open (a connected producer, a running process, an open "
         "file).",
-        &FeedTotals::connected);
+        &FeedSnapshot::connected);
   counter("chronomerge_feed_connections_total",
           "Times the feed's input was opened (producer connections, process starts).",
-          &FeedTotals::connections);
+          &FeedSnapshot::connections);
   gauge("chronomerge_feed_io_error", "1 if the feed's input failed before its end.",
-        &FeedTotals::io_error);
+        &FeedSnapshot::io_error);
 
   // Listening feeds only: one producer at a time.
   x.family("chronomerge_feed_refused_total", "counter",
            "Producer connections a listening feed refused because a producer was connected "
            "(another one, or the same one's previous connection not yet read to its end).");
-  for (const FeedTotals& t : feeds) {
+  for (const FeedSnapshot& t : feeds) {
     if (t.listens) x.sample({{"feed", t.name}}, t.refused);
   }
   x.family("chronomerge_feed_refused_bytes_total", "counter",
            "Bytes refused producers had already sent when they were refused, discarded unread.");
-  for (const FeedTotals& t : feeds) {
+  for (const FeedSnapshot& t : feeds) {
     if (t.listens) x.sample({{"feed", t.name}}, t.refused_bytes);
   }
 
@@ -386,7 +267,7 @@ void render_feeds(Exposition& x, const Pipeline& pipeline) {
     x.family("chronomerge_feed_last_key", "gauge",
              "Key of the last record received from the feed: integer keys as they are, number "
              "keys as numbers, rfc3339 keys as Unix seconds.");
-    for (const FeedTotals& t : feeds) {
+    for (const FeedSnapshot& t : feeds) {
       if (!t.last_key) continue;
       if (auto text = key_value_text(key_type, *t.last_key))
         x.sample_text({{"feed", t.name}}, *text);
@@ -394,18 +275,16 @@ void render_feeds(Exposition& x, const Pipeline& pipeline) {
   }
 }
 
-void render_merger(Exposition& x, const Pipeline& pipeline, double wall_clock_seconds) {
-  const Merger& merger = pipeline.merger_state();
-  const Output& output = pipeline.output();
-  const KeyType key_type = pipeline.config().key_type;
+void render_merger(Exposition& x, const MetricsSnapshot& snapshot, double wall_clock_seconds) {
+  const KeyType key_type = snapshot.key_type;
 
   x.family("chronomerge_records_out_total", "counter",
            "Records written to the merged stream (late records emitted by policy included).");
-  x.sample(merger.records_out());
+  x.sample(snapshot.records_out);
   x.family("chronomerge_output_bytes_total", "counter", "Bytes written to the merged stream.");
-  x.sample(output.head());
+  x.sample(snapshot.output_bytes);
 
-  const std::optional<Key>& frontier = merger.frontier();
+  const std::optional<Key>& frontier = snapshot.frontier;
   if (frontier && key_type != KeyType::string) {
     x.family("chronomerge_frontier", "gauge",
              "Key of the last record emitted in order: integer keys as they are, number keys "
@@ -428,33 +307,24 @@ void render_merger(Exposition& x, const Pipeline& pipeline, double wall_clock_se
            "Seconds the named feed has held the merge without a break: the merge waits for it "
            "(empty, not yet idle) while other feeds have records ready. Absent while no feed "
            "holds it.");
-  if (std::optional<FeedId> holder = merger.holder()) {
-    const auto& feed = pipeline.feeds()[*holder];
-    if (feed) {
-      x.sample({{"feed", feed->name()}},
-               static_cast<double>(pipeline.now_ms() - merger.held_since()) / 1000.0);
-    }
-  }
+  if (snapshot.holder) x.sample({{"feed", *snapshot.holder}}, snapshot.holder_seconds);
 
   x.family("chronomerge_output_discarded_bytes_total", "counter",
            "Bytes of the merged stream (or dead letters) that outputs replaced or removed by a "
            "reload had not yet written.");
-  x.sample(pipeline.discarded_output_bytes());
+  x.sample(snapshot.discarded_output_bytes);
 
   x.family("chronomerge_output_buffered_bytes", "gauge",
            "Bytes of the merged stream held in memory until every reader has taken them.");
-  x.sample(static_cast<uint64_t>(output.buffered_bytes()));
+  x.sample(snapshot.output_buffered_bytes);
   x.family("chronomerge_output_clients", "gauge",
            "Readers of the merged stream: one per file or stdout output, one per client of a "
            "listening output.");
-  x.sample(static_cast<uint64_t>(output.subscriber_count()));
+  x.sample(snapshot.output_readers);
 }
 
-void render_sinks(Exposition& x, const Pipeline& pipeline) {
-  std::vector<std::pair<std::string_view, SinkCounters>> sinks;
-  for (const auto& sink : pipeline.sinks()) {
-    if (sink) sinks.emplace_back(sink->name(), sink->counters());
-  }
+void render_sinks(Exposition& x, const MetricsSnapshot& snapshot) {
+  const auto& sinks = snapshot.sinks;
   auto family = [&](std::string_view name, std::string_view type, std::string_view help,
                     auto value) {
     x.family(name, type, help);
@@ -499,7 +369,7 @@ void render_sinks(Exposition& x, const Pipeline& pipeline) {
 
 // Every listening socket: feeds, outputs, and the metrics port serving this
 // (when render_metrics runs in its handler). Only reasons that occurred.
-void render_accept_errors(Exposition& x, const Pipeline& pipeline) {
+void render_accept_errors(Exposition& x, const MetricsSnapshot& snapshot) {
   x.family("chronomerge_accept_errors_total", "counter",
            "Connections a listener could not accept, by listener (feed/NAME, output/NAME, "
            "metrics) and reason (the error; EMFILE: the process is out of file descriptors, "
@@ -509,21 +379,7 @@ void render_accept_errors(Exposition& x, const Pipeline& pipeline) {
       x.sample({{"listener", listener}, {"reason", reason}}, count);
     }
   };
-  // A feed restarted by reload has two instances for a moment: one series.
-  std::map<std::string, AcceptErrors> by_feed;
-  for (const auto& feed : pipeline.feeds()) {
-    if (const auto* listen = dynamic_cast<const ListenFeed*>(feed.get())) {
-      for (const auto& [reason, count] : listen->accept_errors()) {
-        by_feed["feed/" + feed->name()][reason] += count;
-      }
-    }
-  }
-  for (const auto& [listener, errors] : by_feed) samples(listener, errors);
-  for (const auto& sink : pipeline.sinks()) {
-    if (const auto* server = dynamic_cast<const ServerSink*>(sink.get())) {
-      samples("output/" + server->name(), server->accept_errors());
-    }
-  }
+  for (const auto& [listener, errors] : snapshot.accept_errors) samples(listener, errors);
   if (const HttpServer* http = HttpServer::current()) samples("metrics", http->accept_errors());
 }
 
@@ -557,10 +413,9 @@ void render_http(Exposition& x) {
 }
 
 // Only when a dead-letter file is configured.
-void render_deadletter(Exposition& x, const Pipeline& pipeline) {
-  const DeadLetter* deadletter = pipeline.deadletter();
-  if (deadletter == nullptr) return;
-  const DeadLetter::Counters c = deadletter->counters();
+void render_deadletter(Exposition& x, const MetricsSnapshot& snapshot) {
+  if (!snapshot.deadletter) return;
+  const DeadLetter::Counters& c = *snapshot.deadletter;
   x.family("chronomerge_deadletter_records_total", "counter",
            "Dead letters (malformed and late records) queued for the dead-letter file.");
   x.sample(c.records);
@@ -603,14 +458,14 @@ void render_daemon(Exposition& x, const MetricsExtras& extras) {
 
 }  // namespace
 
-std::string render_metrics(const Pipeline& pipeline, const MetricsExtras& extras,
+std::string render_metrics(const MetricsSnapshot& snapshot, const MetricsExtras& extras,
                            double wall_clock_seconds) {
   Exposition x;
-  render_feeds(x, pipeline);
-  render_merger(x, pipeline, wall_clock_seconds);
-  render_sinks(x, pipeline);
-  render_accept_errors(x, pipeline);
-  render_deadletter(x, pipeline);
+  render_feeds(x, snapshot);
+  render_merger(x, snapshot, wall_clock_seconds);
+  render_sinks(x, snapshot);
+  render_accept_errors(x, snapshot);
+  render_deadletter(x, snapshot);
   render_http(x);
   render_daemon(x, extras);
   return x.take();

@@ -1,18 +1,11 @@
-// render_metrics: the Pipeline's counters and gauges in the Prometheus text
-// exposition format, version 0.0.4, for `GET /metrics`.
+// render_metrics: a MetricsSnapshot in the Prometheus text exposition
+// format, version 0.0.4, for `GET /metrics`.
 //
-// A snapshot taken on the loop thread: nothing is cached between scrapes,
-// and the wall clock is passed in, so the text is a pure function of the
-// pipeline's state (tests render it without a clock).
-//
-// Series per feed are keyed by the feed's name. A reload that restarts a
-// feed keeps the old Feed object (removed, still merging what it queued)
-// next to the new one: both are reported as one series whose counters are
-// the sum over them, and once the old one is freed its counts live on in
-// Pipeline::retired_feeds(), so counters never go backwards. A feed
-// removed from the configuration is reported until everything it queued
-// is merged. (Exception: a listening feed's accept errors are kept by its
-// Listener and leave the sums when a restarted feed is freed.)
+// Nothing is cached between scrapes, and the wall clock is passed in, so
+// the text is a pure function of the snapshot (tests render it without a
+// clock). Series per feed are keyed by the feed's name (see FeedSnapshot).
+// (A listening feed's accept errors are kept by its Listener and leave the
+// sums when a restarted feed is freed.)
 //
 // Rendered inside an HttpServer's handler (GET /metrics), the exposition
 // also has that server's own families (chronomerge_http_*) and its accept
@@ -25,9 +18,9 @@
 
 namespace chronomerge {
 
-class Pipeline;
+struct MetricsSnapshot;
 
-// What the daemon knows and the Pipeline does not.
+// What the daemon knows and the pipeline does not.
 struct MetricsExtras {
   uint64_t reloads_ok = 0;
   uint64_t reloads_failed = 0;
@@ -40,7 +33,7 @@ inline constexpr std::string_view metrics_content_type = "text/plain; version=0.
 
 // The whole exposition. `wall_clock_seconds` is the current Unix time, for
 // the frontier lag. Loop thread only.
-std::string render_metrics(const Pipeline& pipeline, const MetricsExtras& extras,
+std::string render_metrics(const MetricsSnapshot& snapshot, const MetricsExtras& extras,
                            double wall_clock_seconds);
 
 // A label value escaped for the text format: backslash, double quote and

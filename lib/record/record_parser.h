@@ -7,6 +7,7 @@
 // is allocated for a record whose key is not a string.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -28,6 +29,17 @@ enum class LineError {
   too_long,        // longer than max_line_bytes (reported by the framer)
   too_deep,        // nested deeper than RecordParser::max_depth
 };
+// Every LineError, in the order of their values: counters indexed by
+// LineError are arrays of this size.
+inline constexpr std::array<LineError, 7> line_errors = {
+    LineError::not_json,       LineError::not_object,   LineError::missing_key,
+    LineError::wrong_key_type, LineError::key_overflow, LineError::too_long,
+    LineError::too_deep,
+};
+static_assert(static_cast<size_t>(line_errors.back()) + 1 == line_errors.size(),
+              "line_errors lists every LineError in order");
+// Counts by LineError.
+using LineErrorCounts = std::array<uint64_t, line_errors.size()>;
 
 std::string_view to_string(LineError error);
 

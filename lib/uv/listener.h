@@ -10,7 +10,7 @@
 #include <memory>
 #include <string>
 
-#include "config/config.h"
+#include "net/host_port.h"
 #include "uv/any_stream.h"
 #include "uv/uv_error.h"
 #include "uv/uv_handle.h"

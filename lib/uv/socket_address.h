@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "config/config.h"
+#include "net/host_port.h"
 
 namespace chronomerge {
 

@@ -27,7 +27,7 @@ std::string run_and_render(uv_loop_t* loop, const Config& config, double wall_cl
                            const MetricsExtras& extras = {}) {
   Pipeline pipeline(loop, config, false);
   CHECK(run_to_end(loop, pipeline));
-  return render_metrics(pipeline, extras, wall_clock);
+  return render_metrics(pipeline.metrics_snapshot(), extras, wall_clock);
 }
 
 // The value of one series ("name{labels}"), if the text has it.
@@ -241,7 +241,7 @@ TEST_CASE("render_metrics") {
         auto retired = pipeline.retired_feeds().find("change");
         REQUIRE(retired != pipeline.retired_feeds().end());
         change_records += retired->second.stats.records_in;
-        text = render_metrics(pipeline, {}, unix_time_seconds());
+        text = render_metrics(pipeline.metrics_snapshot(), {}, unix_time_seconds());
         pipeline.close();
       });
       uv_run(&loop, UV_RUN_DEFAULT);

@@ -1,0 +1,12 @@
+// How much the log says: each level includes those before it.
+#pragma once
+
+#include <string_view>
+
+namespace chronomerge {
+
+enum class LogLevel { error, warn, info, debug };
+
+std::string_view to_string(LogLevel level);
+
+}  // namespace chronomerge
