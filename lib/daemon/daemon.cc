@@ -179,7 +179,7 @@ class Daemon {
     }
     size_t unmerged = 0;
     for (const auto& feed : pipeline_->feeds()) {
-      if (feed) unmerged += pipeline_->merger_state().queue_bytes(feed->id());
+      if (feed) unmerged += pipeline_->merger().queue_bytes(feed->id());
     }
     if (unmerged > 0) add(fmt::format("feeds still hold {} bytes not merged", unmerged));
     log::warn("drain timeout after {} ms: {}; exiting", config_.drain_timeout_ms,

@@ -60,7 +60,7 @@ int run_one_shot(const OneShotOptions& options) {
     if (status == exit_ok) {
       bool io_error = pipeline.sink_failed() || !pipeline.finished();
       uint64_t skipped_total = 0;
-      const Merger& merger = pipeline.merger_state();
+      const Merger& merger = pipeline.merger();
       for (const auto& feed : pipeline.feeds()) {
         const FeedCounters& counters = feed->counters();
         const FeedStats& stats = merger.stats(feed->id());

@@ -45,12 +45,23 @@ Pipeline::Pipeline(uv_loop_t* loop, Config config, bool live)
       live_(live),
       parser_(key_spec(config_)),
       output_(config_.output_high_water_mark),
-      merger_(merger_options(config_), output_, *this) {
-  output_.set_demand_callback([this] { pump(); });
+      merger_(merger_options(config_), output_) {
+  output_.set_demand_callback([this] { schedule_pump(); });
   uv_timer_init(loop_, idle_timer_.get());
   idle_timer_.initialized(this);
   uv_timer_init(loop_, retire_timer_.get());
   retire_timer_.initialized(this);
+  uv_check_init(loop_, pump_check_.get());
+  pump_check_.initialized(this);
+  uv_idle_init(loop_, pump_idle_.get());
+  pump_idle_.initialized(this);
+  // The check handle runs every turn but keeps nothing alive by itself;
+  // the idle handle, active only while a pump is due, does.
+  uv_check_start(pump_check_.get(), [](uv_check_t* check) {
+    auto* self = static_cast<Pipeline*>(check->data);
+    if (self != nullptr && self->pump_due_) self->pump();
+  });
+  uv_unref(pump_check_.base());
 }
 
 Pipeline::~Pipeline() {
@@ -59,7 +70,7 @@ Pipeline::~Pipeline() {
 
 std::unique_ptr<Sink> Pipeline::make_sink(const OutputConfig& output) {
   // A sink that finishes or fails may complete the run.
-  auto changed = [this] { check_finished(); };
+  auto changed = [this] { schedule_pump(); };
   switch (output.type) {
     case OutputType::stdout_:
       return std::make_unique<StdoutSink>(loop_, output_, output, changed);
@@ -145,7 +156,7 @@ std::optional<FeedId> Pipeline::add_feed(const FeedConfig& feed, bool joins_idle
 bool Pipeline::start() {
   if (config_.deadletter) {
     deadletter_ =
-        std::make_unique<DeadLetter>(loop_, *config_.deadletter, [this] { check_finished(); });
+        std::make_unique<DeadLetter>(loop_, *config_.deadletter, [this] { schedule_pump(); });
     if (!deadletter_->start()) {
       close();
       return false;
@@ -169,7 +180,7 @@ bool Pipeline::start() {
     }
   }
   merger_.release();
-  pump();
+  schedule_pump();
   return true;
 }
 
@@ -207,7 +218,7 @@ void Pipeline::retire_feeds() {
       stopped = true;
     }
   }
-  if (stopped) pump();
+  if (stopped) schedule_pump();
   if (closed_) return;
   std::erase_if(retiring_, [&](const Retiring& entry) {
     const FeedId id = entry.id;
@@ -347,7 +358,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   }
   if (failure.empty() && deadletter_changed && next.deadletter) {
     next_deadletter =
-        std::make_unique<DeadLetter>(loop_, *next.deadletter, [this] { check_finished(); });
+        std::make_unique<DeadLetter>(loop_, *next.deadletter, [this] { schedule_pump(); });
     if (!next_deadletter->start()) failure = "the dead-letter file could not be opened";
   }
   for (const FeedConfig& feed : new_feeds) {
@@ -366,7 +377,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     for (auto& sink : started_sinks) sink->close();
     if (next_deadletter) next_deadletter->close();
     merger_.release();
-    pump();
+    schedule_pump();
     error = failure + "; nothing was changed";
     return false;
   }
@@ -452,7 +463,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   for (auto& sink : sinks_) sink->retry();
   if (deadletter_) deadletter_->retry();
   merger_.release();
-  pump();
+  schedule_pump();
   return ok;
 }
 
@@ -480,6 +491,8 @@ void Pipeline::close() {
   if (deadletter_) deadletter_->close();
   idle_timer_.close();
   retire_timer_.close();
+  pump_check_.close();
+  pump_idle_.close();
 }
 
 // Listeners close at once; each open connection is read until it would
@@ -491,30 +504,73 @@ void Pipeline::drain() {
     if (feed) remove_feed(*feed);
   }
   merger_.release();
-  pump();
+  schedule_pump();
 }
 
+void Pipeline::schedule_pump() {
+  if (closed_ || pump_due_) return;
+  pump_due_ = true;
+  uv_idle_start(pump_idle_.get(), [](uv_idle_t*) {});
+}
+
+// Runs from the check handle, after the loop turn's I/O callbacks: nothing
+// below is ever inside another part's callback, and nothing calls back
+// into the merger while it runs (it returns decisions instead).
 void Pipeline::pump() {
+  pump_due_ = false;
+  uv_idle_stop(pump_idle_.get());
   if (closed_) return;
-  // Sinks' write callbacks may ask for more while a run is already under
-  // way further up the stack: fold those into one more pass.
-  if (pumping_) {
-    pump_again_ = true;
-    return;
-  }
-  pumping_ = true;
-  do {
-    pump_again_ = false;
-    merger_.run(uv_now(loop_));
-    output_.flush();
-  } while (pump_again_ && !closed_);
-  pumping_ = false;
-  // A sink finishing inside the run may have completed (and closed) us.
-  if (closed_) return;
+  const bool more = merger_.run(uv_now(loop_));
+  merger_.take_decisions(decisions_);
+  for (const MergerDecision& decision : decisions_) carry_out(decision);
+  output_.flush();
   if (deadletter_) deadletter_->flush();
   arm_idle_timer();
   log_long_hold();
   check_finished();
+  // Budget spent with records left, or a resumed feed that ended at once:
+  // once more, after the next poll for I/O.
+  if (more || merger_.has_decisions()) schedule_pump();
+}
+
+void Pipeline::carry_out(const MergerDecision& decision) {
+  Feed* feed = feeds_[decision.feed].get();
+  if (feed == nullptr) return;
+  switch (decision.kind) {
+    case MergerDecision::Kind::pause:
+      log::debug("feed {}: paused (queue at high-water mark)", feed->name());
+      feed->paused_at(uv_now(loop_));
+      feed->pause();
+      break;
+    case MergerDecision::Kind::resume:
+      log::debug("feed {}: resumed (queue at low-water mark)", feed->name());
+      feed->resumed_at(uv_now(loop_));
+      feed->resume();
+      break;
+    case MergerDecision::Kind::late:
+      late_record(decision.feed, decision.record, decision.emitted);
+      break;
+    case MergerDecision::Kind::idle:
+    case MergerDecision::Kind::active:
+      feed_idle(decision.feed, decision.kind == MergerDecision::Kind::idle);
+      break;
+  }
+}
+
+bool Pipeline::queue_record(FeedId feed, std::string_view line, ParsedRecord&& parsed) {
+  schedule_pump();
+  return merger_.push(feed, line, std::move(parsed), uv_now(loop_));
+}
+
+bool Pipeline::queue_records(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block) {
+  schedule_pump();
+  return merger_.push(feed, records, block, uv_now(loop_));
+}
+
+void Pipeline::feed_ended(FeedId feed) {
+  log::debug("feed {}: ended", feeds_[feed]->name());
+  merger_.end(feed, uv_now(loop_));
+  schedule_pump();
 }
 
 // One line when a feed has held the merge (others ready, the merge
@@ -553,7 +609,7 @@ void Pipeline::arm_idle_timer() {
         auto* self = static_cast<Pipeline*>(timer->data);
         if (!self) return;
         self->idle_timer_due_ = 0;
-        self->pump();
+        self->schedule_pump();
       },
       *due > now ? *due - now : 0, 0);
 }
@@ -603,22 +659,6 @@ void Pipeline::malformed(FeedId feed, LineError error, std::string_view line) {
                                 "feed {}: line skipped ({}): {}", name, to_string(error),
                                 log::excerpt(line));
   if (deadletter_) deadletter_->write(name, to_string(error), line);
-}
-
-void Pipeline::feed_finished(FeedId feed) {
-  log::debug("feed {}: ended", feeds_[feed]->name());
-}
-
-void Pipeline::pause_feed(FeedId feed) {
-  log::debug("feed {}: paused (queue at high-water mark)", feeds_[feed]->name());
-  feeds_[feed]->paused_at(uv_now(loop_));
-  feeds_[feed]->pause();
-}
-
-void Pipeline::resume_feed(FeedId feed) {
-  log::debug("feed {}: resumed (queue at low-water mark)", feeds_[feed]->name());
-  feeds_[feed]->resumed_at(uv_now(loop_));
-  feeds_[feed]->resume();
 }
 
 void Pipeline::late_record(FeedId feed, std::string_view record, bool emitted) {

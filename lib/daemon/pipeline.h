@@ -3,7 +3,16 @@
 // Built from a Config; used by the daemon and by the one-shot command
 // (which builds a Config of file feeds and a stdout output, with `live`
 // false so no feed ever goes idle). The Pipeline owns every part and is
-// the host the feeds report to and the listener the merger reports to.
+// the host the feeds hand their records to.
+//
+// One pump per loop turn, as Redis runs its deferred work before it sleeps:
+// event handlers (a feed's read, a sink's write completing, a timer) only
+// queue records or note that something changed (schedule_pump()); a
+// uv_check handle then runs the merge once, carries out what the merger
+// decided (resume these feeds, report those late records), and flushes the
+// output. While the merge has more to do than one run's budget, a uv_idle
+// handle keeps the loop from blocking in poll, so reads are served between
+// runs and records never wait for an unrelated event.
 //
 // Loop thread only.
 #pragma once
@@ -37,7 +46,7 @@ struct RetiredFeed {
   FeedCounters counters;
 };
 
-class Pipeline final : public FeedHost, public MergerListener {
+class Pipeline final : public FeedHost {
  public:
   // live: feeds may go idle (daemon); false for one-shot runs.
   Pipeline(uv_loop_t* loop, Config config, bool live);
@@ -67,7 +76,7 @@ class Pipeline final : public FeedHost, public MergerListener {
 
   const Config& config() const { return config_; }
   uint64_t now_ms() const { return uv_now(loop_); }
-  const Merger& merger_state() const { return merger_; }
+  const Merger& merger() const { return merger_; }
   const Output& output() const { return output_; }
   // By FeedId; null where a slot is free (a retired feed).
   const std::vector<std::unique_ptr<Feed>>& feeds() const { return feeds_; }
@@ -85,22 +94,25 @@ class Pipeline final : public FeedHost, public MergerListener {
   // Everything the metrics report, summed by feed and output name.
   MetricsSnapshot metrics_snapshot() const;
 
+  // Something changed (records queued, a sink asked for more, a deadline
+  // passed): the pump runs once before the loop next waits for events.
+  void schedule_pump();
+
   // FeedHost
   uv_loop_t* loop() override { return loop_; }
   uint64_t now() override { return uv_now(loop_); }
-  Merger& merger() override { return merger_; }
   const RecordParser& parser() override { return parser_; }
-  void pump() override;
+  bool queue_record(FeedId feed, std::string_view line, ParsedRecord&& parsed) override;
+  bool queue_records(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block) override;
   void malformed(FeedId feed, LineError error, std::string_view line) override;
-  void feed_finished(FeedId feed) override;
-
-  // MergerListener
-  void pause_feed(FeedId feed) override;
-  void resume_feed(FeedId feed) override;
-  void late_record(FeedId feed, std::string_view record, bool emitted) override;
-  void feed_idle(FeedId feed, bool idle) override;
+  void feed_ended(FeedId feed) override;
 
  private:
+  // The loop turn's work: merge, carry out the decisions, flush.
+  void pump();
+  void carry_out(const MergerDecision& decision);
+  void late_record(FeedId feed, std::string_view record, bool emitted);
+  void feed_idle(FeedId feed, bool idle);
   // `feed` with the globals filled in (effective()).
   std::unique_ptr<Feed> make_feed(FeedId id, const FeedConfig& feed);
   std::unique_ptr<Sink> make_sink(const OutputConfig& output);
@@ -144,8 +156,10 @@ class Pipeline final : public FeedHost, public MergerListener {
   std::map<std::string, RetiredFeed, std::less<>> retired_;
   std::optional<FeedId> hold_logged_;  // the holder already reported
   uint64_t discarded_output_bytes_ = 0;
-  bool pumping_ = false;
-  bool pump_again_ = false;
+  UvHandle<uv_check_t> pump_check_;  // runs pump() once per loop turn
+  UvHandle<uv_idle_t> pump_idle_;    // active while a pump is due: no blocking poll
+  bool pump_due_ = false;
+  std::vector<MergerDecision> decisions_;  // reused by pump()
   bool finished_ = false;
   bool closed_ = false;
   std::function<void()> on_finished_;

@@ -36,16 +36,16 @@ void Feed::line(std::string_view line) {
 }
 
 void Feed::accept(std::string_view line, ParsedRecord&& parsed) {
-  host_.merger().push(id_, line, std::move(parsed), host_.now());
+  if (!host_.queue_record(id_, line, std::move(parsed))) pause();
 }
 
 void Feed::accept(std::span<BlockRecord> records, const BlockOwner& block) {
-  host_.merger().push(id_, records, block, host_.now());
+  if (!host_.queue_records(id_, records, block)) pause();
 }
 
 void Feed::reject(LineError error, std::string_view line) {
   ++counters_.malformed;
-  ++counters_.malformed_by[static_cast<int>(error)];
+  ++counters_.malformed_by[static_cast<size_t>(error)];
   host_.malformed(id_, error, line);
 }
 
@@ -59,7 +59,6 @@ void Feed::deliver(std::string_view bytes) {
   counters_.bytes_read += bytes.size();
   FeedLineSink sink{*this};
   framer_.push(bytes, sink);
-  host_.pump();
 }
 
 void Feed::deliver_eof(bool finish_framer) {
@@ -67,15 +66,13 @@ void Feed::deliver_eof(bool finish_framer) {
   FeedLineSink sink{*this};
   if (finish_framer) framer_.finish(sink);
   end_in_merger();
-  host_.pump();
 }
 
 void Feed::end_in_merger() {
   if (ended_) return;
   ended_ = true;
   set_connected(false);
-  host_.merger().end(id_, host_.now());
-  host_.feed_finished(id_);
+  host_.feed_ended(id_);
 }
 
 void Feed::drain() {
@@ -109,7 +106,7 @@ void Feed::connection_lost() {
   if (size_t bytes = framer_.discard_partial()) {
     ++counters_.partial_discarded;
     ++counters_.malformed;
-    ++counters_.malformed_by[static_cast<int>(LineError::not_json)];
+    ++counters_.malformed_by[static_cast<size_t>(LineError::not_json)];
     log::warn("feed {}: producer disconnected mid-line, {} bytes discarded", name(), bytes);
   }
   set_connected(false);

@@ -4,7 +4,11 @@
 // read, deliver_eof() when the input is finished for good, and
 // connection_lost() when a producer goes away (a partial line is then
 // discarded and counted, never glued to the next connection's first line).
-// The merger drives pause()/resume() through FeedHost.
+//
+// Records go one way: the feed hands them to its host, which queues them
+// for the merge and answers whether the feed may go on reading; on "no"
+// the feed pauses itself at once. The host resumes it later (resume()),
+// from its pump, never from inside a call the feed made.
 //
 // Loop thread only. After close() a feed makes no more calls into its host.
 #pragma once
@@ -23,21 +27,25 @@ struct uv_loop_s;
 
 namespace chronomerge {
 
-// What feeds need from the daemon around them.
+// What feeds need from the daemon around them: a narrow sink for what
+// they read. None of these calls back into the feed.
 class FeedHost {
  public:
   virtual ~FeedHost() = default;
   virtual uv_loop_s* loop() = 0;
   virtual uint64_t now() = 0;
-  virtual Merger& merger() = 0;
   // The key specification shared by every feed.
   virtual const RecordParser& parser() = 0;
-  // Run the merger and let sinks write; call after delivering data.
-  virtual void pump() = 0;
+  // A record (copied), or a run of records of one block (referenced until
+  // merged; see Merger::push), in arrival order. False once the feed's
+  // queue is full: it must stop reading until resume().
+  virtual bool queue_record(FeedId feed, std::string_view line, ParsedRecord&& parsed) = 0;
+  virtual bool queue_records(FeedId feed, std::span<BlockRecord> records,
+                             const BlockOwner& block) = 0;
   // A line that is not a record (counted by the feed already).
   virtual void malformed(FeedId feed, LineError error, std::string_view line) = 0;
-  // The feed will deliver nothing more and has closed its handles.
-  virtual void feed_finished(FeedId feed) = 0;
+  // The feed will deliver nothing more.
+  virtual void feed_ended(FeedId feed) = 0;
 };
 
 struct FeedCounters {
@@ -127,11 +135,10 @@ class Feed {
   void accept(std::span<BlockRecord> records, const BlockOwner& block);
   // A line that is not a record: counted, logged, dead-lettered.
   void reject(LineError error, std::string_view line);
-  // Ends the feed in the merger and tells the host; `finish_framer`
-  // delivers a final unterminated line held by this feed's framer.
+  // Ends the feed; `finish_framer` first delivers a final unterminated
+  // line held by this feed's framer.
   void deliver_eof(bool finish_framer = true);
-  // Ends the feed in the merger and tells the host, without running the
-  // merge (the caller does, or is inside a reload that will).
+  // Ends the feed: the host is told it will deliver nothing more.
   void end_in_merger();
   void connection_lost();
   void set_connected(bool connected);

@@ -260,7 +260,6 @@ void FileFeed::after_work(uv_work_t* req, int) {
     // and validates it while this thread merges.
     self->queue_batch();
   }
-  self->host_.pump();
 }
 
 void FileFeed::take_batch(Batch& batch) {

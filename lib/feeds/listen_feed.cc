@@ -94,7 +94,7 @@ void ListenFeed::refuse(uv_os_sock_t socket) {
                                : std::string("refused before reading; nothing had arrived yet");
   // The same producer reconnecting too early looks like a second producer
   // to the kernel; what the attached connection is doing tells them apart.
-  const bool paused = host_.merger().paused(id());
+  const bool paused = this->paused();
   if (paused || peer_hung_up(producer_socket_)) {
     refusal_log_.log(host_.now(), LogLevel::warn, {"feed", name()}, refusals,
                      "feed {}: refused a producer connection{}: previous connection still open "

@@ -86,10 +86,10 @@ void StreamFeed::drain() {
   }
   draining_ = true;
   close_transport_once();  // no new producer, no reconnect
-  check_drained(false);
+  check_drained();
 }
 
-void StreamFeed::check_drained(bool pump) {
+void StreamFeed::check_drained() {
   if (!draining_ || ended_ || closed_) return;
   if (connection_) {
     // More to read: the read callbacks (or a resume) come back here.
@@ -99,7 +99,7 @@ void StreamFeed::check_drained(bool pump) {
     // closed go out once reading reopened it. The connection must stay
     // quiet for drain_quiet_ms before it counts as drained.
     if (!quiet_timer_.open()) {
-      if (uv_timer_init(host_.loop(), quiet_timer_.get()) != 0) return finish_drain(pump);
+      if (uv_timer_init(host_.loop(), quiet_timer_.get()) != 0) return finish_drain();
       quiet_timer_.initialized(this);
     }
     uv_timer_start(
@@ -108,19 +108,18 @@ void StreamFeed::check_drained(bool pump) {
           auto* self = static_cast<StreamFeed*>(timer->data);
           if (self == nullptr || self->ended_ || self->closed_) return;
           if (self->connection_ && self->unread_bytes() > 0) return;  // reads come
-          self->finish_drain(true);
+          self->finish_drain();
         },
         drain_quiet_ms, 0);
     return;
   }
-  finish_drain(pump);
+  finish_drain();
 }
 
-void StreamFeed::finish_drain(bool pump) {
+void StreamFeed::finish_drain() {
   detach();  // a cut last line is discarded and counted
   end_in_merger();
   close();
-  if (pump) host_.pump();
 }
 
 void StreamFeed::close_transport_once() {

@@ -29,6 +29,8 @@ class StreamFeed : public Feed {
   void drain() override;
 
   bool attached() const { return connection_ != nullptr; }
+  // Reading stopped by backpressure.
+  bool paused() const { return paused_; }
 
  protected:
   using Connection = UvHandle<AnyStream>;
@@ -53,10 +55,9 @@ class StreamFeed : public Feed {
   void start_reading();
   // Bytes the kernel holds for the connection, not yet read.
   size_t unread_bytes() const;
-  // Draining: ends the feed once nothing is left to read, and runs the
-  // merge if `pump` (not from inside drain(), whose caller does).
-  void check_drained(bool pump = true);
-  void finish_drain(bool pump);
+  // Draining: ends the feed once nothing is left to read.
+  void check_drained();
+  void finish_drain();
   void close_transport_once();
 
   std::unique_ptr<Connection> connection_;

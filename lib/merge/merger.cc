@@ -35,8 +35,18 @@ std::string_view to_string(FeedState state) {
   return "?";
 }
 
-Merger::Merger(MergerOptions options, Output& output, MergerListener& listener)
-    : options_(std::move(options)), output_(output), listener_(listener) {}
+Merger::Merger(MergerOptions options, Output& output)
+    : options_(std::move(options)), output_(output) {}
+
+void Merger::decide(MergerDecision::Kind kind, FeedId feed) {
+  decisions_.push_back(MergerDecision{kind, feed, false, {}, 0});
+}
+
+void Merger::take_decisions(std::vector<MergerDecision>& out) {
+  out.clear();
+  out.swap(decisions_);
+  decision_bytes_ = 0;
+}
 
 FeedId Merger::add_feed(FeedSettings settings, uint64_t now, bool joins_idle) {
   FeedId id;
@@ -98,16 +108,17 @@ void Merger::remove(FeedId feed) {
 
 // After the queue or its marks changed: pause a feed at its high mark,
 // resume a paused one at its low mark (hysteresis: nothing in between).
-void Merger::check_water_marks(FeedId feed) {
+bool Merger::check_water_marks(FeedId feed) {
   Feed& f = *feeds_[feed];
   if (!f.paused && f.queue.at_or_above_high()) {
     f.paused = true;
     ++f.stats.pauses;
-    listener_.pause_feed(feed);
+    decide(MergerDecision::Kind::pause, feed);
   } else if (f.paused && f.queue.at_or_below_low()) {
     f.paused = false;
-    listener_.resume_feed(feed);
+    decide(MergerDecision::Kind::resume, feed);
   }
+  return !f.paused;
 }
 
 FeedState Merger::state(FeedId feed) const {
@@ -231,7 +242,7 @@ void Merger::became_empty(FeedId feed) {
   }
 }
 
-void Merger::push(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now) {
+bool Merger::push(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now) {
   Feed& f = *feeds_[feed];
   assert(!f.ended);
   if (parsed.heartbeat) {
@@ -244,7 +255,7 @@ void Merger::push(FeedId feed, std::string_view record, ParsedRecord&& parsed, u
   assign_key(f.stats.last_key, parsed.key);
   if (f.settings.reorder_window <= 0) {
     enqueue(feed, record, std::move(parsed), now);
-    return;
+    return may_read(feed);
   }
   // Reorder window: hold the record, sorted by (key, arrival); release
   // everything at least `window` older than the newest key seen.
@@ -256,6 +267,7 @@ void Merger::push(FeedId feed, std::string_view record, ParsedRecord&& parsed, u
   });
   f.held.insert(pos, std::move(held));
   release_held(feed, false, now);
+  return may_read(feed);
 }
 
 // Memory bounds the window too: a feed whose keys stop advancing (or that
@@ -277,15 +289,15 @@ void Merger::release_held(FeedId feed, bool all, uint64_t now) {
   f.held.erase(f.held.begin(), f.held.begin() + static_cast<ptrdiff_t>(n));
 }
 
-void Merger::push(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block,
+bool Merger::push(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block,
                   uint64_t now) {
-  if (records.empty()) return;
+  if (records.empty()) return may_read(feed);
   Feed& f = *feeds_[feed];
   assert(!f.ended);
   if (f.settings.reorder_window > 0) {
     // Held records are copied anyway; one at a time through the window.
     for (BlockRecord& record : records) push(feed, record.bytes, std::move(record.parsed), now);
-    return;
+    return may_read(feed);
   }
   // What push() does per record, done once for the run: the per-record
   // calls, stats and checks cost more than the queueing itself.
@@ -306,6 +318,7 @@ void Merger::push(FeedId feed, std::span<BlockRecord> records, const BlockOwner&
   bool was_empty = f.queue.empty();
   f.queue.push(records, block);
   enqueued(feed, was_empty, alive, now);
+  return may_read(feed);
 }
 
 void Merger::enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now) {
@@ -326,7 +339,7 @@ void Merger::enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now) {
     f.idle = false;
     f.lagging = false;
     f.live_since = now;  // its idle clock starts afresh
-    listener_.feed_idle(feed, false);
+    decide(MergerDecision::Kind::active, feed);
   } else if (was_empty && !f.idle) {
     --waiting_;
     if (f.settings.idle_timeout_ms) deadlines_.erase({f.idle_deadline, feed});
@@ -407,7 +420,7 @@ void Merger::go_idle(FeedId feed, bool lagging) {
   --waiting_;
   f.idle = true;
   f.lagging = lagging;
-  listener_.feed_idle(feed, true);
+  decide(MergerDecision::Kind::idle, feed);
 }
 
 // max_lag: while the merge is held, lets go of waiting feeds that have
@@ -480,7 +493,9 @@ void Merger::handle_late(FeedId feed) {
   ++f.stats.late;
   bool emit = f.settings.late.value_or(options_.late) == LatePolicy::emit;
   std::string_view record = f.queue.front_bytes();
-  listener_.late_record(feed, record, emit);
+  decisions_.push_back(MergerDecision{MergerDecision::Kind::late, feed, emit, std::string(record),
+                                      output_.records()});
+  decision_bytes_ += record.size();
   if (emit) {
     if (options_.mode == MergeMode::combine) {
       scratch_ = std::to_string(f.rank);
@@ -548,9 +563,15 @@ bool Merger::emit_combined(uint64_t now) {
   return more;
 }
 
-void Merger::run(uint64_t now) {
+bool Merger::run(uint64_t now) {
   sweep_idle(now);
+  size_t steps = 0;
+  bool budget_spent = false;
   while (!heap_.empty() && !output_.full()) {
+    if (++steps > max_steps_per_run || decision_bytes_ >= max_decision_bytes) {
+      budget_spent = true;
+      break;
+    }
     FeedId top = heap_.front().feed;
     Feed& f = *feeds_[top];
     if (f.queue.front_heartbeat()) {
@@ -592,6 +613,7 @@ void Merger::run(uint64_t now) {
   }
   update_holder(now);
   check_finished();
+  return budget_spent;
 }
 
 void Merger::release() {

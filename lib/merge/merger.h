@@ -5,7 +5,13 @@
 // records, an idle deadline passed, the output asked for more). run() emits
 // the smallest head only while no open feed is *waiting* (empty, and empty
 // for less than its idle timeout), and stops as soon as Output::push()
-// returns false. Feed queues drive pause/resume through the listener.
+// returns false.
+//
+// The merger never calls out. push() returns whether the feed may go on
+// reading; everything else it decides — read this feed again, this record
+// was late, this feed went idle — is collected as MergerDecisions that the
+// owner takes (take_decisions()) and acts on after the call returns. So no
+// transport, sink or log can re-enter the merger while it works.
 //
 // Order, interleave mode: (key, feed rank, arrival); the rank is the feed's
 // position in the configuration (see set_ranks()).
@@ -20,7 +26,7 @@
 // add_feed() reuses it, so a daemon that adds and removes feeds for months
 // keeps only the feeds it has.
 //
-// Loop thread only. Listener callbacks must not call back into the Merger.
+// Loop thread only.
 #pragma once
 
 #include <cstddef>
@@ -74,19 +80,28 @@ struct FeedStats {
   std::optional<Key> last_key;
 };
 
-class MergerListener {
- public:
-  virtual ~MergerListener() = default;
-  // The feed's queue reached its high-water mark: stop reading.
-  virtual void pause_feed(FeedId feed) = 0;
-  // The queue dropped to its low-water mark: read again.
-  virtual void resume_feed(FeedId feed) = 0;
-  // A record older than the frontier reached the head of its queue.
-  // `emitted` says whether policy `emit` forwarded it.
-  virtual void late_record(FeedId feed, std::string_view record, bool emitted) = 0;
-  // Waiting <-> idle transitions, for logs and metrics. Merger::lagging()
-  // tells whether max_lag rather than the idle timeout let the feed go.
-  virtual void feed_idle(FeedId feed, bool idle) = 0;
+// What the merger decided for its owner to carry out.
+struct MergerDecision {
+  enum class Kind {
+    // Stop reading the feed: its queue reached the high-water mark by a
+    // change of settings (update()). push() returns false instead.
+    pause,
+    // Read the feed again: its queue dropped to the low-water mark.
+    resume,
+    // A record older than the frontier reached the head of its queue;
+    // `record` holds its bytes, `emitted` whether policy emit forwarded it.
+    late,
+    // Waiting -> idle (Merger::lagging() tells whether max_lag rather than
+    // the idle timeout let it go), and idle -> active.
+    idle,
+    active,
+  };
+  Kind kind;
+  FeedId feed;
+  bool emitted = false;
+  std::string record;
+  // late: records the output had taken before this one (emitted or not).
+  uint64_t output_position = 0;
 };
 
 struct MergerOptions {
@@ -99,7 +114,7 @@ struct MergerOptions {
 
 class Merger {
  public:
-  Merger(MergerOptions options, Output& output, MergerListener& listener);
+  Merger(MergerOptions options, Output& output);
   Merger(const Merger&) = delete;
   Merger& operator=(const Merger&) = delete;
 
@@ -123,16 +138,18 @@ class Merger {
   // Ended, nothing queued or held: remove() may be called.
   bool retired(FeedId feed) const;
 
-  // A parsed record (or heartbeat) from the feed's transport. May call
-  // listener.pause_feed(). REQUIRES: the feed has not ended.
-  // `record` is copied; it need only be valid during the call.
-  void push(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
+  // A parsed record (or heartbeat) from the feed's transport. True while
+  // the feed may go on reading; false once its queue has reached the
+  // high-water mark: the feed is then paused until a `resume` decision.
+  // REQUIRES: the feed has not ended. `record` is copied; it need only be
+  // valid during the call.
+  bool push(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
   // The same for a run of records of one block, in arrival order, without
   // a copy: their bytes lie in memory kept alive by `block` (see
   // FeedQueue's zero-copy push), which the queue references until they are
   // emitted. Records held by a reorder window are still copied. Keys are
   // moved out of `records`.
-  void push(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block, uint64_t now);
+  bool push(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block, uint64_t now);
 
   // The feed delivers nothing more (EOF, process exit, removed on reload).
   // Its queued records are still merged.
@@ -146,8 +163,19 @@ class Merger {
   void hold() { ++holds_; }
   void release();
 
-  // Emits while allowed and the output accepts. Cheap when nothing to do.
-  void run(uint64_t now);
+  // Emits while allowed and the output accepts, for at most
+  // `max_steps_per_run` records (or until the decisions taken hold
+  // `max_decision_bytes`), so one call never monopolises the loop. True if
+  // it stopped for that budget with more to do: call again soon. Cheap
+  // when nothing is to be done.
+  bool run(uint64_t now);
+  static constexpr size_t max_steps_per_run = 16384;
+  static constexpr size_t max_decision_bytes = 1 << 20;
+
+  // The decisions made since the last call, in order, moved into `out`
+  // (which is cleared first; its capacity is reused).
+  void take_decisions(std::vector<MergerDecision>& out);
+  bool has_decisions() const { return !decisions_.empty(); }
 
   // Ties between equal keys go by rank: a feed's position in the current
   // configuration (combine mode's "indexes" too). add_feed() ranks a feed
@@ -236,6 +264,7 @@ class Merger {
   void sift_down();
   void enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
   void enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now);
+  bool may_read(FeedId feed) const { return !feeds_[feed]->paused; }
   void release_held(FeedId feed, bool all, uint64_t now);
   void popped(FeedId feed, bool late, uint64_t now);
   // `late`: the record was late and no sign of life; the feed's idle
@@ -243,7 +272,8 @@ class Merger {
   void pop_front(FeedId feed, uint64_t now, bool late = false);
   void pop_detached(FeedId feed, uint64_t now);
   void became_empty(FeedId feed);
-  void check_water_marks(FeedId feed);
+  // False if the feed is (now) paused.
+  bool check_water_marks(FeedId feed);
   bool sweep_idle(uint64_t now);
   void go_idle(FeedId feed, bool lagging);
   bool emit_one(FeedId feed);
@@ -251,9 +281,12 @@ class Merger {
   void handle_late(FeedId feed);
   void check_finished();
 
+  void decide(MergerDecision::Kind kind, FeedId feed);
+
   MergerOptions options_;
   Output& output_;
-  MergerListener& listener_;
+  std::vector<MergerDecision> decisions_;
+  size_t decision_bytes_ = 0;                 // late records' bytes in decisions_
   std::vector<std::unique_ptr<Feed>> feeds_;  // by id; null: a free slot
   std::vector<FeedId> free_;                  // free slots, reused first
   // Feeds with a non-empty queue; a binary min-heap on (head key, feed id).

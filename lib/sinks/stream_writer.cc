@@ -67,11 +67,14 @@ void StreamWriter::finish(Outcome outcome, const std::string& reason) {
 }
 
 void StreamWriter::pump() {
-  if (done_ || in_flight_ != nullptr || shutting_down_) return;
+  if (done_ || shutting_down_) return;
+  // Checked before waiting for a write in flight: the write of a frozen
+  // client never completes, and its cursor fell behind while it waited.
   if (output_.overflowed(sub_)) {
     finish(Outcome::overflowed, "over max_buffer");
     return;
   }
+  if (in_flight_ != nullptr) return;
   auto* request = new WriteRequest{};
   request->writer = this;
   request->bytes = output_.peek(sub_, request->slices, max_batch_bytes);

@@ -131,12 +131,12 @@ struct LateReport {
   bool emitted;
 };
 
-class Harness : public MergerListener {
+class Harness {
  public:
   Harness(MergerOptions options, size_t output_high, size_t chunk_bytes, bool string_keys)
       : options_(options),
         output_(output_high, chunk_bytes),
-        merger_(options, output_, *this),
+        merger_(options, output_),
         string_keys_(string_keys) {
     KeySpec spec;
     spec.path = "time";
@@ -146,25 +146,43 @@ class Harness : public MergerListener {
     subscriber_ = output_.subscribe(SIZE_MAX, true, nullptr);
   }
 
-  // --- MergerListener ---
-  void pause_feed(FeedId slot) override {
+  // --- the merger's decisions, taken after every call into it ---
+  void take_decisions() {
+    merger_.take_decisions(decisions_);
+    for (const MergerDecision& d : decisions_) {
+      switch (d.kind) {
+        case MergerDecision::Kind::pause:
+          pause_feed(d.feed);
+          break;
+        case MergerDecision::Kind::resume:
+          resume_feed(d.feed);
+          break;
+        case MergerDecision::Kind::late:
+          late_record(d.feed, d.record, d.emitted, d.output_position);
+          break;
+        case MergerDecision::Kind::idle:
+        case MergerDecision::Kind::active:
+          break;
+      }
+    }
+  }
+  void pause_feed(FeedId slot) {
     HarnessFeed& f = by_slot(slot);
     expect(!f.paused, "paused twice");
     f.paused = true;
   }
-  void resume_feed(FeedId slot) override {
+  void resume_feed(FeedId slot) {
     HarnessFeed& f = by_slot(slot);
     expect(f.paused, "resumed while not paused");
     f.paused = false;
   }
-  void late_record(FeedId slot, std::string_view record, bool emitted) override {
+  void late_record(FeedId slot, std::string_view record, bool emitted, uint64_t position) {
     const std::vector<uint64_t> ids = ids_in(record);
     expect(ids.size() == 1, "a late report is not one record");
     expect(items_[ids[0]].bytes == record, "a late record's bytes changed");
     expect(items_[ids[0]].feed == owner_.at(slot), "a late record reported for another feed");
-    reports_.push_back({output_.records(), ids[0], emitted});
+    reports_.push_back({position, ids[0], emitted});
   }
-  void feed_idle(FeedId, bool) override {}
 
   // --- operations ---
   static FeedSettings settings_for(size_t index, std::optional<uint64_t> idle_timeout, size_t high,
@@ -263,7 +281,9 @@ class Harness : public MergerListener {
     note_push(f, item, parsed);
     trace("t=", std::to_string(now_), " push feed ", std::to_string(i), " ", item.bytes);
     items_.push_back(item);
-    merger_.push(f.slot, items_.back().bytes, std::move(parsed), now_);
+    const bool read_on = merger_.push(f.slot, items_.back().bytes, std::move(parsed), now_);
+    take_decisions();
+    expect(read_on == !f.paused, "push() disagrees with the pause decisions");
     check_flow();
   }
 
@@ -288,7 +308,9 @@ class Harness : public MergerListener {
       records.push_back(std::move(record));
       items_.push_back(item);
     }
-    merger_.push(f.slot, records, BlockOwner(block), now_);
+    const bool read_on = merger_.push(f.slot, records, BlockOwner(block), now_);
+    take_decisions();
+    expect(read_on == !f.paused, "push() disagrees with the pause decisions");
     check_flow();
   }
 
@@ -314,6 +336,7 @@ class Harness : public MergerListener {
           std::to_string(high), "/", std::to_string(low), " max_lag ",
           max_lag ? std::to_string(*max_lag) : "none");
     merger_.update(f.slot, settings_for(i, f.idle_timeout, high, low, late, max_lag), now_);
+    take_decisions();
     check_flow();
   }
 
@@ -321,6 +344,7 @@ class Harness : public MergerListener {
     trace("t=", std::to_string(now_), " end feed ", std::to_string(i));
     feeds_[i].ended = true;
     merger_.end(feeds_[i].slot, now_);
+    take_decisions();
     check_flow();
   }
 
@@ -355,6 +379,7 @@ class Harness : public MergerListener {
     ++runs_;
     trace("t=", std::to_string(now_), " run");
     merger_.run(now_);
+    take_decisions();
     if (tracing) {
       std::string states;
       for (size_t i = 0; i < feeds_.size(); ++i) {
@@ -764,6 +789,7 @@ class Harness : public MergerListener {
   std::vector<HarnessFeed> feeds_;
   std::map<FeedId, size_t> owner_;  // slot -> harness feed
   std::vector<Item> items_;
+  std::vector<MergerDecision> decisions_;
   std::vector<LateReport> reports_;  // since the last observe()
   std::vector<Bypass> bypassed_;     // waiting feeds passed over in this run
   std::optional<Key> run_max_key_;   // largest head seen leaving in this run

@@ -74,7 +74,7 @@ TEST_CASE("Pipeline on a loop") {
       uv_run(&loop, UV_RUN_DEFAULT);
       CHECK(finished);
       for (const auto& feed : pipeline.feeds()) {
-        records_in += pipeline.merger_state().stats(feed->id()).records_in;
+        records_in += pipeline.merger().stats(feed->id()).records_in;
       }
     }
     CHECK(records_in > 0);
@@ -111,12 +111,12 @@ TEST_CASE("Pipeline on a loop") {
         // drained and freed, their slots free for the next feeds.
         CHECK_FALSE(feeds[1]);
         CHECK_FALSE(feeds[2]);
-        CHECK(pipeline.merger_state().feeds_in_use() == 3);
+        CHECK(pipeline.merger().feeds_in_use() == 3);
         CHECK(pipeline.retired_feeds().count("change") == 1);
         CHECK(pipeline.retired_feeds().count("drop") == 0);  // no longer configured
         CHECK(feeds[3]->name() == "change");
         CHECK(feeds[4]->name() == "new");
-        CHECK(pipeline.merger_state().stats(feeds[4]->id()).records_in > 0);
+        CHECK(pipeline.merger().stats(feeds[4]->id()).records_in > 0);
         CHECK(pipeline.sinks()[0].get() == sink_before);
         pipeline.close();
       });

@@ -30,22 +30,34 @@ std::string record(int64_t key, int feed, int index) {
          ",\"i\":" + std::to_string(index) + "}";
 }
 
-struct RecordingListener : MergerListener {
+// The merger's decisions so far, sorted by kind.
+struct Decisions {
   std::vector<FeedId> paused, resumed;
   std::vector<std::pair<FeedId, std::string>> late;
   std::vector<std::pair<FeedId, bool>> idle;
-  void pause_feed(FeedId feed) override { paused.push_back(feed); }
-  void resume_feed(FeedId feed) override { resumed.push_back(feed); }
-  void late_record(FeedId feed, std::string_view rec, bool) override {
-    late.emplace_back(feed, std::string(rec));
+  void add(const MergerDecision& d) {
+    switch (d.kind) {
+      case MergerDecision::Kind::pause:
+        paused.push_back(d.feed);
+        break;
+      case MergerDecision::Kind::resume:
+        resumed.push_back(d.feed);
+        break;
+      case MergerDecision::Kind::late:
+        late.emplace_back(d.feed, d.record);
+        break;
+      case MergerDecision::Kind::idle:
+      case MergerDecision::Kind::active:
+        idle.emplace_back(d.feed, d.kind == MergerDecision::Kind::idle);
+        break;
+    }
   }
-  void feed_idle(FeedId feed, bool is_idle) override { idle.emplace_back(feed, is_idle); }
 };
 
 // An output with one subscriber that takes everything on demand.
 struct Harness {
   explicit Harness(MergerOptions options = {}, size_t hwm = 1 << 30)
-      : output(hwm), merger(std::move(options), output, listener) {
+      : output(hwm), merger(std::move(options), output) {
     sub = output.subscribe(SIZE_MAX, true, nullptr);
   }
   // Drains the output and returns the bytes since the last call.
@@ -60,7 +72,14 @@ struct Harness {
   void push(FeedId feed, const std::string& rec, int64_t key, uint64_t now = 0) {
     merger.push(feed, rec, parsed_for(rec, key), now);
   }
-  RecordingListener listener;
+  // Every decision the merger has made, taken from it now.
+  Decisions& decisions() {
+    std::vector<MergerDecision> taken;
+    merger.take_decisions(taken);
+    for (const MergerDecision& d : taken) seen.add(d);
+    return seen;
+  }
+  Decisions seen;
   Output output;
   Merger merger;
   Output::SubscriberId sub;
@@ -147,7 +166,7 @@ TEST_CASE("merger edge cases") {
     h.merger.run(0);
     CHECK(h.take() == record(2, 0, 1) + "\n");
     CHECK(h.merger.stats(a).late == 1);
-    CHECK(h.listener.late.size() == 1);
+    CHECK(h.decisions().late.size() == 1);
   }
   SUBCASE("empty feeds only") {
     Harness h;
@@ -279,16 +298,16 @@ TEST_CASE("feed queues pause and resume with hysteresis") {
   std::string r = record(10, 0, 0);  // 23 bytes
   REQUIRE(r.size() == 23);
   for (int i = 0; i < 4; ++i) h.push(a, record(10 + i, 0, i), 10 + i);
-  CHECK(h.listener.paused.empty());  // 92 bytes < 100
+  CHECK(h.decisions().paused.empty());  // 92 bytes < 100
   h.push(a, record(14, 0, 4), 14);
-  CHECK(h.listener.paused == std::vector<FeedId>{a});  // 115 >= 100
+  CHECK(h.decisions().paused == std::vector<FeedId>{a});  // 115 >= 100
   CHECK(h.merger.paused(a));
   h.push(b, record(12, 1, 0), 12);
-  h.merger.run(0);                    // emits 10, 11, 12(a), then waits for b
-  CHECK(h.listener.resumed.empty());  // 46 bytes > 40
+  h.merger.run(0);                       // emits 10, 11, 12(a), then waits for b
+  CHECK(h.decisions().resumed.empty());  // 46 bytes > 40
   h.push(b, record(20, 1, 1), 20);
   h.merger.run(0);
-  CHECK(h.listener.resumed == std::vector<FeedId>{a});
+  CHECK(h.decisions().resumed == std::vector<FeedId>{a});
   CHECK_FALSE(h.merger.paused(a));
   CHECK(h.merger.stats(a).pauses == 1);
 }
@@ -329,7 +348,7 @@ TEST_CASE("live feeds go idle and come back late") {
     CHECK(h.merger.stats(b).late == 1);
     // A late record is no sign of life: b stays idle, and says nothing.
     CHECK(h.merger.state(b) == FeedState::idle);
-    CHECK(std::count(h.listener.idle.begin(), h.listener.idle.end(),
+    CHECK(std::count(h.decisions().idle.begin(), h.decisions().idle.end(),
                      std::pair<FeedId, bool>(b, false)) == 0);
   }
 }
@@ -364,12 +383,12 @@ TEST_CASE("a late record is never a sign of life") {
   REQUIRE(h.merger.frontier());
   CHECK(h.merger.frontier()->ordinal == key - 10);
   // c flapped neither back to active nor idle again per late record.
-  CHECK(std::count(h.listener.idle.begin(), h.listener.idle.end(),
+  CHECK(std::count(h.decisions().idle.begin(), h.decisions().idle.end(),
                    std::pair<FeedId, bool>(c, false)) == 0);
   SUBCASE("a record at the frontier brings it back") {
     h.push(c, record(key, 1, 1), key, now);
     CHECK(h.merger.state(c) == FeedState::ready);
-    CHECK(h.listener.idle.back() == std::pair<FeedId, bool>(c, false));
+    CHECK(h.decisions().idle.back() == std::pair<FeedId, bool>(c, false));
   }
 }
 
@@ -527,7 +546,7 @@ TEST_CASE("a reload changes a feed's settings in place") {
     s.low_water_mark = 1 << 19;
     h.merger.update(a, s, 0);
     CHECK_FALSE(h.merger.paused(a));
-    CHECK(h.listener.resumed.back() == a);
+    CHECK(h.decisions().resumed.back() == a);
   }
   SUBCASE("a waiting feed's idle clock keeps its start") {
     s = live("b", 5000);
@@ -594,7 +613,7 @@ TEST_CASE("late policy drop forwards nothing") {
   h.merger.end(a, 0);
   h.merger.run(0);
   CHECK(h.take() == record(5, 0, 0) + "\n" + record(6, 0, 2) + "\n");
-  CHECK(h.listener.late == std::vector<std::pair<FeedId, std::string>>{{a, record(4, 0, 1)}});
+  CHECK(h.decisions().late == std::vector<std::pair<FeedId, std::string>>{{a, record(4, 0, 1)}});
 }
 
 TEST_CASE("heartbeats move a feed forward without being forwarded") {
@@ -660,12 +679,12 @@ TEST_CASE("reorder window holds no more than the high-water mark") {
   FeedId a = h.merger.add_feed(s, 0);
   const std::string rec = record(7, 0, 0);
   size_t pushed = 0;
-  while (h.listener.paused.empty() && pushed < 100000) {
+  while (h.decisions().paused.empty() && pushed < 100000) {
     h.push(a, rec, 7);
     ++pushed;
     h.merger.run(0);
   }
-  CHECK(h.listener.paused.size() == 1);
+  CHECK(h.decisions().paused.size() == 1);
   CHECK(pushed * rec.size() < 3 * 4096 + (1 << 10));  // held + queued + output
   h.merger.end(a, 0);
   std::string out;
@@ -777,9 +796,9 @@ TEST_CASE("a run of records from one block merges like single pushes") {
                                                record(3, 0, 2) + "\n");
     auto run = run_of(*block, {1, 2, 3});
     h.merger.push(a, run, block, 0);
-    CHECK(h.listener.paused == std::vector<FeedId>{a});
+    CHECK(h.decisions().paused == std::vector<FeedId>{a});
     h.merger.run(0);
-    CHECK(h.listener.resumed == std::vector<FeedId>{a});
+    CHECK(h.decisions().resumed == std::vector<FeedId>{a});
   }
   SUBCASE("records held by a reorder window are copied and released in order") {
     Harness h;

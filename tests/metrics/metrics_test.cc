@@ -234,7 +234,7 @@ TEST_CASE("render_metrics") {
       after(&loop, 120, [&] {
         for (const auto& feed : pipeline.feeds()) {
           if (feed && feed->name() == "change") {
-            change_records += pipeline.merger_state().stats(feed->id()).records_in;
+            change_records += pipeline.merger().stats(feed->id()).records_in;
           }
         }
         // The restarted instance was freed; its counts live on.
