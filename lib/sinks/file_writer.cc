@@ -16,73 +16,26 @@
 namespace chronomerge {
 namespace {
 
-// Cuts `slices` after their last newline and returns the bytes left; 0
-// (and nothing cut) if they hold no newline.
-size_t cut_after_last_newline(std::vector<Output::Slice>& slices) {
-  for (size_t i = slices.size(); i-- > 0;) {
-    std::string_view bytes = slices[i].bytes;
-    const void* nl = ::memrchr(bytes.data(), '\n', bytes.size());
-    if (nl == nullptr) continue;
-    slices[i].bytes = bytes.substr(0, static_cast<const char*>(nl) - bytes.data() + 1);
-    slices.resize(i + 1);
-    size_t total = 0;
-    for (const auto& slice : slices) total += slice.bytes.size();
-    return total;
-  }
-  return 0;
-}
-
-// The bytes of the whole records among the first `limit` bytes of `slices`.
-size_t whole_records_in(const std::vector<Output::Slice>& slices, size_t limit) {
-  size_t start = 0;
-  size_t whole = 0;
-  for (const auto& slice : slices) {
-    if (start >= limit) break;
-    size_t n = std::min(slice.bytes.size(), limit - start);
-    if (const void* nl = ::memrchr(slice.bytes.data(), '\n', n)) {
-      whole = start + static_cast<size_t>(static_cast<const char*>(nl) - slice.bytes.data()) + 1;
-    }
-    start += slice.bytes.size();
-  }
-  return whole;
-}
-
-uint64_t count_records(const std::vector<Output::Slice>& slices) {
-  uint64_t records = 0;
-  for (const auto& slice : slices) {
-    records += static_cast<uint64_t>(std::count(slice.bytes.begin(), slice.bytes.end(), '\n'));
-  }
-  return records;
-}
-
 std::string errno_text(int error) {
   return uv_error_text(uv_translate_sys_error(error));
 }
 
 }  // namespace
 
-struct FileWriter::WriteRequest {
-  uv_fs_t req;
-  FileWriter* writer;  // null once the writer is gone
-  std::vector<Output::Slice> slices;
-  std::vector<uv_buf_t> bufs;
-  size_t bytes = 0;
-  size_t done = 0;  // bytes already written (short writes continue)
-  // The descriptor this write goes to, to its end; if the writer has let
-  // go of it meanwhile (reopen, close), the request closes it when done:
-  // closed earlier, its number could be reused under the write.
-  int fd = -1;
-  bool close_fd = false;
-  // The file's size before this write, to cut a failed write back to.
-  uint64_t size_before = 0;
-  bool truncatable = false;
+FileWriter::FileWrite& FileWriter::FileWrite::operator=(FileWrite&& other) noexcept {
+  if (this == &other) return *this;
+  if (close_fd) FileWriter::close_fd(fd);
+  batch = std::move(other.batch);
+  fd = other.fd;
+  close_fd = std::exchange(other.close_fd, false);
+  size_before = other.size_before;
+  truncatable = other.truncatable;
+  return *this;
+}
 
-  // Done with: closes the descriptor if it was left to the request.
-  static void retire(WriteRequest* request) {
-    if (request->close_fd) FileWriter::close_fd(request->fd);
-    delete request;  // releases the chunks
-  }
-};
+FileWriter::FileWrite::~FileWrite() {
+  if (close_fd) FileWriter::close_fd(fd);
+}
 
 FileWriter::FileWriter(uv_loop_t* loop, Output& output, std::string label, std::string path, int fd,
                        size_t max_buffer, OnError on_error, DoneCallback done)
@@ -93,6 +46,7 @@ FileWriter::FileWriter(uv_loop_t* loop, Output& output, std::string label, std::
       where_(path_.empty() ? "standard output" : path_),
       fd_(fd),
       owns_fd_(fd < 0),
+      write_([this](FileWrite& write, ssize_t result) { written(write, result); }),
       max_buffer_(max_buffer),
       on_error_(on_error),
       on_done_(std::move(done)) {
@@ -142,8 +96,7 @@ bool FileWriter::open() {
   } else {
     adopt(fd_);
   }
-  sub_ = output_.subscribe(max_buffer_, true, [this] { pump(); });
-  subscribed_ = true;
+  cursor_.emplace(output_, max_buffer_, true, [this] { pump(); });
   return true;
 }
 
@@ -172,8 +125,8 @@ void FileWriter::retry() {
 
 // Gives up fd_: closed now, or by the write still using it.
 void FileWriter::release_fd() {
-  if (in_flight_ && in_flight_->fd == fd_) {
-    in_flight_->close_fd = true;
+  if (write_.pending() && write_.payload().fd == fd_) {
+    write_.payload().close_fd = true;
   } else {
     close_fd(fd_);
   }
@@ -195,13 +148,11 @@ void FileWriter::close() {
   }
   failing_ = false;
   retry_timer_.close();
-  if (subscribed_) {
-    subscribed_ = false;
-    output_.unsubscribe(sub_);
-  }
+  if (cursor_) cursor_->close();
   if (owns_fd_) release_fd();
-  if (in_flight_) in_flight_->writer = nullptr;
-  in_flight_ = nullptr;
+  // A write in flight finishes into nothing, closing its descriptor if it
+  // was left to it.
+  write_.detach();
   fd_ = -1;
 }
 
@@ -225,122 +176,85 @@ FileWriter::Counters FileWriter::counters() const {
 }
 
 void FileWriter::pump() {
-  if (done_ || in_flight_ != nullptr) return;
+  if (done_ || write_.pending()) return;
   if (failing_ && !attempt_) {
     // Between retries: block keeps everything queued (the Output fills and
     // holds the merge); skip drops it.
     if (on_error_ == OnError::skip) {
       drop_pending();
-      if (!done_ && output_.ended() && lag() == 0) finish(true, "end of stream");
+      if (!done_ && cursor_->at_end()) finish(true, "end of stream");
     }
     return;
   }
-  auto* request = new WriteRequest{};
-  request->writer = this;
-  request->bytes = output_.peek(sub_, request->slices, max_batch_bytes);
-  if (request->bytes == 0) {
-    delete request;
-    if (output_.ended()) finish(true, "end of stream");
+  FileWrite write;
+  // Whole records only, so a failure never leaves the cursor inside one.
+  if (write.batch.fill(*cursor_, max_batch_bytes, /*whole_records=*/true) == 0) {
+    if (cursor_->output_ended()) finish(true, "end of stream");
     return;
   }
-  // Whole records only, so a failure never leaves the cursor inside one.
-  // A batch ends at a chunk boundary, mostly inside a record: cut it after
-  // its last newline. A record longer than a batch is taken whole (the
-  // stream always ends with a newline).
-  size_t whole = cut_after_last_newline(request->slices);
-  if (whole == 0) {
-    request->slices.clear();
-    size_t all = output_.peek(sub_, request->slices, SIZE_MAX);
-    whole = cut_after_last_newline(request->slices);
-    if (whole == 0) whole = all;
-  }
-  request->bytes = whole;
-  request->bufs.reserve(request->slices.size());
-  for (const auto& slice : request->slices) {
-    request->bufs.push_back(uv_buf_init(const_cast<char*>(slice.bytes.data()),
-                                        static_cast<unsigned>(slice.bytes.size())));
-  }
-  request->fd = fd_;
-  request->size_before = file_size_;
-  request->truncatable = truncatable_;
+  write.fd = fd_;
+  write.size_before = file_size_;
+  write.truncatable = truncatable_;
   if (failing_) ++retries_;
   attempt_ = false;
-  in_flight_ = request;
-  int rc = uv_fs_write(loop_, &request->req, request->fd, request->bufs.data(),
-                       static_cast<unsigned>(request->bufs.size()), -1, on_write);
-  if (rc < 0) {
-    in_flight_ = nullptr;
-    write_failed(request, rc);
-  }
+  const int fd = fd_;
+  int rc = write_.start(std::move(write), [&](uv_fs_t* req, uv_fs_cb callback) {
+    return submit(req, callback, write_.payload().batch, fd);
+  });
+  if (rc < 0) write_failed(write, rc);
 }
 
-void FileWriter::on_write(uv_fs_t* req) {
-  auto* request = reinterpret_cast<WriteRequest*>(req);
-  FileWriter* self = request->writer;
-  ssize_t result = req->result;
-  uv_fs_req_cleanup(req);
-  if (self == nullptr) {
-    WriteRequest::retire(request);
-    return;
-  }
+int FileWriter::submit(uv_fs_t* req, uv_fs_cb callback, const WriteBatch& batch, int fd) {
+  return uv_fs_write(loop_, req, fd, batch.bufs.data(), static_cast<unsigned>(batch.bufs.size()),
+                     -1, callback);
+}
+
+void FileWriter::written(FileWrite& write, ssize_t result) {
   if (result <= 0) {
     // A write of nothing (never seen on a regular file) is an error too:
     // continuing would spin.
-    self->in_flight_ = nullptr;
-    self->write_failed(request, result < 0 ? static_cast<int>(result) : UV_EIO);
+    write_failed(write, result < 0 ? static_cast<int>(result) : UV_EIO);
     return;
   }
   // A short write (disk nearly full, a pipe): the rest goes to the same
   // descriptor, even if the file was reopened meanwhile.
-  auto written = static_cast<size_t>(result);
-  request->done += written;
-  if (request->done < request->bytes) {
-    auto& bufs = request->bufs;
-    size_t skip = written;
-    while (!bufs.empty() && skip >= bufs.front().len) {
-      skip -= bufs.front().len;
-      bufs.erase(bufs.begin());
-    }
-    if (!bufs.empty()) {
-      bufs.front().base += skip;
-      bufs.front().len -= skip;
-    }
-    int rc = uv_fs_write(self->loop_, &request->req, request->fd, bufs.data(),
-                         static_cast<unsigned>(bufs.size()), -1, on_write);
+  write.batch.advance(static_cast<size_t>(result));
+  if (write.batch.written < write.batch.bytes) {
+    int rc = write_.restart([&](uv_fs_t* req, uv_fs_cb callback) {
+      return submit(req, callback, write.batch, write.fd);
+    });
     if (rc == 0) return;
-    self->in_flight_ = nullptr;
-    self->write_failed(request, rc);
+    write_failed(write, rc);
     return;
   }
-  self->in_flight_ = nullptr;
-  self->write_done(request);
+  write_done(write);
 }
 
-void FileWriter::write_done(WriteRequest* request) {
-  size_t bytes = request->bytes;
-  if (request->fd == fd_) file_size_ = request->size_before + bytes;
-  WriteRequest::retire(request);
+void FileWriter::write_done(FileWrite& write) {
+  const size_t bytes = write.batch.bytes;
+  if (write.fd == fd_) file_size_ = write.size_before + bytes;
+  write.batch.clear();  // the chunks go back before consume() recycles them
   bytes_written_ += bytes;
   if (failing_) end_episode();
-  // consume() may run the merger (demand), which flushes and re-enters
-  // pump(); in_flight_ is clear, so that is a normal next write.
-  output_.consume(sub_, bytes);
+  // consume() may notify this writer: pump() then finds nothing in flight
+  // and writes the next batch.
+  cursor_->consume(bytes);
   pump();
 }
 
-void FileWriter::write_failed(WriteRequest* request, int error) {
+void FileWriter::write_failed(FileWrite& write, int error) {
   ++write_errors_;
   // The whole records that made it stay; a record the failure cut in two
   // is cut off the file, to be written again whole (or dropped whole).
-  size_t kept = whole_records_in(request->slices, request->done);
-  uint64_t size = request->size_before + kept;
-  if (request->done > kept && request->truncatable &&
-      ::ftruncate(request->fd, static_cast<off_t>(size)) != 0) {
+  const size_t done = write.batch.written;
+  size_t kept = whole_records_in(write.batch.slices, done);
+  uint64_t size = write.size_before + kept;
+  if (done > kept && write.truncatable && ::ftruncate(write.fd, static_cast<off_t>(size)) != 0) {
     log::error("{}: cannot cut {} back to its last whole record at {} bytes: {}", label_, where_,
                size, errno_text(errno));
   }
-  if (request->fd == fd_) file_size_ = size;
-  WriteRequest::retire(request);
+  if (write.fd == fd_) file_size_ = size;
+  write.batch.clear();
   bytes_written_ += kept;
   if (on_error_ == OnError::stop) {
     finish(false, uv_error_text(error));
@@ -351,7 +265,7 @@ void FileWriter::write_failed(WriteRequest* request, int error) {
   backoff_ms_ = std::min(backoff_ms_ * 2, max_retry_ms);
   // Both may re-enter pump(), which now waits for the retry (block) or
   // drops what is queued, the rest of the failed write first (skip).
-  if (kept > 0) output_.consume(sub_, kept);
+  cursor_->consume(kept);
   pump();
 }
 
@@ -399,7 +313,7 @@ void FileWriter::end_episode() {
 // a record boundary, so the bytes are whole records.
 void FileWriter::drop_pending() {
   std::vector<Output::Slice> slices;
-  size_t bytes = output_.peek(sub_, slices, SIZE_MAX);
+  size_t bytes = cursor_->peek(slices, SIZE_MAX);
   if (bytes == 0) return;
   uint64_t records = count_records(slices);
   slices.clear();  // let consume() recycle the chunks
@@ -407,7 +321,7 @@ void FileWriter::drop_pending() {
   dropped_bytes_ += bytes;
   episode_dropped_records_ += records;
   episode_dropped_bytes_ += bytes;
-  output_.consume(sub_, bytes);  // may re-enter pump()
+  cursor_->consume(bytes);  // may re-enter pump()
 }
 
 }  // namespace chronomerge

@@ -30,11 +30,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include "output/output.h"
+#include "output/output_cursor.h"
+#include "sinks/write_batch.h"
 #include "uv/uv_handle.h"
+#include "uv/uv_request.h"
 
 namespace chronomerge {
 
@@ -80,20 +83,37 @@ class FileWriter {
   void close();
   bool done() const { return done_; }
   uint64_t bytes_written() const { return bytes_written_; }
-  size_t lag() const { return subscribed_ ? output_.lag(sub_) : 0; }
+  size_t lag() const { return cursor_ ? cursor_->lag() : 0; }
   Counters counters() const;
   // What log lines call the destination: the path, or "standard output".
   const std::string& where() const { return where_; }
 
  private:
-  struct WriteRequest;
-  static void on_write(uv_fs_t* req);
+  // One write to its end: the batch, and the descriptor it goes to even if
+  // the writer lets go of it meanwhile (reopen, close) — the write then
+  // closes it when done: closed earlier, its number could be reused under
+  // the write.
+  struct FileWrite {
+    FileWrite() = default;
+    FileWrite(FileWrite&& other) noexcept { *this = std::move(other); }
+    FileWrite& operator=(FileWrite&& other) noexcept;
+    ~FileWrite();
+    WriteBatch batch;
+    int fd = -1;
+    bool close_fd = false;
+    // The file's size before this write, to cut a failed write back to.
+    uint64_t size_before = 0;
+    bool truncatable = false;
+  };
+
   static void on_retry_timer(uv_timer_t* timer);
   int open_path();
   void adopt(int fd);
   void pump();
-  void write_done(WriteRequest* request);
-  void write_failed(WriteRequest* request, int error);
+  int submit(uv_fs_t* req, uv_fs_cb callback, const WriteBatch& batch, int fd);
+  void written(FileWrite& write, ssize_t result);
+  void write_done(FileWrite& write);
+  void write_failed(FileWrite& write, int error);
   void start_episode(int error);
   void end_episode();
   void drop_pending();
@@ -103,6 +123,7 @@ class FileWriter {
 
   uv_loop_t* loop_;
   Output& output_;
+  std::optional<OutputCursor> cursor_;  // from open() to close()
   std::string label_;
   std::string path_;
   std::string where_;
@@ -112,9 +133,7 @@ class FileWriter {
   // opened), and its size as far as this writer has written it.
   bool truncatable_ = false;
   uint64_t file_size_ = 0;
-  Output::SubscriberId sub_ = 0;
-  bool subscribed_ = false;
-  WriteRequest* in_flight_ = nullptr;
+  UvRequest<uv_fs_t, FileWrite> write_;
   bool done_ = false;
   uint64_t bytes_written_ = 0;
   size_t max_buffer_;

@@ -9,24 +9,16 @@
 
 namespace chronomerge {
 
-struct StreamWriter::WriteRequest {
-  uv_write_t req;
-  StreamWriter* writer;  // null once the writer is gone
-  std::vector<Output::Slice> slices;
-  std::vector<uv_buf_t> bufs;
-  size_t bytes = 0;
-};
-
 StreamWriter::StreamWriter(Output& output, std::unique_ptr<UvHandle<AnyStream>> stream,
                            size_t max_buffer, bool blocking, uint64_t stall_timeout_ms,
                            DoneCallback done)
-    : output_(output),
+    : cursor_(output, max_buffer, blocking, [this] { pump(); }),
       stream_(std::move(stream)),
       stall_timeout_ms_(stall_timeout_ms),
+      write_([this](WriteBatch& batch, ssize_t status) { written(batch, status); }),
+      shutdown_([this](NoPayload&, ssize_t) { finish(Outcome::finished, "end of stream"); }),
       on_done_(std::move(done)) {
   stream_->get()->handle.data = this;
-  sub_ = output_.subscribe(max_buffer, blocking, [this] { pump(); });
-  subscribed_ = true;
   if (stall_timeout_ms_ > 0) {
     uv_timer_init(stream_->get()->handle.loop, stall_timer_.get());
     stall_timer_.initialized(this);
@@ -38,19 +30,12 @@ StreamWriter::~StreamWriter() {
   close();
 }
 
-size_t StreamWriter::lag() const {
-  return subscribed_ ? output_.lag(sub_) : 0;
-}
-
 void StreamWriter::close() {
-  if (in_flight_) in_flight_->writer = nullptr;
-  in_flight_ = nullptr;
-  if (shutdown_) shutdown_->data = nullptr;
-  shutdown_ = nullptr;
-  if (subscribed_) {
-    subscribed_ = false;
-    output_.unsubscribe(sub_);
-  }
+  // A write or shutdown in flight completes into nothing (UV_ECANCELED
+  // once the stream is closed) and frees itself with the chunks it holds.
+  write_.detach();
+  shutdown_.detach();
+  cursor_.close();
   stall_timer_.close();
   if (stream_) {
     stream_->close();
@@ -67,76 +52,57 @@ void StreamWriter::finish(Outcome outcome, const std::string& reason) {
 }
 
 void StreamWriter::pump() {
-  if (done_ || shutting_down_) return;
+  if (done_ || shutdown_.pending()) return;
   // Checked before waiting for a write in flight: the write of a frozen
   // client never completes, and its cursor fell behind while it waited.
-  if (output_.overflowed(sub_)) {
+  if (cursor_.overflowed()) {
     finish(Outcome::overflowed, "over max_buffer");
     return;
   }
-  if (in_flight_ != nullptr) return;
-  auto* request = new WriteRequest{};
-  request->writer = this;
-  request->bytes = output_.peek(sub_, request->slices, max_batch_bytes);
-  if (request->bytes == 0) {
-    delete request;
-    if (output_.ended()) {
+  if (write_.pending()) return;
+  WriteBatch batch = std::move(spare_);
+  if (batch.fill(cursor_, max_batch_bytes) == 0) {
+    spare_ = std::move(batch);
+    if (cursor_.output_ended()) {
       // Everything written: flush the kernel side politely, then close.
-      shutting_down_ = true;
-      auto* shutdown = new uv_shutdown_t{};
-      shutdown->data = this;
-      int rc = uv_shutdown(shutdown, stream_->stream(), [](uv_shutdown_t* req, int) {
-        auto* self = static_cast<StreamWriter*>(req->data);
-        delete req;
-        if (self == nullptr) return;
-        self->shutdown_ = nullptr;
-        self->finish(Outcome::finished, "end of stream");
+      int rc = shutdown_.start(NoPayload{}, [&](uv_shutdown_t* req, auto callback) {
+        return uv_shutdown(req, stream_->stream(), callback);
       });
-      if (rc < 0) {
-        delete shutdown;
-        finish(Outcome::finished, "end of stream");
-      } else {
-        shutdown_ = shutdown;
-      }
+      if (rc < 0) finish(Outcome::finished, "end of stream");
     }
     return;
   }
-  request->bufs.reserve(request->slices.size());
-  for (const auto& slice : request->slices) {
-    request->bufs.push_back(uv_buf_init(const_cast<char*>(slice.bytes.data()),
-                                        static_cast<unsigned>(slice.bytes.size())));
-  }
-  int rc = uv_write(&request->req, stream_->stream(), request->bufs.data(),
-                    static_cast<unsigned>(request->bufs.size()), on_write);
+  int rc = write_.start(std::move(batch), [&](uv_write_t* req, auto callback) {
+    WriteBatch& b = write_.payload();
+    return uv_write(req, stream_->stream(), b.bufs.data(), static_cast<unsigned>(b.bufs.size()),
+                    callback);
+  });
   if (rc < 0) {
-    delete request;
     finish(Outcome::failed, uv_error_text(rc));
     return;
   }
-  in_flight_ = request;
   if (stall_timer_.open()) {
     stall_unwritten_ = unsent_bytes();
     uv_timer_start(stall_timer_.get(), on_stall_timer, stall_timeout_ms_, 0);
   }
 }
 
-void StreamWriter::on_write(uv_write_t* req, int status) {
-  auto* request = reinterpret_cast<WriteRequest*>(req);
-  StreamWriter* self = request->writer;
-  size_t bytes = request->bytes;
-  delete request;  // releases the chunks
-  if (self == nullptr) return;
-  self->in_flight_ = nullptr;
-  if (self->stall_timer_.open()) uv_timer_stop(self->stall_timer_.get());
+void StreamWriter::written(WriteBatch& batch, ssize_t status) {
+  const size_t bytes = batch.bytes;
+  // The chunks go back to the output before consume() can recycle them;
+  // the vectors' capacity stays for the next batch.
+  batch.clear();
+  spare_ = std::move(batch);
+  if (stall_timer_.open()) uv_timer_stop(stall_timer_.get());
   if (status < 0) {
-    self->finish(Outcome::failed, uv_error_text(status));
+    finish(Outcome::failed, uv_error_text(static_cast<int>(status)));
     return;
   }
-  self->bytes_written_ += bytes;
-  // consume() may run the merger (demand), which flushes and re-enters
-  // pump(); in_flight_ is clear, so that is a normal next write.
-  self->output_.consume(self->sub_, bytes);
-  self->pump();
+  bytes_written_ += bytes;
+  // consume() may notify this writer (pump() then finds nothing in flight
+  // and writes the next batch) or others.
+  cursor_.consume(bytes);
+  pump();
 }
 
 // What libuv still holds plus what the kernel has not yet handed to the

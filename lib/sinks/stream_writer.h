@@ -13,9 +13,11 @@
 #include <memory>
 #include <string>
 
-#include "output/output.h"
+#include "output/output_cursor.h"
+#include "sinks/write_batch.h"
 #include "uv/any_stream.h"
 #include "uv/uv_handle.h"
+#include "uv/uv_request.h"
 
 namespace chronomerge {
 
@@ -43,19 +45,17 @@ class StreamWriter {
   void fail(const std::string& reason) { finish(Outcome::failed, reason); }
   bool done() const { return done_; }
   uint64_t bytes_written() const { return bytes_written_; }
-  size_t lag() const;
+  size_t lag() const { return cursor_.lag(); }
   uv_stream_t* stream() const { return stream_ ? stream_->stream() : nullptr; }
 
  private:
-  struct WriteRequest;
-  static void on_write(uv_write_t* req, int status);
   static void on_stall_timer(uv_timer_t* timer);
   size_t unsent_bytes() const;
   void pump();
+  void written(WriteBatch& batch, ssize_t status);
   void finish(Outcome outcome, const std::string& reason);
 
-  Output& output_;
-  Output::SubscriberId sub_;
+  OutputCursor cursor_;
   std::unique_ptr<UvHandle<AnyStream>> stream_;
   UvHandle<uv_timer_t> stall_timer_;
   uint64_t stall_timeout_ms_;
@@ -63,9 +63,9 @@ class StreamWriter {
   // max_batch_bytes may take a slow reader longer than the timeout, and
   // only no progress at all is a stall.
   size_t stall_unwritten_ = 0;
-  WriteRequest* in_flight_ = nullptr;
-  uv_shutdown_t* shutdown_ = nullptr;
-  bool subscribed_ = false;
+  UvRequest<uv_write_t, WriteBatch> write_;
+  WriteBatch spare_;  // the last batch, kept for its capacity
+  UvRequest<uv_shutdown_t> shutdown_;
   bool done_ = false;
   bool shutting_down_ = false;
   uint64_t bytes_written_ = 0;
