@@ -8,16 +8,15 @@
 
 namespace chronomerge {
 
-// A connect request and the handle it connects. It outlives the feed if
-// the feed closes meanwhile: the callback then just frees everything.
-struct ConnectFeed::Attempt {
-  uv_connect_t req;
-  ConnectFeed* feed;
-  std::unique_ptr<UvHandle<AnyStream>> connection;
-};
-
 ConnectFeed::ConnectFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes)
     : StreamFeed(host, id, std::move(config), max_line_bytes),
+      connect_([this](std::unique_ptr<Connection>& connection, ssize_t status) {
+        if (status < 0) {
+          failed(static_cast<int>(status));
+        } else {
+          connected(std::move(connection));
+        }
+      }),
       jitter_(static_cast<unsigned>(uv_hrtime())) {}
 
 std::string ConnectFeed::target() const {
@@ -31,48 +30,38 @@ bool ConnectFeed::start() {
   return true;
 }
 
+// The connect request carries the handle it connects: if the feed closes
+// meanwhile, closing the handle cancels the connect and the request frees
+// the handle when it completes.
 void ConnectFeed::connect() {
   if (closed()) return;
   ++attempts_;
-  auto* attempt = new Attempt{{}, this, std::make_unique<UvHandle<AnyStream>>()};
-  attempt->req.data = attempt;
-  AnyStream* stream = attempt->connection->get();
+  auto connection = std::make_unique<Connection>();
+  AnyStream* stream = connection->get();
   int rc;
-  auto on_connect = [](uv_connect_t* req, int status) {
-    std::unique_ptr<Attempt> attempt(static_cast<Attempt*>(req->data));
-    ConnectFeed* self = attempt->feed;
-    if (self == nullptr) return;  // the connection handle closes with it
-    self->attempt_ = nullptr;
-    if (status < 0) {
-      self->failed(status);
-    } else {
-      self->connected(std::move(attempt->connection));
-    }
-  };
   if (config_.type == FeedType::tcp_connect) {
     rc = uv_tcp_init(host_.loop(), &stream->tcp);
     if (rc == 0) {
-      attempt->connection->initialized(nullptr);
+      connection->initialized(nullptr);
       sockaddr_storage addr;
       rc = to_sockaddr(config_.address, addr);
       if (rc == 0) {
-        rc = uv_tcp_connect(&attempt->req, &stream->tcp, reinterpret_cast<sockaddr*>(&addr),
-                            on_connect);
+        rc = connect_.start(std::move(connection), [&](uv_connect_t* req, uv_connect_cb callback) {
+          return uv_tcp_connect(req, &stream->tcp, reinterpret_cast<sockaddr*>(&addr), callback);
+        });
       }
     }
   } else {
     rc = uv_pipe_init(host_.loop(), &stream->pipe, 0);
     if (rc == 0) {
-      attempt->connection->initialized(nullptr);
-      uv_pipe_connect(&attempt->req, &stream->pipe, config_.path.c_str(), on_connect);
+      connection->initialized(nullptr);
+      rc = connect_.start(std::move(connection), [&](uv_connect_t* req, uv_connect_cb callback) {
+        uv_pipe_connect(req, &stream->pipe, config_.path.c_str(), callback);
+        return 0;  // errors come through the callback
+      });
     }
   }
-  if (rc < 0) {
-    delete attempt;
-    failed(rc);
-    return;
-  }
-  attempt_ = attempt;
+  if (rc < 0) failed(rc);  // the connection, if any, closes here
 }
 
 void ConnectFeed::connected(std::unique_ptr<Connection> connection) {
@@ -118,12 +107,11 @@ void ConnectFeed::connection_ended(int status) {
 
 void ConnectFeed::close_transport() {
   retry_timer_.close();
-  if (attempt_) {
-    // Closing the handle cancels the connect; its callback frees the rest.
-    attempt_->feed = nullptr;
-    attempt_->connection->close();
+  if (connect_.pending()) {
+    // Closing the handle cancels the connect; the request frees the rest.
+    connect_.payload()->close();
+    connect_.detach();
   }
-  attempt_ = nullptr;
 }
 
 }  // namespace chronomerge

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "feeds/stream_feed.h"
+#include "uv/uv_request.h"
 
 namespace chronomerge {
 
@@ -25,7 +26,6 @@ class ConnectFeed final : public StreamFeed {
   void close_transport() override;
 
  private:
-  struct Attempt;
   void connect();
   void connected(std::unique_ptr<Connection> connection);
   void failed(int status);
@@ -33,7 +33,8 @@ class ConnectFeed final : public StreamFeed {
   std::string target() const;
 
   UvHandle<uv_timer_t> retry_timer_;
-  Attempt* attempt_ = nullptr;  // in flight
+  // A connection attempt in flight, carrying the handle it connects.
+  UvRequest<uv_connect_t, std::unique_ptr<Connection>> connect_;
   uint64_t backoff_ms_ = min_backoff_ms;
   uint64_t attempts_ = 0;
   bool failing_logged_ = false;

@@ -15,21 +15,25 @@
 
 namespace chronomerge {
 
-// One accepted client. Its handles are embedded, so the object must stay
-// where it is until both have closed: it is freed by on_closed() when the
-// last one reports, never directly.
+// One accepted client. Its handles and requests own their memory (freed by
+// their own close and completion callbacks), so the object can go once it
+// is closed: close_connection() hands it to closed_connections_, freed
+// outside its callbacks.
 struct HttpServer::Connection {
-  explicit Connection(HttpServer* s) : server(s) {}
+  explicit Connection(HttpServer& s)
+      : server(s),
+        write([this](std::string&, ssize_t status) { server.written(*this, status); }),
+        shutdown([this](NoPayload&, ssize_t status) { server.shut_down(*this, status); }) {}
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  HttpServer* server;                         // null once closing: the server may be gone by then
-  std::list<Connection*>::iterator position;  // in server->connections_
-  uint64_t accepted_at = 0;                   // loop time
-  uv_tcp_t tcp{};
-  uv_timer_t timer{};
-  uv_shutdown_t shutdown{};
-  int open_handles = 0;  // initialized and not yet through their close callback
+  HttpServer& server;
+  std::list<std::unique_ptr<Connection>>::iterator position;  // in server.connections_
+  uint64_t accepted_at = 0;                                   // loop time
+  UvHandle<uv_tcp_t> tcp;
+  UvHandle<uv_timer_t> timer;
+  UvRequest<uv_write_t, std::string> write;  // the response
+  UvRequest<uv_shutdown_t> shutdown;
   bool closing = false;
   bool responded = false;  // a response was queued; what arrives now is ignored
   bool shut_down = false;  // the response was written and our side shut down
@@ -38,24 +42,7 @@ struct HttpServer::Connection {
   char buffer[4096];
 };
 
-// Owns the bytes of one response until libuv is done with them. Its
-// callback may run with UV_ECANCELED while the connection is closing: the
-// connection is still allocated then (libuv cancels requests before it runs
-// the stream's close callback), but it must not be used for anything else.
-struct HttpServer::WriteRequest {
-  uv_write_t req{};
-  Connection* connection = nullptr;
-  std::string bytes;
-};
-
 namespace {
-
-uv_handle_t* as_handle(void* handle) {
-  return static_cast<uv_handle_t*>(handle);
-}
-uv_stream_t* as_stream(uv_tcp_t* tcp) {
-  return reinterpret_cast<uv_stream_t*>(tcp);
-}
 
 const char* const plain_text = "text/plain; charset=utf-8";
 
@@ -110,6 +97,7 @@ HttpServer::HttpServer(uv_loop_t* loop, HostPort listen, Handler handler, Timeou
 
 HttpServer::~HttpServer() {
   close();
+  closed_connections_.clear();
 }
 
 bool HttpServer::start() {
@@ -141,9 +129,7 @@ void HttpServer::close() {
   listener_.close();
   hold_timer_.close();
   summary_timer_.close();
-  // close_connection() erases from the list: iterate over a copy.
-  std::vector<Connection*> open(connections_.begin(), connections_.end());
-  for (Connection* connection : open) close_connection(*connection);
+  while (!connections_.empty()) close_connection(*connections_.front());
 }
 
 void HttpServer::accepted(uv_os_sock_t socket) {
@@ -161,22 +147,22 @@ void HttpServer::accepted(uv_os_sock_t socket) {
     schedule_summary();
     return;
   }
-  auto* c = new Connection(this);
-  if (uv_tcp_init(loop_, &c->tcp) < 0) {
-    // Cannot happen in practice (no socket is created for AF_UNSPEC);
-    // nothing is registered with the loop yet.
-    delete c;
+  // Connections closed since the last accept are freed here, never inside
+  // a callback of their own.
+  closed_connections_.clear();
+  auto owned = std::make_unique<Connection>(*this);
+  Connection* c = owned.get();
+  if (uv_tcp_init(loop_, c->tcp.get()) < 0) {
+    // Cannot happen in practice (no socket is created for AF_UNSPEC).
     ::close(socket);
     return;
   }
-  c->tcp.data = c;
-  ++c->open_handles;
-  uv_timer_init(loop_, &c->timer);  // cannot fail
-  c->timer.data = c;
-  ++c->open_handles;
-  c->position = connections_.insert(connections_.end(), c);
+  c->tcp.initialized(c);
+  uv_timer_init(loop_, c->timer.get());  // cannot fail
+  c->timer.initialized(c);
+  c->position = connections_.insert(connections_.end(), std::move(owned));
   c->accepted_at = uv_now(loop_);
-  int rc = uv_tcp_open(&c->tcp, socket);
+  int rc = uv_tcp_open(c->tcp.get(), socket);
   if (rc < 0) {
     ::close(socket);
     listener_.count_error(rc);
@@ -185,9 +171,9 @@ void HttpServer::accepted(uv_os_sock_t socket) {
     return;
   }
   ++counters_.connections;
-  uv_timer_start(&c->timer, on_timeout, timeouts_.head_ms, 0);
+  uv_timer_start(c->timer.get(), on_timeout, timeouts_.head_ms, 0);
   rc = uv_read_start(
-      as_stream(&c->tcp),
+      c->tcp.stream(),
       [](uv_handle_t* handle, size_t, uv_buf_t* buf) {
         auto* connection = static_cast<Connection*>(handle->data);
         *buf = uv_buf_init(connection->buffer, sizeof(connection->buffer));
@@ -219,7 +205,7 @@ void HttpServer::update_hold() {
   }
   const uint64_t now = uv_now(loop_);
   std::optional<uint64_t> wait;  // until a connection can go; none: until one closes
-  for (Connection* c : connections_) {
+  for (const auto& c : connections_) {
     if (c->shut_down) {
       wait = 0;
       break;
@@ -248,7 +234,7 @@ void HttpServer::update_hold() {
 // reads only when told the socket is readable.
 void HttpServer::read_now(Connection& c) {
   uv_os_fd_t fd;
-  if (uv_fileno(as_handle(&c.tcp), &fd) != 0) return;
+  if (uv_fileno(c.tcp.base(), &fd) != 0) return;
   while (!c.closing && !c.responded && !c.peer_eof) {
     ssize_t n = ::recv(fd, c.buffer, sizeof(c.buffer), MSG_DONTWAIT);
     if (n > 0) {
@@ -275,7 +261,7 @@ bool HttpServer::make_room() {
   // candidate has sent is read first: a request that has arrived but was
   // not read yet is answered, not evicted.
   for (auto it = connections_.begin(); it != connections_.end();) {
-    Connection* c = *it++;  // only `c` can leave the list below
+    Connection* c = (it++)->get();  // only `c` can leave the list below
     if (c->responded) continue;
     read_now(*c);  // may answer or close it; the handler may close the server
     if (closed_ || c->closing) return !closed_;
@@ -285,7 +271,7 @@ bool HttpServer::make_room() {
   }
   // Else the oldest that was answered and only waits for its client to
   // hang up: what it had to say is written.
-  for (Connection* c : connections_) {
+  for (const auto& c : connections_) {
     if (c->shut_down) {
       evict(*c);
       return true;
@@ -308,8 +294,8 @@ void HttpServer::evict(Connection& victim) {
 
 void HttpServer::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
   auto* c = static_cast<Connection*>(stream->data);
-  if (c->closing) return;
-  c->server->received(*c, nread);
+  if (c == nullptr || c->closing) return;
+  c->server.received(*c, nread);
 }
 
 void HttpServer::received(Connection& c, ssize_t nread) {
@@ -320,7 +306,7 @@ void HttpServer::received(Connection& c, ssize_t nread) {
       return;
     }
     c.peer_eof = true;
-    uv_read_stop(as_stream(&c.tcp));
+    uv_read_stop(c.tcp.stream());
     if (c.responded) {
       // The client has read the response and gone (or gave up on it).
       if (c.shut_down) close_connection(c);
@@ -376,55 +362,56 @@ void HttpServer::respond(Connection& c, int status, std::string_view content_typ
                          std::string_view body, bool send_body) {
   c.responded = true;
   ++counters_.responses[status];
-  auto request = std::make_unique<WriteRequest>();
-  request->connection = &c;
   // HEAD: the headers GET would get, Content-Length included (RFC 9110
   // §9.3.2 and §8.6), and no body.
-  request->bytes = fmt::format(
+  std::string bytes = fmt::format(
       "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
       status, http_reason(status), content_type, body.size(),
       status == 405 ? "Allow: GET, HEAD\r\n" : "");
-  if (send_body) request->bytes.append(body);
-  uv_buf_t buf = uv_buf_init(request->bytes.data(), static_cast<unsigned>(request->bytes.size()));
-  if (uv_write(&request->req, as_stream(&c.tcp), &buf, 1, on_write) < 0) {
+  if (send_body) bytes.append(body);
+  int rc = c.write.start(std::move(bytes), [&](uv_write_t* req, uv_write_cb callback) {
+    std::string& response = c.write.payload();
+    uv_buf_t buf = uv_buf_init(response.data(), static_cast<unsigned>(response.size()));
+    return uv_write(req, c.tcp.stream(), &buf, 1, callback);
+  });
+  if (rc < 0) {
     close_connection(c);
     return;
   }
-  request.release();  // on_write frees it
   // A fresh period for the client to read the response and hang up.
-  uv_timer_start(&c.timer, on_timeout, timeouts_.linger_ms, 0);
+  uv_timer_start(c.timer.get(), on_timeout, timeouts_.linger_ms, 0);
 }
 
-void HttpServer::on_write(uv_write_t* req, int status) {
-  std::unique_ptr<WriteRequest> request(reinterpret_cast<WriteRequest*>(req));
-  Connection& c = *request->connection;
+void HttpServer::written(Connection& c, ssize_t status) {
   if (c.closing) return;
   if (status < 0) {
     close_connection(c);
     return;
   }
-  c.shutdown.data = &c;
-  if (uv_shutdown(&c.shutdown, as_stream(&c.tcp), on_shutdown) < 0) close_connection(c);
+  int rc = c.shutdown.start(NoPayload{}, [&](uv_shutdown_t* req, uv_shutdown_cb callback) {
+    return uv_shutdown(req, c.tcp.stream(), callback);
+  });
+  if (rc < 0) close_connection(c);
 }
 
 // Our side is done. Closing now could reset the connection while the
 // client still has request bytes in flight, and a reset can destroy the
 // response before it is read; so wait for the client's EOF (or the timer).
-void HttpServer::on_shutdown(uv_shutdown_t* req, int status) {
-  auto& c = *static_cast<Connection*>(req->data);
+void HttpServer::shut_down(Connection& c, ssize_t status) {
   if (c.closing) return;
   c.shut_down = true;
   if (status < 0 || c.peer_eof) {
     close_connection(c);
   } else {
-    c.server->update_hold();  // it may now make room
+    update_hold();  // it may now make room
   }
 }
 
 void HttpServer::on_timeout(uv_timer_t* timer) {
-  auto& c = *static_cast<Connection*>(timer->data);
-  if (c.closing) return;
-  HttpServer& server = *c.server;
+  auto* connection = static_cast<Connection*>(timer->data);
+  if (connection == nullptr || connection->closing) return;
+  Connection& c = *connection;
+  HttpServer& server = c.server;
   const uint64_t now = uv_now(server.loop_);
   if (c.responded) {
     ++server.counters_.linger_timeouts;
@@ -432,7 +419,7 @@ void HttpServer::on_timeout(uv_timer_t* timer) {
         "metrics: closing a connection {} ms after its response without the client "
         "hanging up",
         server.timeouts_.linger_ms);
-    close_connection(c);
+    server.close_connection(c);
     return;
   }
   ++server.counters_.head_timeouts;
@@ -442,28 +429,26 @@ void HttpServer::on_timeout(uv_timer_t* timer) {
                         server.timeouts_.head_ms, c.head.size());
   server.schedule_summary();
   if (blank(c.head)) {
-    close_connection(c);
+    server.close_connection(c);
   } else {
     server.respond(c, 408, plain_text, "request head not received in time\n");
   }
 }
 
+// The connection's handles close (their memory goes with their close
+// callbacks), a response or shutdown in flight completes into nothing, and
+// the object itself is freed at the next accept or with the server: never
+// inside one of its own callbacks.
 void HttpServer::close_connection(Connection& c) {
   if (c.closing) return;
   c.closing = true;
-  HttpServer* server = c.server;
-  c.server = nullptr;
-  uv_close(as_handle(&c.tcp), on_closed);
-  uv_close(as_handle(&c.timer), on_closed);
-  if (server) {
-    server->connections_.erase(c.position);
-    server->update_hold();  // a free slot
-  }
-}
-
-void HttpServer::on_closed(uv_handle_t* handle) {
-  auto* c = static_cast<Connection*>(handle->data);
-  if (--c->open_handles == 0) delete c;
+  c.tcp.close();
+  c.timer.close();
+  c.write.detach();
+  c.shutdown.detach();
+  closed_connections_.push_back(std::move(*c.position));
+  connections_.erase(c.position);
+  update_hold();  // a free slot
 }
 
 void HttpServer::schedule_summary() {

@@ -53,13 +53,16 @@
 #include <functional>
 #include <list>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "config/config.h"
 #include "log/log.h"
 #include "uv/listener.h"
 #include "uv/uv_handle.h"
+#include "uv/uv_request.h"
 
 namespace chronomerge {
 
@@ -135,13 +138,9 @@ class HttpServer {
 
  private:
   struct Connection;
-  struct WriteRequest;
 
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
-  static void on_write(uv_write_t* req, int status);
-  static void on_shutdown(uv_shutdown_t* req, int status);
   static void on_timeout(uv_timer_t* timer);
-  static void on_closed(uv_handle_t* handle);
 
   void accepted(uv_os_sock_t socket);
   void accept_failed(int error, uint64_t connections);
@@ -159,7 +158,9 @@ class HttpServer {
   void handle_request(Connection& connection, std::string_view method, std::string_view path);
   void respond(Connection& connection, int status, std::string_view content_type,
                std::string_view body, bool send_body = true);
-  static void close_connection(Connection& connection);
+  void written(Connection& connection, ssize_t status);
+  void shut_down(Connection& connection, ssize_t status);
+  void close_connection(Connection& connection);
   void schedule_summary();
 
   uv_loop_t* loop_;
@@ -168,8 +169,10 @@ class HttpServer {
   Timeouts timeouts_;
   Listener listener_;
   std::string address_;
-  // Open connections, oldest first (eviction order).
-  std::list<Connection*> connections_;
+  // Open connections, oldest first (eviction order), and those closed but
+  // not yet freed (see close_connection()).
+  std::list<std::unique_ptr<Connection>> connections_;
+  std::vector<std::unique_ptr<Connection>> closed_connections_;
   Counters counters_;
   // Evictions, refusals, timeouts and accept failures: a flood of
   // connections must not flood the log.
