@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: installs the build dependencies (Debian
-# bookworm, as root), builds with warnings as errors, runs the whole suite,
-# then runs the unit tests again built with AddressSanitizer and
+# bookworm, as root), builds with warnings as errors, runs the whole suite
+# (the unit, io and e2e test binaries, under ctest), then runs the three
+# binaries again built with AddressSanitizer and
 # UndefinedBehaviorSanitizer, checks formatting, verifies the systemd unit,
 # and fuzzes every network-facing parser and the merger for a short while
 # (FUZZ_SECONDS per target, 20 by default; see tests/fuzz/run.sh). This is
@@ -41,15 +42,17 @@ cmake --build build -j "$jobs"
 echo "== tests"
 (cd build && ctest --output-on-failure -j "$jobs" --timeout 300)
 
-echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+echo "== tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCHRONOMERGE_WERROR=ON \
       -DCHRONOMERGE_SANITIZE=ON >/dev/null
 cmake --build build-sanitize -j "$jobs"
 # The end-to-end cases start the daemon; under the sanitizers they also
 # check its shutdown path, but the heaviest (memory under load) are skipped
 # because the sanitizers' own memory would dominate the measurement.
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ./build-sanitize/tests/chronomerge_tests --test-case-exclude='*RSS*'
+for binary in chronomerge_unit_tests chronomerge_io_tests chronomerge_e2e_tests; do
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    "./build-sanitize/tests/$binary" --test-case-exclude='*RSS*'
+done
 
 echo "== formatting (.clang-format)"
 files=$(git ls-files '*.cc' '*.h' 2>/dev/null || find daemon lib tests -name '*.cc' -o -name '*.h')

@@ -68,14 +68,13 @@ constexpr bool sanitized = false;
 TEST_CASE("the daemon merges live TCP feeds into every client") {
   SUBCASE("two clients receive the same stable merge of three producers") {
     TempDir dir;
-    uint16_t feed_ports[3] = {free_port(), free_port(), free_port()};
-    uint16_t out_port = free_port();
     json config = {{"idle_timeout_ms", 5000},
-                   {"feeds",
-                    {tcp_feed("north", feed_ports[0]), tcp_feed("south", feed_ports[1]),
-                     tcp_feed("east", feed_ports[2])}},
-                   {"outputs", {tcp_output("clients", out_port)}}};
+                   {"feeds", {tcp_feed("north"), tcp_feed("south"), tcp_feed("east")}},
+                   {"outputs", {tcp_output("clients")}}};
     Daemon daemon(dir, config);
+    const uint16_t feed_ports[3] = {daemon.feed_port("north"), daemon.feed_port("south"),
+                                    daemon.feed_port("east")};
+    const uint16_t out_port = daemon.output_port("clients");
     INFO("daemon log (tail):\n" << daemon.log_tail());
 
     Collector first(connect_tcp(out_port));
@@ -152,16 +151,17 @@ TEST_CASE("a silent feed holds the merge only until idle_timeout_ms") {
   CAPTURE(policy);
 
   TempDir dir;
-  uint16_t active_port = free_port();
-  uint16_t silent_port = free_port();
-  uint16_t out_port = free_port();
   json config = {{"idle_timeout_ms", 300},
                  {"late", policy},
                  {"deadletter", {{"path", dir / "dead.ndjson"}}},
-                 {"feeds", {tcp_feed("active", active_port), tcp_feed("silent", silent_port)}},
-                 {"outputs", {tcp_output("clients", out_port)}}};
-  uint16_t metrics = with_metrics(config);
+                 {"feeds", {tcp_feed("active"), tcp_feed("silent")}},
+                 {"outputs", {tcp_output("clients")}}};
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t active_port = daemon.feed_port("active");
+  const uint16_t silent_port = daemon.feed_port("silent");
+  const uint16_t out_port = daemon.output_port("clients");
   INFO("daemon log (tail):\n" << daemon.log_tail());
   Socket client = connect_tcp(out_port);
   REQUIRE(daemon.wait_log("connected (1 now)"));
@@ -300,16 +300,17 @@ TEST_CASE("backpressure from a trickling client pauses producers and bounds RSS"
   constexpr uint64_t rss_limit_kib = 64 << 10;
 
   TempDir dir;
-  uint16_t ports[feeds] = {free_port(), free_port(), free_port()};
-  uint16_t out_port = free_port();
-  json config = {
-      // Nothing may go idle: a producer that falls behind must hold the
-      // merge, so the output is exactly ordered.
-      {"idle_timeout_ms", 600000},
-      {"feeds", {tcp_feed("p0", ports[0]), tcp_feed("p1", ports[1]), tcp_feed("p2", ports[2])}},
-      {"outputs", {tcp_output("clients", out_port)}}};
-  uint16_t metrics = with_metrics(config);
+  json config = {// Nothing may go idle: a producer that falls behind must hold the
+                 // merge, so the output is exactly ordered.
+                 {"idle_timeout_ms", 600000},
+                 {"feeds", {tcp_feed("p0"), tcp_feed("p1"), tcp_feed("p2")}},
+                 {"outputs", {tcp_output("clients")}}};
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t ports[feeds] = {daemon.feed_port("p0"), daemon.feed_port("p1"),
+                                 daemon.feed_port("p2")};
+  const uint16_t out_port = daemon.output_port("clients");
   INFO("daemon log (tail):\n" << daemon.log_tail());
 
   Socket client = connect_tcp(out_port, 5s, /*rcvbuf=*/4096);
@@ -452,9 +453,7 @@ std::string bulk_feed(const std::string& feed, int count) {
 
 TEST_CASE("slow clients are dropped by policy while fast ones get everything") {
   TempDir dir;
-  uint16_t feed_port = free_port();
-  uint16_t out_port = free_port();
-  json output = tcp_output("clients", out_port);
+  json output = tcp_output("clients");
   std::string reason;
   SUBCASE("slow_client: disconnect drops a client more than max_buffer behind") {
     output["slow_client"] = "disconnect";
@@ -467,9 +466,12 @@ TEST_CASE("slow clients are dropped by policy while fast ones get everything") {
     reason = "disconnected: stalled";
   }
   CAPTURE(output.dump());
-  json config = {{"feeds", {tcp_feed("bus", feed_port)}}, {"outputs", {output}}};
-  uint16_t metrics = with_metrics(config);
+  json config = {{"feeds", {tcp_feed("bus")}}, {"outputs", {output}}};
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t feed_port = daemon.feed_port("bus");
+  const uint16_t out_port = daemon.output_port("clients");
   INFO("daemon log (tail):\n" << daemon.log_tail());
 
   // The frozen client never reads and advertises a tiny window.
@@ -513,12 +515,12 @@ TEST_CASE("stall_timeout_ms spares a client that reads slowly but steadily") {
   // One write to a client carries up to 1 MiB; this client takes several
   // seconds for that, far longer than the timeout, but never stops.
   TempDir dir;
-  uint16_t feed_port = free_port();
-  uint16_t out_port = free_port();
-  json output = tcp_output("clients", out_port);
+  json output = tcp_output("clients");
   output["stall_timeout_ms"] = 300;
-  json config = {{"feeds", {tcp_feed("bus", feed_port)}}, {"outputs", {output}}};
+  json config = {{"feeds", {tcp_feed("bus")}}, {"outputs", {output}}};
   Daemon daemon(dir, config);
+  const uint16_t feed_port = daemon.feed_port("bus");
+  const uint16_t out_port = daemon.output_port("clients");
   INFO("daemon log (tail):\n" << daemon.log_tail());
 
   Socket slow = connect_tcp(out_port, 5s, /*rcvbuf=*/4096);
@@ -548,15 +550,19 @@ TEST_CASE("stall_timeout_ms spares a client that reads slowly but steadily") {
 TEST_CASE("a tcp-connect feed rides out its upstream restarting") {
   SUBCASE("the records of both upstream sessions arrive, in order") {
     TempDir dir;
-    uint16_t upstream_port = free_port();
-    uint16_t out_port = free_port();
-    Socket listener = listen_tcp(upstream_port);
+    Socket listener = listen_tcp();
+    const uint16_t upstream_port = port_of(listener);
+    // Held to the end, so that no other process takes the port while the
+    // upstream is away.
+    Socket held = hold_tcp(upstream_port);
     json config = {
         {"feeds",
          {{{"name", "upstream"}, {"type", "tcp-connect"}, {"connect", loopback(upstream_port)}}}},
-        {"outputs", {tcp_output("clients", out_port)}}};
-    uint16_t metrics = with_metrics(config);
+        {"outputs", {tcp_output("clients")}}};
+    with_metrics(config);
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port();
+    const uint16_t out_port = daemon.output_port("clients");
     INFO("daemon log (tail):\n" << daemon.log_tail());
     Collector client(connect_tcp(out_port));
     REQUIRE(daemon.wait_log("connected (1 now)"));
@@ -596,13 +602,14 @@ TEST_CASE("a tcp-connect feed rides out its upstream restarting") {
 TEST_CASE("max_clients refuses extra clients cleanly") {
   SUBCASE("with max_clients 1 a second client sees EOF at once and the first keeps receiving") {
     TempDir dir;
-    uint16_t feed_port = free_port();
-    uint16_t out_port = free_port();
-    json output = tcp_output("clients", out_port);
+    json output = tcp_output("clients");
     output["max_clients"] = 1;
-    json config = {{"feeds", {tcp_feed("bus", feed_port)}}, {"outputs", {output}}};
-    uint16_t metrics = with_metrics(config);
+    json config = {{"feeds", {tcp_feed("bus")}}, {"outputs", {output}}};
+    with_metrics(config);
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port();
+    const uint16_t feed_port = daemon.feed_port("bus");
+    const uint16_t out_port = daemon.output_port("clients");
     INFO("daemon log (tail):\n" << daemon.log_tail());
 
     Socket first = connect_tcp(out_port);
@@ -633,20 +640,21 @@ TEST_CASE("max_clients refuses extra clients cleanly") {
 
 TEST_CASE("misbehaving peers leave the daemon running and other streams intact") {
   TempDir dir;
-  uint16_t a_port = free_port();
-  uint16_t b_port = free_port();
-  uint16_t out_port = free_port();
   std::string dead_path = dir / "dead.ndjson";
   json config = {{"idle_timeout_ms", 200},
                  {"deadletter", {{"path", dead_path}}},
-                 {"feeds", {tcp_feed("a", a_port), tcp_feed("b", b_port)}},
-                 {"outputs", {tcp_output("clients", out_port)}}};
-  uint16_t metrics = with_metrics(config);
+                 {"feeds", {tcp_feed("a"), tcp_feed("b")}},
+                 {"outputs", {tcp_output("clients")}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t a_port = daemon.feed_port("a");
+  const uint16_t b_port = daemon.feed_port("b");
+  const uint16_t out_port = daemon.output_port("clients");
   auto malformed = [&](const std::string& reason) {
     return scrape(metrics,
                   "chronomerge_feed_malformed_total{feed=\"a\",reason=\"" + reason + "\"}");
   };
-  Daemon daemon(dir, config);
   INFO("daemon log (tail):\n" << daemon.log_tail());
   Socket client = connect_tcp(out_port);
   REQUIRE(daemon.wait_log("connected (1 now)"));

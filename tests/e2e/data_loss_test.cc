@@ -57,14 +57,13 @@ int64_t epoch_ms() {
 // Three tcp-listen feeds with a producer each, one TCP client, metrics.
 struct ThreeProducers {
   ThreeProducers(const std::vector<std::string>& names, json globals) : config(std::move(globals)) {
-    for (const std::string& name : names) {
-      ports.push_back(free_port());
-      config["feeds"].push_back(tcp_feed(name, ports.back()));
-    }
-    uint16_t out_port = free_port();
-    config["outputs"] = {tcp_output("clients", out_port)};
-    metrics = with_metrics(config);
+    for (const std::string& name : names) config["feeds"].push_back(tcp_feed(name));
+    config["outputs"] = {tcp_output("clients")};
+    with_metrics(config);
     daemon = std::make_unique<Daemon>(dir, config);
+    metrics = daemon->metrics_port();
+    for (const std::string& name : names) ports.push_back(daemon->feed_port(name));
+    const uint16_t out_port = daemon->output_port("clients");
     client = std::make_unique<Collector>(connect_tcp(out_port), 30s);
     REQUIRE(daemon->wait_log("connected (1 now)"));
     for (uint16_t port : ports) producers.push_back(connect_tcp(port));
@@ -84,13 +83,13 @@ struct ThreeProducers {
 // A config where `feed` (with a 4 KiB queue) cannot drain: the merge waits
 // for a silent feed, so what its producer writes past the queue stays in
 // the kernel's socket buffers.
-json held_back(json feed, uint16_t out_port) {
+json held_back(json feed) {
   feed["high_water_mark"] = 4096;
   feed["low_water_mark"] = 1024;
   return {{"idle_timeout_ms", 600000},
           {"drain_timeout_ms", 5000},
-          {"feeds", {feed, tcp_feed("silent", free_port())}},
-          {"outputs", {tcp_output("clients", out_port)}}};
+          {"feeds", {feed, tcp_feed("silent")}},
+          {"outputs", {tcp_output("clients")}}};
 }
 
 bool paused(uint16_t metrics, const std::string& feed) {
@@ -105,16 +104,17 @@ TEST_CASE("a reload that changes a feed's tuning keeps its connection and every 
   constexpr int per_producer = 30000;
   TempDir dir;
   const std::vector<std::string> names = {"a", "b", "c"};
-  std::vector<uint16_t> ports = {free_port(), free_port(), free_port()};
-  uint16_t out_port = free_port();
-  json config = {
-      {"feed_high_water_mark", 65536},
-      {"feed_low_water_mark", 16384},
-      {"feeds", {tcp_feed("a", ports[0]), tcp_feed("b", ports[1]), tcp_feed("c", ports[2])}},
-      {"outputs", {tcp_output("clients", out_port)}}};
+  json config = {{"feed_high_water_mark", 65536},
+                 {"feed_low_water_mark", 16384},
+                 {"feeds", {tcp_feed("a"), tcp_feed("b"), tcp_feed("c")}},
+                 {"outputs", {tcp_output("clients")}}};
   config["feeds"][1]["idle_timeout_ms"] = 5000;
-  uint16_t metrics = with_metrics(config);
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const std::vector<uint16_t> ports = {daemon.feed_port("a"), daemon.feed_port("b"),
+                                       daemon.feed_port("c")};
+  const uint16_t out_port = daemon.output_port("clients");
   INFO("daemon log (tail):\n" << daemon.log_tail());
   Collector first(connect_tcp(out_port), 60s);
   Collector second(connect_tcp(out_port), 60s);
@@ -158,11 +158,12 @@ TEST_CASE("a reload that changes a feed's tuning keeps its connection and every 
 TEST_CASE("what the kernel holds for a feed is merged, not dropped") {
   constexpr int records = 3000;  // ~100 KB: a 4 KiB queue, the rest in the kernel
   TempDir dir;
-  uint16_t feed_port = free_port();
-  uint16_t out_port = free_port();
-  json config = held_back(tcp_feed("bus", feed_port), out_port);
-  uint16_t metrics = with_metrics(config);
+  json config = held_back(tcp_feed("bus"));
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t feed_port = daemon.feed_port("bus");
+  const uint16_t out_port = daemon.output_port("clients");
   INFO("daemon log (tail):\n" << daemon.log_tail());
   Collector client(connect_tcp(out_port), 30s);
   REQUIRE(daemon.wait_log("connected (1 now)"));
@@ -183,10 +184,10 @@ TEST_CASE("what the kernel holds for a feed is merged, not dropped") {
     CHECK(got.data == text);
   }
   SUBCASE("on a reload that changes the feed's transport") {
-    // The silent feed goes (so the merge flows) and the feed moves to
-    // another port: the old connection is read to its end first.
-    uint16_t new_port = free_port();
-    config["feeds"] = {tcp_feed("bus", new_port)};
+    // The silent feed goes (so the merge flows) and the feed moves to a
+    // Unix socket: the old connection is read to its end first.
+    const std::string new_path = dir / "bus.sock";
+    config["feeds"] = {{{"name", "bus"}, {"type", "unix-listen"}, {"path", new_path}}};
     dir.write("config.json", config.dump(2));
     daemon.signal(SIGHUP);
     REQUIRE(reloads_done(daemon, metrics, 1));
@@ -196,7 +197,8 @@ TEST_CASE("what the kernel holds for a feed is merged, not dropped") {
     CHECK(sample(m, "chronomerge_feed_discarded_bytes_total{feed=\"bus\"}") == 0);
     CHECK(sample(m, "chronomerge_feed_records_total{feed=\"bus\"}") == records);
     // The new transport works.
-    Socket next = connect_tcp(new_port);
+    REQUIRE(daemon.wait_log("feed bus: listening on " + new_path));
+    Socket next = connect_unix(new_path);
     const std::string more = record(1000000, "bus", records) + "\n";
     REQUIRE(write_all(next, more));
     REQUIRE(client.wait_bytes(text.size() + more.size(), 10s));
@@ -250,15 +252,14 @@ TEST_CASE("a producer with a wrong clock stalls nobody") {
 
 TEST_CASE("reload churn frees what removed feeds held (RSS)") {
   TempDir dir;
-  uint16_t out_port = free_port();
-  uint16_t churn_port = free_port();
   json base = {{"feeds", {{{"name", "sim"}, {"type", "simulate"}, {"rate", 50}}}},
-               {"outputs", {tcp_output("clients", out_port)}}};
-  uint16_t metrics = with_metrics(base);
+               {"outputs", {tcp_output("clients")}}};
+  with_metrics(base);
   Daemon daemon(dir, base);
+  const uint16_t metrics = daemon.metrics_port();
   INFO("daemon log (tail):\n" << daemon.log_tail());
   json with_feed = base;
-  with_feed["feeds"].push_back(tcp_feed("churn", churn_port));
+  with_feed["feeds"].push_back(tcp_feed("churn"));
   int reloads = 0;
   auto reload = [&](const json& config) {
     dir.write("config.json", config.dump(2));
@@ -275,7 +276,8 @@ TEST_CASE("reload churn frees what removed feeds held (RSS)") {
     const std::string partial = "{\"time\":1,\"pad\":\"" + std::string(512 << 10, 'x');
     for (int round = 0; round < 30; ++round) {
       reload(with_feed);
-      Socket producer = connect_tcp(churn_port);
+      // Each time on a new port: the one it listened on last.
+      Socket producer = connect_tcp(daemon.feed_port("churn", 11 + round));
       REQUIRE(write_all(producer, partial));
       INFO("round " << round);
       bool read = wait_metrics(metrics, [&](const auto& m) {
@@ -309,13 +311,13 @@ TEST_CASE("reload churn frees what removed feeds held (RSS)") {
 TEST_CASE("a tcp-connect feed drains to its upstream's end and does not reconnect") {
   constexpr int records = 3000;
   TempDir dir;
-  uint16_t upstream_port = free_port();
-  Socket upstream = listen_tcp(upstream_port);
-  uint16_t out_port = free_port();
+  Socket upstream = listen_tcp();
   json config = held_back(
-      {{"name", "up"}, {"type", "tcp-connect"}, {"connect", loopback(upstream_port)}}, out_port);
-  uint16_t metrics = with_metrics(config);
+      {{"name", "up"}, {"type", "tcp-connect"}, {"connect", loopback(port_of(upstream))}});
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t out_port = daemon.output_port("clients");
   INFO("daemon log (tail):\n" << daemon.log_tail());
   Collector client(connect_tcp(out_port), 30s);
   REQUIRE(daemon.wait_log("connected (1 now)"));
@@ -383,17 +385,17 @@ TEST_CASE("an output removed by a reload counts what it had not written") {
   REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
   int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   REQUIRE(reader >= 0);
-  uint16_t feed_port = free_port();
-  uint16_t out_port = free_port();
   json config = {
       {"output_high_water_mark", 65536},
       {"feed_high_water_mark", 65536},
       {"feed_low_water_mark", 16384},
-      {"feeds", {tcp_feed("bus", feed_port)}},
-      {"outputs",
-       {tcp_output("clients", out_port), {{"name", "stuck"}, {"type", "file"}, {"path", fifo}}}}};
-  uint16_t metrics = with_metrics(config);
+      {"feeds", {tcp_feed("bus")}},
+      {"outputs", {tcp_output("clients"), {{"name", "stuck"}, {"type", "file"}, {"path", fifo}}}}};
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t feed_port = daemon.feed_port("bus");
+  const uint16_t out_port = daemon.output_port("clients");
   INFO("daemon log (tail):\n" << daemon.log_tail());
   Collector client(connect_tcp(out_port), 30s);
   REQUIRE(daemon.wait_log("connected (1 now)"));
@@ -404,7 +406,7 @@ TEST_CASE("an output removed by a reload counts what it had not written") {
   REQUIRE(wait_metrics(metrics, [](const auto& m) {
     return sample(m, "chronomerge_feed_paused{feed=\"bus\"}") == 1;
   }));
-  config["outputs"] = {tcp_output("clients", out_port)};
+  config["outputs"] = {tcp_output("clients")};  // as it was: kept
   dir.write("config.json", config.dump(2));
   daemon.signal(SIGHUP);
   REQUIRE(reloads_done(daemon, metrics, 1));

@@ -111,12 +111,12 @@ TEST_CASE("a configuration nested 200,000 levels deep is refused, never a crash"
 
   SUBCASE("SIGHUP: the daemon logs it, counts a failed reload and keeps its configuration") {
     TempDir dir;
-    uint16_t feed_port = free_port();
-    uint16_t out_port = free_port();
-    json config = {{"feeds", {tcp_feed("in", feed_port)}},
-                   {"outputs", {tcp_output("clients", out_port)}}};
-    uint16_t metrics = with_metrics(config);
+    json config = {{"feeds", {tcp_feed("in")}}, {"outputs", {tcp_output("clients")}}};
+    with_metrics(config);
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port();
+    const uint16_t feed_port = daemon.feed_port("in");
+    const uint16_t out_port = daemon.output_port("clients");
     INFO("daemon log (tail):\n" << daemon.log_tail());
 
     Socket client = connect_tcp(out_port);
@@ -182,13 +182,15 @@ TEST_CASE("chronomerge runs with standard input, output or error closed") {
     for (const auto& closed : closed_sets) {
       CAPTURE(closed);
       TempDir dir;
-      uint16_t feed_port = free_port();
-      uint16_t out_port = free_port();
+      // Ports named up front (free_port, not port 0): with standard error
+      // closed there is no log to read the bound ports from.
+      const uint16_t feed_port = free_port();
+      const uint16_t out_port = free_port();
+      const uint16_t metrics = free_port();
       json config = {
           {"feeds", {tcp_feed("in", feed_port)}},
-          {"outputs",
-           {tcp_output("clients", out_port), {{"name", "console"}, {"type", "stdout"}}}}};
-      uint16_t metrics = with_metrics(config);
+          {"outputs", {tcp_output("clients", out_port), {{"name", "console"}, {"type", "stdout"}}}},
+          {"metrics", {{"listen", loopback(metrics)}}}};
       SpawnOptions options;
       options.args = {"--config", dir.write("config.json", config.dump())};
       options.stdout_path = dir / "daemon.out";
@@ -315,9 +317,8 @@ TEST_CASE("errors name what failed") {
     // A running daemon: the file becomes a directory before SIGUSR1, and a
     // reload names a directory.
     const std::string rotated = dir / "rotated";
-    uint16_t feed_port = free_port();
-    json live = {{"feeds", {tcp_feed("in", feed_port)}},
-                 {"outputs", {tcp_output("clients", free_port())}},
+    json live = {{"feeds", {tcp_feed("in")}},
+                 {"outputs", {tcp_output("clients")}},
                  {"deadletter", {{"path", rotated}}}};
     Daemon daemon(dir, live);
     INFO("daemon log (tail):\n" << daemon.log_tail());

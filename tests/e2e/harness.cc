@@ -484,6 +484,38 @@ bool Daemon::wait_log(std::string_view needle, Millis timeout, size_t count) {
   return found;
 }
 
+uint16_t Daemon::listening_port(const std::string& listener, size_t count, Millis timeout) {
+  const std::string needle = listener + ": listening on ";
+  REQUIRE_MESSAGE(wait_log(needle, timeout, count), "no \"" << needle << "\" line (" << count
+                                                            << " wanted) within " << timeout.count()
+                                                            << " ms; the log ends:\n"
+                                                            << log_tail());
+  std::string address;
+  for (const std::string& line : split_lines(log())) {
+    size_t at = line.find(needle);
+    if (at != std::string::npos) address = line.substr(at + needle.size());
+  }
+  // "127.0.0.1:41234", or "http://127.0.0.1:41234" for metrics.
+  size_t colon = address.rfind(':');
+  REQUIRE_MESSAGE(colon != std::string::npos, "no port in \"" << address << "\"");
+  int port = std::atoi(address.c_str() + colon + 1);
+  REQUIRE_MESSAGE((port > 0 && port <= 65535),
+                  listener << " logged \"" << address << "\", not the port it bound");
+  return static_cast<uint16_t>(port);
+}
+
+uint16_t Daemon::feed_port(const std::string& name, size_t count, Millis timeout) {
+  return listening_port("feed " + name, count, timeout);
+}
+
+uint16_t Daemon::output_port(const std::string& name, size_t count, Millis timeout) {
+  return listening_port("output " + name, count, timeout);
+}
+
+uint16_t Daemon::metrics_port(size_t count, Millis timeout) {
+  return listening_port("metrics", count, timeout);
+}
+
 // --- sockets ----------------------------------------------------------------
 
 Socket& Socket::operator=(Socket&& other) noexcept {
@@ -534,6 +566,13 @@ uint16_t free_port() {
   }
 }
 
+uint16_t port_of(const Socket& socket) {
+  sockaddr_in addr{};
+  socklen_t len = sizeof(addr);
+  REQUIRE(::getsockname(socket.fd(), reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  return ntohs(addr.sin_port);
+}
+
 std::string loopback(uint16_t port) {
   return "127.0.0.1:" + std::to_string(port);
 }
@@ -546,10 +585,8 @@ nlohmann::json tcp_output(const std::string& name, uint16_t port) {
   return tcp_feed(name, port);
 }
 
-uint16_t with_metrics(nlohmann::json& config) {
-  uint16_t port = free_port();
-  config["metrics"] = {{"listen", loopback(port)}};
-  return port;
+void with_metrics(nlohmann::json& config) {
+  config["metrics"] = {{"listen", loopback(0)}};
 }
 
 std::string record(int64_t time, const std::string& feed, int64_t seq) {
@@ -590,10 +627,34 @@ Socket listen_tcp(uint16_t port) {
   REQUIRE(s);
   int one = 1;
   ::setsockopt(s.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  ::setsockopt(s.fd(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   sockaddr_in addr = loopback_address(port);
   REQUIRE_MESSAGE(::bind(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0,
                   "bind 127.0.0.1:" << port << ": " << errno_text(errno));
   REQUIRE(::listen(s.fd(), 16) == 0);
+  return s;
+}
+
+Socket hold_tcp(uint16_t port) {
+  Socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(s);
+  int one = 1;
+  ::setsockopt(s.fd(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  sockaddr_in addr = loopback_address(port);
+  REQUIRE_MESSAGE(::bind(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0,
+                  "bind 127.0.0.1:" << port << ": " << errno_text(errno));
+  return s;
+}
+
+Socket connect_unix(const std::string& path) {
+  Socket s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  REQUIRE(s);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  REQUIRE(path.size() < sizeof(addr.sun_path));
+  path.copy(addr.sun_path, sizeof(addr.sun_path) - 1);
+  REQUIRE_MESSAGE(::connect(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0,
+                  "connect " << path << ": " << errno_text(errno));
   return s;
 }
 

@@ -206,9 +206,22 @@ class Daemon {
   Memory memory() const { return memory_of(pid()); }
   const std::string& stdout_path() const { return out_path_; }
 
+  // The port a listener of the daemon bound, read from its log line
+  // "feed NAME: listening on 127.0.0.1:PORT" (output NAME, metrics alike):
+  // configs ask for port 0, so no two tests, and no two test processes, are
+  // ever handed the same port. Waits (woken by inotify) until the log holds
+  // `count` such lines and returns the port of the last, which after a
+  // restart or reload is the one now listening. REQUIREs the line within
+  // `timeout`, and a port other than 0 (the log must show the bound port,
+  // not the configured one).
+  uint16_t feed_port(const std::string& name, size_t count = 1, Millis timeout = 5s);
+  uint16_t output_port(const std::string& name, size_t count = 1, Millis timeout = 5s);
+  uint16_t metrics_port(size_t count = 1, Millis timeout = 5s);
+
  private:
   void collect_notifications(Millis timeout);
   void receive_notifications();
+  uint16_t listening_port(const std::string& listener, size_t count, Millis timeout);
 
   std::string log_path_;
   std::string out_path_;
@@ -244,20 +257,25 @@ class Socket {
   int fd_ = -1;
 };
 
-// An unused loopback port: bind 127.0.0.1:0, read it back, close. (Another
-// process could take it before the daemon binds it; on a test machine that
-// is rare, and the daemon then fails to start, loudly.)
+// An unused loopback port: bind 127.0.0.1:0, read it back, close. Another
+// process (ctest runs two at once) can take it before the daemon binds it,
+// so prefer port 0 and Daemon::feed_port() and friends; this is only for a
+// config that must name its port before the daemon first binds it.
 uint16_t free_port();
+// The local port of a bound socket.
+uint16_t port_of(const Socket& socket);
 // "127.0.0.1:PORT"
 std::string loopback(uint16_t port);
 
 // --- configs and records ----------------------------------------------------
 
-// A tcp-listen feed or output on 127.0.0.1:port.
-nlohmann::json tcp_feed(const std::string& name, uint16_t port);
-nlohmann::json tcp_output(const std::string& name, uint16_t port);
-// Adds a metrics endpoint on a free port to `config`; returns the port.
-uint16_t with_metrics(nlohmann::json& config);
+// A tcp-listen feed or output on 127.0.0.1:port; by default port 0, and
+// the daemon picks one (ask Daemon::feed_port() or output_port() for it).
+nlohmann::json tcp_feed(const std::string& name, uint16_t port = 0);
+nlohmann::json tcp_output(const std::string& name, uint16_t port = 0);
+// Adds a metrics endpoint on 127.0.0.1:0 to `config` (its port:
+// Daemon::metrics_port()).
+void with_metrics(nlohmann::json& config);
 // {"time":T,"feed":"F","seq":S}
 std::string record(int64_t time, const std::string& feed, int64_t seq);
 // The records, one per line.
@@ -268,8 +286,16 @@ bool starts_with(std::string_view text, std::string_view prefix);
 // (REQUIREs success). rcvbuf > 0 sets SO_RCVBUF before connecting, so the
 // advertised window stays small (a slow reader).
 Socket connect_tcp(uint16_t port, Millis timeout = 5s, int rcvbuf = 0);
-// A listening socket on 127.0.0.1:port with SO_REUSEADDR.
-Socket listen_tcp(uint16_t port);
+// A listening socket on 127.0.0.1:port (by default 0: any free port, see
+// port_of()) with SO_REUSEADDR and SO_REUSEPORT.
+Socket listen_tcp(uint16_t port = 0);
+// A socket bound to 127.0.0.1:port that does not listen: connections are
+// refused, but no other process can take the port (listen_tcp() can, as
+// both set SO_REUSEPORT), so a test can close its listener and open it again
+// on the same port.
+Socket hold_tcp(uint16_t port);
+// Connects to the Unix socket at `path` (REQUIREs success).
+Socket connect_unix(const std::string& path);
 // Accepts one connection (REQUIREd within `timeout`).
 Socket accept_tcp(const Socket& listener, Millis timeout = 5s);
 

@@ -166,11 +166,12 @@ TEST_CASE("a one-producer feed counts every producer it refuses and logs a few l
   // lines, 158 KB) and no metric said how many there were or that their
   // records were lost.
   TempDir dir;
-  uint16_t feed_port = free_port();
-  json config = {{"feeds", {tcp_feed("a", feed_port)}},
+  json config = {{"feeds", {tcp_feed("a")}},
                  {"outputs", {{{"name", "out"}, {"type", "file"}, {"path", dir / "out"}}}}};
-  uint16_t metrics = with_metrics(config);
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t feed_port = daemon.feed_port("a");
   INFO("daemon log (tail):\n" << daemon.log_tail());
 
   Socket producer = connect_tcp(feed_port);
@@ -228,16 +229,17 @@ TEST_CASE("a producer that reconnects before its previous connection was read is
   // The feed is held back (a silent feed holds the merge), so its queue
   // fills and the old connection is paused with bytes still unread.
   TempDir dir;
-  uint16_t feed_port = free_port();
-  uint16_t silent_port = free_port();
-  json feed = tcp_feed("a", feed_port);
+  json feed = tcp_feed("a");
   feed["high_water_mark"] = 4096;
   feed["low_water_mark"] = 1024;
   json config = {{"idle_timeout_ms", 600000},
-                 {"feeds", {feed, tcp_feed("silent", silent_port)}},
+                 {"feeds", {feed, tcp_feed("silent")}},
                  {"outputs", {{{"name", "out"}, {"type", "file"}, {"path", dir / "out"}}}}};
-  uint16_t metrics = with_metrics(config);
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t feed_port = daemon.feed_port("a");
+  const uint16_t silent_port = daemon.feed_port("silent");
   INFO("daemon log (tail):\n" << daemon.log_tail());
 
   Socket silent = connect_tcp(silent_port);
@@ -286,16 +288,16 @@ TEST_CASE(
   // Regression: libuv accepted and closed what it could not take (757
   // client connections under EMFILE) without a log line or a metric.
   TempDir dir;
-  uint16_t feed_port = free_port();
-  uint16_t out_port = free_port();
-  json config = {{"feeds", {tcp_feed("a", feed_port)}},
-                 {"outputs", {tcp_output("clients", out_port)}}};
-  uint16_t metrics = with_metrics(config);
+  json config = {{"feeds", {tcp_feed("a")}}, {"outputs", {tcp_output("clients")}}};
+  with_metrics(config);
   // About 14 descriptors in use after start: room for a producer and some
   // clients.
   DaemonOptions options;
   options.open_files_limit = 32;
   Daemon daemon(dir, config, options);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t feed_port = daemon.feed_port("a");
+  const uint16_t out_port = daemon.output_port("clients");
   INFO("daemon log (tail):\n" << daemon.log_tail());
 
   Socket producer = connect_tcp(feed_port);

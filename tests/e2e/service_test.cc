@@ -82,16 +82,17 @@ int64_t key_of(const std::string& line) {
 
 TEST_CASE("systemd notify protocol") {
   TempDir dir;
-  uint16_t feed_port = free_port();
-  uint16_t out_port = free_port();
-  json config = {{"feeds", {tcp_feed("bus", feed_port)}},
-                 {"outputs", {tcp_output("clients", out_port)}}};
-  uint16_t metrics = with_metrics(config);
+  json config = {{"feeds", {tcp_feed("bus")}}, {"outputs", {tcp_output("clients")}}};
+  with_metrics(config);
 
   SUBCASE("READY=1 is sent only once every listener accepts, with a STATUS line") {
     // The constructor returns as soon as READY=1 has arrived: connect to
-    // every listener right then, once each, with no retry.
+    // every listener right then, once each, with no retry. Their ports
+    // are in the log already (no waiting for the lines: 0 ms).
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port(1, 0ms);
+    const uint16_t feed_port = daemon.feed_port("bus", 1, 0ms);
+    const uint16_t out_port = daemon.output_port("clients", 1, 0ms);
     INFO("daemon log (tail):\n" << daemon.log_tail());
     CHECK(connects_at_once(feed_port));
     CHECK(connects_at_once(out_port));
@@ -135,18 +136,18 @@ TEST_CASE("SIGTERM drains what was read") {
     constexpr int drain_timeout_ms = 5000;
     TempDir dir;
     const std::vector<std::string> names = {"north", "south", "east"};
-    std::vector<uint16_t> ports = {free_port(), free_port(), free_port()};
-    uint16_t out_port = free_port();
     json config = {// Nothing goes idle: the records behind the feed that runs dry
                    // first stay queued until the drain merges them.
                    {"idle_timeout_ms", 600000},
                    {"drain_timeout_ms", drain_timeout_ms},
-                   {"feeds",
-                    {tcp_feed(names[0], ports[0]), tcp_feed(names[1], ports[1]),
-                     tcp_feed(names[2], ports[2])}},
-                   {"outputs", {tcp_output("clients", out_port)}}};
-    uint16_t metrics = with_metrics(config);
+                   {"feeds", {tcp_feed(names[0]), tcp_feed(names[1]), tcp_feed(names[2])}},
+                   {"outputs", {tcp_output("clients")}}};
+    with_metrics(config);
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port();
+    std::vector<uint16_t> ports;
+    for (const std::string& name : names) ports.push_back(daemon.feed_port(name));
+    const uint16_t out_port = daemon.output_port("clients");
     INFO("daemon log (tail):\n" << daemon.log_tail());
 
     Collector first(connect_tcp(out_port));
@@ -237,21 +238,25 @@ TEST_CASE("SIGTERM drains what was read") {
 TEST_CASE("SIGHUP reloads the configuration") {
   SUBCASE("feeds are added, removed and restarted while clients and unchanged feeds stay") {
     TempDir dir;
-    uint16_t keep_port = free_port();
-    uint16_t gone_port = free_port();
-    uint16_t changed_port = free_port();
-    uint16_t added_port = free_port();
-    uint16_t out_port = free_port();
     // A short idle timeout: a feed without data does not hold the merge
     // for long. Every step below sends one record and waits for it, with
     // keys increasing, so the output is fully determined.
-    json config = {{"idle_timeout_ms", 100},
-                   {"feeds",
-                    {tcp_feed("keep", keep_port), tcp_feed("gone", gone_port),
-                     tcp_feed("changed", changed_port)}},
-                   {"outputs", {tcp_output("clients", out_port)}}};
-    uint16_t metrics = with_metrics(config);
+    //
+    // "changed" keeps its port across the reload, so its config names the
+    // port from the start (free_port, not port 0): a reload from port 0 to
+    // the port it bound would start the new listener before the old one
+    // releases the port, and fail.
+    const uint16_t changed_port = free_port();
+    json config = {
+        {"idle_timeout_ms", 100},
+        {"feeds", {tcp_feed("keep"), tcp_feed("gone"), tcp_feed("changed", changed_port)}},
+        {"outputs", {tcp_output("clients")}}};
+    with_metrics(config);
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port();
+    const uint16_t keep_port = daemon.feed_port("keep");
+    const uint16_t gone_port = daemon.feed_port("gone");
+    const uint16_t out_port = daemon.output_port("clients");
     INFO("daemon log (tail):\n" << daemon.log_tail());
 
     Socket client1 = connect_tcp(out_port);
@@ -280,7 +285,7 @@ TEST_CASE("SIGHUP reloads the configuration") {
     json changed_feed = tcp_feed("changed", changed_port);
     changed_feed["max_line_bytes"] = 4096;
     json v2 = config;
-    v2["feeds"] = {tcp_feed("keep", keep_port), changed_feed, tcp_feed("added", added_port)};
+    v2["feeds"] = {tcp_feed("keep"), changed_feed, tcp_feed("added")};
     dir.write("config.json", v2.dump(2));
     daemon.signal(SIGHUP);
     REQUIRE(daemon.wait_log("reloaded"));
@@ -302,7 +307,7 @@ TEST_CASE("SIGHUP reloads the configuration") {
     ReadResult keep_state = read_some(keep, 1, 0ms);
     CHECK_FALSE(keep_state.eof);
     CHECK_FALSE(keep_state.error);
-    Socket added = connect_tcp(added_port);
+    Socket added = connect_tcp(daemon.feed_port("added"));
     REQUIRE(daemon.wait_log("producer connected", 5s, 5));
     // ...and its next records arrive, as do the added and restarted ones.
     deliver(keep, "keep");
@@ -377,16 +382,16 @@ TEST_CASE("SIGHUP reloads the configuration") {
 
   SUBCASE("equal keys follow the new config order after a reload") {
     TempDir dir;
-    uint16_t a_port = free_port();
-    uint16_t b_port = free_port();
-    uint16_t c_port = free_port();
-    uint16_t out_port = free_port();
     // Nothing goes idle: the merge waits until every feed has its record.
     json config = {{"idle_timeout_ms", 600000},
-                   {"feeds", {tcp_feed("a", a_port), tcp_feed("b", b_port)}},
-                   {"outputs", {tcp_output("clients", out_port)}}};
-    uint16_t metrics = with_metrics(config);
+                   {"feeds", {tcp_feed("a"), tcp_feed("b")}},
+                   {"outputs", {tcp_output("clients")}}};
+    with_metrics(config);
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port();
+    const uint16_t a_port = daemon.feed_port("a");
+    const uint16_t b_port = daemon.feed_port("b");
+    const uint16_t out_port = daemon.output_port("clients");
     INFO("daemon log (tail):\n" << daemon.log_tail());
     Socket client = connect_tcp(out_port);
     REQUIRE(daemon.wait_log("connected (1 now)"));
@@ -396,11 +401,11 @@ TEST_CASE("SIGHUP reloads the configuration") {
 
     // "c" is added in front, "b" and "a" swap places.
     json v2 = config;
-    v2["feeds"] = {tcp_feed("c", c_port), tcp_feed("b", b_port), tcp_feed("a", a_port)};
+    v2["feeds"] = {tcp_feed("c"), tcp_feed("b"), tcp_feed("a")};  // b and a as they were
     dir.write("config.json", v2.dump(2));
     daemon.signal(SIGHUP);
     REQUIRE(daemon.wait_log("reloaded"));
-    Socket c = connect_tcp(c_port);
+    Socket c = connect_tcp(daemon.feed_port("c"));
     REQUIRE(daemon.wait_log("feed c: producer connected"));
 
     // Each feed sends key 10 then 20: the 10s go out together once all
@@ -423,12 +428,12 @@ TEST_CASE("SIGHUP reloads the configuration") {
 
 TEST_CASE("a reload is atomic: a new part that cannot start changes nothing") {
   TempDir dir;
-  uint16_t a_port = free_port();
-  uint16_t out_port = free_port();
-  json config = {{"feeds", {tcp_feed("a", a_port)}},
-                 {"outputs", {tcp_output("clients", out_port)}}};
-  uint16_t metrics = with_metrics(config);
+  json config = {{"feeds", {tcp_feed("a")}}, {"outputs", {tcp_output("clients")}}};
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t a_port = daemon.feed_port("a");
+  const uint16_t out_port = daemon.output_port("clients");
   INFO("daemon log (tail):\n" << daemon.log_tail());
   Socket client = connect_tcp(out_port);
   REQUIRE(daemon.wait_log("connected (1 now)"));
@@ -437,20 +442,19 @@ TEST_CASE("a reload is atomic: a new part that cannot start changes nothing") {
 
   // v2 adds an output, a file output and a feed, and tunes a; the new
   // feed's port is taken by someone else.
-  uint16_t taken_port = free_port();
-  Socket taken = listen_tcp(taken_port);
-  uint16_t new_out_port = free_port();
+  Socket taken = listen_tcp();
+  const uint16_t taken_port = port_of(taken);
   json v2 = config;
   v2["feeds"][0]["idle_timeout_ms"] = 1234;
   v2["feeds"].push_back(tcp_feed("b", taken_port));
-  v2["outputs"].push_back(tcp_output("more", new_out_port));
+  v2["outputs"].push_back(tcp_output("more"));
   v2["outputs"].push_back({{"name", "archive"}, {"type", "file"}, {"path", dir / "archive"}});
   dir.write("config.json", v2.dump(2));
   daemon.signal(SIGHUP);
   REQUIRE(daemon.wait_log("reload of"));
   CHECK(daemon.log_count("feed b could not start; nothing was changed") == 1);
   CHECK(scrape(metrics, "chronomerge_reloads_total{result=\"failure\"}") == 1);
-  CHECK_FALSE(connects_at_once(new_out_port));  // started, then closed again
+  CHECK_FALSE(connects_at_once(daemon.output_port("more")));  // started, then closed again
   CHECK(daemon.log_count("feed a: settings changed") == 0);
   CHECK(daemon.log_count("feed a: producer disconnected") == 0);
   // The old configuration serves on.
@@ -463,7 +467,7 @@ TEST_CASE("a reload is atomic: a new part that cannot start changes nothing") {
   REQUIRE(wait_sample(metrics, "chronomerge_reloads_total{result=\"success\"}",
                       [](double v) { return v == 1; }));
   CHECK(daemon.log_count("feed a: settings changed, applied in place") == 1);
-  CHECK(connects_at_once(new_out_port));
+  CHECK(connects_at_once(daemon.output_port("more", 2)));
   CHECK(connects_at_once(taken_port));
   CHECK(daemon.stop().code == 0);
 }
@@ -492,13 +496,13 @@ TEST_CASE("a daemon none of whose feeds could be opened exits non-zero") {
 TEST_CASE("metrics count what happened") {
   SUBCASE("a scrape after a run matches what was sent and what the client received") {
     TempDir dir;
-    uint16_t feed_port = free_port();
-    uint16_t out_port = free_port();
-    json config = {{"late", "drop"},
-                   {"feeds", {tcp_feed("bus", feed_port)}},
-                   {"outputs", {tcp_output("clients", out_port)}}};
-    uint16_t metrics = with_metrics(config);
+    json config = {
+        {"late", "drop"}, {"feeds", {tcp_feed("bus")}}, {"outputs", {tcp_output("clients")}}};
+    with_metrics(config);
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port();
+    const uint16_t feed_port = daemon.feed_port("bus");
+    const uint16_t out_port = daemon.output_port("clients");
     INFO("daemon log (tail):\n" << daemon.log_tail());
 
     HttpResponse health = http_request(metrics, "/healthz");
@@ -585,12 +589,12 @@ TEST_CASE("metrics count what happened") {
 TEST_CASE("SIGUSR1 reopens file outputs") {
   SUBCASE("after a rename, new records go to a new file at the path and none are lost") {
     TempDir dir;
-    uint16_t feed_port = free_port();
     std::string path = dir / "archive.ndjson";
     std::string rotated = dir / "archive.ndjson.1";
-    json config = {{"feeds", {tcp_feed("bus", feed_port)}},
+    json config = {{"feeds", {tcp_feed("bus")}},
                    {"outputs", {{{"name", "archive"}, {"type", "file"}, {"path", path}}}}};
     Daemon daemon(dir, config);
+    const uint16_t feed_port = daemon.feed_port("bus");
     INFO("daemon log (tail):\n" << daemon.log_tail());
 
     auto batch = [](int from, int to) {
@@ -631,14 +635,15 @@ TEST_CASE("/healthz reports draining") {
   SUBCASE("503 while a frozen client holds the drain; exit 0 at drain_timeout_ms") {
     constexpr int drain_timeout_ms = 3000;
     TempDir dir;
-    uint16_t feed_port = free_port();
-    uint16_t out_port = free_port();
     json config = {{"log_level", "debug"},  // to see the feed paused
                    {"drain_timeout_ms", drain_timeout_ms},
-                   {"feeds", {tcp_feed("bus", feed_port)}},
-                   {"outputs", {tcp_output("clients", out_port)}}};
-    uint16_t metrics = with_metrics(config);
+                   {"feeds", {tcp_feed("bus")}},
+                   {"outputs", {tcp_output("clients")}}};
+    with_metrics(config);
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port();
+    const uint16_t feed_port = daemon.feed_port("bus");
+    const uint16_t out_port = daemon.output_port("clients");
     INFO("daemon log (tail):\n" << daemon.log_tail());
 
     // Never reads, with a tiny window.

@@ -175,13 +175,14 @@ TEST_CASE("a dead-letter FIFO nobody reads keeps RSS within max_buffer and SIGTE
   const size_t flood_bytes = sanitized ? 8 << 20 : 32 << 20;
   TempDir dir;
   StuckFifo fifo(dir / "dead.fifo");
-  uint16_t feed_port = free_port();
   json config = {{"drain_timeout_ms", drain_timeout_ms},
-                 {"feeds", {tcp_feed("bus", feed_port)}},
+                 {"feeds", {tcp_feed("bus")}},
                  {"outputs", {file_output("archive", dir / "out.ndjson")}},
                  {"deadletter", {{"path", fifo.path()}, {"max_buffer", max_buffer}}}};
-  uint16_t metrics = with_metrics(config);
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t feed_port = daemon.feed_port("bus");
   INFO("daemon log (tail):\n" << daemon.log_tail());
   uint64_t rss_before = daemon.memory().rss_kib;
 
@@ -237,7 +238,7 @@ TEST_CASE("a dead-letter FIFO without a reader fails the start at once, naming i
   TempDir dir;
   std::string path = dir / "dead.fifo";
   REQUIRE(::mkfifo(path.c_str(), 0644) == 0);
-  json config = {{"feeds", {tcp_feed("bus", free_port())}},
+  json config = {{"feeds", {tcp_feed("bus")}},
                  {"outputs", {file_output("archive", dir / "out.ndjson")}},
                  {"deadletter", {{"path", path}}}};
   SpawnOptions options;
@@ -257,12 +258,13 @@ TEST_CASE("a file output on a FIFO nobody reads does not keep the daemon past th
   constexpr int drain_timeout_ms = 1000;
   TempDir dir;
   StuckFifo fifo(dir / "out.fifo");
-  uint16_t feed_port = free_port();
   json config = {{"drain_timeout_ms", drain_timeout_ms},
-                 {"feeds", {tcp_feed("bus", feed_port)}},
+                 {"feeds", {tcp_feed("bus")}},
                  {"outputs", {file_output("archive", fifo.path())}}};
-  uint16_t metrics = with_metrics(config);
+  with_metrics(config);
   Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t feed_port = daemon.feed_port("bus");
   INFO("daemon log (tail):\n" << daemon.log_tail());
 
   // Three times what the pipe holds: a write blocks for good once the
@@ -309,7 +311,6 @@ TEST_CASE("a file output on a full disk never ends in half a record") {
   // Two pages left: the first records fit, one is cut by the disk.
   disk.fill(8192);
   std::string path = disk / "out.ndjson";
-  uint16_t feed_port = free_port();
   json output = file_output("archive", path);
 
   SUBCASE("on_error block holds the merge; a signal or the backoff brings everything") {
@@ -322,11 +323,13 @@ TEST_CASE("a file output on a full disk never ends in half a record") {
     }
     SUBCASE("the backoff retries by itself") {}
     json config = {
-        {"output_high_water_mark", 65536},       {"feed_high_water_mark", 32768},
-        {"feed_low_water_mark", 8192},           {"log_level", "debug"},  // to see the feed paused
-        {"feeds", {tcp_feed("bus", feed_port)}}, {"outputs", {output}}};
-    uint16_t metrics = with_metrics(config);
+        {"output_high_water_mark", 65536}, {"feed_high_water_mark", 32768},
+        {"feed_low_water_mark", 8192},     {"log_level", "debug"},  // to see the feed paused
+        {"feeds", {tcp_feed("bus")}},      {"outputs", {output}}};
+    with_metrics(config);
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port();
+    const uint16_t feed_port = daemon.feed_port("bus");
     INFO("daemon log (tail):\n" << daemon.log_tail());
 
     // About 400 KB: more than the output buffer and the feed queue hold.
@@ -376,9 +379,11 @@ TEST_CASE("a file output on a full disk never ends in half a record") {
 
   SUBCASE("on_error skip drops and counts what it cannot write, then writes again") {
     output["on_error"] = "skip";
-    json config = {{"feeds", {tcp_feed("bus", feed_port)}}, {"outputs", {output}}};
-    uint16_t metrics = with_metrics(config);
+    json config = {{"feeds", {tcp_feed("bus")}}, {"outputs", {output}}};
+    with_metrics(config);
     Daemon daemon(dir, config);
+    const uint16_t metrics = daemon.metrics_port();
+    const uint16_t feed_port = daemon.feed_port("bus");
     INFO("daemon log (tail):\n" << daemon.log_tail());
 
     const int sent = 4000;
