@@ -96,7 +96,7 @@ bool FileWriter::open() {
   } else {
     adopt(fd_);
   }
-  cursor_.emplace(output_, max_buffer_, true, [this] { pump(); });
+  cursor_.emplace(output_, max_buffer_, true, [this] { write_next(); });
   return true;
 }
 
@@ -120,7 +120,7 @@ void FileWriter::retry() {
   uv_timer_stop(retry_timer_.get());
   backoff_ms_ = first_retry_ms;
   attempt_ = true;
-  pump();
+  write_next();
 }
 
 // Gives up fd_: closed now, or by the write still using it.
@@ -175,7 +175,7 @@ FileWriter::Counters FileWriter::counters() const {
   return c;
 }
 
-void FileWriter::pump() {
+void FileWriter::write_next() {
   if (done_ || write_.pending()) return;
   if (failing_ && !attempt_) {
     // Between retries: block keeps everything queued (the Output fills and
@@ -236,10 +236,10 @@ void FileWriter::write_done(FileWrite& write) {
   write.batch.clear();  // the chunks go back before consume() recycles them
   bytes_written_ += bytes;
   if (failing_) end_episode();
-  // consume() may notify this writer: pump() then finds nothing in flight
+  // consume() may notify this writer: write_next() then finds nothing in flight
   // and writes the next batch.
   cursor_->consume(bytes);
-  pump();
+  write_next();
 }
 
 void FileWriter::write_failed(FileWrite& write, int error) {
@@ -263,17 +263,17 @@ void FileWriter::write_failed(FileWrite& write, int error) {
   if (!failing_) start_episode(error);
   uv_timer_start(retry_timer_.get(), on_retry_timer, backoff_ms_, 0);
   backoff_ms_ = std::min(backoff_ms_ * 2, max_retry_ms);
-  // Both may re-enter pump(), which now waits for the retry (block) or
+  // Both may re-enter write_next(), which now waits for the retry (block) or
   // drops what is queued, the rest of the failed write first (skip).
   cursor_->consume(kept);
-  pump();
+  write_next();
 }
 
 void FileWriter::on_retry_timer(uv_timer_t* timer) {
   auto* self = static_cast<FileWriter*>(timer->data);
   if (self == nullptr) return;
   self->attempt_ = true;
-  self->pump();
+  self->write_next();
 }
 
 void FileWriter::start_episode(int error) {
@@ -321,7 +321,7 @@ void FileWriter::drop_pending() {
   dropped_bytes_ += bytes;
   episode_dropped_records_ += records;
   episode_dropped_bytes_ += bytes;
-  cursor_->consume(bytes);  // may re-enter pump()
+  cursor_->consume(bytes);  // may re-enter write_next()
 }
 
 }  // namespace chronomerge

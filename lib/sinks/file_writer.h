@@ -59,7 +59,7 @@ class FileWriter {
   };
 
   // Runs once when the writer stops for good (end of stream, or a failure
-  // under OnError::stop), from a libuv callback or from inside pump().
+  // under OnError::stop), from a libuv callback or from inside write_next().
   using DoneCallback = std::function<void(bool ok, const std::string& reason)>;
 
   // Writes to `path` (opened for append, created 0644), or to `fd` when
@@ -109,7 +109,8 @@ class FileWriter {
   static void on_retry_timer(uv_timer_t* timer);
   int open_path();
   void adopt(int fd);
-  void pump();
+  // Starts the next write, if none is in flight and anything is pending.
+  void write_next();
   int submit(uv_fs_t* req, uv_fs_cb callback, const WriteBatch& batch, int fd);
   void written(FileWrite& write, ssize_t result);
   void write_done(FileWrite& write);
@@ -143,7 +144,7 @@ class FileWriter {
   // Failure episodes.
   UvHandle<uv_timer_t> retry_timer_;
   bool failing_ = false;
-  bool attempt_ = false;  // a retry is due: the next pump() writes
+  bool attempt_ = false;  // a retry is due: write_next() writes
   uint64_t backoff_ms_ = first_retry_ms;
   uint64_t failing_since_ms_ = 0;
   uint64_t retries_ = 0;  // failed retries in this episode

@@ -12,7 +12,7 @@ namespace chronomerge {
 StreamWriter::StreamWriter(Output& output, std::unique_ptr<UvHandle<AnyStream>> stream,
                            size_t max_buffer, bool blocking, uint64_t stall_timeout_ms,
                            DoneCallback done)
-    : cursor_(output, max_buffer, blocking, [this] { pump(); }),
+    : cursor_(output, max_buffer, blocking, [this] { write_next(); }),
       stream_(std::move(stream)),
       stall_timeout_ms_(stall_timeout_ms),
       write_([this](WriteBatch& batch, ssize_t status) { written(batch, status); }),
@@ -23,7 +23,7 @@ StreamWriter::StreamWriter(Output& output, std::unique_ptr<UvHandle<AnyStream>> 
     uv_timer_init(stream_->get()->handle.loop, stall_timer_.get());
     stall_timer_.initialized(this);
   }
-  pump();
+  write_next();
 }
 
 StreamWriter::~StreamWriter() {
@@ -51,7 +51,7 @@ void StreamWriter::finish(Outcome outcome, const std::string& reason) {
   if (done) done(outcome, reason);
 }
 
-void StreamWriter::pump() {
+void StreamWriter::write_next() {
   if (done_ || shutdown_.pending()) return;
   // Checked before waiting for a write in flight: the write of a frozen
   // client never completes, and its cursor fell behind while it waited.
@@ -99,10 +99,10 @@ void StreamWriter::written(WriteBatch& batch, ssize_t status) {
     return;
   }
   bytes_written_ += bytes;
-  // consume() may notify this writer (pump() then finds nothing in flight
+  // consume() may notify this writer (write_next() then finds nothing in flight
   // and writes the next batch) or others.
   cursor_.consume(bytes);
-  pump();
+  write_next();
 }
 
 // What libuv still holds plus what the kernel has not yet handed to the

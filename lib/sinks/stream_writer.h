@@ -51,7 +51,8 @@ class StreamWriter {
  private:
   static void on_stall_timer(uv_timer_t* timer);
   size_t unsent_bytes() const;
-  void pump();
+  // Starts the next write, if none is in flight and anything is pending.
+  void write_next();
   void written(WriteBatch& batch, ssize_t status);
   void finish(Outcome outcome, const std::string& reason);
 
