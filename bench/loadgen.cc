@@ -1,6 +1,6 @@
 // chronomerge_loadgen: producers and consumers for the live (daemon)
-// benchmark, bench/live.sh. Plain POSIX sockets and poll(); no dependency
-// beyond the C++ standard library.
+// benchmarks, bench/live.sh and bench/latency.sh. Plain POSIX sockets and
+// poll(); no dependency beyond the C++ standard library.
 //
 //   produce  --connect HOST:PORT --count N --feed-index I [--rate R]
 //            [--start-time T] [--stride S] [--duration SEC] [--no-end-marker]
@@ -27,6 +27,30 @@
 //       C slow vehicles at once, vehicle j connected to PORT+j (one
 //       tcp-listen feed each): every MIN..MAX ms (uniform) each sends a
 //       record stamped with the wall clock, R records, then an end marker.
+//   paced    --connect-base HOST:PORT --feeds F --rate R --records N
+//            [--stride S] [--start-time T] [--cpu-pid PID --cpu-from I --cpu-to J]
+//       F producers in one process, feed j connected to PORT+j, for the
+//       latency benchmark (bench/latency.sh). Every 1/R s (a tick) each feed
+//       sends its next record in a write() of its own (TCP_NODELAY), so that
+//       all feeds send key k at about the same moment. Record i of feed j has
+//       time T + i*S + j (S defaults to the smallest power of 2 > F) and a
+//       field "sent_ns": CLOCK_MONOTONIC just before its write. After N
+//       ticks: an end marker on every feed, then close. With --cpu-pid it
+//       reads that process's utime/stime (and /proc/stat) just before ticks
+//       I and J, so CPU time covers exactly the measured records.
+//   latency  --connect HOST:PORT --feeds F --from-seq I --to-seq J
+//            [--raw-out PATH] [--trace-out PATH] [--timeout SEC] [--ready-file PATH]
+//            [--done-file PATH]
+//       Reads the merged stream of a paced run, stamps every read with
+//       CLOCK_MONOTONIC, checks order and seq like consume, and creates
+//       --done-file at the first end marker. At EOF (the SIGTERM drain) it
+//       computes, for the records with I <= seq < J, two latencies: arrival
+//       (receipt - own sent_ns) and emittable (receipt - the moment the record
+//       became emittable; see run_latency), prints their percentiles, and
+//       with --raw-out writes every pair as two native-endian int64 ns;
+//       --trace-out writes one text line per measured record (key, feed,
+//       seq, send, emittable and receipt times in ns), from the largest key
+//       down.
 //
 // Every mode prints one JSON object on stdout when it is done.
 //
@@ -57,6 +81,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cinttypes>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -86,7 +111,12 @@ volatile sig_atomic_t g_stop = 0;
       "      [--expect-markers M] [--until-eof] [--read-rate BYTES_PER_S] [--freeze]\n"
       "      [--timeout SEC] [--strict] [--ready-file PATH] [--done-file PATH] [--key NAME]\n"
       "  chronomerge_loadgen vehicles --connect-base HOST:PORT --count C [--records R]\n"
-      "      [--interval-ms MIN:MAX] [--seed S]\n",
+      "      [--interval-ms MIN:MAX] [--seed S]\n"
+      "  chronomerge_loadgen paced --connect-base HOST:PORT --feeds F --rate R --records N\n"
+      "      [--stride S] [--start-time T] [--cpu-pid PID --cpu-from I --cpu-to J]\n"
+      "  chronomerge_loadgen latency --connect HOST:PORT --feeds F --from-seq I --to-seq J\n"
+      "      [--raw-out PATH] [--trace-out PATH] [--timeout SEC] [--ready-file PATH]\n"
+      "      [--done-file PATH]\n",
       message);
   std::exit(2);
 }
@@ -281,7 +311,9 @@ class RecordMaker {
   static constexpr size_t max_bytes = 256;
 
   // Writes one record at `out` (at least max_bytes free); returns its size.
-  size_t make(char* out, int64_t time, int64_t seq) const {
+  // With sent_ns >= 0, a "sent_ns" field follows seq (used by the latency
+  // modes: the producer's CLOCK_MONOTONIC just before the write).
+  size_t make(char* out, int64_t time, int64_t seq, int64_t sent_ns = -1) const {
     char* p = out;
     p = put(p, "{\"time\":");
     p = std::to_chars(p, p + 24, time).ptr;
@@ -290,6 +322,11 @@ class RecordMaker {
     p = put(p, "\",\"seq\":");
     p = std::to_chars(p, p + 24, seq).ptr;
     *p++ = ',';
+    if (sent_ns >= 0) {
+      p = put(p, "\"sent_ns\":");
+      p = std::to_chars(p, p + 24, sent_ns).ptr;
+      *p++ = ',';
+    }
     const std::string& tail = tails_[static_cast<size_t>(seq) % 64];
     std::memcpy(p, tail.data(), tail.size());
     p += tail.size();
@@ -921,6 +958,455 @@ int run_vehicles(Args& args) {
   return failed == 0 && dropped == 0 ? 0 : 1;
 }
 
+// --- paced and latency ---------------------------------------------------
+
+int64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+void sleep_until_ns(int64_t t) {
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(t / 1000000000);
+  ts.tv_nsec = static_cast<long>(t % 1000000000);
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR && !g_stop) {
+  }
+}
+
+// CPU time of one process (utime, stime in clock ticks) and of the whole
+// machine (busy and total jiffies from /proc/stat). -1 when unreadable.
+struct CpuSample {
+  int64_t utime = -1;
+  int64_t stime = -1;
+  int64_t busy = -1;
+  int64_t total = -1;
+};
+
+CpuSample sample_cpu(int64_t pid) {
+  CpuSample s;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%" PRId64 "/stat", pid);
+  if (FILE* f = std::fopen(path, "r")) {
+    char text[1024];
+    size_t n = std::fread(text, 1, sizeof(text) - 1, f);
+    std::fclose(f);
+    text[n] = '\0';
+    // Fields after the parenthesised command name start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    if (const char* p = std::strrchr(text, ')')) {
+      ++p;
+      for (int field = 3; field <= 15 && *p; ++field) {
+        while (*p == ' ') ++p;
+        char* end = nullptr;
+        long long v = std::strtoll(p, &end, 10);
+        if (field == 14) s.utime = v;
+        if (field == 15) s.stime = v;
+        while (*p && *p != ' ') ++p;
+      }
+    }
+  }
+  if (FILE* f = std::fopen("/proc/stat", "r")) {
+    long long v[10] = {};
+    if (std::fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3],
+                    &v[4], &v[5], &v[6], &v[7]) == 8) {
+      s.total = v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+      s.busy = s.total - v[3] - v[4];  // minus idle and iowait
+    }
+    std::fclose(f);
+  }
+  return s;
+}
+
+// Nearest-rank percentile of a sorted vector (q in [0, 1]).
+int64_t percentile(const std::vector<int64_t>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  auto rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+  return sorted[std::clamp<size_t>(rank, 1, sorted.size()) - 1];
+}
+
+// {"p50":..,"p99":..,"p999":..,"max":..,"mean":..} in microseconds.
+std::string summary_us(std::vector<int64_t> ns) {
+  std::sort(ns.begin(), ns.end());
+  double sum = 0;
+  for (int64_t v : ns) sum += static_cast<double>(v);
+  char out[256];
+  std::snprintf(out, sizeof(out),
+                "{\"n\":%zu,\"p50\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f,\"mean\":%.1f}",
+                ns.size(), static_cast<double>(percentile(ns, 0.50)) / 1e3,
+                static_cast<double>(percentile(ns, 0.99)) / 1e3,
+                static_cast<double>(percentile(ns, 0.999)) / 1e3,
+                ns.empty() ? 0.0 : static_cast<double>(ns.back()) / 1e3,
+                ns.empty() ? 0.0 : sum / static_cast<double>(ns.size()) / 1e3);
+  return out;
+}
+
+int run_paced(Args& args) {
+  std::string base;
+  int64_t feeds = -1;
+  double rate = 0;
+  int64_t records = -1;
+  int64_t stride = 0;
+  int64_t start = default_start;
+  int64_t cpu_pid = 0, cpu_from = -1, cpu_to = -1;
+  while (args.more()) {
+    std::string a = args.next();
+    if (a == "--connect-base")
+      base = args.value(a);
+    else if (a == "--feeds")
+      feeds = to_int(args.value(a), a, 1, 9999);
+    else if (a == "--rate")
+      rate = to_double(args.value(a), a);
+    else if (a == "--records")
+      records = to_int(args.value(a), a, 1, INT64_C(1) << 40);
+    else if (a == "--stride")
+      stride = to_int(args.value(a), a, 1, 1000000);
+    else if (a == "--start-time")
+      start = to_int(args.value(a), a, 0, marker_key / 2);
+    else if (a == "--cpu-pid")
+      cpu_pid = to_int(args.value(a), a, 1, INT32_MAX);
+    else if (a == "--cpu-from")
+      cpu_from = to_int(args.value(a), a, 0, INT64_C(1) << 40);
+    else if (a == "--cpu-to")
+      cpu_to = to_int(args.value(a), a, 0, INT64_C(1) << 40);
+    else
+      usage(("paced: unknown option " + a).c_str());
+  }
+  if (base.empty() || feeds < 0 || records < 0 || !(rate > 0))
+    usage("paced needs --connect-base, --feeds, --records and a --rate above 0");
+  if (stride == 0) {
+    stride = 1;
+    while (stride <= feeds) stride *= 2;
+  }
+  if (stride < feeds) usage("paced: --stride must be at least --feeds (keys must not tie)");
+  if (start + records * stride + stride >= marker_key)
+    usage("paced: keys would reach the end marker");
+  if (cpu_from < 0) cpu_from = 0;
+  if (cpu_to < 0 || cpu_to > records) cpu_to = records;
+  if (cpu_to < cpu_from) usage("paced: --cpu-to before --cpu-from");
+  raise_fd_limit();
+
+  struct Producer {
+    int fd = -1;
+    std::string pending;  // bytes the socket did not take yet
+    std::unique_ptr<RecordMaker> maker;
+  };
+  const auto n = static_cast<size_t>(feeds);
+  std::vector<Producer> feed(n);
+  for (size_t j = 0; j < n; ++j) {
+    feed[j].fd = connect_to(parse_address(base, static_cast<int>(j)));
+    feed[j].maker = std::make_unique<RecordMaker>(static_cast<int>(j));
+  }
+
+  int64_t deferred = 0;  // records that found their socket full (should stay 0)
+  size_t pending_feeds = 0;
+  // Writes what the socket takes; false on an error other than a full socket.
+  auto flush = [&](Producer& p) {
+    while (!p.pending.empty()) {
+      ssize_t w = send(p.fd, p.pending.data(), p.pending.size(), MSG_NOSIGNAL);
+      if (w > 0) {
+        p.pending.erase(0, static_cast<size_t>(w));
+        if (p.pending.empty()) --pending_feeds;
+      } else if (w < 0 && errno == EINTR) {
+        continue;
+      } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return true;
+      } else {
+        return false;
+      }
+    }
+    return true;
+  };
+  // Waits for POLLOUT on the feeds with pending bytes until `until_ns`
+  // (or until none is pending), flushing them.
+  std::vector<pollfd> fds;
+  std::vector<size_t> who;
+  auto drain_until = [&](int64_t until_ns) {
+    while (pending_feeds > 0 && !g_stop) {
+      int64_t left = until_ns - mono_ns();
+      if (left <= 0) return;
+      fds.clear();
+      who.clear();
+      for (size_t j = 0; j < n; ++j) {
+        if (feed[j].pending.empty()) continue;
+        fds.push_back({feed[j].fd, POLLOUT, 0});
+        who.push_back(j);
+      }
+      int rc = poll(fds.data(), fds.size(), static_cast<int>(left / 1000000) + 1);
+      if (rc < 0 && errno != EINTR) fail("poll");
+      for (size_t k = 0; rc > 0 && k < fds.size(); ++k) {
+        if (fds[k].revents == 0) continue;
+        if (!flush(feed[who[k]])) fail("send");
+      }
+    }
+  };
+
+  const double period_ns = 1e9 / rate;
+  const int64_t t0 = mono_ns() + 20000000;  // 20 ms to settle after connecting
+  std::vector<int64_t> lags, tick_lengths;  // over the ticks [cpu_from, cpu_to)
+  lags.reserve(static_cast<size_t>(cpu_to - cpu_from));
+  tick_lengths.reserve(static_cast<size_t>(cpu_to - cpu_from));
+  CpuSample cpu0, cpu1;
+  char line[RecordMaker::max_bytes];
+  int64_t ticks = 0;
+  for (int64_t i = 0; i < records && !g_stop; ++i) {
+    const int64_t due = t0 + static_cast<int64_t>(std::llround(static_cast<double>(i) * period_ns));
+    drain_until(due);
+    sleep_until_ns(due);
+    if (cpu_pid > 0 && i == cpu_from) cpu0 = sample_cpu(cpu_pid);
+    if (cpu_pid > 0 && i == cpu_to) cpu1 = sample_cpu(cpu_pid);
+    const int64_t begin = mono_ns();
+    for (size_t j = 0; j < n; ++j) {
+      Producer& p = feed[j];
+      size_t len = p.maker->make(line, start + i * stride + static_cast<int64_t>(j), i, mono_ns());
+      if (!p.pending.empty()) {
+        p.pending.append(line, len);
+        ++deferred;
+        if (!flush(p)) fail("send");
+        continue;
+      }
+      ssize_t w = send(p.fd, line, len, MSG_NOSIGNAL);
+      if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) fail("send");
+      size_t done = w > 0 ? static_cast<size_t>(w) : 0;
+      if (done < len) {
+        p.pending.append(line + done, len - done);
+        ++pending_feeds;
+        ++deferred;
+      }
+    }
+    if (i >= cpu_from && i < cpu_to) {
+      lags.push_back(begin - due);
+      tick_lengths.push_back(mono_ns() - begin);
+    }
+    ticks = i + 1;
+  }
+  if (cpu_pid > 0 && cpu_to == records) cpu1 = sample_cpu(cpu_pid);
+
+  // End markers, then close: the daemon drains them on SIGTERM.
+  for (size_t j = 0; j < n; ++j) {
+    Producer& p = feed[j];
+    size_t len = p.maker->make_marker(line);
+    if (p.pending.empty()) ++pending_feeds;
+    p.pending.append(line, len);
+    if (!flush(p)) fail("send");
+  }
+  drain_until(mono_ns() + 30 * INT64_C(1000000000));
+  for (auto& p : feed) {
+    shutdown(p.fd, SHUT_WR);
+    close(p.fd);
+  }
+  rusage self{};
+  getrusage(RUSAGE_SELF, &self);
+  const double own_cpu = static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
+                         static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) * 1e-6;
+  const bool have_cpu = cpu0.utime >= 0 && cpu1.utime >= 0;
+  std::printf("{\"mode\":\"paced\",\"feeds\":%" PRId64 ",\"rate\":%.3f,\"ticks\":%" PRId64
+              ",\"records\":%" PRId64 ",\"stride\":%" PRId64 ",\"deferred\":%" PRId64
+              ",\"unsent_at_end\":%zu,\"cpu_from\":%" PRId64 ",\"cpu_to\":%" PRId64
+              ",\"daemon_utime_ticks\":%" PRId64 ",\"daemon_stime_ticks\":%" PRId64
+              ",\"machine_busy_ticks\":%" PRId64 ",\"machine_total_ticks\":%" PRId64
+              ",\"clk_tck\":%ld,\"window_s\":%.3f,\"own_cpu_s\":%.3f,"
+              "\"tick_lag_us\":%s,\"tick_length_us\":%s}\n",
+              feeds, rate, ticks, ticks * feeds, stride, deferred, pending_feeds, cpu_from, cpu_to,
+              have_cpu ? cpu1.utime - cpu0.utime : -1, have_cpu ? cpu1.stime - cpu0.stime : -1,
+              cpu1.busy >= 0 && cpu0.busy >= 0 ? cpu1.busy - cpu0.busy : -1,
+              cpu1.total >= 0 && cpu0.total >= 0 ? cpu1.total - cpu0.total : -1,
+              sysconf(_SC_CLK_TCK), static_cast<double>(cpu_to - cpu_from) / rate, own_cpu,
+              summary_us(lags).c_str(), summary_us(tick_lengths).c_str());
+  return ticks == records && pending_feeds == 0 ? 0 : 1;
+}
+
+int run_latency(Args& args) {
+  std::string connect;
+  int64_t feeds = -1;
+  int64_t from_seq = 0, to_seq = INT64_MAX;
+  std::string raw_out, trace_out, ready_file, done_file;
+  double timeout = 0;
+  while (args.more()) {
+    std::string a = args.next();
+    if (a == "--connect")
+      connect = args.value(a);
+    else if (a == "--feeds")
+      feeds = to_int(args.value(a), a, 1, 9999);
+    else if (a == "--from-seq")
+      from_seq = to_int(args.value(a), a, 0, INT64_C(1) << 40);
+    else if (a == "--to-seq")
+      to_seq = to_int(args.value(a), a, 0, INT64_C(1) << 40);
+    else if (a == "--raw-out")
+      raw_out = args.value(a);
+    else if (a == "--trace-out")
+      trace_out = args.value(a);
+    else if (a == "--timeout")
+      timeout = to_double(args.value(a), a);
+    else if (a == "--ready-file")
+      ready_file = args.value(a);
+    else if (a == "--done-file")
+      done_file = args.value(a);
+    else
+      usage(("latency: unknown option " + a).c_str());
+  }
+  if (connect.empty() || feeds < 0) usage("latency needs --connect and --feeds");
+  auto touch = [](const std::string& path) {
+    if (path.empty()) return;
+    int f = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (f >= 0) close(f);
+  };
+
+  Checker check;
+  check.key_prefix = "\"time\":";
+  check.strict = true;
+  struct Received {
+    int64_t key;
+    int64_t sent_ns;
+    int64_t recv_ns;
+    int64_t seq;
+    int64_t feed;
+  };
+  std::vector<Received> got;
+  if (to_seq != INT64_MAX) got.reserve(static_cast<size_t>(feeds * (to_seq + 1000)));
+  int64_t unstamped = 0;
+
+  int fd = connect_to(parse_address(connect));
+  touch(ready_file);
+  const double deadline = timeout > 0 ? now_s() + timeout : 0;
+  std::vector<char> buf(1 << 20);
+  size_t have = 0;
+  bool eof = false, timed_out = false, marker_seen = false;
+  std::string error;
+  while (!g_stop) {
+    if (deadline > 0 && now_s() >= deadline) {
+      timed_out = true;
+      break;
+    }
+    if (have == buf.size()) buf.resize(buf.size() * 2);
+    ssize_t n = read(fd, buf.data() + have, buf.size() - have);
+    // One receive time per read: every line in it reached us together.
+    const int64_t recv_ns = mono_ns();
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        pollfd p{fd, POLLIN, 0};
+        poll(&p, 1, 1000);
+        continue;
+      }
+      error = std::string("read: ") + std::strerror(errno);
+      break;
+    }
+    if (n == 0) {
+      eof = true;
+      break;
+    }
+    size_t total = have + static_cast<size_t>(n);
+    size_t start = 0;
+    while (start < total) {
+      auto* nl = static_cast<char*>(std::memchr(buf.data() + start, '\n', total - start));
+      if (nl == nullptr) break;
+      std::string_view l(buf.data() + start, static_cast<size_t>(nl - buf.data()) - start);
+      start = static_cast<size_t>(nl - buf.data()) + 1;
+      if (l.empty()) continue;
+      const int64_t records = check.records;
+      check.line(l);
+      if (check.markers > 0 && !marker_seen) {
+        marker_seen = true;
+        touch(done_file);
+      }
+      if (check.records == records) continue;
+      // A data record: {"time":K,"vehicle":"bus-J","seq":I,"sent_ns":S,...}
+      Received r{};
+      auto field = [&](std::string_view name, int64_t& v) {
+        auto at = l.find(name);
+        if (at == std::string_view::npos) return false;
+        const char* p = l.data() + at + name.size();
+        return std::from_chars(p, l.data() + l.size(), v).ec == std::errc();
+      };
+      if (!field("\"time\":", r.key) || !field("\"vehicle\":\"bus-", r.feed) ||
+          !field("\"seq\":", r.seq) || !field("\"sent_ns\":", r.sent_ns) || r.feed < 0 ||
+          r.feed >= feeds) {
+        ++unstamped;
+        continue;
+      }
+      r.recv_ns = recv_ns;
+      got.push_back(r);
+    }
+    have = total - start;
+    if (have > 0 && start > 0) std::memmove(buf.data(), buf.data() + start, have);
+  }
+  close(fd);
+
+  // The emittable moment of record R (feed f, key K): the merge can emit R
+  // once every other feed g has a record with key >= K, so it is the latest
+  // of R's own send time and, over every other feed g, the send time of g's
+  // first record with key >= K. One sweep from the largest key down keeps,
+  // per feed, the send time of its first record at or past the current key.
+  std::stable_sort(got.begin(), got.end(),
+                   [](const Received& a, const Received& b) { return a.key < b.key; });
+  std::vector<int64_t> next_sent(static_cast<size_t>(feeds), -1);
+  int64_t feeds_unseen = feeds;
+  std::vector<int64_t> emittable_ns, arrival_ns;
+  int64_t not_emittable = 0, negative = 0;
+  FILE* trace = trace_out.empty() ? nullptr : std::fopen(trace_out.c_str(), "w");
+  if (trace != nullptr) std::fputs("key feed seq sent_ns emittable_ns recv_ns\n", trace);
+  size_t i = got.size();
+  while (i > 0) {
+    size_t j = i;
+    while (j > 0 && got[j - 1].key == got[i - 1].key) --j;
+    // Records with the same key (from different feeds) are emittable
+    // together; in a feed, the first of equal keys counts.
+    for (size_t k = i; k-- > j;) {
+      auto f = static_cast<size_t>(got[k].feed);
+      if (next_sent[f] < 0) --feeds_unseen;
+      next_sent[f] = got[k].sent_ns;
+    }
+    int64_t emit = feeds_unseen == 0 ? *std::max_element(next_sent.begin(), next_sent.end()) : -1;
+    for (size_t k = j; k < i; ++k) {
+      const Received& r = got[k];
+      if (r.seq < from_seq || r.seq >= to_seq) continue;
+      if (emit < 0) {
+        ++not_emittable;  // some feed sent nothing at or past this key
+        continue;
+      }
+      if (r.recv_ns < emit) ++negative;
+      if (trace != nullptr) {
+        std::fprintf(trace,
+                     "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n",
+                     r.key, r.feed, r.seq, r.sent_ns, emit, r.recv_ns);
+      }
+      emittable_ns.push_back(r.recv_ns - emit);
+      arrival_ns.push_back(r.recv_ns - r.sent_ns);
+    }
+    i = j;
+  }
+  if (trace != nullptr) std::fclose(trace);
+  if (!raw_out.empty()) {
+    if (FILE* f = std::fopen(raw_out.c_str(), "wb")) {
+      for (size_t k = 0; k < emittable_ns.size(); ++k) {
+        int64_t pair[2] = {emittable_ns[k], arrival_ns[k]};
+        std::fwrite(pair, sizeof(pair), 1, f);
+      }
+      std::fclose(f);
+    } else {
+      error = "cannot write " + raw_out;
+    }
+  }
+  const int64_t expected = to_seq == INT64_MAX ? -1 : feeds * (to_seq - from_seq);
+  const auto measured = static_cast<int64_t>(emittable_ns.size());
+  bool ok = error.empty() && check.out_of_order == 0 && check.seq_gaps == 0 &&
+            check.seq_repeats == 0 && check.unparsed == 0 && unstamped == 0 &&
+            (expected < 0 || measured == expected) && marker_seen;
+  std::printf("{\"mode\":\"latency\",\"records\":%" PRId64 ",\"markers\":%" PRId64
+              ",\"measured\":%" PRId64 ",\"expected\":%" PRId64 ",\"not_emittable\":%" PRId64
+              ",\"negative\":%" PRId64 ",\"unstamped\":%" PRId64 ",\"out_of_order\":%" PRId64
+              ",\"seq_gaps\":%" PRId64 ",\"seq_repeats\":%" PRId64 ",\"unparsed\":%" PRId64
+              ",\"eof\":%s,\"timed_out\":%s,\"ok\":%s,\"error\":\"%s\",\"first_problem\":\"%s\","
+              "\"emittable_us\":%s,\"arrival_us\":%s}\n",
+              check.records, check.markers, measured, expected, not_emittable, negative, unstamped,
+              check.out_of_order, check.seq_gaps, check.seq_repeats, check.unparsed,
+              eof ? "true" : "false", timed_out ? "true" : "false", ok ? "true" : "false",
+              json_escape(error).c_str(), json_escape(check.first_problem).c_str(),
+              summary_us(emittable_ns).c_str(), summary_us(arrival_ns).c_str());
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -939,6 +1425,8 @@ int main(int argc, char** argv) {
   if (mode == "produce") return run_produce(args);
   if (mode == "consume") return run_consume(args);
   if (mode == "vehicles") return run_vehicles(args);
+  if (mode == "paced") return run_paced(args);
+  if (mode == "latency") return run_latency(args);
   if (mode == "-h" || mode == "--help") {
     std::fprintf(stderr, "see the comment at the top of bench/loadgen.cc\n");
     return 0;
