@@ -93,30 +93,15 @@ void ServerSink::accepted(uv_os_sock_t socket) {
   Client* raw = client.get();
   raw->id = id;
   raw->peer = peer;
-  uv_stream_t* client_stream = stream->stream();
   raw->writer = std::make_unique<StreamWriter>(
       output_, std::move(stream), config_.max_buffer,
       config_.slow_client == SlowClientPolicy::block, config_.stall_timeout_ms,
       [this, raw](StreamWriter::Outcome outcome, const std::string& reason) {
         client_done(raw, outcome, reason);
       });
-  // Read from the client only to notice a reset early; what it sends is
-  // ignored, and its EOF (a half-close, as `nc` does) is not a goodbye.
-  // The stream's data pointer is the writer (cleared when it closes).
-  uv_read_start(
-      client_stream,
-      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-        static char discard[512];
-        (void)h;
-        *buf = uv_buf_init(discard, sizeof(discard));
-      },
-      [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
-        if (n >= 0) return;
-        uv_read_stop(s);
-        if (n != UV_EOF && s->data != nullptr) {
-          static_cast<StreamWriter*>(s->data)->fail(uv_error_text(static_cast<int>(n)));
-        }
-      });
+  // What a client sends is ignored, and its EOF (a half-close, as `nc`
+  // does) is not a goodbye; a reset is.
+  raw->writer->watch_for_reset();
   clients_.push_back(std::move(client));
   ++counters_.clients;
   ++counters_.clients_total;

@@ -44,6 +44,24 @@ void StreamWriter::close() {
   done_ = true;
 }
 
+void StreamWriter::watch_for_reset() {
+  if (!stream_) return;
+  uv_read_start(
+      stream_->stream(),
+      [](uv_handle_t*, size_t, uv_buf_t* buf) {
+        static char discard[512];
+        *buf = uv_buf_init(discard, sizeof(discard));
+      },
+      [](uv_stream_t* stream, ssize_t n, const uv_buf_t*) {
+        if (n >= 0) return;
+        uv_read_stop(stream);
+        auto* self = static_cast<StreamWriter*>(stream->data);  // null once closed
+        if (n != UV_EOF && self != nullptr) {
+          self->finish(Outcome::failed, uv_error_text(static_cast<int>(n)));
+        }
+      });
+}
+
 void StreamWriter::finish(Outcome outcome, const std::string& reason) {
   if (done_) return;
   DoneCallback done = std::move(on_done_);

@@ -40,9 +40,10 @@ class StreamWriter {
 
   // Stops at once: unsubscribes and closes the stream (no callback).
   void close();
-  // The peer failed (e.g. a reset noticed while reading): stops and
-  // reports Outcome::failed through the done callback.
-  void fail(const std::string& reason) { finish(Outcome::failed, reason); }
+  // Reads from the stream only to notice early that the peer reset the
+  // connection (the writer then fails); what arrives is discarded, and an
+  // EOF (a half-close) changes nothing.
+  void watch_for_reset();
   bool done() const { return done_; }
   uint64_t bytes_written() const { return bytes_written_; }
   size_t lag() const { return cursor_.lag(); }
