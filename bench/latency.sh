@@ -42,17 +42,7 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-QUICK=0
-for arg in "$@"; do
-  case $arg in
-    --quick) QUICK=1 ;;
-    -h | --help)
-      sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-      exit 0
-      ;;
-    *) die "unknown argument '$arg' (try --help)" ;;
-  esac
-done
+parse_flags quick "$@"
 
 AFTER=${AFTER:-$CHRONOMERGE}
 BEFORE=${BEFORE:-}
@@ -68,9 +58,7 @@ else
   WARMUP=${WARMUP:-2}
   SECONDS_MEASURED=${SECONDS_MEASURED:-10}
 fi
-for v in FEEDS RATE ROUNDS WARMUP SECONDS_MEASURED; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
-done
+require_positive FEEDS RATE ROUNDS WARMUP SECONDS_MEASURED
 NICE=${NICE:-0}
 TRACE=${TRACE:-0}
 [[ $NICE =~ ^-?[0-9]+$ ]] || die "NICE must be an integer, got '$NICE'"
@@ -103,148 +91,10 @@ command -v python3 > /dev/null || die "python3 is required (config, readiness, r
 LAT_DIR="$DATA_ROOT/latency"
 rm -rf "$LAT_DIR"
 mkdir -p "$LAT_DIR" "$DATA_ROOT/results"
-if (($(ulimit -n) < FEEDS + 64)); then
-  ulimit -n $((FEEDS + 64)) 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
-fi
+raise_open_files $((FEEDS + 64))
 (($(ulimit -n) > FEEDS + 32)) || die "open-files limit $(ulimit -n) is too low for $FEEDS feeds"
 
-# --- process bookkeeping -----------------------------------------------------
-DAEMON_PID=""
-cleanup() {
-  local pid
-  for pid in $(jobs -pr); do
-    kill "$pid" 2> /dev/null || true
-  done
-  wait 2> /dev/null || true
-  rm -f "$LAT_DIR/notify.sock"
-}
-trap cleanup EXIT
-
-# pick_ports N -> first of N consecutive free TCP ports on 127.0.0.1, below
-# the ephemeral range (where the kernel picks the local ports of our own
-# connections), so that nothing else takes one before the daemon binds it.
-# (The same method as live.sh.)
-pick_ports() {
-  python3 - "$1" << 'PY'
-import random, socket, sys
-n = int(sys.argv[1])
-try:
-    lo, _ = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-except OSError:
-    lo = 32768
-top = lo - n - 1 if lo - n - 1 > 10000 else 65535 - n
-for _ in range(500):
-    base = random.randint(10000 if top > 10000 else 1024, top)
-    socks, ok = [], True
-    try:
-        for p in range(base, base + n):
-            s = socket.socket()
-            socks.append(s)
-            s.bind(("127.0.0.1", p))
-    except OSError:
-        ok = False
-    for s in socks:
-        s.close()
-    if ok:
-        print(base)
-        sys.exit(0)
-sys.exit(1)
-PY
-}
-
-# write_config FILE FEEDS BASE_PORT: FEEDS tcp-listen feeds on BASE_PORT..,
-# one tcp-listen output on BASE_PORT+FEEDS. idle_timeout_ms is 10 minutes,
-# so no feed goes idle during a run: the merge waits for every feed, which
-# is what the emittable moment assumes. Everything else is the default.
-write_config() {
-  python3 - "$@" << 'PY'
-import json, sys
-path, feeds, base = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-width = max(4, len(str(feeds - 1)))
-config = {
-    "key": "time",
-    "key_type": "integer",
-    "idle_timeout_ms": 600000,
-    "drain_timeout_ms": 5000,
-    "log_level": "info",
-    "feeds": [{"name": "p%0*d" % (width, i), "type": "tcp-listen",
-               "listen": "127.0.0.1:%d" % (base + i)} for i in range(feeds)],
-    "outputs": [{"name": "clients", "type": "tcp-listen",
-                 "listen": "127.0.0.1:%d" % (base + feeds)}],
-}
-with open(path, "w") as f:
-    json.dump(config, f, indent=1)
-    f.write("\n")
-PY
-}
-
-# Receives sd_notify messages on a unix datagram socket, writes them to a
-# file, and exits at READY=1 (or after the timeout).
-PY_NOTIFY='
-import os, socket, sys, time
-path, out, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(path)
-s.settimeout(0.2)
-deadline = time.monotonic() + timeout
-with open(out, "w") as f:
-    while time.monotonic() < deadline:
-        try:
-            msg = s.recv(4096).decode(errors="replace")
-        except socket.timeout:
-            continue
-        f.write(msg.replace("\n", " ") + "\n")
-        f.flush()
-        if "READY=1" in msg.split("\n"):
-            break
-os.unlink(path)
-'
-
-# start_daemon BINARY CONFIG LOG: starts the daemon and waits for READY=1
-# (every listener bound). Sets DAEMON_PID.
-start_daemon() {
-  local bin=$1 config=$2 log=$3 sock="$LAT_DIR/notify.sock" msgs="$LAT_DIR/notify.txt" i
-  "$bin" --check-config "$config" > /dev/null 2> "$log" ||
-    die "$bin rejects the generated config $config: $(head -n 5 "$log")"
-  rm -f "$sock" "$msgs"
-  python3 -c "$PY_NOTIFY" "$sock" "$msgs" 30 &
-  local listener=$!
-  for ((i = 0; i < 100; i++)); do
-    [[ -S $sock ]] && break
-    sleep 0.05
-  done
-  [[ -S $sock ]] || die "the sd_notify listener did not start"
-  NOTIFY_SOCKET=$sock "${RUN[@]}" "$bin" --config "$config" 2> "$log" &
-  DAEMON_PID=$!
-  for ((i = 0; i < 300; i++)); do
-    if grep -q '^READY=1' "$msgs" 2> /dev/null; then
-      wait "$listener" 2> /dev/null || true
-      return 0
-    fi
-    if ! kill -0 "$DAEMON_PID" 2> /dev/null; then
-      sed 's/^/    /' "$log" | tail -n 20 >&2
-      die "$bin exited before it was ready (log: $log)"
-    fi
-    sleep 0.1
-  done
-  die "$bin was not ready after 30 s (log: $log)"
-}
-
-# stop_daemon: SIGTERM, wait up to 20 s, then SIGKILL. Sets DAEMON_RC.
-stop_daemon() {
-  local i
-  DAEMON_RC=0
-  kill -TERM "$DAEMON_PID" 2> /dev/null || true
-  for ((i = 0; i < 200; i++)); do
-    kill -0 "$DAEMON_PID" 2> /dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$DAEMON_PID" 2> /dev/null; then
-    note "the daemon did not exit 20 s after SIGTERM; killing it"
-    kill -KILL "$DAEMON_PID" 2> /dev/null || true
-  fi
-  wait "$DAEMON_PID" 2> /dev/null || DAEMON_RC=$?
-}
+track_daemon "$LAT_DIR"
 
 # wait_file FILE SECONDS PID: until FILE exists, PID has exited, or the time
 # is up.
@@ -270,9 +120,9 @@ run_one() {
   out=$((base + FEEDS))
   cfg="$dir/config.json"
   log="$dir/daemon.log"
-  write_config "$cfg" "$FEEDS" "$base"
+  write_config "$cfg" "$FEEDS" "$base" info
   note "[round $round, $label] $FEEDS feeds x $RATE records/s, ${WARMUP}s warm-up + ${SECONDS_MEASURED}s measured ..."
-  start_daemon "$bin" "$cfg" "$log"
+  start_daemon "$bin" "$cfg" "$log" "${RUN[@]}"
 
   local trace=()
   [[ $TRACE == 1 ]] && trace=(--trace-out "$dir/trace.txt")
@@ -338,9 +188,9 @@ FAILED=0
   echo "# chronomerge latency benchmark ($STAMP)"
   echo
   echo "- after: \`$AFTER\`${BEFORE:+; before: \`$BEFORE\`}"
-  echo "- commit: $(git -C "$REPO_ROOT" rev-parse --short HEAD 2> /dev/null || echo 'none')$(git -C "$REPO_ROOT" diff --quiet HEAD -- lib daemon 2> /dev/null || echo ' (lib/ or daemon/ modified)')"
+  echo "- commit: $(commit_summary)"
   echo "- load: $FEEDS feeds × $RATE records/s = $((FEEDS * RATE)) records/s, 1 client; $ROUNDS round(s) of ${WARMUP} s warm-up + ${SECONDS_MEASURED} s measured per binary; niceness $NICE"
-  echo "- machine: $(grep -m1 'model name' /proc/cpuinfo 2> /dev/null | cut -d: -f2- | sed 's/^ *//'), $(nproc) usable of $(nproc --all) cores, $(uname -sr); daemon, producers and client share them; load average at start: $LOAD_AT_START$( ((QUICK)) && echo '; QUICK MODE (smoke test, numbers meaningless)')"
+  echo "- machine: $(machine_summary); daemon, producers and client share them; load average at start: $LOAD_AT_START$( ((QUICK)) && echo '; QUICK MODE (smoke test, numbers meaningless)')"
   echo
   python3 - "$RESULTS_JSON" "$TARGET_P99_US" << 'PY'
 import array, json, math, os, sys
@@ -459,10 +309,4 @@ sys.exit(1 if failed else 0)
 PY
 } | tee "$RESULTS_MD" || FAILED=1 # the report exits 1 if a check failed
 
-cp "$RESULTS_MD" "$DATA_ROOT/results/latency-latest.md"
-note "configs, logs and raw reports: $LAT_DIR/"
-note "report: $RESULTS_MD (copy at $DATA_ROOT/results/latency-latest.md)"
-if ((FAILED)); then
-  note "FAILED: see the correctness lines above"
-  exit 1
-fi
+finish_report latency "$LAT_DIR" "$FAILED"

@@ -37,21 +37,12 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-QUICK=0
-for arg in "$@"; do
-  case $arg in
-    --quick) QUICK=1 ;;
-    -h | --help)
-      sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-      exit 0
-      ;;
-    *) die "unknown argument '$arg' (try --help)" ;;
-  esac
-done
+parse_flags quick "$@"
 
 LOADGEN=${LOADGEN:-$REPO_ROOT/build/bench/chronomerge_loadgen}
 JOBS=${JOBS:-2}
-IGNORE_SIGPIPE=${IGNORE_SIGPIPE:-0}
+# shellcheck disable=SC2034  # read by start_daemon (bench/common.sh)
+DAEMON_IGNORE_SIGPIPE=${IGNORE_SIGPIPE:-0}
 PRODUCERS=${PRODUCERS:-8}
 CLIENTS=${CLIENTS:-4}
 if ((QUICK)); then
@@ -65,9 +56,7 @@ else
   VEHICLE_RECORDS=${VEHICLE_RECORDS:-20}
   FREEZE_SECONDS=${FREEZE_SECONDS:-15}
 fi
-for v in PRODUCERS CLIENTS RECORDS VEHICLES VEHICLE_RECORDS FREEZE_SECONDS JOBS; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
-done
+require_positive PRODUCERS CLIENTS RECORDS VEHICLES VEHICLE_RECORDS FREEZE_SECONDS JOBS
 ((PRODUCERS <= 16)) || die "PRODUCERS must be at most 16 (the key stride keeps keys unique)"
 
 # Targets.
@@ -93,163 +82,13 @@ require_chronomerge
 LIVE_DIR="$DATA_ROOT/live"
 mkdir -p "$LIVE_DIR" "$DATA_ROOT/results"
 # One descriptor per connection: 1000 vehicles need more than the usual 1024.
-if (($(ulimit -n) < 8192)); then
-  ulimit -n 8192 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
-fi
+raise_open_files 8192
 (($(ulimit -n) > VEHICLES + 64)) ||
   die "open-files limit $(ulimit -n) is too low for $VEHICLES connections"
 CLK_TCK=$(getconf CLK_TCK)
 
 # --- process bookkeeping -----------------------------------------------------
-# On exit, whatever this script started and is still running (its own
-# background jobs, by PID) is stopped.
-DAEMON_PID=""
-cleanup() {
-  local pid
-  for pid in $(jobs -pr); do
-    kill "$pid" 2> /dev/null || true
-  done
-  wait 2> /dev/null || true
-  rm -f "$LIVE_DIR/notify.sock"
-}
-trap cleanup EXIT
-
-# pick_ports N -> first of N consecutive free TCP ports on 127.0.0.1, below
-# the ephemeral range (where the kernel picks the local ports of our own
-# producers and clients), so that nothing else takes one before the daemon
-# binds it.
-pick_ports() {
-  python3 - "$1" << 'PY'
-import random, socket, sys
-n = int(sys.argv[1])
-try:
-    lo, _ = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-except OSError:
-    lo = 32768
-top = lo - n - 1 if lo - n - 1 > 10000 else 65535 - n
-for _ in range(500):
-    base = random.randint(10000 if top > 10000 else 1024, top)
-    socks, ok = [], True
-    try:
-        for p in range(base, base + n):
-            s = socket.socket()
-            socks.append(s)
-            s.bind(("127.0.0.1", p))
-    except OSError:
-        ok = False
-    for s in socks:
-        s.close()
-    if ok:
-        print(base)
-        sys.exit(0)
-sys.exit(1)
-PY
-}
-
-# write_config FILE FEEDS BASE_PORT LOG_LEVEL: FEEDS tcp-listen feeds on
-# BASE_PORT.., one tcp-listen output on BASE_PORT+FEEDS, metrics on the
-# next port.  idle_timeout_ms is 10 minutes: no feed is ever declared idle
-# during a run, so the merge never moves on without a feed, and the output
-# must be exactly in order.  Producers end with an end-marker record (see
-# bench/loadgen.cc), which releases the last records without idling.
-write_config() {
-  python3 - "$@" << 'PY'
-import json, sys
-path, feeds, base, level = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-width = max(4, len(str(feeds - 1)))
-config = {
-    "key": "time",
-    "key_type": "integer",
-    "idle_timeout_ms": 600000,
-    "drain_timeout_ms": 5000,
-    "log_level": level,
-    "feeds": [{"name": "p%0*d" % (width, i), "type": "tcp-listen",
-               "listen": "127.0.0.1:%d" % (base + i)} for i in range(feeds)],
-    "outputs": [{"name": "clients", "type": "tcp-listen",
-                 "listen": "127.0.0.1:%d" % (base + feeds)}],
-    "metrics": {"listen": "127.0.0.1:%d" % (base + feeds + 1)},
-}
-with open(path, "w") as f:
-    json.dump(config, f, indent=1)
-    f.write("\n")
-PY
-}
-
-# Listens on a unix datagram socket for sd_notify messages and writes them
-# to a file; exits at READY=1 (or after the timeout).
-PY_NOTIFY='
-import os, socket, sys, time
-path, out, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(path)
-s.settimeout(0.2)
-deadline = time.monotonic() + timeout
-with open(out, "w") as f:
-    while time.monotonic() < deadline:
-        try:
-            msg = s.recv(4096).decode(errors="replace")
-        except socket.timeout:
-            continue
-        f.write(msg.replace("\n", " ") + "\n")
-        f.flush()
-        if "READY=1" in msg.split("\n"):
-            break
-os.unlink(path)
-'
-
-# start_daemon CONFIG LOG: starts chronomerge and waits until it says
-# READY=1 (every listener bound).  Sets DAEMON_PID.
-start_daemon() {
-  local config=$1 log=$2 sock="$LIVE_DIR/notify.sock" msgs="$LIVE_DIR/notify.txt" i
-  "$CHRONOMERGE" --check-config "$config" > /dev/null 2> "$log" ||
-    die "generated config $config is invalid: $(head -n 5 "$log")"
-  rm -f "$sock" "$msgs"
-  python3 -c "$PY_NOTIFY" "$sock" "$msgs" 30 &
-  local listener=$!
-  for ((i = 0; i < 100; i++)); do
-    [[ -S $sock ]] && break
-    sleep 0.05
-  done
-  [[ -S $sock ]] || die "the sd_notify listener did not start"
-  if [[ $IGNORE_SIGPIPE == 1 ]]; then
-    # An ignored signal stays ignored across exec; $! is the daemon itself.
-    (
-      trap '' PIPE
-      NOTIFY_SOCKET=$sock exec "$CHRONOMERGE" --config "$config" 2> "$log"
-    ) &
-  else
-    NOTIFY_SOCKET=$sock "$CHRONOMERGE" --config "$config" 2> "$log" &
-  fi
-  DAEMON_PID=$!
-  for ((i = 0; i < 300; i++)); do
-    if grep -q '^READY=1' "$msgs" 2> /dev/null; then
-      wait "$listener" 2> /dev/null || true
-      return 0
-    fi
-    if ! kill -0 "$DAEMON_PID" 2> /dev/null; then
-      sed 's/^/    /' "$log" | tail -n 20 >&2
-      die "chronomerge exited before it was ready (log: $log)"
-    fi
-    sleep 0.1
-  done
-  die "chronomerge was not ready after 30 s (log: $log)"
-}
-
-# stop_daemon: SIGTERM, wait up to 20 s, then SIGKILL.  Sets DAEMON_RC.
-stop_daemon() {
-  local i
-  DAEMON_RC=0
-  kill -TERM "$DAEMON_PID" 2> /dev/null || true
-  for ((i = 0; i < 200; i++)); do
-    kill -0 "$DAEMON_PID" 2> /dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$DAEMON_PID" 2> /dev/null; then
-    note "chronomerge did not exit 20 s after SIGTERM; killing it"
-    kill -KILL "$DAEMON_PID" 2> /dev/null || true
-  fi
-  wait "$DAEMON_PID" 2> /dev/null || DAEMON_RC=$?
-}
+track_daemon "$LIVE_DIR"
 
 # cpu_ticks PID: utime + stime (fields 14 and 15 of /proc/PID/stat, after
 # the parenthesised command name).
@@ -355,9 +194,9 @@ run_fanout() {
   out=$((base + PRODUCERS))
   cfg="$LIVE_DIR/$label.json"
   log="$dir/daemon.log"
-  write_config "$cfg" "$PRODUCERS" "$base" info
+  write_config "$cfg" "$PRODUCERS" "$base" info metrics
   note "[$label] $PRODUCERS producers x $RECORDS records -> daemon -> $clients client(s) ..."
-  start_daemon "$cfg" "$log"
+  start_daemon "$CHRONOMERGE" "$cfg" "$log"
 
   # Each client is done at the first end marker, which comes after every
   # data record; it then stays connected until the SIGTERM drain closes it
@@ -417,9 +256,9 @@ run_vehicles() {
   out=$((base + VEHICLES))
   cfg="$LIVE_DIR/$label.json"
   log="$dir/daemon.log"
-  write_config "$cfg" "$VEHICLES" "$base" info
+  write_config "$cfg" "$VEHICLES" "$base" info metrics
   note "[$label] $VEHICLES vehicles x $VEHICLE_RECORDS records (one every 0.1-1 s) -> daemon -> 1 client ..."
-  start_daemon "$cfg" "$log"
+  start_daemon "$CHRONOMERGE" "$cfg" "$log"
 
   "$LOADGEN" consume --connect "127.0.0.1:$out" --expect "$total" \
     --expect-markers 1 --until-eof --done-file "$dir/client0.done" \
@@ -461,9 +300,9 @@ run_frozen() {
   log="$dir/daemon.log"
   # debug: pauses and resumes are logged at debug level; they are the
   # evidence that backpressure reached the feeds.
-  write_config "$cfg" "$PRODUCERS" "$base" debug
+  write_config "$cfg" "$PRODUCERS" "$base" debug metrics
   note "[$label] frozen client, $PRODUCERS producers pushing for ${FREEZE_SECONDS}s ..."
-  start_daemon "$cfg" "$log"
+  start_daemon "$CHRONOMERGE" "$cfg" "$log"
 
   "$LOADGEN" consume --connect "127.0.0.1:$out" --freeze --timeout $((FREEZE_SECONDS + 60)) \
     --ready-file "$dir/client0.ready" > "$dir/client0.json" 2> "$dir/client0.err" &
@@ -525,8 +364,8 @@ RESULTS_MD="$DATA_ROOT/results/live-$STAMP.md"
   echo "# chronomerge live benchmark ($STAMP)"
   echo
   echo "- binary: \`$CHRONOMERGE\`, load generator: \`$LOADGEN\`"
-  echo "- commit: $(git -C "$REPO_ROOT" rev-parse --short HEAD 2> /dev/null || echo 'none')$(git -C "$REPO_ROOT" diff --quiet HEAD -- lib daemon 2> /dev/null || echo ' (lib/ or daemon/ modified)')"
-  echo "- machine: $(grep -m1 'model name' /proc/cpuinfo 2> /dev/null | cut -d: -f2- | sed 's/^ *//'), $(nproc) usable of $(nproc --all) cores, $(uname -sr)"
+  echo "- commit: $(commit_summary)"
+  echo "- machine: $(machine_summary)"
   echo "- every process (daemon, producers, clients) shares those cores; load average at start: $LOAD_AT_START$( ((QUICK)) && echo '; QUICK MODE (smoke test, numbers meaningless)')"
   echo
   python3 - "$RESULTS_JSON" "$TARGET_RPS" "$TARGET_MANY_MIB" "$TARGET_FROZEN_MIB" "$FREEZE_SECONDS" << 'PY'
@@ -684,10 +523,4 @@ sys.exit(1 if failed else 0)
 PY
 } | tee "$RESULTS_MD" || FAILED=1  # the report exits 1 if a check failed
 
-cp "$RESULTS_MD" "$DATA_ROOT/results/live-latest.md"
-note "configs, logs and raw reports: $LIVE_DIR/"
-note "report: $RESULTS_MD (copy at $DATA_ROOT/results/live-latest.md)"
-if ((FAILED)); then
-  note "FAILED: see the correctness lines above"
-  exit 1
-fi
+finish_report live "$LIVE_DIR" "$FAILED"

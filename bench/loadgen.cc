@@ -86,6 +86,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <queue>
 #include <random>
@@ -186,6 +188,48 @@ double to_double(const std::string& text, const std::string& name) {
   return v;
 }
 
+// One option of a mode: its name, and what its presence (and value) does.
+struct Option {
+  const char* name;
+  std::function<void(Args& args, const std::string& name)> take;
+};
+
+// --NAME TEXT.
+Option text_option(const char* name, std::string& out) {
+  return {name, [&out](Args& args, const std::string& n) { out = args.value(n); }};
+}
+
+// --NAME N, an integer from min to max.
+Option int_option(const char* name, int64_t& out, int64_t min, int64_t max) {
+  return {name, [&out, min, max](Args& args, const std::string& n) {
+            out = to_int(args.value(n), n, min, max);
+          }};
+}
+
+// --NAME X, a number >= 0.
+Option number_option(const char* name, double& out) {
+  return {name, [&out](Args& args, const std::string& n) { out = to_double(args.value(n), n); }};
+}
+
+// --NAME alone sets `out` to `value`.
+Option flag_option(const char* name, bool& out, bool value = true) {
+  return {name, [&out, value](Args&, const std::string&) { out = value; }};
+}
+
+// Applies every remaining argument to the option of its name; an unknown
+// one is a usage error of `mode`.
+void parse_options(Args& args, const char* mode, std::initializer_list<Option> options) {
+  while (args.more()) {
+    const std::string a = args.next();
+    const Option* match = nullptr;
+    for (const Option& o : options) {
+      if (a == o.name) match = &o;
+    }
+    if (match == nullptr) usage((std::string(mode) + ": unknown option " + a).c_str());
+    match->take(args, a);
+  }
+}
+
 struct Address {
   sockaddr_storage addr{};
   socklen_t len = 0;
@@ -263,6 +307,35 @@ void raise_fd_limit() {
     lim.rlim_cur = lim.rlim_max;
     setrlimit(RLIMIT_NOFILE, &lim);
   }
+}
+
+// Creates (or empties) the file at `path`, a signal to the script that runs
+// us; nothing when `path` is empty.
+void touch_file(const std::string& path) {
+  if (path.empty()) return;
+  int f = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (f >= 0) close(f);
+}
+
+// One read() from a nonblocking socket into out[0..size). Returns the bytes
+// read; 0 when there were none yet (after waiting up to wait_ms for some) or
+// the read was interrupted: call again; -1 at EOF (sets `eof`) or on an
+// error (sets `error`).
+ssize_t read_some(int fd, char* out, size_t size, int wait_ms, bool& eof, std::string& error) {
+  const ssize_t n = read(fd, out, size);
+  if (n > 0) return n;
+  if (n == 0) {
+    eof = true;
+    return -1;
+  }
+  if (errno == EINTR) return 0;
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    pollfd p{fd, POLLIN, 0};
+    poll(&p, 1, wait_ms);
+    return 0;
+  }
+  error = std::string("read: ") + std::strerror(errno);
+  return -1;
 }
 
 // --- records -------------------------------------------------------------
@@ -363,27 +436,13 @@ int run_produce(Args& args) {
   int64_t stride = 16;
   double duration = 0;
   bool end_marker = true;
-  while (args.more()) {
-    std::string a = args.next();
-    if (a == "--connect")
-      connect = args.value(a);
-    else if (a == "--count")
-      count = to_int(args.value(a), a, 0, INT64_C(1) << 50);
-    else if (a == "--feed-index")
-      feed_index = to_int(args.value(a), a, 0, 9999);
-    else if (a == "--rate")
-      rate = to_double(args.value(a), a);
-    else if (a == "--start-time")
-      start = to_int(args.value(a), a, 0, marker_key / 2);
-    else if (a == "--stride")
-      stride = to_int(args.value(a), a, 1, 1000000);
-    else if (a == "--duration")
-      duration = to_double(args.value(a), a);
-    else if (a == "--no-end-marker")
-      end_marker = false;
-    else
-      usage(("produce: unknown option " + a).c_str());
-  }
+  parse_options(
+      args, "produce",
+      {text_option("--connect", connect), int_option("--count", count, 0, INT64_C(1) << 50),
+       int_option("--feed-index", feed_index, 0, 9999), number_option("--rate", rate),
+       int_option("--start-time", start, 0, marker_key / 2),
+       int_option("--stride", stride, 1, 1000000), number_option("--duration", duration),
+       flag_option("--no-end-marker", end_marker, false)});
   if (connect.empty() || count < 0 || feed_index < 0) {
     usage("produce needs --connect, --count and --feed-index");
   }
@@ -613,45 +672,21 @@ int run_consume(Args& args) {
   std::string ready_file;
   Checker check;
   std::string key = "time";
-  while (args.more()) {
-    std::string a = args.next();
-    if (a == "--connect")
-      connect = args.value(a);
-    else if (a == "--expect")
-      expect = to_int(args.value(a), a, 0, INT64_C(1) << 50);
-    else if (a == "--expect-markers")
-      expect_markers = to_int(args.value(a), a, 0, INT64_C(1) << 30);
-    else if (a == "--read-rate")
-      read_rate = to_double(args.value(a), a);
-    else if (a == "--freeze")
-      freeze = true;
-    else if (a == "--timeout")
-      timeout = to_double(args.value(a), a);
-    else if (a == "--strict")
-      check.strict = true;
-    else if (a == "--ready-file")
-      ready_file = args.value(a);
-    else if (a == "--done-file")
-      done_file = args.value(a);
-    else if (a == "--until-eof")
-      until_eof = true;
-    else if (a == "--key")
-      key = args.value(a);
-    else
-      usage(("consume: unknown option " + a).c_str());
-  }
+  parse_options(
+      args, "consume",
+      {text_option("--connect", connect), int_option("--expect", expect, 0, INT64_C(1) << 50),
+       int_option("--expect-markers", expect_markers, 0, INT64_C(1) << 30),
+       number_option("--read-rate", read_rate), flag_option("--freeze", freeze),
+       number_option("--timeout", timeout), flag_option("--strict", check.strict),
+       text_option("--ready-file", ready_file), text_option("--done-file", done_file),
+       flag_option("--until-eof", until_eof), text_option("--key", key)});
   if (connect.empty()) usage("consume needs --connect");
   check.key_prefix = "\"" + key + "\":";
 
   int fd = connect_to(parse_address(connect));
   const double t_connect = now_s();
   const double deadline = timeout > 0 ? t_connect + timeout : 0;
-  auto touch = [](const std::string& path) {
-    if (path.empty()) return;
-    int f = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (f >= 0) close(f);
-  };
-  touch(ready_file);
+  touch_file(ready_file);
 
   if (freeze) {
     // Never read: the daemon's queue for us fills, then (slow_client:
@@ -674,7 +709,7 @@ int run_consume(Args& args) {
   auto check_reached = [&] {
     if (reached || expect < 0 || check.records < expect || check.markers < expect_markers) return;
     reached = true;
-    touch(done_file);
+    touch_file(done_file);
     if (!until_eof) done = true;
   };
   check_reached();
@@ -698,24 +733,11 @@ int run_consume(Args& args) {
       buf.resize(buf.size() * 2);
       continue;
     }
-    ssize_t n = read(fd, buf.data() + have, want);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        int ms = 1000;
-        if (deadline > 0)
-          ms = static_cast<int>(std::clamp(deadline - now_s(), 0.0, 1.0) * 1000) + 1;
-        pollfd p{fd, POLLIN, 0};
-        poll(&p, 1, ms);
-        continue;
-      }
-      error = std::string("read: ") + std::strerror(errno);
-      break;
-    }
-    if (n == 0) {
-      eof = true;
-      break;
-    }
+    const int wait_ms =
+        deadline > 0 ? static_cast<int>(std::clamp(deadline - now_s(), 0.0, 1.0) * 1000) + 1 : 1000;
+    const ssize_t n = read_some(fd, buf.data() + have, want, wait_ms, eof, error);
+    if (n == 0) continue;
+    if (n < 0) break;
     if (bytes_read == 0) {
       t_first = now_s();
       wall_first = wall_s();
@@ -775,26 +797,18 @@ int run_vehicles(Args& args) {
   int64_t records = 20;
   int64_t min_ms = 100, max_ms = 1000;
   int64_t seed = 1;
-  while (args.more()) {
-    std::string a = args.next();
-    if (a == "--connect-base")
-      base = args.value(a);
-    else if (a == "--count")
-      count = to_int(args.value(a), a, 1, 60000);
-    else if (a == "--records")
-      records = to_int(args.value(a), a, 0, INT64_C(1) << 40);
-    else if (a == "--seed")
-      seed = to_int(args.value(a), a, 0, INT64_MAX);
-    else if (a == "--interval-ms") {
-      std::string v = args.value(a);
-      auto colon = v.find(':');
-      if (colon == std::string::npos) usage("--interval-ms MIN:MAX");
-      min_ms = to_int(v.substr(0, colon), a, 1, 3600000);
-      max_ms = to_int(v.substr(colon + 1), a, min_ms, 3600000);
-    } else {
-      usage(("vehicles: unknown option " + a).c_str());
-    }
-  }
+  parse_options(args, "vehicles",
+                {text_option("--connect-base", base),
+                 int_option("--count", count, 1, 60000),
+                 int_option("--records", records, 0, INT64_C(1) << 40),
+                 int_option("--seed", seed, 0, INT64_MAX),
+                 {"--interval-ms", [&](Args& a, const std::string& n) {
+                    std::string v = a.value(n);
+                    auto colon = v.find(':');
+                    if (colon == std::string::npos) usage("--interval-ms MIN:MAX");
+                    min_ms = to_int(v.substr(0, colon), n, 1, 3600000);
+                    max_ms = to_int(v.substr(colon + 1), n, min_ms, 3600000);
+                  }}});
   if (base.empty() || count < 0) usage("vehicles needs --connect-base and --count");
   raise_fd_limit();
 
@@ -1049,29 +1063,15 @@ int run_paced(Args& args) {
   int64_t stride = 0;
   int64_t start = default_start;
   int64_t cpu_pid = 0, cpu_from = -1, cpu_to = -1;
-  while (args.more()) {
-    std::string a = args.next();
-    if (a == "--connect-base")
-      base = args.value(a);
-    else if (a == "--feeds")
-      feeds = to_int(args.value(a), a, 1, 9999);
-    else if (a == "--rate")
-      rate = to_double(args.value(a), a);
-    else if (a == "--records")
-      records = to_int(args.value(a), a, 1, INT64_C(1) << 40);
-    else if (a == "--stride")
-      stride = to_int(args.value(a), a, 1, 1000000);
-    else if (a == "--start-time")
-      start = to_int(args.value(a), a, 0, marker_key / 2);
-    else if (a == "--cpu-pid")
-      cpu_pid = to_int(args.value(a), a, 1, INT32_MAX);
-    else if (a == "--cpu-from")
-      cpu_from = to_int(args.value(a), a, 0, INT64_C(1) << 40);
-    else if (a == "--cpu-to")
-      cpu_to = to_int(args.value(a), a, 0, INT64_C(1) << 40);
-    else
-      usage(("paced: unknown option " + a).c_str());
-  }
+  parse_options(
+      args, "paced",
+      {text_option("--connect-base", base), int_option("--feeds", feeds, 1, 9999),
+       number_option("--rate", rate), int_option("--records", records, 1, INT64_C(1) << 40),
+       int_option("--stride", stride, 1, 1000000),
+       int_option("--start-time", start, 0, marker_key / 2),
+       int_option("--cpu-pid", cpu_pid, 1, INT32_MAX),
+       int_option("--cpu-from", cpu_from, 0, INT64_C(1) << 40),
+       int_option("--cpu-to", cpu_to, 0, INT64_C(1) << 40)});
   if (base.empty() || feeds < 0 || records < 0 || !(rate > 0))
     usage("paced needs --connect-base, --feeds, --records and a --rate above 0");
   if (stride == 0) {
@@ -1222,35 +1222,14 @@ int run_latency(Args& args) {
   int64_t from_seq = 0, to_seq = INT64_MAX;
   std::string raw_out, trace_out, ready_file, done_file;
   double timeout = 0;
-  while (args.more()) {
-    std::string a = args.next();
-    if (a == "--connect")
-      connect = args.value(a);
-    else if (a == "--feeds")
-      feeds = to_int(args.value(a), a, 1, 9999);
-    else if (a == "--from-seq")
-      from_seq = to_int(args.value(a), a, 0, INT64_C(1) << 40);
-    else if (a == "--to-seq")
-      to_seq = to_int(args.value(a), a, 0, INT64_C(1) << 40);
-    else if (a == "--raw-out")
-      raw_out = args.value(a);
-    else if (a == "--trace-out")
-      trace_out = args.value(a);
-    else if (a == "--timeout")
-      timeout = to_double(args.value(a), a);
-    else if (a == "--ready-file")
-      ready_file = args.value(a);
-    else if (a == "--done-file")
-      done_file = args.value(a);
-    else
-      usage(("latency: unknown option " + a).c_str());
-  }
+  parse_options(
+      args, "latency",
+      {text_option("--connect", connect), int_option("--feeds", feeds, 1, 9999),
+       int_option("--from-seq", from_seq, 0, INT64_C(1) << 40),
+       int_option("--to-seq", to_seq, 0, INT64_C(1) << 40), text_option("--raw-out", raw_out),
+       text_option("--trace-out", trace_out), number_option("--timeout", timeout),
+       text_option("--ready-file", ready_file), text_option("--done-file", done_file)});
   if (connect.empty() || feeds < 0) usage("latency needs --connect and --feeds");
-  auto touch = [](const std::string& path) {
-    if (path.empty()) return;
-    int f = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (f >= 0) close(f);
-  };
 
   Checker check;
   check.key_prefix = "\"time\":";
@@ -1267,7 +1246,7 @@ int run_latency(Args& args) {
   int64_t unstamped = 0;
 
   int fd = connect_to(parse_address(connect));
-  touch(ready_file);
+  touch_file(ready_file);
   const double deadline = timeout > 0 ? now_s() + timeout : 0;
   std::vector<char> buf(1 << 20);
   size_t have = 0;
@@ -1279,23 +1258,11 @@ int run_latency(Args& args) {
       break;
     }
     if (have == buf.size()) buf.resize(buf.size() * 2);
-    ssize_t n = read(fd, buf.data() + have, buf.size() - have);
+    const ssize_t n = read_some(fd, buf.data() + have, buf.size() - have, 1000, eof, error);
     // One receive time per read: every line in it reached us together.
     const int64_t recv_ns = mono_ns();
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        pollfd p{fd, POLLIN, 0};
-        poll(&p, 1, 1000);
-        continue;
-      }
-      error = std::string("read: ") + std::strerror(errno);
-      break;
-    }
-    if (n == 0) {
-      eof = true;
-      break;
-    }
+    if (n == 0) continue;
+    if (n < 0) break;
     size_t total = have + static_cast<size_t>(n);
     size_t start = 0;
     while (start < total) {
@@ -1308,7 +1275,7 @@ int run_latency(Args& args) {
       check.line(l);
       if (check.markers > 0 && !marker_seen) {
         marker_seen = true;
-        touch(done_file);
+        touch_file(done_file);
       }
       if (check.records == records) continue;
       // A data record: {"time":K,"vehicle":"bus-J","seq":I,"sent_ns":S,...}

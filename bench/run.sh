@@ -23,19 +23,7 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-QUICK=0
-MEMORY=0
-for arg in "$@"; do
-  case $arg in
-    --quick) QUICK=1 ;;
-    --memory) MEMORY=1 ;;
-    -h | --help)
-      sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-      exit 0
-      ;;
-    *) die "unknown argument '$arg' (try --help)" ;;
-  esac
-done
+parse_flags "quick memory" "$@"
 
 # Cases as K:N (feeds : total records).  The full sizes are large enough
 # (~240 MB) that start-up cost is noise and the merge loop dominates.
@@ -46,7 +34,7 @@ else
   CASES=(2:2000000 8:2000000 1000:1000000)
   RUNS=${RUNS:-5}
 fi
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, got '$RUNS'"
+require_positive RUNS
 
 require_chronomerge
 
@@ -104,9 +92,7 @@ mkdir -p "$DATA_ROOT/tmp" "$DATA_ROOT/out" "$DATA_ROOT/results"
 export TMPDIR="$DATA_ROOT/tmp"
 # K=1000 needs ~1000 descriptors in both tools; raise the soft limit if the
 # hard limit allows it (default soft limits of 1024 are too tight).
-if (($(ulimit -n) < 4096)); then
-  ulimit -n 4096 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
-fi
+raise_open_files 4096
 
 # The peak RSS a timer reports can never be below the RSS of its own forked
 # child before exec() (the kernel carries the high-water mark across exec):
@@ -222,7 +208,7 @@ done
   echo
   echo "- binary: \`$CHRONOMERGE\`"
   echo "- commit: $(git -C "$REPO_ROOT" rev-parse --short HEAD 2> /dev/null || echo 'none')"
-  echo "- machine: $(grep -m1 'model name' /proc/cpuinfo 2> /dev/null | cut -d: -f2- | sed 's/^ *//'), $(nproc) usable of $(nproc --all) cores, $(uname -sr)"
+  echo "- machine: $(machine_summary)"
   echo "- runs per tool: $RUNS (median reported), timer: $TIMER (RSS floor $(awk -v k="$FLOOR_KIB" 'BEGIN { printf "%.1f", k / 1024 }') MiB), seed: $SEED$( ((QUICK)) && echo ', QUICK MODE (smoke test, numbers meaningless)')"
   echo
   python3 - "$RESULTS_TSV" "$FLOOR_KIB" << 'PY'
