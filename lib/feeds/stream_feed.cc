@@ -2,6 +2,8 @@
 
 #include <sys/ioctl.h>
 
+#include <cstring>
+
 #include "feeds/file_feed.h"
 #include "log/log.h"
 #include "uv/stdio_stream.h"
@@ -9,10 +11,39 @@
 
 namespace chronomerge {
 
+namespace {
+
+// Read blocks, shared by every stream feed of this thread's loop: a feed
+// between reads holds none, however many producers are connected. The
+// count of references stays exact because blocks are only referenced and
+// let go on this thread (workers move the batch's reference, see
+// LineBatch::frame).
+RecordBlockPool& read_pool() {
+  thread_local RecordBlockPool pool(StreamFeed::read_bytes, StreamFeed::spare_read_blocks);
+  return pool;
+}
+
+}  // namespace
+
+// One read on its way through the thread pool. While it is in flight the
+// request owns it; the feed keeps a pointer (busy()) and a feed destroyed
+// meanwhile clears `feed`, so that the callback only frees the batch.
+struct StreamFeed::Batch {
+  uv_work_t req;
+  StreamFeed* feed = nullptr;
+  std::unique_ptr<LineBatch> lines;  // the framer's state lives here
+  std::shared_ptr<RecordBlock> block;
+  size_t nread = 0;
+  size_t block_bytes = 0;  // what the block counts against the water marks
+};
+
 StreamFeed::StreamFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes)
-    : Feed(host, id, std::move(config), max_line_bytes), buffer_(new char[read_bytes]) {}
+    : Feed(host, id, std::move(config), max_line_bytes), batch_(std::make_unique<Batch>()) {
+  batch_->lines = make_batch();
+}
 
 StreamFeed::~StreamFeed() {
+  if (in_flight_) in_flight_->feed = nullptr;
   if (connection_) connection_->close();
 }
 
@@ -20,7 +51,11 @@ void StreamFeed::attach(std::unique_ptr<Connection> connection) {
   connection_ = std::move(connection);
   connection_->get()->handle.data = this;
   set_connected(true);
-  if (!paused_) start_reading();
+  read_on();
+}
+
+void StreamFeed::read_on() {
+  if (connection_ && !paused_ && !closed_ && in_flight_ == nullptr) start_reading();
 }
 
 void StreamFeed::start_reading() {
@@ -37,21 +72,47 @@ void StreamFeed::detach() {
   if (!connection_) return;
   connection_->close();
   connection_.reset();
+  read_block_.reset();
   connection_lost();
+}
+
+size_t StreamFeed::discard_partial_line() {
+  // Disconnects are seen only while reading, never with a batch in flight:
+  // the framer is here.
+  return batch_ ? batch_->lines->discard_partial() : 0;
 }
 
 void StreamFeed::on_alloc(uv_handle_t* handle, size_t, uv_buf_t* buf) {
   auto* self = static_cast<StreamFeed*>(handle->data);
-  // Each read is delivered before the next allocation: one buffer serves.
-  *buf = uv_buf_init(self->buffer_.get(), read_bytes);
+  if (self == nullptr) {
+    *buf = uv_buf_init(nullptr, 0);
+    return;
+  }
+  if (!self->read_block_) self->read_block_ = read_pool().acquire();
+  *buf = uv_buf_init(self->read_block_->data.get(),
+                     static_cast<unsigned>(self->read_block_->capacity));
 }
 
 void StreamFeed::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
   auto* self = static_cast<StreamFeed*>(stream->data);
   if (self == nullptr) return;
   if (nread > 0) {
-    self->deliver(std::string_view(buf->base, static_cast<size_t>(nread)));
+    const auto n = static_cast<size_t>(nread);
+    std::shared_ptr<RecordBlock> block = std::move(self->read_block_);
+    if (block == nullptr || block->data.get() != buf->base) return;  // cannot happen
+    if (!self->ended_) {
+      self->counters_.bytes_read += n;
+      if (n < block->capacity / 2) {
+        // A short read (a slow producer) gets a block of its own size; the
+        // read buffer goes back to the pool at once.
+        auto own = std::make_shared<RecordBlock>(n);
+        std::memcpy(own->data.get(), block->data.get(), n);
+        block = std::move(own);
+      }
+      self->queue_batch(std::move(block), n);
+    }
   } else if (nread < 0) {
+    self->read_block_.reset();
     auto status = static_cast<int>(nread);
     if (status == UV_EOF) {
       // A clean EOF. Whether a cut last line counts is the transport's
@@ -69,6 +130,58 @@ void StreamFeed::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   // The feed object outlives this callback (the pipeline destroys feeds
   // only from a timer of its own), but may have closed or ended above.
   self->check_drained();
+}
+
+void StreamFeed::queue_batch(std::shared_ptr<RecordBlock> block, size_t n) {
+  // Reading waits for the batch: what comes next (bytes, EOF, an error)
+  // must be framed after it.
+  uv_read_stop(connection_->stream());
+  Batch* batch = batch_.release();
+  refresh(*batch->lines);
+  batch->feed = this;
+  batch->req.data = batch;
+  batch->block_bytes = block->capacity;
+  batch->block = std::move(block);
+  batch->nread = n;
+  in_flight_ = batch;
+  int rc = uv_queue_work(host_.loop(), &batch->req, work, after_work);
+  if (rc < 0) {
+    // Only invalid arguments make it fail; rather than lose the read,
+    // frame it here.
+    log::warn("feed {}: cannot queue a batch: {}", name(), uv_error_text(rc));
+    in_flight_ = nullptr;
+    batch_.reset(batch);
+    work(&batch->req);
+    take_batch(*batch);
+    read_on();
+    return;
+  }
+  if (!host_.in_flight(id_, batch->block_bytes)) pause();
+}
+
+void StreamFeed::work(uv_work_t* req) {
+  auto* batch = static_cast<Batch*>(req->data);
+  batch->lines->frame(std::move(batch->block), batch->nread, batch->block_bytes);
+}
+
+void StreamFeed::after_work(uv_work_t* req, int) {
+  std::unique_ptr<Batch> batch(static_cast<Batch*>(req->data));
+  StreamFeed* self = batch->feed;
+  if (self == nullptr) return;  // destroyed meanwhile: the blocks go with the batch
+  self->in_flight_ = nullptr;
+  // Closed meanwhile: close() counted the batch as discarded.
+  if (self->closed_) return;
+  self->take_batch(*batch);
+  self->batch_ = std::move(batch);
+  self->read_on();
+  self->check_drained();
+}
+
+void StreamFeed::take_batch(Batch& batch) {
+  take(*batch.lines);
+  // Whatever the batch did not queue (malformed lines, a partial line the
+  // framer carries) no longer counts.
+  if (!ended_) host_.in_flight(id_, 0);
 }
 
 size_t StreamFeed::unread_bytes() const {
@@ -91,6 +204,9 @@ void StreamFeed::drain() {
 
 void StreamFeed::check_drained() {
   if (!draining_ || ended_ || closed_) return;
+  // A batch on the thread pool is merged first; its completion comes back
+  // here.
+  if (in_flight_) return;
   if (connection_) {
     // More to read: the read callbacks (or a resume) come back here.
     if (unread_bytes() > 0) return;
@@ -107,6 +223,7 @@ void StreamFeed::check_drained() {
         [](uv_timer_t* timer) {
           auto* self = static_cast<StreamFeed*>(timer->data);
           if (self == nullptr || self->ended_ || self->closed_) return;
+          if (self->in_flight_) return;                               // it comes back
           if (self->connection_ && self->unread_bytes() > 0) return;  // reads come
           self->finish_drain();
         },
@@ -134,7 +251,11 @@ void StreamFeed::connection_ended(int) {
 
 void StreamFeed::end_feed() {
   if (ended_) return;
-  deliver_eof();
+  if (batch_) {
+    batch_->lines->finish();
+    take(*batch_->lines);
+  }
+  end_in_merger();
   close();
 }
 
@@ -147,12 +268,17 @@ void StreamFeed::pause() {
 void StreamFeed::resume() {
   if (!paused_) return;
   paused_ = false;
-  if (connection_) start_reading();
+  read_on();
 }
 
 void StreamFeed::close() {
   if (closed_) return;
   closed_ = true;
+  if (in_flight_) {
+    // Read, not merged: it is freed when it comes back (busy() until then).
+    counters_.discarded_bytes += in_flight_->nread;
+    log::warn("feed {}: closed with {} bytes read but not yet merged", name(), in_flight_->nread);
+  }
   if (connection_) {
     if (size_t unread = unread_bytes()) {
       counters_.discarded_bytes += unread;
@@ -161,7 +287,8 @@ void StreamFeed::close() {
     connection_->close();
     connection_.reset();
   }
-  buffer_.reset();  // no read comes after the close
+  read_block_.reset();  // no read comes after the close
+  batch_.reset();
   quiet_timer_.close();
   close_transport_once();
 }

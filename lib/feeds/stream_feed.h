@@ -3,6 +3,15 @@
 // It owns at most one connection at a time and maps pause/resume onto
 // uv_read_stop/uv_read_start, so a paused feed leaves bytes in the kernel
 // and the producer's writes eventually block.
+//
+// A read lands in a block (from a pool shared by the loop's stream feeds);
+// the block goes to libuv's thread pool, where a LineBatch frames and
+// validates it, and comes back to the loop thread, whose queue keeps views
+// into it: no record is copied and the loop thread does no JSON. One batch
+// at a time: the feed stops reading while its batch is on the pool, so
+// reads, EOF and disconnects are taken in the order they happened. A read
+// that fills less than half a block is moved into a block of its own size,
+// so that a slow producer's records do not pin a whole read buffer.
 #pragma once
 
 #include <memory>
@@ -16,6 +25,8 @@ namespace chronomerge {
 class StreamFeed : public Feed {
  public:
   static constexpr size_t read_bytes = 64 << 10;
+  // Free read blocks the shared pool keeps for the next reads.
+  static constexpr size_t spare_read_blocks = 8;
   // A draining connection counts as drained once it has had nothing to
   // read for this long (see check_drained()).
   static constexpr uint64_t drain_quiet_ms = 100;
@@ -27,6 +38,10 @@ class StreamFeed : public Feed {
   void resume() override;
   void close() override;
   void drain() override;
+
+  // A batch on the thread pool: the object must stay until it is back,
+  // even once closed.
+  bool busy() const override { return in_flight_ != nullptr; }
 
   bool attached() const { return connection_ != nullptr; }
   // Reading stopped by backpressure.
@@ -48,10 +63,19 @@ class StreamFeed : public Feed {
   // Closed, or its transport closed by a drain: no reconnects, no new
   // producers.
   bool closed() const { return closed_ || transport_closed_; }
+  size_t discard_partial_line() override;
 
  private:
+  struct Batch;
   static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+  static void work(uv_work_t* req);
+  static void after_work(uv_work_t* req, int status);
+  // Sends one read to the thread pool.
+  void queue_batch(std::shared_ptr<RecordBlock> block, size_t n);
+  void take_batch(Batch& batch);
+  // Reads unless paused, closed, detached or waiting for a batch.
+  void read_on();
   void start_reading();
   // Bytes the kernel holds for the connection, not yet read.
   size_t unread_bytes() const;
@@ -61,7 +85,9 @@ class StreamFeed : public Feed {
   void close_transport_once();
 
   std::unique_ptr<Connection> connection_;
-  std::unique_ptr<char[]> buffer_;
+  std::shared_ptr<RecordBlock> read_block_;  // what the next read goes into
+  std::unique_ptr<Batch> batch_;             // null while it is in flight
+  Batch* in_flight_ = nullptr;
   bool paused_ = false;
   bool closed_ = false;
   bool draining_ = false;
