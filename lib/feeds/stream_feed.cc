@@ -3,6 +3,7 @@
 #include <sys/ioctl.h>
 
 #include <cstring>
+#include <vector>
 
 #include "feeds/file_feed.h"
 #include "log/log.h"
@@ -25,16 +26,35 @@ RecordBlockPool& read_pool() {
 
 }  // namespace
 
-// One read on its way through the thread pool. While it is in flight the
-// request owns it; the feed keeps a pointer (busy()) and a feed destroyed
-// meanwhile clears `feed`, so that the callback only frees the batch.
+// Reads on their way through the thread pool: collected while the feed
+// reads (the idle batch), then framed on the pool. While it is in flight
+// the request owns it; the feed keeps a pointer (busy()) and a feed
+// destroyed meanwhile clears `feed`, so that the callback only frees the
+// batch.
 struct StreamFeed::Batch {
   uv_work_t req;
   StreamFeed* feed = nullptr;
   std::unique_ptr<LineBatch> lines;  // the framer's state lives here
-  std::shared_ptr<RecordBlock> block;
-  size_t nread = 0;
-  size_t block_bytes = 0;  // what the block counts against the water marks
+  struct Read {
+    std::shared_ptr<RecordBlock> block;
+    size_t nread;
+  };
+  std::vector<Read> reads;
+  size_t nread = 0;        // bytes of all reads
+  size_t block_bytes = 0;  // what their blocks count against the water marks
+
+  // Frames the reads, in order; any thread.
+  void frame() {
+    for (Read& read : reads) {
+      const size_t bytes = read.block->capacity;
+      lines->frame(std::move(read.block), read.nread, bytes);
+    }
+  }
+  void clear() {
+    reads.clear();
+    nread = 0;
+    block_bytes = 0;
+  }
 };
 
 StreamFeed::StreamFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes)
@@ -100,19 +120,18 @@ void StreamFeed::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
     const auto n = static_cast<size_t>(nread);
     std::shared_ptr<RecordBlock> block = std::move(self->read_block_);
     if (block == nullptr || block->data.get() != buf->base) return;  // cannot happen
-    if (!self->ended_) {
-      self->counters_.bytes_read += n;
-      if (n < block->capacity / 2) {
-        // A short read (a slow producer) gets a block of its own size; the
-        // read buffer goes back to the pool at once.
-        auto own = std::make_shared<RecordBlock>(n);
-        std::memcpy(own->data.get(), block->data.get(), n);
-        block = std::move(own);
-      }
-      self->queue_batch(std::move(block), n);
-    }
-  } else if (nread < 0) {
+    if (!self->ended_ && self->batch_) self->add_read(std::move(block), n);
+  } else if (nread == 0) {
+    // Nothing more to read for now (EAGAIN).
+    self->queue_batch();
+  } else {
     self->read_block_.reset();
+    if (self->batch_ && !self->batch_->reads.empty()) {
+      // What was read before the end is framed first, here: this happens
+      // once per connection.
+      self->batch_->frame();
+      self->take_batch(*self->batch_);
+    }
     auto status = static_cast<int>(nread);
     if (status == UV_EOF) {
       // A clean EOF. Whether a cut last line counts is the transport's
@@ -132,17 +151,40 @@ void StreamFeed::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
   self->check_drained();
 }
 
-void StreamFeed::queue_batch(std::shared_ptr<RecordBlock> block, size_t n) {
+// A full read means more is probably waiting: libuv reads again at once,
+// and the batch takes it too, up to reads_per_batch, so that a busy feed
+// crosses to the pool once per few reads rather than once per read. A
+// short read (or none) ends the batch.
+void StreamFeed::add_read(std::shared_ptr<RecordBlock> block, size_t n) {
+  counters_.bytes_read += n;
+  const bool full = n == block->capacity;
+  if (n < block->capacity / 2) {
+    // A short read (a slow producer) gets a block of its own size; the
+    // read buffer goes back to the pool at once.
+    auto own = std::make_shared<RecordBlock>(n);
+    std::memcpy(own->data.get(), block->data.get(), n);
+    block = std::move(own);
+  }
+  batch_->block_bytes += block->capacity;
+  batch_->nread += n;
+  batch_->reads.push_back(Batch::Read{std::move(block), n});
+  // The reads count toward the water marks from now on.
+  if (!host_.in_flight(id_, batch_->block_bytes)) {
+    pause();  // sends the batch
+  } else if (!full || batch_->reads.size() >= reads_per_batch) {
+    queue_batch();
+  }
+}
+
+void StreamFeed::queue_batch() {
+  if (!batch_ || batch_->reads.empty()) return;
   // Reading waits for the batch: what comes next (bytes, EOF, an error)
   // must be framed after it.
-  uv_read_stop(connection_->stream());
+  if (connection_) uv_read_stop(connection_->stream());
   Batch* batch = batch_.release();
   refresh(*batch->lines);
   batch->feed = this;
   batch->req.data = batch;
-  batch->block_bytes = block->capacity;
-  batch->block = std::move(block);
-  batch->nread = n;
   in_flight_ = batch;
   int rc = uv_queue_work(host_.loop(), &batch->req, work, after_work);
   if (rc < 0) {
@@ -151,17 +193,14 @@ void StreamFeed::queue_batch(std::shared_ptr<RecordBlock> block, size_t n) {
     log::warn("feed {}: cannot queue a batch: {}", name(), uv_error_text(rc));
     in_flight_ = nullptr;
     batch_.reset(batch);
-    work(&batch->req);
+    batch->frame();
     take_batch(*batch);
     read_on();
-    return;
   }
-  if (!host_.in_flight(id_, batch->block_bytes)) pause();
 }
 
 void StreamFeed::work(uv_work_t* req) {
-  auto* batch = static_cast<Batch*>(req->data);
-  batch->lines->frame(std::move(batch->block), batch->nread, batch->block_bytes);
+  static_cast<Batch*>(req->data)->frame();
 }
 
 void StreamFeed::after_work(uv_work_t* req, int) {
@@ -178,6 +217,7 @@ void StreamFeed::after_work(uv_work_t* req, int) {
 }
 
 void StreamFeed::take_batch(Batch& batch) {
+  batch.clear();
   take(*batch.lines);
   // Whatever the batch did not queue (malformed lines, a partial line the
   // framer carries) no longer counts.
@@ -206,7 +246,7 @@ void StreamFeed::check_drained() {
   if (!draining_ || ended_ || closed_) return;
   // A batch on the thread pool is merged first; its completion comes back
   // here.
-  if (in_flight_) return;
+  if (in_flight_ || (batch_ && !batch_->reads.empty())) return;
   if (connection_) {
     // More to read: the read callbacks (or a resume) come back here.
     if (unread_bytes() > 0) return;
@@ -263,6 +303,7 @@ void StreamFeed::pause() {
   if (paused_) return;
   paused_ = true;
   if (connection_) uv_read_stop(connection_->stream());
+  queue_batch();  // what was read goes on
 }
 
 void StreamFeed::resume() {
@@ -274,10 +315,11 @@ void StreamFeed::resume() {
 void StreamFeed::close() {
   if (closed_) return;
   closed_ = true;
-  if (in_flight_) {
-    // Read, not merged: it is freed when it comes back (busy() until then).
-    counters_.discarded_bytes += in_flight_->nread;
-    log::warn("feed {}: closed with {} bytes read but not yet merged", name(), in_flight_->nread);
+  // Read, not merged: a batch in flight is freed when it comes back
+  // (busy() until then).
+  if (size_t unmerged = (in_flight_ ? in_flight_->nread : 0) + (batch_ ? batch_->nread : 0)) {
+    counters_.discarded_bytes += unmerged;
+    log::warn("feed {}: closed with {} bytes read but not yet merged", name(), unmerged);
   }
   if (connection_) {
     if (size_t unread = unread_bytes()) {

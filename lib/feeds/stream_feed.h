@@ -7,11 +7,13 @@
 // A read lands in a block (from a pool shared by the loop's stream feeds);
 // the block goes to libuv's thread pool, where a LineBatch frames and
 // validates it, and comes back to the loop thread, whose queue keeps views
-// into it: no record is copied and the loop thread does no JSON. One batch
-// at a time: the feed stops reading while its batch is on the pool, so
-// reads, EOF and disconnects are taken in the order they happened. A read
-// that fills less than half a block is moved into a block of its own size,
-// so that a slow producer's records do not pin a whole read buffer.
+// into it: no record is copied and the loop thread does no JSON. A batch
+// takes the reads libuv makes back to back (a few full blocks at most).
+// One batch at a time: the feed stops reading while its batch is on the
+// pool, so reads, EOF and disconnects are taken in the order they
+// happened. A read that fills less than half a block is moved into a block
+// of its own size, so that a slow producer's records do not pin a whole
+// read buffer.
 #pragma once
 
 #include <memory>
@@ -27,6 +29,8 @@ class StreamFeed : public Feed {
   static constexpr size_t read_bytes = 64 << 10;
   // Free read blocks the shared pool keeps for the next reads.
   static constexpr size_t spare_read_blocks = 8;
+  // Full reads one batch takes at most.
+  static constexpr size_t reads_per_batch = 4;
   // A draining connection counts as drained once it has had nothing to
   // read for this long (see check_drained()).
   static constexpr uint64_t drain_quiet_ms = 100;
@@ -71,8 +75,9 @@ class StreamFeed : public Feed {
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
   static void work(uv_work_t* req);
   static void after_work(uv_work_t* req, int status);
-  // Sends one read to the thread pool.
-  void queue_batch(std::shared_ptr<RecordBlock> block, size_t n);
+  void add_read(std::shared_ptr<RecordBlock> block, size_t n);
+  // Sends the reads collected so far to the thread pool.
+  void queue_batch();
   void take_batch(Batch& batch);
   // Reads unless paused, closed, detached or waiting for a batch.
   void read_on();

@@ -202,12 +202,13 @@ void FeedQueue::pop() {
 
 // The only block left, of known size, down to a few records: they are
 // copied into memory of their own, exactly their size, and the block is
-// let go. A block with others queued behind it is being merged through and
-// goes soon anyway; the one left behind is what a producer that sent a
-// burst and went quiet would otherwise pin for as long as its records wait.
+// let go. A block with others queued (or in flight) behind it is being
+// merged through and goes soon anyway; the one left behind is what a
+// producer that sent a burst and went quiet would otherwise pin for as
+// long as its records wait.
 // Each block is copied from at most once, and then only an eighth of it.
 void FeedQueue::compact_front() {
-  if (blocks_.size() != 1) return;
+  if (blocks_.size() != 1 || in_flight_ != 0) return;
   BlockRef& front = blocks_.front();
   if (!front.sized || front.charge < min_compact_bytes ||
       front.record_bytes * compact_share > front.charge) {

@@ -10,9 +10,9 @@
 // its bytes from its first queued record to its last one's pop, and the
 // bytes a transport has read but not yet queued (a block being framed on
 // another thread) count as "in flight". A block reduced to a few records
-// (an eighth of its bytes or less, and none queued behind it) has them
-// copied into memory of their own and is let go, so that a queue left with
-// a handful of records does not pin a whole read buffer.
+// (an eighth of its bytes or less, none queued or in flight behind it) has
+// them copied into memory of their own and is let go, so that a queue left
+// with a handful of records does not pin a whole read buffer.
 //
 // Storage. A record's bytes are never moved once queued: each record is a
 // view into a *block*, and the queue holds a reference to every block that
