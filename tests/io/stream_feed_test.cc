@@ -188,6 +188,56 @@ TEST_CASE("StreamFeed batches on the thread pool") {
     }
     CHECK(slurp(out) == data + "{\"time\":1000000000}\n");
   }
+  SUBCASE("reads and a disconnect behind a batch on the pool are taken in order") {
+    Config config;
+    config.idle_timeout_ms = 50;  // "other" never connects
+    config.feeds.push_back(unix_listen("sock", sock));
+    config.feeds.push_back(unix_listen("other", other));
+    config.outputs.push_back(file_output(out));
+    const std::string first = records(0, 200);
+    const std::string second = records(200, 100);
+    const std::string cut = "{\"time\":300,\"pad\":\"xx";  // the producer goes mid-line
+    {
+      Pipeline pipeline(&loop, config, true);
+      REQUIRE(pipeline.start());
+      PoolBlocker blocker(&loop);
+      int producer = connect_to(sock);
+      write_all(producer, first);
+      bool finished = false;
+      pipeline.on_finished([&] {
+        finished = true;
+        pipeline.close();
+      });
+      when(
+          &loop, [&] { return stream(pipeline, 0).busy(); },
+          [&] {
+            write_all(producer, second + cut);
+            ::close(producer);
+            after(&loop, 50, [&] {
+              // Read, waiting behind the batch; the disconnect waits too.
+              const StreamFeed& f = stream(pipeline, 0);
+              CHECK(f.busy());
+              CHECK(f.counters().bytes_read == first.size() + second.size() + cut.size());
+              CHECK(f.attached());
+              CHECK(f.counters().partial_discarded == 0);
+              blocker.release();
+              when(
+                  &loop, [&] { return !stream(pipeline, 0).attached(); },
+                  [&] {
+                    const StreamFeed& f = stream(pipeline, 0);
+                    CHECK(f.counters().partial_discarded == 1);
+                    CHECK(f.counters().malformed == 1);
+                    CHECK(pipeline.merger().stats(f.id()).records_in == 300);
+                    pipeline.drain();
+                  });
+            });
+          });
+      uv_run(&loop, UV_RUN_DEFAULT);
+      CHECK(finished);
+    }
+    CHECK(slurp(out) == first + second);
+  }
+
   SUBCASE("a feed removed by a reload while its batch is on the pool merges it before it ends") {
     Config config;
     config.idle_timeout_ms = 50;
@@ -196,7 +246,7 @@ TEST_CASE("StreamFeed batches on the thread pool") {
     config.outputs.push_back(file_output(out));
     Config next = config;
     next.feeds.erase(next.feeds.begin());
-    const std::string data = records(0, 20);  // a short read: a block of its own
+    const std::string data = records(0, 100);  // a short read: a block of its own
     {
       Pipeline pipeline(&loop, config, true);
       REQUIRE(pipeline.start());
