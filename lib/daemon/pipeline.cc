@@ -567,6 +567,11 @@ bool Pipeline::queue_records(FeedId feed, std::span<BlockRecord> records, const 
   return merger_.push(feed, records, block, uv_now(loop_));
 }
 
+bool Pipeline::in_flight(FeedId feed, size_t bytes) {
+  schedule_pump();  // a resume decision, when the bytes drop
+  return merger_.in_flight(feed, bytes);
+}
+
 void Pipeline::feed_ended(FeedId feed) {
   log::debug("feed {}: ended", feeds_[feed]->name());
   merger_.end(feed, uv_now(loop_));

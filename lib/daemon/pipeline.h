@@ -104,6 +104,7 @@ class Pipeline final : public FeedHost {
   const RecordParser& parser() override { return parser_; }
   bool queue_record(FeedId feed, std::string_view line, ParsedRecord&& parsed) override;
   bool queue_records(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block) override;
+  bool in_flight(FeedId feed, size_t bytes) override;
   void malformed(FeedId feed, LineError error, std::string_view line) override;
   void feed_ended(FeedId feed) override;
 

@@ -18,7 +18,7 @@ class ExecFeed final : public StreamFeed {
   ~ExecFeed() override;
   bool start() override;
   // Until the child is reaped, its exit callback needs this object.
-  bool busy() const override { return process_.open() && !exited_; }
+  bool busy() const override { return StreamFeed::busy() || (process_.open() && !exited_); }
 
  protected:
   void connection_ended(int status) override;

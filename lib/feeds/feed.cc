@@ -1,15 +1,10 @@
 #include "feeds/feed.h"
 
+#include <cstring>
+
 #include "log/log.h"
 
 namespace chronomerge {
-
-// Adapts LineFramer's visitor interface to the feed's private methods.
-struct FeedLineSink {
-  Feed& feed;
-  void line(std::string_view line) { feed.line(line); }
-  void overlong(std::string_view head, size_t total) { feed.overlong(head, total); }
-};
 
 namespace {
 KeySpec spec_for(const KeySpec& shared, const FeedConfig& feed) {
@@ -23,49 +18,52 @@ Feed::Feed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes)
     : host_(host),
       id_(id),
       config_(std::move(config)),
-      framer_(max_line_bytes),
+      max_line_bytes_(max_line_bytes),
       parser_(spec_for(host.parser().spec(), config_)) {}
 
-void Feed::line(std::string_view line) {
-  std::optional<LineError> error = parser_.parse(line, parsed_);
-  if (error) {
-    reject(*error, line);
-  } else {
-    accept(line, std::move(parsed_));
+std::unique_ptr<LineBatch> Feed::make_batch() const {
+  auto batch = std::make_unique<LineBatch>(max_line_bytes_, parser_);
+  batch->set_parser(parser_, parser_version_);
+  return batch;
+}
+
+void Feed::refresh(LineBatch& batch) const {
+  if (batch.parser_version() != parser_version_) batch.set_parser(parser_, parser_version_);
+}
+
+void Feed::deliver(LineBatch& batch, std::string_view bytes) {
+  if (ended_) return;
+  counters_.bytes_read += bytes.size();
+  auto block = std::make_shared<RecordBlock>(bytes.size());
+  std::memcpy(block->data.get(), bytes.data(), bytes.size());
+  refresh(batch);
+  batch.frame(std::move(block), bytes.size(), bytes.size());
+  take(batch);
+}
+
+void Feed::take(LineBatch& batch) {
+  if (ended_) {
+    batch.clear();
+    return;
   }
-}
-
-void Feed::accept(std::string_view line, ParsedRecord&& parsed) {
-  if (!host_.queue_record(id_, line, std::move(parsed))) pause();
-}
-
-void Feed::accept(std::span<BlockRecord> records, const BlockOwner& block) {
-  if (!host_.queue_records(id_, records, block)) pause();
+  bool read_on = true;
+  for (const LineBatch::Run& run : batch.runs()) {
+    read_on = host_.queue_records(id_, run.records, run.block) && read_on;
+  }
+  for (const LineBatch::Rejected& line : batch.rejected()) {
+    if (line.error == LineError::too_long) {
+      log::debug("feed {}: line of {} bytes over max_line_bytes", name(), line.length);
+    }
+    reject(line.error, line.text);
+  }
+  batch.clear();
+  if (!read_on) pause();
 }
 
 void Feed::reject(LineError error, std::string_view line) {
   ++counters_.malformed;
   ++counters_.malformed_by[static_cast<size_t>(error)];
   host_.malformed(id_, error, line);
-}
-
-void Feed::overlong(std::string_view head, size_t total) {
-  log::debug("feed {}: line of {} bytes over max_line_bytes", name(), total);
-  reject(LineError::too_long, head);
-}
-
-void Feed::deliver(std::string_view bytes) {
-  if (ended_) return;
-  counters_.bytes_read += bytes.size();
-  FeedLineSink sink{*this};
-  framer_.push(bytes, sink);
-}
-
-void Feed::deliver_eof(bool finish_framer) {
-  if (ended_) return;
-  FeedLineSink sink{*this};
-  if (finish_framer) framer_.finish(sink);
-  end_in_merger();
 }
 
 void Feed::end_in_merger() {
@@ -87,6 +85,7 @@ void Feed::stop() {
 void Feed::update(const FeedConfig& config) {
   config_ = config;
   parser_ = RecordParser(spec_for(host_.parser().spec(), config_));
+  ++parser_version_;
 }
 
 bool Feed::same_transport(const FeedConfig& a, const FeedConfig& b) {
@@ -103,7 +102,7 @@ bool Feed::same_transport(const FeedConfig& a, const FeedConfig& b) {
 }
 
 void Feed::connection_lost() {
-  if (size_t bytes = framer_.discard_partial()) {
+  if (size_t bytes = discard_partial_line()) {
     ++counters_.partial_discarded;
     ++counters_.malformed;
     ++counters_.malformed_by[static_cast<size_t>(LineError::not_json)];

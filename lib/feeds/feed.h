@@ -1,7 +1,9 @@
 // Feed: one input of the daemon, a transport around the shared ingest path.
 //
-// Subclasses own their libuv handles and call deliver() with the bytes they
-// read, deliver_eof() when the input is finished for good, and
+// Subclasses own their libuv handles and read into blocks, which a
+// LineBatch frames and validates (on libuv's thread pool for streams and
+// files); take() hands a batch's records to the host without a copy. They
+// call end_in_merger() when the input is finished for good, and
 // connection_lost() when a producer goes away (a partial line is then
 // discarded and counted, never glued to the next connection's first line).
 //
@@ -14,13 +16,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
 
 #include "config/config.h"
+#include "feeds/line_batch.h"
 #include "merge/merger.h"
-#include "record/line_framer.h"
 #include "record/record_parser.h"
 
 struct uv_loop_s;
@@ -42,6 +45,10 @@ class FeedHost {
   virtual bool queue_record(FeedId feed, std::string_view line, ParsedRecord&& parsed) = 0;
   virtual bool queue_records(FeedId feed, std::span<BlockRecord> records,
                              const BlockOwner& block) = 0;
+  // Bytes the feed has read and handed to another thread, not yet queued:
+  // they count toward its water marks (Merger::in_flight). 0 once they are
+  // queued. Same answer as the queue calls.
+  virtual bool in_flight(FeedId feed, size_t bytes) = 0;
   // A line that is not a record (counted by the feed already).
   virtual void malformed(FeedId feed, LineError error, std::string_view line) = 0;
   // The feed will deliver nothing more.
@@ -52,8 +59,9 @@ struct FeedCounters {
   uint64_t malformed = 0;
   LineErrorCounts malformed_by{};  // indexed by LineError
   uint64_t partial_discarded = 0;  // lines cut by a disconnect
-  // Bytes a removed or draining feed left unread in its connection when
-  // its time ran out (reload restart, drain deadline).
+  // Bytes a removed or draining feed left unread in its connection, or
+  // had read and not yet framed (a batch on the thread pool), when its
+  // time ran out (reload restart, drain deadline).
   uint64_t discarded_bytes = 0;
   // Listening feeds: producers refused while one was connected, and the
   // bytes they had sent, discarded unread.
@@ -96,7 +104,7 @@ class Feed {
   // (counted by close()).
   void stop();
   // Still has a callback pending that needs this object (a child process
-  // not yet reaped): not to be destroyed yet.
+  // not yet reaped, a batch on the thread pool): not to be destroyed yet.
   virtual bool busy() const { return false; }
 
   // A reload changed only the feed's tuning: water marks, idle timeout,
@@ -127,20 +135,27 @@ class Feed {
   void mark_removed() { removed_ = true; }
 
  protected:
-  void deliver(std::string_view bytes);
-  // A line some other thread already framed and parsed (FileFeed).
-  void accept(std::string_view line, ParsedRecord&& parsed);
-  // Lines of one block, framed and parsed elsewhere, in order, without a
-  // copy: the merger's queue references `block` until they are emitted.
-  void accept(std::span<BlockRecord> records, const BlockOwner& block);
+  // A batch for this feed's lines, with its key settings.
+  std::unique_ptr<LineBatch> make_batch() const;
+  // Gives `batch` this feed's current key settings if a reload changed
+  // them. REQUIRES: the batch is not in flight.
+  void refresh(LineBatch& batch) const;
+  // Frames `bytes` on the loop thread (copied into a block of their own)
+  // and takes the batch: for feeds that make their input themselves.
+  void deliver(LineBatch& batch, std::string_view bytes);
+  // Hands the batch's records to the host (without a copy; the queue keeps
+  // their blocks), and its malformed lines to reject(), then clears it.
+  // Pauses the feed if the host says so; every record is queued anyway.
+  void take(LineBatch& batch);
   // A line that is not a record: counted, logged, dead-lettered.
   void reject(LineError error, std::string_view line);
-  // Ends the feed; `finish_framer` first delivers a final unterminated
-  // line held by this feed's framer.
-  void deliver_eof(bool finish_framer = true);
   // Ends the feed: the host is told it will deliver nothing more.
   void end_in_merger();
+  // The producer went away: a partial line (discard_partial_line()) is
+  // discarded and counted.
   void connection_lost();
+  // The transport's partial line, forgotten; its length (0 if none).
+  virtual size_t discard_partial_line() { return 0; }
   void set_connected(bool connected);
 
   FeedHost& host_;
@@ -151,13 +166,9 @@ class Feed {
   bool removed_ = false;
 
  private:
-  friend struct FeedLineSink;
-  void line(std::string_view line);
-  void overlong(std::string_view head, size_t total);
-
-  LineFramer framer_;
+  size_t max_line_bytes_;
   RecordParser parser_;
-  ParsedRecord parsed_;  // reused: no allocation per record
+  uint64_t parser_version_ = 0;  // bumped by update()
 };
 
 }  // namespace chronomerge

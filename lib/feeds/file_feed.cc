@@ -39,53 +39,20 @@ struct FileFeed::Batch {
   bool sequential = false;
   int64_t offset = 0;
   ino_t inode = 0;
-  LineFramer framer;
-  RecordParser parser;
+  // Frames and validates what run() reads; holds a line that spans reads.
+  std::unique_ptr<LineBatch> lines;
   // What run() reads into: a block from the feed's pool, handed over by
-  // the loop thread before each run and taken back by take_batch().
+  // the loop thread before each run; frame() passes it on to `lines`.
   std::shared_ptr<RecordBlock> block;
+  size_t block_bytes = 0;
 
-  // Results of one work() call.
-  std::vector<BlockRecord> records;  // lines inside `block`
-  // A line that spanned two reads, assembled in `carry`; it comes after
-  // the first `before` of `records`.
-  struct CarriedLine {
-    size_t before;
-    uint32_t offset;
-    uint32_t length;
-    ParsedRecord parsed;
-  };
-  std::vector<CarriedLine> carried;
-  std::vector<std::pair<LineError, std::string>> rejected;
-  std::string carry;  // the carried lines, back to back
+  // Results of one work() call, besides those in `lines`.
   size_t nread = 0;
   int error = 0;  // a uv-style negative errno
   const char* failed_op = "";
   bool eof = false;          // end of a non-follow input
   bool restarted = false;    // follow: truncated or rotated, read from 0
   bool would_block = false;  // sequential: nothing to read yet
-
-  Batch(size_t max_line_bytes, KeySpec spec) : framer(max_line_bytes), parser(std::move(spec)) {}
-
-  // LineFramer visitor.
-  void line(std::string_view text) {
-    ParsedRecord parsed;
-    if (auto error = parser.parse(text, parsed)) {
-      rejected.emplace_back(*error, std::string(text));
-      return;
-    }
-    const char* base = block->data.get();
-    if (text.data() >= base && text.data() < base + block->capacity) {
-      records.push_back(BlockRecord{text, std::move(parsed)});
-    } else {
-      carried.push_back(CarriedLine{records.size(), static_cast<uint32_t>(carry.size()),
-                                    static_cast<uint32_t>(text.size()), std::move(parsed)});
-      carry.append(text);
-    }
-  }
-  void overlong(std::string_view head, size_t) {
-    rejected.emplace_back(LineError::too_long, std::string(head));
-  }
 
   void fail(const char* op, int err) {
     failed_op = op;
@@ -115,10 +82,6 @@ struct FileFeed::Batch {
 
   // One read, framed and validated. Runs on a pool thread.
   void run() {
-    records.clear();
-    carried.clear();
-    rejected.clear();
-    carry.clear();
     nread = 0;
     error = 0;
     restarted = false;
@@ -150,22 +113,23 @@ struct FileFeed::Batch {
     if (n == 0) {
       if (!follow) {
         eof = true;
-        framer.finish(*this);
+        lines->finish();
         return;
       }
       check_rotation();
-      if (restarted) framer.discard_partial();
+      if (restarted) lines->discard_partial();
       return;
     }
     offset += n;
     nread = static_cast<size_t>(n);
-    framer.push(std::string_view(block->data.get(), nread), *this);
+    lines->frame(std::move(block), nread, block_bytes);
   }
 };
 
 FileFeed::FileFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes, int fd)
     : Feed(host, id, std::move(config), max_line_bytes), blocks_(read_bytes_for(config_)) {
-  batch_ = std::make_unique<Batch>(max_line_bytes, parser().spec());
+  batch_ = std::make_unique<Batch>();
+  batch_->lines = make_batch();
   batch_->path = config_.path;
   batch_->follow = config_.follow;
   batch_->fd = fd;
@@ -173,6 +137,8 @@ FileFeed::FileFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line
 }
 
 FileFeed::~FileFeed() {
+  // A batch still on the pool frees itself (and its descriptor).
+  if (in_flight_batch_) in_flight_batch_->feed = nullptr;
   close();
 }
 
@@ -212,9 +178,11 @@ bool FileFeed::start() {
 void FileFeed::queue_batch() {
   if (closed_ || paused_ || in_flight_batch_ || ended_) return;
   Batch* batch = batch_.release();
+  refresh(*batch->lines);
   batch->feed = this;
   batch->req.data = batch;
   batch->block = blocks_.acquire();
+  batch->block_bytes = batch->block->capacity;
   in_flight_batch_ = batch;
   int rc = uv_queue_work(host_.loop(), &batch->req, work, after_work);
   if (rc < 0) {
@@ -224,7 +192,11 @@ void FileFeed::queue_batch() {
     log::error("feed {}: cannot queue a read: {}", name(), uv_error_text(rc));
     counters_.io_error = true;
     finish();
+    return;
   }
+  // The block counts toward the water marks from now on: a feed at its
+  // mark does not read a block more than its budget.
+  if (!host_.in_flight(id_, batch->block_bytes)) pause();
 }
 
 void FileFeed::work(uv_work_t* req) {
@@ -239,6 +211,11 @@ void FileFeed::after_work(uv_work_t* req, int) {
     return;
   }
   self->in_flight_batch_ = nullptr;
+  // Closed meanwhile (a reload removed it): nothing more goes to the host.
+  if (self->closed_) {
+    if (batch->owns_fd && batch->fd >= 0) ::close(batch->fd);
+    return;
+  }
   self->take_batch(*batch);
   // take_batch() may have closed the feed (end of input, or an error).
   if (self->closed_) {
@@ -268,19 +245,12 @@ void FileFeed::take_batch(Batch& batch) {
               config_.path);
   }
   counters_.bytes_read += batch.nread;
-  // The queue takes its own reference to the block; the batch lets go of
-  // it so that the pool can hand it out again once the records are merged.
-  const BlockOwner block = std::move(batch.block);
-  std::span<BlockRecord> records(batch.records);
-  size_t done = 0;
-  for (auto& line : batch.carried) {
-    accept(records.subspan(done, line.before - done), block);
-    done = line.before;
-    // Not in the block: copied.
-    accept(std::string_view(batch.carry).substr(line.offset, line.length), std::move(line.parsed));
-  }
-  accept(records.subspan(done), block);
-  for (auto& [error, text] : batch.rejected) reject(error, text);
+  // The queue takes its own references to the blocks; the batch lets go of
+  // them so that the pool can hand a block out again once its records are
+  // merged.
+  batch.block.reset();
+  take(*batch.lines);
+  if (!ended_) host_.in_flight(id_, 0);
   if (batch.error != 0) {
     if (!batch.follow || !reported_error_) {
       log::error("feed {}: {} {}: {}", name(), batch.failed_op,
@@ -303,7 +273,7 @@ void FileFeed::take_batch(Batch& batch) {
 
 void FileFeed::finish() {
   close();
-  deliver_eof(false);  // the batch's framer already delivered the last line
+  end_in_merger();  // the batch's framer already delivered the last line
 }
 
 void FileFeed::pause() {
@@ -328,9 +298,8 @@ void FileFeed::close() {
   // its buffers. Blocks still queued go with their last record.
   batch_.reset();
   blocks_.release();
-  // An in-flight batch keeps its descriptor; after_work closes it.
-  if (in_flight_batch_) in_flight_batch_->feed = nullptr;
-  in_flight_batch_ = nullptr;
+  // An in-flight batch keeps its descriptor; after_work closes it. The
+  // feed stays busy() until then.
 }
 
 }  // namespace chronomerge

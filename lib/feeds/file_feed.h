@@ -46,6 +46,8 @@ class FileFeed final : public Feed {
   void pause() override;
   void resume() override;
   void close() override;
+  // A batch on the thread pool: the object must stay until it is back.
+  bool busy() const override { return in_flight_batch_ != nullptr; }
 
  private:
   struct Batch;

@@ -15,7 +15,7 @@ double wall_clock_ms() {
 }  // namespace
 
 SimulateFeed::SimulateFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes)
-    : Feed(host, id, std::move(config), max_line_bytes), rng_(config_.seed) {
+    : Feed(host, id, std::move(config), max_line_bytes), rng_(config_.seed), lines_(make_batch()) {
   std::uniform_real_distribution<double> u(0, 1);
   for (uint32_t i = 0; i < std::max<uint32_t>(1, config_.vehicles); ++i) {
     buses_.push_back(Bus{52.30 + 0.1 * u(rng_), 4.80 + 0.15 * u(rng_), 30 * u(rng_),
@@ -34,7 +34,7 @@ bool SimulateFeed::start() {
   set_connected(true);
   if (config_.count && *config_.count == 0) {
     close();
-    deliver_eof();
+    end_in_merger();  // every generated line ends with '\n'
     return true;
   }
   uv_timer_start(timer_.get(), on_tick, 0, tick_ms);
@@ -77,10 +77,10 @@ void SimulateFeed::tick() {
     ++generated_;
     ++made;
   }
-  if (!chunk_.empty()) deliver(chunk_);  // may pause us
+  if (!chunk_.empty()) deliver(*lines_, chunk_);  // may pause us
   if (config_.count && generated_ >= *config_.count && !closed_) {
     close();
-    deliver_eof();
+    end_in_merger();  // every generated line ends with '\n'
   }
 }
 

@@ -9,6 +9,7 @@
 // generates nothing; resumed, it catches up in bursts.
 #pragma once
 
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -48,6 +49,7 @@ class SimulateFeed final : public Feed {
   bool paused_ = false;
   bool closed_ = false;
   std::string chunk_;
+  std::unique_ptr<LineBatch> lines_;  // frames chunk_ on the loop thread
 };
 
 }  // namespace chronomerge

@@ -3,9 +3,23 @@
 // It owns at most one connection at a time and maps pause/resume onto
 // uv_read_stop/uv_read_start, so a paused feed leaves bytes in the kernel
 // and the producer's writes eventually block.
+//
+// A read lands in a block (from a pool shared by the loop's stream feeds);
+// the block goes to libuv's thread pool, where a LineBatch frames and
+// validates it, and comes back to the loop thread, whose queue keeps views
+// into it: no record is copied and the loop thread does no JSON (but for
+// batches too small to be worth the trip). A batch takes the reads libuv
+// makes back to back (a few full blocks at most). One batch at a time, in
+// order: what is read while a batch is on the pool waits behind it (a few
+// blocks at most, then reading stops until it is back), and EOF or a
+// disconnect is taken once everything read before it has been framed. A
+// read that fills less than half a block is moved into a block of its own
+// size, so that a slow producer's records do not pin a whole read buffer.
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <vector>
 
 #include "feeds/feed.h"
 #include "uv/any_stream.h"
@@ -16,6 +30,13 @@ namespace chronomerge {
 class StreamFeed : public Feed {
  public:
   static constexpr size_t read_bytes = 64 << 10;
+  // Free read blocks the shared pool keeps for the next reads.
+  static constexpr size_t spare_read_blocks = 8;
+  // Full reads one batch takes at most; as many wait behind a batch in
+  // flight at most.
+  static constexpr size_t reads_per_batch = 4;
+  // Batches smaller than this are framed on the loop thread.
+  static constexpr size_t inline_bytes = 4 << 10;
   // A draining connection counts as drained once it has had nothing to
   // read for this long (see check_drained()).
   static constexpr uint64_t drain_quiet_ms = 100;
@@ -27,6 +48,10 @@ class StreamFeed : public Feed {
   void resume() override;
   void close() override;
   void drain() override;
+
+  // A batch on the thread pool: the object must stay until it is back,
+  // even once closed.
+  bool busy() const override { return in_flight_ != nullptr; }
 
   bool attached() const { return connection_ != nullptr; }
   // Reading stopped by backpressure.
@@ -48,11 +73,30 @@ class StreamFeed : public Feed {
   // Closed, or its transport closed by a drain: no reconnects, no new
   // producers.
   bool closed() const { return closed_ || transport_closed_; }
+  size_t discard_partial_line() override;
 
  private:
+  struct Batch;
+  struct BatchRead {
+    std::shared_ptr<RecordBlock> block;
+    size_t nread;
+  };
   static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
+  static void work(uv_work_t* req);
+  static void after_work(uv_work_t* req, int status);
+  void add_read(std::shared_ptr<RecordBlock> block, size_t n);
+  // Sends the reads collected so far to the thread pool, unless a batch is
+  // in flight.
+  void send();
+  void take_batch(Batch& batch);
+  // The connection reached EOF or failed: handled now, or once the batch
+  // in flight is back.
+  void end_connection(int status);
+  // Reads unless paused, closed, detached, ended or enough waits.
+  void read_on();
   void start_reading();
+  void stop_reading();
   // Bytes the kernel holds for the connection, not yet read.
   size_t unread_bytes() const;
   // Draining: ends the feed once nothing is left to read.
@@ -61,7 +105,16 @@ class StreamFeed : public Feed {
   void close_transport_once();
 
   std::unique_ptr<Connection> connection_;
-  std::unique_ptr<char[]> buffer_;
+  std::shared_ptr<RecordBlock> read_block_;  // what the next read goes into
+  std::unique_ptr<Batch> batch_;             // null while it is in flight
+  Batch* in_flight_ = nullptr;
+  // Read, not yet sent: behind the batch in flight, or the start of the
+  // next batch.
+  std::vector<BatchRead> pending_;
+  size_t pending_nread_ = 0;
+  size_t pending_bytes_ = 0;         // what their blocks count
+  std::optional<int> deferred_end_;  // the connection ended behind a batch
+  bool reading_ = false;
   bool paused_ = false;
   bool closed_ = false;
   bool draining_ = false;

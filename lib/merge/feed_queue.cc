@@ -9,15 +9,30 @@ namespace chronomerge {
 std::shared_ptr<RecordBlock> RecordBlockPool::acquire() {
   // A linear scan: a pool holds a handful of blocks (a queue's high-water
   // mark divided by the block size, plus one or two in flight), and this
-  // runs once per block, not per record.
-  for (const auto& block : blocks_) {
-    if (block.use_count() == 1) return block;
-  }
+  // runs once per block, not per record. Free blocks beyond max_free are
+  // let go on the way.
+  std::shared_ptr<RecordBlock> found;
+  size_t spare = 0;
+  std::erase_if(blocks_, [&](const std::shared_ptr<RecordBlock>& block) {
+    if (block.use_count() != 1) return false;
+    if (!found) {
+      found = block;
+      return false;
+    }
+    return ++spare > max_free_;
+  });
+  if (found) return found;
   blocks_.push_back(std::make_shared<RecordBlock>(block_bytes_));
   return blocks_.back();
 }
 
 namespace {
+
+// A block reduced to this share of its bytes (or less) by pops, the last
+// one queued, has its remaining records copied out (see compact_front()).
+// Smaller blocks are not worth it.
+constexpr size_t compact_share = 8;
+constexpr size_t min_compact_bytes = 4 << 10;
 
 // Copy blocks are a fraction of the high-water mark so that a queue with a
 // small budget does not hold much more than that budget; the upper bound
@@ -52,26 +67,51 @@ char* FeedQueue::copy_space(size_t n) {
 void FeedQueue::push(std::string_view bytes, ParsedRecord&& parsed) {
   char* at = copy_space(bytes.size());
   std::memcpy(at, bytes.data(), bytes.size());
-  hold(copy_owner_, pushed_);
+  hold(BlockOwner(copy_owner_), pushed_, bytes.size());
   make_room(1);
   store(std::string_view(at, bytes.size()), parsed);
 }
 
 void FeedQueue::push(std::span<BlockRecord> records, const BlockOwner& owner) {
   if (records.empty()) return;
-  hold(owner, pushed_ + records.size() - 1);
+  size_t record_bytes = 0;
+  for (const BlockRecord& record : records) record_bytes += record.bytes.size();
+  hold(owner, pushed_ + records.size() - 1, record_bytes);
   make_room(records.size());
   for (BlockRecord& record : records) store(record.bytes, record.parsed);
 }
 
 // Records the records up to sequence number `last` as living in `owner`'s
 // block: consecutive records of one block share one reference.
-void FeedQueue::hold(const BlockOwner& owner, uint64_t last) {
-  if (blocks_.empty() || blocks_.back().owner != owner) {
-    blocks_.push_back(BlockRef{owner, last});
-  } else {
-    blocks_.back().last = last;
+void FeedQueue::hold(const BlockOwner& owner, uint64_t last, size_t record_bytes) {
+  if (!blocks_.empty() && blocks_.back().owner == owner.memory) {
+    BlockRef& back = blocks_.back();
+    back.last = last;
+    back.record_bytes += record_bytes;
+    if (!back.sized) pinned_ += record_bytes;
+    return;
   }
+  BlockRef ref{owner.memory, last, 0, record_bytes, owner.bytes != 0};
+  if (!ref.sized) {
+    pinned_ += record_bytes;
+  } else {
+    // A block counts once. Runs of one block are split only by a few
+    // records of another (a line that spanned two reads), so the last few
+    // entries are enough to look at; the newest entry of a block carries
+    // its charge, so that the block counts until its last record is popped.
+    auto earlier =
+        std::find_if(blocks_.rbegin(), blocks_.rbegin() + std::min<size_t>(blocks_.size(), 4),
+                     [&](const BlockRef& other) { return other.owner == owner.memory; });
+    if (earlier != blocks_.rbegin() + std::min<size_t>(blocks_.size(), 4)) {
+      std::swap(ref.charge, earlier->charge);
+    } else {
+      ref.charge = owner.bytes;
+      pinned_ += owner.bytes;
+      // Those bytes were in flight until now.
+      in_flight_ -= std::min(in_flight_, owner.bytes);
+    }
+  }
+  blocks_.push_back(std::move(ref));
 }
 
 // Grows the ring (doubling) until `more` records fit.
@@ -132,13 +172,23 @@ std::string_view FeedQueue::front_key_text() const {
 }
 
 void FeedQueue::pop() {
-  bytes_ -= ring_[head_].length;
+  const size_t length = ring_[head_].length;
+  bytes_ -= length;
   head_ = (head_ + 1) & (ring_.size() - 1);
   --count_;
   // The popped record was the oldest one of the oldest block.
-  if (blocks_.front().last == popped_) blocks_.pop_front();
+  BlockRef& front = blocks_.front();
+  front.record_bytes -= length;
+  if (!front.sized) pinned_ -= length;
+  if (front.last == popped_) {
+    pinned_ -= front.charge;
+    blocks_.pop_front();
+  }
   ++popped_;
-  if (count_ == 0) {
+  if (count_ != 0) {
+    compact_front();
+  } else {
+    assert(pinned_ == 0);
     // Nothing points into the copy block any more: refill it from the
     // start rather than moving on to another (colder) block, unless it is
     // an oversized one made for a single long record.
@@ -148,6 +198,34 @@ void FeedQueue::pop() {
       copy_owner_.reset();
     }
   }
+}
+
+// The only block left, of known size, down to a few records: they are
+// copied into memory of their own, exactly their size, and the block is
+// let go. A block with others queued (or in flight) behind it is being
+// merged through and goes soon anyway; the one left behind is what a
+// producer that sent a burst and went quiet would otherwise pin for as
+// long as its records wait.
+// Each block is copied from at most once, and then only an eighth of it.
+void FeedQueue::compact_front() {
+  if (blocks_.size() != 1 || in_flight_ != 0) return;
+  BlockRef& front = blocks_.front();
+  if (!front.sized || front.charge < min_compact_bytes ||
+      front.record_bytes * compact_share > front.charge) {
+    return;
+  }
+  auto copy = std::make_shared<RecordBlock>(front.record_bytes);
+  char* at = copy->data.get();
+  for (uint64_t seq = popped_; seq <= front.last; ++seq) {
+    Slot& slot = ring_[(head_ + (seq - popped_)) & (ring_.size() - 1)];
+    std::memcpy(at, slot.data, slot.length);
+    slot.data = at;
+    at += slot.length;
+  }
+  pinned_ = pinned_ - front.charge + front.record_bytes;
+  front.owner = std::move(copy);
+  front.charge = 0;
+  front.sized = false;
 }
 
 }  // namespace chronomerge

@@ -1,9 +1,18 @@
 // FeedQueue: the records of one feed waiting to be merged, in arrival order.
 //
-// Bounded by the caller through two water marks: bytes() reaching the high
-// mark means "pause the transport", dropping to the low mark means "resume".
-// The queue itself never refuses a push (a transport may deliver a whole
-// read chunk past the mark); the marks only drive the decision.
+// Bounded by the caller through two water marks: memory() reaching the
+// high mark means "pause the transport", dropping to the low mark means
+// "resume". The queue itself never refuses a push (a transport may deliver
+// a whole read chunk past the mark); the marks only drive the decision.
+//
+// Memory, not record bytes, is what the marks compare: a queued record
+// keeps its whole block alive, so a block of known size counts with all
+// its bytes from its first queued record to its last one's pop, and the
+// bytes a transport has read but not yet queued (a block being framed on
+// another thread) count as "in flight". A block reduced to a few records
+// (an eighth of its bytes or less, none queued or in flight behind it) has
+// them copied into memory of their own and is let go, so that a queue left
+// with a handful of records does not pin a whole read buffer.
 //
 // Storage. A record's bytes are never moved once queued: each record is a
 // view into a *block*, and the queue holds a reference to every block that
@@ -29,9 +38,18 @@
 
 namespace chronomerge {
 
-// Shared ownership of the memory some records' bytes live in. The owner's
-// type does not matter to the queue; it only keeps the memory alive.
-using BlockOwner = std::shared_ptr<const void>;
+// Shared ownership of the memory some records' bytes live in, and how many
+// bytes that memory occupies. The memory's type does not matter to the
+// queue; it only keeps it alive. `bytes` 0 means "unknown": such a block
+// counts with the bytes of its queued records only.
+struct BlockOwner {
+  BlockOwner() = default;
+  template <typename T>
+  BlockOwner(std::shared_ptr<T> memory, size_t bytes = 0)  // NOLINT: implicit by design
+      : memory(std::move(memory)), bytes(bytes) {}
+  std::shared_ptr<const void> memory;
+  size_t bytes = 0;
+};
 
 // A reusable fixed-size byte buffer for record data.
 struct RecordBlock {
@@ -50,17 +68,24 @@ struct RecordBlock {
 // threads may use a block's memory while a reference is held for them.
 class RecordBlockPool {
  public:
-  explicit RecordBlockPool(size_t block_bytes) : block_bytes_(block_bytes) {}
+  // Keeps at most `max_free` blocks nobody uses besides the one acquire()
+  // returns next.
+  explicit RecordBlockPool(size_t block_bytes, size_t max_free = SIZE_MAX)
+      : block_bytes_(block_bytes), max_free_(max_free) {}
   size_t block_bytes() const { return block_bytes_; }
   // A block referenced by nobody else, new if none is free. The pool keeps
   // a reference to every block it made (it holds at most as many as were
-  // in use at once), so the caller's is the second.
+  // in use at once, trimmed to max_free free ones), so the caller's is the
+  // second.
   std::shared_ptr<RecordBlock> acquire();
+  // Blocks the pool holds, in use or not.
+  size_t size() const { return blocks_.size(); }
   // Lets go of every block; those still in use are freed by their users.
   void release() { blocks_.clear(); }
 
  private:
   size_t block_bytes_;
+  size_t max_free_;
   std::vector<std::shared_ptr<RecordBlock>> blocks_;
 };
 
@@ -90,14 +115,31 @@ class FeedQueue {
   // Zero-copy, for a run of records in arrival order: queues views of
   // their bytes, which must lie in memory that `owner` keeps alive and that
   // nobody changes while a reference to `owner` exists. The queue holds a
-  // reference until the last of them is popped. Keys are moved out.
+  // reference until the last of them is popped. Keys are moved out. A
+  // block of known size counts once however many runs it is pushed in;
+  // its bytes are taken from those in flight (set_in_flight()), which they
+  // were until now.
   void push(std::span<BlockRecord> records, const BlockOwner& owner);
+
+  // Bytes the transport has read for this queue and not yet pushed (a
+  // block framed and validated on another thread). Pushing a block of
+  // known size lowers it by that size; the transport sets it to 0 once a
+  // batch is fully pushed. The caller re-checks pause/resume.
+  void set_in_flight(size_t bytes) { in_flight_ = bytes; }
+  size_t in_flight() const { return in_flight_; }
 
   bool empty() const { return count_ == 0; }
   size_t size() const { return count_; }
-  // Bytes of record data held (what the water marks compare against). The
-  // memory held is larger by at most the popped part of the oldest block.
+  // Bytes of record data held.
   size_t bytes() const { return bytes_; }
+  // What the water marks compare against: the bytes of every block of
+  // known size a queued record pins, the record bytes of the others (the
+  // queue's own copy blocks, blocks of unknown size), and the bytes in
+  // flight.
+  size_t memory() const { return pinned_ + in_flight_; }
+  // How many blocks queued records pin (one per run of consecutive records
+  // in one block).
+  size_t pinned_blocks() const { return blocks_.size(); }
 
   // The oldest record. REQUIRES: !empty(). A copy, for tests and rare
   // paths; the merge loop uses the accessors below, which copy nothing.
@@ -111,8 +153,8 @@ class FeedQueue {
   std::string_view front_key_text() const;  // the key as written
   void pop();
 
-  bool at_or_above_high() const { return bytes_ >= high_; }
-  bool at_or_below_low() const { return bytes_ <= low_; }
+  bool at_or_above_high() const { return memory() >= high_; }
+  bool at_or_below_low() const { return memory() <= low_; }
   size_t high_water_mark() const { return high_; }
   size_t low_water_mark() const { return low_; }
   // A reload may change the marks; the caller re-checks pause/resume.
@@ -135,13 +177,20 @@ class FeedQueue {
   };
   // A block some queued records point into, with the sequence number of
   // the last of them: once that record is popped the reference is dropped.
-  // Consecutive records of one block share one entry.
+  // Consecutive records of one block share one entry. `charge` is what the
+  // entry adds to memory() as a whole (a block of known size, counted by
+  // the newest entry of that block); entries of blocks of unknown size
+  // count their records one by one instead.
   struct BlockRef {
-    BlockOwner owner;
+    std::shared_ptr<const void> owner;
     uint64_t last;
+    size_t charge = 0;
+    size_t record_bytes = 0;  // bytes of its records still queued
+    bool sized = false;
   };
 
-  void hold(const BlockOwner& owner, uint64_t last);
+  void hold(const BlockOwner& owner, uint64_t last, size_t record_bytes);
+  void compact_front();
   void make_room(size_t more);
   void store(std::string_view bytes, ParsedRecord& parsed);
   char* copy_space(size_t n);
@@ -149,6 +198,8 @@ class FeedQueue {
   size_t high_;
   size_t low_;
   size_t bytes_ = 0;
+  size_t pinned_ = 0;     // memory() without in_flight_
+  size_t in_flight_ = 0;  // see set_in_flight()
   // The records, a ring: ring_[head_] is the oldest of count_. A ring
   // rather than a std::deque because a deque allocates and frees a node
   // every few records, which showed up as malloc/free and page faults on
@@ -168,7 +219,7 @@ class FeedQueue {
   // copy_owner_ is the same block as the type blocks_ holds.
   RecordBlockPool copy_pool_;
   RecordBlock* copy_block_ = nullptr;
-  BlockOwner copy_owner_;
+  std::shared_ptr<const void> copy_owner_;
   size_t copy_used_ = 0;
 };
 

@@ -321,6 +321,11 @@ bool Merger::push(FeedId feed, std::span<BlockRecord> records, const BlockOwner&
   return may_read(feed);
 }
 
+bool Merger::in_flight(FeedId feed, size_t bytes) {
+  feeds_[feed]->queue.set_in_flight(bytes);
+  return check_water_marks(feed);
+}
+
 void Merger::enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now) {
   Feed& f = *feeds_[feed];
   bool alive = !f.idle || sign_of_life(f, parsed.key);

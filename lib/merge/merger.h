@@ -151,6 +151,12 @@ class Merger {
   // moved out of `records`.
   bool push(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block, uint64_t now);
 
+  // Bytes the feed's transport has read and not yet pushed (a block on
+  // another thread): they count toward its water marks from now on, and
+  // pushing the block takes them over. 0 once the batch is pushed. Same
+  // answer as push(); a feed that has ended may call it too.
+  bool in_flight(FeedId feed, size_t bytes);
+
   // The feed delivers nothing more (EOF, process exit, removed on reload).
   // Its queued records are still merged.
   void end(FeedId feed, uint64_t now);

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -138,5 +139,176 @@ TEST_CASE("FeedQueue storage") {
     queue.pop();
     queue.push(big, parsed(4));  // an empty queue starts over
     CHECK(queue.front_bytes() == big);
+  }
+}
+
+TEST_CASE("FeedQueue memory") {
+  FeedQueue queue(256 << 10, 64 << 10);
+  auto parsed = [](int64_t k) {
+    ParsedRecord p;
+    p.key = Key::from_integer(k);
+    p.key_offset = 0;
+    p.key_length = 1;
+    return p;
+  };
+  // A block of `capacity` bytes holding `count` records of `length` bytes.
+  struct Block {
+    std::shared_ptr<RecordBlock> block;
+    std::vector<BlockRecord> records;
+  };
+  auto make_block = [&](size_t capacity, size_t count, size_t length, int64_t first_key) {
+    Block b{std::make_shared<RecordBlock>(capacity), {}};
+    std::memset(b.block->data.get(), 'x', capacity);
+    for (size_t i = 0; i < count; ++i) {
+      char* at = b.block->data.get() + i * length;
+      at[0] = static_cast<char>('a' + i % 26);
+      b.records.push_back(
+          {std::string_view(at, length), parsed(first_key + static_cast<int64_t>(i))});
+    }
+    return b;
+  };
+
+  SUBCASE("a block of known size counts with all its bytes until its last record is popped") {
+    Block b = make_block(2048, 4, 100, 1);
+    queue.push(b.records, BlockOwner(b.block, b.block->capacity));
+    CHECK(queue.bytes() == 400);
+    CHECK(queue.memory() == 2048);
+    queue.pop();
+    queue.pop();
+    queue.pop();
+    CHECK(queue.memory() == 2048);  // too small to be worth copying out
+    queue.pop();
+    CHECK(queue.memory() == 0);
+    CHECK(b.block.use_count() == 1);
+  }
+  SUBCASE("the water marks compare memory, not record bytes") {
+    for (int i = 0; i < 3; ++i) {
+      Block b = make_block(64 << 10, 1, 100, i);
+      queue.push(b.records, BlockOwner(b.block, b.block->capacity));
+      CHECK_FALSE(queue.at_or_above_high());
+    }
+    Block b = make_block(64 << 10, 1, 100, 3);
+    queue.push(b.records, BlockOwner(b.block, b.block->capacity));
+    CHECK(queue.bytes() == 400);
+    CHECK(queue.at_or_above_high());
+    queue.pop();
+    queue.pop();
+    CHECK_FALSE(queue.at_or_below_low());
+    queue.pop();
+    CHECK(queue.at_or_below_low());
+  }
+  SUBCASE("a block pushed in several runs counts once") {
+    Block b = make_block(2048, 4, 100, 1);
+    std::span<BlockRecord> all(b.records);
+    BlockOwner owner(b.block, b.block->capacity);
+    queue.push(all.subspan(0, 2), owner);
+    queue.push("copied", parsed(3));  // a line that spanned two reads
+    queue.push(all.subspan(2), owner);
+    CHECK(queue.memory() == 2048 + 6);
+    queue.pop();
+    queue.pop();
+    queue.pop();
+    // The block is pinned by its later run: it still counts.
+    CHECK(queue.memory() == 2048);
+    queue.pop();
+    queue.pop();
+    CHECK(queue.empty());
+    CHECK(queue.memory() == 0);
+  }
+  SUBCASE("bytes in flight count until their block is pushed") {
+    queue.set_in_flight(200 << 10);
+    CHECK(queue.memory() == 200 << 10);
+    CHECK_FALSE(queue.at_or_above_high());
+    queue.set_in_flight(256 << 10);
+    CHECK(queue.at_or_above_high());
+    CHECK(queue.empty());
+    Block b = make_block(64 << 10, 2, 100, 1);
+    queue.push(b.records, BlockOwner(b.block, b.block->capacity));
+    // The pushed block takes its bytes over from those in flight.
+    CHECK(queue.in_flight() == 192 << 10);
+    CHECK(queue.memory() == 256 << 10);
+    queue.set_in_flight(0);
+    CHECK(queue.memory() == 64 << 10);
+  }
+  SUBCASE("a block reduced to a few records has them copied out and is let go") {
+    Block b = make_block(64 << 10, 64, 1000, 1);
+    queue.push(b.records, BlockOwner(b.block, b.block->capacity));
+    for (int i = 0; i < 55; ++i) queue.pop();
+    CHECK(b.block.use_count() == 2);  // 9 records: more than an eighth
+    CHECK(queue.memory() == 64 << 10);
+    queue.pop();
+    // 8 records of 1000 bytes left: copied into 8000 bytes of their own.
+    CHECK(b.block.use_count() == 1);
+    CHECK(queue.memory() == 8000);
+    CHECK(queue.bytes() == 8000);
+    CHECK(queue.front_bytes().data() != b.records[56].bytes.data());
+    for (int i = 56; i < 64; ++i) {
+      REQUIRE_FALSE(queue.empty());
+      CHECK(queue.front_bytes() == b.records[static_cast<size_t>(i)].bytes);
+      CHECK(queue.front().key == Key::from_integer(1 + i));
+      queue.pop();
+    }
+    CHECK(queue.empty());
+    CHECK(queue.memory() == 0);
+  }
+  SUBCASE("a block with another queued behind it is merged through, not copied") {
+    Block first = make_block(64 << 10, 64, 1000, 1);
+    Block second = make_block(64 << 10, 64, 1000, 100);
+    queue.push(first.records, BlockOwner(first.block, first.block->capacity));
+    queue.push(second.records, BlockOwner(second.block, second.block->capacity));
+    for (int i = 0; i < 63; ++i) queue.pop();
+    CHECK(first.block.use_count() == 2);
+    CHECK(queue.memory() == 128 << 10);
+    queue.pop();
+    CHECK(first.block.use_count() == 1);
+    CHECK(queue.memory() == 64 << 10);
+  }
+  SUBCASE("thousands of quiet queues do not pin a read block each") {
+    // A producer that sent one burst and went quiet, many times over.
+    std::vector<FeedQueue> queues;
+    queues.reserve(1000);
+    size_t memory = 0;
+    for (int q = 0; q < 1000; ++q) {
+      queues.emplace_back(1 << 20, 512 << 10);
+      Block b = make_block(64 << 10, 64, 1000, 1);
+      queues.back().push(b.records, BlockOwner(b.block, b.block->capacity));
+      for (int i = 0; i < 62; ++i) queues.back().pop();  // emitted up to the frontier
+      CHECK(b.block.use_count() == 1);
+      memory += queues.back().memory();
+    }
+    CHECK(memory == 1000 * 2000);
+  }
+  SUBCASE("a block of unknown size counts its records' bytes, as copies do") {
+    auto block = std::make_shared<std::string>(1000, 'x');
+    std::vector<BlockRecord> run{{std::string_view(*block).substr(0, 10), parsed(1)},
+                                 {std::string_view(*block).substr(10, 20), parsed(2)}};
+    queue.push(run, block);
+    queue.push("copy", parsed(3));
+    CHECK(queue.memory() == 34);
+    queue.pop();
+    CHECK(queue.memory() == 24);
+    queue.pop();
+    queue.pop();
+    CHECK(queue.memory() == 0);
+  }
+}
+
+TEST_CASE("RecordBlockPool") {
+  SUBCASE("reuses a block nobody holds") {
+    RecordBlockPool pool(1024);
+    auto a = pool.acquire();
+    const RecordBlock* first = a.get();
+    a.reset();
+    CHECK(pool.acquire().get() == first);
+    CHECK(pool.size() == 1);
+  }
+  SUBCASE("keeps at most max_free unused blocks") {
+    RecordBlockPool pool(1024, 2);
+    std::vector<std::shared_ptr<RecordBlock>> held;
+    for (int i = 0; i < 10; ++i) held.push_back(pool.acquire());
+    CHECK(pool.size() == 10);
+    held.clear();
+    auto next = pool.acquire();
+    CHECK(pool.size() == 3);  // the one handed out and two spare
   }
 }

@@ -1,0 +1,97 @@
+#include "feeds/line_batch.h"
+
+#include <cstring>
+#include <limits>
+
+namespace chronomerge {
+
+namespace {
+// owners_ of a line assembled in carry_, until seal() gives it its block.
+constexpr uint32_t carried_owner = std::numeric_limits<uint32_t>::max();
+}  // namespace
+
+LineBatch::LineBatch(size_t max_line_bytes, RecordParser parser)
+    : framer_(max_line_bytes), parser_(std::move(parser)) {}
+
+void LineBatch::frame(std::shared_ptr<RecordBlock>&& block, size_t n, size_t block_bytes) {
+  block_ = block.get();
+  blocks_.push_back(BlockOwner(std::move(block), block_bytes));
+  framer_.push(std::string_view(block_->data.get(), n), *this);
+  // Lines of this block are views into it; only the framer's carry (the
+  // start of a line the next read completes) is kept beyond this call.
+  block_ = nullptr;
+}
+
+void LineBatch::finish() {
+  framer_.finish(*this);
+}
+
+void LineBatch::line(std::string_view text) {
+  ParsedRecord parsed;
+  if (std::optional<LineError> error = parser_.parse(text, parsed)) {
+    rejected_.push_back(Rejected{*error, std::string(text), text.size()});
+    return;
+  }
+  sealed_ = false;
+  const char* base = block_ ? block_->data.get() : nullptr;
+  if (base != nullptr && text.data() >= base && text.data() < base + block_->capacity) {
+    records_.push_back(BlockRecord{text, std::move(parsed)});
+    owners_.push_back(static_cast<uint32_t>(blocks_.size() - 1));
+    return;
+  }
+  // Assembled by the framer from two reads: its bytes last only for this
+  // call.
+  carried_.push_back(Carried{records_.size(), carry_.size(), text.size()});
+  carry_.append(text);
+  records_.push_back(BlockRecord{std::string_view(), std::move(parsed)});
+  owners_.push_back(carried_owner);
+}
+
+void LineBatch::overlong(std::string_view head, size_t total) {
+  rejected_.push_back(Rejected{LineError::too_long, std::string(head), total});
+}
+
+void LineBatch::seal() {
+  sealed_ = true;
+  runs_.clear();
+  if (!carried_.empty()) {
+    // One exact-size block for every assembled line of the batch, so that
+    // it pins no more than those lines.
+    auto carry = std::make_shared<RecordBlock>(carry_.size());
+    std::memcpy(carry->data.get(), carry_.data(), carry_.size());
+    const auto index = static_cast<uint32_t>(blocks_.size());
+    for (const Carried& line : carried_) {
+      records_[line.record].bytes = std::string_view(carry->data.get() + line.offset, line.length);
+      owners_[line.record] = index;
+    }
+    blocks_.push_back(BlockOwner(std::move(carry), carry_.size()));
+    carried_.clear();
+    carry_.clear();
+  }
+  size_t begin = 0;
+  for (size_t i = 1; i <= records_.size(); ++i) {
+    if (i == records_.size() || owners_[i] != owners_[begin]) {
+      runs_.push_back(
+          Run{std::span<BlockRecord>(records_).subspan(begin, i - begin), blocks_[owners_[begin]]});
+      begin = i;
+    }
+  }
+}
+
+std::span<LineBatch::Run> LineBatch::runs() {
+  if (!sealed_) seal();
+  return runs_;
+}
+
+void LineBatch::clear() {
+  records_.clear();
+  owners_.clear();
+  blocks_.clear();
+  carry_.clear();
+  carried_.clear();
+  runs_.clear();
+  rejected_.clear();
+  sealed_ = true;
+}
+
+}  // namespace chronomerge
