@@ -112,10 +112,9 @@ void ListenFeed::refuse(uv_os_sock_t socket) {
 }
 
 void ListenFeed::accept_failed(int error, uint64_t count) {
-  refusal_log_.log(
-      host_.now(), LogLevel::warn, {"feed", name()}, accept_failures,
-      "feed {}: cannot accept producers: {}{}", name(), uv_error_text(error),
-      count > 1 ? fmt::format(" ({} connections closed at once)", count) : std::string());
+  refusal_log_.log(host_.now(), LogLevel::warn, {"feed", name()}, accept_failures,
+                   "feed {}: cannot accept producers: {}{}", name(), uv_error_text(error),
+                   accept_loss_text(count));
   schedule_summary();
 }
 

@@ -248,10 +248,9 @@ void HttpServer::read_now(Connection& c) {
 }
 
 void HttpServer::accept_failed(int error, uint64_t connections) {
-  event_log_.log(
-      uv_now(loop_), LogLevel::warn, {"metrics", ""}, "accept failures",
-      "metrics: cannot accept connections: {}{}", uv_error_text(error),
-      connections > 1 ? fmt::format(" ({} closed at once)", connections) : std::string());
+  event_log_.log(uv_now(loop_), LogLevel::warn, {"metrics", ""}, "accept failures",
+                 "metrics: cannot accept connections: {}{}", uv_error_text(error),
+                 accept_loss_text(connections));
   schedule_summary();
 }
 

@@ -111,10 +111,9 @@ void ServerSink::accepted(uv_os_sock_t socket) {
 }
 
 void ServerSink::accept_failed(int error, uint64_t count) {
-  refusal_log_.log(
-      uv_now(loop_), LogLevel::warn, {"output", name()}, accept_failures,
-      "output {}: cannot accept clients: {}{}", name(), uv_error_text(error),
-      count > 1 ? fmt::format(" ({} connections closed at once)", count) : std::string());
+  refusal_log_.log(uv_now(loop_), LogLevel::warn, {"output", name()}, accept_failures,
+                   "output {}: cannot accept clients: {}{}", name(), uv_error_text(error),
+                   accept_loss_text(count));
   schedule_summary();
 }
 

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "uv/socket_address.h"
 #include "uv/uv_error.h"
 
@@ -149,13 +151,13 @@ void Listener::accept_ready() {
       case ENFILE: {
         uint64_t shed_count = shed();
         if (shed_count == 0) pause();  // nothing to release: let them wait
-        fail(-error, shed_count == 0 ? 1 : shed_count);
+        fail(-error, shed_count);
         return;
       }
       case ENOBUFS:
       case ENOMEM:
         pause();
-        fail(-error, 1);
+        fail(-error, 0);  // the connection waits
         return;
       default:
         // A connection that failed while it waited (ECONNABORTED, and the
@@ -213,8 +215,14 @@ void Listener::watch() {
 }
 
 void Listener::fail(int error, uint64_t connections) {
-  errors_[uv_error_name(error)] += connections;
+  if (connections > 0) errors_[uv_error_name(error)] += connections;
   if (on_error_) on_error_(error, connections);
+}
+
+std::string accept_loss_text(uint64_t connections) {
+  if (connections == 0) return " (the connections wait)";
+  if (connections == 1) return {};
+  return fmt::format(" ({} connections closed at once)", connections);
 }
 
 std::unique_ptr<UvHandle<AnyStream>> open_accepted(uv_loop_t* loop, uv_os_sock_t socket, bool tcp,

@@ -46,8 +46,10 @@ class Listener {
   // which the callee now owns (open it with open_accepted(), or close it).
   using AcceptCallback = std::function<void(uv_os_sock_t socket)>;
   // Accepting failed with `error` (a libuv error such as UV_EMFILE);
-  // `connections` is how many were lost to it (closed at once), or 1 for
-  // a failure that closed none. Already counted in errors().
+  // `connections` is how many were lost to it (closed at once), already
+  // counted in errors(). 0 when none was: without a reserve to release, or
+  // after ENOBUFS or ENOMEM, the connections wait in the backlog while the
+  // Listener pauses, and are accepted (or shed) later — counted once, then.
   using ErrorCallback = std::function<void(int error, uint64_t connections)>;
 
   static constexpr uint64_t retry_ms = 100;
@@ -110,6 +112,10 @@ class Listener {
 // Opens a socket from Listener as a stream of the matching kind (TCP with
 // TCP_NODELAY, or Unix). Null on failure, with the libuv error in `error`;
 // the socket is closed either way it fails.
+// What an accept failure cost, for its log line: " (3 connections closed
+// at once)", " (the connections wait)" or nothing for one lost connection.
+std::string accept_loss_text(uint64_t connections);
+
 std::unique_ptr<UvHandle<AnyStream>> open_accepted(uv_loop_t* loop, uv_os_sock_t socket, bool tcp,
                                                    int& error);
 
