@@ -22,12 +22,16 @@ size_t read_bytes_for(const FeedConfig& config) {
 
 }  // namespace
 
-// Everything a worker thread touches. While a batch is in flight the
-// request owns it; the feed may be closed meanwhile, and the callback then
-// frees the batch (and closes its descriptor) instead of handing it back.
+// Everything a worker thread touches. While a batch is in flight its
+// request owns it; the feed may be closed or gone meanwhile, and the batch
+// is then freed (closing its descriptor) instead of handed back.
 struct FileFeed::Batch {
-  uv_work_t req;
-  FileFeed* feed = nullptr;
+  Batch() = default;
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+  ~Batch() {
+    if (owns_fd && fd >= 0) ::close(fd);
+  }
 
   // Owned by the batch so a worker never touches the feed.
   std::string path;  // empty: standard input
@@ -137,8 +141,8 @@ FileFeed::FileFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line
 }
 
 FileFeed::~FileFeed() {
-  // A batch still on the pool frees itself (and its descriptor).
-  if (in_flight_batch_) in_flight_batch_->feed = nullptr;
+  // A batch still on the pool frees itself (and its descriptor): read_
+  // detaches when it goes.
   close();
 }
 
@@ -176,19 +180,16 @@ bool FileFeed::start() {
 }
 
 void FileFeed::queue_batch() {
-  if (closed_ || paused_ || in_flight_batch_ || ended_) return;
-  Batch* batch = batch_.release();
-  refresh(*batch->lines);
-  batch->feed = this;
-  batch->req.data = batch;
-  batch->block = blocks_.acquire();
-  batch->block_bytes = batch->block->capacity;
-  in_flight_batch_ = batch;
-  int rc = uv_queue_work(host_.loop(), &batch->req, work, after_work);
+  if (closed_ || paused_ || read_.pending() || ended_) return;
+  refresh(*batch_->lines);
+  batch_->block = blocks_.acquire();
+  const size_t block_bytes = batch_->block_bytes = batch_->block->capacity;
+  int rc = read_.start(std::move(batch_), [&](uv_work_t* req, uv_after_work_cb callback) {
+    return uv_queue_work(
+        host_.loop(), req, [](uv_work_t* r) { Read::payload_of(r)->run(); }, callback);
+  });
   if (rc < 0) {
-    in_flight_batch_ = nullptr;
-    batch->block.reset();
-    batch_.reset(batch);
+    batch_->block.reset();
     log::error("feed {}: cannot queue a read: {}", name(), uv_error_text(rc));
     counters_.io_error = true;
     finish();
@@ -196,38 +197,22 @@ void FileFeed::queue_batch() {
   }
   // The block counts toward the water marks from now on: a feed at its
   // mark does not read a block more than its budget.
-  if (!host_.in_flight(id_, batch->block_bytes)) pause();
+  if (!host_.in_flight(id_, block_bytes)) pause();
 }
 
-void FileFeed::work(uv_work_t* req) {
-  static_cast<Batch*>(req->data)->run();
-}
-
-void FileFeed::after_work(uv_work_t* req, int) {
-  std::unique_ptr<Batch> batch(static_cast<Batch*>(req->data));
-  FileFeed* self = batch->feed;
-  if (self == nullptr) {
-    if (batch->owns_fd && batch->fd >= 0) ::close(batch->fd);
-    return;
-  }
-  self->in_flight_batch_ = nullptr;
-  // Closed meanwhile (a reload removed it): nothing more goes to the host.
-  if (self->closed_) {
-    if (batch->owns_fd && batch->fd >= 0) ::close(batch->fd);
-    return;
-  }
-  self->take_batch(*batch);
-  // take_batch() may have closed the feed (end of input, or an error).
-  if (self->closed_) {
-    if (batch->owns_fd && batch->fd >= 0) ::close(batch->fd);
-    return;
-  }
-  self->batch_ = std::move(batch);
-  if (self->batch_->would_block) {
-    self->wait_readable();
-  } else if (self->batch_->nread == 0 && self->config_.follow) {
+// Closed meanwhile (a reload removed it), or by take_batch() (end of input,
+// an error): nothing more goes to the host, and the batch is freed with its
+// request, closing its descriptor.
+void FileFeed::batch_done(std::unique_ptr<Batch>& batch) {
+  if (closed_) return;
+  take_batch(*batch);
+  if (closed_) return;
+  batch_ = std::move(batch);
+  if (batch_->would_block) {
+    wait_readable();
+  } else if (batch_->nread == 0 && config_.follow) {
     uv_timer_start(
-        self->poll_timer_.get(),
+        poll_timer_.get(),
         [](uv_timer_t* timer) {
           if (auto* feed = static_cast<FileFeed*>(timer->data)) feed->queue_batch();
         },
@@ -235,7 +220,7 @@ void FileFeed::after_work(uv_work_t* req, int) {
   } else {
     // The next read goes out before the merge runs, so that a worker reads
     // and validates it while this thread merges.
-    self->queue_batch();
+    queue_batch();
   }
 }
 
@@ -293,13 +278,13 @@ void FileFeed::close() {
   closed_ = true;
   poll_timer_.close();
   readable_.close();  // before its descriptor: it stops watching at once
-  if (batch_ && batch_->owns_fd && batch_->fd >= 0) ::close(batch_->fd);
   // A feed removed by a reload stays in the pipeline's list: keep none of
-  // its buffers. Blocks still queued go with their last record.
+  // its buffers (the batch closes its descriptor). Blocks still queued go
+  // with their last record.
   batch_.reset();
   blocks_.release();
-  // An in-flight batch keeps its descriptor; after_work closes it. The
-  // feed stays busy() until then.
+  // An in-flight batch keeps its descriptor until it is back (batch_done()
+  // then frees it); the feed stays busy() until then.
 }
 
 }  // namespace chronomerge

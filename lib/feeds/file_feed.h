@@ -25,6 +25,7 @@
 
 #include "feeds/feed.h"
 #include "uv/uv_handle.h"
+#include "uv/uv_request.h"
 
 namespace chronomerge {
 
@@ -47,25 +48,26 @@ class FileFeed final : public Feed {
   void resume() override;
   void close() override;
   // A batch on the thread pool: the object must stay until it is back.
-  bool busy() const override { return in_flight_batch_ != nullptr; }
+  bool busy() const override { return read_.pending(); }
 
  private:
   struct Batch;
-  static void work(uv_work_t* req);
-  static void after_work(uv_work_t* req, int status);
+  using Read = UvRequest<uv_work_t, std::unique_ptr<Batch>>;
   void queue_batch();
+  void batch_done(std::unique_ptr<Batch>& batch);
   void wait_readable();
   void take_batch(Batch& batch);
   void finish();
 
-  RecordBlockPool blocks_;        // read buffers, shared with the merger
-  std::unique_ptr<Batch> batch_;  // null while a batch is in flight
-  Batch* in_flight_batch_ = nullptr;
+  RecordBlockPool blocks_;           // read buffers, shared with the merger
+  std::unique_ptr<Batch> batch_;     // null while a batch is in flight
   UvHandle<uv_timer_t> poll_timer_;  // follow: wait for appended data
   UvHandle<uv_poll_t> readable_;     // sequential inputs: wait for data
   bool paused_ = false;
   bool closed_ = false;
   bool reported_error_ = false;
+  // The batch on the thread pool. Last, so it detaches first.
+  Read read_{[this](std::unique_ptr<Batch>& batch, ssize_t) { batch_done(batch); }};
 };
 
 }  // namespace chronomerge

@@ -32,8 +32,6 @@ RecordBlockPool& read_pool() {
 // destroyed meanwhile clears `feed`, so that the callback only frees the
 // batch.
 struct StreamFeed::Batch {
-  uv_work_t req;
-  StreamFeed* feed = nullptr;
   std::unique_ptr<LineBatch> lines;  // the framer's state lives here
   using Read = BatchRead;
   std::vector<Read> reads;
@@ -60,7 +58,7 @@ StreamFeed::StreamFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_
 }
 
 StreamFeed::~StreamFeed() {
-  if (in_flight_) in_flight_->feed = nullptr;
+  // A batch still on the pool is freed with its request: sent_ detaches.
   if (connection_) connection_->close();
 }
 
@@ -130,7 +128,7 @@ void StreamFeed::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
     if (!self->ended_ && self->connection_) self->add_read(std::move(block), n);
   } else if (nread == 0) {
     // Nothing more to read for now (EAGAIN): what was read goes.
-    if (!self->in_flight_) self->send();
+    if (!self->sent_.pending()) self->send();
   } else {
     self->read_block_.reset();
     auto status = static_cast<int>(nread);
@@ -163,10 +161,10 @@ void StreamFeed::add_read(std::shared_ptr<RecordBlock> block, size_t n) {
   pending_nread_ += n;
   pending_.push_back(Batch::Read{std::move(block), n});
   // Read and not yet queued: it counts toward the water marks from now on.
-  const size_t unqueued = pending_bytes_ + (in_flight_ ? in_flight_->block_bytes : 0);
+  const size_t unqueued = pending_bytes_ + (sent_.pending() ? sent_.payload()->block_bytes : 0);
   if (!host_.in_flight(id_, unqueued)) {
     pause();  // sends what it can
-  } else if (in_flight_) {
+  } else if (sent_.pending()) {
     if (pending_.size() >= reads_per_batch) stop_reading();  // until it is back
   } else if (!full || pending_.size() >= reads_per_batch) {
     send();
@@ -174,7 +172,7 @@ void StreamFeed::add_read(std::shared_ptr<RecordBlock> block, size_t n) {
 }
 
 void StreamFeed::send() {
-  if (in_flight_ || !batch_ || pending_.empty()) return;
+  if (sent_.pending() || !batch_ || pending_.empty()) return;
   Batch& batch = *batch_;
   batch.reads.swap(pending_);
   batch.nread = pending_nread_;
@@ -189,45 +187,35 @@ void StreamFeed::send() {
     take_batch(batch);
     return;
   }
-  Batch* sent = batch_.release();
-  sent->feed = this;
-  sent->req.data = sent;
-  in_flight_ = sent;
-  int rc = uv_queue_work(host_.loop(), &sent->req, work, after_work);
+  int rc = sent_.start(std::move(batch_), [&](uv_work_t* req, uv_after_work_cb callback) {
+    return uv_queue_work(
+        host_.loop(), req, [](uv_work_t* r) { Sent::payload_of(r)->frame(); }, callback);
+  });
   if (rc < 0) {
     // Only invalid arguments make it fail; rather than lose the reads,
     // frame them here.
     log::warn("feed {}: cannot queue a batch: {}", name(), uv_error_text(rc));
-    in_flight_ = nullptr;
-    batch_.reset(sent);
-    sent->frame();
-    take_batch(*sent);
+    batch_->frame();
+    take_batch(*batch_);
   }
 }
 
-void StreamFeed::work(uv_work_t* req) {
-  static_cast<Batch*>(req->data)->frame();
-}
-
-void StreamFeed::after_work(uv_work_t* req, int) {
-  std::unique_ptr<Batch> batch(static_cast<Batch*>(req->data));
-  StreamFeed* self = batch->feed;
-  if (self == nullptr) return;  // destroyed meanwhile: the blocks go with the batch
-  self->in_flight_ = nullptr;
-  // Closed meanwhile: close() counted the batch as discarded.
-  if (self->closed_) return;
-  self->take_batch(*batch);
-  self->batch_ = std::move(batch);
-  if (self->deferred_end_) {
+// Closed meanwhile: close() counted the batch as discarded, and it is freed
+// with its request (its blocks with it).
+void StreamFeed::batch_done(std::unique_ptr<Batch>& batch) {
+  if (closed_) return;
+  take_batch(*batch);
+  batch_ = std::move(batch);
+  if (deferred_end_) {
     // The connection ended behind the batch: now its turn.
-    const int status = *self->deferred_end_;
-    self->deferred_end_.reset();
-    self->end_connection(status);
+    const int status = *deferred_end_;
+    deferred_end_.reset();
+    end_connection(status);
   } else {
-    self->send();  // the reads that waited behind it
-    self->read_on();
+    send();  // the reads that waited behind it
+    read_on();
   }
-  self->check_drained();
+  check_drained();
 }
 
 void StreamFeed::take_batch(Batch& batch) {
@@ -242,7 +230,7 @@ void StreamFeed::take_batch(Batch& batch) {
 // and after the reads behind it, which are framed here (once per
 // connection, a few blocks at most).
 void StreamFeed::end_connection(int status) {
-  if (in_flight_) {
+  if (sent_.pending()) {
     deferred_end_ = status;
     stop_reading();
     return;
@@ -293,7 +281,7 @@ void StreamFeed::check_drained() {
   if (!draining_ || ended_ || closed_) return;
   // A batch on the thread pool, and what waits behind it, is merged first;
   // its completion comes back here.
-  if (in_flight_ || !pending_.empty() || deferred_end_) return;
+  if (sent_.pending() || !pending_.empty() || deferred_end_) return;
   if (connection_) {
     // More to read: the read callbacks (or a resume) come back here.
     if (unread_bytes() > 0) return;
@@ -310,8 +298,8 @@ void StreamFeed::check_drained() {
         [](uv_timer_t* timer) {
           auto* self = static_cast<StreamFeed*>(timer->data);
           if (self == nullptr || self->ended_ || self->closed_) return;
-          if (self->in_flight_ || !self->pending_.empty()) return;    // it comes back
-          if (self->connection_ && self->unread_bytes() > 0) return;  // reads come
+          if (self->sent_.pending() || !self->pending_.empty()) return;  // it comes back
+          if (self->connection_ && self->unread_bytes() > 0) return;     // reads come
           self->finish_drain();
         },
         drain_quiet_ms, 0);
@@ -364,7 +352,7 @@ void StreamFeed::close() {
   closed_ = true;
   // Read, not merged: a batch in flight is freed when it comes back
   // (busy() until then).
-  if (size_t unmerged = (in_flight_ ? in_flight_->nread : 0) + pending_nread_) {
+  if (size_t unmerged = (sent_.pending() ? sent_.payload()->nread : 0) + pending_nread_) {
     counters_.discarded_bytes += unmerged;
     log::warn("feed {}: closed with {} bytes read but not yet merged", name(), unmerged);
   }

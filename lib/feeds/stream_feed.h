@@ -24,6 +24,7 @@
 #include "feeds/feed.h"
 #include "uv/any_stream.h"
 #include "uv/uv_handle.h"
+#include "uv/uv_request.h"
 
 namespace chronomerge {
 
@@ -51,7 +52,7 @@ class StreamFeed : public Feed {
 
   // A batch on the thread pool: the object must stay until it is back,
   // even once closed.
-  bool busy() const override { return in_flight_ != nullptr; }
+  bool busy() const override { return sent_.pending(); }
 
   bool attached() const { return connection_ != nullptr; }
   // Reading stopped by backpressure.
@@ -83,8 +84,8 @@ class StreamFeed : public Feed {
   };
   static void on_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);
-  static void work(uv_work_t* req);
-  static void after_work(uv_work_t* req, int status);
+  using Sent = UvRequest<uv_work_t, std::unique_ptr<Batch>>;
+  void batch_done(std::unique_ptr<Batch>& batch);
   void add_read(std::shared_ptr<RecordBlock> block, size_t n);
   // Sends the reads collected so far to the thread pool, unless a batch is
   // in flight.
@@ -107,7 +108,6 @@ class StreamFeed : public Feed {
   std::unique_ptr<Connection> connection_;
   std::shared_ptr<RecordBlock> read_block_;  // what the next read goes into
   std::unique_ptr<Batch> batch_;             // null while it is in flight
-  Batch* in_flight_ = nullptr;
   // Read, not yet sent: behind the batch in flight, or the start of the
   // next batch.
   std::vector<BatchRead> pending_;
@@ -120,6 +120,8 @@ class StreamFeed : public Feed {
   bool draining_ = false;
   UvHandle<uv_timer_t> quiet_timer_;  // draining: quiet since the last read
   bool transport_closed_ = false;
+  // The batch on the thread pool. Last, so it detaches first.
+  Sent sent_{[this](std::unique_ptr<Batch>& batch, ssize_t) { batch_done(batch); }};
 };
 
 // Standard input when it is a pipe, terminal or socket.
