@@ -403,8 +403,12 @@ TEST_CASE("an output removed by a reload counts what it had not written") {
   const std::string text = producer_text("bus", records);
   Socket producer = connect_tcp(feed_port);
   Background writer([&] { write_all(producer, text, 20s); });
+  // Held: the feed is paused, and the stuck output has records it cannot
+  // write (a feed may pause on what it has in flight before anything
+  // reached the outputs).
   REQUIRE(wait_metrics(metrics, [](const auto& m) {
-    return sample(m, "chronomerge_feed_paused{feed=\"bus\"}") == 1;
+    return sample(m, "chronomerge_feed_paused{feed=\"bus\"}") == 1 &&
+           sample(m, "chronomerge_output_sink_queue_bytes{output=\"stuck\"}") > 0;
   }));
   config["outputs"] = {tcp_output("clients")};  // as it was: kept
   dir.write("config.json", config.dump(2));
