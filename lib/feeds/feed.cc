@@ -66,11 +66,13 @@ void Feed::reject(LineError error, std::string_view line) {
   host_.malformed(id_, error, line);
 }
 
-void Feed::end_in_merger() {
-  if (ended_) return;
-  ended_ = true;
-  set_connected(false);
-  host_.feed_ended(id_);
+void Feed::end_and_close() {
+  if (!ended_) {
+    ended_ = true;
+    set_connected(false);
+    host_.feed_ended(id_);
+  }
+  close();
 }
 
 void Feed::drain() {
@@ -78,8 +80,7 @@ void Feed::drain() {
 }
 
 void Feed::stop() {
-  close();
-  end_in_merger();
+  end_and_close();
 }
 
 void Feed::update(const FeedConfig& config) {

@@ -3,7 +3,7 @@
 // Subclasses own their libuv handles and read into blocks, which a
 // LineBatch frames and validates (on libuv's thread pool for streams and
 // files); take() hands a batch's records to the host without a copy. They
-// call end_in_merger() when the input is finished for good, and
+// call end_and_close() when the input is finished for good, and
 // connection_lost() when a producer goes away (a partial line is then
 // discarded and counted, never glued to the next connection's first line).
 //
@@ -149,8 +149,10 @@ class Feed {
   void take(LineBatch& batch);
   // A line that is not a record: counted, logged, dead-lettered.
   void reject(LineError error, std::string_view line);
-  // Ends the feed: the host is told it will deliver nothing more.
-  void end_in_merger();
+  // The one way a feed ends, in one order: the host is told it will
+  // deliver nothing more, then the transport closes (counting what it
+  // still held). Idempotent.
+  void end_and_close();
   // The producer went away: a partial line (discard_partial_line()) is
   // discarded and counted.
   void connection_lost();

@@ -257,8 +257,7 @@ void FileFeed::take_batch(Batch& batch) {
 }
 
 void FileFeed::finish() {
-  close();
-  end_in_merger();  // the batch's framer already delivered the last line
+  end_and_close();  // the batch's framer already delivered the last line
 }
 
 void FileFeed::pause() {

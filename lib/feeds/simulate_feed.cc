@@ -33,8 +33,7 @@ bool SimulateFeed::start() {
   next_ms_ = wall_clock_ms();
   set_connected(true);
   if (config_.count && *config_.count == 0) {
-    close();
-    end_in_merger();  // every generated line ends with '\n'
+    end_and_close();  // every generated line ends with '\n'
     return true;
   }
   uv_timer_start(timer_.get(), on_tick, 0, tick_ms);
@@ -79,8 +78,7 @@ void SimulateFeed::tick() {
   }
   if (!chunk_.empty()) deliver(*lines_, chunk_);  // may pause us
   if (config_.count && generated_ >= *config_.count && !closed_) {
-    close();
-    end_in_merger();  // every generated line ends with '\n'
+    end_and_close();  // every generated line ends with '\n'
   }
 }
 

@@ -310,8 +310,7 @@ void StreamFeed::check_drained() {
 
 void StreamFeed::finish_drain() {
   detach();  // a cut last line is discarded and counted
-  end_in_merger();
-  close();
+  end_and_close();
 }
 
 void StreamFeed::close_transport_once() {
@@ -330,8 +329,7 @@ void StreamFeed::end_feed() {
     batch_->lines->finish();
     take(*batch_->lines);
   }
-  end_in_merger();
-  close();
+  end_and_close();
 }
 
 void StreamFeed::pause() {
