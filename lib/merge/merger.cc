@@ -102,6 +102,13 @@ bool Merger::retired(FeedId feed) const {
 void Merger::remove(FeedId feed) {
   assert(retired(feed));
   if (holder_ == feed) holder_.reset();
+  // Its decisions not yet taken go with it: the slot may be reused before
+  // the owner takes them, and they must not reach the next feed.
+  std::erase_if(decisions_, [&](const MergerDecision& d) {
+    if (d.feed != feed) return false;
+    decision_bytes_ -= d.record.size();
+    return true;
+  });
   feeds_[feed].reset();
   free_.push_back(feed);
 }

@@ -133,7 +133,8 @@ class Merger {
   void update(FeedId feed, FeedSettings settings, uint64_t now);
 
   // Frees the slot of a feed that has ended and has nothing queued
-  // (retired()); its id may be reused by the next add_feed().
+  // (retired()); its id may be reused by the next add_feed(). Decisions
+  // about it not yet taken are dropped.
   void remove(FeedId feed);
   // Ended, nothing queued or held: remove() may be called.
   bool retired(FeedId feed) const;

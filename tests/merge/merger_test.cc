@@ -72,6 +72,13 @@ struct Harness {
   void push(FeedId feed, const std::string& rec, int64_t key, uint64_t now = 0) {
     merger.push(feed, rec, parsed_for(rec, key), now);
   }
+  // The decisions made since the last call, as the merger reports them.
+  std::vector<MergerDecision> decisions_since_last() {
+    std::vector<MergerDecision> taken;
+    merger.take_decisions(taken);
+    for (const MergerDecision& d : taken) seen.add(d);
+    return taken;
+  }
   // Every decision the merger has made, taken from it now.
   Decisions& decisions() {
     std::vector<MergerDecision> taken;
@@ -586,6 +593,26 @@ TEST_CASE("removed feeds free their slot") {
   }
   CHECK(h.merger.feed_count() == 2);
   CHECK(h.merger.feeds_in_use() == 1);
+}
+
+TEST_CASE("decisions about a removed feed never reach the feed that takes its slot") {
+  // The owner takes decisions once per loop turn; a slot freed and reused
+  // in between must not receive its predecessor's pause or idle report.
+  Harness h;
+  FeedId keep = h.merger.add_feed(live("keep", 1000), 0);
+  h.push(keep, record(1000, 0, 0), 1000, 0);
+  FeedSettings tiny = live("old", 1000);
+  tiny.high_water_mark = 10;
+  tiny.low_water_mark = 5;
+  FeedId old = h.merger.add_feed(tiny, 0, true);
+  CHECK_FALSE(h.merger.push(old, record(1, 1, 0), parsed_for(record(1, 1, 0), 1), 0));
+  h.merger.end(old, 0);
+  h.merger.run(0);  // emits the late record: the slot is free to go
+  REQUIRE(h.merger.retired(old));
+  h.merger.remove(old);
+  FeedId next = h.merger.add_feed(live("new", 1000), 0, true);
+  REQUIRE(next == old);
+  for (const MergerDecision& d : h.decisions_since_last()) CHECK(d.feed != next);
 }
 
 TEST_CASE("a feed added while the merge runs joins idle") {
