@@ -74,11 +74,11 @@ void FeedQueue::push(std::string_view bytes, ParsedRecord&& parsed) {
 
 void FeedQueue::push(std::span<BlockRecord> records, const BlockOwner& owner) {
   if (records.empty()) return;
-  size_t record_bytes = 0;
-  for (const BlockRecord& record : records) record_bytes += record.bytes.size();
-  hold(owner, pushed_ + records.size() - 1, record_bytes);
   make_room(records.size());
+  const size_t bytes_before = bytes_;
   for (BlockRecord& record : records) store(record.bytes, record.parsed);
+  // One pass over the records: their bytes are what store() added.
+  hold(owner, pushed_ - 1, bytes_ - bytes_before);
 }
 
 // Records the records up to sequence number `last` as living in `owner`'s

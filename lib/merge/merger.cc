@@ -103,11 +103,12 @@ void Merger::remove(FeedId feed) {
   assert(retired(feed));
   if (holder_ == feed) holder_.reset();
   // Its decisions not yet taken go with it: the slot may be reused before
-  // the owner takes them, and they must not reach the next feed.
+  // the owner takes them, and they must not reach the next feed. (Late
+  // records are never among them: only run() makes those, and the caller
+  // takes them before it removes a feed.)
   std::erase_if(decisions_, [&](const MergerDecision& d) {
-    if (d.feed != feed) return false;
-    decision_bytes_ -= d.record.size();
-    return true;
+    assert(d.feed != feed || d.kind != MergerDecision::Kind::late);
+    return d.feed == feed;
   });
   feeds_[feed].reset();
   free_.push_back(feed);

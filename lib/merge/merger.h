@@ -134,7 +134,9 @@ class Merger {
 
   // Frees the slot of a feed that has ended and has nothing queued
   // (retired()); its id may be reused by the next add_feed(). Decisions
-  // about it not yet taken are dropped.
+  // about it not yet taken (pause, resume, idle) are dropped. REQUIRES:
+  // the decisions of the last run() were taken (late records are among
+  // them and must not be lost).
   void remove(FeedId feed);
   // Ended, nothing queued or held: remove() may be called.
   bool retired(FeedId feed) const;

@@ -23,18 +23,6 @@ using nlohmann::json;
 
 namespace {
 
-// A sorted feed of `count` records whose keys advance by 0, 1 or 2, so
-// there are ties within the feed and across feeds.
-std::string sorted_feed(std::mt19937& rng, const std::string& name, int count) {
-  std::string out;
-  int64_t time = 1000;
-  for (int i = 0; i < count; ++i) {
-    time += static_cast<int64_t>(rng() % 3);
-    out += record(time, name, i) + "\n";
-  }
-  return out;
-}
-
 std::string nested(size_t levels) {
   return std::string(levels, '[') + std::string(levels, ']');
 }

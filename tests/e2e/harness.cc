@@ -594,6 +594,16 @@ std::string record(int64_t time, const std::string& feed, int64_t seq) {
          "\",\"seq\":" + std::to_string(seq) + "}";
 }
 
+std::string sorted_feed(std::mt19937& rng, const std::string& name, int count) {
+  std::string out;
+  int64_t time = 1000;
+  for (int i = 0; i < count; ++i) {
+    time += static_cast<int64_t>(rng() % 3);
+    out += record(time, name, i) + "\n";
+  }
+  return out;
+}
+
 std::string lines_of(const std::vector<std::string>& records) {
   std::string out;
   for (const auto& r : records) out += r + "\n";

@@ -25,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -278,6 +279,9 @@ nlohmann::json tcp_output(const std::string& name, uint16_t port = 0);
 void with_metrics(nlohmann::json& config);
 // {"time":T,"feed":"F","seq":S}
 std::string record(int64_t time, const std::string& feed, int64_t seq);
+// A sorted feed of `count` records (record(), one per line) whose keys
+// advance by 0, 1 or 2, so there are ties within the feed and across feeds.
+std::string sorted_feed(std::mt19937& rng, const std::string& name, int count);
 // The records, one per line.
 std::string lines_of(const std::vector<std::string>& records);
 bool starts_with(std::string_view text, std::string_view prefix);
