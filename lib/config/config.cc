@@ -32,6 +32,13 @@ constexpr uint64_t kMaxIdleTimeoutMs = 86'400'000;  // one day
 constexpr uint64_t kMaxDrainTimeoutMs = 3'600'000;  // one hour
 constexpr uint64_t kMaxJitterMs = 3'600'000;        // one hour
 constexpr uint64_t kMaxStallTimeoutMs = 86'400'000;
+constexpr uint64_t kMaxHelloTimeoutMs = 3'600'000;
+constexpr uint64_t kMaxRetentionBytes = uint64_t{1} << 40;
+// One segment of the output log: below, a client could not even be one
+// segment behind.
+constexpr uint64_t kMinRetentionBytes = 64 << 10;
+constexpr uint64_t kMaxRetentionMs = uint64_t{366} * 86'400'000;
+constexpr size_t kMaxOriginBytes = 1024;
 constexpr uint64_t kMinLineBytes = 64;
 constexpr uint64_t kMaxClients = 100'000;
 constexpr uint64_t kMaxVehicles = 100'000;
@@ -342,7 +349,8 @@ constexpr Choice<FeedType> kFeedTypes[] = {
 constexpr Choice<OutputType> kOutputTypes[] = {{"stdout", OutputType::stdout_},
                                                {"file", OutputType::file},
                                                {"tcp-listen", OutputType::tcp_listen},
-                                               {"unix-listen", OutputType::unix_listen}};
+                                               {"unix-listen", OutputType::unix_listen},
+                                               {"http-listen", OutputType::http_listen}};
 
 template <typename T, size_t N>
 std::optional<T> find_choice(const Choice<T> (&choices)[N], std::string_view name) {
@@ -669,6 +677,12 @@ void Validator::read_top_level() {
       if (auto bytes = read_integer(value, pointer, 1, kMaxBytes)) {
         config_.output_high_water_mark = *bytes;
       }
+    } else if (name == "retention_bytes") {
+      if (auto bytes = read_integer(value, pointer, kMinRetentionBytes, kMaxRetentionBytes)) {
+        config_.retention_bytes = *bytes;
+      }
+    } else if (name == "retention_ms") {
+      if (auto ms = read_integer(value, pointer, 1, kMaxRetentionMs)) config_.retention_ms = *ms;
     } else if (name == "drain_timeout_ms") {
       if (auto ms = read_integer(value, pointer, 0, kMaxDrainTimeoutMs)) {
         config_.drain_timeout_ms = *ms;
@@ -1003,12 +1017,17 @@ void Validator::check_feed_against_globals(const FeedEntry& entry, const Json& v
 
 bool output_field_applies(std::string_view field, OutputType type) {
   using enum OutputType;
+  const bool server = type == tcp_listen || type == unix_listen || type == http_listen;
   if (field == "path") return type == file || type == unix_listen;
-  if (field == "listen") return type == tcp_listen;
+  if (field == "listen") return type == tcp_listen || type == http_listen;
   // A file or stdout sink is never dropped: it always blocks the merge.
   if (field == "max_clients" || field == "slow_client" || field == "stall_timeout_ms") {
+    return server;
+  }
+  if (field == "resume" || field == "hello_timeout_ms") {
     return type == tcp_listen || type == unix_listen;
   }
+  if (field == "allow_origin") return type == http_listen;
   if (field == "on_error") return type == file;
   return false;
 }
@@ -1046,7 +1065,9 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
     } else if (name == "name") {
       if (auto text = read_name(field_value, field)) output.name = *text;
     } else if (name == "max_buffer") {
-      if (auto bytes = read_integer(field_value, field, 1, kMaxBytes)) output.max_buffer = *bytes;
+      if (auto bytes = read_integer(field_value, field, 1, kMaxRetentionBytes)) {
+        output.max_buffer = *bytes;
+      }
     } else if (!is_type_specific_output_field(name)) {
       problem(field, "unknown field");
     } else if (!entry.type) {
@@ -1085,12 +1106,38 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
       if (auto policy = read_choice(field_value, field, kWriteErrorPolicies)) {
         output.on_error = *policy;
       }
+    } else if (name == "resume") {
+      if (auto resume = read_bool(field_value, field)) output.resume = *resume;
+    } else if (name == "hello_timeout_ms") {
+      if (auto ms = read_integer(field_value, field, 1, kMaxHelloTimeoutMs)) {
+        output.hello_timeout_ms = *ms;
+      }
+    } else if (name == "allow_origin") {
+      if (!field_value.is_string() || field_value.get<std::string>().empty() ||
+          field_value.get<std::string>().size() > kMaxOriginBytes ||
+          field_value.get<std::string>().find_first_of("\r\n") != std::string::npos) {
+        problem(field, fmt::format("expected an origin such as \"https://dash.example\" or \"*\", "
+                                   "got {}",
+                                   describe(field_value)));
+      } else {
+        output.allow_origin = field_value.get<std::string>();
+      }
     }
+  }
+  // Network clients default to disconnect: one frozen client must not
+  // stall the merge for everyone.
+  if (entry.type && output_field_applies("slow_client", *entry.type) &&
+      !value.contains("slow_client")) {
+    output.slow_client = SlowClientPolicy::disconnect;
   }
 
   if (value.contains("stall_timeout_ms") && output.slow_client == SlowClientPolicy::disconnect) {
     problem(child(pointer, "stall_timeout_ms"),
-            "only applies with slow_client \"block\" (\"disconnect\" never waits on a client)");
+            "only applies with slow_client \"block\" (\"disconnect\", the default for network "
+            "clients, never waits on a client)");
+  }
+  if (value.contains("hello_timeout_ms") && !output.resume) {
+    problem(child(pointer, "hello_timeout_ms"), "only applies with \"resume\": true");
   }
   if (!value.contains("name")) problem(child(pointer, "name"), "required");
   if (!value.contains("type")) problem(child(pointer, "type"), "required");
@@ -1107,6 +1154,7 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
         require("path");
         break;
       case OutputType::tcp_listen:
+      case OutputType::http_listen:
         require("listen");
         break;
       case OutputType::stdout_:

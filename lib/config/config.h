@@ -71,20 +71,29 @@ struct FeedConfig {
   friend bool operator==(const FeedConfig&, const FeedConfig&) = default;
 };
 
-enum class OutputType { stdout_, file, tcp_listen, unix_listen };
+enum class OutputType { stdout_, file, tcp_listen, unix_listen, http_listen };
 std::string_view to_string(OutputType type);
 
 struct OutputConfig {
   std::string name;
   OutputType type = OutputType::stdout_;
   std::string path;  // file, unix-listen
-  HostPort address;  // tcp-listen
+  HostPort address;  // tcp-listen, http-listen
   uint32_t max_clients = 64;
-  size_t max_buffer = 4 << 20;  // bytes queued per client/sink
+  // Bytes a consumer may fall behind the head. block: the hold point is
+  // the smaller of this and output_high_water_mark (unset: the mark);
+  // disconnect: beyond it the client is dropped (unset: retention_bytes).
+  std::optional<size_t> max_buffer;
+  // Network clients default to disconnect (one frozen client must not
+  // stall the others); file and stdout always block (lossless).
   SlowClientPolicy slow_client = SlowClientPolicy::block;
   uint64_t stall_timeout_ms = 0;  // 0: never (block mode only)
   // file: hold the merge and retry (lossless), or drop and count.
   WriteErrorPolicy on_error = WriteErrorPolicy::block;
+  // tcp-listen, unix-listen: a client's first line is a resume request.
+  bool resume = false;
+  uint64_t hello_timeout_ms = 2000;  // resume: a request must come by then
+  std::string allow_origin;          // http-listen: CORS; empty: none
 
   friend bool operator==(const OutputConfig&, const OutputConfig&) = default;
 };
@@ -110,6 +119,10 @@ struct Config {
   size_t feed_high_water_mark = default_feed_high_water_mark;
   size_t feed_low_water_mark = default_feed_low_water_mark;
   size_t output_high_water_mark = default_output_high_water_mark;
+  // The retained output log: at least this many bytes of the newest
+  // records (and their index) are kept for clients that resume.
+  size_t retention_bytes = 64 << 20;
+  std::optional<uint64_t> retention_ms;  // can only shorten retention
   uint64_t drain_timeout_ms = 10000;
   std::optional<double> max_lag;  // key units; unset: off
   LogLevel log_level = LogLevel::info;

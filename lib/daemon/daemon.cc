@@ -39,6 +39,7 @@ std::string destination(const OutputConfig& output) {
     case OutputType::unix_listen:
       return output.path;
     case OutputType::tcp_listen:
+    case OutputType::http_listen:
       return to_string(output.address);
   }
   return "";

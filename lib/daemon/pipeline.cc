@@ -1,6 +1,7 @@
 #include "daemon/pipeline.h"
 
 #include <algorithm>
+#include <random>
 #include <set>
 
 #include "feeds/connect_feed.h"
@@ -37,6 +38,27 @@ MergerOptions merger_options(const Config& config) {
   return options;
 }
 
+// A run id names the numbering of this run's offsets: random, so a client
+// holding an offset of an earlier run gets a gap, never the wrong record.
+std::string new_run_id() {
+  std::random_device random;
+  std::uniform_int_distribution<uint64_t> bits;
+  const uint64_t id = bits(random);
+  return fmt::format("{:016x}", id);
+}
+
+OutputLogOptions log_options(const Config& config, bool live) {
+  OutputLogOptions options;
+  options.high_water_mark = config.output_high_water_mark;
+  // A one-shot run has no clients to resume: it keeps only what its
+  // outputs have yet to write.
+  options.retention_bytes = live ? config.retention_bytes : 0;
+  options.retention_ms = config.retention_ms;
+  options.run_id = new_run_id();
+  options.string_keys = config.key_type == KeyType::string;
+  return options;
+}
+
 }  // namespace
 
 Pipeline::Pipeline(uv_loop_t* loop, Config config, bool live)
@@ -44,7 +66,7 @@ Pipeline::Pipeline(uv_loop_t* loop, Config config, bool live)
       config_(std::move(config)),
       live_(live),
       parser_(key_spec(config_)),
-      output_(config_.output_high_water_mark),
+      output_(log_options(config_, live_)),
       merger_(merger_options(config_), output_) {
   output_.set_demand_callback([this] { schedule_pump(); });
   uv_timer_init(loop_, idle_timer_.get());
@@ -79,6 +101,8 @@ std::unique_ptr<Sink> Pipeline::make_sink(const OutputConfig& output) {
     case OutputType::tcp_listen:
     case OutputType::unix_listen:
       return std::make_unique<ServerSink>(loop_, output_, output, changed);
+    case OutputType::http_listen:
+      return nullptr;  // TODO
   }
   return nullptr;
 }
@@ -287,8 +311,10 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   // These shape every record already queued: changing them live would mix
   // two merges in one stream.
   if (next.key != config_.key || next.key_type != config_.key_type || next.mode != config_.mode ||
-      next.output_high_water_mark != config_.output_high_water_mark) {
-    error = "key, key_type, mode and output_high_water_mark take effect only on restart";
+      next.output_high_water_mark != config_.output_high_water_mark ||
+      next.retention_bytes != config_.retention_bytes || next.retention_ms != config_.retention_ms) {
+    error =
+        "key, key_type, mode, output_high_water_mark and retention take effect only on restart";
     return false;
   }
 
@@ -520,6 +546,7 @@ void Pipeline::pump() {
   pump_due_ = false;
   uv_idle_stop(pump_idle_.get());
   if (closed_) return;
+  output_.tick(uv_now(loop_));
   const bool more = merger_.run(uv_now(loop_));
   merger_.take_decisions(decisions_);
   for (const MergerDecision& decision : decisions_) carry_out(decision);

@@ -30,7 +30,7 @@
 #include "log/log.h"
 #include "merge/merger.h"
 #include "metrics/metrics_snapshot.h"
-#include "output/output.h"
+#include "output/output_log.h"
 #include "record/record_parser.h"
 #include "sinks/sink.h"
 #include "uv/uv_handle.h"
@@ -77,7 +77,7 @@ class Pipeline final : public FeedHost {
   const Config& config() const { return config_; }
   uint64_t now_ms() const { return uv_now(loop_); }
   const Merger& merger() const { return merger_; }
-  const Output& output() const { return output_; }
+  const OutputLog& output() const { return output_; }
   // By FeedId; null where a slot is free (a retired feed).
   const std::vector<std::unique_ptr<Feed>>& feeds() const { return feeds_; }
   // Totals of retired feeds, by name, for names the configuration has.
@@ -139,7 +139,7 @@ class Pipeline final : public FeedHost {
   Config config_;
   bool live_;
   RecordParser parser_;
-  Output output_;
+  OutputLog output_;
   Merger merger_;
   std::vector<std::unique_ptr<Feed>> feeds_;  // index = FeedId
   std::vector<std::unique_ptr<Sink>> sinks_;

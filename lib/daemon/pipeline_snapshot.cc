@@ -85,8 +85,11 @@ MetricsSnapshot Pipeline::metrics_snapshot() const {
     s.holder_seconds = static_cast<double>(now - merger_.held_since()) / 1000.0;
   }
   s.discarded_output_bytes = discarded_output_bytes_;
-  s.output_buffered_bytes = output_.buffered_bytes();
-  s.output_readers = output_.subscriber_count();
+  s.output_retained_bytes = output_.retained_bytes();
+  s.output_retained_records = output_.retained_records();
+  s.output_oldest_offset = output_.oldest_offset();
+  s.output_oldest_key = output_.oldest_key();
+  s.output_readers = output_.consumer_count();
 
   // Accept errors by listener; a feed restarted by reload has two
   // instances for a moment: one series.

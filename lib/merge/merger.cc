@@ -35,7 +35,7 @@ std::string_view to_string(FeedState state) {
   return "?";
 }
 
-Merger::Merger(MergerOptions options, Output& output)
+Merger::Merger(MergerOptions options, OutputLog& output)
     : options_(std::move(options)), output_(output) {}
 
 void Merger::decide(MergerDecision::Kind kind, FeedId feed) {
@@ -65,6 +65,7 @@ FeedId Merger::add_feed(FeedSettings settings, uint64_t now, bool joins_idle) {
     if (other && other.get() != &f) rank = std::max(rank, other->rank + 1);
   }
   f.rank = rank;
+  f.source = output_.source_id(f.settings.name);
   f.live_since = now;
   ++open_;
   finished_ = false;
@@ -512,10 +513,11 @@ void Merger::handle_late(FeedId feed) {
   if (emit) {
     if (options_.mode == MergeMode::combine) {
       scratch_ = std::to_string(f.rank);
-      output_.push_parts({"{\"data\":[", record, "],\"indexes\":[", scratch_, "],\"",
-                          options_.combine_key_name, "\":", f.queue.front_key_text(), "}"});
+      output_.append_parts({"{\"data\":[", record, "],\"indexes\":[", scratch_, "],\"",
+                            options_.combine_key_name, "\":", f.queue.front_key_text(), "}"},
+                           front_key(feed), {&f.source, 1});
     } else {
-      output_.push(record);
+      output_.append(record, front_key(feed), {&f.source, 1});
     }
     ++records_out_;
   }
@@ -533,7 +535,7 @@ bool Merger::emit_one(FeedId feed) {
   }
   ++f.stats.records_out;
   ++records_out_;
-  return output_.push(f.queue.front_bytes());
+  return output_.append(f.queue.front_bytes(), *frontier_, {&f.source, 1});
 }
 
 // One combine step: the feeds whose heads share the smallest key, one
@@ -568,7 +570,9 @@ bool Merger::emit_combined(uint64_t now) {
   scratch_ += '}';
   frontier_ = key;
   records_out_ += group_.size();
-  bool more = output_.push(scratch_);
+  group_sources_.clear();
+  for (FeedId feed : group_) group_sources_.push_back(feeds_[feed]->source);
+  bool more = output_.append(scratch_, key, group_sources_);
   for (FeedId feed : group_) {
     ++feeds_[feed]->stats.records_out;
     pop_detached(feed, now);

@@ -42,7 +42,7 @@
 
 #include "merge/feed_queue.h"
 #include "merge/merge_options.h"
-#include "output/output.h"
+#include "output/output_log.h"
 #include "record/record_parser.h"
 
 namespace chronomerge {
@@ -114,7 +114,7 @@ struct MergerOptions {
 
 class Merger {
  public:
-  Merger(MergerOptions options, Output& output);
+  Merger(MergerOptions options, OutputLog& output);
   Merger(const Merger&) = delete;
   Merger& operator=(const Merger&) = delete;
 
@@ -228,6 +228,7 @@ class Merger {
         : settings(std::move(s)), queue(settings.high_water_mark, settings.low_water_mark) {}
     FeedSettings settings;
     uint32_t rank = 0;  // position in the current config: breaks ties
+    OutputLog::SourceId source = 0;  // what the log records it came from
     FeedQueue queue;
     FeedStats stats;
     bool ended = false;
@@ -293,7 +294,7 @@ class Merger {
   void decide(MergerDecision::Kind kind, FeedId feed);
 
   MergerOptions options_;
-  Output& output_;
+  OutputLog& output_;
   std::vector<MergerDecision> decisions_;
   size_t decision_bytes_ = 0;                 // late records' bytes in decisions_
   std::vector<std::unique_ptr<Feed>> feeds_;  // by id; null: a free slot
@@ -315,6 +316,7 @@ class Merger {
   bool finished_ = false;
   std::string scratch_;        // combine-mode assembly
   std::vector<FeedId> group_;  // combine-mode group
+  std::vector<OutputLog::SourceId> group_sources_;  // the group's feeds, for the log
 };
 
 }  // namespace chronomerge

@@ -314,9 +314,21 @@ void render_merger(Exposition& x, const MetricsSnapshot& snapshot, double wall_c
            "reload had not yet written.");
   x.sample(snapshot.discarded_output_bytes);
 
-  x.family("chronomerge_output_buffered_bytes", "gauge",
-           "Bytes of the merged stream held in memory until every reader has taken them.");
-  x.sample(snapshot.output_buffered_bytes);
+  x.family("chronomerge_output_log_retained_bytes", "gauge",
+           "Bytes of the retained output log (records and their index) held for readers and "
+           "for clients that resume: at least retention_bytes once that much was merged.");
+  x.sample(snapshot.output_retained_bytes);
+  x.family("chronomerge_output_log_retained_records", "gauge",
+           "Records in the retained output log.");
+  x.sample(snapshot.output_retained_records);
+  x.family("chronomerge_output_log_oldest_offset", "gauge",
+           "Offset of the oldest retained record: a resume from an older one is a gap.");
+  x.sample(snapshot.output_oldest_offset);
+  if (snapshot.output_oldest_key && key_type != KeyType::string) {
+    x.family("chronomerge_output_log_oldest_key", "gauge",
+             "Key of the oldest retained record (as chronomerge_frontier).");
+    if (auto text = key_value_text(key_type, *snapshot.output_oldest_key)) x.sample_text({}, *text);
+  }
   x.family("chronomerge_output_clients", "gauge",
            "Readers of the merged stream: one per file or stdout output, one per client of a "
            "listening output.");
@@ -341,9 +353,27 @@ void render_sinks(Exposition& x, const MetricsSnapshot& snapshot) {
   family("chronomerge_output_sink_queue_bytes", "gauge",
          "Bytes of the merged stream the output's slowest reader has yet to write.",
          [](const SinkCounters& c) { return static_cast<uint64_t>(c.queue_bytes); });
-  family("chronomerge_output_sink_disconnects_total", "counter",
-         "Clients the output dropped: too slow, stalled, or failed writes.",
-         [](const SinkCounters& c) { return c.disconnects; });
+  x.family("chronomerge_output_sink_disconnects_total", "counter",
+           "Clients that went away before the end of the stream, by reason: too_slow, "
+           "out_of_window, stalled, write_failed, peer_closed, gap, bad_request, hello_timeout.");
+  for (const auto& [output, counters] : sinks) {
+    if (!counters.server) continue;
+    for (size_t r = 0; r < disconnect_reason_count; ++r) {
+      x.sample({{"output", output}, {"reason", to_string(static_cast<DisconnectReason>(r))}},
+               counters.disconnects_by[r]);
+    }
+  }
+  family("chronomerge_output_sink_pending_bytes", "gauge",
+         "Bytes of the merged stream the output's readers have yet to write, summed over them.",
+         [](const SinkCounters& c) { return static_cast<uint64_t>(c.lag_sum); });
+  family("chronomerge_output_sink_resumes_total", "counter",
+         "Resume requests the output served.", [](const SinkCounters& c) { return c.resumes; });
+  family("chronomerge_output_sink_gaps_total", "counter",
+         "Resume requests for records no longer retained (or of another run).",
+         [](const SinkCounters& c) { return c.gaps; });
+  family("chronomerge_output_sink_held_seconds_total", "counter",
+         "Time the output's block readers held the merge (at their hold point).",
+         [](const SinkCounters& c) { return static_cast<double>(c.held_ms) / 1000.0; });
   family("chronomerge_output_sink_refused_total", "counter",
          "Clients the output refused because max_clients were connected.",
          [](const SinkCounters& c) { return c.refused; });

@@ -62,7 +62,10 @@ struct MetricsSnapshot {
   std::optional<std::string> holder;
   double holder_seconds = 0;
   uint64_t discarded_output_bytes = 0;
-  uint64_t output_buffered_bytes = 0;
+  uint64_t output_retained_bytes = 0;  // records and their index
+  uint64_t output_retained_records = 0;
+  uint64_t output_oldest_offset = 0;
+  std::optional<Key> output_oldest_key;  // unset: nothing retained
   uint64_t output_readers = 0;
   std::vector<std::pair<std::string, SinkCounters>> sinks;  // by output name
   // By listener: "feed/NAME", "output/NAME".

@@ -3,30 +3,38 @@
 namespace chronomerge {
 
 void OutputCursor::close() {
-  if (output_ == nullptr) return;
-  Output* output = output_;
-  output_ = nullptr;
-  output->unsubscribe(id_);  // may run the demand callback
+  if (log_ == nullptr) return;
+  OutputLog* log = log_;
+  log_ = nullptr;
+  log->unsubscribe(id_);  // may run the demand callback
 }
 
-size_t OutputCursor::peek(std::vector<Output::Slice>& out, size_t max_bytes) const {
-  return output_ != nullptr ? output_->peek(id_, out, max_bytes) : 0;
+size_t OutputCursor::peek(std::vector<OutputLog::Slice>& out, size_t max_bytes) {
+  if (log_ == nullptr) return 0;
+  peeked_bytes_ = log_->peek(id_, out, max_bytes, &peeked_end_);
+  return peeked_bytes_;
 }
 
 void OutputCursor::consume(size_t bytes) {
-  if (output_ != nullptr && bytes > 0) output_->consume(id_, bytes);
+  if (log_ == nullptr || bytes == 0) return;
+  log_->consume_to(id_, bytes == peeked_bytes_ ? peeked_end_ : log_->position(id_) + bytes);
+  peeked_bytes_ = 0;
 }
 
 size_t OutputCursor::lag() const {
-  return output_ != nullptr ? output_->lag(id_) : 0;
+  return log_ != nullptr ? log_->lag(id_) : 0;
 }
 
-bool OutputCursor::overflowed() const {
-  return output_ != nullptr && output_->overflowed(id_);
+DropReason OutputCursor::dropped() const {
+  return log_ != nullptr ? log_->dropped(id_) : DropReason::none;
+}
+
+uint64_t OutputCursor::held_ms() const {
+  return log_ != nullptr ? log_->held_ms(id_) : 0;
 }
 
 bool OutputCursor::output_ended() const {
-  return output_ != nullptr && output_->ended();
+  return log_ != nullptr && log_->ended();
 }
 
 bool OutputCursor::at_end() const {

@@ -1,5 +1,5 @@
-// OutputCursor: one reader's position in the merged Output, and the only
-// way a sink reads it.
+// OutputCursor: one consumer's position in the OutputLog, and the only way
+// a sink reads it.
 //
 // Subscribes on construction and unsubscribes on close() or destruction,
 // so a reader can neither leak its subscription (which would hold the
@@ -16,41 +16,46 @@
 #include <functional>
 #include <vector>
 
-#include "output/output.h"
+#include "output/output_log.h"
 
 namespace chronomerge {
 
 class OutputCursor {
  public:
-  // `notify` runs when there is something to read (or the output ended, or
-  // this reader overflowed); see Output::subscribe.
-  OutputCursor(Output& output, size_t max_buffer, bool blocking, std::function<void()> notify)
-      : output_(&output), id_(output.subscribe(max_buffer, blocking, std::move(notify))) {}
+  // `notify` runs when there is something to read (or the log ended, or
+  // this reader was dropped); see OutputLog::subscribe.
+  OutputCursor(OutputLog& log, OutputLog::ConsumerOptions options, std::function<void()> notify)
+      : log_(&log), id_(log.subscribe(std::move(options), std::move(notify))) {}
   ~OutputCursor() { close(); }
   OutputCursor(const OutputCursor&) = delete;
   OutputCursor& operator=(const OutputCursor&) = delete;
 
-  // Gives up the position: the output no longer waits for this reader.
+  // Gives up the position: the log no longer waits for this reader.
   void close();
-  bool open() const { return output_ != nullptr; }
+  bool open() const { return log_ != nullptr; }
 
   // Appends up to `max_bytes` of what this reader has not taken to `out`
-  // (views that keep their chunks alive); returns the bytes added.
-  size_t peek(std::vector<Output::Slice>& out, size_t max_bytes) const;
-  // The reader has taken `bytes` (written them, or dropped them by
-  // policy). May run the output's demand callback.
+  // (views that keep their segments alive); returns the bytes added.
+  size_t peek(std::vector<OutputLog::Slice>& out, size_t max_bytes);
+  // The reader has taken `bytes`: all of the last peek() (the cursor then
+  // moves past records a filter skipped, too), or, without a filter, a
+  // prefix of it ending on a record boundary. May run the log's demand
+  // callback.
   void consume(size_t bytes);
-  // Bytes pending for this reader; 0 once closed.
+  // Bytes between this reader and the head; 0 once closed.
   size_t lag() const;
-  // A non-blocking reader that fell more than its max_buffer behind.
-  bool overflowed() const;
-  // The output ended and this reader has taken everything.
+  // Why the log dropped this reader (DropReason::none while it may read).
+  DropReason dropped() const;
+  uint64_t held_ms() const;
+  // The log ended and this reader has taken everything.
   bool at_end() const;
   bool output_ended() const;
 
  private:
-  Output* output_;
-  Output::SubscriberId id_;
+  OutputLog* log_;
+  OutputLog::ConsumerId id_;
+  size_t peeked_bytes_ = 0;
+  uint64_t peeked_end_ = 0;
 };
 
 }  // namespace chronomerge

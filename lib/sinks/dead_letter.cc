@@ -58,7 +58,7 @@ void DeadLetter::write(std::string_view feed, std::string_view reason, std::stri
     }
     return;
   }
-  output_.push(scratch_);
+  output_.append(scratch_);
 }
 
 DeadLetter::Counters DeadLetter::counters() const {

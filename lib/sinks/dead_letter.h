@@ -22,7 +22,7 @@
 
 #include "config/config.h"
 #include "log/log.h"
-#include "output/output.h"
+#include "output/output_log.h"
 #include "sinks/file_writer.h"
 
 namespace chronomerge {
@@ -62,7 +62,7 @@ class DeadLetter {
  private:
   uv_loop_t* loop_;
   DeadletterConfig config_;
-  Output output_;
+  OutputLog output_;
   std::unique_ptr<FileWriter> writer_;
   std::string scratch_;
   bool finished_ = false;

@@ -37,7 +37,7 @@ FileWriter::FileWrite::~FileWrite() {
   if (close_fd) FileWriter::close_fd(fd);
 }
 
-FileWriter::FileWriter(uv_loop_t* loop, Output& output, std::string label, std::string path, int fd,
+FileWriter::FileWriter(uv_loop_t* loop, OutputLog& output, std::string label, std::string path, int fd,
                        size_t max_buffer, OnError on_error, DoneCallback done)
     : loop_(loop),
       output_(output),
@@ -96,7 +96,8 @@ bool FileWriter::open() {
   } else {
     adopt(fd_);
   }
-  cursor_.emplace(output_, max_buffer_, true, [this] { write_next(); });
+  cursor_.emplace(output_, OutputLog::ConsumerOptions::lossless(max_buffer_),
+                  [this] { write_next(); });
   return true;
 }
 
@@ -312,7 +313,7 @@ void FileWriter::end_episode() {
 // skip: everything queued is dropped, and counted. The cursor is always at
 // a record boundary, so the bytes are whole records.
 void FileWriter::drop_pending() {
-  std::vector<Output::Slice> slices;
+  std::vector<OutputLog::Slice> slices;
   size_t bytes = cursor_->peek(slices, SIZE_MAX);
   if (bytes == 0) return;
   uint64_t records = count_records(slices);

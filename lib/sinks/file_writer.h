@@ -65,7 +65,7 @@ class FileWriter {
   // Writes to `path` (opened for append, created 0644), or to `fd` when
   // path is empty (not closed at the end, never truncated: someone else
   // opened it). `label` names the writer in log lines ("output archive").
-  FileWriter(uv_loop_t* loop, Output& output, std::string label, std::string path, int fd,
+  FileWriter(uv_loop_t* loop, OutputLog& output, std::string label, std::string path, int fd,
              size_t max_buffer, OnError on_error, DoneCallback done);
   ~FileWriter();
   FileWriter(const FileWriter&) = delete;
@@ -84,6 +84,7 @@ class FileWriter {
   bool done() const { return done_; }
   uint64_t bytes_written() const { return bytes_written_; }
   size_t lag() const { return cursor_ ? cursor_->lag() : 0; }
+  uint64_t held_ms() const { return cursor_ ? cursor_->held_ms() : 0; }
   Counters counters() const;
   // What log lines call the destination: the path, or "standard output".
   const std::string& where() const { return where_; }
@@ -123,7 +124,7 @@ class FileWriter {
   void release_fd();
 
   uv_loop_t* loop_;
-  Output& output_;
+  OutputLog& output_;
   std::optional<OutputCursor> cursor_;  // from open() to close()
   std::string label_;
   std::string path_;

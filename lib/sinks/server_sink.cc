@@ -31,7 +31,7 @@ std::string peer_name(uv_os_sock_t socket, uint64_t id) {
 
 }  // namespace
 
-ServerSink::ServerSink(uv_loop_t* loop, Output& output, OutputConfig config,
+ServerSink::ServerSink(uv_loop_t* loop, OutputLog& output, OutputConfig config,
                        std::function<void()> changed)
     : Sink(std::move(config)), loop_(loop), output_(output), changed_(std::move(changed)) {}
 
@@ -94,8 +94,7 @@ void ServerSink::accepted(uv_os_sock_t socket) {
   raw->id = id;
   raw->peer = peer;
   raw->writer = std::make_unique<StreamWriter>(
-      output_, std::move(stream), config_.max_buffer,
-      config_.slow_client == SlowClientPolicy::block, config_.stall_timeout_ms,
+      output_, consumer_options(), std::move(stream), config_.stall_timeout_ms,
       [this, raw](StreamWriter::Outcome outcome, const std::string& reason) {
         client_done(raw, outcome, reason);
       });
@@ -108,6 +107,18 @@ void ServerSink::accepted(uv_os_sock_t socket) {
   client_log_.log(uv_now(loop_), LogLevel::info, {"output", name()}, connections,
                   "output {}: client {} connected ({} now)", name(), peer, counters_.clients);
   schedule_summary();
+}
+
+OutputLog::ConsumerOptions ServerSink::consumer_options() const {
+  OutputLog::ConsumerOptions options;
+  if (config_.slow_client == SlowClientPolicy::block) {
+    options.policy = ConsumerPolicy::block;
+    options.max_buffer = config_.max_buffer.value_or(SIZE_MAX);
+  } else {
+    options.policy = ConsumerPolicy::disconnect;
+    options.max_buffer = config_.max_buffer.value_or(output_.retention_bytes());
+  }
+  return options;
 }
 
 void ServerSink::accept_failed(int error, uint64_t count) {
@@ -141,17 +152,24 @@ void ServerSink::client_done(Client* client, StreamWriter::Outcome outcome,
   if (client->done) return;
   client->done = true;
   --counters_.clients;
-  if (outcome == StreamWriter::Outcome::finished) {
+  using Outcome = StreamWriter::Outcome;
+  if (outcome == Outcome::finished) {
     client_log_.log(uv_now(loop_), LogLevel::info, {"output", name()}, disconnections,
                     "output {}: client {} finished", name(), client->peer);
   } else {
-    ++counters_.disconnects;
-    const char* what = outcome == StreamWriter::Outcome::overflowed ? "too slow"
-                       : outcome == StreamWriter::Outcome::stalled  ? "stalled"
-                                                                    : "write failed";
-    client_log_.log(uv_now(loop_), LogLevel::warn, {"output", name()}, disconnections,
-                    "output {}: client {} disconnected: {} ({})", name(), client->peer, what,
-                    reason);
+    DisconnectReason why = outcome == Outcome::peer_closed ? DisconnectReason::peer_closed
+                           : outcome == Outcome::stalled   ? DisconnectReason::stalled
+                           : outcome == Outcome::failed    ? DisconnectReason::write_failed
+                           : client->writer->dropped() == DropReason::too_slow
+                               ? DisconnectReason::too_slow
+                               : DisconnectReason::out_of_window;
+    count_disconnect(why);
+    // A client that closes is its own business; the daemon dropping one is
+    // worth a warning.
+    client_log_.log(uv_now(loop_), why == DisconnectReason::peer_closed ? LogLevel::info
+                                                                        : LogLevel::warn,
+                    {"output", name()}, disconnections, "output {}: client {} disconnected: {} ({})",
+                    name(), client->peer, to_string(why), reason);
   }
   schedule_summary();
   // The writer is inside its own callback: free it from the idle handle.
@@ -163,11 +181,17 @@ void ServerSink::client_done(Client* client, StreamWriter::Outcome outcome,
   check_finished();
 }
 
+void ServerSink::count_disconnect(DisconnectReason reason) {
+  ++counters_.disconnects;
+  ++counters_.disconnects_by[static_cast<size_t>(reason)];
+}
+
 void ServerSink::reap() {
   uv_idle_stop(reaper_.get());
   for (auto it = clients_.begin(); it != clients_.end();) {
     if ((*it)->done) {
       bytes_of_gone_clients_ += (*it)->writer->bytes_written();
+      held_ms_of_gone_clients_ += (*it)->writer->held_ms();
       it = clients_.erase(it);
     } else {
       ++it;
@@ -193,10 +217,16 @@ void ServerSink::close() {
 
 SinkCounters ServerSink::counters() const {
   SinkCounters c = counters_;
+  c.server = true;
   c.bytes_out = bytes_of_gone_clients_;
+  c.held_ms = held_ms_of_gone_clients_;
   for (const auto& client : clients_) {
     c.bytes_out += client->writer->bytes_written();
-    if (!client->done) c.queue_bytes = std::max(c.queue_bytes, client->writer->lag());
+    c.held_ms += client->writer->held_ms();
+    if (!client->done) {
+      c.queue_bytes = std::max(c.queue_bytes, client->writer->lag());
+      c.lag_sum += client->writer->lag();
+    }
   }
   return c;
 }

@@ -19,7 +19,7 @@
 #include <string>
 
 #include "log/log.h"
-#include "output/output.h"
+#include "output/output_log.h"
 #include "sinks/sink.h"
 #include "sinks/stream_writer.h"
 #include "uv/any_stream.h"
@@ -30,7 +30,7 @@ namespace chronomerge {
 
 class ServerSink final : public Sink {
  public:
-  ServerSink(uv_loop_t* loop, Output& output, OutputConfig config, std::function<void()> changed);
+  ServerSink(uv_loop_t* loop, OutputLog& output, OutputConfig config, std::function<void()> changed);
   ~ServerSink() override;
 
   bool start() override;
@@ -49,11 +49,13 @@ class ServerSink final : public Sink {
   // Arms the timer that writes the rate limiters' summaries on time.
   void schedule_summary();
   void client_done(Client* client, StreamWriter::Outcome outcome, const std::string& reason);
+  void count_disconnect(DisconnectReason reason);
+  OutputLog::ConsumerOptions consumer_options() const;
   void reap();
   void check_finished();
 
   uv_loop_t* loop_;
-  Output& output_;
+  OutputLog& output_;
   std::function<void()> changed_;
   Listener listener_;
   UvHandle<uv_idle_t> reaper_;  // frees finished clients outside their callbacks
@@ -62,6 +64,7 @@ class ServerSink final : public Sink {
   uint64_t next_client_id_ = 1;
   SinkCounters counters_;
   uint64_t bytes_of_gone_clients_ = 0;
+  uint64_t held_ms_of_gone_clients_ = 0;
   log::RateLimiter refusal_log_;  // refusals and accept failures
   log::RateLimiter client_log_;   // connects, finishes and disconnects
   UvHandle<uv_timer_t> summary_timer_;

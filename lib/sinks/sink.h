@@ -1,20 +1,42 @@
 // Sink: one configured output destination fed from the shared Output.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "config/config.h"
 
 namespace chronomerge {
 
+// Why a client of a server output went away before the end of the stream.
+enum class DisconnectReason {
+  too_slow,       // disconnect policy: more than max_buffer behind
+  out_of_window,  // its cursor left the retained output log
+  stalled,        // block policy: no progress for stall_timeout_ms
+  write_failed,   // a write failed for another reason
+  peer_closed,    // the client closed or reset the connection
+  gap,            // its resume request asked for what is no longer retained
+  bad_request,    // its resume request was malformed
+  hello_timeout,  // it sent no resume request within hello_timeout_ms
+};
+inline constexpr size_t disconnect_reason_count = 8;
+std::string_view to_string(DisconnectReason reason);
+
 struct SinkCounters {
   uint64_t bytes_out = 0;
   uint64_t clients = 0;        // connected now (servers)
   uint64_t clients_total = 0;  // accepted since start
-  uint64_t disconnects = 0;    // dropped: slow, stalled, failed, refused
+  uint64_t disconnects = 0;    // went away before the end, every reason
+  std::array<uint64_t, disconnect_reason_count> disconnects_by{};  // by DisconnectReason
   uint64_t refused = 0;        // over max_clients
   size_t queue_bytes = 0;      // bytes pending for the slowest reader
+  size_t lag_sum = 0;          // bytes pending, summed over the readers
+  uint64_t resumes = 0;        // resume requests served
+  uint64_t gaps = 0;           // resume requests for what is no longer retained
+  uint64_t held_ms = 0;        // time its block readers held the merge
+  bool server = false;         // has clients (tcp, unix, http listeners)
   bool failed = false;         // stopped writing for good
   // File outputs (see FileWriter): a write failed and the sink retries.
   bool failing = false;          // cannot write now
@@ -23,6 +45,13 @@ struct SinkCounters {
   uint64_t dropped_records = 0;  // dropped while failing (on_error: skip)
   uint64_t dropped_bytes = 0;
 };
+
+inline std::string_view to_string(DisconnectReason reason) {
+  constexpr std::array<std::string_view, disconnect_reason_count> names = {
+      "too_slow", "out_of_window", "stalled",     "write_failed",
+      "peer_closed", "gap",        "bad_request", "hello_timeout"};
+  return names[static_cast<size_t>(reason)];
+}
 
 class Sink {
  public:

@@ -6,7 +6,7 @@
 
 namespace chronomerge {
 
-StdoutSink::StdoutSink(uv_loop_t* loop, Output& output, OutputConfig config,
+StdoutSink::StdoutSink(uv_loop_t* loop, OutputLog& output, OutputConfig config,
                        std::function<void()> changed)
     : Sink(std::move(config)), loop_(loop), output_(output), changed_(std::move(changed)) {}
 
@@ -26,7 +26,8 @@ bool StdoutSink::start() {
   uv_handle_type type = uv_guess_handle(1);
   if (type == UV_FILE || type == UV_UNKNOWN_HANDLE) {
     file_ = std::make_unique<FileWriter>(loop_, output_, "output " + name(), std::string(), 1,
-                                         config_.max_buffer, FileWriter::OnError::stop, done);
+                                         config_.max_buffer.value_or(SIZE_MAX),
+                                         FileWriter::OnError::stop, done);
     return file_->open();
   }
   auto stream = std::make_unique<UvHandle<AnyStream>>();
@@ -36,7 +37,9 @@ bool StdoutSink::start() {
     return false;
   }
   stream_ = std::make_unique<StreamWriter>(
-      output_, std::move(stream), config_.max_buffer, true, 0,
+      output_,
+      OutputLog::ConsumerOptions::lossless(config_.max_buffer.value_or(SIZE_MAX)),
+      std::move(stream), 0,
       [done](StreamWriter::Outcome outcome, const std::string& reason) {
         done(outcome == StreamWriter::Outcome::finished, reason);
       });
@@ -52,18 +55,20 @@ SinkCounters StdoutSink::counters() const {
   SinkCounters c;
   c.bytes_out = stream_ ? stream_->bytes_written() : file_ ? file_->bytes_written() : 0;
   c.queue_bytes = stream_ && !stream_->done() ? stream_->lag() : file_ ? file_->lag() : 0;
+  c.lag_sum = c.queue_bytes;
+  c.held_ms = stream_ ? stream_->held_ms() : file_ ? file_->held_ms() : 0;
   c.failed = failed_;
   if (file_) c.write_errors = file_->counters().write_errors;
   return c;
 }
 
-FileSink::FileSink(uv_loop_t* loop, Output& output, OutputConfig config,
+FileSink::FileSink(uv_loop_t* loop, OutputLog& output, OutputConfig config,
                    std::function<void()> changed)
     : Sink(std::move(config)), changed_(std::move(changed)) {
   auto on_error = config_.on_error == WriteErrorPolicy::skip ? FileWriter::OnError::skip
                                                              : FileWriter::OnError::block;
   file_ = std::make_unique<FileWriter>(
-      loop, output, "output " + name(), config_.path, -1, config_.max_buffer, on_error,
+      loop, output, "output " + name(), config_.path, -1, config_.max_buffer.value_or(SIZE_MAX), on_error,
       [this](bool ok, const std::string& reason) {
         finished_ = true;
         if (!ok) {
@@ -95,6 +100,8 @@ SinkCounters FileSink::counters() const {
   FileWriter::Counters f = file_->counters();
   c.bytes_out = f.bytes_written;
   c.queue_bytes = file_->lag();
+  c.lag_sum = c.queue_bytes;
+  c.held_ms = file_->held_ms();
   c.failed = failed_;
   c.failing = f.failing;
   c.blocked_ms = f.blocked_ms;

@@ -13,7 +13,7 @@
 #include <functional>
 #include <memory>
 
-#include "output/output.h"
+#include "output/output_log.h"
 #include "sinks/file_writer.h"
 #include "sinks/sink.h"
 #include "sinks/stream_writer.h"
@@ -23,7 +23,7 @@ namespace chronomerge {
 class StdoutSink final : public Sink {
  public:
   // `changed` runs when the sink finishes or fails (from a loop callback).
-  StdoutSink(uv_loop_t* loop, Output& output, OutputConfig config, std::function<void()> changed);
+  StdoutSink(uv_loop_t* loop, OutputLog& output, OutputConfig config, std::function<void()> changed);
   ~StdoutSink() override;
   bool start() override;
   void close() override;
@@ -32,7 +32,7 @@ class StdoutSink final : public Sink {
 
  private:
   uv_loop_t* loop_;
-  Output& output_;
+  OutputLog& output_;
   std::function<void()> changed_;
   std::unique_ptr<StreamWriter> stream_;
   std::unique_ptr<FileWriter> file_;
@@ -42,7 +42,7 @@ class StdoutSink final : public Sink {
 
 class FileSink final : public Sink {
  public:
-  FileSink(uv_loop_t* loop, Output& output, OutputConfig config, std::function<void()> changed);
+  FileSink(uv_loop_t* loop, OutputLog& output, OutputConfig config, std::function<void()> changed);
   ~FileSink() override;
   bool start() override;
   void close() override;

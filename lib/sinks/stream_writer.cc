@@ -9,14 +9,15 @@
 
 namespace chronomerge {
 
-StreamWriter::StreamWriter(Output& output, std::unique_ptr<UvHandle<AnyStream>> stream,
-                           size_t max_buffer, bool blocking, uint64_t stall_timeout_ms,
-                           DoneCallback done)
-    : cursor_(output, max_buffer, blocking, [this] { write_next(); }),
+StreamWriter::StreamWriter(OutputLog& output, OutputLog::ConsumerOptions consumer,
+                           std::unique_ptr<UvHandle<AnyStream>> stream, uint64_t stall_timeout_ms,
+                           DoneCallback done, std::string preamble)
+    : cursor_(output, std::move(consumer), [this] { write_next(); }),
       stream_(std::move(stream)),
       stall_timeout_ms_(stall_timeout_ms),
       write_([this](WriteBatch& batch, ssize_t status) { written(batch, status); }),
       shutdown_([this](NoPayload&, ssize_t) { finish(Outcome::finished, "end of stream"); }),
+      preamble_(std::move(preamble)),
       on_done_(std::move(done)) {
   stream_->get()->handle.data = this;
   if (stall_timeout_ms_ > 0) {
@@ -57,7 +58,7 @@ void StreamWriter::watch_for_reset() {
         uv_read_stop(stream);
         auto* self = static_cast<StreamWriter*>(stream->data);  // null once closed
         if (n != UV_EOF && self != nullptr) {
-          self->finish(Outcome::failed, uv_error_text(static_cast<int>(n)));
+          self->finish(Outcome::peer_closed, uv_error_text(static_cast<int>(n)));
         }
       });
 }
@@ -73,13 +74,17 @@ void StreamWriter::write_next() {
   if (done_ || shutdown_.pending()) return;
   // Checked before waiting for a write in flight: the write of a frozen
   // client never completes, and its cursor fell behind while it waited.
-  if (cursor_.overflowed()) {
-    finish(Outcome::overflowed, "over max_buffer");
+  if (DropReason reason = cursor_.dropped(); reason != DropReason::none) {
+    finish(Outcome::dropped, reason == DropReason::too_slow
+                                 ? "more than max_buffer behind"
+                                 : "fell out of the retained window");
     return;
   }
   if (write_.pending()) return;
   WriteBatch batch = std::move(spare_);
-  if (batch.fill(cursor_, max_batch_bytes) == 0) {
+  batch.preamble = std::move(preamble_);
+  preamble_.clear();
+  if (batch.fill(cursor_, max_batch_bytes) == 0 && batch.preamble.empty()) {
     spare_ = std::move(batch);
     if (cursor_.output_ended()) {
       // Everything written: flush the kernel side politely, then close.
@@ -107,16 +112,20 @@ void StreamWriter::write_next() {
 
 void StreamWriter::written(WriteBatch& batch, ssize_t status) {
   const size_t bytes = batch.bytes;
+  const size_t preamble = batch.preamble.size();
   // The chunks go back to the output before consume() can recycle them;
   // the vectors' capacity stays for the next batch.
   batch.clear();
   spare_ = std::move(batch);
   if (stall_timer_.open()) uv_timer_stop(stall_timer_.get());
   if (status < 0) {
-    finish(Outcome::failed, uv_error_text(static_cast<int>(status)));
+    // The client going away is its choice; anything else is a failure.
+    const bool gone = status == UV_EPIPE || status == UV_ECONNRESET;
+    finish(gone ? Outcome::peer_closed : Outcome::failed,
+           uv_error_text(static_cast<int>(status)));
     return;
   }
-  bytes_written_ += bytes;
+  bytes_written_ += preamble + bytes;
   // consume() may notify this writer (write_next() then finds nothing in flight
   // and writes the next batch) or others.
   cursor_.consume(bytes);

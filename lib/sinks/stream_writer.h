@@ -25,15 +25,20 @@ class StreamWriter {
  public:
   static constexpr size_t max_batch_bytes = 1 << 20;
 
-  enum class Outcome { finished, failed, overflowed, stalled };
+  // finished: everything written and the stream shut down; peer_closed:
+  // the client went away (reset, broken pipe) — its own choice, not a
+  // failure; dropped: the log dropped this reader (see DropReason).
+  enum class Outcome { finished, failed, peer_closed, dropped, stalled };
   // Runs once when the writer stops for good; the owner may destroy the
   // writer from it only by deferring (it is called from a libuv callback
   // of the writer's own handle).
   using DoneCallback = std::function<void(Outcome, const std::string& reason)>;
 
-  // `stream` must be initialized. blocking: slow_client "block".
-  StreamWriter(Output& output, std::unique_ptr<UvHandle<AnyStream>> stream, size_t max_buffer,
-               bool blocking, uint64_t stall_timeout_ms, DoneCallback done);
+  // `stream` must be initialized. `preamble`, if not empty, is written
+  // before the stream (a resume answer line).
+  StreamWriter(OutputLog& output, OutputLog::ConsumerOptions consumer,
+               std::unique_ptr<UvHandle<AnyStream>> stream, uint64_t stall_timeout_ms,
+               DoneCallback done, std::string preamble = {});
   ~StreamWriter();
   StreamWriter(const StreamWriter&) = delete;
   StreamWriter& operator=(const StreamWriter&) = delete;
@@ -47,6 +52,8 @@ class StreamWriter {
   bool done() const { return done_; }
   uint64_t bytes_written() const { return bytes_written_; }
   size_t lag() const { return cursor_.lag(); }
+  uint64_t held_ms() const { return cursor_.held_ms(); }
+  DropReason dropped() const { return cursor_.dropped(); }
   uv_stream_t* stream() const { return stream_ ? stream_->stream() : nullptr; }
 
  private:
@@ -68,6 +75,7 @@ class StreamWriter {
   UvRequest<uv_write_t, WriteBatch> write_;
   WriteBatch spare_;  // the last batch, kept for its capacity
   UvRequest<uv_shutdown_t> shutdown_;
+  std::string preamble_;  // goes out with the first write
   bool done_ = false;
   bool shutting_down_ = false;
   uint64_t bytes_written_ = 0;

@@ -9,7 +9,7 @@ namespace {
 
 // Cuts `slices` after their last newline and returns the bytes left; 0
 // (and nothing cut) if they hold no newline.
-size_t cut_after_last_newline(std::vector<Output::Slice>& slices) {
+size_t cut_after_last_newline(std::vector<OutputLog::Slice>& slices) {
   for (size_t i = slices.size(); i-- > 0;) {
     std::string_view bytes = slices[i].bytes;
     const void* nl = ::memrchr(bytes.data(), '\n', bytes.size());
@@ -26,14 +26,17 @@ size_t cut_after_last_newline(std::vector<Output::Slice>& slices) {
 }  // namespace
 
 void WriteBatch::clear() {
+  preamble.clear();
   slices.clear();
   bufs.clear();
   bytes = 0;
   written = 0;
 }
 
-size_t WriteBatch::fill(const OutputCursor& cursor, size_t max_bytes, bool whole_records) {
+size_t WriteBatch::fill(OutputCursor& cursor, size_t max_bytes, bool whole_records) {
+  std::string first = std::move(preamble);
   clear();
+  preamble = std::move(first);
   bytes = cursor.peek(slices, max_bytes);
   if (bytes > 0 && whole_records) {
     // A batch ends at a chunk boundary, mostly inside a record: cut it
@@ -47,7 +50,10 @@ size_t WriteBatch::fill(const OutputCursor& cursor, size_t max_bytes, bool whole
     }
     bytes = whole;
   }
-  bufs.reserve(slices.size());
+  bufs.reserve(slices.size() + 1);
+  if (!preamble.empty()) {
+    bufs.push_back(uv_buf_init(preamble.data(), static_cast<unsigned>(preamble.size())));
+  }
   for (const auto& slice : slices) {
     bufs.push_back(uv_buf_init(const_cast<char*>(slice.bytes.data()),
                                static_cast<unsigned>(slice.bytes.size())));
@@ -70,7 +76,7 @@ void WriteBatch::advance(size_t n) {
   }
 }
 
-size_t whole_records_in(const std::vector<Output::Slice>& slices, size_t limit) {
+size_t whole_records_in(const std::vector<OutputLog::Slice>& slices, size_t limit) {
   size_t start = 0;
   size_t whole = 0;
   for (const auto& slice : slices) {
@@ -84,7 +90,7 @@ size_t whole_records_in(const std::vector<Output::Slice>& slices, size_t limit) 
   return whole;
 }
 
-uint64_t count_records(const std::vector<Output::Slice>& slices) {
+uint64_t count_records(const std::vector<OutputLog::Slice>& slices) {
   uint64_t records = 0;
   for (const auto& slice : slices) {
     records += static_cast<uint64_t>(std::count(slice.bytes.begin(), slice.bytes.end(), '\n'));

@@ -90,6 +90,20 @@ const std::vector<BadConfig>& bad_configs() {
       {"rejects stall_timeout_ms on stdout",
        outputs_text(R"({"name": "o", "type": "stdout", "stall_timeout_ms": 1000})"),
        "/outputs/0/stall_timeout_ms", "unknown field for type \"stdout\""},
+      {"rejects resume on an output that is not a tcp or unix server",
+       outputs_text(R"({"name": "o", "type": "http-listen", "listen": "127.0.0.1:0", "resume": true})"),
+       "/outputs/0/resume", "unknown field for type \"http-listen\""},
+      {"rejects hello_timeout_ms without resume",
+       outputs_text(R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:0", "hello_timeout_ms": 10})"),
+       "/outputs/0/hello_timeout_ms", "only applies with \"resume\": true"},
+      {"rejects stall_timeout_ms on a network output left at its default, disconnect",
+       outputs_text(R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:0", "stall_timeout_ms": 10})"),
+       "/outputs/0/stall_timeout_ms", "the default for network clients"},
+      {"rejects a negative retention", config_text(R"("retention_bytes": -1)"), "/retention_bytes",
+       ""},
+      {"rejects allow_origin with a line break",
+       outputs_text(R"({"name": "o", "type": "http-listen", "listen": "127.0.0.1:0", "allow_origin": "a\r\nb"})"),
+       "/outputs/0/allow_origin", "expected an origin"},
       {"rejects an unknown field in the deadletter section",
        config_text(R"("deadletter": {"path": "/d", "mode": 1})"), "/deadletter/mode",
        "unknown field"},
@@ -437,8 +451,10 @@ TEST_CASE("parse_config accepts good configs") {
     CHECK_FALSE(config.feeds[0].late.has_value());
     REQUIRE(config.outputs.size() == 1);
     CHECK(config.outputs[0].type == OutputType::stdout_);
-    CHECK(config.outputs[0].max_buffer == 4 << 20);
+    CHECK_FALSE(config.outputs[0].max_buffer.has_value());
     CHECK(config.outputs[0].slow_client == SlowClientPolicy::block);
+    CHECK(config.retention_bytes == 64 << 20);
+    CHECK_FALSE(config.retention_ms.has_value());
     CHECK(config.outputs[0].stall_timeout_ms == 0);
     CHECK(config.outputs[0].max_clients == 64);
   }
@@ -495,8 +511,19 @@ TEST_CASE("parse_config accepts good configs") {
            {"name": "tcp", "type": "tcp-listen", "listen": "0.0.0.0:0", "max_clients": 2,
             "slow_client": "disconnect"},
            {"name": "sock", "type": "unix-listen", "path": "/run/out.sock", "max_clients": 100000,
-            "stall_timeout_ms": 9})"));
-    REQUIRE(config.outputs.size() == 4);
+            "slow_client": "block", "stall_timeout_ms": 9},
+           {"name": "web", "type": "http-listen", "listen": "127.0.0.1:0",
+            "allow_origin": "https://dash.example"},
+           {"name": "again", "type": "tcp-listen", "listen": "127.0.0.1:0", "resume": true,
+            "hello_timeout_ms": 500})"));
+    REQUIRE(config.outputs.size() == 6);
+    CHECK(config.outputs[4].type == OutputType::http_listen);
+    CHECK(config.outputs[4].allow_origin == "https://dash.example");
+    CHECK(config.outputs[4].slow_client == SlowClientPolicy::disconnect);  // the network default
+    CHECK(config.outputs[5].resume);
+    CHECK(config.outputs[5].hello_timeout_ms == 500);
+    CHECK(config.outputs[5].slow_client == SlowClientPolicy::disconnect);
+    CHECK(config.outputs[3].slow_client == SlowClientPolicy::block);
     CHECK(config.outputs[0].max_buffer == 1024);
     CHECK(config.outputs[1].type == OutputType::file);
     CHECK(config.outputs[1].path == "/var/out.ndjson");

@@ -582,7 +582,9 @@ nlohmann::json tcp_feed(const std::string& name, uint16_t port) {
 }
 
 nlohmann::json tcp_output(const std::string& name, uint16_t port) {
-  return tcp_feed(name, port);
+  nlohmann::json output = tcp_feed(name, port);
+  output["slow_client"] = "block";
+  return output;
 }
 
 void with_metrics(nlohmann::json& config) {

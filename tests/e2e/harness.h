@@ -273,6 +273,8 @@ std::string loopback(uint16_t port);
 // A tcp-listen feed or output on 127.0.0.1:port; by default port 0, and
 // the daemon picks one (ask Daemon::feed_port() or output_port() for it).
 nlohmann::json tcp_feed(const std::string& name, uint16_t port = 0);
+// slow_client "block": lossless, the merge waits for every client (the
+// default for network clients is "disconnect").
 nlohmann::json tcp_output(const std::string& name, uint16_t port = 0);
 // Adds a metrics endpoint on 127.0.0.1:0 to `config` (its port:
 // Daemon::metrics_port()).

@@ -55,7 +55,7 @@
 #include <vector>
 
 #include "merge/merger.h"
-#include "output/output.h"
+#include "output/output_log.h"
 #include "record/record_parser.h"
 
 namespace {
@@ -143,7 +143,7 @@ class Harness {
     spec.type = string_keys ? KeyType::string : KeyType::integer;
     spec.heartbeat_field = "hb";
     parser_ = std::make_unique<RecordParser>(spec);
-    subscriber_ = output_.subscribe(SIZE_MAX, true, nullptr);
+    subscriber_ = output_.subscribe(OutputLog::ConsumerOptions::lossless(SIZE_MAX), nullptr);
   }
 
   // --- the merger's decisions, taken after every call into it ---
@@ -365,8 +365,8 @@ class Harness {
   void advance(uint64_t ms) { now_ += ms; }
 
   void drain(size_t max_bytes) {
-    std::vector<Output::Slice> slices;
-    size_t n = output_.peek(subscriber_, slices, max_bytes);
+    std::vector<OutputLog::Slice> slices;
+    size_t n = output_.peek(subscriber_, slices, max_bytes, nullptr);
     if (n > max_bytes) n = max_bytes;
     output_.consume(subscriber_, n);
     consumed_ += n;
@@ -518,10 +518,10 @@ class Harness {
 
   // Reads what the last run wrote, in order, with the late reports.
   void observe() {
-    std::vector<Output::Slice> slices;
-    output_.peek(subscriber_, slices, SIZE_MAX);
+    std::vector<OutputLog::Slice> slices;
+    output_.peek(subscriber_, slices, SIZE_MAX, nullptr);
     std::string pending;
-    for (const Output::Slice& s : slices) pending.append(s.bytes);
+    for (const OutputLog::Slice& s : slices) pending.append(s.bytes);
     std::string_view fresh = std::string_view(pending).substr(processed_ - consumed_);
     size_t report = 0;
     auto reports_before = [&](uint64_t line) {
@@ -779,11 +779,11 @@ class Harness {
   }
 
   MergerOptions options_;
-  Output output_;
+  OutputLog output_;
   Merger merger_;
   bool string_keys_;
   std::unique_ptr<RecordParser> parser_;
-  Output::SubscriberId subscriber_ = 0;
+  OutputLog::ConsumerId subscriber_ = 0;
   uint64_t now_ = 0;
   uint64_t runs_ = 0;
   std::vector<HarnessFeed> feeds_;

@@ -58,12 +58,12 @@ struct Decisions {
 struct Harness {
   explicit Harness(MergerOptions options = {}, size_t hwm = 1 << 30)
       : output(hwm), merger(std::move(options), output) {
-    sub = output.subscribe(SIZE_MAX, true, nullptr);
+    sub = output.subscribe(OutputLog::ConsumerOptions::lossless(SIZE_MAX), nullptr);
   }
   // Drains the output and returns the bytes since the last call.
   std::string take() {
-    std::vector<Output::Slice> slices;
-    size_t n = output.peek(sub, slices, SIZE_MAX);
+    std::vector<OutputLog::Slice> slices;
+    size_t n = output.peek(sub, slices, SIZE_MAX, nullptr);
     std::string out;
     for (auto& s : slices) out += s.bytes;
     output.consume(sub, n);
@@ -87,9 +87,9 @@ struct Harness {
     return seen;
   }
   Decisions seen;
-  Output output;
+  OutputLog output;
   Merger merger;
-  Output::SubscriberId sub;
+  OutputLog::ConsumerId sub;
 };
 
 FeedSettings finite(std::string name) {

@@ -135,13 +135,18 @@ TEST_CASE("render_metrics") {
     CHECK(value_of(text, "chronomerge_output_bytes_total") == "44");
     CHECK(value_of(text, "chronomerge_frontier") == "5");
     CHECK_FALSE(value_of(text, "chronomerge_frontier_lag_seconds"));  // 5 is not a time
-    CHECK(value_of(text, "chronomerge_output_buffered_bytes"));       // chunks kept for reuse vary
+    // One-shot: no retention, but the segment being filled stays.
+    CHECK(value_of(text, "chronomerge_output_log_retained_bytes"));
+    CHECK(value_of(text, "chronomerge_output_log_retained_records"));
     CHECK(value_of(text, "chronomerge_output_clients") == "0");
 
     CHECK(value_of(text, "chronomerge_output_sink_bytes_total{output=\"archive\"}") == "44");
     CHECK(value_of(text, "chronomerge_output_sink_clients{output=\"archive\"}") == "0");
     CHECK(value_of(text, "chronomerge_output_sink_queue_bytes{output=\"archive\"}") == "0");
-    CHECK(value_of(text, "chronomerge_output_sink_disconnects_total{output=\"archive\"}") == "0");
+    // A file has no clients to disconnect.
+    CHECK_FALSE(value_of(
+        text, "chronomerge_output_sink_disconnects_total{output=\"archive\",reason=\"too_slow\"}"));
+    CHECK(value_of(text, "chronomerge_output_sink_pending_bytes{output=\"archive\"}") == "0");
     CHECK(value_of(text, "chronomerge_output_sink_refused_total{output=\"archive\"}") == "0");
 
     CHECK(value_of(text, "chronomerge_reloads_total{result=\"success\"}") == "2");

@@ -1,0 +1,471 @@
+#include "output/output_log.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace chronomerge {
+
+std::string_view to_string(DropReason reason) {
+  switch (reason) {
+    case DropReason::none:
+      return "none";
+    case DropReason::too_slow:
+      return "too_slow";
+    case DropReason::out_of_window:
+      return "out_of_window";
+  }
+  return "none";
+}
+
+size_t OutputLog::Segment::index_bytes() const {
+  return ends.size() * sizeof(uint32_t) + ordinals.size() * sizeof(int64_t) +
+         source_ends.size() * sizeof(uint32_t) + sources.size() * sizeof(SourceId) + texts.size() +
+         text_ends.size() * sizeof(uint32_t);
+}
+
+void OutputLog::Segment::clear() {
+  size = 0;
+  ends.clear();
+  ordinals.clear();
+  source_ends.clear();
+  sources.clear();
+  texts.clear();
+  text_ends.clear();
+}
+
+OutputLog::OutputLog(OutputLogOptions options) : options_(std::move(options)) {}
+
+OutputLog::OutputLog(size_t high_water_mark) {
+  options_.high_water_mark = high_water_mark;
+}
+
+OutputLog::SourceId OutputLog::source_id(std::string_view name) {
+  auto [it, added] =
+      source_ids_.try_emplace(std::string(name), static_cast<SourceId>(source_ids_.size()));
+  return it->second;
+}
+
+OutputLog::Segment& OutputLog::writable_segment(size_t record_bytes) {
+  if (!segments_.empty()) {
+    Segment& back = *segments_.back();
+    if (back.capacity - back.size >= record_bytes) return back;
+  }
+  // Records never straddle segments: a record that does not fit starts a
+  // new one (sized for it, if it is larger than a segment).
+  std::shared_ptr<Segment> segment;
+  if (record_bytes <= options_.segment_bytes && !spare_.empty()) {
+    segment = std::move(spare_.back());
+    spare_.pop_back();
+  } else {
+    segment = std::make_shared<Segment>();
+    segment->capacity = std::max(options_.segment_bytes, record_bytes);
+    segment->data.reset(new char[segment->capacity]);
+  }
+  segment->start = head_position_;
+  segment->first = head_offset_;
+  segments_.push_back(std::move(segment));
+  return *segments_.back();
+}
+
+void OutputLog::index_record(Segment& segment, const Key& key, std::span<const SourceId> sources) {
+  segment.ends.push_back(static_cast<uint32_t>(segment.size));
+  segment.ordinals.push_back(key.ordinal);
+  segment.sources.insert(segment.sources.end(), sources.begin(), sources.end());
+  segment.source_ends.push_back(static_cast<uint32_t>(segment.sources.size()));
+  if (options_.string_keys) {
+    segment.texts += key.text;
+    segment.text_ends.push_back(static_cast<uint32_t>(segment.texts.size()));
+  }
+  segment.last_append_ms = now_ms_;
+}
+
+bool OutputLog::append(std::string_view record, const Key& key,
+                       std::span<const SourceId> sources) {
+  const size_t bytes = record.size() + 1;
+  Segment& segment = writable_segment(bytes);
+  const size_t before = segment.footprint();
+  char* at = segment.data.get() + segment.size;
+  std::memcpy(at, record.data(), record.size());
+  at[record.size()] = '\n';
+  segment.size += bytes;
+  index_record(segment, key, sources);
+  retained_bytes_ += segment.footprint() - before;
+  head_position_ += bytes;
+  ++head_offset_;
+  after_append();
+  return !full();
+}
+
+bool OutputLog::append_parts(std::initializer_list<std::string_view> parts, const Key& key,
+                             std::span<const SourceId> sources) {
+  size_t bytes = 1;
+  for (std::string_view part : parts) bytes += part.size();
+  Segment& segment = writable_segment(bytes);
+  const size_t before = segment.footprint();
+  char* at = segment.data.get() + segment.size;
+  for (std::string_view part : parts) {
+    std::memcpy(at, part.data(), part.size());
+    at += part.size();
+  }
+  *at = '\n';
+  segment.size += bytes;
+  index_record(segment, key, sources);
+  retained_bytes_ += segment.footprint() - before;
+  head_position_ += bytes;
+  ++head_offset_;
+  after_append();
+  return !full();
+}
+
+void OutputLog::after_append() {
+  if (head_position_ >= overflow_at_) recompute();
+  if (segments_.size() > 1 &&
+      retained_bytes_ - segments_.front()->footprint() >= options_.retention_bytes) {
+    trim();
+  }
+  if (full() && !holder_) {
+    // The merge is held from now on, by the consumer at the hold point.
+    held_since_ms_ = now_ms_;
+    for (const auto& [id, consumer] : consumers_) {
+      if (consumer.engaged && consumer.dropped == DropReason::none &&
+          consumer.position + consumer.limit == full_at_) {
+        holder_ = id;
+        break;
+      }
+    }
+  }
+}
+
+void OutputLog::end() {
+  ended_ = true;
+}
+
+void OutputLog::tick(uint64_t now_ms) {
+  now_ms_ = now_ms;
+  if (options_.retention_ms && segments_.size() > 1) trim();
+}
+
+uint64_t OutputLog::oldest_offset() const {
+  return segments_.empty() ? head_offset_ : segments_.front()->first;
+}
+
+std::optional<Key> OutputLog::oldest_key() const {
+  if (segments_.empty() || segments_.front()->ends.empty()) return std::nullopt;
+  return key_at(Place{0, 0});
+}
+
+OutputLog::Location OutputLog::locate_after(std::string_view run, uint64_t after) const {
+  if (run != options_.run_id || after >= head_offset_ || after + 1 < oldest_offset()) {
+    return Location{true, 0};
+  }
+  return Location{false, after + 1};
+}
+
+OutputLog::Location OutputLog::locate_key(const Key& key, uint64_t skip,
+                                          std::span<const SourceId> sources) const {
+  // Retention dropped a record with this key or a newer one: what the
+  // client asks for may be gone.
+  if (dropped_key_ && !(*dropped_key_ < key)) return Location{true, 0};
+  Consumer filter;
+  filter.sources.assign(sources.begin(), sources.end());
+  std::sort(filter.sources.begin(), filter.sources.end());
+  std::optional<Place> place = place_of_offset(oldest_offset());
+  while (place && key_at(*place) < key) {
+    if (!next(*place)) place.reset();
+  }
+  while (place && skip > 0 && key_at(*place) == key) {
+    if (matches(filter, *place)) --skip;
+    if (!next(*place)) place.reset();
+  }
+  if (!place) return Location{false, head_offset_};
+  return Location{false, segments_[place->segment]->first + place->index};
+}
+
+OutputLog::ConsumerId OutputLog::subscribe(ConsumerOptions options, std::function<void()> notify) {
+  ConsumerId id = next_id_++;
+  Consumer& consumer = consumers_[id];
+  consumer.policy = options.policy;
+  consumer.limit = options.policy == ConsumerPolicy::block
+                       ? std::min(options.max_buffer, options_.high_water_mark)
+                       : options.max_buffer;
+  consumer.sources = std::move(options.sources);
+  std::sort(consumer.sources.begin(), consumer.sources.end());
+  consumer.notify = std::move(notify);
+  consumer.position = head_position_;
+  if (options.start && *options.start < head_offset_) {
+    if (std::optional<Place> place = place_of_offset(*options.start)) {
+      consumer.position = position_of(*place);
+    } else {
+      consumer.dropped = DropReason::out_of_window;
+    }
+  }
+  recompute();
+  return id;
+}
+
+void OutputLog::unsubscribe(ConsumerId id) {
+  auto it = consumers_.find(id);
+  if (it == consumers_.end()) return;
+  const bool was_full = full();
+  consumers_.erase(it);
+  recompute();
+  trim();
+  account_held(was_full);
+}
+
+void OutputLog::account_held(bool was_full) {
+  if (!was_full || full()) return;
+  if (holder_) {
+    auto it = consumers_.find(*holder_);
+    if (it != consumers_.end()) it->second.held_ms += now_ms_ - held_since_ms_;
+    holder_.reset();
+  }
+  if (on_demand_) on_demand_();
+}
+
+void OutputLog::drop(Consumer& consumer, DropReason reason) {
+  if (consumer.dropped == DropReason::none) consumer.dropped = reason;
+}
+
+void OutputLog::recompute() {
+  full_at_ = UINT64_MAX;
+  overflow_at_ = UINT64_MAX;
+  for (auto& [id, consumer] : consumers_) {
+    if (consumer.dropped != DropReason::none) continue;
+    const uint64_t lag = head_position_ - consumer.position;
+    if (consumer.policy == ConsumerPolicy::block) {
+      // Engaged once caught up within its limit; a consumer still catching
+      // up from far behind does not hold the merge.
+      if (!consumer.engaged && lag <= consumer.limit) consumer.engaged = true;
+      if (consumer.engaged) full_at_ = std::min(full_at_, consumer.position + consumer.limit);
+    } else if (lag > consumer.limit) {
+      drop(consumer, DropReason::too_slow);
+    } else {
+      overflow_at_ = std::min(overflow_at_, consumer.position + consumer.limit + 1);
+    }
+  }
+}
+
+void OutputLog::trim() {
+  // Engaged block consumers keep what they have not read.
+  uint64_t keep = head_position_;
+  for (const auto& [id, consumer] : consumers_) {
+    if (consumer.engaged && consumer.dropped == DropReason::none) {
+      keep = std::min(keep, consumer.position);
+    }
+  }
+  // The segment being filled stays (it is reused for the next append).
+  bool trimmed = false;
+  while (segments_.size() > 1) {
+    Segment& front = *segments_.front();
+    if (front.end() > keep) break;
+    const size_t footprint = front.footprint();
+    const bool over_bytes = retained_bytes_ - footprint >= options_.retention_bytes;
+    const bool expired =
+        options_.retention_ms && now_ms_ >= front.last_append_ms + *options_.retention_ms;
+    if (!over_bytes && !expired) break;
+    for (size_t i = 0; i < front.ends.size(); ++i) {
+      Key key = key_at(Place{0, i});
+      if (!dropped_key_ || *dropped_key_ < key) dropped_key_ = std::move(key);
+    }
+    retained_bytes_ -= footprint;
+    // Recycle the segment unless an in-flight write still points into it:
+    // fresh memory costs page faults on every segment of the stream.
+    if (segments_.front().use_count() == 1 && front.capacity == options_.segment_bytes &&
+        spare_.size() < max_spare_segments) {
+      front.clear();
+      spare_.push_back(std::move(segments_.front()));
+    }
+    segments_.pop_front();
+    trimmed = true;
+  }
+  if (!trimmed) return;
+  const uint64_t oldest = segments_.empty() ? head_position_ : segments_.front()->start;
+  for (auto& [id, consumer] : consumers_) {
+    if (consumer.position < oldest) drop(consumer, DropReason::out_of_window);
+  }
+}
+
+void OutputLog::advance(Consumer& consumer, uint64_t position) {
+  const bool was_full = full();
+  consumer.position = std::min(std::max(consumer.position, position), head_position_);
+  recompute();
+  if (segments_.size() > 1 && segments_.front()->end() <= consumer.position) trim();
+  account_held(was_full);
+}
+
+size_t OutputLog::peek(ConsumerId id, std::vector<Slice>& out, size_t max_bytes, uint64_t* end) {
+  auto it = consumers_.find(id);
+  if (it == consumers_.end() || it->second.dropped != DropReason::none) {
+    if (end) *end = it == consumers_.end() ? head_position_ : it->second.position;
+    return 0;
+  }
+  Consumer& consumer = it->second;
+  uint64_t pos = consumer.position;
+  if (end) *end = pos;
+  std::optional<Place> place = place_of_position(pos);
+  if (!place) return 0;
+  size_t added = 0;
+  if (consumer.sources.empty()) {
+    // Whole segments from the cursor on: a segment holds whole records.
+    for (size_t s = place->segment; s < segments_.size(); ++s) {
+      const auto& segment = segments_[s];
+      const size_t from = pos - segment->start;
+      const size_t n = segment->size - from;
+      if (n == 0) continue;
+      if (added > 0 && added + n > max_bytes) break;
+      const uint64_t first = segment->first + (s == place->segment ? place->index : 0);
+      out.push_back(Slice{segment, std::string_view(segment->data.get() + from, n), first});
+      added += n;
+      pos += n;
+    }
+    if (end) *end = pos;
+    return added;
+  }
+  // Filtered: records at the cursor that do not match are passed over at
+  // once; then runs of matching records become slices.
+  while (place && !matches(consumer, *place)) {
+    if (!next(*place)) place.reset();
+  }
+  const uint64_t skipped_to = place ? position_of(*place) : head_position_;
+  if (skipped_to > consumer.position) advance(consumer, skipped_to);
+  pos = consumer.position;
+  if (end) *end = pos;
+  bool open = false;  // the next matching record extends out.back()
+  while (place) {
+    const Segment& segment = *segments_[place->segment];
+    const uint32_t from = place->index == 0 ? 0 : segment.ends[place->index - 1];
+    const uint32_t to = segment.ends[place->index];
+    if (matches(consumer, *place)) {
+      if (added > 0 && added + (to - from) > max_bytes) break;
+      if (open) {
+        out.back().bytes = std::string_view(out.back().bytes.data(), out.back().bytes.size() + (to - from));
+      } else {
+        out.push_back(Slice{segments_[place->segment],
+                            std::string_view(segment.data.get() + from, to - from),
+                            segment.first + place->index});
+      }
+      open = true;
+      added += to - from;
+      if (end) *end = segment.start + to;
+    } else {
+      open = false;
+    }
+    const size_t segment_before = place->segment;
+    if (!next(*place)) break;
+    if (place->segment != segment_before) open = false;
+  }
+  return added;
+}
+
+void OutputLog::consume_to(ConsumerId id, uint64_t end) {
+  auto it = consumers_.find(id);
+  if (it == consumers_.end()) return;
+  advance(it->second, end);
+}
+
+uint64_t OutputLog::position(ConsumerId id) const {
+  auto it = consumers_.find(id);
+  return it == consumers_.end() ? head_position_ : it->second.position;
+}
+
+size_t OutputLog::lag(ConsumerId id) const {
+  auto it = consumers_.find(id);
+  return it == consumers_.end() ? 0 : head_position_ - it->second.position;
+}
+
+DropReason OutputLog::dropped(ConsumerId id) const {
+  auto it = consumers_.find(id);
+  return it == consumers_.end() ? DropReason::none : it->second.dropped;
+}
+
+uint64_t OutputLog::held_ms(ConsumerId id) const {
+  auto it = consumers_.find(id);
+  if (it == consumers_.end()) return 0;
+  uint64_t held = it->second.held_ms;
+  if (holder_ == id && now_ms_ > held_since_ms_) held += now_ms_ - held_since_ms_;
+  return held;
+}
+
+void OutputLog::flush() {
+  // Collect first: a notify callback may unsubscribe (itself or others).
+  std::vector<ConsumerId> ready;
+  for (const auto& [id, consumer] : consumers_) {
+    if (consumer.position < head_position_ || ended_ || consumer.dropped != DropReason::none) {
+      ready.push_back(id);
+    }
+  }
+  for (ConsumerId id : ready) {
+    auto it = consumers_.find(id);
+    if (it != consumers_.end() && it->second.notify) {
+      auto notify = it->second.notify;  // the callback may erase the entry
+      notify();
+    }
+  }
+}
+
+std::optional<OutputLog::Place> OutputLog::place_of_offset(uint64_t offset) const {
+  if (offset >= head_offset_ || offset < oldest_offset()) return std::nullopt;
+  auto it = std::upper_bound(segments_.begin(), segments_.end(), offset,
+                             [](uint64_t o, const auto& s) { return o < s->first; });
+  --it;
+  return Place{static_cast<size_t>(it - segments_.begin()), static_cast<size_t>(offset - (*it)->first)};
+}
+
+std::optional<OutputLog::Place> OutputLog::place_of_position(uint64_t position) const {
+  if (position >= head_position_ || segments_.empty() || position < segments_.front()->start) {
+    return std::nullopt;
+  }
+  auto it = std::upper_bound(segments_.begin(), segments_.end(), position,
+                             [](uint64_t p, const auto& s) { return p < s->start; });
+  --it;
+  const Segment& segment = **it;
+  size_t s = static_cast<size_t>(it - segments_.begin());
+  const uint64_t rel = position - segment.start;
+  if (rel >= segment.size) return Place{s + 1, 0};  // only at a segment's end
+  // Positions are record boundaries: the record starting at `rel` is the
+  // first whose end lies past it.
+  size_t index = static_cast<size_t>(
+      std::upper_bound(segment.ends.begin(), segment.ends.end(), static_cast<uint32_t>(rel)) -
+      segment.ends.begin());
+  return Place{s, index};
+}
+
+uint64_t OutputLog::position_of(Place place) const {
+  const Segment& segment = *segments_[place.segment];
+  return segment.start + (place.index == 0 ? 0 : segment.ends[place.index - 1]);
+}
+
+Key OutputLog::key_at(Place place) const {
+  const Segment& segment = *segments_[place.segment];
+  Key key{segment.ordinals[place.index], {}};
+  if (options_.string_keys) {
+    const uint32_t from = place.index == 0 ? 0 : segment.text_ends[place.index - 1];
+    key.text.assign(segment.texts, from, segment.text_ends[place.index] - from);
+  }
+  return key;
+}
+
+bool OutputLog::matches(const Consumer& consumer, Place place) const {
+  if (consumer.sources.empty()) return true;
+  const Segment& segment = *segments_[place.segment];
+  const uint32_t from = place.index == 0 ? 0 : segment.source_ends[place.index - 1];
+  const uint32_t to = segment.source_ends[place.index];
+  for (uint32_t i = from; i < to; ++i) {
+    if (std::binary_search(consumer.sources.begin(), consumer.sources.end(), segment.sources[i])) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool OutputLog::next(Place& place) const {
+  if (++place.index < segments_[place.segment]->ends.size()) return true;
+  place.index = 0;
+  while (++place.segment < segments_.size()) {
+    if (!segments_[place.segment]->ends.empty()) return true;
+  }
+  return false;
+}
+
+}  // namespace chronomerge

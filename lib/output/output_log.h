@@ -1,0 +1,276 @@
+// OutputLog: the merged stream, appended once and retained, read by every
+// sink through its own cursor.
+//
+// Each merged record (or combine-mode object) is appended once with its
+// offset (its position in the merged stream of this run: 0, 1, 2, ...),
+// its key and the feeds it came from. A run id, new at every start, names
+// the numbering, so an offset from another run is never mistaken for one
+// of this run. Records are stored in segments and never straddle two, so
+// every segment boundary is a record boundary.
+//
+// Retention: the log keeps at least the newest `retention_bytes` (records
+// and their index), and segments older than `retention_ms` go even if
+// that leaves less; beyond that it keeps only what a `block` consumer
+// that holds the merge has not read. So it holds at most retention_bytes
+// + one segment + what in-flight writes still point into (they keep their
+// segments alive until they complete).
+//
+// Consumers (each client of a server output, a file, stdout) are cursors:
+// a thousand clients cost a thousand positions, not a thousand copies.
+// - block: lossless. Once its cursor is within `limit` (the smaller of its
+//   max_buffer and the high-water mark) of the head it is *engaged*: the
+//   log keeps what it has not read, and append() returns false while it
+//   is `limit` or more behind (the merger stops its conveyor belt). A
+//   block consumer that starts far behind (a resume from the oldest
+//   record) does not hold the merge until it has caught up that close; if
+//   it falls out of the retained window meanwhile it is dropped.
+// - disconnect: never holds the merge; dropped once it is more than its
+//   max_buffer behind or its cursor leaves the retained window.
+// A dropped consumer is notified and stops reading; its owner closes it.
+//
+// Pure: no I/O, no clock of its own (tick() tells it the time). Loop
+// thread only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "record/key.h"
+
+namespace chronomerge {
+
+enum class ConsumerPolicy { block, disconnect };
+
+// Why the log dropped a consumer.
+enum class DropReason {
+  none,
+  too_slow,       // disconnect: more than max_buffer behind the head
+  out_of_window,  // its cursor left the retained window
+};
+std::string_view to_string(DropReason reason);
+
+struct OutputLogOptions {
+  size_t high_water_mark = 1 << 20;
+  // 0: keep only what a consumer still has to read (the dead-letter file).
+  size_t retention_bytes = 0;
+  std::optional<uint64_t> retention_ms;  // shortens retention; unset: off
+  size_t segment_bytes = 64 << 10;
+  std::string run_id;
+  // Keys need their text (key_type string); other key types are ordinals.
+  bool string_keys = false;
+};
+
+class OutputLog {
+ public:
+  using ConsumerId = uint64_t;
+  using SourceId = uint32_t;
+
+  // A run of whole records, stored contiguously. The segment is kept
+  // alive by the slice, so a write may outlive the log's retention of it.
+  struct Segment;
+  struct Slice {
+    std::shared_ptr<const Segment> segment;
+    std::string_view bytes;
+    uint64_t first_offset = 0;  // offset of the first record in `bytes`
+  };
+
+  struct ConsumerOptions {
+    ConsumerPolicy policy = ConsumerPolicy::block;
+    size_t max_buffer = SIZE_MAX;
+    // Only records of these feeds (source_id()); empty: every record.
+    std::vector<SourceId> sources;
+    // Offset of the first record to read (see locate()); unset: the head.
+    std::optional<uint64_t> start;
+
+    // From the head on, lossless: a file, stdout.
+    static ConsumerOptions lossless(size_t max_buffer) {
+      ConsumerOptions options;
+      options.max_buffer = max_buffer;
+      return options;
+    }
+  };
+
+  // Where a resume request starts: an offset, or a gap (what it asks for
+  // is no longer retained, or names another run).
+  struct Location {
+    bool gap = false;
+    uint64_t offset = 0;
+  };
+
+  explicit OutputLog(OutputLogOptions options);
+  // Retains only what consumers have yet to read.
+  explicit OutputLog(size_t high_water_mark);
+  OutputLog(const OutputLog&) = delete;
+  OutputLog& operator=(const OutputLog&) = delete;
+
+  // --- producer side (the merger) ---
+
+  // The id records of the feed `name` carry. Stable for the life of the
+  // log: a feed removed and added again by name keeps its id.
+  SourceId source_id(std::string_view name);
+
+  // Appends `record` and a '\n' with its key and the feeds it came from.
+  // Returns false when the log is full: the caller should stop appending
+  // until the demand callback runs. Appending while full is allowed
+  // (nothing is lost) but defeats backpressure.
+  bool append(std::string_view record, const Key& key, std::span<const SourceId> sources);
+  // Several pieces as one record (combine mode).
+  bool append_parts(std::initializer_list<std::string_view> parts, const Key& key,
+                    std::span<const SourceId> sources);
+  // A record without key or source (the dead-letter file).
+  bool append(std::string_view record) { return append(record, Key{}, {}); }
+  bool full() const { return head_position_ >= full_at_; }
+
+  // No more records will come. Consumers drain what they have, then see
+  // ended() && lag == 0.
+  void end();
+  bool ended() const { return ended_; }
+
+  // The time, in ms, for retention_ms and the time the merge was held.
+  void tick(uint64_t now_ms);
+
+  // Called (from consume(), unsubscribe() or tick()) when the log stops
+  // being full. Must not destroy the log.
+  void set_demand_callback(std::function<void()> callback) { on_demand_ = std::move(callback); }
+
+  // --- consumer side (sinks) ---
+
+  const std::string& run_id() const { return options_.run_id; }
+  // Offsets: the next record appended, and the oldest retained.
+  uint64_t head_offset() const { return head_offset_; }
+  uint64_t oldest_offset() const;
+
+  // The offset right after offset `after` of run `run`; a gap if `run` is
+  // another run or that record is no longer retained (or never was).
+  Location locate_after(std::string_view run, uint64_t after) const;
+  // The first record with key >= `key`, then past the first `skip`
+  // records whose key equals it, counting only records of `sources` (if
+  // not empty). A gap if a record that could match was dropped by
+  // retention. Exact while keys never go backwards in the log.
+  Location locate_key(const Key& key, uint64_t skip, std::span<const SourceId> sources) const;
+
+  // `notify` runs from flush() when the consumer has something to read,
+  // the log has ended, or the consumer was dropped.
+  ConsumerId subscribe(ConsumerOptions options, std::function<void()> notify);
+  void unsubscribe(ConsumerId id);
+
+  // Appends views of up to `max_bytes` (at least one record, if any) of
+  // what the consumer has not read to `out`, and sets `*end` to the
+  // position consume_to() moves to once they are written (past records a
+  // filter skipped, too). Returns the bytes added. Records at the cursor
+  // that the filter skips are passed over at once.
+  size_t peek(ConsumerId id, std::vector<Slice>& out, size_t max_bytes, uint64_t* end);
+  // The consumer has taken everything before byte position `end`.
+  void consume_to(ConsumerId id, uint64_t end);
+  // The consumer (without a filter) has taken the next `bytes`.
+  void consume(ConsumerId id, size_t bytes) { consume_to(id, position(id) + bytes); }
+  // Position of the consumer's cursor, in bytes of the stream.
+  uint64_t position(ConsumerId id) const;
+  // Bytes between the consumer's cursor and the head.
+  size_t lag(ConsumerId id) const;
+  DropReason dropped(ConsumerId id) const;
+  // Time this consumer held the merge (engaged block consumer at its limit).
+  uint64_t held_ms(ConsumerId id) const;
+
+  // Notifies every consumer with something to read (or at the end, or
+  // dropped). The owner calls it after a merger run, so sinks start writing
+  // in batches rather than once per record.
+  void flush();
+
+  // --- observation ---
+  uint64_t head() const { return head_position_; }  // bytes appended in total
+  uint64_t records() const { return head_offset_; }
+  size_t retained_bytes() const { return retained_bytes_; }  // records and index
+  uint64_t retained_records() const { return head_offset_ - oldest_offset(); }
+  std::optional<Key> oldest_key() const;
+  size_t consumer_count() const { return consumers_.size(); }
+  size_t high_water_mark() const { return options_.high_water_mark; }
+  size_t retention_bytes() const { return options_.retention_bytes; }
+
+ private:
+  struct Consumer {
+    uint64_t position = 0;
+    size_t limit = 0;  // block: the hold point; disconnect: max_buffer
+    ConsumerPolicy policy = ConsumerPolicy::block;
+    bool engaged = false;  // block: holds the merge and its unread bytes
+    DropReason dropped = DropReason::none;
+    std::vector<SourceId> sources;  // sorted
+    uint64_t held_ms = 0;
+    std::function<void()> notify;
+  };
+  struct Place {  // a record in the log
+    size_t segment;
+    size_t index;
+  };
+
+  Segment& writable_segment(size_t record_bytes);
+  void index_record(Segment& segment, const Key& key, std::span<const SourceId> sources);
+  void after_append();
+  void recompute();
+  void trim();
+  void drop(Consumer& consumer, DropReason reason);
+  // Moves a consumer's cursor (and engages, drops or releases the merge).
+  void advance(Consumer& consumer, uint64_t position);
+  void account_held(bool was_full);
+  std::optional<Place> place_of_offset(uint64_t offset) const;
+  std::optional<Place> place_of_position(uint64_t position) const;
+  uint64_t position_of(Place place) const;
+  Key key_at(Place place) const;
+  bool matches(const Consumer& consumer, Place place) const;
+  bool next(Place& place) const;  // the following record; false at the head
+
+  OutputLogOptions options_;
+  uint64_t head_position_ = 0;
+  uint64_t head_offset_ = 0;
+  size_t retained_bytes_ = 0;
+  bool ended_ = false;
+  uint64_t now_ms_ = 0;
+  // The newest key retention dropped: a key resume at or before it may
+  // have missed records.
+  std::optional<Key> dropped_key_;
+  std::deque<std::shared_ptr<Segment>> segments_;
+  std::vector<std::shared_ptr<Segment>> spare_;
+  static constexpr size_t max_spare_segments = 32;
+  std::unordered_map<std::string, SourceId> source_ids_;
+  std::unordered_map<ConsumerId, Consumer> consumers_;
+  ConsumerId next_id_ = 1;
+  // append() is O(1): it compares the head with precomputed positions.
+  uint64_t full_at_ = UINT64_MAX;      // min over engaged block consumers of position + limit
+  uint64_t overflow_at_ = UINT64_MAX;  // min over disconnect consumers of position + limit + 1
+  std::optional<ConsumerId> holder_;   // the consumer at full_at_ while full
+  uint64_t held_since_ms_ = 0;
+  std::function<void()> on_demand_;
+};
+
+struct OutputLog::Segment {
+  uint64_t start = 0;  // byte position of data[0]
+  uint64_t first = 0;  // offset of its first record
+  std::unique_ptr<char[]> data;
+  size_t size = 0;
+  size_t capacity = 0;
+  std::vector<uint32_t> ends;         // record i ends before ends[i] (after its '\n')
+  std::vector<int64_t> ordinals;      // record i's key
+  std::vector<uint32_t> source_ends;  // record i's sources: sources[source_ends[i-1], source_ends[i])
+  std::vector<SourceId> sources;
+  std::string texts;                // string keys, concatenated
+  std::vector<uint32_t> text_ends;  // record i's key text ends before text_ends[i]
+  uint64_t last_append_ms = 0;
+
+  uint64_t end() const { return start + size; }
+  uint64_t records() const { return ends.size(); }
+  size_t index_bytes() const;
+  size_t footprint() const { return size + index_bytes(); }
+  void clear();
+};
+
+}  // namespace chronomerge
