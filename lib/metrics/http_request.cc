@@ -40,6 +40,21 @@ bool starts_with_nocase(std::string_view text, std::string_view prefix) {
   return true;
 }
 
+// Optional whitespace around a field value (RFC 9110 §5.5).
+std::string_view trim_ows(std::string_view text) {
+  const size_t first = text.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return {};
+  return text.substr(first, text.find_last_not_of(" \t") - first + 1);
+}
+
+// A header field the caller gets to see: its value if given once.
+struct KeptField {
+  std::string_view lower_name;
+  std::string_view name;  // as messages spell it
+  int count = 0;
+  std::string_view value;
+};
+
 // Splits off the next line of the head (CRLF or a bare LF, which RFC 9112
 // lets a server accept). A CR anywhere else makes the head invalid.
 bool next_line(std::string_view& rest, std::string_view& line) {
@@ -89,15 +104,25 @@ HttpRequest parse_head(std::string_view head, bool accept_head) {
       version[5] > '9' || version[7] < '0' || version[7] > '9') {
     return refuse(400, "bad request line\n");
   }
-  // Header fields are not used, but a malformed one means the request is
-  // not what it seems: no whitespace before the colon, no obsolete line
-  // folding (RFC 9112 §5).
+  // Three header fields are kept; every one is checked, as a malformed one
+  // means the request is not what it seems: no whitespace before the
+  // colon, no obsolete line folding (RFC 9112 §5).
+  KeptField kept[] = {{"accept", "Accept", 0, {}},
+                      {"last-event-id", "Last-Event-ID", 0, {}},
+                      {"origin", "Origin", 0, {}}};
   while (!rest.empty()) {
     if (!next_line(rest, line)) return refuse(400, "bad header field\n");
     if (line.empty()) break;  // the end of the head
     size_t colon = line.find(':');
-    if (colon == std::string_view::npos || !is_token(line.substr(0, colon))) {
+    const std::string_view name = line.substr(0, colon);
+    if (colon == std::string_view::npos || !is_token(name)) {
       return refuse(400, "bad header field\n");
+    }
+    for (KeptField& field : kept) {
+      if (name.size() == field.lower_name.size() && starts_with_nocase(name, field.lower_name)) {
+        ++field.count;
+        field.value = trim_ows(line.substr(colon + 1));
+      }
     }
   }
   if (version[5] != '1') return refuse(505, "only HTTP/1.x is supported\n");
@@ -105,18 +130,36 @@ HttpRequest parse_head(std::string_view head, bool accept_head) {
     return refuse(405,
                   accept_head ? "only GET and HEAD are supported\n" : "only GET is supported\n");
   }
-  // origin-form ("/metrics?x") or absolute-form ("http://host/metrics").
+  // origin-form ("/metrics?x") or absolute-form ("http://host/metrics?x").
+  // The query ends the target either way (a fragment is not sent).
   std::string_view path = target;
+  std::string_view query;
+  const size_t question = target.find('?');
+  if (question != std::string_view::npos) {
+    path = target.substr(0, question);
+    query = target.substr(question + 1);
+  }
   if (starts_with_nocase(path, "http://") || starts_with_nocase(path, "https://")) {
+    // The authority ends at the path or the query (RFC 3986 §3.2).
     size_t slash = path.find('/', path.find("//") + 2);
     path = slash == std::string_view::npos ? std::string_view("/") : path.substr(slash);
-  } else if (path.front() != '/') {
+  } else if (path.empty() || path.front() != '/') {
     return refuse(400, "bad request target\n");
+  }
+  // Checked last, so that every request refused before keeps its answer.
+  for (const KeptField& field : kept) {
+    if (field.count > 1) {
+      return refuse(400, "repeated " + std::string(field.name) + " header field\n");
+    }
   }
   HttpRequest request;
   request.outcome = HttpRequest::Outcome::get;
   request.method = method == "GET" ? std::string_view("GET") : std::string_view("HEAD");
-  request.path = path.substr(0, path.find('?'));
+  request.path = path;
+  request.query = query;
+  request.accept = kept[0].value;
+  request.last_event_id = kept[1].value;
+  request.origin = kept[2].value;
   return request;
 }
 

@@ -7,7 +7,9 @@
 // accepts it) only, else 405; a head of at most
 // `max_head_bytes` after any empty lines that precede it (431), a
 // malformed request line, header field or target is 400, an HTTP major
-// version other than 1 is 505. Header fields are checked, not kept.
+// version other than 1 is 505. Header fields are checked; three are kept
+// (Accept, Last-Event-ID, Origin), and one of those given twice is 400,
+// the last refusal checked (any other would come first).
 #pragma once
 
 #include <cstddef>
@@ -36,6 +38,15 @@ struct HttpRequest {
   // absolute-form target without one. A view into `data` (or a static
   // string), valid as long as the bytes parsed.
   std::string_view path;
+  // get: the query of the target, after its '?' (not included), still
+  // percent-encoded; empty if none. A view into `data`.
+  std::string_view query;
+  // get: the values of these header fields (names matched without regard
+  // to case), without the whitespace around them; empty when absent. Not
+  // otherwise checked: any bytes but CR and LF. Views into `data`.
+  std::string_view accept;
+  std::string_view last_event_id;
+  std::string_view origin;
 };
 
 // Reads the request at the start of `data`. Whatever follows the head (a

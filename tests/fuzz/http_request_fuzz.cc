@@ -8,8 +8,10 @@
 // Checked: the result is the same whether the bytes arrive at once or in
 // reads, as HttpServer feeds them (dropping leading empty lines while the
 // head is incomplete); it agrees with a reference written from the rules in
-// http_server.h; and each outcome keeps its promises (a GET's path starts
-// with '/' and has no query, a refusal is one of the documented statuses).
+// http_server.h and http_request.h (query, Accept, Last-Event-ID and Origin
+// included); and each outcome keeps its promises (a GET's path starts with
+// '/' and has no query, its query and kept fields are views into the
+// input, a refusal is one of the documented statuses).
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cstddef>
@@ -28,13 +30,25 @@ using chronomerge::HttpRequest;
 using chronomerge::parse_http_request;
 using Outcome = HttpRequest::Outcome;
 
+// A GET as one comparable string: each part preceded by its length, as
+// header values may hold any byte but CR and LF.
+std::string describe_get(std::string_view path, std::string_view query, std::string_view accept,
+                         std::string_view last_event_id, std::string_view origin) {
+  std::string out = "GET";
+  for (std::string_view part : {path, query, accept, last_event_id, origin}) {
+    out += " " + std::to_string(part.size()) + ":";
+    out += part;
+  }
+  return out;
+}
+
 // What a result says, as one comparable string.
 std::string describe(const HttpRequest& r) {
   switch (r.outcome) {
     case Outcome::incomplete:
       return "incomplete";
     case Outcome::get:
-      return "GET " + std::string(r.path);
+      return describe_get(r.path, r.query, r.accept, r.last_event_id, r.origin);
     case Outcome::refused:
       return std::to_string(r.status) + " " + r.message;
   }
@@ -130,6 +144,11 @@ std::string reference(std::string_view data, size_t max_head_bytes) {
       version[5] < '0' || version[5] > '9' || version[7] < '0' || version[7] > '9') {
     return bad_line;
   }
+  // The kept fields: the last value of each and how often it was given.
+  const char* const kept_names[] = {"accept", "last-event-id", "origin"};
+  const char* const kept_spelling[] = {"Accept", "Last-Event-ID", "Origin"};
+  std::string_view kept_values[3];
+  int kept_counts[3] = {};
   for (size_t i = 1; i < lines.size(); ++i) {
     const std::string_view field = lines[i];
     const size_t colon = field.find(':');
@@ -137,19 +156,46 @@ std::string reference(std::string_view data, size_t max_head_bytes) {
         !token(field.substr(0, colon))) {
       return "400 bad header field\n";
     }
+    for (int k = 0; k < 3; ++k) {
+      if (lower(field.substr(0, colon)) != kept_names[k]) continue;
+      std::string_view value = field.substr(colon + 1);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) {
+        value.remove_prefix(1);
+      }
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
+        value.remove_suffix(1);
+      }
+      kept_values[k] = value;
+      ++kept_counts[k];
+    }
   }
   if (version[5] != '1') return "505 only HTTP/1.x is supported\n";
   if (method != "GET") return "405 only GET is supported\n";
-  std::string_view path = target;
-  const std::string scheme = lower(target.substr(0, 8));
+  // The query is whatever follows the first '?', in either form.
+  const size_t question = target.find('?');
+  std::string_view path = target.substr(0, question);
+  const std::string_view query =
+      question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
+  const std::string scheme = lower(path.substr(0, 8));
   if (scheme.starts_with("http://") || scheme.starts_with("https://")) {
-    const size_t authority = target.find("//") + 2;
-    const size_t slash = target.find('/', authority);
-    path = slash == std::string_view::npos ? "/" : target.substr(slash);
-  } else if (target[0] != '/') {
+    const size_t authority = path.find("//") + 2;
+    const size_t slash = path.find('/', authority);
+    path = slash == std::string_view::npos ? "/" : path.substr(slash);
+  } else if (path.empty() || path[0] != '/') {
     return "400 bad request target\n";
   }
-  return "GET " + std::string(path.substr(0, path.find('?')));
+  for (int k = 0; k < 3; ++k) {
+    if (kept_counts[k] > 1) {
+      return "400 repeated " + std::string(kept_spelling[k]) + " header field\n";
+    }
+  }
+  return describe_get(path, query, kept_values[0], kept_values[1], kept_values[2]);
+}
+
+// Whether `view` lies inside `bytes` (an empty view anywhere).
+bool inside(std::string_view view, const std::string& bytes) {
+  return view.empty() ||
+         (view.data() >= bytes.data() && view.data() + view.size() <= bytes.data() + bytes.size());
 }
 
 }  // namespace
@@ -180,6 +226,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (whole.path.empty() || whole.path[0] != '/' ||
           whole.path.find('?') != std::string_view::npos) {
         fail("a GET path must start with '/' and have no query", bytes, ours, "");
+      }
+      if (!inside(whole.query, bytes) || !inside(whole.accept, bytes) ||
+          !inside(whole.last_event_id, bytes) || !inside(whole.origin, bytes) ||
+          (whole.path != "/" && !inside(whole.path, bytes))) {
+        fail("a view that is not into the input", bytes, ours, "");
       }
       break;
     case Outcome::refused:

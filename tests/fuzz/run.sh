@@ -36,7 +36,8 @@ main() {
       *) targets+=("$1"); shift ;;
     esac
   done
-  all=(fuzz_record_parser fuzz_line_framer fuzz_line_batch fuzz_http_request fuzz_config fuzz_key fuzz_merger)
+  all=(fuzz_record_parser fuzz_line_framer fuzz_line_batch fuzz_http_request fuzz_resume_request
+       fuzz_config fuzz_key fuzz_merger)
   ((${#targets[@]})) || targets=("${all[@]}")
 
   if ! command -v clang++-14 >/dev/null; then

@@ -450,6 +450,55 @@ TEST_CASE("parse_http_request") {
     CHECK(parse("GET / HTTP/3.0\r\n\r\n").status == 505);
     CHECK(parse("GET / HTTP/1.1\r\nBad\rField: x\r\n\r\n").status == 400);
   }
+  SUBCASE("keeps the query after the '?' of either form of target") {
+    HttpRequest request = parse("GET /stream?after=0123456789abcdef:7&x=%20 HTTP/1.1\r\n\r\n");
+    CHECK(request.path == "/stream");
+    CHECK(request.query == "after=0123456789abcdef:7&x=%20");
+    request = parse("GET /stream?a?b HTTP/1.1\r\n\r\n");
+    CHECK(request.path == "/stream");
+    CHECK(request.query == "a?b");
+    CHECK(parse("GET /stream? HTTP/1.1\r\n\r\n").query.empty());
+    CHECK(parse("GET /stream HTTP/1.1\r\n\r\n").query.empty());
+    request = parse("GET https://host:9464/stream?since=now HTTP/1.1\r\n\r\n");
+    CHECK(request.path == "/stream");
+    CHECK(request.query == "since=now");
+  }
+  SUBCASE("an absolute-form target's authority ends at its query") {
+    // Regression: the path was taken from the first '/' after the
+    // authority, even inside the query ("/b" here).
+    HttpRequest request = parse("GET http://host?a/b HTTP/1.1\r\n\r\n");
+    CHECK(request.outcome == Outcome::get);
+    CHECK(request.path == "/");
+    CHECK(request.query == "a/b");
+    CHECK(parse("GET ?x HTTP/1.1\r\n\r\n").message == "bad request target\n");
+  }
+  SUBCASE("keeps Accept, Last-Event-ID and Origin, trimmed, whatever the case of their names") {
+    HttpRequest request = parse(
+        "GET /stream HTTP/1.1\r\nHost: x\r\naccept:text/event-stream\r\n"
+        "LAST-EVENT-ID: \t 0123456789abcdef:7 \t\r\nOrigin:  https://a.example\r\n\r\n");
+    CHECK(request.outcome == Outcome::get);
+    CHECK(request.accept == "text/event-stream");
+    CHECK(request.last_event_id == "0123456789abcdef:7");
+    CHECK(request.origin == "https://a.example");
+    request = parse("GET /stream HTTP/1.1\r\nAccept-Language: en\r\nOrigins: x\r\n\r\n");
+    CHECK(request.accept.empty());
+    CHECK(request.last_event_id.empty());
+    CHECK(request.origin.empty());
+    CHECK(parse("GET / HTTP/1.1\r\nAccept: \t \r\n\r\n").accept.empty());
+  }
+  SUBCASE("refuses Accept, Last-Event-ID or Origin given twice") {
+    HttpRequest request = parse("GET / HTTP/1.1\r\nAccept: a\r\naccept: a\r\n\r\n");
+    CHECK(request.status == 400);
+    CHECK(request.message == "repeated Accept header field\n");
+    CHECK(parse("GET / HTTP/1.1\r\nLast-Event-ID:\r\nLast-Event-ID:\r\n\r\n").message ==
+          "repeated Last-Event-ID header field\n");
+    CHECK(parse("GET / HTTP/1.1\r\nOrigin: a\nOrigin: b\n\n").message ==
+          "repeated Origin header field\n");
+    // Every other refusal comes first, as it did before these fields were kept.
+    CHECK(parse("POST / HTTP/1.1\r\nOrigin: a\r\nOrigin: b\r\n\r\n").status == 405);
+    CHECK(parse("GET / HTTP/1.1\r\nOrigin: a\r\nOrigin: b\r\nBad Field: c\r\n\r\n").message ==
+          "bad header field\n");
+  }
 }
 
 namespace {
