@@ -55,7 +55,7 @@ OutputLogOptions log_options(const Config& config, bool live) {
   options.retention_bytes = live ? config.retention_bytes : 0;
   options.retention_ms = config.retention_ms;
   options.run_id = new_run_id();
-  options.string_keys = config.key_type == KeyType::string;
+  options.key_type = config.key_type;
   return options;
 }
 
@@ -312,9 +312,9 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   // two merges in one stream.
   if (next.key != config_.key || next.key_type != config_.key_type || next.mode != config_.mode ||
       next.output_high_water_mark != config_.output_high_water_mark ||
-      next.retention_bytes != config_.retention_bytes || next.retention_ms != config_.retention_ms) {
-    error =
-        "key, key_type, mode, output_high_water_mark and retention take effect only on restart";
+      next.retention_bytes != config_.retention_bytes ||
+      next.retention_ms != config_.retention_ms) {
+    error = "key, key_type, mode, output_high_water_mark and retention take effect only on restart";
     return false;
   }
 

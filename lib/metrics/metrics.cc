@@ -366,8 +366,8 @@ void render_sinks(Exposition& x, const MetricsSnapshot& snapshot) {
   family("chronomerge_output_sink_pending_bytes", "gauge",
          "Bytes of the merged stream the output's readers have yet to write, summed over them.",
          [](const SinkCounters& c) { return static_cast<uint64_t>(c.lag_sum); });
-  family("chronomerge_output_sink_resumes_total", "counter",
-         "Resume requests the output served.", [](const SinkCounters& c) { return c.resumes; });
+  family("chronomerge_output_sink_resumes_total", "counter", "Resume requests the output served.",
+         [](const SinkCounters& c) { return c.resumes; });
   family("chronomerge_output_sink_gaps_total", "counter",
          "Resume requests for records no longer retained (or of another run).",
          [](const SinkCounters& c) { return c.gaps; });

@@ -72,15 +72,14 @@ void OutputLog::index_record(Segment& segment, const Key& key, std::span<const S
   segment.ordinals.push_back(key.ordinal);
   segment.sources.insert(segment.sources.end(), sources.begin(), sources.end());
   segment.source_ends.push_back(static_cast<uint32_t>(segment.sources.size()));
-  if (options_.string_keys) {
+  if (options_.key_type == KeyType::string) {
     segment.texts += key.text;
     segment.text_ends.push_back(static_cast<uint32_t>(segment.texts.size()));
   }
   segment.last_append_ms = now_ms_;
 }
 
-bool OutputLog::append(std::string_view record, const Key& key,
-                       std::span<const SourceId> sources) {
+bool OutputLog::append(std::string_view record, const Key& key, std::span<const SourceId> sources) {
   const size_t bytes = record.size() + 1;
   Segment& segment = writable_segment(bytes);
   const size_t before = segment.footprint();
@@ -339,7 +338,8 @@ size_t OutputLog::peek(ConsumerId id, std::vector<Slice>& out, size_t max_bytes,
     if (matches(consumer, *place)) {
       if (added > 0 && added + (to - from) > max_bytes) break;
       if (open) {
-        out.back().bytes = std::string_view(out.back().bytes.data(), out.back().bytes.size() + (to - from));
+        out.back().bytes =
+            std::string_view(out.back().bytes.data(), out.back().bytes.size() + (to - from));
       } else {
         out.push_back(Slice{segments_[place->segment],
                             std::string_view(segment.data.get() + from, to - from),
@@ -409,7 +409,8 @@ std::optional<OutputLog::Place> OutputLog::place_of_offset(uint64_t offset) cons
   auto it = std::upper_bound(segments_.begin(), segments_.end(), offset,
                              [](uint64_t o, const auto& s) { return o < s->first; });
   --it;
-  return Place{static_cast<size_t>(it - segments_.begin()), static_cast<size_t>(offset - (*it)->first)};
+  return Place{static_cast<size_t>(it - segments_.begin()),
+               static_cast<size_t>(offset - (*it)->first)};
 }
 
 std::optional<OutputLog::Place> OutputLog::place_of_position(uint64_t position) const {
@@ -439,7 +440,7 @@ uint64_t OutputLog::position_of(Place place) const {
 Key OutputLog::key_at(Place place) const {
   const Segment& segment = *segments_[place.segment];
   Key key{segment.ordinals[place.index], {}};
-  if (options_.string_keys) {
+  if (options_.key_type == KeyType::string) {
     const uint32_t from = place.index == 0 ? 0 : segment.text_ends[place.index - 1];
     key.text.assign(segment.texts, from, segment.text_ends[place.index] - from);
   }

@@ -66,8 +66,8 @@ struct OutputLogOptions {
   std::optional<uint64_t> retention_ms;  // shortens retention; unset: off
   size_t segment_bytes = 64 << 10;
   std::string run_id;
-  // Keys need their text (key_type string); other key types are ordinals.
-  bool string_keys = false;
+  // How keys compare: string keys keep their text, others are ordinals.
+  KeyType key_type = KeyType::integer;
 };
 
 class OutputLog {
@@ -146,6 +146,7 @@ class OutputLog {
   // --- consumer side (sinks) ---
 
   const std::string& run_id() const { return options_.run_id; }
+  KeyType key_type() const { return options_.key_type; }
   // Offsets: the next record appended, and the oldest retained.
   uint64_t head_offset() const { return head_offset_; }
   uint64_t oldest_offset() const;
@@ -258,9 +259,10 @@ struct OutputLog::Segment {
   std::unique_ptr<char[]> data;
   size_t size = 0;
   size_t capacity = 0;
-  std::vector<uint32_t> ends;         // record i ends before ends[i] (after its '\n')
-  std::vector<int64_t> ordinals;      // record i's key
-  std::vector<uint32_t> source_ends;  // record i's sources: sources[source_ends[i-1], source_ends[i])
+  std::vector<uint32_t> ends;     // record i ends before ends[i] (after its '\n')
+  std::vector<int64_t> ordinals;  // record i's key
+  std::vector<uint32_t>
+      source_ends;  // record i's sources: sources[source_ends[i-1], source_ends[i])
   std::vector<SourceId> sources;
   std::string texts;                // string keys, concatenated
   std::vector<uint32_t> text_ends;  // record i's key text ends before text_ends[i]

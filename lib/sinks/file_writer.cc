@@ -37,8 +37,8 @@ FileWriter::FileWrite::~FileWrite() {
   if (close_fd) FileWriter::close_fd(fd);
 }
 
-FileWriter::FileWriter(uv_loop_t* loop, OutputLog& output, std::string label, std::string path, int fd,
-                       size_t max_buffer, OnError on_error, DoneCallback done)
+FileWriter::FileWriter(uv_loop_t* loop, OutputLog& output, std::string label, std::string path,
+                       int fd, size_t max_buffer, OnError on_error, DoneCallback done)
     : loop_(loop),
       output_(output),
       label_(std::move(label)),

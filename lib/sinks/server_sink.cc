@@ -5,16 +5,24 @@
 #include <algorithm>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
+#include "output/resume_request.h"
 #include "uv/uv_error.h"
 
 namespace chronomerge {
 
 struct ServerSink::Client {
+  ServerSink* sink = nullptr;
   uint64_t id = 0;
   std::string peer;
+  // resume: the connection while its request is read, then the writer's.
+  std::unique_ptr<UvHandle<AnyStream>> stream;
+  UvHandle<uv_timer_t> hello_timer;
+  std::string request;
+  char buffer[4096];
   std::unique_ptr<StreamWriter> writer;
   bool done = false;
-  char discard[256];
 };
 
 namespace {
@@ -23,6 +31,8 @@ constexpr std::string_view refusals = "client refusals";
 constexpr std::string_view accept_failures = "accept failures";
 constexpr std::string_view connections = "client connects";
 constexpr std::string_view disconnections = "client disconnects";
+// A resume request is one short JSON line; anything longer is refused.
+constexpr size_t max_request_bytes = 64 << 10;
 
 std::string peer_name(uv_os_sock_t socket, uint64_t id) {
   std::string peer = peer_address(socket);
@@ -91,22 +101,160 @@ void ServerSink::accepted(uv_os_sock_t socket) {
   }
   auto client = std::make_unique<Client>();
   Client* raw = client.get();
+  raw->sink = this;
   raw->id = id;
   raw->peer = peer;
-  raw->writer = std::make_unique<StreamWriter>(
-      output_, consumer_options(), std::move(stream), config_.stall_timeout_ms,
-      [this, raw](StreamWriter::Outcome outcome, const std::string& reason) {
-        client_done(raw, outcome, reason);
-      });
-  // What a client sends is ignored, and its EOF (a half-close, as `nc`
-  // does) is not a goodbye; a reset is.
-  raw->writer->watch_for_reset();
   clients_.push_back(std::move(client));
   ++counters_.clients;
   ++counters_.clients_total;
   client_log_.log(uv_now(loop_), LogLevel::info, {"output", name()}, connections,
                   "output {}: client {} connected ({} now)", name(), peer, counters_.clients);
   schedule_summary();
+  if (config_.resume) {
+    read_request(raw, std::move(stream));
+  } else {
+    start_writer(raw, std::move(stream), consumer_options(), {});
+  }
+}
+
+void ServerSink::start_writer(Client* client, std::unique_ptr<UvHandle<AnyStream>> stream,
+                              OutputLog::ConsumerOptions options, std::string preamble) {
+  client->writer = std::make_unique<StreamWriter>(
+      output_, std::move(options), std::move(stream), config_.stall_timeout_ms,
+      [this, client](StreamWriter::Outcome outcome, const std::string& reason) {
+        client_done(client, outcome, reason);
+      },
+      std::move(preamble));
+  // What a client sends from now on is ignored, and its EOF (a half-close,
+  // as `nc` does) is not a goodbye; a reset is.
+  client->writer->watch_for_reset();
+}
+
+// resume: the client's first line says where it continues. Until it has
+// come (or hello_timeout_ms passed) nothing is written and the client holds
+// no cursor.
+void ServerSink::read_request(Client* client, std::unique_ptr<UvHandle<AnyStream>> stream) {
+  client->stream = std::move(stream);
+  client->stream->get()->handle.data = client;
+  if (uv_timer_init(loop_, client->hello_timer.get()) == 0) {
+    client->hello_timer.initialized(client);
+    uv_timer_start(
+        client->hello_timer.get(),
+        [](uv_timer_t* timer) {
+          if (auto* c = static_cast<Client*>(timer->data)) {
+            c->sink->refuse(c, DisconnectReason::hello_timeout,
+                            "sent no request within hello_timeout_ms", {});
+          }
+        },
+        config_.hello_timeout_ms, 0);
+  }
+  int rc = uv_read_start(
+      client->stream->stream(),
+      [](uv_handle_t* handle, size_t, uv_buf_t* buf) {
+        auto* c = static_cast<Client*>(handle->data);
+        *buf = c != nullptr ? uv_buf_init(c->buffer, sizeof(c->buffer)) : uv_buf_init(nullptr, 0);
+      },
+      [](uv_stream_t* stream, ssize_t n, const uv_buf_t* buf) {
+        auto* c = static_cast<Client*>(stream->data);
+        if (c == nullptr) return;
+        if (n < 0) {
+          c->sink->refuse(c, DisconnectReason::peer_closed,
+                          n == UV_EOF ? std::string("closed before its request")
+                                      : uv_error_text(static_cast<int>(n)),
+                          {});
+          return;
+        }
+        c->request.append(buf->base, static_cast<size_t>(n));
+        c->sink->request_read(c);
+      });
+  if (rc < 0) refuse(client, DisconnectReason::peer_closed, uv_error_text(rc), {});
+}
+
+void ServerSink::request_read(Client* client) {
+  const size_t newline = client->request.find('\n');
+  if (newline == std::string::npos) {
+    if (client->request.size() > max_request_bytes) {
+      refuse(client, DisconnectReason::bad_request, "request line longer than 64 KiB",
+             R"({"error":"bad_request","message":"request line longer than 64 KiB"})");
+    }
+    return;
+  }
+  uv_read_stop(client->stream->stream());
+  client->hello_timer.close();
+  const std::string line = client->request.substr(0, newline);
+  client->request.clear();
+  client->request.shrink_to_fit();
+
+  ResumeParse parsed = parse_resume_line(line, output_.key_type());
+  if (!parsed.request) {
+    const std::string answer =
+        nlohmann::json{{"error", "bad_request"}, {"message", parsed.error}}.dump(
+            -1, ' ', false, nlohmann::json::error_handler_t::replace);
+    refuse(client, DisconnectReason::bad_request, parsed.error, answer);
+    return;
+  }
+  const ResumeRequest& request = *parsed.request;
+  std::vector<OutputLog::SourceId> sources;
+  for (const std::string& feed : request.feeds) sources.push_back(output_.source_id(feed));
+  OutputLog::Location at;
+  switch (request.from) {
+    case ResumeRequest::From::now:
+      at.offset = output_.head_offset();
+      break;
+    case ResumeRequest::From::oldest:
+      at.offset = output_.oldest_offset();
+      break;
+    case ResumeRequest::From::key:
+      at = output_.locate_key(request.key, request.skip, sources);
+      break;
+    case ResumeRequest::From::after:
+      at = output_.locate_after(request.run, request.offset);
+      break;
+  }
+  const uint64_t oldest = output_.oldest_offset();
+  nlohmann::json answer = {{"run", output_.run_id()}, {"offset", at.offset}, {"oldest", oldest}};
+  if (at.gap) {
+    ++counters_.gaps;
+    if (request.on_gap == ResumeRequest::OnGap::close) {
+      refuse(
+          client, DisconnectReason::gap, "asked for records no longer retained",
+          nlohmann::json{{"error", "gap"}, {"run", output_.run_id()}, {"oldest", oldest}}.dump());
+      return;
+    }
+    // on_gap "oldest": carry on from the oldest record, and say so.
+    at.offset = oldest;
+    answer["offset"] = oldest;
+    answer["gap"] = true;
+  }
+  ++counters_.resumes;
+  OutputLog::ConsumerOptions options = consumer_options();
+  options.sources = std::move(sources);
+  options.start = at.offset;
+  start_writer(client, std::move(client->stream), std::move(options), answer.dump() + "\n");
+}
+
+// Answers with one line (if any) and closes: a refused request never gets
+// a cursor.
+void ServerSink::refuse(Client* client, DisconnectReason reason, const std::string& why,
+                        const std::string& answer) {
+  if (client->done) return;
+  if (!answer.empty() && client->stream) {
+    // A fresh connection's send buffer takes one short line at once.
+    std::string line = answer + "\n";
+    uv_buf_t buf = uv_buf_init(line.data(), static_cast<unsigned>(line.size()));
+    uv_try_write(client->stream->stream(), &buf, 1);
+  }
+  client->hello_timer.close();
+  if (client->stream) {
+    client->stream->close();
+    client->stream.reset();
+  }
+  count_disconnect(reason);
+  client_log_.log(uv_now(loop_),
+                  reason == DisconnectReason::peer_closed ? LogLevel::info : LogLevel::warn,
+                  {"output", name()}, disconnections, "output {}: client {} disconnected: {} ({})",
+                  name(), client->peer, to_string(reason), why);
+  end_client(client);
 }
 
 OutputLog::ConsumerOptions ServerSink::consumer_options() const {
@@ -150,8 +298,6 @@ void ServerSink::schedule_summary() {
 void ServerSink::client_done(Client* client, StreamWriter::Outcome outcome,
                              const std::string& reason) {
   if (client->done) return;
-  client->done = true;
-  --counters_.clients;
   using Outcome = StreamWriter::Outcome;
   if (outcome == Outcome::finished) {
     client_log_.log(uv_now(loop_), LogLevel::info, {"output", name()}, disconnections,
@@ -166,13 +312,19 @@ void ServerSink::client_done(Client* client, StreamWriter::Outcome outcome,
     count_disconnect(why);
     // A client that closes is its own business; the daemon dropping one is
     // worth a warning.
-    client_log_.log(uv_now(loop_), why == DisconnectReason::peer_closed ? LogLevel::info
-                                                                        : LogLevel::warn,
-                    {"output", name()}, disconnections, "output {}: client {} disconnected: {} ({})",
-                    name(), client->peer, to_string(why), reason);
+    client_log_.log(
+        uv_now(loop_), why == DisconnectReason::peer_closed ? LogLevel::info : LogLevel::warn,
+        {"output", name()}, disconnections, "output {}: client {} disconnected: {} ({})", name(),
+        client->peer, to_string(why), reason);
   }
+  end_client(client);
+}
+
+void ServerSink::end_client(Client* client) {
+  client->done = true;
+  --counters_.clients;
   schedule_summary();
-  // The writer is inside its own callback: free it from the idle handle.
+  // The client is inside its own callback: free it from the idle handle.
   if (reaper_.open()) {
     uv_idle_start(reaper_.get(), [](uv_idle_t* idle) {
       if (auto* self = static_cast<ServerSink*>(idle->data)) self->reap();
@@ -190,8 +342,10 @@ void ServerSink::reap() {
   uv_idle_stop(reaper_.get());
   for (auto it = clients_.begin(); it != clients_.end();) {
     if ((*it)->done) {
-      bytes_of_gone_clients_ += (*it)->writer->bytes_written();
-      held_ms_of_gone_clients_ += (*it)->writer->held_ms();
+      if ((*it)->writer) {
+        bytes_of_gone_clients_ += (*it)->writer->bytes_written();
+        held_ms_of_gone_clients_ += (*it)->writer->held_ms();
+      }
       it = clients_.erase(it);
     } else {
       ++it;
@@ -212,7 +366,11 @@ void ServerSink::close() {
   listener_.close();
   reaper_.close();
   summary_timer_.close();
-  for (auto& client : clients_) client->writer->close();
+  for (auto& client : clients_) {
+    client->hello_timer.close();
+    if (client->stream) client->stream->close();
+    if (client->writer) client->writer->close();
+  }
 }
 
 SinkCounters ServerSink::counters() const {
@@ -221,6 +379,7 @@ SinkCounters ServerSink::counters() const {
   c.bytes_out = bytes_of_gone_clients_;
   c.held_ms = held_ms_of_gone_clients_;
   for (const auto& client : clients_) {
+    if (!client->writer) continue;
     c.bytes_out += client->writer->bytes_written();
     c.held_ms += client->writer->held_ms();
     if (!client->done) {

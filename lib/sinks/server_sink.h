@@ -1,15 +1,16 @@
-// ServerSink: tcp-listen and unix-listen outputs. Each client gets the
-// merged stream from the moment it connects, starting at a record boundary,
-// through its own StreamWriter (one Output subscriber per client).
+// ServerSink: tcp-listen and unix-listen outputs. Each client reads the
+// retained output log through its own StreamWriter (one cursor per
+// client): from the moment it connects or, with `resume`, from where its
+// first line asks (see resume_request.h); the answer line comes first:
+// {"run": R, "offset": N, "oldest": O}, or {"error": ...} and the close.
 //
 // slow_client "block": the slowest client governs (lossless); a client
 // whose write has not completed for stall_timeout_ms is disconnected.
-// "disconnect": a client more than max_buffer behind is disconnected so
-// the others keep full speed. Over max_clients, a new client is accepted
-// and closed at once. Refusals, disconnects (each with its reason) and
-// failures to accept (out of descriptors: counted by reason in
-// accept_errors()) are counted and logged rate-limited, so a flood of
-// clients cannot flood the log.
+// "disconnect" (the default): a client more than max_buffer behind, or
+// out of the retained window, is disconnected; the others keep full speed. Over max_clients, a new
+// client is accepted and closed at once. Refusals, disconnects (each with its reason) and failures
+// to accept (out of descriptors: counted by reason in accept_errors()) are counted and logged
+// rate-limited, so a flood of clients cannot flood the log.
 #pragma once
 
 #include <uv.h>
@@ -30,7 +31,8 @@ namespace chronomerge {
 
 class ServerSink final : public Sink {
  public:
-  ServerSink(uv_loop_t* loop, OutputLog& output, OutputConfig config, std::function<void()> changed);
+  ServerSink(uv_loop_t* loop, OutputLog& output, OutputConfig config,
+             std::function<void()> changed);
   ~ServerSink() override;
 
   bool start() override;
@@ -48,7 +50,14 @@ class ServerSink final : public Sink {
   void accept_failed(int error, uint64_t connections);
   // Arms the timer that writes the rate limiters' summaries on time.
   void schedule_summary();
+  void start_writer(Client* client, std::unique_ptr<UvHandle<AnyStream>> stream,
+                    OutputLog::ConsumerOptions options, std::string preamble);
+  void read_request(Client* client, std::unique_ptr<UvHandle<AnyStream>> stream);
+  void request_read(Client* client);
+  void refuse(Client* client, DisconnectReason reason, const std::string& why,
+              const std::string& answer);
   void client_done(Client* client, StreamWriter::Outcome outcome, const std::string& reason);
+  void end_client(Client* client);
   void count_disconnect(DisconnectReason reason);
   OutputLog::ConsumerOptions consumer_options() const;
   void reap();

@@ -30,14 +30,14 @@ struct SinkCounters {
   uint64_t clients_total = 0;  // accepted since start
   uint64_t disconnects = 0;    // went away before the end, every reason
   std::array<uint64_t, disconnect_reason_count> disconnects_by{};  // by DisconnectReason
-  uint64_t refused = 0;        // over max_clients
-  size_t queue_bytes = 0;      // bytes pending for the slowest reader
-  size_t lag_sum = 0;          // bytes pending, summed over the readers
-  uint64_t resumes = 0;        // resume requests served
-  uint64_t gaps = 0;           // resume requests for what is no longer retained
-  uint64_t held_ms = 0;        // time its block readers held the merge
-  bool server = false;         // has clients (tcp, unix, http listeners)
-  bool failed = false;         // stopped writing for good
+  uint64_t refused = 0;                                            // over max_clients
+  size_t queue_bytes = 0;  // bytes pending for the slowest reader
+  size_t lag_sum = 0;      // bytes pending, summed over the readers
+  uint64_t resumes = 0;    // resume requests served
+  uint64_t gaps = 0;       // resume requests for what is no longer retained
+  uint64_t held_ms = 0;    // time its block readers held the merge
+  bool server = false;     // has clients (tcp, unix, http listeners)
+  bool failed = false;     // stopped writing for good
   // File outputs (see FileWriter): a write failed and the sink retries.
   bool failing = false;          // cannot write now
   uint64_t blocked_ms = 0;       // time spent failing while holding the merge (block)
@@ -48,8 +48,8 @@ struct SinkCounters {
 
 inline std::string_view to_string(DisconnectReason reason) {
   constexpr std::array<std::string_view, disconnect_reason_count> names = {
-      "too_slow", "out_of_window", "stalled",     "write_failed",
-      "peer_closed", "gap",        "bad_request", "hello_timeout"};
+      "too_slow",    "out_of_window", "stalled",     "write_failed",
+      "peer_closed", "gap",           "bad_request", "hello_timeout"};
   return names[static_cast<size_t>(reason)];
 }
 

@@ -37,10 +37,8 @@ bool StdoutSink::start() {
     return false;
   }
   stream_ = std::make_unique<StreamWriter>(
-      output_,
-      OutputLog::ConsumerOptions::lossless(config_.max_buffer.value_or(SIZE_MAX)),
-      std::move(stream), 0,
-      [done](StreamWriter::Outcome outcome, const std::string& reason) {
+      output_, OutputLog::ConsumerOptions::lossless(config_.max_buffer.value_or(SIZE_MAX)),
+      std::move(stream), 0, [done](StreamWriter::Outcome outcome, const std::string& reason) {
         done(outcome == StreamWriter::Outcome::finished, reason);
       });
   return true;
@@ -68,8 +66,8 @@ FileSink::FileSink(uv_loop_t* loop, OutputLog& output, OutputConfig config,
   auto on_error = config_.on_error == WriteErrorPolicy::skip ? FileWriter::OnError::skip
                                                              : FileWriter::OnError::block;
   file_ = std::make_unique<FileWriter>(
-      loop, output, "output " + name(), config_.path, -1, config_.max_buffer.value_or(SIZE_MAX), on_error,
-      [this](bool ok, const std::string& reason) {
+      loop, output, "output " + name(), config_.path, -1, config_.max_buffer.value_or(SIZE_MAX),
+      on_error, [this](bool ok, const std::string& reason) {
         finished_ = true;
         if (!ok) {
           failed_ = true;

@@ -23,7 +23,8 @@ namespace chronomerge {
 class StdoutSink final : public Sink {
  public:
   // `changed` runs when the sink finishes or fails (from a loop callback).
-  StdoutSink(uv_loop_t* loop, OutputLog& output, OutputConfig config, std::function<void()> changed);
+  StdoutSink(uv_loop_t* loop, OutputLog& output, OutputConfig config,
+             std::function<void()> changed);
   ~StdoutSink() override;
   bool start() override;
   void close() override;

@@ -75,9 +75,9 @@ void StreamWriter::write_next() {
   // Checked before waiting for a write in flight: the write of a frozen
   // client never completes, and its cursor fell behind while it waited.
   if (DropReason reason = cursor_.dropped(); reason != DropReason::none) {
-    finish(Outcome::dropped, reason == DropReason::too_slow
-                                 ? "more than max_buffer behind"
-                                 : "fell out of the retained window");
+    dropped_ = reason;
+    finish(Outcome::dropped, reason == DropReason::too_slow ? "more than max_buffer behind"
+                                                            : "fell out of the retained window");
     return;
   }
   if (write_.pending()) return;
@@ -121,8 +121,7 @@ void StreamWriter::written(WriteBatch& batch, ssize_t status) {
   if (status < 0) {
     // The client going away is its choice; anything else is a failure.
     const bool gone = status == UV_EPIPE || status == UV_ECONNRESET;
-    finish(gone ? Outcome::peer_closed : Outcome::failed,
-           uv_error_text(static_cast<int>(status)));
+    finish(gone ? Outcome::peer_closed : Outcome::failed, uv_error_text(static_cast<int>(status)));
     return;
   }
   bytes_written_ += preamble + bytes;

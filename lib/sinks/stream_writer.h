@@ -53,7 +53,8 @@ class StreamWriter {
   uint64_t bytes_written() const { return bytes_written_; }
   size_t lag() const { return cursor_.lag(); }
   uint64_t held_ms() const { return cursor_.held_ms(); }
-  DropReason dropped() const { return cursor_.dropped(); }
+  // Why the log dropped this writer (Outcome::dropped), kept after close.
+  DropReason dropped() const { return dropped_; }
   uv_stream_t* stream() const { return stream_ ? stream_->stream() : nullptr; }
 
  private:
@@ -76,6 +77,7 @@ class StreamWriter {
   WriteBatch spare_;  // the last batch, kept for its capacity
   UvRequest<uv_shutdown_t> shutdown_;
   std::string preamble_;  // goes out with the first write
+  DropReason dropped_ = DropReason::none;
   bool done_ = false;
   bool shutting_down_ = false;
   uint64_t bytes_written_ = 0;

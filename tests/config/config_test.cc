@@ -91,18 +91,22 @@ const std::vector<BadConfig>& bad_configs() {
        outputs_text(R"({"name": "o", "type": "stdout", "stall_timeout_ms": 1000})"),
        "/outputs/0/stall_timeout_ms", "unknown field for type \"stdout\""},
       {"rejects resume on an output that is not a tcp or unix server",
-       outputs_text(R"({"name": "o", "type": "http-listen", "listen": "127.0.0.1:0", "resume": true})"),
+       outputs_text(
+           R"({"name": "o", "type": "http-listen", "listen": "127.0.0.1:0", "resume": true})"),
        "/outputs/0/resume", "unknown field for type \"http-listen\""},
       {"rejects hello_timeout_ms without resume",
-       outputs_text(R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:0", "hello_timeout_ms": 10})"),
+       outputs_text(
+           R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:0", "hello_timeout_ms": 10})"),
        "/outputs/0/hello_timeout_ms", "only applies with \"resume\": true"},
       {"rejects stall_timeout_ms on a network output left at its default, disconnect",
-       outputs_text(R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:0", "stall_timeout_ms": 10})"),
+       outputs_text(
+           R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:0", "stall_timeout_ms": 10})"),
        "/outputs/0/stall_timeout_ms", "the default for network clients"},
       {"rejects a negative retention", config_text(R"("retention_bytes": -1)"), "/retention_bytes",
        ""},
       {"rejects allow_origin with a line break",
-       outputs_text(R"({"name": "o", "type": "http-listen", "listen": "127.0.0.1:0", "allow_origin": "a\r\nb"})"),
+       outputs_text(
+           R"({"name": "o", "type": "http-listen", "listen": "127.0.0.1:0", "allow_origin": "a\r\nb"})"),
        "/outputs/0/allow_origin", "expected an origin"},
       {"rejects an unknown field in the deadletter section",
        config_text(R"("deadletter": {"path": "/d", "mode": 1})"), "/deadletter/mode",

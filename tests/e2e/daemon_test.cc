@@ -702,8 +702,9 @@ TEST_CASE("misbehaving peers leave the daemon running and other streams intact")
     producer.close();
     CHECK(other.wait_bytes(data.size(), 10s));
     daemon.check_alive();
-    CHECK(scrape(metrics, "chronomerge_output_sink_disconnects_total{output=\"clients\",reason="
-                          "\"peer_closed\"}") == 1);
+    CHECK(scrape(metrics,
+                 "chronomerge_output_sink_disconnects_total{output=\"clients\",reason="
+                 "\"peer_closed\"}") == 1);
     CHECK(daemon.stop().code == 0);
     const ReadResult& got = other.finish();
     CHECK(got.data.size() == data.size());

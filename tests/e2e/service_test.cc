@@ -557,8 +557,10 @@ TEST_CASE("metrics count what happened") {
     CHECK(value("chronomerge_output_sink_bytes_total{output=\"clients\"}") ==
           static_cast<double>(out_bytes));
     CHECK(value("chronomerge_output_sink_clients{output=\"clients\"}") == 1);
-    CHECK(value("chronomerge_output_sink_disconnects_total{output=\"clients\",reason=\"too_slow\"}") ==
-          0);
+    CHECK(
+        value(
+            "chronomerge_output_sink_disconnects_total{output=\"clients\",reason=\"too_slow\"}") ==
+        0);
     CHECK(value("chronomerge_reloads_total{result=\"success\"}") == 0);
     CHECK(value("chronomerge_reloads_total{result=\"failure\"}") == 0);
     CHECK(value("chronomerge_draining") == 0);

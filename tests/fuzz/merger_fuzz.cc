@@ -131,11 +131,19 @@ struct LateReport {
   bool emitted;
 };
 
+OutputLogOptions log_options(size_t high_water_mark, size_t segment_bytes, bool string_keys) {
+  OutputLogOptions options;
+  options.high_water_mark = high_water_mark;
+  options.segment_bytes = segment_bytes;
+  options.key_type = string_keys ? KeyType::string : KeyType::integer;
+  return options;
+}
+
 class Harness {
  public:
   Harness(MergerOptions options, size_t output_high, size_t chunk_bytes, bool string_keys)
       : options_(options),
-        output_(output_high, chunk_bytes),
+        output_(log_options(output_high, chunk_bytes, string_keys)),
         merger_(options, output_),
         string_keys_(string_keys) {
     KeySpec spec;

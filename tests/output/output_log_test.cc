@@ -186,7 +186,7 @@ TEST_CASE("OutputLog retention") {
     log.peek(sub, slices, SIZE_MAX, &end);
     log.consume_to(sub, end);
     append_numbered(log, 20, 20);
-    CHECK(log.oldest_offset() > 0);  // the slice's segment is gone from the log
+    CHECK(log.oldest_offset() > 0);                   // the slice's segment is gone from the log
     CHECK(slices.front().bytes.starts_with("r0\n"));  // still readable (ASan checks)
   }
 }
@@ -373,7 +373,7 @@ TEST_CASE("OutputLog feed filters") {
 
 TEST_CASE("OutputLog string keys") {
   OutputLogOptions options = retaining(1 << 20, 32);
-  options.string_keys = true;
+  options.key_type = KeyType::string;
   OutputLog log(options);
   for (const char* k : {"apple", "banana", "banana", "cherry"}) {
     log.append(std::string("{\"k\":\"") + k + "\"}", Key::from_string(k), {});
