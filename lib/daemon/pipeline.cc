@@ -100,9 +100,8 @@ std::unique_ptr<Sink> Pipeline::make_sink(const OutputConfig& output) {
       return std::make_unique<FileSink>(loop_, output_, output, changed);
     case OutputType::tcp_listen:
     case OutputType::unix_listen:
-      return std::make_unique<ServerSink>(loop_, output_, output, changed);
     case OutputType::http_listen:
-      return nullptr;  // TODO
+      return std::make_unique<ServerSink>(loop_, output_, output, changed);
   }
   return nullptr;
 }

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "metrics/http_request.h"
 #include "output/resume_request.h"
 #include "uv/uv_error.h"
 
@@ -33,6 +34,41 @@ constexpr std::string_view connections = "client connects";
 constexpr std::string_view disconnections = "client disconnects";
 // A resume request is one short JSON line; anything longer is refused.
 constexpr size_t max_request_bytes = 64 << 10;
+// http-listen: a request head (its query included) at most this long.
+constexpr size_t max_head_bytes = 80 << 10;
+
+std::string error_line(std::string_view error, std::string_view message) {
+  return nlohmann::json{{"error", error}, {"message", message}}.dump(
+             -1, ' ', false, nlohmann::json::error_handler_t::replace) +
+         "\n";
+}
+
+std::string chunk(std::string_view bytes) {
+  return fmt::format("{:x}\r\n{}\r\n", bytes.size(), bytes);
+}
+
+std::string trim_newline(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
+  return std::string(text);
+}
+
+std::string_view http_reason(int status) {
+  switch (status) {
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 410:
+      return "Gone";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 505:
+      return "HTTP Version Not Supported";
+  }
+  return "Error";
+}
 
 std::string peer_name(uv_os_sock_t socket, uint64_t id) {
   std::string peer = peer_address(socket);
@@ -43,14 +79,18 @@ std::string peer_name(uv_os_sock_t socket, uint64_t id) {
 
 ServerSink::ServerSink(uv_loop_t* loop, OutputLog& output, OutputConfig config,
                        std::function<void()> changed)
-    : Sink(std::move(config)), loop_(loop), output_(output), changed_(std::move(changed)) {}
+    : Sink(std::move(config)),
+      loop_(loop),
+      output_(output),
+      changed_(std::move(changed)),
+      http_(config_.type == OutputType::http_listen) {}
 
 ServerSink::~ServerSink() {
   close();
 }
 
 bool ServerSink::start() {
-  bool tcp = config_.type == OutputType::tcp_listen;
+  bool tcp = config_.type == OutputType::tcp_listen || http_;
   int rc = listener_.listen(
       loop_, tcp ? &config_.address : nullptr, config_.path,
       [this](uv_os_sock_t socket) { accepted(socket); },
@@ -110,7 +150,7 @@ void ServerSink::accepted(uv_os_sock_t socket) {
   client_log_.log(uv_now(loop_), LogLevel::info, {"output", name()}, connections,
                   "output {}: client {} connected ({} now)", name(), peer, counters_.clients);
   schedule_summary();
-  if (config_.resume) {
+  if (config_.resume || http_) {
     read_request(raw, std::move(stream));
   } else {
     start_writer(raw, std::move(stream), consumer_options(), {});
@@ -118,13 +158,14 @@ void ServerSink::accepted(uv_os_sock_t socket) {
 }
 
 void ServerSink::start_writer(Client* client, std::unique_ptr<UvHandle<AnyStream>> stream,
-                              OutputLog::ConsumerOptions options, std::string preamble) {
+                              OutputLog::ConsumerOptions options, std::string preamble,
+                              WriteBatch::Framing framing) {
   client->writer = std::make_unique<StreamWriter>(
       output_, std::move(options), std::move(stream), config_.stall_timeout_ms,
       [this, client](StreamWriter::Outcome outcome, const std::string& reason) {
         client_done(client, outcome, reason);
       },
-      std::move(preamble));
+      std::move(preamble), framing);
   // What a client sends from now on is ignored, and its EOF (a half-close,
   // as `nc` does) is not a goodbye; a reset is.
   client->writer->watch_for_reset();
@@ -171,29 +212,86 @@ void ServerSink::read_request(Client* client, std::unique_ptr<UvHandle<AnyStream
 }
 
 void ServerSink::request_read(Client* client) {
+  if (http_) {
+    request_head_read(client);
+    return;
+  }
   const size_t newline = client->request.find('\n');
   if (newline == std::string::npos) {
     if (client->request.size() > max_request_bytes) {
       refuse(client, DisconnectReason::bad_request, "request line longer than 64 KiB",
-             R"({"error":"bad_request","message":"request line longer than 64 KiB"})");
+             error_line("bad_request", "request line longer than 64 KiB"));
     }
     return;
   }
   uv_read_stop(client->stream->stream());
   client->hello_timer.close();
   const std::string line = client->request.substr(0, newline);
-  client->request.clear();
-  client->request.shrink_to_fit();
-
+  client->request = std::string();
   ResumeParse parsed = parse_resume_line(line, output_.key_type());
   if (!parsed.request) {
-    const std::string answer =
-        nlohmann::json{{"error", "bad_request"}, {"message", parsed.error}}.dump(
-            -1, ' ', false, nlohmann::json::error_handler_t::replace);
-    refuse(client, DisconnectReason::bad_request, parsed.error, answer);
+    refuse(client, DisconnectReason::bad_request, parsed.error,
+           error_line("bad_request", parsed.error));
     return;
   }
-  const ResumeRequest& request = *parsed.request;
+  serve(client, *parsed.request, Protocol::line, {});
+}
+
+// http-listen: GET /stream, the resume request in the query string (and,
+// for Server-Sent Events, the browser's Last-Event-ID).
+void ServerSink::request_head_read(Client* client) {
+  const HttpRequest head = parse_http_request(client->request, max_head_bytes);
+  if (head.outcome == HttpRequest::Outcome::incomplete) {
+    if (client->request.size() - head.blank_prefix > max_head_bytes) {
+      refuse(client, DisconnectReason::bad_request, "request head too large",
+             http_response(431, "request head too large\n", {}));
+    }
+    return;
+  }
+  uv_read_stop(client->stream->stream());
+  client->hello_timer.close();
+  if (head.outcome == HttpRequest::Outcome::refused) {
+    refuse(client, DisconnectReason::bad_request, trim_newline(head.message),
+           http_response(head.status, head.message, {}));
+    return;
+  }
+  const std::string origin(head.origin);
+  if (head.path != "/stream") {
+    refuse(client, DisconnectReason::bad_request, fmt::format("no such path: {}", head.path),
+           http_response(404, "not found: the stream is at /stream\n", origin));
+    return;
+  }
+  const bool events = head.accept.find("text/event-stream") != std::string_view::npos;
+  ResumeParse parsed = parse_resume_query(head.query, output_.key_type());
+  if (parsed.request && !head.last_event_id.empty()) {
+    // A browser reconnecting: its last event id says exactly where.
+    ResumeParse id = parse_event_id(head.last_event_id);
+    if (id.request) {
+      parsed.request->from = ResumeRequest::From::after;
+      parsed.request->run = id.request->run;
+      parsed.request->offset = id.request->offset;
+      parsed.request->key = Key{};
+      parsed.request->skip = 0;
+    } else {
+      parsed = std::move(id);
+    }
+  }
+  if (!parsed.request) {
+    refuse(client, DisconnectReason::bad_request, parsed.error,
+           http_response(400, error_line("bad_request", parsed.error), origin));
+    return;
+  }
+  client->request = std::string();
+  if (events) {
+    // A closed event stream would make the browser reconnect in a loop:
+    // on a gap it carries on from the oldest record and says so.
+    parsed.request->on_gap = ResumeRequest::OnGap::oldest;
+  }
+  serve(client, *parsed.request, events ? Protocol::events : Protocol::ndjson, origin);
+}
+
+void ServerSink::serve(Client* client, const ResumeRequest& request, Protocol protocol,
+                       const std::string& origin) {
   std::vector<OutputLog::SourceId> sources;
   for (const std::string& feed : request.feeds) sources.push_back(output_.source_id(feed));
   OutputLog::Location at;
@@ -212,36 +310,57 @@ void ServerSink::request_read(Client* client) {
       break;
   }
   const uint64_t oldest = output_.oldest_offset();
-  nlohmann::json answer = {{"run", output_.run_id()}, {"offset", at.offset}, {"oldest", oldest}};
   if (at.gap) {
     ++counters_.gaps;
     if (request.on_gap == ResumeRequest::OnGap::close) {
-      refuse(
-          client, DisconnectReason::gap, "asked for records no longer retained",
-          nlohmann::json{{"error", "gap"}, {"run", output_.run_id()}, {"oldest", oldest}}.dump());
+      const std::string answer =
+          nlohmann::json{{"error", "gap"}, {"run", output_.run_id()}, {"oldest", oldest}}.dump() +
+          "\n";
+      refuse(client, DisconnectReason::gap, "asked for records no longer retained",
+             protocol == Protocol::line ? answer : http_response(410, answer, origin));
       return;
     }
-    // on_gap "oldest": carry on from the oldest record, and say so.
-    at.offset = oldest;
-    answer["offset"] = oldest;
-    answer["gap"] = true;
+    at.offset = oldest;  // on_gap "oldest": carry on from there, and say so
+  }
+  nlohmann::json answer = {{"run", output_.run_id()}, {"offset", at.offset}, {"oldest", oldest}};
+  if (at.gap) answer["gap"] = true;
+  std::string preamble;
+  WriteBatch::Framing framing = WriteBatch::Framing::raw;
+  switch (protocol) {
+    case Protocol::line:
+      preamble = answer.dump() + "\n";
+      break;
+    case Protocol::ndjson:
+      preamble = http_stream_head("application/x-ndjson", origin) + chunk(answer.dump() + "\n");
+      framing = WriteBatch::Framing::chunked;
+      break;
+    case Protocol::events: {
+      std::string first = "retry: 1000\nevent: resume\ndata: " + answer.dump() + "\n\n";
+      if (at.gap) {
+        first += "event: gap\ndata: " +
+                 nlohmann::json{{"run", output_.run_id()}, {"oldest", oldest}}.dump() + "\n\n";
+      }
+      preamble = http_stream_head("text/event-stream", origin) + chunk(first);
+      framing = WriteBatch::Framing::events;
+      break;
+    }
   }
   ++counters_.resumes;
   OutputLog::ConsumerOptions options = consumer_options();
   options.sources = std::move(sources);
   options.start = at.offset;
-  start_writer(client, std::move(client->stream), std::move(options), answer.dump() + "\n");
+  start_writer(client, std::move(client->stream), std::move(options), std::move(preamble), framing);
 }
 
-// Answers with one line (if any) and closes: a refused request never gets
+// Answers with `answer` (if any) and closes: a refused request never gets
 // a cursor.
 void ServerSink::refuse(Client* client, DisconnectReason reason, const std::string& why,
                         const std::string& answer) {
   if (client->done) return;
   if (!answer.empty() && client->stream) {
-    // A fresh connection's send buffer takes one short line at once.
-    std::string line = answer + "\n";
-    uv_buf_t buf = uv_buf_init(line.data(), static_cast<unsigned>(line.size()));
+    // A fresh connection's send buffer takes one short answer at once.
+    uv_buf_t buf =
+        uv_buf_init(const_cast<char*>(answer.data()), static_cast<unsigned>(answer.size()));
     uv_try_write(client->stream->stream(), &buf, 1);
   }
   client->hello_timer.close();
@@ -255,6 +374,31 @@ void ServerSink::refuse(Client* client, DisconnectReason reason, const std::stri
                   {"output", name()}, disconnections, "output {}: client {} disconnected: {} ({})",
                   name(), client->peer, to_string(reason), why);
   end_client(client);
+}
+
+std::string ServerSink::cors_headers(const std::string& origin) const {
+  if (config_.allow_origin.empty()) return {};
+  if (config_.allow_origin == "*") return "Access-Control-Allow-Origin: *\r\n";
+  if (origin != config_.allow_origin) return {};
+  return fmt::format("Access-Control-Allow-Origin: {}\r\nVary: Origin\r\n", origin);
+}
+
+std::string ServerSink::http_response(int status, std::string_view body,
+                                      const std::string& origin) const {
+  return fmt::format(
+      "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: "
+      "close\r\n\r\n{}",
+      status, http_reason(status),
+      body.starts_with("{") ? "application/json" : "text/plain; charset=utf-8", body.size(),
+      cors_headers(origin), body);
+}
+
+std::string ServerSink::http_stream_head(std::string_view content_type,
+                                         const std::string& origin) const {
+  return fmt::format(
+      "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nTransfer-Encoding: chunked\r\nCache-Control: "
+      "no-cache\r\nX-Accel-Buffering: no\r\n{}Connection: close\r\n\r\n",
+      content_type, cors_headers(origin));
 }
 
 OutputLog::ConsumerOptions ServerSink::consumer_options() const {

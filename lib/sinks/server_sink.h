@@ -1,4 +1,4 @@
-// ServerSink: tcp-listen and unix-listen outputs. Each client reads the
+// ServerSink: tcp-listen, unix-listen and http-listen outputs. Each client reads the
 // retained output log through its own StreamWriter (one cursor per
 // client): from the moment it connects or, with `resume`, from where its
 // first line asks (see resume_request.h); the answer line comes first:
@@ -7,7 +7,14 @@
 // slow_client "block": the slowest client governs (lossless); a client
 // whose write has not completed for stall_timeout_ms is disconnected.
 // "disconnect" (the default): a client more than max_buffer behind, or
-// out of the retained window, is disconnected; the others keep full speed. Over max_clients, a new
+// out of the retained window, is disconnected; the others keep full speed.
+//
+// http-listen: GET /stream with the same request in its query string
+// (after=R:N, since=K, skip=n, feeds=a,b, on_gap=...) answers chunked
+// NDJSON, the answer object first; with Accept: text/event-stream it
+// answers Server-Sent Events, one record per event with `id: R:N`, and
+// resumes exactly from Last-Event-ID (on a gap: `event: gap`, then the
+// oldest record on). Over max_clients, a new
 // client is accepted and closed at once. Refusals, disconnects (each with its reason) and failures
 // to accept (out of descriptors: counted by reason in accept_errors()) are counted and logged
 // rate-limited, so a flood of clients cannot flood the log.
@@ -21,6 +28,7 @@
 
 #include "log/log.h"
 #include "output/output_log.h"
+#include "output/resume_request.h"
 #include "sinks/sink.h"
 #include "sinks/stream_writer.h"
 #include "uv/any_stream.h"
@@ -50,10 +58,23 @@ class ServerSink final : public Sink {
   void accept_failed(int error, uint64_t connections);
   // Arms the timer that writes the rate limiters' summaries on time.
   void schedule_summary();
+  // How a client asked, and so how it is answered.
+  enum class Protocol {
+    line,    // tcp/unix with resume: a JSON request line, a JSON answer line
+    ndjson,  // http-listen: GET /stream?..., chunked NDJSON
+    events,  // http-listen with Accept: text/event-stream
+  };
   void start_writer(Client* client, std::unique_ptr<UvHandle<AnyStream>> stream,
-                    OutputLog::ConsumerOptions options, std::string preamble);
+                    OutputLog::ConsumerOptions options, std::string preamble,
+                    WriteBatch::Framing framing = WriteBatch::Framing::raw);
   void read_request(Client* client, std::unique_ptr<UvHandle<AnyStream>> stream);
   void request_read(Client* client);
+  void request_head_read(Client* client);
+  void serve(Client* client, const ResumeRequest& request, Protocol protocol,
+             const std::string& origin);
+  std::string cors_headers(const std::string& origin) const;
+  std::string http_response(int status, std::string_view body, const std::string& origin) const;
+  std::string http_stream_head(std::string_view content_type, const std::string& origin) const;
   void refuse(Client* client, DisconnectReason reason, const std::string& why,
               const std::string& answer);
   void client_done(Client* client, StreamWriter::Outcome outcome, const std::string& reason);
@@ -77,6 +98,7 @@ class ServerSink final : public Sink {
   log::RateLimiter refusal_log_;  // refusals and accept failures
   log::RateLimiter client_log_;   // connects, finishes and disconnects
   UvHandle<uv_timer_t> summary_timer_;
+  const bool http_;  // http-listen
   bool finished_ = false;
   bool closed_ = false;
 };

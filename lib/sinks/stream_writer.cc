@@ -11,13 +11,15 @@ namespace chronomerge {
 
 StreamWriter::StreamWriter(OutputLog& output, OutputLog::ConsumerOptions consumer,
                            std::unique_ptr<UvHandle<AnyStream>> stream, uint64_t stall_timeout_ms,
-                           DoneCallback done, std::string preamble)
+                           DoneCallback done, std::string preamble, WriteBatch::Framing framing)
     : cursor_(output, std::move(consumer), [this] { write_next(); }),
       stream_(std::move(stream)),
       stall_timeout_ms_(stall_timeout_ms),
       write_([this](WriteBatch& batch, ssize_t status) { written(batch, status); }),
       shutdown_([this](NoPayload&, ssize_t) { finish(Outcome::finished, "end of stream"); }),
       preamble_(std::move(preamble)),
+      framing_(framing),
+      run_(output.run_id()),
       on_done_(std::move(done)) {
   stream_->get()->handle.data = this;
   if (stall_timeout_ms_ > 0) {
@@ -82,9 +84,20 @@ void StreamWriter::write_next() {
   }
   if (write_.pending()) return;
   WriteBatch batch = std::move(spare_);
+  batch.framing = framing_;
+  batch.run = run_;
   batch.preamble = std::move(preamble_);
   preamble_.clear();
-  if (batch.fill(cursor_, max_batch_bytes) == 0 && batch.preamble.empty()) {
+  const size_t max_bytes =
+      framing_ == WriteBatch::Framing::events ? max_event_batch_bytes : max_batch_bytes;
+  if (batch.fill(cursor_, max_bytes) == 0 && batch.preamble.empty() && cursor_.output_ended() &&
+      framing_ != WriteBatch::Framing::raw && !last_chunk_sent_) {
+    // HTTP: the last chunk says the stream is complete.
+    last_chunk_sent_ = true;
+    batch.preamble = "0\r\n\r\n";
+    batch.build();
+  }
+  if (batch.bytes == 0 && batch.preamble.empty()) {
     spare_ = std::move(batch);
     if (cursor_.output_ended()) {
       // Everything written: flush the kernel side politely, then close.

@@ -24,6 +24,8 @@ namespace chronomerge {
 class StreamWriter {
  public:
   static constexpr size_t max_batch_bytes = 1 << 20;
+  // Server-Sent Events take three buffers per record: smaller batches.
+  static constexpr size_t max_event_batch_bytes = 64 << 10;
 
   // finished: everything written and the stream shut down; peer_closed:
   // the client went away (reset, broken pipe) — its own choice, not a
@@ -35,10 +37,13 @@ class StreamWriter {
   using DoneCallback = std::function<void(Outcome, const std::string& reason)>;
 
   // `stream` must be initialized. `preamble`, if not empty, is written
-  // before the stream (a resume answer line).
+  // before the stream (a resume answer line, HTTP response headers).
+  // Framed streams (HTTP chunks, Server-Sent Events) end with the last
+  // chunk.
   StreamWriter(OutputLog& output, OutputLog::ConsumerOptions consumer,
                std::unique_ptr<UvHandle<AnyStream>> stream, uint64_t stall_timeout_ms,
-               DoneCallback done, std::string preamble = {});
+               DoneCallback done, std::string preamble = {},
+               WriteBatch::Framing framing = WriteBatch::Framing::raw);
   ~StreamWriter();
   StreamWriter(const StreamWriter&) = delete;
   StreamWriter& operator=(const StreamWriter&) = delete;
@@ -77,6 +82,9 @@ class StreamWriter {
   WriteBatch spare_;  // the last batch, kept for its capacity
   UvRequest<uv_shutdown_t> shutdown_;
   std::string preamble_;  // goes out with the first write
+  WriteBatch::Framing framing_;
+  std::string run_;  // framing events: the run id of the event ids
+  bool last_chunk_sent_ = false;
   DropReason dropped_ = DropReason::none;
   bool done_ = false;
   bool shutting_down_ = false;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <string_view>
 
 namespace chronomerge {
 namespace {
@@ -25,8 +27,23 @@ size_t cut_after_last_newline(std::vector<OutputLog::Slice>& slices) {
 
 }  // namespace
 
+WriteBatch& WriteBatch::operator=(WriteBatch&& other) noexcept {
+  framing = other.framing;
+  run = std::move(other.run);
+  preamble = std::move(other.preamble);
+  slices = std::move(other.slices);
+  bufs = std::move(other.bufs);
+  bytes = other.bytes;
+  written = other.written;
+  frames_ = std::move(other.frames_);
+  if (!bufs.empty() && written == 0) build();
+  other.clear();
+  return *this;
+}
+
 void WriteBatch::clear() {
   preamble.clear();
+  frames_.clear();
   slices.clear();
   bufs.clear();
   bytes = 0;
@@ -50,15 +67,79 @@ size_t WriteBatch::fill(OutputCursor& cursor, size_t max_bytes, bool whole_recor
     }
     bytes = whole;
   }
-  bufs.reserve(slices.size() + 1);
-  if (!preamble.empty()) {
-    bufs.push_back(uv_buf_init(preamble.data(), static_cast<unsigned>(preamble.size())));
-  }
-  for (const auto& slice : slices) {
-    bufs.push_back(uv_buf_init(const_cast<char*>(slice.bytes.data()),
-                               static_cast<unsigned>(slice.bytes.size())));
-  }
+  build();
   return bytes;
+}
+
+namespace {
+
+uv_buf_t buf_of(std::string_view bytes) {
+  return uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
+}
+
+}  // namespace
+
+void WriteBatch::build() {
+  bufs.clear();
+  frames_.clear();
+  if (!preamble.empty()) bufs.push_back(buf_of(preamble));
+  if (slices.empty()) return;
+  if (framing == Framing::raw) {
+    bufs.reserve(bufs.size() + slices.size());
+    for (const auto& slice : slices) bufs.push_back(buf_of(slice.bytes));
+    return;
+  }
+  // The frames are written into one string first (the buffers point into
+  // it, so it must not grow afterwards), then the buffers interleave them
+  // with the records.
+  static constexpr std::string_view crlf = "\r\n";
+  static constexpr std::string_view event_end = "\n\n";
+  size_t body = 0;
+  std::vector<size_t> id_ends;  // events: where each record's "id:... data: " ends
+  if (framing == Framing::chunked) {
+    for (const auto& slice : slices) body += slice.bytes.size();
+  } else {
+    for (const auto& slice : slices) {
+      uint64_t offset = slice.first_offset;
+      for (std::string_view rest = slice.bytes; !rest.empty(); ++offset) {
+        const size_t end = rest.find('\n');
+        const size_t record = end == std::string_view::npos ? rest.size() : end;
+        frames_ += "id: ";
+        frames_ += run;
+        frames_ += ':';
+        frames_ += std::to_string(offset);
+        frames_ += "\ndata: ";
+        id_ends.push_back(frames_.size());
+        body += record + event_end.size();
+        rest.remove_prefix(std::min(rest.size(), record + 1));
+      }
+    }
+    body += frames_.size();
+  }
+  char header[24];
+  const int header_size = std::snprintf(header, sizeof(header), "%zx\r\n", body);
+  const size_t header_at = frames_.size();
+  frames_.append(header, static_cast<size_t>(header_size));
+  const std::string_view frames = frames_;
+  bufs.push_back(buf_of(frames.substr(header_at)));
+  if (framing == Framing::chunked) {
+    for (const auto& slice : slices) bufs.push_back(buf_of(slice.bytes));
+  } else {
+    size_t event = 0;
+    size_t id_start = 0;
+    for (const auto& slice : slices) {
+      for (std::string_view rest = slice.bytes; !rest.empty(); ++event) {
+        const size_t end = rest.find('\n');
+        const size_t record = end == std::string_view::npos ? rest.size() : end;
+        bufs.push_back(buf_of(frames.substr(id_start, id_ends[event] - id_start)));
+        bufs.push_back(buf_of(rest.substr(0, record)));
+        bufs.push_back(buf_of(event_end));
+        id_start = id_ends[event];
+        rest.remove_prefix(std::min(rest.size(), record + 1));
+      }
+    }
+  }
+  bufs.push_back(buf_of(crlf));
 }
 
 void WriteBatch::advance(size_t n) {

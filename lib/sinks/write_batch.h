@@ -14,8 +14,26 @@
 namespace chronomerge {
 
 struct WriteBatch {
-  // Bytes written before the slices (a resume answer); not part of the
-  // stream, so not in `bytes`.
+  WriteBatch() = default;
+  // The buffers point into the batch's own strings, which a move may
+  // relocate (short strings live inside the object): a batch not yet
+  // partly written rebuilds them; one partly written must not be moved.
+  WriteBatch(WriteBatch&& other) noexcept { *this = std::move(other); }
+  WriteBatch& operator=(WriteBatch&& other) noexcept;
+  WriteBatch(const WriteBatch&) = delete;
+  WriteBatch& operator=(const WriteBatch&) = delete;
+
+  // How the records go on the wire.
+  enum class Framing {
+    raw,      // as they are: one record per line
+    chunked,  // one HTTP/1.1 chunk per batch
+    events,   // one Server-Sent Event per record, "id: RUN:OFFSET", in one chunk
+  };
+  Framing framing = Framing::raw;
+  std::string run;  // events: the run id of the ids
+
+  // Bytes written before the slices (a resume answer, HTTP headers); not
+  // part of the stream, so not in `bytes`.
   std::string preamble;
   std::vector<OutputLog::Slice> slices;
   std::vector<uv_buf_t> bufs;
@@ -23,13 +41,19 @@ struct WriteBatch {
   size_t written = 0;  // of those, written so far (short writes continue)
 
   // Takes up to `max_bytes` of what `cursor` has pending (after clearing
-  // the batch, but for its preamble); returns the bytes taken. With `whole_records`, the batch
-  // ends after its last newline (a record longer than `max_bytes` is
-  // taken whole), so a failed write never leaves the cursor inside one.
+  // the batch, but for its framing and preamble); returns the bytes taken. With `whole_records`,
+  // the batch ends after its last newline (a record longer than `max_bytes` is taken whole), so a
+  // failed write never leaves the cursor inside one.
   size_t fill(OutputCursor& cursor, size_t max_bytes, bool whole_records = false);
+  // Points `bufs` at the preamble and the framed slices. fill() calls it;
+  // call it again after changing the preamble or the slices by hand.
+  void build();
   // After a short write of `n` more bytes: the buffers start at the rest.
   void advance(size_t n);
   void clear();
+
+ private:
+  std::string frames_;  // chunk headers and event ids the buffers point into
 };
 
 // The bytes of the whole records among the first `limit` bytes of `slices`.
