@@ -82,7 +82,8 @@ struct OutputConfig {
   uint32_t max_clients = 64;
   // Bytes a consumer may fall behind the head. block: the hold point is
   // the smaller of this and output_high_water_mark (unset: the mark);
-  // disconnect: beyond it the client is dropped (unset: retention_bytes).
+  // disconnect: once caught up that close, a client that falls further
+  // behind is dropped (unset: only when it leaves the retained window).
   std::optional<size_t> max_buffer;
   // Network clients default to disconnect (one frozen client must not
   // stall the others); file and stdout always block (lossless).

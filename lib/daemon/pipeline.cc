@@ -73,6 +73,18 @@ Pipeline::Pipeline(uv_loop_t* loop, Config config, bool live)
   idle_timer_.initialized(this);
   uv_timer_init(loop_, retire_timer_.get());
   retire_timer_.initialized(this);
+  if (live_ && config_.retention_ms) {
+    uv_timer_init(loop_, retention_timer_.get());
+    retention_timer_.initialized(this);
+    const uint64_t every = std::clamp<uint64_t>(*config_.retention_ms / 10, 10, 1000);
+    uv_timer_start(
+        retention_timer_.get(),
+        [](uv_timer_t* timer) {
+          if (auto* self = static_cast<Pipeline*>(timer->data)) self->schedule_pump();
+        },
+        every, every);
+    uv_unref(retention_timer_.base());
+  }
   uv_check_init(loop_, pump_check_.get());
   pump_check_.initialized(this);
   uv_idle_init(loop_, pump_idle_.get());
@@ -516,6 +528,7 @@ void Pipeline::close() {
   if (deadletter_) deadletter_->close();
   idle_timer_.close();
   retire_timer_.close();
+  retention_timer_.close();
   pump_check_.close();
   pump_idle_.close();
 }

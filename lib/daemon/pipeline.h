@@ -154,6 +154,8 @@ class Pipeline final : public FeedHost {
   };
   std::vector<Retiring> retiring_;
   UvHandle<uv_timer_t> retire_timer_;
+  // retention_ms: the log drops what expired even while nothing is merged.
+  UvHandle<uv_timer_t> retention_timer_;
   std::map<std::string, RetiredFeed, std::less<>> retired_;
   std::optional<FeedId> hold_logged_;  // the holder already reported
   uint64_t discarded_output_bytes_ = 0;

@@ -126,8 +126,8 @@ void OutputLog::after_append() {
     // The merge is held from now on, by the consumer at the hold point.
     held_since_ms_ = now_ms_;
     for (const auto& [id, consumer] : consumers_) {
-      if (consumer.engaged && consumer.dropped == DropReason::none &&
-          consumer.position + consumer.limit == full_at_) {
+      if (consumer.policy == ConsumerPolicy::block && consumer.engaged &&
+          consumer.dropped == DropReason::none && consumer.position + consumer.limit == full_at_) {
         holder_ = id;
         break;
       }
@@ -237,10 +237,17 @@ void OutputLog::recompute() {
       // up from far behind does not hold the merge.
       if (!consumer.engaged && lag <= consumer.limit) consumer.engaged = true;
       if (consumer.engaged) full_at_ = std::min(full_at_, consumer.position + consumer.limit);
-    } else if (lag > consumer.limit) {
-      drop(consumer, DropReason::too_slow);
     } else {
-      overflow_at_ = std::min(overflow_at_, consumer.position + consumer.limit + 1);
+      // A reader that starts further behind than its limit (a resume from
+      // the oldest record) is bound by the retained window alone until it
+      // has caught up that close.
+      if (!consumer.engaged && lag <= consumer.limit) consumer.engaged = true;
+      if (!consumer.engaged) continue;
+      if (lag > consumer.limit) {
+        drop(consumer, DropReason::too_slow);
+      } else {
+        overflow_at_ = std::min(overflow_at_, consumer.position + consumer.limit + 1);
+      }
     }
   }
 }
@@ -249,7 +256,8 @@ void OutputLog::trim() {
   // Engaged block consumers keep what they have not read.
   uint64_t keep = head_position_;
   for (const auto& [id, consumer] : consumers_) {
-    if (consumer.engaged && consumer.dropped == DropReason::none) {
+    if (consumer.policy == ConsumerPolicy::block && consumer.engaged &&
+        consumer.dropped == DropReason::none) {
       keep = std::min(keep, consumer.position);
     }
   }

@@ -24,8 +24,9 @@
 //   block consumer that starts far behind (a resume from the oldest
 //   record) does not hold the merge until it has caught up that close; if
 //   it falls out of the retained window meanwhile it is dropped.
-// - disconnect: never holds the merge; dropped once it is more than its
-//   max_buffer behind or its cursor leaves the retained window.
+// - disconnect: never holds the merge; dropped once its cursor leaves the
+//   retained window, or, once it has been within its max_buffer of the
+//   head, when it falls more than that behind.
 // A dropped consumer is notified and stops reading; its owner closes it.
 //
 // Pure: no I/O, no clock of its own (tick() tells it the time). Loop
@@ -203,7 +204,9 @@ class OutputLog {
     uint64_t position = 0;
     size_t limit = 0;  // block: the hold point; disconnect: max_buffer
     ConsumerPolicy policy = ConsumerPolicy::block;
-    bool engaged = false;  // block: holds the merge and its unread bytes
+    // Has been within `limit` of the head. block: holds the merge and its
+    // unread bytes from then on; disconnect: may be too slow from then on.
+    bool engaged = false;
     DropReason dropped = DropReason::none;
     std::vector<SourceId> sources;  // sorted
     uint64_t held_ms = 0;

@@ -408,7 +408,8 @@ OutputLog::ConsumerOptions ServerSink::consumer_options() const {
     options.max_buffer = config_.max_buffer.value_or(SIZE_MAX);
   } else {
     options.policy = ConsumerPolicy::disconnect;
-    options.max_buffer = config_.max_buffer.value_or(output_.retention_bytes());
+    // Unset: bound by the retained window alone.
+    options.max_buffer = config_.max_buffer.value_or(SIZE_MAX);
   }
   return options;
 }

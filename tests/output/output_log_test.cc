@@ -214,6 +214,15 @@ TEST_CASE("OutputLog disconnect readers") {
     append_numbered(log, 0, 200);
     CHECK(log.dropped(lagging) == DropReason::out_of_window);
   }
+  SUBCASE("a reader resuming further behind than its max_buffer is bound by the window alone") {
+    append_numbered(log, 0, 20);  // ~90 bytes retained
+    auto resumed = log.subscribe(disconnect(10, log.oldest_offset()), nullptr);
+    log.append("x");
+    CHECK(log.dropped(resumed) == DropReason::none);
+    while (log.lag(resumed) > 0) read_all(log, resumed, 8);  // caught up: engaged
+    log.append("0123456789");
+    CHECK(log.dropped(resumed) == DropReason::too_slow);
+  }
   SUBCASE("a dropped reader is notified at the next flush") {
     int notified = 0;
     auto other = log.subscribe(disconnect(5), [&] { ++notified; });
