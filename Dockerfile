@@ -27,8 +27,9 @@ COPY --from=build /install/usr/bin/chronomerge /usr/bin/chronomerge
 COPY config/docker-demo.json /etc/chronomerge/chronomerge.json
 USER chronomerge
 WORKDIR /var/lib/chronomerge
-# 7070: merged stream for clients; 9464: /metrics and /healthz.
-EXPOSE 7070 9464
+# 7070: merged stream for clients; 7090: the same over HTTP; 9464: /metrics
+# and /healthz.
+EXPOSE 7070 7090 9464
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
     CMD curl -fsS http://127.0.0.1:9464/healthz || exit 1
 STOPSIGNAL SIGTERM

@@ -65,6 +65,7 @@ constexpr std::string_view kDemoConfig = R"json({
   ],
   "outputs": [
     {"name": "clients", "type": "tcp-listen", "listen": "127.0.0.1:7070"},
+    {"name": "web", "type": "http-listen", "listen": "127.0.0.1:7090"},
     {"name": "console", "type": "stdout"}
   ],
   "metrics": {"listen": "127.0.0.1:9464"}
