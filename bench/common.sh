@@ -1,10 +1,12 @@
 # shellcheck shell=bash
 # Helpers shared by the bench/*.sh scripts.  Sourced, not run.
 #
-# Sets: BENCH_DIR, REPO_ROOT, DATA_ROOT, CHRONOMERGE, SEED
+# Sets: BENCH_DIR, REPO_ROOT, DATA_ROOT, CHRONOMERGE, SEED, MAX_CLIENTS
 # Defines: die, note, require_chronomerge, dataset_dir, ensure_data,
 #          manifest_bytes, parse_flags, require_positive, raise_open_files,
 #          track_daemon, pick_ports, write_config, start_daemon, stop_daemon,
+#          cpu_ticks, machine_ticks, status_kib, watch_daemon, wait_files,
+#          wait_clients, record_case, join_json, run_fanout, report_python,
 #          commit_summary, machine_summary, finish_report
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -115,7 +117,11 @@ raise_open_files() {
   fi
 }
 
-# --- live daemon (bench/live.sh, bench/latency.sh) -------------------------
+# --- live daemon (bench/live.sh, bench/clients.sh, bench/latency.sh) -------
+
+# The max_clients of every generated config: room for the largest case of
+# bench/clients.sh (100 clients) and more.
+MAX_CLIENTS=1000
 
 # track_daemon DIR: the sd_notify socket and messages go in DIR; on exit,
 # every background job this script still runs is stopped, by PID.
@@ -173,12 +179,18 @@ PY
 # feed is ever declared idle during a run, so the merge always waits for
 # every feed and the output must be exactly in order.  Producers end with an
 # end-marker record (see bench/loadgen.cc), which releases the last records
-# without idling.  Everything else is the default.
+# without idling.  The output says slow_client "block" (lossless: every
+# client gets every record, and a client that does not read stops the
+# merge), which network clients no longer get by default, and allows
+# MAX_CLIENTS clients.  Everything else is the default, and only fields
+# that binaries from before the retained output log accept are used, so
+# the same config runs an old and a new binary alike.
 write_config() {
-  python3 - "$@" << 'PY'
+  python3 - "$MAX_CLIENTS" "$@" << 'PY'
 import json, sys
-path, feeds, base, level = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-metrics = sys.argv[5:] == ["metrics"]
+max_clients = int(sys.argv[1])
+path, feeds, base, level = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+metrics = sys.argv[6:] == ["metrics"]
 width = max(4, len(str(feeds - 1)))
 config = {
     "key": "time",
@@ -189,7 +201,8 @@ config = {
     "feeds": [{"name": "p%0*d" % (width, i), "type": "tcp-listen",
                "listen": "127.0.0.1:%d" % (base + i)} for i in range(feeds)],
     "outputs": [{"name": "clients", "type": "tcp-listen",
-                 "listen": "127.0.0.1:%d" % (base + feeds)}],
+                 "listen": "127.0.0.1:%d" % (base + feeds),
+                 "slow_client": "block", "max_clients": max_clients}],
 }
 if metrics:
     config["metrics"] = {"listen": "127.0.0.1:%d" % (base + feeds + 1)}
@@ -280,7 +293,207 @@ stop_daemon() {
   wait "$DAEMON_PID" 2> /dev/null || DAEMON_RC=$?
 }
 
+# cpu_ticks PID: utime + stime (fields 14 and 15 of /proc/PID/stat, after
+# the parenthesised command name).
+cpu_ticks() {
+  local stat
+  stat=$(< "/proc/$1/stat")
+  stat=${stat##*) }
+  # shellcheck disable=SC2086
+  set -- $stat
+  echo $((${12} + ${13}))
+}
+
+# machine_ticks: "busy total" jiffies of the whole machine (/proc/stat), to
+# show how much of the CPU other work took during a case.
+machine_ticks() {
+  awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
+}
+
+# status_kib PID FIELD: VmRSS / VmHWM in KiB (0 if gone).
+status_kib() {
+  awk -v f="$2:" '$1 == f { print $2; found = 1 } END { if (!found) print 0 }' \
+    "/proc/$1/status" 2> /dev/null || echo 0
+}
+
+# watch_daemon PID[:FILE]...: waits until every PID has exited or created
+# its FILE, sampling the daemon's VmRSS every 0.5 s.  Sets RSS_PEAK_KIB,
+# RSS_LAST_KIB, RSS_SERIES (one sample per second, MiB).
+watch_daemon() {
+  local target alive n=0 kib
+  RSS_PEAK_KIB=0
+  RSS_LAST_KIB=0
+  RSS_SERIES=""
+  for ((;;)); do
+    alive=0
+    for target in "$@"; do
+      if [[ $target == *:* && -e ${target#*:} ]]; then continue; fi
+      kill -0 "${target%%:*}" 2> /dev/null && alive=1 && break
+    done
+    ((alive)) || break
+    sleep 0.1
+    if ((++n % 5 == 0)); then
+      kib=$(status_kib "$DAEMON_PID" VmRSS)
+      RSS_LAST_KIB=$kib
+      ((kib > RSS_PEAK_KIB)) && RSS_PEAK_KIB=$kib
+      ((n % 10 == 0)) && RSS_SERIES+="$((kib / 1024)) "
+    fi
+  done
+  return 0
+}
+
+# wait_files FILE...: the consumers' ready files, up to 10 s.
+wait_files() {
+  local i f missing
+  for ((i = 0; i < 100; i++)); do
+    missing=0
+    for f in "$@"; do
+      [[ -e $f ]] || missing=1
+    done
+    ((missing)) || return 0
+    sleep 0.1
+  done
+  die "clients did not connect within 10 s"
+}
+
+# wait_clients PORT N: until the daemon's metrics on 127.0.0.1:PORT count N
+# clients on the output "clients", up to 10 s.  A client's connect()
+# returns once the kernel has queued the connection; the daemon accepts it
+# on a later loop turn, and a client accepted after the first record would
+# miss it.
+wait_clients() {
+  python3 - "$@" << 'PY' || die "the daemon did not accept $2 clients within 10 s"
+import re, sys, time, urllib.request
+port, want = sys.argv[1], int(sys.argv[2])
+pattern = re.compile(r'^chronomerge_output_sink_clients\{output="clients"\} (\d+)', re.M)
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    try:
+        body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % port, timeout=2).read().decode()
+        m = pattern.search(body)
+        if m and int(m.group(1)) >= want:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.05)
+sys.exit(1)
+PY
+}
+
+# record_case KEY=JSON...: the pairs, as one JSON object, appended to
+# RESULTS_JSON (one object a line).
+record_case() {
+  python3 -c '
+import json, sys
+out = {}
+for kv in sys.argv[2:]:
+    k, v = kv.split("=", 1)
+    out[k] = json.loads(v)
+open(sys.argv[1], "a").write(json.dumps(out) + "\n")
+' "$RESULTS_JSON" "$@"
+}
+
+# join_json FILE...: the JSON objects the loadgen printed, one a line, as
+# one array; a missing or empty file (a crashed process) is one null.
+join_json() {
+  local f line sep=''
+  printf '['
+  for f in "$@"; do
+    if [[ -s $f ]]; then
+      while IFS= read -r line; do
+        [[ -n $line ]] || continue
+        printf '%s%s' "$sep" "$line"
+        sep=','
+      done < "$f"
+    else
+      printf '%snull' "$sep"
+      sep=','
+    fi
+  done
+  printf ']'
+}
+
+# run_fanout BINARY LABEL CLIENTS RECORDS DIR [KEY=JSON...]: PRODUCERS
+# producers x RECORDS records each, as fast as the sockets take them -> a
+# fresh daemon (BINARY) -> CLIENTS clients, each of which must get every
+# record once and in order.  The clients are `chronomerge_loadgen consume`
+# connections, spread over at most READERS processes.  Configs, logs and
+# every loadgen report go in DIR; the case (with the extra KEY=JSON fields)
+# is appended to RESULTS_JSON.  Needs LOADGEN, PRODUCERS, READERS,
+# RESULTS_JSON, CLK_TCK and track_daemon.
+run_fanout() {
+  local bin=$1 label=$2 clients=$3 records=$4 dir=$5
+  shift 5
+  local total=$((PRODUCERS * records)) base out cfg log i pid t0 cpu0 cpu1 hwm m0 m1
+  ((clients <= MAX_CLIENTS)) || die "at most $MAX_CLIENTS clients (max_clients of the config)"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  base=$(pick_ports $((PRODUCERS + 2))) || die "no $((PRODUCERS + 2)) free consecutive ports"
+  out=$((base + PRODUCERS))
+  cfg="$dir/config.json"
+  log="$dir/daemon.log"
+  write_config "$cfg" "$PRODUCERS" "$base" info metrics
+  note "[$label] $PRODUCERS producers x $records records -> daemon -> $clients client(s) ..."
+  start_daemon "$bin" "$cfg" "$log"
+
+  # Each client is done at the first end marker, which comes after every
+  # data record; it then stays connected until the SIGTERM drain closes it
+  # (and delivers the other markers), so no client leaves a running daemon.
+  local readers=() ready=() targets=() procs conns
+  procs=$((clients < READERS ? clients : READERS))
+  for ((i = 0; i < procs; i++)); do
+    conns=$((clients / procs + (i < clients % procs ? 1 : 0)))
+    "$LOADGEN" consume --connect "127.0.0.1:$out" --connections "$conns" \
+      --expect "$total" --strict --expect-markers 1 --until-eof \
+      --timeout $((60 + total * clients / 500000)) \
+      --ready-file "$dir/reader$i.ready" --done-file "$dir/reader$i.done" \
+      > "$dir/reader$i.json" 2> "$dir/reader$i.err" &
+    readers+=($!)
+    targets+=("$!:$dir/reader$i.done")
+    ready+=("$dir/reader$i.ready")
+  done
+  wait_files "${ready[@]}"
+  # Every client must see the stream from its first record.
+  wait_clients "$((out + 1))" "$clients"
+
+  local producers=()
+  m0=$(machine_ticks)
+  cpu0=$(cpu_ticks "$DAEMON_PID")
+  t0=$EPOCHREALTIME
+  for ((i = 0; i < PRODUCERS; i++)); do
+    "$LOADGEN" produce --connect "127.0.0.1:$((base + i))" --count "$records" \
+      --feed-index "$i" > "$dir/producer$i.json" 2> "$dir/producer$i.err" &
+    producers+=($!)
+  done
+  watch_daemon "${targets[@]}"
+  cpu1=$(cpu_ticks "$DAEMON_PID")
+  m1=$(machine_ticks)
+  hwm=$(status_kib "$DAEMON_PID" VmHWM)
+  # The producers are done once the clients have everything; a producer
+  # still running means records went missing (the clients timed out).
+  for pid in "${producers[@]}"; do
+    kill "$pid" 2> /dev/null || true
+    wait "$pid" 2> /dev/null || true
+  done
+  stop_daemon
+  for pid in "${readers[@]}"; do wait "$pid" 2> /dev/null || true; done
+
+  record_case "$@" case="\"$label\"" kind='"fanout"' dir="\"$dir\"" binary="\"$bin\"" \
+    clients="$clients" producers="$PRODUCERS" records="$records" expected="$total" t0="$t0" \
+    cpu_s="$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')" \
+    hwm_kib="$hwm" rss_peak_kib="$RSS_PEAK_KIB" daemon_rc="$DAEMON_RC" \
+    machine_busy="$(awk -v a="$m0" -v b="$m1" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.3f", (y[2] > x[2]) ? (y[1] - x[1]) / (y[2] - x[2]) : 0 }')" \
+    consumers="$(join_json "$dir"/reader*.json)" \
+    producer_reports="$(join_json "$dir"/producer*.json)"
+}
+
 # --- report ------------------------------------------------------------------
+
+# report_python ARG...: python3 running the program on its standard input,
+# which can import the bench/*.py helpers (no bytecode files are written).
+report_python() {
+  PYTHONPATH="$BENCH_DIR${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1 python3 - "$@"
+}
 
 # commit_summary -> short HEAD, and a note when lib/ or daemon/ differ from it.
 commit_summary() {

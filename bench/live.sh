@@ -86,165 +86,16 @@ raise_open_files 8192
 (($(ulimit -n) > VEHICLES + 64)) ||
   die "open-files limit $(ulimit -n) is too low for $VEHICLES connections"
 CLK_TCK=$(getconf CLK_TCK)
+# run_fanout (bench/common.sh): one consume process per client.
+READERS=$CLIENTS
 
 # --- process bookkeeping -----------------------------------------------------
 track_daemon "$LIVE_DIR"
-
-# cpu_ticks PID: utime + stime (fields 14 and 15 of /proc/PID/stat, after
-# the parenthesised command name).
-cpu_ticks() {
-  local stat
-  stat=$(< "/proc/$1/stat")
-  stat=${stat##*) }
-  # shellcheck disable=SC2086
-  set -- $stat
-  echo $((${12} + ${13}))
-}
-
-# machine_ticks: "busy total" jiffies of the whole machine (/proc/stat), to
-# show how much of the CPU other work took during a case.
-machine_ticks() {
-  awk '$1 == "cpu" { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat
-}
-
-# status_kib PID FIELD: VmRSS / VmHWM in KiB (0 if gone).
-status_kib() {
-  awk -v f="$2:" '$1 == f { print $2; found = 1 } END { if (!found) print 0 }' \
-    "/proc/$1/status" 2> /dev/null || echo 0
-}
-
-# watch_daemon PID[:FILE]...: waits until every PID has exited or created
-# its FILE, sampling the daemon's VmRSS every 0.5 s.  Sets RSS_PEAK_KIB,
-# RSS_LAST_KIB, RSS_SERIES (one sample per second, MiB).
-watch_daemon() {
-  local target alive n=0 kib
-  RSS_PEAK_KIB=0
-  RSS_LAST_KIB=0
-  RSS_SERIES=""
-  for ((;;)); do
-    alive=0
-    for target in "$@"; do
-      if [[ $target == *:* && -e ${target#*:} ]]; then continue; fi
-      kill -0 "${target%%:*}" 2> /dev/null && alive=1 && break
-    done
-    ((alive)) || break
-    sleep 0.1
-    if ((++n % 5 == 0)); then
-      kib=$(status_kib "$DAEMON_PID" VmRSS)
-      RSS_LAST_KIB=$kib
-      ((kib > RSS_PEAK_KIB)) && RSS_PEAK_KIB=$kib
-      ((n % 10 == 0)) && RSS_SERIES+="$((kib / 1024)) "
-    fi
-  done
-  return 0
-}
-
-# wait_files FILE...: the consumers' ready files, up to 10 s.
-wait_files() {
-  local i f missing
-  for ((i = 0; i < 100; i++)); do
-    missing=0
-    for f in "$@"; do
-      [[ -e $f ]] || missing=1
-    done
-    ((missing)) || return 0
-    sleep 0.1
-  done
-  die "clients did not connect within 10 s"
-}
 
 # Results, one JSON object per case, for the report.
 RESULTS_JSON="$LIVE_DIR/results.jsonl"
 : > "$RESULTS_JSON"
 FAILED=0
-
-# record_case JSON_FIELDS...: key=value pairs (values are JSON) appended as
-# one object.
-record_case() {
-  python3 -c '
-import json, sys
-out = {}
-for kv in sys.argv[2:]:
-    k, v = kv.split("=", 1)
-    out[k] = json.loads(v)
-open(sys.argv[1], "a").write(json.dumps(out) + "\n")
-' "$RESULTS_JSON" "$@"
-}
-
-# join_json FILE...: the JSON objects the loadgen printed, as one array.
-join_json() {
-  local f first=1
-  printf '['
-  for f in "$@"; do
-    ((first)) || printf ','
-    first=0
-    if [[ -s $f ]]; then tr -d '\n' < "$f"; else printf 'null'; fi
-  done
-  printf ']'
-}
-
-# --- cases 1 and 2: fan-out throughput ---------------------------------------
-run_fanout() {
-  local label=$1 clients=$2
-  local total=$((PRODUCERS * RECORDS)) base out cfg log i t0 cpu0 cpu1 hwm
-  local dir="$LIVE_DIR/$label"
-  rm -rf "$dir"
-  mkdir -p "$dir"
-  base=$(pick_ports $((PRODUCERS + 2))) || die "no $((PRODUCERS + 2)) free consecutive ports"
-  out=$((base + PRODUCERS))
-  cfg="$LIVE_DIR/$label.json"
-  log="$dir/daemon.log"
-  write_config "$cfg" "$PRODUCERS" "$base" info metrics
-  note "[$label] $PRODUCERS producers x $RECORDS records -> daemon -> $clients client(s) ..."
-  start_daemon "$CHRONOMERGE" "$cfg" "$log"
-
-  # Each client is done at the first end marker, which comes after every
-  # data record; it then stays connected until the SIGTERM drain closes it
-  # (and delivers the other markers), so no client leaves a running daemon.
-  local consumers=() ready=() targets=()
-  for ((i = 0; i < clients; i++)); do
-    "$LOADGEN" consume --connect "127.0.0.1:$out" --expect "$total" --strict \
-      --expect-markers 1 --until-eof --done-file "$dir/client$i.done" \
-      --timeout $((60 + total / 100000)) --ready-file "$dir/client$i.ready" \
-      > "$dir/client$i.json" 2> "$dir/client$i.err" &
-    consumers+=($!)
-    targets+=("$!:$dir/client$i.done")
-    ready+=("$dir/client$i.ready")
-  done
-  wait_files "${ready[@]}"
-  # The daemon accepts on its next loop turn; give it that turn before any
-  # data exists, so every client sees the stream from its first record.
-  sleep 0.3
-
-  local producers=() m0 m1
-  m0=$(machine_ticks)
-  cpu0=$(cpu_ticks "$DAEMON_PID")
-  t0=$EPOCHREALTIME
-  for ((i = 0; i < PRODUCERS; i++)); do
-    "$LOADGEN" produce --connect "127.0.0.1:$((base + i))" --count "$RECORDS" \
-      --feed-index "$i" > "$dir/producer$i.json" 2> "$dir/producer$i.err" &
-    producers+=($!)
-  done
-  watch_daemon "${targets[@]}"
-  cpu1=$(cpu_ticks "$DAEMON_PID")
-  m1=$(machine_ticks)
-  hwm=$(status_kib "$DAEMON_PID" VmHWM)
-  # The producers are done once the clients have everything; a producer
-  # still running means records went missing (the clients timed out).
-  for i in "${!producers[@]}"; do
-    kill -0 "${producers[$i]}" 2> /dev/null && kill "${producers[$i]}" 2> /dev/null
-    wait "${producers[$i]}" 2> /dev/null || true
-  done
-  stop_daemon
-  for pid in "${consumers[@]}"; do wait "$pid" 2> /dev/null || true; done
-
-  record_case case="\"$label\"" kind='"fanout"' clients="$clients" producers="$PRODUCERS" \
-    expected="$total" t0="$t0" cpu_s="$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')" \
-    hwm_kib="$hwm" rss_peak_kib="$RSS_PEAK_KIB" daemon_rc="$DAEMON_RC" \
-    machine_busy="$(awk -v a="$m0" -v b="$m1" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.3f", (y[2] > x[2]) ? (y[1] - x[1]) / (y[2] - x[2]) : 0 }')" \
-    consumers="$(join_json "$dir"/client*.json)" \
-    producer_reports="$(join_json "$dir"/producer*.json)"
-}
 
 # --- case 3: many slow producers ----------------------------------------------
 run_vehicles() {
@@ -254,7 +105,7 @@ run_vehicles() {
   mkdir -p "$dir"
   base=$(pick_ports $((VEHICLES + 2))) || die "no $((VEHICLES + 2)) free consecutive ports"
   out=$((base + VEHICLES))
-  cfg="$LIVE_DIR/$label.json"
+  cfg="$dir/config.json"
   log="$dir/daemon.log"
   write_config "$cfg" "$VEHICLES" "$base" info metrics
   note "[$label] $VEHICLES vehicles x $VEHICLE_RECORDS records (one every 0.1-1 s) -> daemon -> 1 client ..."
@@ -281,7 +132,7 @@ run_vehicles() {
   stop_daemon
   wait "$consumer" 2> /dev/null || true
 
-  record_case case="\"$label\"" kind='"vehicles"' vehicles="$VEHICLES" expected="$total" \
+  record_case case="\"$label\"" kind='"vehicles"' dir="\"$dir\"" vehicles="$VEHICLES" expected="$total" \
     t0="$t0" cpu_s="$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')" \
     hwm_kib="$hwm" rss_peak_kib="$RSS_PEAK_KIB" rss_series="\"$RSS_SERIES\"" \
     daemon_rc="$DAEMON_RC" consumers="$(join_json "$dir/client0.json")" \
@@ -296,7 +147,7 @@ run_frozen() {
   mkdir -p "$dir"
   base=$(pick_ports $((PRODUCERS + 2))) || die "no $((PRODUCERS + 2)) free consecutive ports"
   out=$((base + PRODUCERS))
-  cfg="$LIVE_DIR/$label.json"
+  cfg="$dir/config.json"
   log="$dir/daemon.log"
   # debug: pauses and resumes are logged at debug level; they are the
   # evidence that backpressure reached the feeds.
@@ -342,7 +193,7 @@ PY
   kill -0 "$DAEMON_PID" 2> /dev/null || survived=false
   stop_daemon
 
-  record_case case="\"$label\"" kind='"frozen"' producers="$PRODUCERS" seconds="$FREEZE_SECONDS" \
+  record_case case="\"$label\"" kind='"frozen"' dir="\"$dir\"" producers="$PRODUCERS" seconds="$FREEZE_SECONDS" \
     t0="$t0" cpu_s="$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / t }')" \
     hwm_kib="$hwm" rss_peak_kib="$RSS_PEAK_KIB" rss_last_kib="$RSS_LAST_KIB" \
     rss_series="\"$RSS_SERIES\"" pause_lines="${pauses:-0}" daemon_rc="$DAEMON_RC" \
@@ -352,8 +203,8 @@ PY
 
 # --- run -----------------------------------------------------------------------
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
-run_fanout fanout1 1
-run_fanout "fanout$CLIENTS" "$CLIENTS"
+run_fanout "$CHRONOMERGE" fanout1 1 "$RECORDS" "$LIVE_DIR/fanout1"
+run_fanout "$CHRONOMERGE" "fanout$CLIENTS" "$CLIENTS" "$RECORDS" "$LIVE_DIR/fanout$CLIENTS"
 run_vehicles
 run_frozen
 
@@ -368,75 +219,22 @@ RESULTS_MD="$DATA_ROOT/results/live-$STAMP.md"
   echo "- machine: $(machine_summary)"
   echo "- every process (daemon, producers, clients) shares those cores; load average at start: $LOAD_AT_START$( ((QUICK)) && echo '; QUICK MODE (smoke test, numbers meaningless)')"
   echo
-  python3 - "$RESULTS_JSON" "$TARGET_RPS" "$TARGET_MANY_MIB" "$TARGET_FROZEN_MIB" "$FREEZE_SECONDS" << 'PY'
+  report_python "$RESULTS_JSON" "$TARGET_RPS" "$TARGET_MANY_MIB" "$TARGET_FROZEN_MIB" "$FREEZE_SECONDS" << 'PY'
 import json, sys
+from consume_checks import check_consumers, daemon_exit, fmt_n
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 target_rps, many_mib, frozen_mib, freeze_s = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 mib = lambda kib: kib / 1024
-fmt_n = lambda n: "{:,}".format(int(n))
 table, notes, checks = [], [], []
 failed = False
-
-def daemon_exit(label, r):
-    """The daemon must exit 0 on SIGTERM, and must never die of a client leaving."""
-    global failed
-    rc = r.get("daemon_rc", 0)
-    if rc == 0:
-        return True
-    why = ""
-    if rc == 141:
-        why = (" (killed by SIGPIPE: a client had disconnected and the daemon wrote to its"
-               " socket; spec §6 says the client is dropped and the daemon keeps running)")
-    checks.append("%s: FAIL, daemon exit status %d%s; log: bench/data/live/%s/daemon.log"
-                  % (label, rc, why, r["case"]))
-    failed = True
-    return False
-
-def check_consumers(label, r, markers):
-    """Correctness of every client: all records, exactly once, in order."""
-    global failed
-    ok = True
-    for i, c in enumerate(r["consumers"]):
-        if c is None:
-            checks.append("%s client %d: FAIL, no report (crashed?)" % (label, i))
-            ok = False
-            continue
-        problems = []
-        if c["records"] != r["expected"]:
-            problems.append("%s of %s records" % (fmt_n(c["records"]), fmt_n(r["expected"])))
-        if c["markers"] != markers:
-            problems.append("%d of %d end markers (the last ones arrive with the SIGTERM drain)"
-                            % (c["markers"], markers))
-        if not c["eof"]:
-            problems.append("the connection was not closed after the SIGTERM drain"
-                            + (" (timed out)" if c["timed_out"] else ""))
-        if c["out_of_order"]:
-            problems.append("%d out of order" % c["out_of_order"])
-        if c["seq_gaps"] or c["seq_repeats"]:
-            problems.append("%d missing, %d repeated (per-vehicle seq)" % (c["seq_gaps"], c["seq_repeats"]))
-        if c["unparsed"]:
-            problems.append("%d lines without a key" % c["unparsed"])
-        if c.get("error"):
-            problems.append(c["error"])
-        if problems:
-            ok = False
-            checks.append("%s client %d: FAIL, %s%s" % (label, i, "; ".join(problems),
-                          (" (first: %s)" % c["first_problem"]) if c.get("first_problem") else ""))
-        else:
-            checks.append("%s client %d: OK, %s records, in order, each vehicle's seq complete"
-                          % (label, i, fmt_n(c["records"])))
-    if not daemon_exit(label, r):
-        ok = False
-    if not ok:
-        failed = True
-    return ok
 
 for r in rows:
     kind = r["kind"]
     if kind == "fanout":
         n = r["clients"]
         label = "%d producers → daemon → %d client%s" % (r["producers"], n, "" if n == 1 else "s")
-        ok = check_consumers(label, r, r["producers"])
+        ok = check_consumers(label, r, r["producers"], checks, n)
+        failed |= not ok
         cs = [c for c in r["consumers"] if c]
         done = max((c["wall_done"] for c in cs), default=r["t0"])
         secs = done - r["t0"]
@@ -462,7 +260,8 @@ for r in rows:
                             100 * float(r["machine_busy"])))
     elif kind == "vehicles":
         label = "%s slow vehicles (1 connection each) → 1 client" % fmt_n(r["vehicles"])
-        ok = check_consumers(label, r, r["vehicles"])
+        ok = check_consumers(label, r, r["vehicles"], checks)
+        failed |= not ok
         v = r["vehicle_report"][0]
         if v is None or v["failed"] or v["dropped"] or v["connected"] != r["vehicles"]:
             ok = False
@@ -506,7 +305,7 @@ for r in rows:
             checks.append("%s: FAIL, the daemon died when the frozen client disconnected" % label)
         else:
             checks.append("%s: OK, the daemon dropped the frozen client when it disconnected and kept running" % label)
-        daemon_exit(label, r)
+        failed |= not daemon_exit(label, r, checks)
 
 print("| case | records | seconds | records/s | MB/s | daemon CPU s | daemon peak RSS MiB | target | met? |")
 print("|---|---:|---:|---:|---:|---:|---:|---|---|")

@@ -1,6 +1,6 @@
 // chronomerge_loadgen: producers and consumers for the live (daemon)
-// benchmarks, bench/live.sh and bench/latency.sh. Plain POSIX sockets and
-// poll(); no dependency beyond the C++ standard library.
+// benchmarks, bench/live.sh, bench/clients.sh and bench/latency.sh. Plain
+// POSIX sockets and poll(); no dependency beyond the C++ standard library.
 //
 //   produce  --connect HOST:PORT --count N --feed-index I [--rate R]
 //            [--start-time T] [--stride S] [--duration SEC] [--no-end-marker]
@@ -10,9 +10,10 @@
 //       producers with the same T and S interleave (and, with fewer than S
 //       producers, never tie). With --duration it stops after SEC seconds
 //       even if the socket is blocked, and reports how far it got.
-//   consume  --connect HOST:PORT [--expect N] [--expect-markers M]
-//            [--until-eof] [--read-rate BYTES_PER_S] [--freeze]
-//            [--timeout SEC] [--strict] [--ready-file PATH] [--done-file PATH]
+//   consume  --connect HOST:PORT [--connections C] [--expect N]
+//            [--expect-markers M] [--until-eof] [--read-rate BYTES_PER_S]
+//            [--freeze] [--timeout SEC] [--strict] [--ready-file PATH]
+//            [--done-file PATH]
 //       Reads the merged stream, counts records and bytes, checks that keys
 //       never go backwards (--strict: strictly increasing) and that every
 //       vehicle's seq runs 0, 1, 2, ... with no gap or repeat. It is done
@@ -21,7 +22,11 @@
 //       (and checking) until the daemon closes the connection, e.g. after a
 //       SIGTERM drain. "seconds" runs from the first byte to the Nth record.
 //       --freeze connects and never reads (until SIGTERM or --timeout).
-//       --ready-file is created once the connection is up.
+//       --ready-file is created once the connection is up. With
+//       --connections C it is C clients in one process: C connections read
+//       in one poll() loop, each checked on its own (and --read-rate is per
+//       connection); one JSON object per connection, the ready file once
+//       all are up, the done file once all are done.
 //   vehicles --connect-base HOST:PORT --count C [--records R]
 //            [--interval-ms MIN:MAX] [--seed S]
 //       C slow vehicles at once, vehicle j connected to PORT+j (one
@@ -52,7 +57,8 @@
 //       seq, send, emittable and receipt times in ns), from the largest key
 //       down.
 //
-// Every mode prints one JSON object on stdout when it is done.
+// Every mode prints one JSON object on stdout when it is done (consume: one
+// per connection, one a line).
 //
 // End marker: a record with time 4102444800000 (2100-01-01) and no seq. It
 // is how a finite run ends cleanly on tcp-listen feeds, which never end: the
@@ -109,7 +115,7 @@ volatile sig_atomic_t g_stop = 0;
       "usage:\n"
       "  chronomerge_loadgen produce --connect HOST:PORT --count N --feed-index I\n"
       "      [--rate R] [--start-time T] [--stride S] [--duration SEC] [--no-end-marker]\n"
-      "  chronomerge_loadgen consume --connect HOST:PORT [--expect N]\n"
+      "  chronomerge_loadgen consume --connect HOST:PORT [--connections C] [--expect N]\n"
       "      [--expect-markers M] [--until-eof] [--read-rate BYTES_PER_S] [--freeze]\n"
       "      [--timeout SEC] [--strict] [--ready-file PATH] [--done-file PATH] [--key NAME]\n"
       "  chronomerge_loadgen vehicles --connect-base HOST:PORT --count C [--records R]\n"
@@ -660,8 +666,22 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
+// One connection of consume: its socket, the unfinished line at the front
+// of its buffer, its checks and its times.
+struct Reader {
+  int fd = -1;
+  std::vector<char> buf = std::vector<char>(1 << 20);
+  size_t have = 0;  // bytes of an unfinished line at buf[0..have)
+  uint64_t bytes_read = 0;
+  double t_first = 0, t_last = 0, wall_first = 0, wall_data = 0;
+  bool eof = false, reached = false, done = false;
+  std::string error;
+  Checker check;
+};
+
 int run_consume(Args& args) {
   std::string connect;
+  int64_t connections = 1;
   int64_t expect = -1;
   int64_t expect_markers = 0;
   bool until_eof = false;
@@ -670,20 +690,28 @@ int run_consume(Args& args) {
   bool freeze = false;
   double timeout = 0;
   std::string ready_file;
-  Checker check;
+  bool strict = false;
   std::string key = "time";
   parse_options(
       args, "consume",
-      {text_option("--connect", connect), int_option("--expect", expect, 0, INT64_C(1) << 50),
+      {text_option("--connect", connect), int_option("--connections", connections, 1, 10000),
+       int_option("--expect", expect, 0, INT64_C(1) << 50),
        int_option("--expect-markers", expect_markers, 0, INT64_C(1) << 30),
        number_option("--read-rate", read_rate), flag_option("--freeze", freeze),
-       number_option("--timeout", timeout), flag_option("--strict", check.strict),
+       number_option("--timeout", timeout), flag_option("--strict", strict),
        text_option("--ready-file", ready_file), text_option("--done-file", done_file),
        flag_option("--until-eof", until_eof), text_option("--key", key)});
   if (connect.empty()) usage("consume needs --connect");
-  check.key_prefix = "\"" + key + "\":";
+  raise_fd_limit();
 
-  int fd = connect_to(parse_address(connect));
+  const auto n = static_cast<size_t>(connections);
+  std::vector<Reader> readers(n);
+  const Address address = parse_address(connect);
+  for (Reader& r : readers) {
+    r.check.key_prefix = "\"" + key + "\":";
+    r.check.strict = strict;
+    r.fd = connect_to(address);
+  }
   const double t_connect = now_s();
   const double deadline = timeout > 0 ? t_connect + timeout : 0;
   touch_file(ready_file);
@@ -692,101 +720,141 @@ int run_consume(Args& args) {
     // Never read: the daemon's queue for us fills, then (slow_client:
     // block) the whole pipeline must stop.
     while (!g_stop && (deadline == 0 || now_s() < deadline)) sleep_s(0.1);
-    close(fd);
-    std::printf(
-        "{\"mode\":\"consume\",\"frozen\":true,\"records\":0,\"bytes\":0,\"seconds\":%.3f}\n",
-        now_s() - t_connect);
+    for (size_t i = 0; i < n; ++i) {
+      close(readers[i].fd);
+      std::printf(
+          "{\"mode\":\"consume\",\"connection\":%zu,\"frozen\":true,\"records\":0,"
+          "\"bytes\":0,\"seconds\":%.3f}\n",
+          i, now_s() - t_connect);
+    }
     return 0;
   }
 
-  std::vector<char> buf(1 << 20);
-  size_t have = 0;  // bytes of an unfinished line at buf[0..have)
-  uint64_t bytes_read = 0;
-  double t_first = 0, t_last = 0, wall_first = 0, wall_data = 0;
-  bool eof = false, timed_out = false, done = false, reached = false;
-  std::string error;
-  const double rate_t0 = now_s();
-  auto check_reached = [&] {
-    if (reached || expect < 0 || check.records < expect || check.markers < expect_markers) return;
-    reached = true;
-    touch_file(done_file);
-    if (!until_eof) done = true;
+  size_t open = n;     // readers still reading
+  size_t reached = 0;  // readers that got N records and M markers
+  auto finish = [&](Reader& r) {
+    if (r.done) return;
+    r.done = true;
+    --open;
   };
-  check_reached();
-  while (!done && !g_stop) {
-    if (deadline > 0 && now_s() >= deadline) {
+  // The done file says that every connection got everything it expected.
+  auto check_reached = [&](Reader& r) {
+    if (r.reached || expect < 0 || r.check.records < expect || r.check.markers < expect_markers)
+      return;
+    r.reached = true;
+    if (++reached == n) touch_file(done_file);
+    if (!until_eof) finish(r);
+  };
+  for (Reader& r : readers) check_reached(r);
+
+  // One poll over every connection, then one read from each that has data:
+  // no connection waits for another to drain.
+  bool timed_out = false;
+  const double rate_t0 = now_s();
+  std::vector<pollfd> fds;
+  std::vector<size_t> who;
+  while (open > 0 && !g_stop) {
+    const double now = now_s();
+    if (deadline > 0 && now >= deadline) {
       timed_out = true;
       break;
     }
-    size_t want = buf.size() - have;
-    if (read_rate > 0) {
-      // Read no faster than read_rate: sleep while ahead of schedule.
-      double ahead = static_cast<double>(bytes_read) / read_rate - (now_s() - rate_t0);
-      if (ahead > 0) {
-        sleep_s(std::min(ahead, 0.1));
-        continue;
+    double wait = deadline > 0 ? std::clamp(deadline - now, 0.0, 1.0) : 1.0;
+    fds.clear();
+    who.clear();
+    for (size_t i = 0; i < n; ++i) {
+      Reader& r = readers[i];
+      if (r.done) continue;
+      if (read_rate > 0) {
+        // Read no faster than read_rate: leave a connection out while it is
+        // ahead of its schedule.
+        const double ahead = static_cast<double>(r.bytes_read) / read_rate - (now - rate_t0);
+        if (ahead > 0) {
+          wait = std::min(wait, ahead);
+          continue;
+        }
       }
-      want = std::min(want, std::max<size_t>(4096, static_cast<size_t>(read_rate / 50)));
+      fds.push_back({r.fd, POLLIN, 0});
+      who.push_back(i);
     }
-    if (want == 0) {
-      // One line longer than the buffer: grow it.
-      buf.resize(buf.size() * 2);
+    const int wait_ms = static_cast<int>(wait * 1000) + 1;
+    if (fds.empty()) {
+      sleep_s(static_cast<double>(wait_ms) / 1000);
       continue;
     }
-    const int wait_ms =
-        deadline > 0 ? static_cast<int>(std::clamp(deadline - now_s(), 0.0, 1.0) * 1000) + 1 : 1000;
-    const ssize_t n = read_some(fd, buf.data() + have, want, wait_ms, eof, error);
-    if (n == 0) continue;
-    if (n < 0) break;
-    if (bytes_read == 0) {
-      t_first = now_s();
-      wall_first = wall_s();
-    }
-    bytes_read += static_cast<uint64_t>(n);
-    size_t total = have + static_cast<size_t>(n);
-    size_t start = 0;
-    while (start < total) {
-      auto* nl = static_cast<char*>(std::memchr(buf.data() + start, '\n', total - start));
-      if (nl == nullptr) break;
-      size_t end = static_cast<size_t>(nl - buf.data());
-      size_t stop = end;
-      if (stop > start && buf[stop - 1] == '\r') --stop;
-      if (stop > start) check.line(std::string_view(buf.data() + start, stop - start));
-      start = end + 1;
-      if (expect >= 0 && check.records == expect && wall_data == 0) {
-        t_last = now_s();
-        wall_data = wall_s();
+    const int rc = poll(fds.data(), fds.size(), wait_ms);
+    if (rc < 0 && errno != EINTR) fail("poll");
+    for (size_t k = 0; rc > 0 && k < fds.size(); ++k) {
+      if (fds[k].revents == 0) continue;
+      Reader& r = readers[who[k]];
+      if (r.have == r.buf.size()) r.buf.resize(r.buf.size() * 2);  // one very long line
+      size_t want = r.buf.size() - r.have;
+      if (read_rate > 0) {
+        want = std::min(want, std::max<size_t>(4096, static_cast<size_t>(read_rate / 50)));
       }
-      check_reached();
-      if (done) break;
+      const ssize_t got = read_some(r.fd, r.buf.data() + r.have, want, 0, r.eof, r.error);
+      if (got == 0) continue;
+      if (got < 0) {
+        finish(r);
+        continue;
+      }
+      if (r.bytes_read == 0) {
+        r.t_first = now_s();
+        r.wall_first = wall_s();
+      }
+      r.bytes_read += static_cast<uint64_t>(got);
+      const size_t total = r.have + static_cast<size_t>(got);
+      size_t start = 0;
+      while (start < total) {
+        auto* nl = static_cast<char*>(std::memchr(r.buf.data() + start, '\n', total - start));
+        if (nl == nullptr) break;
+        const size_t end = static_cast<size_t>(nl - r.buf.data());
+        size_t stop = end;
+        if (stop > start && r.buf[stop - 1] == '\r') --stop;
+        if (stop > start) r.check.line(std::string_view(r.buf.data() + start, stop - start));
+        start = end + 1;
+        if (expect >= 0 && r.check.records == expect && r.wall_data == 0) {
+          r.t_last = now_s();
+          r.wall_data = wall_s();
+        }
+        check_reached(r);
+        if (r.done) break;
+      }
+      if (r.wall_data == 0) r.t_last = now_s();
+      if (r.done) continue;
+      r.have = total - start;
+      if (r.have > 0 && start > 0) std::memmove(r.buf.data(), r.buf.data() + start, r.have);
     }
-    if (wall_data == 0) t_last = now_s();
-    if (done) break;
-    have = total - start;
-    if (have > 0 && start > 0) std::memmove(buf.data(), buf.data() + start, have);
   }
   const double wall_end = wall_s();
-  if (wall_data == 0) wall_data = wall_end;
-  close(fd);
-  bool complete = (expect < 0 || check.records == expect) && check.markers >= expect_markers &&
-                  (!until_eof || eof);
-  bool ok = complete && check.out_of_order == 0 && check.unparsed == 0 && check.seq_gaps == 0 &&
-            check.seq_repeats == 0;
-  double seconds = bytes_read > 0 ? t_last - t_first : 0;
-  std::printf("{\"mode\":\"consume\",\"records\":%" PRId64 ",\"markers\":%" PRId64
-              ",\"bytes\":%" PRIu64 ",\"seconds\":%.3f,\"in_order\":%s,\"out_of_order\":%" PRId64
-              ",\"unparsed\":%" PRId64 ",\"seq_gaps\":%" PRId64 ",\"seq_repeats\":%" PRId64
-              ",\"vehicles\":%zu,\"expected\":%" PRId64 ",\"expected_markers\":%" PRId64
-              ",\"complete\":%s,\"ok\":%s,\"eof\":%s,\"timed_out\":%s,"
-              "\"wall_first\":%.6f,\"wall_done\":%.6f,\"wall_end\":%.6f,\"error\":\"%s\","
-              "\"first_problem\":\"%s\"}\n",
-              check.records, check.markers, check.bytes, seconds,
-              check.out_of_order == 0 ? "true" : "false", check.out_of_order, check.unparsed,
-              check.seq_gaps, check.seq_repeats, check.next_seq.size(), expect, expect_markers,
-              complete ? "true" : "false", ok ? "true" : "false", eof ? "true" : "false",
-              timed_out ? "true" : "false", wall_first, wall_data, wall_end,
-              json_escape(error).c_str(), json_escape(check.first_problem).c_str());
-  return ok ? 0 : 1;
+  bool all_ok = true;
+  for (size_t i = 0; i < n; ++i) {
+    Reader& r = readers[i];
+    if (r.wall_data == 0) r.wall_data = wall_end;
+    close(r.fd);
+    const Checker& check = r.check;
+    const bool complete = (expect < 0 || check.records == expect) &&
+                          check.markers >= expect_markers && (!until_eof || r.eof);
+    const bool ok = complete && check.out_of_order == 0 && check.unparsed == 0 &&
+                    check.seq_gaps == 0 && check.seq_repeats == 0;
+    all_ok = all_ok && ok;
+    const double seconds = r.bytes_read > 0 ? r.t_last - r.t_first : 0;
+    std::printf("{\"mode\":\"consume\",\"connection\":%zu,\"records\":%" PRId64
+                ",\"markers\":%" PRId64 ",\"bytes\":%" PRIu64
+                ",\"seconds\":%.3f,\"in_order\":%s,\"out_of_order\":%" PRId64
+                ",\"unparsed\":%" PRId64 ",\"seq_gaps\":%" PRId64 ",\"seq_repeats\":%" PRId64
+                ",\"vehicles\":%zu,\"expected\":%" PRId64 ",\"expected_markers\":%" PRId64
+                ",\"complete\":%s,\"ok\":%s,\"eof\":%s,\"timed_out\":%s,"
+                "\"wall_first\":%.6f,\"wall_done\":%.6f,\"wall_end\":%.6f,\"error\":\"%s\","
+                "\"first_problem\":\"%s\"}\n",
+                i, check.records, check.markers, check.bytes, seconds,
+                check.out_of_order == 0 ? "true" : "false", check.out_of_order, check.unparsed,
+                check.seq_gaps, check.seq_repeats, check.next_seq.size(), expect, expect_markers,
+                complete ? "true" : "false", ok ? "true" : "false", r.eof ? "true" : "false",
+                timed_out && !r.done ? "true" : "false", r.wall_first, r.wall_data, wall_end,
+                json_escape(r.error).c_str(), json_escape(check.first_problem).c_str());
+  }
+  return all_ok ? 0 : 1;
 }
 
 // --- vehicles ------------------------------------------------------------
