@@ -335,7 +335,11 @@ size_t OutputLog::peek(ConsumerId id, std::vector<Slice>& out, size_t max_bytes,
     if (!next(*place)) place.reset();
   }
   const uint64_t skipped_to = place ? position_of(*place) : head_position_;
-  if (skipped_to > consumer.position) advance(consumer, skipped_to);
+  if (skipped_to > consumer.position) {
+    // Moving the cursor may trim segments, which shifts the places.
+    advance(consumer, skipped_to);
+    place = place_of_position(consumer.position);
+  }
   pos = consumer.position;
   if (end) *end = pos;
   bool open = false;  // the next matching record extends out.back()

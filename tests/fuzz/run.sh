@@ -37,7 +37,7 @@ main() {
     esac
   done
   all=(fuzz_record_parser fuzz_line_framer fuzz_line_batch fuzz_http_request fuzz_resume_request
-       fuzz_config fuzz_key fuzz_merger)
+       fuzz_config fuzz_key fuzz_merger fuzz_output_log)
   ((${#targets[@]})) || targets=("${all[@]}")
 
   if ! command -v clang++-14 >/dev/null; then
@@ -58,7 +58,7 @@ main() {
   max_len() {
     case "$1" in
       fuzz_config) echo 1048576 ;;
-      fuzz_merger) echo 8192 ;;
+      fuzz_merger | fuzz_output_log) echo 8192 ;;
       *) echo 16384 ;;
     esac
   }
