@@ -64,31 +64,34 @@ OutputLog::Segment& OutputLog::writable_segment(size_t record_bytes) {
   segment->start = head_position_;
   segment->first = head_offset_;
   segments_.push_back(std::move(segment));
+  update_trim_point();
   return *segments_.back();
 }
 
-void OutputLog::index_record(Segment& segment, const Key& key, std::span<const SourceId> sources) {
+size_t OutputLog::index_record(Segment& segment, const Key& key,
+                               std::span<const SourceId> sources) {
   segment.ends.push_back(static_cast<uint32_t>(segment.size));
   segment.ordinals.push_back(key.ordinal);
   segment.sources.insert(segment.sources.end(), sources.begin(), sources.end());
   segment.source_ends.push_back(static_cast<uint32_t>(segment.sources.size()));
+  size_t bytes = 2 * sizeof(uint32_t) + sizeof(int64_t) + sources.size() * sizeof(SourceId);
   if (options_.key_type == KeyType::string) {
     segment.texts += key.text;
     segment.text_ends.push_back(static_cast<uint32_t>(segment.texts.size()));
+    bytes += key.text.size() + sizeof(uint32_t);
   }
   segment.last_append_ms = now_ms_;
+  return bytes;  // what the index grew by (Segment::index_bytes)
 }
 
 bool OutputLog::append(std::string_view record, const Key& key, std::span<const SourceId> sources) {
   const size_t bytes = record.size() + 1;
   Segment& segment = writable_segment(bytes);
-  const size_t before = segment.footprint();
   char* at = segment.data.get() + segment.size;
   std::memcpy(at, record.data(), record.size());
   at[record.size()] = '\n';
   segment.size += bytes;
-  index_record(segment, key, sources);
-  retained_bytes_ += segment.footprint() - before;
+  retained_bytes_ += bytes + index_record(segment, key, sources);
   head_position_ += bytes;
   ++head_offset_;
   after_append();
@@ -100,7 +103,6 @@ bool OutputLog::append_parts(std::initializer_list<std::string_view> parts, cons
   size_t bytes = 1;
   for (std::string_view part : parts) bytes += part.size();
   Segment& segment = writable_segment(bytes);
-  const size_t before = segment.footprint();
   char* at = segment.data.get() + segment.size;
   for (std::string_view part : parts) {
     std::memcpy(at, part.data(), part.size());
@@ -108,8 +110,7 @@ bool OutputLog::append_parts(std::initializer_list<std::string_view> parts, cons
   }
   *at = '\n';
   segment.size += bytes;
-  index_record(segment, key, sources);
-  retained_bytes_ += segment.footprint() - before;
+  retained_bytes_ += bytes + index_record(segment, key, sources);
   head_position_ += bytes;
   ++head_offset_;
   after_append();
@@ -118,10 +119,7 @@ bool OutputLog::append_parts(std::initializer_list<std::string_view> parts, cons
 
 void OutputLog::after_append() {
   if (head_position_ >= overflow_at_) recompute();
-  if (segments_.size() > 1 &&
-      retained_bytes_ - segments_.front()->footprint() >= options_.retention_bytes) {
-    trim();
-  }
+  if (retained_bytes_ >= trim_above_) trim();
   if (full() && !holder_) {
     // The merge is held from now on, by the consumer at the hold point.
     held_since_ms_ = now_ms_;
@@ -133,6 +131,15 @@ void OutputLog::after_append() {
       }
     }
   }
+}
+
+// Retention lets the front segment go once what follows it still holds
+// retention_bytes; only a complete segment (not the one being filled) can
+// go. append() compares against this one number.
+void OutputLog::update_trim_point() {
+  trim_above_ = segments_.size() > 1
+                    ? options_.retention_bytes + segments_.front()->footprint()
+                    : UINT64_MAX;
 }
 
 void OutputLog::end() {
@@ -286,6 +293,7 @@ void OutputLog::trim() {
     segments_.pop_front();
     trimmed = true;
   }
+  update_trim_point();
   if (!trimmed) return;
   const uint64_t oldest = segments_.empty() ? head_position_ : segments_.front()->start;
   for (auto& [id, consumer] : consumers_) {

@@ -218,7 +218,9 @@ class OutputLog {
   };
 
   Segment& writable_segment(size_t record_bytes);
-  void index_record(Segment& segment, const Key& key, std::span<const SourceId> sources);
+  // Returns the bytes the segment's index grew by.
+  size_t index_record(Segment& segment, const Key& key, std::span<const SourceId> sources);
+  void update_trim_point();
   void after_append();
   void recompute();
   void trim();
@@ -252,6 +254,7 @@ class OutputLog {
   uint64_t full_at_ = UINT64_MAX;      // min over engaged block consumers of position + limit
   uint64_t overflow_at_ = UINT64_MAX;  // min over disconnect consumers of position + limit + 1
   std::optional<ConsumerId> holder_;   // the consumer at full_at_ while full
+  uint64_t trim_above_ = UINT64_MAX;   // retained_bytes_ at which the front may go
   uint64_t held_since_ms_ = 0;
   std::function<void()> on_demand_;
 };
