@@ -591,6 +591,10 @@ void with_metrics(nlohmann::json& config) {
   config["metrics"] = {{"listen", loopback(0)}};
 }
 
+nlohmann::json resume_output(const std::string& name, uint16_t port) {
+  return {{"name", name}, {"type", "tcp-listen"}, {"listen", loopback(port)}, {"resume", true}};
+}
+
 std::string record(int64_t time, const std::string& feed, int64_t seq) {
   return "{\"time\":" + std::to_string(time) + ",\"feed\":\"" + feed +
          "\",\"seq\":" + std::to_string(seq) + "}";
@@ -817,6 +821,88 @@ bool Collector::wait_bytes(size_t bytes, Millis timeout) {
   std::unique_lock<std::mutex> lock(collector_mutex);
   collector_progress.wait_for(lock, timeout, [&] { return bytes_ >= bytes || over_; });
   return bytes_ >= bytes;
+}
+
+// --- ResumeReader -----------------------------------------------------------
+
+bool ResumeReader::send_line(std::string_view line, Millis timeout) {
+  std::string text(line);
+  text += '\n';
+  return write_all(socket_, text, timeout);
+}
+
+bool ResumeReader::read_more(Clock::time_point deadline) {
+  if (eof_ || error_) return false;
+  if (!wait_readable(socket_, Millis(remaining_ms(deadline)))) return false;
+  constexpr size_t chunk = 256 << 10;
+  const size_t before = data_.size();
+  data_.resize(before + chunk);
+  ssize_t n = ::recv(socket_.fd(), data_.data() + before, chunk, MSG_DONTWAIT);
+  data_.resize(before + static_cast<size_t>(std::max<ssize_t>(n, 0)));
+  if (n == 0) {
+    eof_ = true;
+    return false;
+  }
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return true;
+    error_ = true;
+    return false;
+  }
+  // Count only the new bytes: a reader of millions of records never
+  // rescans what it holds.
+  for (const char* p = data_.data() + before; p < data_.data() + data_.size(); ++p) {
+    p = static_cast<const char*>(std::memchr(p, '\n', data_.data() + data_.size() - p));
+    if (p == nullptr) break;
+    if (lines_++ == 0) answer_end_ = static_cast<size_t>(p - data_.data()) + 1;
+  }
+  return true;
+}
+
+nlohmann::json ResumeReader::answer(Millis timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (lines_ == 0) {
+    if (!read_more(deadline) && (eof_ || error_ || Clock::now() >= deadline)) break;
+  }
+  if (lines_ == 0) return nullptr;
+  return nlohmann::json::parse(answer_line(), nullptr, /*allow_exceptions=*/false);
+}
+
+std::string ResumeReader::answer_line() const {
+  return lines_ == 0 ? std::string() : data_.substr(0, answer_end_ - 1);
+}
+
+size_t ResumeReader::records() const {
+  return lines_ == 0 ? 0 : lines_ - 1;
+}
+
+bool ResumeReader::read_records(size_t count, Millis timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (records() < count || lines_ == 0) {
+    if (!read_more(deadline) && (eof_ || error_ || Clock::now() >= deadline)) break;
+  }
+  return lines_ > 0 && records() >= count;
+}
+
+bool ResumeReader::read_to_eof(Millis timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (!eof_ && !error_) {
+    if (!read_more(deadline) && Clock::now() >= deadline) break;
+  }
+  return eof_;
+}
+
+std::string_view ResumeReader::records_text(size_t count) const {
+  if (lines_ == 0) return {};
+  std::string_view rest(data_);
+  rest.remove_prefix(answer_end_);
+  if (count == SIZE_MAX) return rest;
+  size_t end = 0;
+  for (size_t i = 0; i < count; ++i) {
+    size_t nl = rest.find('\n', end);
+    if (nl == std::string_view::npos) return rest.substr(0, end);
+    end = nl + 1;
+  }
+  return rest.substr(0, end);
 }
 
 // --- metrics ----------------------------------------------------------------

@@ -279,6 +279,10 @@ nlohmann::json tcp_output(const std::string& name, uint16_t port = 0);
 // Adds a metrics endpoint on 127.0.0.1:0 to `config` (its port:
 // Daemon::metrics_port()).
 void with_metrics(nlohmann::json& config);
+// A tcp-listen output whose clients start with a resume request line
+// ("resume": true), and otherwise a network output's defaults: slow_client
+// "disconnect", max_buffer retention_bytes.
+nlohmann::json resume_output(const std::string& name, uint16_t port = 0);
 // {"time":T,"feed":"F","seq":S}
 std::string record(int64_t time, const std::string& feed, int64_t seq);
 // A sorted feed of `count` records (record(), one per line) whose keys
@@ -350,6 +354,55 @@ class Collector {
   std::atomic<size_t> bytes_{0};
   std::atomic<bool> over_{false};  // the thread has stopped reading
   std::thread thread_;
+};
+
+// A client of a resume output: sends its request line, then reads the
+// answer line and the records after it. Records are counted as they
+// arrive, so reading millions of them costs one pass. Test thread only (or
+// one thread per reader); no doctest assertions inside, so a reader may
+// run on a Background thread.
+class ResumeReader {
+ public:
+  explicit ResumeReader(Socket socket) : socket_(std::move(socket)) {}
+  ResumeReader(const ResumeReader&) = delete;
+  ResumeReader& operator=(const ResumeReader&) = delete;
+
+  // Writes `line` and a '\n'. False if the write failed.
+  bool send_line(std::string_view line, Millis timeout = 5s);
+  // The request as one line of JSON.
+  bool send(const nlohmann::json& request, Millis timeout = 5s) {
+    return send_line(request.dump(), timeout);
+  }
+  // Reads until the answer line is complete and returns it parsed; null if
+  // the stream ended or `timeout` passed first, or the line is not JSON.
+  nlohmann::json answer(Millis timeout = 5s);
+  // The answer line as sent, without its '\n' (empty until it came).
+  std::string answer_line() const;
+  // Reads until `count` records follow the answer line (true), or the
+  // stream ends or `timeout` passes (false).
+  bool read_records(size_t count, Millis timeout = 10s);
+  // Reads until the stream ends (true) or `timeout` passes (false).
+  bool read_to_eof(Millis timeout = 10s);
+  // Complete records read so far (the answer line excluded).
+  size_t records() const;
+  // The first `count` records, each with its '\n'; everything after the
+  // answer line if `count` is SIZE_MAX. Valid until the next read.
+  std::string_view records_text(size_t count = SIZE_MAX) const;
+  bool eof() const { return eof_; }
+  bool error() const { return error_; }
+  Socket& socket() { return socket_; }
+
+ private:
+  // One wait and one read; false once the stream is over or the deadline
+  // passed without data.
+  bool read_more(Clock::time_point deadline);
+
+  Socket socket_;
+  std::string data_;
+  size_t lines_ = 0;                       // complete lines, the answer's included
+  size_t answer_end_ = std::string::npos;  // just past the answer's '\n'
+  bool eof_ = false;
+  bool error_ = false;
 };
 
 // --- metrics ----------------------------------------------------------------
