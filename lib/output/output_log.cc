@@ -137,9 +137,8 @@ void OutputLog::after_append() {
 // retention_bytes; only a complete segment (not the one being filled) can
 // go. append() compares against this one number.
 void OutputLog::update_trim_point() {
-  trim_above_ = segments_.size() > 1
-                    ? options_.retention_bytes + segments_.front()->footprint()
-                    : UINT64_MAX;
+  trim_above_ =
+      segments_.size() > 1 ? options_.retention_bytes + segments_.front()->footprint() : UINT64_MAX;
 }
 
 void OutputLog::end() {
@@ -185,6 +184,18 @@ OutputLog::Location OutputLog::locate_key(const Key& key, uint64_t skip,
   }
   if (!place) return Location{false, head_offset_};
   return Location{false, segments_[place->segment]->first + place->index};
+}
+
+uint64_t OutputLog::first_match(uint64_t offset, std::span<const SourceId> sources) const {
+  if (sources.empty()) return offset;
+  Consumer filter;
+  filter.sources.assign(sources.begin(), sources.end());
+  std::sort(filter.sources.begin(), filter.sources.end());
+  std::optional<Place> place = place_of_offset(std::max(offset, oldest_offset()));
+  while (place && !matches(filter, *place)) {
+    if (!next(*place)) place.reset();
+  }
+  return place ? segments_[place->segment]->first + place->index : head_offset_;
 }
 
 OutputLog::ConsumerId OutputLog::subscribe(ConsumerOptions options, std::function<void()> notify) {

@@ -161,6 +161,10 @@ class OutputLog {
   // retention. Exact while keys never go backwards in the log.
   Location locate_key(const Key& key, uint64_t skip, std::span<const SourceId> sources) const;
 
+  // The offset of the first retained record at or after `offset` that is
+  // of `sources` (any record if empty); the head offset if none is yet.
+  uint64_t first_match(uint64_t offset, std::span<const SourceId> sources) const;
+
   // `notify` runs from flush() when the consumer has something to read,
   // the log has ended, or the consumer was dropped.
   ConsumerId subscribe(ConsumerOptions options, std::function<void()> notify);

@@ -320,8 +320,16 @@ void ServerSink::serve(Client* client, const ResumeRequest& request, Protocol pr
              protocol == Protocol::line ? answer : http_response(410, answer, origin));
       return;
     }
-    at.offset = oldest;  // on_gap "oldest": carry on from there, and say so
+    // on_gap "oldest": carry on from there, and say so.
+    at.offset = oldest;
+    client_log_.log(uv_now(loop_), LogLevel::warn, {"output", name()}, disconnections,
+                    "output {}: client {} asked for records no longer retained (gap); it "
+                    "continues from the oldest, offset {}",
+                    name(), client->peer, oldest);
   }
+  // The answer names the first record the client will get: with a feeds
+  // filter, the first of those feeds'.
+  at.offset = output_.first_match(at.offset, sources);
   nlohmann::json answer = {{"run", output_.run_id()}, {"offset", at.offset}, {"oldest", oldest}};
   if (at.gap) answer["gap"] = true;
   std::string preamble;
@@ -451,9 +459,8 @@ void ServerSink::client_done(Client* client, StreamWriter::Outcome outcome,
     DisconnectReason why = outcome == Outcome::peer_closed ? DisconnectReason::peer_closed
                            : outcome == Outcome::stalled   ? DisconnectReason::stalled
                            : outcome == Outcome::failed    ? DisconnectReason::write_failed
-                           : client->writer->dropped() == DropReason::too_slow
-                               ? DisconnectReason::too_slow
-                               : DisconnectReason::out_of_window;
+                           : outcome == Outcome::too_slow  ? DisconnectReason::too_slow
+                                                           : DisconnectReason::out_of_window;
     count_disconnect(why);
     // A client that closes is its own business; the daemon dropping one is
     // worth a warning.

@@ -77,9 +77,11 @@ void StreamWriter::write_next() {
   // Checked before waiting for a write in flight: the write of a frozen
   // client never completes, and its cursor fell behind while it waited.
   if (DropReason reason = cursor_.dropped(); reason != DropReason::none) {
-    dropped_ = reason;
-    finish(Outcome::dropped, reason == DropReason::too_slow ? "more than max_buffer behind"
-                                                            : "fell out of the retained window");
+    if (reason == DropReason::too_slow) {
+      finish(Outcome::too_slow, "more than max_buffer behind");
+    } else {
+      finish(Outcome::out_of_window, "fell out of the retained window");
+    }
     return;
   }
   if (write_.pending()) return;

@@ -29,11 +29,13 @@ class StreamWriter {
 
   // finished: everything written and the stream shut down; peer_closed:
   // the client went away (reset, broken pipe) — its own choice, not a
-  // failure; dropped: the log dropped this reader (see DropReason).
-  enum class Outcome { finished, failed, peer_closed, dropped, stalled };
+  // failure; too_slow, out_of_window: the log dropped this reader (see
+  // DropReason).
+  enum class Outcome { finished, failed, peer_closed, too_slow, out_of_window, stalled };
   // Runs once when the writer stops for good; the owner may destroy the
   // writer from it only by deferring (it is called from a libuv callback
-  // of the writer's own handle).
+  // of the writer's own handle, or from the constructor when the reader
+  // is dropped at once: the owner may not hold the writer yet).
   using DoneCallback = std::function<void(Outcome, const std::string& reason)>;
 
   // `stream` must be initialized. `preamble`, if not empty, is written
@@ -58,8 +60,6 @@ class StreamWriter {
   uint64_t bytes_written() const { return bytes_written_; }
   size_t lag() const { return cursor_.lag(); }
   uint64_t held_ms() const { return cursor_.held_ms(); }
-  // Why the log dropped this writer (Outcome::dropped), kept after close.
-  DropReason dropped() const { return dropped_; }
   uv_stream_t* stream() const { return stream_ ? stream_->stream() : nullptr; }
 
  private:
@@ -85,7 +85,6 @@ class StreamWriter {
   WriteBatch::Framing framing_;
   std::string run_;  // framing events: the run id of the event ids
   bool last_chunk_sent_ = false;
-  DropReason dropped_ = DropReason::none;
   bool done_ = false;
   bool shutting_down_ = false;
   uint64_t bytes_written_ = 0;

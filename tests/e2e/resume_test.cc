@@ -327,7 +327,7 @@ size_t cuts_in_ties(std::string_view stream, const std::vector<size_t>& cuts) {
 // it got after join().
 struct Reference {
   Reference(uint16_t port, size_t total, json feeds = nullptr)
-      : reader(connect_tcp(port)), thread([this, total, feeds] {
+      : filtered(!feeds.is_null()), reader(connect_tcp(port)), thread([this, total, feeds] {
           json request = {{"since", "oldest"}};
           if (!feeds.is_null()) request["feeds"] = feeds;
           sent = reader.send(request);
@@ -341,12 +341,15 @@ struct Reference {
     REQUIRE(sent);
     CAPTURE(reader.answer_line());
     REQUIRE(answer.is_object());
-    CHECK(answer.at("offset") == 0);
+    // With a filter the first record sent is the first of those feeds
+    // (the answer's offset is checked exactly elsewhere).
+    if (!filtered) CHECK(answer.at("offset") == 0);
     CHECK(answer.at("oldest") == 0);
     REQUIRE_MESSAGE(complete, "the reference got " << reader.records() << " of " << total);
     return reader.records_text(total);
   }
 
+  const bool filtered;
   ResumeReader reader;
   bool sent = false;
   bool complete = false;

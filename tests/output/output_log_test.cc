@@ -356,6 +356,14 @@ TEST_CASE("OutputLog feed filters") {
     while (log.lag(sub) > 0) all += read_all(log, sub, 4);
     CHECK(all == "r0\nr3\nr6\nr9\nab\n");
   }
+  SUBCASE("first_match names the first record of the filter's feeds") {
+    const OutputLog::SourceId only_b[] = {b};
+    CHECK(log.first_match(0, only_b) == 1);
+    CHECK(log.first_match(3, only_b) == 4);
+    CHECK(log.first_match(5, {}) == 5);
+    const OutputLog::SourceId only_c[] = {log.source_id("c")};
+    CHECK(log.first_match(0, only_c) == log.head_offset());
+  }
   SUBCASE("a reader whose feeds sent nothing moves to the head without reading") {
     Consumer only_c = disconnect(1 << 20, 0);
     only_c.sources = {log.source_id("c")};
