@@ -184,10 +184,12 @@ PY
 # merge), which network clients no longer get by default, and allows
 # MAX_CLIENTS clients.  Everything else is the default, and only fields
 # that binaries from before the retained output log accept are used, so
-# the same config runs an old and a new binary alike.
+# the same config runs an old and a new binary alike.  EXTRA_CONFIG, a JSON
+# object, is merged into the top level (e.g. '{"retention_bytes": 65536}'
+# to see what retention costs; only for binaries that know its fields).
 write_config() {
-  python3 - "$MAX_CLIENTS" "$@" << 'PY'
-import json, sys
+  EXTRA_CONFIG=${EXTRA_CONFIG:-} python3 - "$MAX_CLIENTS" "$@" << 'PY'
+import json, os, sys
 max_clients = int(sys.argv[1])
 path, feeds, base, level = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 metrics = sys.argv[6:] == ["metrics"]
@@ -206,6 +208,7 @@ config = {
 }
 if metrics:
     config["metrics"] = {"listen": "127.0.0.1:%d" % (base + feeds + 1)}
+config.update(json.loads(os.environ.get("EXTRA_CONFIG") or "{}"))
 with open(path, "w") as f:
     json.dump(config, f, indent=1)
     f.write("\n")

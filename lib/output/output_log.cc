@@ -18,16 +18,14 @@ std::string_view to_string(DropReason reason) {
 }
 
 size_t OutputLog::Segment::index_bytes() const {
-  return ends.size() * sizeof(uint32_t) + ordinals.size() * sizeof(int64_t) +
-         source_ends.size() * sizeof(uint32_t) + sources.size() * sizeof(SourceId) + texts.size() +
+  return entries.size() * sizeof(Entry) + sources.size() * sizeof(SourceId) + texts.size() +
          text_ends.size() * sizeof(uint32_t);
 }
 
 void OutputLog::Segment::clear() {
   size = 0;
-  ends.clear();
-  ordinals.clear();
-  source_ends.clear();
+  entries.clear();
+  max_ordinal = INT64_MIN;
   sources.clear();
   texts.clear();
   text_ends.clear();
@@ -70,11 +68,12 @@ OutputLog::Segment& OutputLog::writable_segment(size_t record_bytes) {
 
 size_t OutputLog::index_record(Segment& segment, const Key& key,
                                std::span<const SourceId> sources) {
-  segment.ends.push_back(static_cast<uint32_t>(segment.size));
-  segment.ordinals.push_back(key.ordinal);
   segment.sources.insert(segment.sources.end(), sources.begin(), sources.end());
-  segment.source_ends.push_back(static_cast<uint32_t>(segment.sources.size()));
-  size_t bytes = 2 * sizeof(uint32_t) + sizeof(int64_t) + sources.size() * sizeof(SourceId);
+  segment.entries.push_back(Segment::Entry{static_cast<uint32_t>(segment.size),
+                                           static_cast<uint32_t>(segment.sources.size()),
+                                           key.ordinal});
+  segment.max_ordinal = std::max(segment.max_ordinal, key.ordinal);
+  size_t bytes = sizeof(Segment::Entry) + sources.size() * sizeof(SourceId);
   if (options_.key_type == KeyType::string) {
     segment.texts += key.text;
     segment.text_ends.push_back(static_cast<uint32_t>(segment.texts.size()));
@@ -155,7 +154,7 @@ uint64_t OutputLog::oldest_offset() const {
 }
 
 std::optional<Key> OutputLog::oldest_key() const {
-  if (segments_.empty() || segments_.front()->ends.empty()) return std::nullopt;
+  if (segments_.empty() || segments_.front()->entries.empty()) return std::nullopt;
   return key_at(Place{0, 0});
 }
 
@@ -289,10 +288,16 @@ void OutputLog::trim() {
     const bool expired =
         options_.retention_ms && now_ms_ >= front.last_append_ms + *options_.retention_ms;
     if (!over_bytes && !expired) break;
-    for (size_t i = 0; i < front.ends.size(); ++i) {
-      Key key = key_at(Place{0, i});
-      if (!dropped_key_ || *dropped_key_ < key) dropped_key_ = std::move(key);
+    // The newest key dropped: string keys are compared by text, others by
+    // the segment's largest ordinal.
+    Key dropped{front.max_ordinal, {}};
+    if (options_.key_type == KeyType::string) {
+      for (size_t i = 0; i < front.entries.size(); ++i) {
+        Key key = key_at(Place{0, i});
+        if (i == 0 || dropped < key) dropped = std::move(key);
+      }
     }
+    if (!dropped_key_ || *dropped_key_ < dropped) dropped_key_ = std::move(dropped);
     retained_bytes_ -= footprint;
     // Recycle the segment unless an in-flight write still points into it:
     // fresh memory costs page faults on every segment of the stream.
@@ -364,8 +369,8 @@ size_t OutputLog::peek(ConsumerId id, std::vector<Slice>& out, size_t max_bytes,
   bool open = false;  // the next matching record extends out.back()
   while (place) {
     const Segment& segment = *segments_[place->segment];
-    const uint32_t from = place->index == 0 ? 0 : segment.ends[place->index - 1];
-    const uint32_t to = segment.ends[place->index];
+    const uint32_t from = place->index == 0 ? 0 : segment.entries[place->index - 1].end;
+    const uint32_t to = segment.entries[place->index].end;
     if (matches(consumer, *place)) {
       if (added > 0 && added + (to - from) > max_bytes) break;
       if (open) {
@@ -458,19 +463,20 @@ std::optional<OutputLog::Place> OutputLog::place_of_position(uint64_t position) 
   // Positions are record boundaries: the record starting at `rel` is the
   // first whose end lies past it.
   size_t index = static_cast<size_t>(
-      std::upper_bound(segment.ends.begin(), segment.ends.end(), static_cast<uint32_t>(rel)) -
-      segment.ends.begin());
+      std::upper_bound(segment.entries.begin(), segment.entries.end(), rel,
+                       [](uint64_t r, const Segment::Entry& e) { return r < e.end; }) -
+      segment.entries.begin());
   return Place{s, index};
 }
 
 uint64_t OutputLog::position_of(Place place) const {
   const Segment& segment = *segments_[place.segment];
-  return segment.start + (place.index == 0 ? 0 : segment.ends[place.index - 1]);
+  return segment.start + (place.index == 0 ? 0 : segment.entries[place.index - 1].end);
 }
 
 Key OutputLog::key_at(Place place) const {
   const Segment& segment = *segments_[place.segment];
-  Key key{segment.ordinals[place.index], {}};
+  Key key{segment.entries[place.index].ordinal, {}};
   if (options_.key_type == KeyType::string) {
     const uint32_t from = place.index == 0 ? 0 : segment.text_ends[place.index - 1];
     key.text.assign(segment.texts, from, segment.text_ends[place.index] - from);
@@ -481,8 +487,8 @@ Key OutputLog::key_at(Place place) const {
 bool OutputLog::matches(const Consumer& consumer, Place place) const {
   if (consumer.sources.empty()) return true;
   const Segment& segment = *segments_[place.segment];
-  const uint32_t from = place.index == 0 ? 0 : segment.source_ends[place.index - 1];
-  const uint32_t to = segment.source_ends[place.index];
+  const uint32_t from = place.index == 0 ? 0 : segment.entries[place.index - 1].source_end;
+  const uint32_t to = segment.entries[place.index].source_end;
   for (uint32_t i = from; i < to; ++i) {
     if (std::binary_search(consumer.sources.begin(), consumer.sources.end(), segment.sources[i])) {
       return true;
@@ -492,10 +498,10 @@ bool OutputLog::matches(const Consumer& consumer, Place place) const {
 }
 
 bool OutputLog::next(Place& place) const {
-  if (++place.index < segments_[place.segment]->ends.size()) return true;
+  if (++place.index < segments_[place.segment]->entries.size()) return true;
   place.index = 0;
   while (++place.segment < segments_.size()) {
-    if (!segments_[place.segment]->ends.empty()) return true;
+    if (!segments_[place.segment]->entries.empty()) return true;
   }
   return false;
 }

@@ -269,17 +269,21 @@ struct OutputLog::Segment {
   std::unique_ptr<char[]> data;
   size_t size = 0;
   size_t capacity = 0;
-  std::vector<uint32_t> ends;     // record i ends before ends[i] (after its '\n')
-  std::vector<int64_t> ordinals;  // record i's key
-  std::vector<uint32_t>
-      source_ends;  // record i's sources: sources[source_ends[i-1], source_ends[i])
+  // One per record, in order: one push per append.
+  struct Entry {
+    uint32_t end;         // the record ends before data[end] (after its '\n')
+    uint32_t source_end;  // its sources: sources[previous source_end, source_end)
+    int64_t ordinal;      // its key
+  };
+  std::vector<Entry> entries;
   std::vector<SourceId> sources;
+  int64_t max_ordinal = INT64_MIN;  // of its keys (what retention drops)
   std::string texts;                // string keys, concatenated
   std::vector<uint32_t> text_ends;  // record i's key text ends before text_ends[i]
   uint64_t last_append_ms = 0;
 
   uint64_t end() const { return start + size; }
-  uint64_t records() const { return ends.size(); }
+  uint64_t records() const { return entries.size(); }
   size_t index_bytes() const;
   size_t footprint() const { return size + index_bytes(); }
   void clear();

@@ -87,7 +87,7 @@ void StreamWriter::write_next() {
   if (write_.pending()) return;
   WriteBatch batch = std::move(spare_);
   batch.framing = framing_;
-  batch.run = run_;
+  if (framing_ == WriteBatch::Framing::events) batch.run = run_;
   batch.preamble = std::move(preamble_);
   preamble_.clear();
   const size_t max_bytes =

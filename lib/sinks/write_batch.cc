@@ -36,7 +36,9 @@ WriteBatch& WriteBatch::operator=(WriteBatch&& other) noexcept {
   bytes = other.bytes;
   written = other.written;
   frames_ = std::move(other.frames_);
-  if (!bufs.empty() && written == 0) build();
+  // Only buffers into the preamble or the frames can have moved; those
+  // into the slices point at segments on the heap.
+  if (!bufs.empty() && written == 0 && (!preamble.empty() || framing != Framing::raw)) build();
   other.clear();
   return *this;
 }
