@@ -259,6 +259,20 @@ std::optional<ResumeRequest::OnGap> on_gap_word(std::string_view text) {
 constexpr const char* kOnGapExpected = "on_gap: expected \"close\" or \"oldest\"";
 constexpr const char* kSkipExpected = "skip: expected an unsigned integer";
 constexpr const char* kSkipRange = "skip: out of range";
+
+// `skip` read by either form: its number, or the error to report.
+std::optional<std::string> take_skip(NumberText read, uint64_t skip, Fields& fields) {
+  switch (read) {
+    case NumberText::ok:
+      fields.skip = skip;
+      return std::nullopt;
+    case NumberText::malformed:
+      return kSkipExpected;
+    case NumberText::out_of_range:
+      return kSkipRange;
+  }
+  return kSkipExpected;
+}
 constexpr const char* kIntegerRange = "since: integer key out of range";
 constexpr const char* kNumberRange = "since: number key out of range";
 
@@ -595,17 +609,8 @@ ResumeParse parse_resume_line(std::string_view line, KeyType key_type) {
       error = read_since(value, key_type, fields);
     } else if (name == "skip") {
       uint64_t skip = 0;
-      switch (json_unsigned(value, skip)) {
-        case NumberText::ok:
-          fields.skip = skip;
-          break;
-        case NumberText::malformed:
-          error = kSkipExpected;
-          break;
-        case NumberText::out_of_range:
-          error = kSkipRange;
-          break;
-      }
+      const NumberText read = json_unsigned(value, skip);
+      error = take_skip(read, skip, fields);
     } else if (name == "feeds") {
       error = read_feeds(value, fields);
     } else {  // on_gap
@@ -769,17 +774,8 @@ ResumeParse parse_resume_query(std::string_view query, KeyType key_type) {
       error = read_query_since(value, key_type, fields);
     } else if (name == "skip") {
       uint64_t skip = 0;
-      switch (read_unsigned(value, skip)) {
-        case NumberText::ok:
-          fields.skip = skip;
-          break;
-        case NumberText::malformed:
-          error = kSkipExpected;
-          break;
-        case NumberText::out_of_range:
-          error = kSkipRange;
-          break;
-      }
+      const NumberText read = read_unsigned(value, skip);
+      error = take_skip(read, skip, fields);
     } else if (name == "feeds") {
       error = read_query_feeds(value, fields);
     } else {  // on_gap

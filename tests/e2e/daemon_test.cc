@@ -35,20 +35,6 @@ std::string dead_letter(const std::string& feed, const std::string& reason,
          ",\"line\":" + json(line).dump() + "}";
 }
 
-// Built with AddressSanitizer (tests/run.sh does): memory figures are
-// meaningless then.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool sanitized = true;
-#else
-constexpr bool sanitized = false;
-#endif
-#else
-constexpr bool sanitized = false;
-#endif
-
 }  // namespace
 
 // --- 1. merging -------------------------------------------------------------

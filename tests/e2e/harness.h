@@ -39,6 +39,20 @@ using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
 using namespace std::chrono_literals;
 
+// Built with AddressSanitizer (tests/run.sh does): about three times
+// slower, and memory figures are meaningless.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool sanitized = true;
+#else
+inline constexpr bool sanitized = false;
+#endif
+#else
+inline constexpr bool sanitized = false;
+#endif
+
 // --- files ------------------------------------------------------------------
 
 // A fresh directory under $TMPDIR (or /tmp), removed with its content when

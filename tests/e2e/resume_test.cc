@@ -34,20 +34,6 @@ using nlohmann::json;
 
 namespace {
 
-// Built with AddressSanitizer (tests/run.sh does): about three times
-// slower, and memory figures are meaningless.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool sanitized = true;
-#else
-constexpr bool sanitized = false;
-#endif
-#else
-constexpr bool sanitized = false;
-#endif
-
 // Records per feed: `release` in a Release build, a fifth under the
 // sanitizers.
 size_t scaled(size_t release) {

@@ -24,20 +24,6 @@ using nlohmann::json;
 
 namespace {
 
-// Built with AddressSanitizer (tests/run.sh does): memory figures are
-// meaningless then, and floods are made smaller.
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool sanitized = true;
-#else
-constexpr bool sanitized = false;
-#endif
-#else
-constexpr bool sanitized = false;
-#endif
-
 // A FIFO that the test holds open for reading and writing, so the
 // daemon's open for writing finds a reader, yet nothing is ever read: its
 // writes block once the pipe's 64 KiB are full.
