@@ -74,14 +74,7 @@ for n in "${CASES[@]}"; do
   ((n <= MAX_CLIENTS)) || die "at most $MAX_CLIENTS clients a case, got $n"
 done
 
-for bin in "$AFTER" ${BEFORE:+"$BEFORE"}; do
-  [[ -x $bin ]] || die "daemon binary '$bin' not found or not executable (set AFTER / BEFORE; build with
-  cmake -S '$REPO_ROOT' -B '$REPO_ROOT/build' -DCMAKE_BUILD_TYPE=Release -DCHRONOMERGE_BUILD_BENCH=ON
-  cmake --build '$REPO_ROOT/build' --target chronomerge chronomerge_loadgen)"
-done
-[[ -x $LOADGEN ]] || die "load generator not found at '$LOADGEN' (set LOADGEN, or build the
-chronomerge_loadgen target with -DCHRONOMERGE_BUILD_BENCH=ON)"
-command -v python3 > /dev/null || die "python3 is required (config, readiness, report)"
+require_live_binaries
 
 CLIENTS_DIR="$DATA_ROOT/clients"
 rm -rf "$CLIENTS_DIR"

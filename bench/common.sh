@@ -74,6 +74,21 @@ manifest_bytes() {
 
 # --- arguments -----------------------------------------------------------------
 
+# require_live_binaries: the daemon binaries AFTER (and BEFORE, if set) and
+# the load generator LOADGEN exist, and python3 is there; dies saying how
+# to build them otherwise.
+require_live_binaries() {
+  local bin
+  for bin in "$AFTER" ${BEFORE:+"$BEFORE"}; do
+    [[ -x $bin ]] || die "daemon binary '$bin' not found or not executable (set AFTER / BEFORE; build with
+  cmake -S '$REPO_ROOT' -B '$REPO_ROOT/build' -DCMAKE_BUILD_TYPE=Release -DCHRONOMERGE_BUILD_BENCH=ON
+  cmake --build '$REPO_ROOT/build' --target chronomerge chronomerge_loadgen)"
+  done
+  [[ -x $LOADGEN ]] || die "load generator not found at '$LOADGEN' (set LOADGEN, or build the
+chronomerge_loadgen target with -DCHRONOMERGE_BUILD_BENCH=ON)"
+  command -v python3 > /dev/null || die "python3 is required (config, readiness, report)"
+}
+
 # parse_flags "NAME..." ARG...: each --NAME among the ARGs sets the variable
 # NAME in upper case to 1 (0 if absent); --help prints the header comment of
 # the script that was run; any other ARG is an error.

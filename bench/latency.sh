@@ -79,14 +79,7 @@ TO_SEQ=$(((WARMUP + SECONDS_MEASURED) * RATE))
 TAIL=$(((RATE + 4) / 5)) # 0.2 s
 RECORDS=$((TO_SEQ + TAIL))
 
-for bin in "$AFTER" ${BEFORE:+"$BEFORE"}; do
-  [[ -x $bin ]] || die "daemon binary '$bin' not found or not executable (set AFTER / BEFORE; build with
-  cmake -S '$REPO_ROOT' -B '$REPO_ROOT/build' -DCMAKE_BUILD_TYPE=Release -DCHRONOMERGE_BUILD_BENCH=ON
-  cmake --build '$REPO_ROOT/build' --target chronomerge chronomerge_loadgen)"
-done
-[[ -x $LOADGEN ]] || die "load generator not found at '$LOADGEN' (set LOADGEN, or build the
-chronomerge_loadgen target with -DCHRONOMERGE_BUILD_BENCH=ON)"
-command -v python3 > /dev/null || die "python3 is required (config, readiness, report)"
+require_live_binaries
 
 LAT_DIR="$DATA_ROOT/latency"
 rm -rf "$LAT_DIR"
