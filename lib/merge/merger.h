@@ -227,7 +227,7 @@ class Merger {
     Feed(FeedSettings s)
         : settings(std::move(s)), queue(settings.high_water_mark, settings.low_water_mark) {}
     FeedSettings settings;
-    uint32_t rank = 0;  // position in the current config: breaks ties
+    uint32_t rank = 0;               // position in the current config: breaks ties
     OutputLog::SourceId source = 0;  // what the log records it came from
     FeedQueue queue;
     FeedStats stats;
@@ -314,8 +314,8 @@ class Merger {
   std::optional<Key> frontier_;
   uint64_t records_out_ = 0;
   bool finished_ = false;
-  std::string scratch_;        // combine-mode assembly
-  std::vector<FeedId> group_;  // combine-mode group
+  std::string scratch_;                             // combine-mode assembly
+  std::vector<FeedId> group_;                       // combine-mode group
   std::vector<OutputLog::SourceId> group_sources_;  // the group's feeds, for the log
 };
 
