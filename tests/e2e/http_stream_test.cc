@@ -311,3 +311,32 @@ TEST_CASE("http-listen serves chunked NDJSON resumed by query string") {
   }
   CHECK(daemon.stop().code == 0);
 }
+
+TEST_CASE("retention_ms empties the retained log even while nothing is merged") {
+  TempDir dir;
+  constexpr int count = 3000;  // ~200 kB: several segments
+  // A producer that sends its records and goes: afterwards nothing wakes
+  // the merge, and only the age limit's own timer can trim.
+  json config = {
+      {"idle_timeout_ms", 100},
+      {"retention_ms", 300},
+      {"feeds", {tcp_feed("bus")}},
+      {"outputs", {{{"name", "web"}, {"type", "http-listen"}, {"listen", "127.0.0.1:0"}}}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+  {
+    Socket producer = connect_tcp(daemon.feed_port("bus"));
+    REQUIRE(write_all(producer, numbered_records(count)));
+  }
+  REQUIRE(
+      wait_sample(metrics, "chronomerge_records_out_total", [](double v) { return v >= count; }));
+  CHECK(wait_sample(
+      metrics, "chronomerge_output_log_retained_records", [](double v) { return v < count / 2; },
+      5s));
+  const auto oldest = scrape(metrics, "chronomerge_output_log_oldest_offset");
+  REQUIRE(oldest);
+  CHECK(*oldest > count / 2);
+  CHECK(daemon.stop().code == 0);
+}
