@@ -165,16 +165,30 @@ OutputLog::Location OutputLog::locate_after(std::string_view run, uint64_t after
   return Location{false, after + 1};
 }
 
+// A consumer that only filters: for matches().
+OutputLog::Consumer OutputLog::filter_of(std::span<const SourceId> sources) {
+  Consumer filter;
+  filter.sources.assign(sources.begin(), sources.end());
+  std::sort(filter.sources.begin(), filter.sources.end());
+  return filter;
+}
+
 OutputLog::Location OutputLog::locate_key(const Key& key, uint64_t skip,
                                           std::span<const SourceId> sources) const {
   // Retention dropped a record with this key or a newer one: what the
   // client asks for may be gone.
   if (dropped_key_ && !(*dropped_key_ < key)) return Location{true, 0};
-  Consumer filter;
-  filter.sources.assign(sources.begin(), sources.end());
-  std::sort(filter.sources.begin(), filter.sources.end());
+  const Consumer filter = filter_of(sources);
   std::optional<Place> place = place_of_offset(oldest_offset());
-  while (place && key_at(*place) < key) {
+  while (place) {
+    const Segment& segment = *segments_[place->segment];
+    if (place->index == 0 && options_.key_type != KeyType::string &&
+        segment.max_ordinal < key.ordinal) {
+      // Every key of the segment is older: skip it whole.
+      place->index = segment.entries.size() - 1;
+    } else if (!(key_at(*place) < key)) {
+      break;
+    }
     if (!next(*place)) place.reset();
   }
   while (place && skip > 0 && key_at(*place) == key) {
@@ -187,9 +201,7 @@ OutputLog::Location OutputLog::locate_key(const Key& key, uint64_t skip,
 
 uint64_t OutputLog::first_match(uint64_t offset, std::span<const SourceId> sources) const {
   if (sources.empty()) return offset;
-  Consumer filter;
-  filter.sources.assign(sources.begin(), sources.end());
-  std::sort(filter.sources.begin(), filter.sources.end());
+  const Consumer filter = filter_of(sources);
   std::optional<Place> place = place_of_offset(std::max(offset, oldest_offset()));
   while (place && !matches(filter, *place)) {
     if (!next(*place)) place.reset();

@@ -237,6 +237,7 @@ class OutputLog {
   uint64_t position_of(Place place) const;
   Key key_at(Place place) const;
   bool matches(const Consumer& consumer, Place place) const;
+  static Consumer filter_of(std::span<const SourceId> sources);
   bool next(Place& place) const;  // the following record; false at the head
 
   OutputLogOptions options_;
