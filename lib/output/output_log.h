@@ -201,7 +201,6 @@ class OutputLog {
   std::optional<Key> oldest_key() const;
   size_t consumer_count() const { return consumers_.size(); }
   size_t high_water_mark() const { return options_.high_water_mark; }
-  size_t retention_bytes() const { return options_.retention_bytes; }
 
  private:
   struct Consumer {
@@ -284,7 +283,6 @@ struct OutputLog::Segment {
   uint64_t last_append_ms = 0;
 
   uint64_t end() const { return start + size; }
-  uint64_t records() const { return entries.size(); }
   size_t index_bytes() const;
   size_t footprint() const { return size + index_bytes(); }
   void clear();

@@ -4,7 +4,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <string_view>
+
+#include <fmt/format.h>
 
 namespace chronomerge {
 namespace {
@@ -106,11 +109,7 @@ void WriteBatch::build() {
       for (std::string_view rest = slice.bytes; !rest.empty(); ++offset) {
         const size_t end = rest.find('\n');
         const size_t record = end == std::string_view::npos ? rest.size() : end;
-        frames_ += "id: ";
-        frames_ += run;
-        frames_ += ':';
-        frames_ += std::to_string(offset);
-        frames_ += "\ndata: ";
+        fmt::format_to(std::back_inserter(frames_), "id: {}:{}\ndata: ", run, offset);
         id_ends.push_back(frames_.size());
         body += record + event_end.size();
         rest.remove_prefix(std::min(rest.size(), record + 1));
