@@ -205,7 +205,8 @@ void Fleet::on_hello_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* bu
     return;
   }
   hello->scanned = hello->buffer.size();
-  const size_t limit = by_hello ? max_hello_bytes : *fleet.config_.max_line_bytes;
+  const size_t limit =
+      by_hello ? max_hello_bytes : std::min(*fleet.config_.max_line_bytes, max_first_record_bytes);
   if (hello->buffer.size() - hello->first > limit) {
     fleet.refuse(
         *hello, FleetRefusal::bad_hello,
@@ -327,6 +328,7 @@ void Fleet::retire(std::map<std::string, Member, std::less<>>::iterator member) 
   MemberFeed& feed = *member->second.feed;
   if (member->second.connected) --connected_;
   std::erase(budget_paused_, &feed);
+  feed.set_budget_paused(false);  // a drain reads what is left
   feed.leave_fleet();
   members_.erase(member);
   ++counters_.retired;

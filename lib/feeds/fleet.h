@@ -116,10 +116,14 @@ class Fleet {
   // lingering for a retirement.
   static constexpr uint64_t tick_ms = 100;
   // Connections still to name themselves, at most; beyond, new ones wait
-  // in the kernel's backlog.
-  static constexpr size_t max_hellos = 4096;
+  // in the kernel's backlog. With the two limits below, what they can make
+  // the daemon hold is bounded (4 MiB of hellos, 64 MiB of first records).
+  static constexpr size_t max_hellos = 1024;
   // A hello line is at most this long (name_from "hello").
   static constexpr size_t max_hello_bytes = 4096;
+  // A first record that names its member (name_from a JSON pointer) is at
+  // most this long, or max_line_bytes if smaller.
+  static constexpr size_t max_first_record_bytes = 64 << 10;
 
   // From the host's pump: the memory budget, and connections waiting for
   // their member's previous one to be taken in.

@@ -642,6 +642,20 @@ TEST_CASE("parse_config accepts good configs") {
 }
 
 #ifdef CHRONOMERGE_SOURCE_DIR
+TEST_CASE("the shipped fleet config") {
+  const ConfigResult result = load_config(CHRONOMERGE_SOURCE_DIR "/config/fleet.json");
+  INFO(format_problems(result.problems));
+  REQUIRE(result.problems.empty());
+  const Config& config = *result.config;
+  REQUIRE(config.feeds.size() == 2);
+  REQUIRE(config.feeds[0].fleet);
+  CHECK(config.feeds[0].fleet->ack);
+  CHECK(config.feeds[0].fleet->linger_ms == 300000);
+  REQUIRE(config.feeds[1].fleet);
+  CHECK(config.feeds[1].fleet->name_from == FleetConfig::NameFrom::pointer);
+  CHECK(config.feeds[1].fleet->name_pointer == "/vehicle");
+}
+
 TEST_CASE("the shipped example config") {
   SUBCASE("loads without problems and says what the file says") {
     const ConfigResult result = load_config(CHRONOMERGE_SOURCE_DIR "/config/example.json");
