@@ -248,13 +248,15 @@ bool Fleet::admit(Hello& hello) {
       return true;
     }
     if (old.busy()) return false;
-    old.drop_connection();
+    const size_t unread = old.drop_connection();
     it->second.connected = false;
     --connected_;
     ++counters_.replaced;
-    member_log_.log(now, LogLevel::info, {"feed", name()}, member_events,
-                    "feed {}: member {} replaced its connection{} by one{}", name(), hello.name,
-                    from(old.peer()), from(hello.peer));
+    member_log_.log(now, unread > 0 ? LogLevel::warn : LogLevel::info, {"feed", name()},
+                    member_events, "feed {}: member {} replaced its connection{} by one{}{}",
+                    name(), hello.name, from(old.peer()), from(hello.peer),
+                    unread > 0 ? fmt::format(" ({} bytes unread in the old one, discarded)", unread)
+                               : std::string());
   } else if (it != members_.end() && it->second.feed->busy()) {
     // What the previous connection read is still being framed: the answer
     // must count it.

@@ -5,7 +5,6 @@
 #include <sys/socket.h>
 
 #include "feeds/fleet.h"
-#include "log/log.h"
 
 namespace chronomerge {
 
@@ -43,17 +42,15 @@ void MemberFeed::take_connection(std::unique_ptr<Connection> connection,
   attach(std::move(connection), first_bytes);
 }
 
-void MemberFeed::drop_connection() {
-  if (!attached()) return;
+size_t MemberFeed::drop_connection() {
+  if (!attached()) return 0;
   frame_pending();
   int unread = 0;
-  if (::ioctl(socket_, FIONREAD, &unread) == 0 && unread > 0) {
-    counters_.discarded_bytes += static_cast<uint64_t>(unread);
-    log::warn("feed {}: replaced by a new connection with {} bytes unread in the old one", name(),
-              unread);
-  }
+  if (::ioctl(socket_, FIONREAD, &unread) != 0 || unread < 0) unread = 0;
+  counters_.discarded_bytes += static_cast<uint64_t>(unread);
   socket_ = -1;
   detach();  // a cut line is discarded and counted
+  return static_cast<size_t>(unread);
 }
 
 bool MemberFeed::producer_gone() const {

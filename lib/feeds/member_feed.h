@@ -42,8 +42,9 @@ class MemberFeed final : public StreamFeed {
                        std::string peer, uv_os_sock_t socket);
   // Lets go of the current connection now, for a producer's new one: what
   // it has read is queued first, what it holds unread is discarded and
-  // counted, a cut line too. REQUIRES: !busy().
-  void drop_connection();
+  // counted, a cut line too; returns the bytes left unread. REQUIRES:
+  // !busy().
+  size_t drop_connection();
   // Whether the producer of the current connection has gone (a reset, or
   // an orderly close with nothing left unread), without reading.
   bool producer_gone() const;
