@@ -372,8 +372,9 @@ void Fleet::balance(uint64_t now) {
   check_budget(now);
 }
 
-// The budget is checked every few milliseconds, not per record: a member
-// fills at most its own high-water mark in between. Members over their
+// The budget is checked every 50 ms, not per record: a member fills at
+// most its own high-water mark (plus a read in flight) in between, so the
+// budget can be passed by that much. Members over their
 // share are paused until their queue is down to a quarter of it; a member
 // is never paused with an empty queue (the merge may be waiting for it).
 void Fleet::check_budget(uint64_t now) {
