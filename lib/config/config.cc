@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/json_depth.h"
+#include "record/record_parser.h"
 
 namespace chronomerge {
 
@@ -41,6 +42,8 @@ constexpr uint64_t kMaxRetentionMs = uint64_t{366} * 86'400'000;
 constexpr size_t kMaxOriginBytes = 1024;
 constexpr uint64_t kMinLineBytes = 64;
 constexpr uint64_t kMaxClients = 100'000;
+constexpr uint64_t kMaxMembers = 1'000'000;
+constexpr uint64_t kMaxLingerMs = 86'400'000;
 constexpr uint64_t kMaxVehicles = 100'000;
 constexpr double kMaxRate = 10'000'000;
 constexpr size_t kMaxNameLength = 128;
@@ -466,6 +469,8 @@ class Validator {
   bool check_list(const Json* list, const std::string& pointer, std::string_view noun);
   void read_feeds();
   void read_feed(const Json& value, const std::string& pointer);
+  std::optional<FleetConfig> read_fleet(const Json& value, const std::string& pointer,
+                                        FeedType type);
   void read_outputs();
   void read_output(const Json& value, const std::string& pointer);
   void read_deadletter(const Json& value, const std::string& pointer);
@@ -796,6 +801,7 @@ bool feed_field_applies(std::string_view field, FeedType type) {
   if (field == "path") return type == file || type == unix_listen || type == unix_connect;
   if (field == "follow") return type == file;
   if (field == "listen") return type == tcp_listen;
+  if (field == "fleet") return type == tcp_listen || type == unix_listen;
   if (field == "connect") return type == tcp_connect;
   if (field == "command") return type == exec;
   if (field == "rate" || field == "jitter_ms" || field == "seed" || field == "count" ||
@@ -902,6 +908,8 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
       }
     } else if (name == "follow") {
       if (auto follow = read_bool(field_value, field)) feed.follow = *follow;
+    } else if (name == "fleet") {
+      feed.fleet = read_fleet(field_value, field, *entry.type);
     } else if (name == "listen") {
       if (auto address = read_host_port(field_value, field)) {
         feed.address = *address;
@@ -990,6 +998,76 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
   feed_entries_.push_back(std::move(entry));
 }
 
+// A fleet's options. Its members are named by a hello line, a JSON pointer
+// into their first record, or their peer's address.
+std::optional<FleetConfig> Validator::read_fleet(const Json& value, const std::string& pointer,
+                                                 FeedType type) {
+  if (!value.is_object()) {
+    problem(pointer, fmt::format("expected an object, got {}", describe(value)));
+    return std::nullopt;
+  }
+  FleetConfig fleet;
+  bool valid = true;
+  const auto check = [&](auto result) {
+    valid = valid && result.has_value();
+    return result;
+  };
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    const std::string field = child(pointer, it.key());
+    const Json& v = it.value();
+    if (it.key() == "name_from") {
+      auto text = check(read_nonempty_string(v, field));
+      if (!text) continue;
+      if (*text == "hello") {
+        fleet.name_from = FleetConfig::NameFrom::hello;
+      } else if (*text == "peer") {
+        if (type != FeedType::tcp_listen) {
+          problem(field, "\"peer\" needs a tcp-listen feed (a Unix socket's peer has no address)");
+          valid = false;
+        }
+        fleet.name_from = FleetConfig::NameFrom::peer;
+      } else if (text->front() == '/' && RecordParser::valid_key_path(*text)) {
+        fleet.name_from = FleetConfig::NameFrom::pointer;
+        fleet.name_pointer = *text;
+      } else {
+        problem(field, fmt::format("expected \"hello\", \"peer\" or a JSON pointer such as "
+                                   "\"/vehicle\", got {}",
+                                   describe(v)));
+        valid = false;
+      }
+    } else if (it.key() == "ack") {
+      if (auto ack = check(read_bool(v, field))) fleet.ack = *ack;
+    } else if (it.key() == "max_members") {
+      if (auto n = check(read_integer(v, field, 1, kMaxMembers))) fleet.max_members = *n;
+    } else if (it.key() == "max_bytes") {
+      if (auto n = check(read_integer(v, field, 1024, uint64_t{1} << 40))) fleet.max_bytes = *n;
+    } else if (it.key() == "hello_timeout_ms") {
+      if (auto n = check(read_integer(v, field, 1, kMaxHelloTimeoutMs))) {
+        fleet.hello_timeout_ms = *n;
+      }
+    } else if (it.key() == "linger_ms") {
+      if (auto n = check(read_integer(v, field, 0, kMaxLingerMs))) fleet.linger_ms = *n;
+    } else if (it.key() == "member_metrics") {
+      if (auto on = check(read_bool(v, field))) fleet.member_metrics = *on;
+    } else {
+      problem(field, "unknown field");
+      valid = false;
+    }
+  }
+  if (fleet.ack && fleet.name_from != FleetConfig::NameFrom::hello) {
+    problem(child(pointer, "ack"), "needs \"name_from\": \"hello\" (the answer follows the hello)");
+    valid = false;
+  }
+  if (config_.mode == MergeMode::combine) {
+    problem(pointer,
+            "not allowed with mode \"combine\" (its indexes name configured feeds; members have "
+            "none)");
+    valid = false;
+  }
+  if (!valid) return std::nullopt;
+  return fleet;
+}
+
 // The per-feed water marks override the global ones one at a time, so the
 // pair that must be ordered is the effective one. The problem goes to the
 // feed's own value, because that is what the operator wrote for this feed.
@@ -1003,16 +1081,21 @@ void Validator::check_feed_against_globals(const FeedEntry& entry, const Json& v
   if (!feed.high_water_mark && !feed.low_water_mark) return;
   // Against globals that failed their own checks, only a feed that sets
   // both marks can be judged.
-  if (!water_marks_valid_ && !(feed.high_water_mark && feed.low_water_mark)) return;
-  const size_t high = feed.high_water_mark.value_or(config_.feed_high_water_mark);
-  const size_t low = feed.low_water_mark.value_or(config_.feed_low_water_mark);
+  if (!water_marks_valid_ && !feed.fleet && !(feed.high_water_mark && feed.low_water_mark)) return;
+  // A fleet's members have marks of their own, not the globals.
+  const size_t high = feed.high_water_mark.value_or(feed.fleet ? default_member_high_water_mark
+                                                               : config_.feed_high_water_mark);
+  const size_t low = feed.low_water_mark.value_or(feed.fleet ? default_member_low_water_mark
+                                                             : config_.feed_low_water_mark);
   if (low < high) return;
   if (feed.low_water_mark) {
     problem(child(entry.pointer, "low_water_mark"),
             fmt::format("must be less than the feed's high water mark ({})", high));
   } else {
-    problem(child(entry.pointer, "high_water_mark"),
-            fmt::format("must be greater than feed_low_water_mark ({})", low));
+    problem(
+        child(entry.pointer, "high_water_mark"),
+        fmt::format("must be greater than {} ({})",
+                    feed.fleet ? "a fleet member's low water mark" : "feed_low_water_mark", low));
   }
 }
 

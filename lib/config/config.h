@@ -43,6 +43,29 @@ enum class FeedType {
 };
 std::string_view to_string(FeedType type);
 
+// A listening feed that takes many producers, each its own feed in the
+// merge (a member, named "<fleet>/<member>").
+struct FleetConfig {
+  enum class NameFrom { hello, pointer, peer };
+  // hello: the first line is {"feed": "bus-0042"}; pointer: the value at
+  // `name_pointer` in the first record; peer: the peer's IP address.
+  NameFrom name_from = NameFrom::hello;
+  std::string name_pointer;  // NameFrom::pointer
+  // Answer the hello with the last key accepted from the member.
+  bool ack = false;
+  size_t max_members = 10000;        // known members: connected or lingering
+  size_t max_bytes = 256 << 20;      // queued bytes of all members together
+  uint64_t hello_timeout_ms = 5000;  // a connection names itself by then
+  uint64_t linger_ms = 60000;        // a disconnected member's feed is kept
+  bool member_metrics = false;       // per-member series in /metrics
+
+  friend bool operator==(const FleetConfig&, const FleetConfig&) = default;
+};
+
+// Water marks of a fleet member unless the fleet sets its own.
+constexpr size_t default_member_high_water_mark = 64 << 10;
+constexpr size_t default_member_low_water_mark = 16 << 10;
+
 struct FeedConfig {
   std::string name;
   FeedType type = FeedType::file;
@@ -66,7 +89,8 @@ struct FeedConfig {
   // A waiting feed stops holding the merge once the ready feeds are more
   // than this far past its last key (key units); unset: the global value.
   std::optional<double> max_lag;
-  std::optional<LatePolicy> late;  // unset: the global policy
+  std::optional<LatePolicy> late;    // unset: the global policy
+  std::optional<FleetConfig> fleet;  // tcp-listen, unix-listen
 
   friend bool operator==(const FeedConfig&, const FeedConfig&) = default;
 };

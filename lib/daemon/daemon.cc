@@ -194,6 +194,9 @@ class Daemon {
       return {200, std::string(metrics_content_type),
               render_metrics(pipeline_->metrics_snapshot(), extras, unix_time_seconds())};
     }
+    if (path == "/fleet") {
+      return {200, "application/json", pipeline_->fleet_json()};
+    }
     if (path == "/healthz") {
       if (draining_) return {503, "text/plain; charset=utf-8", "draining\n"};
       return {200, "text/plain; charset=utf-8", "ok\n"};

@@ -8,6 +8,7 @@
 #include "feeds/exec_feed.h"
 #include "feeds/file_feed.h"
 #include "feeds/listen_feed.h"
+#include "feeds/member_feed.h"
 #include "feeds/simulate_feed.h"
 #include "feeds/stream_feed.h"
 #include "sinks/dead_letter.h"
@@ -143,8 +144,11 @@ std::unique_ptr<Feed> Pipeline::make_feed(FeedId id, const FeedConfig& feed) {
 // across a reload when their effective settings are.
 FeedConfig Pipeline::effective(const FeedConfig& feed, const Config& config) {
   FeedConfig e = feed;
-  e.high_water_mark = feed.high_water_mark.value_or(config.feed_high_water_mark);
-  e.low_water_mark = feed.low_water_mark.value_or(config.feed_low_water_mark);
+  // A fleet's members have small marks of their own: thousands of them.
+  e.high_water_mark = feed.high_water_mark.value_or(feed.fleet ? default_member_high_water_mark
+                                                               : config.feed_high_water_mark);
+  e.low_water_mark = feed.low_water_mark.value_or(feed.fleet ? default_member_low_water_mark
+                                                             : config.feed_low_water_mark);
   e.idle_timeout_ms = feed.idle_timeout_ms.value_or(config.idle_timeout_ms);
   e.max_line_bytes = feed.max_line_bytes.value_or(config.max_line_bytes);
   if (!e.max_lag) e.max_lag = config.max_lag;
@@ -164,6 +168,75 @@ FeedSettings Pipeline::settings_for(const FeedConfig& feed) const {
   settings.max_lag = feed.max_lag;
   settings.late = feed.late;
   return settings;
+}
+
+std::optional<uint32_t> Pipeline::rank_in(const Config& config, std::string_view name) {
+  for (size_t i = 0; i < config.feeds.size(); ++i) {
+    if (config.feeds[i].name == name) return static_cast<uint32_t>(i);
+  }
+  return std::nullopt;
+}
+
+Fleet* Pipeline::fleet_named(std::string_view name) const {
+  for (const auto& fleet : fleets_) {
+    if (fleet->name() == name) return fleet.get();
+  }
+  return nullptr;
+}
+
+// A fleet holds the merge open (Merger::hold()) while it exists: with no
+// member connected it has no feed in the merger, and the merge must not
+// end for that.
+bool Pipeline::add_fleet(const FeedConfig& feed, uint32_t rank) {
+  auto fleet = std::make_unique<Fleet>(*this, feed, rank);
+  if (!fleet->start()) return false;
+  merger_.hold();
+  fleets_.push_back(std::move(fleet));
+  return true;
+}
+
+void Pipeline::remove_fleet(Fleet& fleet) {
+  fleet.drain();
+  merger_.release();
+  std::erase_if(fleets_, [&](const auto& f) { return f.get() == &fleet; });
+}
+
+FeedSettings Pipeline::member_settings(const MemberFeed& member, bool present) const {
+  FeedSettings settings = settings_for(member.config());
+  // Its producer is gone: the merge must not wait for it.
+  if (!present && settings.idle_timeout_ms) settings.idle_timeout_ms = 0;
+  return settings;
+}
+
+// Members join idle: with thousands of producers somebody is always
+// connecting, and the merge must not wait for each.
+MemberFeed& Pipeline::add_member(Fleet& fleet, const std::string& member) {
+  FeedConfig config = fleet.config();
+  config.name = fleet.name() + "/" + member;
+  FeedSettings settings = settings_for(config);
+  settings.group = fleet.name();
+  FeedId id = merger_.add_feed(std::move(settings), uv_now(loop_), true, fleet.rank());
+  if (id >= feeds_.size()) {
+    feeds_.resize(id + 1);
+    malformed_limiters_.resize(id + 1);
+  }
+  auto feed = std::make_unique<MemberFeed>(*this, id, std::move(config), *config.max_line_bytes,
+                                           fleet, member);
+  MemberFeed& added = *feed;
+  feeds_[id] = std::move(feed);
+  malformed_limiters_[id] = log::RateLimiter();
+  return added;
+}
+
+void Pipeline::member_present(MemberFeed& member, bool present) {
+  if (member.ended() || member.removed()) return;
+  merger_.update(member.id(), member_settings(member, present), uv_now(loop_));
+  schedule_pump();
+}
+
+void Pipeline::retire_member(MemberFeed& member) {
+  remove_feed(member, false);
+  schedule_pump();
 }
 
 bool Pipeline::add_sink(const OutputConfig& output) {
@@ -208,8 +281,11 @@ bool Pipeline::start() {
   // simulation of zero records) must not end the merge before the others
   // are added.
   merger_.hold();
-  for (const FeedConfig& feed : config_.feeds) {
-    if (!add_feed(effective(feed, config_), false)) {
+  for (size_t i = 0; i < config_.feeds.size(); ++i) {
+    const FeedConfig& feed = config_.feeds[i];
+    const bool started = feed.fleet ? add_fleet(effective(feed, config_), static_cast<uint32_t>(i))
+                                    : add_feed(effective(feed, config_), false).has_value();
+    if (!started) {
       close();
       return false;
     }
@@ -265,6 +341,7 @@ void Pipeline::retire_feeds() {
     RetiredFeed& totals = entry.keep_counts ? retired_[feed.name()] : unused;
     const FeedStats& stats = merger_.stats(id);
     const FeedCounters& counters = feed.counters();
+    if (Fleet* fleet = fleet_of(feed)) fleet->member_retired(stats, counters);
     totals.stats.records_in += stats.records_in;
     totals.stats.bytes_in += stats.bytes_in;
     totals.stats.heartbeats += stats.heartbeats;
@@ -348,7 +425,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   }
   std::vector<Feed*> removed_feeds, restarted_feeds, updated_feeds;
   for (auto& feed : feeds_) {
-    if (!feed || feed->removed()) continue;
+    if (!feed || feed->removed() || feed->is_member()) continue;
     auto match = std::find_if(next.feeds.begin(), next.feeds.end(),
                               [&](const FeedConfig& f) { return f.name == feed->name(); });
     if (match == next.feeds.end()) {
@@ -363,13 +440,36 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     }
     released.insert(listen_key(feed->config()));
   }
+  // Fleets keep their members when only their tuning changes; a new
+  // address (or no fleet any more) means a new fleet.
+  std::vector<Fleet*> removed_fleets, updated_fleets;
+  for (const auto& fleet : fleets_) {
+    auto match = std::find_if(next.feeds.begin(), next.feeds.end(),
+                              [&](const FeedConfig& f) { return f.name == fleet->name(); });
+    if (match != next.feeds.end() && match->fleet) {
+      const FeedConfig changed = effective(*match, next);
+      if (changed == fleet->config()) continue;
+      if (changed.type == fleet->config().type && changed.address == fleet->config().address &&
+          changed.path == fleet->config().path) {
+        updated_fleets.push_back(fleet.get());
+        continue;
+      }
+    }
+    removed_fleets.push_back(fleet.get());
+    released.insert(listen_key(fleet->config()));
+  }
   std::vector<FeedConfig> new_feeds;  // effective configurations
   for (const FeedConfig& feed : next.feeds) {
     bool running = std::any_of(feeds_.begin(), feeds_.end(), [&](const auto& f) {
-      return f && !f->removed() && f->name() == feed.name &&
+      return f && !f->removed() && !f->is_member() && f->name() == feed.name &&
              std::find(restarted_feeds.begin(), restarted_feeds.end(), f.get()) ==
                  restarted_feeds.end();
     });
+    running = running || std::any_of(fleets_.begin(), fleets_.end(), [&](const auto& f) {
+                return f->name() == feed.name && feed.fleet &&
+                       std::find(removed_fleets.begin(), removed_fleets.end(), f.get()) ==
+                           removed_fleets.end();
+              });
     if (!running) new_feeds.push_back(effective(feed, next));
   }
   released.erase(std::string());
@@ -381,6 +481,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   merger_.hold();
   std::vector<std::unique_ptr<Sink>> started_sinks;
   std::vector<FeedId> started_feeds;
+  std::vector<Fleet*> started_fleets;
   std::unique_ptr<DeadLetter> next_deadletter;
   const bool deadletter_changed = !(config_.deadletter == next.deadletter);
   std::string failure;
@@ -401,6 +502,14 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   for (const FeedConfig& feed : new_feeds) {
     if (!failure.empty()) break;
     if (deferred(listen_key(feed))) continue;
+    if (feed.fleet) {
+      if (!add_fleet(feed, *rank_in(next, feed.name))) {
+        failure = fmt::format("feed {} could not start", feed.name);
+        break;
+      }
+      started_fleets.push_back(fleets_.back().get());
+      continue;
+    }
     std::optional<FeedId> id = add_feed(feed, true);  // joins idle
     if (!id) {
       failure = fmt::format("feed {} could not start", feed.name);
@@ -411,6 +520,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   if (!failure.empty()) {
     // Undo: what phase 1 started goes again, unseen by anyone.
     for (FeedId id : started_feeds) remove_feed(*feeds_[id], false);
+    for (Fleet* fleet : started_fleets) remove_fleet(*fleet);
     for (auto& sink : started_sinks) sink->close();
     if (next_deadletter) next_deadletter->close();
     merger_.release();
@@ -454,6 +564,32 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     feed->update(changed);
     merger_.update(feed->id(), settings_for(changed), now);
   }
+  for (Fleet* fleet : updated_fleets) {
+    const FeedConfig changed =
+        effective(*std::find_if(next.feeds.begin(), next.feeds.end(),
+                                [&](const FeedConfig& f) { return f.name == fleet->name(); }),
+                  next);
+    log::info("feed {}: fleet settings changed, applied in place to {} members", fleet->name(),
+              fleet->known());
+    fleet->update(changed);
+    for (const FleetMemberView& view : fleet->members()) {
+      MemberFeed& member = *view.feed;
+      FeedConfig config = changed;
+      config.name = member.name();
+      member.update(config);
+      if (!member.ended() && !member.removed()) {
+        merger_.update(member.id(), member_settings(member, view.connected), now);
+      }
+    }
+  }
+  for (Fleet* fleet : removed_fleets) {
+    const bool kept_name =
+        std::any_of(next.feeds.begin(), next.feeds.end(),
+                    [&](const FeedConfig& f) { return f.name == fleet->name(); });
+    log::info("feed {}: {} (its {} members drain what they have read)", fleet->name(),
+              kept_name ? "changed, restarting" : "removed", fleet->known());
+    remove_fleet(*fleet);
+  }
   for (Feed* feed : removed_feeds) {
     log::info("feed {}: removed (draining what it has read)", feed->name());
     remove_feed(*feed, false);
@@ -464,6 +600,13 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   }
   for (const FeedConfig& feed : new_feeds) {
     if (!deferred(listen_key(feed))) continue;
+    if (feed.fleet) {
+      if (!add_fleet(feed, *rank_in(next, feed.name))) {
+        error = fmt::format("feed {} could not start again on its address", feed.name);
+        ok = false;
+      }
+      continue;
+    }
     if (!add_feed(feed, true)) {
       error = fmt::format("feed {} could not start again on its address", feed.name);
       ok = false;
@@ -472,14 +615,17 @@ bool Pipeline::reload(const Config& next, std::string& error) {
 
   // Equal keys go in the new configuration's feed order; feeds on their
   // way out (still merging what they queued) come after every open one.
+  // A fleet's members share its rank.
+  for (auto& fleet : fleets_) fleet->set_rank(*rank_in(next, fleet->name()));
   std::vector<uint32_t> ranks(feeds_.size());
   for (size_t id = 0; id < feeds_.size(); ++id) {
     if (!feeds_[id]) continue;
-    auto pos = std::find_if(next.feeds.begin(), next.feeds.end(),
-                            [&](const FeedConfig& f) { return f.name == feeds_[id]->name(); });
-    ranks[id] = !feeds_[id]->removed() && pos != next.feeds.end()
-                    ? static_cast<uint32_t>(pos - next.feeds.begin())
-                    : static_cast<uint32_t>(next.feeds.size() + id);
+    const Feed& feed = *feeds_[id];
+    const std::string_view name =
+        feed.is_member() ? std::string_view(feed.name()).substr(0, feed.name().find('/'))
+                         : std::string_view(feed.name());
+    std::optional<uint32_t> rank = rank_in(next, name);
+    ranks[id] = !feed.removed() && rank ? *rank : static_cast<uint32_t>(next.feeds.size() + id);
   }
   merger_.set_ranks(ranks);
   // Totals of retired feeds are kept for names still configured.
@@ -525,6 +671,7 @@ void Pipeline::close() {
     if (feed) feed->close();
   }
   for (auto& sink : sinks_) sink->close();
+  fleets_.clear();
   if (deadletter_) deadletter_->close();
   idle_timer_.close();
   retire_timer_.close();
@@ -538,8 +685,9 @@ void Pipeline::close() {
 void Pipeline::drain() {
   if (closed_) return;
   merger_.hold();  // as in reload(): no end while feeds are being removed
+  while (!fleets_.empty()) remove_fleet(*fleets_.back());  // members drain below
   for (auto& feed : feeds_) {
-    if (feed) remove_feed(*feed);
+    if (feed) remove_feed(*feed, !feed->is_member());
   }
   merger_.release();
   schedule_pump();
@@ -562,6 +710,7 @@ void Pipeline::pump() {
   const bool more = merger_.run(uv_now(loop_));
   merger_.take_decisions(decisions_);
   for (const MergerDecision& decision : decisions_) carry_out(decision);
+  for (auto& fleet : fleets_) fleet->balance(uv_now(loop_));
   output_.flush();
   if (deadletter_) deadletter_->flush();
   arm_idle_timer();
@@ -699,17 +848,16 @@ bool Pipeline::sink_failed() const {
 
 void Pipeline::malformed(FeedId feed, LineError error, std::string_view line) {
   const std::string& name = feeds_[feed]->name();
-  malformed_limiters_[feed].log(uv_now(loop_), LogLevel::warn, {"feed", name}, "malformed lines",
-                                "feed {}: line skipped ({}): {}", name, to_string(error),
-                                log::excerpt(line));
+  limiter(feed).log(uv_now(loop_), LogLevel::warn, {"feed", name}, "malformed lines",
+                    "feed {}: line skipped ({}): {}", name, to_string(error), log::excerpt(line));
   if (deadletter_) deadletter_->write(name, to_string(error), line);
 }
 
 void Pipeline::late_record(FeedId feed, std::string_view record, bool emitted) {
   const std::string& name = feeds_[feed]->name();
-  malformed_limiters_[feed].log(uv_now(loop_), LogLevel::warn, {"feed", name}, "late records",
-                                "feed {}: late record {}: {}", name,
-                                emitted ? "emitted out of order" : "dropped", log::excerpt(record));
+  limiter(feed).log(uv_now(loop_), LogLevel::warn, {"feed", name}, "late records",
+                    "feed {}: late record {}: {}", name,
+                    emitted ? "emitted out of order" : "dropped", log::excerpt(record));
   if (feeds_[feed]->config().late.value_or(config_.late) == LatePolicy::deadletter && deadletter_) {
     deadletter_->write(name, "late", record);
   }
@@ -717,16 +865,30 @@ void Pipeline::late_record(FeedId feed, std::string_view record, bool emitted) {
 
 void Pipeline::feed_idle(FeedId feed, bool idle) {
   if (idle && merger_.lagging(feed)) {
-    malformed_limiters_[feed].log(
+    limiter(feed).log(
         uv_now(loop_), LogLevel::warn, {"feed", feeds_[feed]->name()}, "idle/active transitions",
         "feed {}: more than max_lag behind most feeds: the merge no longer waits for it "
         "(its older records will be late)",
         feeds_[feed]->name());
     return;
   }
-  malformed_limiters_[feed].log(uv_now(loop_), LogLevel::info, {"feed", feeds_[feed]->name()},
-                                "idle/active transitions", "feed {}: {}", feeds_[feed]->name(),
-                                idle ? "idle" : "active again");
+  // A fleet's members come and go all the time: their transitions are
+  // for debugging.
+  const LogLevel level = feeds_[feed]->is_member() ? LogLevel::debug : LogLevel::info;
+  limiter(feed).log(uv_now(loop_), level, {"feed", feeds_[feed]->name()}, "idle/active transitions",
+                    "feed {}: {}", feeds_[feed]->name(), idle ? "idle" : "active again");
+}
+
+// A fleet's members share their fleet's limiter: ten thousand members
+// with one malformed line each must not write ten thousand lines.
+log::RateLimiter& Pipeline::limiter(FeedId feed) {
+  if (Fleet* fleet = fleet_of(*feeds_[feed])) return fleet->feed_log();
+  return malformed_limiters_[feed];
+}
+
+Fleet* Pipeline::fleet_of(const Feed& feed) const {
+  if (!feed.is_member()) return nullptr;
+  return fleet_named(std::string_view(feed.name()).substr(0, feed.name().find('/')));
 }
 
 }  // namespace chronomerge

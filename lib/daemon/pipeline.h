@@ -27,6 +27,7 @@
 
 #include "config/config.h"
 #include "feeds/feed.h"
+#include "feeds/fleet.h"
 #include "log/log.h"
 #include "merge/merger.h"
 #include "metrics/metrics_snapshot.h"
@@ -46,7 +47,7 @@ struct RetiredFeed {
   FeedCounters counters;
 };
 
-class Pipeline final : public FeedHost {
+class Pipeline final : public FeedHost, public FleetHost {
  public:
   // live: feeds may go idle (daemon); false for one-shot runs.
   Pipeline(uv_loop_t* loop, Config config, bool live);
@@ -76,13 +77,18 @@ class Pipeline final : public FeedHost {
 
   const Config& config() const { return config_; }
   uint64_t now_ms() const { return uv_now(loop_); }
-  const Merger& merger() const { return merger_; }
+  const Merger& merger() const override { return merger_; }
+  KeyType key_type() const override { return config_.key_type; }
   const OutputLog& output() const { return output_; }
   // By FeedId; null where a slot is free (a retired feed).
   const std::vector<std::unique_ptr<Feed>>& feeds() const { return feeds_; }
   // Totals of retired feeds, by name, for names the configuration has.
   const std::map<std::string, RetiredFeed, std::less<>>& retired_feeds() const { return retired_; }
   const std::vector<std::unique_ptr<Sink>>& sinks() const { return sinks_; }
+  const std::vector<std::unique_ptr<Fleet>>& fleets() const { return fleets_; }
+  // GET /fleet: every fleet and its members, as JSON.
+  std::string fleet_json() const;
+  FleetSnapshot fleet_snapshot(const Fleet& fleet) const;
   const DeadLetter* deadletter() const { return deadletter_.get(); }  // null if none
   bool sink_failed() const;
   // Every feed there is failed to open its input (a missing file, a
@@ -108,6 +114,11 @@ class Pipeline final : public FeedHost {
   void malformed(FeedId feed, LineError error, std::string_view line) override;
   void feed_ended(FeedId feed) override;
 
+  // FleetHost
+  MemberFeed& add_member(Fleet& fleet, const std::string& member) override;
+  void member_present(MemberFeed& member, bool present) override;
+  void retire_member(MemberFeed& member) override;
+
  private:
   // The loop turn's work: merge, carry out the decisions, flush.
   void pump();
@@ -123,6 +134,19 @@ class Pipeline final : public FeedHost {
   // or nullopt if it could not start (it is removed again).
   std::optional<FeedId> add_feed(const FeedConfig& feed, bool joins_idle);
   bool add_sink(const OutputConfig& output);
+  // Starts a fleet (`feed`: its effective configuration) ranked `rank`.
+  bool add_fleet(const FeedConfig& feed, uint32_t rank);
+  // Drains the fleet's members and lets it go.
+  void remove_fleet(Fleet& fleet);
+  // Where `name` stands in `config`'s feeds, for ties; nullopt if absent.
+  static std::optional<uint32_t> rank_in(const Config& config, std::string_view name);
+  // A member's merger settings: idle at once while no producer is there.
+  FeedSettings member_settings(const MemberFeed& member, bool present) const;
+  Fleet* fleet_named(std::string_view name) const;
+  // The fleet of a member feed; null for other feeds (or a fleet gone).
+  Fleet* fleet_of(const Feed& feed) const;
+  // Where a feed's per-record warnings are rate-limited.
+  log::RateLimiter& limiter(FeedId feed);
   // `keep_counts`: the feed is restarting under its name, whose counters
   // go on; false when the name leaves the configuration.
   void remove_feed(Feed& feed, bool keep_counts = true);
@@ -143,6 +167,8 @@ class Pipeline final : public FeedHost {
   Merger merger_;
   std::vector<std::unique_ptr<Feed>> feeds_;  // index = FeedId
   std::vector<std::unique_ptr<Sink>> sinks_;
+  // After feeds_: a fleet goes first, while its members still exist.
+  std::vector<std::unique_ptr<Fleet>> fleets_;
   std::unique_ptr<DeadLetter> deadletter_;
   UvHandle<uv_timer_t> idle_timer_;
   uint64_t idle_timer_due_ = 0;

@@ -1,23 +1,35 @@
 // Pipeline::metrics_snapshot(): the pipeline's parts, summed by name into
 // plain values for the metrics.
 #include <algorithm>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "daemon/pipeline.h"
 #include "feeds/listen_feed.h"
+#include "feeds/member_feed.h"
 #include "sinks/dead_letter.h"
 #include "sinks/server_sink.h"
 
 namespace chronomerge {
 namespace {
 
-FeedSnapshot& by_name(std::vector<FeedSnapshot>& feeds, std::string_view name) {
-  auto it = std::find_if(feeds.begin(), feeds.end(),
-                         [&](const FeedSnapshot& f) { return f.name == name; });
-  if (it != feeds.end()) return *it;
-  feeds.push_back(FeedSnapshot{});
-  feeds.back().name = std::string(name);
-  return feeds.back();
-}
+// Feeds by name, in the order first seen.
+class FeedTotals {
+ public:
+  explicit FeedTotals(std::vector<FeedSnapshot>& feeds) : feeds_(feeds) {}
+  FeedSnapshot& operator[](std::string_view name) {
+    auto [it, added] = index_.try_emplace(std::string(name), feeds_.size());
+    if (added) {
+      feeds_.push_back(FeedSnapshot{});
+      feeds_.back().name = std::string(name);
+    }
+    return feeds_[it->second];
+  }
+
+ private:
+  std::vector<FeedSnapshot>& feeds_;
+  std::unordered_map<std::string, size_t> index_;
+};
 
 void add_counts(FeedSnapshot& t, const FeedStats& stats, const FeedCounters& counters) {
   t.records_in += stats.records_in;
@@ -36,6 +48,75 @@ void add_counts(FeedSnapshot& t, const FeedStats& stats, const FeedCounters& cou
 
 }  // namespace
 
+FleetSnapshot Pipeline::fleet_snapshot(const Fleet& fleet) const {
+  FleetSnapshot f;
+  f.name = fleet.name();
+  const FleetCounters& c = fleet.counters();
+  f.connected = fleet.connected();
+  f.known = fleet.known();
+  f.joined = c.joined;
+  f.left = c.left;
+  f.replaced = c.replaced;
+  f.retired = c.retired;
+  for (FleetRefusal reason : fleet_refusals) {
+    f.refused.emplace_back(std::string(to_string(reason)), c.refused[static_cast<size_t>(reason)]);
+  }
+  f.records_in = c.retired_stats.records_in;
+  f.bytes_read = c.retired_counters.bytes_read;
+  f.malformed = c.retired_counters.malformed;
+  f.late = c.retired_stats.late;
+  std::optional<Key> oldest;
+  for (const FleetMemberView& member : fleet.members()) {
+    const FeedId id = member.feed->id();
+    const FeedStats& stats = merger_.stats(id);
+    const FeedCounters& counters = member.feed->counters();
+    f.records_in += stats.records_in;
+    f.bytes_read += counters.bytes_read;
+    f.malformed += counters.malformed;
+    f.late += stats.late;
+    f.queue_bytes += merger_.queue_bytes(id);
+    f.paused += member.feed->paused() ? 1 : 0;
+    f.idle += merger_.state(id) == FeedState::idle ? 1 : 0;
+    if (member.connected && stats.last_key && (!oldest || *stats.last_key < *oldest)) {
+      oldest = stats.last_key;
+    }
+  }
+  const std::optional<Key>& frontier = merger_.frontier();
+  if (oldest && frontier && config_.key_type != KeyType::string) {
+    f.oldest_member_lag =
+        *oldest < *frontier ? key_distance(config_.key_type, *oldest, *frontier) : 0;
+  }
+  return f;
+}
+
+// Written by hand: names are the name rule's characters, peers are
+// addresses, keys come from key_json().
+std::string Pipeline::fleet_json() const {
+  std::string out = "{\"fleets\":[";
+  for (size_t i = 0; i < fleets_.size(); ++i) {
+    const Fleet& fleet = *fleets_[i];
+    fmt::format_to(std::back_inserter(out),
+                   "{}{{\"name\":\"{}\",\"listen\":\"{}\",\"connected\":{},\"known\":{},"
+                   "\"members\":[",
+                   i ? "," : "", fleet.name(), fleet.address(), fleet.connected(), fleet.known());
+    bool first = true;
+    for (const FleetMemberView& member : fleet.members()) {
+      const FeedId id = member.feed->id();
+      const FeedStats& stats = merger_.stats(id);
+      fmt::format_to(std::back_inserter(out),
+                     "{}{{\"name\":\"{}\",\"feed\":\"{}\",\"peer\":\"{}\",\"connected\":{},"
+                     "\"state\":\"{}\",\"records\":{},\"last_key\":{},\"paused\":{}}}",
+                     first ? "" : ",", member.name, member.feed->name(), member.feed->peer(),
+                     member.connected, to_string(merger_.state(id)), stats.records_in,
+                     key_json(config_.key_type, stats.last_key), member.feed->paused());
+      first = false;
+    }
+    out += "]}";
+  }
+  out += "]}\n";
+  return out;
+}
+
 MetricsSnapshot Pipeline::metrics_snapshot() const {
   MetricsSnapshot s;
   const uint64_t now = uv_now(loop_);
@@ -43,14 +124,17 @@ MetricsSnapshot Pipeline::metrics_snapshot() const {
 
   // Live instances, in id order: where a name has two (a restart by
   // reload), the newest comes last and its state wins.
-  std::vector<std::string_view> reported;
+  std::unordered_set<std::string_view> reported;
+  FeedTotals by_name(s.feeds);
   for (const auto& feed : feeds_) {
     if (!feed) continue;
+    // Fleet members have series of their own only if their fleet asks.
+    if (feed->is_member() && !feed->config().fleet->member_metrics) continue;
     const FeedId id = feed->id();
     const FeedStats& stats = merger_.stats(id);
     FeedCounters counters = feed->counters();
     counters.paused_ms = counters.paused_ms_at(now, merger_.paused(id));
-    FeedSnapshot& t = by_name(s.feeds, feed->name());
+    FeedSnapshot& t = by_name[feed->name()];
     add_counts(t, stats, counters);
     t.paused_ms += counters.paused_ms;
     t.queue_bytes += merger_.queue_bytes(id);
@@ -60,22 +144,24 @@ MetricsSnapshot Pipeline::metrics_snapshot() const {
     t.io_error = t.io_error || counters.io_error;
     t.state = merger_.state(id);
     if (stats.last_key) t.last_key = stats.last_key;
-    if (t.state != FeedState::ended) reported.push_back(feed->name());
+    if (t.state != FeedState::ended) reported.insert(feed->name());
   }
   // Retired instances (removed, drained and freed) still count: counters
   // never go backwards.
   for (const auto& [name, retired] : retired_) {
-    FeedSnapshot& t = by_name(s.feeds, name);
+    FeedSnapshot& t = by_name[name];
     const bool had_key = t.last_key.has_value();
     add_counts(t, retired.stats, retired.counters);
     t.paused_ms += retired.counters.paused_ms;
     if (!had_key && retired.stats.last_key) t.last_key = retired.stats.last_key;
   }
   // Ended feeds stay visible while the configuration names them.
-  for (const FeedConfig& feed : config_.feeds) reported.push_back(feed.name);
-  std::erase_if(s.feeds, [&](const FeedSnapshot& t) {
-    return std::find(reported.begin(), reported.end(), t.name) == reported.end();
-  });
+  for (const FeedConfig& feed : config_.feeds) {
+    if (!feed.fleet) reported.insert(feed.name);
+  }
+  std::erase_if(s.feeds, [&](const FeedSnapshot& t) { return !reported.contains(t.name); });
+
+  for (const auto& fleet : fleets_) s.fleets.push_back(fleet_snapshot(*fleet));
 
   s.records_out = merger_.records_out();
   s.output_bytes = output_.head();
@@ -94,6 +180,7 @@ MetricsSnapshot Pipeline::metrics_snapshot() const {
   // Accept errors by listener; a feed restarted by reload has two
   // instances for a moment: one series.
   std::map<std::string, AcceptErrors> by_feed;
+  for (const auto& fleet : fleets_) by_feed["feed/" + fleet->name()] = fleet->accept_errors();
   for (const auto& feed : feeds_) {
     if (const auto* listen = dynamic_cast<const ListenFeed*>(feed.get())) {
       for (const auto& [reason, count] : listen->accept_errors()) {

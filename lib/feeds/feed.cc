@@ -48,6 +48,7 @@ void Feed::take(LineBatch& batch) {
   }
   bool read_on = true;
   for (const LineBatch::Run& run : batch.runs()) {
+    accepted(run.records);
     read_on = host_.queue_records(id_, run.records, run.block) && read_on;
   }
   for (const LineBatch::Rejected& line : batch.rejected()) {

@@ -130,6 +130,10 @@ class Feed {
     counters_.paused_ms += now > counters_.paused_since ? now - counters_.paused_since : 0;
   }
 
+  // A fleet's member: its connections come from the fleet, and its
+  // configuration (the fleet's, with the member's name) is not the file's.
+  bool is_member() const { return config_.fleet.has_value(); }
+
   // Removed by a reload or a drain: closed, and ended in the merger.
   bool removed() const { return removed_; }
   void mark_removed() { removed_ = true; }
@@ -147,6 +151,9 @@ class Feed {
   // their blocks), and its malformed lines to reject(), then clears it.
   // Pauses the feed if the host says so; every record is queued anyway.
   void take(LineBatch& batch);
+  // Records about to be queued, in arrival order (heartbeats included),
+  // for a transport that tracks what it accepted. Default: nothing.
+  virtual void accepted(std::span<const BlockRecord> records) { (void)records; }
   // A line that is not a record: counted, logged, dead-lettered.
   void reject(LineError error, std::string_view line);
   // The one way a feed ends, in one order: the host is told it will

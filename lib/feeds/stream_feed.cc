@@ -62,11 +62,30 @@ StreamFeed::~StreamFeed() {
   if (connection_) connection_->close();
 }
 
-void StreamFeed::attach(std::unique_ptr<Connection> connection) {
+void StreamFeed::attach(std::unique_ptr<Connection> connection, std::string_view first_bytes) {
   connection_ = std::move(connection);
   connection_->get()->handle.data = this;
   set_connected(true);
+  last_read_ms_ = host_.now();
+  if (!first_bytes.empty()) {
+    auto block = std::make_shared<RecordBlock>(first_bytes.size());
+    std::memcpy(block->data.get(), first_bytes.data(), first_bytes.size());
+    add_read(std::move(block), first_bytes.size());
+    // No read event is coming for these bytes: they go now.
+    send();
+  }
   read_on();
+}
+
+void StreamFeed::frame_pending() {
+  if (sent_.pending() || pending_.empty() || !batch_) return;
+  Batch& batch = *batch_;
+  batch.reads.swap(pending_);
+  pending_nread_ = 0;
+  pending_bytes_ = 0;
+  refresh(*batch.lines);
+  batch.frame();
+  take_batch(batch);
 }
 
 void StreamFeed::read_on() {
@@ -149,6 +168,7 @@ void StreamFeed::on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf
 // wait behind it, in order, and go when it is back.
 void StreamFeed::add_read(std::shared_ptr<RecordBlock> block, size_t n) {
   counters_.bytes_read += n;
+  last_read_ms_ = host_.now();
   const bool full = n == block->capacity;
   if (n < block->capacity / 2) {
     // A short read (a slow producer) gets a block of its own size; the
@@ -235,15 +255,7 @@ void StreamFeed::end_connection(int status) {
     stop_reading();
     return;
   }
-  if (!pending_.empty() && batch_) {
-    Batch& batch = *batch_;
-    batch.reads.swap(pending_);
-    pending_nread_ = 0;
-    pending_bytes_ = 0;
-    refresh(*batch.lines);
-    batch.frame();
-    take_batch(batch);
-  }
+  frame_pending();
   reading_ = false;
   if (status == UV_EOF) {
     // A clean EOF. Whether a cut last line counts is the transport's call

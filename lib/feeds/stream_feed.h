@@ -60,9 +60,15 @@ class StreamFeed : public Feed {
 
  protected:
   using Connection = UvHandle<AnyStream>;
-  // Takes an initialized stream and reads it (unless paused). REQUIRES:
-  // !attached().
-  void attach(std::unique_ptr<Connection> connection);
+  // Takes an initialized stream and reads it (unless paused); `first_bytes`
+  // (read from it already, e.g. with a hello) are its first input.
+  // REQUIRES: !attached().
+  void attach(std::unique_ptr<Connection> connection, std::string_view first_bytes = {});
+  // Frames what was read and waits to be sent, here and now. REQUIRES: no
+  // batch in flight (!busy()).
+  void frame_pending();
+  // Loop time of the last read from a connection (or of attach()).
+  uint64_t last_read_ms() const { return last_read_ms_; }
   // Closes the current connection, if any; a partial line is discarded.
   void detach();
   // The connection reached EOF (status UV_EOF) or failed. The connection
@@ -115,6 +121,7 @@ class StreamFeed : public Feed {
   size_t pending_bytes_ = 0;         // what their blocks count
   std::optional<int> deferred_end_;  // the connection ended behind a batch
   bool reading_ = false;
+  uint64_t last_read_ms_ = 0;
   bool paused_ = false;
   bool closed_ = false;
   bool draining_ = false;

@@ -48,7 +48,8 @@ void Merger::take_decisions(std::vector<MergerDecision>& out) {
   decision_bytes_ = 0;
 }
 
-FeedId Merger::add_feed(FeedSettings settings, uint64_t now, bool joins_idle) {
+FeedId Merger::add_feed(FeedSettings settings, uint64_t now, bool joins_idle,
+                        std::optional<uint32_t> rank) {
   FeedId id;
   if (free_.empty()) {
     id = static_cast<FeedId>(feeds_.size());
@@ -59,13 +60,20 @@ FeedId Merger::add_feed(FeedSettings settings, uint64_t now, bool joins_idle) {
   }
   feeds_[id] = std::make_unique<Feed>(std::move(settings));
   Feed& f = *feeds_[id];
-  // After every feed in use: set_ranks() orders them by the configuration.
-  uint32_t rank = 0;
-  for (const auto& other : feeds_) {
-    if (other && other.get() != &f) rank = std::max(rank, other->rank + 1);
+  if (rank) {
+    f.rank = *rank;
+  } else {
+    // After every feed in use: set_ranks() orders them by the configuration.
+    f.rank = 0;
+    for (const auto& other : feeds_) {
+      if (other && other.get() != &f) f.rank = std::max(f.rank, other->rank + 1);
+    }
   }
-  f.rank = rank;
-  f.source = output_.source_id(f.settings.name);
+  f.sources[0] = output_.source_id(f.settings.name);
+  if (!f.settings.group.empty()) {
+    f.sources[1] = output_.source_id(f.settings.group);
+    f.source_count = 2;
+  }
   f.live_since = now;
   ++open_;
   finished_ = false;
@@ -83,6 +91,7 @@ void Merger::update(FeedId feed, FeedSettings settings, uint64_t now) {
   const bool waiting = f.queue.empty() && !f.idle;
   if (waiting && f.settings.idle_timeout_ms) deadlines_.erase({f.idle_deadline, feed});
   settings.name = f.settings.name;
+  settings.group = f.settings.group;
   f.settings = std::move(settings);
   if (waiting && f.settings.idle_timeout_ms) {
     // The clock keeps its start: a longer timeout extends the wait, a
@@ -174,7 +183,9 @@ bool Merger::heap_before(const HeapEntry& a, const HeapEntry& b) const {
     int c = feeds_[a.feed]->queue.front_text().compare(feeds_[b.feed]->queue.front_text());
     if (c != 0) return c < 0;
   }
-  return a.rank < b.rank;
+  if (a.rank != b.rank) return a.rank < b.rank;
+  // Members of one fleet: by name (only they share a rank).
+  return feeds_[a.feed]->settings.name < feeds_[b.feed]->settings.name;
 }
 
 void Merger::set_ranks(const std::vector<uint32_t>& ranks) {
@@ -515,9 +526,9 @@ void Merger::handle_late(FeedId feed) {
       scratch_ = std::to_string(f.rank);
       output_.append_parts({"{\"data\":[", record, "],\"indexes\":[", scratch_, "],\"",
                             options_.combine_key_name, "\":", f.queue.front_key_text(), "}"},
-                           front_key(feed), {&f.source, 1});
+                           front_key(feed), f.source_span());
     } else {
-      output_.append(record, front_key(feed), {&f.source, 1});
+      output_.append(record, front_key(feed), f.source_span());
     }
     ++records_out_;
   }
@@ -535,7 +546,7 @@ bool Merger::emit_one(FeedId feed) {
   }
   ++f.stats.records_out;
   ++records_out_;
-  return output_.append(f.queue.front_bytes(), *frontier_, {&f.source, 1});
+  return output_.append(f.queue.front_bytes(), *frontier_, f.source_span());
 }
 
 // One combine step: the feeds whose heads share the smallest key, one
@@ -571,7 +582,9 @@ bool Merger::emit_combined(uint64_t now) {
   frontier_ = key;
   records_out_ += group_.size();
   group_sources_.clear();
-  for (FeedId feed : group_) group_sources_.push_back(feeds_[feed]->source);
+  for (FeedId feed : group_) {
+    for (OutputLog::SourceId source : feeds_[feed]->source_span()) group_sources_.push_back(source);
+  }
   bool more = output_.append(scratch_, key, group_sources_);
   for (FeedId feed : group_) {
     ++feeds_[feed]->stats.records_out;

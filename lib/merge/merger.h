@@ -68,6 +68,10 @@ struct FeedSettings {
   std::optional<double> max_lag;
   // Unset: MergerOptions::late.
   std::optional<LatePolicy> late;
+  // A fleet member: the fleet's name. Its records carry the fleet as a
+  // source too (a filter naming the fleet takes them), and ties with
+  // the fleet's other members (which share its rank) go by name.
+  std::string group;
 };
 
 struct FeedStats {
@@ -123,7 +127,9 @@ class Merger {
   // feed added while the merge runs must not stall it, and its records
   // older than the frontier are late. A feed without an idle timeout
   // always starts waiting.
-  FeedId add_feed(FeedSettings settings, uint64_t now, bool joins_idle = false);
+  // `rank`: its rank (see set_ranks()); unset, after every feed in use.
+  FeedId add_feed(FeedSettings settings, uint64_t now, bool joins_idle = false,
+                  std::optional<uint32_t> rank = std::nullopt);
 
   // New settings for an open feed, applied in place (a reload): water
   // marks (pausing or resuming it at once if need be), idle timeout (a
@@ -187,7 +193,8 @@ class Merger {
   bool has_decisions() const { return !decisions_.empty(); }
 
   // Ties between equal keys go by rank: a feed's position in the current
-  // configuration (combine mode's "indexes" too). add_feed() ranks a feed
+  // configuration (combine mode's "indexes" too), then, between members
+  // of one fleet (one rank), by name bytewise. add_feed() ranks a feed
   // after every existing one; a reload re-ranks the open feeds by their
   // new positions. REQUIRES: one rank per feed id in `ranks`.
   void set_ranks(const std::vector<uint32_t>& ranks);
@@ -227,8 +234,11 @@ class Merger {
     Feed(FeedSettings s)
         : settings(std::move(s)), queue(settings.high_water_mark, settings.low_water_mark) {}
     FeedSettings settings;
-    uint32_t rank = 0;               // position in the current config: breaks ties
-    OutputLog::SourceId source = 0;  // what the log records it came from
+    uint32_t rank = 0;  // position in the current config: breaks ties
+    // What the log records it came from: the feed, and its group.
+    OutputLog::SourceId sources[2] = {0, 0};
+    uint8_t source_count = 1;
+    std::span<const OutputLog::SourceId> source_span() const { return {sources, source_count}; }
     FeedQueue queue;
     FeedStats stats;
     bool ended = false;

@@ -275,6 +275,65 @@ void render_feeds(Exposition& x, const MetricsSnapshot& snapshot) {
   }
 }
 
+// Per fleet, whatever its number of members: per-member series are the
+// feed families above, and only with member_metrics.
+void render_fleets(Exposition& x, const MetricsSnapshot& snapshot) {
+  if (snapshot.fleets.empty()) return;
+  auto each = [&](std::string_view name, std::string_view type, std::string_view help, auto field) {
+    x.family(name, type, help);
+    for (const FleetSnapshot& f : snapshot.fleets) x.sample({{"fleet", f.name}}, f.*field);
+  };
+  each("chronomerge_fleet_members", "gauge", "Members of the fleet with a producer connected.",
+       &FleetSnapshot::connected);
+  each("chronomerge_fleet_members_known", "gauge",
+       "Members the fleet keeps: connected, or gone for less than linger_ms.",
+       &FleetSnapshot::known);
+  each("chronomerge_fleet_members_joined_total", "counter",
+       "Members that joined the fleet (a name not known at the time).", &FleetSnapshot::joined);
+  each("chronomerge_fleet_members_left_total", "counter",
+       "Member connections that ended (the member lingers for linger_ms).", &FleetSnapshot::left);
+  each("chronomerge_fleet_members_replaced_total", "counter",
+       "Member connections replaced by a new connection under the same name.",
+       &FleetSnapshot::replaced);
+  each("chronomerge_fleet_members_retired_total", "counter",
+       "Members freed after linger_ms without a reconnect (or to make room).",
+       &FleetSnapshot::retired);
+  x.family("chronomerge_fleet_refused_total", "counter",
+           "Producer connections the fleet refused, by reason.");
+  for (const FleetSnapshot& f : snapshot.fleets) {
+    for (const auto& [reason, count] : f.refused) {
+      x.sample({{"fleet", f.name}, {"reason", reason}}, count);
+    }
+  }
+  each("chronomerge_fleet_records_total", "counter",
+       "Records received from the fleet's members (heartbeats excluded).",
+       &FleetSnapshot::records_in);
+  each("chronomerge_fleet_bytes_total", "counter", "Bytes read from the fleet's members.",
+       &FleetSnapshot::bytes_read);
+  each("chronomerge_fleet_malformed_total", "counter",
+       "Lines of the fleet's members skipped because they are not records.",
+       &FleetSnapshot::malformed);
+  each("chronomerge_fleet_late_total", "counter",
+       "Records of the fleet's members older than the merge frontier when they reached the "
+       "head of their queue.",
+       &FleetSnapshot::late);
+  each("chronomerge_fleet_members_paused", "gauge",
+       "Members whose reading is paused (their queue is full, or over their share of "
+       "max_bytes).",
+       &FleetSnapshot::paused);
+  each("chronomerge_fleet_members_idle", "gauge", "Members idle: the merge does not wait for them.",
+       &FleetSnapshot::idle);
+  each("chronomerge_fleet_queue_bytes", "gauge",
+       "Bytes of records the fleet's members have queued for merging.",
+       &FleetSnapshot::queue_bytes);
+  x.family("chronomerge_fleet_oldest_member_lag", "gauge",
+           "How far (key units) the last key of the connected member furthest behind is "
+           "behind the merge frontier.");
+  for (const FleetSnapshot& f : snapshot.fleets) {
+    if (f.oldest_member_lag) x.sample({{"fleet", f.name}}, *f.oldest_member_lag);
+  }
+}
+
 void render_merger(Exposition& x, const MetricsSnapshot& snapshot, double wall_clock_seconds) {
   const KeyType key_type = snapshot.key_type;
 
@@ -492,6 +551,7 @@ std::string render_metrics(const MetricsSnapshot& snapshot, const MetricsExtras&
                            double wall_clock_seconds) {
   Exposition x;
   render_feeds(x, snapshot);
+  render_fleets(x, snapshot);
   render_merger(x, snapshot, wall_clock_seconds);
   render_sinks(x, snapshot);
   render_accept_errors(x, snapshot);

@@ -49,11 +49,34 @@ struct FeedSnapshot {
   std::optional<Key> last_key;         // the newest instance's that has one
 };
 
+// One fleet: its members summed, those retired included.
+struct FleetSnapshot {
+  std::string name;
+  uint64_t connected = 0;  // members with a producer connected
+  uint64_t known = 0;      // connected or lingering
+  uint64_t joined = 0;
+  uint64_t left = 0;
+  uint64_t replaced = 0;
+  uint64_t retired = 0;
+  std::vector<std::pair<std::string, uint64_t>> refused;  // by reason
+  uint64_t records_in = 0;
+  uint64_t bytes_read = 0;
+  uint64_t malformed = 0;
+  uint64_t late = 0;
+  uint64_t paused = 0;  // members paused (water marks or the budget)
+  uint64_t idle = 0;    // members idle
+  uint64_t queue_bytes = 0;
+  // Key units from the oldest connected member's last key to the
+  // frontier; unset without both (and for string keys).
+  std::optional<double> oldest_member_lag;
+};
+
 struct MetricsSnapshot {
   KeyType key_type = KeyType::integer;
   // Feeds the configuration names, and removed ones until everything they
   // queued is merged.
   std::vector<FeedSnapshot> feeds;
+  std::vector<FleetSnapshot> fleets;
   uint64_t records_out = 0;
   uint64_t output_bytes = 0;
   std::optional<Key> frontier;

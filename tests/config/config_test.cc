@@ -264,6 +264,38 @@ const std::vector<BadConfig>& bad_configs() {
        config_text("", R"({"name": "a", "type": "unix-listen", "path": "/run/x.sock"})",
                    R"({"name": "o", "type": "unix-listen", "path": "/run/x.sock"})"),
        "/outputs/0/path", "socket path \"/run/x.sock\" is already used by /feeds/0/path"},
+      // Fleets.
+      {"rejects a fleet on a feed type that does not listen",
+       feeds_text(R"({"name": "a", "type": "tcp-connect", "connect": "127.0.0.1:1", "fleet": {}})"),
+       "/feeds/0/fleet", "unknown field for type \"tcp-connect\""},
+      {"rejects an unknown fleet field",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "fleet": {"size": 3}})"),
+       "/feeds/0/fleet/size", "unknown field"},
+      {"rejects a name_from that is neither hello, peer nor a pointer",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "fleet": {"name_from": "vehicle"}})"),
+       "/feeds/0/fleet/name_from", "expected \"hello\", \"peer\" or a JSON pointer"},
+      {"rejects name_from peer on a unix socket",
+       feeds_text(
+           R"({"name": "a", "type": "unix-listen", "path": "/run/a.sock", "fleet": {"name_from": "peer"}})"),
+       "/feeds/0/fleet/name_from", "needs a tcp-listen feed"},
+      {"rejects ack without a hello",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "fleet": {"name_from": "/vehicle", "ack": true}})"),
+       "/feeds/0/fleet/ack", "needs \"name_from\": \"hello\""},
+      {"rejects max_members of zero",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "fleet": {"max_members": 0}})"),
+       "/feeds/0/fleet/max_members", "must be between 1 and"},
+      {"rejects a fleet in combine mode",
+       config_text(R"("mode": "combine")",
+                   R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "fleet": {}})"),
+       "/feeds/0/fleet", "not allowed with mode \"combine\""},
+      {"checks a fleet's high-water mark against the member default low mark",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "high_water_mark": 8192, "fleet": {}})"),
+       "/feeds/0/high_water_mark", "a fleet member's low water mark (16384)"},
       {"rejects a file feed that reads an output file",
        config_text("", R"({"name": "a", "type": "file", "path": "/var/out.ndjson"})",
                    R"({"name": "o", "type": "file", "path": "/var/out.ndjson"})"),
@@ -283,6 +315,48 @@ TEST_CASE("parse_config rejects a bad config at the place to fix") {
       CHECK(result.problems[0].where == bad.where);
       CHECK(result.problems[0].message.find(bad.message_fragment) != std::string::npos);
     }
+  }
+}
+
+TEST_CASE("a fleet feed") {
+  SUBCASE("takes its defaults when the object is empty") {
+    const ConfigResult result = parse_config(feeds_text(
+        R"({"name": "buses", "type": "tcp-listen", "listen": "127.0.0.1:7001", "fleet": {}})"));
+    INFO(format_problems(result.problems));
+    REQUIRE(result.config);
+    const FeedConfig& feed = result.config->feeds[0];
+    REQUIRE(feed.fleet);
+    CHECK(feed.fleet->name_from == FleetConfig::NameFrom::hello);
+    CHECK_FALSE(feed.fleet->ack);
+    CHECK(feed.fleet->max_members == 10000);
+    CHECK(feed.fleet->max_bytes == 256u << 20);
+    CHECK(feed.fleet->hello_timeout_ms == 5000);
+    CHECK(feed.fleet->linger_ms == 60000);
+    CHECK_FALSE(feed.fleet->member_metrics);
+  }
+  SUBCASE("reads every option") {
+    const ConfigResult result = parse_config(feeds_text(
+        R"({"name": "buses", "type": "tcp-listen", "listen": "127.0.0.1:7001", "fleet": {"name_from": "/meta/vehicle", "max_members": 20, "max_bytes": 65536, "hello_timeout_ms": 100, "linger_ms": 0, "member_metrics": true}})"));
+    INFO(format_problems(result.problems));
+    REQUIRE(result.config);
+    const FleetConfig& fleet = *result.config->feeds[0].fleet;
+    CHECK(fleet.name_from == FleetConfig::NameFrom::pointer);
+    CHECK(fleet.name_pointer == "/meta/vehicle");
+    CHECK(fleet.max_members == 20);
+    CHECK(fleet.max_bytes == 65536);
+    CHECK(fleet.hello_timeout_ms == 100);
+    CHECK(fleet.linger_ms == 0);
+    CHECK(fleet.member_metrics);
+  }
+  SUBCASE("takes peer naming and acknowledgements") {
+    const ConfigResult peer = parse_config(feeds_text(
+        R"({"name": "buses", "type": "tcp-listen", "listen": "127.0.0.1:7001", "fleet": {"name_from": "peer"}})"));
+    REQUIRE(peer.config);
+    CHECK(peer.config->feeds[0].fleet->name_from == FleetConfig::NameFrom::peer);
+    const ConfigResult ack = parse_config(feeds_text(
+        R"({"name": "buses", "type": "unix-listen", "path": "/run/b.sock", "fleet": {"ack": true}})"));
+    REQUIRE(ack.config);
+    CHECK(ack.config->feeds[0].fleet->ack);
   }
 }
 
@@ -568,6 +642,20 @@ TEST_CASE("parse_config accepts good configs") {
 }
 
 #ifdef CHRONOMERGE_SOURCE_DIR
+TEST_CASE("the shipped fleet config") {
+  const ConfigResult result = load_config(CHRONOMERGE_SOURCE_DIR "/config/fleet.json");
+  INFO(format_problems(result.problems));
+  REQUIRE(result.problems.empty());
+  const Config& config = *result.config;
+  REQUIRE(config.feeds.size() == 2);
+  REQUIRE(config.feeds[0].fleet);
+  CHECK(config.feeds[0].fleet->ack);
+  CHECK(config.feeds[0].fleet->linger_ms == 300000);
+  REQUIRE(config.feeds[1].fleet);
+  CHECK(config.feeds[1].fleet->name_from == FleetConfig::NameFrom::pointer);
+  CHECK(config.feeds[1].fleet->name_pointer == "/vehicle");
+}
+
 TEST_CASE("the shipped example config") {
   SUBCASE("loads without problems and says what the file says") {
     const ConfigResult result = load_config(CHRONOMERGE_SOURCE_DIR "/config/example.json");

@@ -37,7 +37,7 @@ main() {
     esac
   done
   all=(fuzz_record_parser fuzz_line_framer fuzz_line_batch fuzz_http_request fuzz_resume_request
-       fuzz_config fuzz_key fuzz_merger fuzz_output_log)
+       fuzz_member_name fuzz_config fuzz_key fuzz_merger fuzz_output_log)
   ((${#targets[@]})) || targets=("${all[@]}")
 
   if ! command -v clang++-14 >/dev/null; then

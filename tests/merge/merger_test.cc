@@ -157,6 +157,46 @@ TEST_CASE("interleave merge order") {
   }
 }
 
+TEST_CASE("fleet members") {
+  Harness h;
+  FeedId first = h.merger.add_feed(finite("a"), 0);
+  auto member = [](std::string name) {
+    FeedSettings s = finite("fleet/" + name);
+    s.group = "fleet";
+    return s;
+  };
+  // Joined in another order than their names, all at the fleet's rank 1.
+  FeedId b = h.merger.add_feed(member("b"), 0, false, 1);
+  FeedId c = h.merger.add_feed(member("c"), 0, false, 1);
+  FeedId a = h.merger.add_feed(member("a"), 0, false, 1);
+  FeedId last = h.merger.add_feed(finite("z"), 0, false, 2);
+
+  SUBCASE("tie by rank, then among members by name") {
+    for (FeedId feed : {last, c, b, a, first})
+      h.push(feed, record(5, static_cast<int>(feed), 0), 5);
+    for (FeedId feed : {first, a, b, c, last}) h.merger.end(feed, 0);
+    h.merger.run(0);
+    std::string expected;
+    for (FeedId feed : {first, a, b, c, last})
+      expected += record(5, static_cast<int>(feed), 0) + '\n';
+    CHECK(h.take() == expected);
+  }
+  SUBCASE("a member's records carry the fleet as a source too") {
+    for (FeedId feed : {first, a, b, c, last})
+      h.push(feed, record(5, static_cast<int>(feed), 0), 5);
+    for (FeedId feed : {first, a, b, c, last}) h.merger.end(feed, 0);
+    h.merger.run(0);
+    const std::vector<OutputLog::SourceId> fleet{h.output.source_id("fleet")};
+    const std::vector<OutputLog::SourceId> one{h.output.source_id("fleet/b")};
+    // Offsets 1, 2, 3 are the members'; a filter on the fleet finds the
+    // first of them, one on a member finds that member's.
+    CHECK(h.output.first_match(0, fleet) == 1);
+    CHECK(h.output.first_match(2, fleet) == 2);
+    CHECK(h.output.first_match(4, fleet) == 5);
+    CHECK(h.output.first_match(0, one) == 2);
+  }
+}
+
 TEST_CASE("merger edge cases") {
   SUBCASE("no feeds at all finishes at once when asked") {
     Harness h;

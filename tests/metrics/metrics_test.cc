@@ -217,6 +217,32 @@ TEST_CASE("render_metrics") {
     check_with_promtool(dir, text);
   }
 
+  SUBCASE("reports a fleet as one set of series, whatever its number of members") {
+    MetricsSnapshot snapshot;
+    FleetSnapshot fleet;
+    fleet.name = "buses";
+    fleet.connected = 3;
+    fleet.known = 4;
+    fleet.joined = 5;
+    fleet.refused = {{"max_members", 7}, {"duplicate", 1}};
+    fleet.records_in = 1000;
+    fleet.paused = 1;
+    fleet.oldest_member_lag = 250;
+    snapshot.fleets.push_back(fleet);
+    std::string text = render_metrics(snapshot, {}, 0);
+    INFO(text);
+    CHECK(value_of(text, "chronomerge_fleet_members{fleet=\"buses\"}") == "3");
+    CHECK(value_of(text, "chronomerge_fleet_members_known{fleet=\"buses\"}") == "4");
+    CHECK(value_of(text, "chronomerge_fleet_members_joined_total{fleet=\"buses\"}") == "5");
+    CHECK(
+        value_of(text, "chronomerge_fleet_refused_total{fleet=\"buses\",reason=\"max_members\"}") ==
+        "7");
+    CHECK(value_of(text, "chronomerge_fleet_records_total{fleet=\"buses\"}") == "1000");
+    CHECK(value_of(text, "chronomerge_fleet_members_paused{fleet=\"buses\"}") == "1");
+    CHECK(value_of(text, "chronomerge_fleet_oldest_member_lag{fleet=\"buses\"}") == "250");
+    check_with_promtool(dir, text);
+  }
+
   SUBCASE("a feed restarted by reload is one series whose counters add up; a dropped one goes") {
     Config config;
     config.idle_timeout_ms = 50;
