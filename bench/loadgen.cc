@@ -26,10 +26,13 @@
 //       --ready-file is created once the connection is up.
 //       --ties-by-vehicle also checks that records (and end markers) with
 //       equal keys come in the order of their vehicle numbers, as a fleet
-//       orders the ties of its members bus-00000, bus-00001, ... With
-//       --connections C it is C clients in one process: C connections read
-//       in one poll() loop, each checked on its own (and --read-rate is per
-//       connection); one JSON object per connection, the ready file once
+//       orders the ties of its members bus-00000, bus-00001, ...; a
+//       vehicle's first record out of that order is only counted
+//       ("tie_joins"): a member that joins at key K follows the K the merge
+//       already emitted.
+//       With --connections C it is C clients in one process: C connections
+//       read in one poll() loop, each checked on its own (and --read-rate is
+//       per connection); one JSON object per connection, the ready file once
 //       all are up, the done file once all are done.
 //   vehicles --connect-base HOST:PORT --count C [--records R]
 //            [--interval-ms MIN:MAX] [--seed S]
@@ -604,6 +607,7 @@ struct Checker {
   // names bus-00000, bus-00001, ... sort as their numbers do).
   bool ties_by_vehicle = false;
   int64_t tie_disorder = 0;
+  int64_t tie_joins = 0;
   int64_t tie_key = INT64_MIN;  // key and vehicle of the last data record
   int64_t tie_vehicle = -1;
   std::string first_problem;
@@ -620,12 +624,19 @@ struct Checker {
     return r.ec == std::errc() ? r.ptr : nullptr;
   }
 
-  void tie(int64_t key, int64_t vehicle, std::string_view l) {
+  // A vehicle's first record (seq 0) is only counted in tie_joins: a fleet
+  // member that joins after the merge emitted key K from others can only
+  // follow them with its own K.
+  void tie(int64_t key, int64_t vehicle, int64_t seq, std::string_view l) {
     if (key == tie_key && vehicle < tie_vehicle) {
-      ++tie_disorder;
-      problem("vehicle " + std::to_string(vehicle) + " after vehicle " +
-                  std::to_string(tie_vehicle) + " at the same key",
-              l);
+      if (seq == 0) {
+        ++tie_joins;
+      } else {
+        ++tie_disorder;
+        problem("vehicle " + std::to_string(vehicle) + " after vehicle " +
+                    std::to_string(tie_vehicle) + " at the same key",
+                l);
+      }
     }
     tie_key = key;
     tie_vehicle = vehicle;
@@ -664,7 +675,7 @@ struct Checker {
       int64_t vehicle = 0;
       if (at != std::string_view::npos &&
           parse_int(begin + at + mveh.size(), end, vehicle) != nullptr) {
-        tie(key, vehicle, l);
+        tie(key, vehicle, -1, l);
       }
       return;
     }
@@ -685,13 +696,12 @@ struct Checker {
     int64_t vehicle = 0;
     const char* q = parse_int(v, end, vehicle);
     if (q == nullptr || vehicle < 0 || vehicle > 1000000) return;
-    if (ties_by_vehicle) tie(key, vehicle, l);
-    if (static_cast<size_t>(end - q) <= seqf.size() ||
-        std::memcmp(q, seqf.data(), seqf.size()) != 0) {
-      return;
-    }
-    int64_t seq = 0;
-    if (parse_int(q + seqf.size(), end, seq) == nullptr) return;
+    int64_t seq = -1;
+    const bool has_seq = static_cast<size_t>(end - q) > seqf.size() &&
+                         std::memcmp(q, seqf.data(), seqf.size()) == 0 &&
+                         parse_int(q + seqf.size(), end, seq) != nullptr;
+    if (ties_by_vehicle) tie(key, vehicle, has_seq ? seq : -1, l);
+    if (!has_seq) return;
     if (static_cast<size_t>(vehicle) >= next_seq.size())
       next_seq.resize(static_cast<size_t>(vehicle) + 1, 0);
     int64_t& expected = next_seq[static_cast<size_t>(vehicle)];
@@ -907,18 +917,18 @@ int run_consume(Args& args) {
                 ",\"markers\":%" PRId64 ",\"bytes\":%" PRIu64
                 ",\"seconds\":%.3f,\"in_order\":%s,\"out_of_order\":%" PRId64
                 ",\"unparsed\":%" PRId64 ",\"seq_gaps\":%" PRId64 ",\"seq_repeats\":%" PRId64
-                ",\"tie_disorder\":%" PRId64 ",\"vehicles\":%zu,\"expected\":%" PRId64
-                ",\"expected_markers\":%" PRId64
+                ",\"tie_disorder\":%" PRId64 ",\"tie_joins\":%" PRId64
+                ",\"vehicles\":%zu,\"expected\":%" PRId64 ",\"expected_markers\":%" PRId64
                 ",\"complete\":%s,\"ok\":%s,\"eof\":%s,\"timed_out\":%s,"
                 "\"wall_first\":%.6f,\"wall_done\":%.6f,\"wall_end\":%.6f,\"error\":\"%s\","
                 "\"first_problem\":\"%s\"}\n",
                 i, check.records, check.markers, check.bytes, seconds,
                 check.out_of_order == 0 ? "true" : "false", check.out_of_order, check.unparsed,
-                check.seq_gaps, check.seq_repeats, check.tie_disorder, check.next_seq.size(),
-                expect, expect_markers, complete ? "true" : "false", ok ? "true" : "false",
-                r.eof ? "true" : "false", timed_out && !r.done ? "true" : "false", r.wall_first,
-                r.wall_data, wall_end, json_escape(r.error).c_str(),
-                json_escape(check.first_problem).c_str());
+                check.seq_gaps, check.seq_repeats, check.tie_disorder, check.tie_joins,
+                check.next_seq.size(), expect, expect_markers, complete ? "true" : "false",
+                ok ? "true" : "false", r.eof ? "true" : "false",
+                timed_out && !r.done ? "true" : "false", r.wall_first, r.wall_data, wall_end,
+                json_escape(r.error).c_str(), json_escape(check.first_problem).c_str());
   }
   return all_ok ? 0 : 1;
 }
@@ -1602,6 +1612,7 @@ int run_fleet(Args& args) {
   std::string first_error;
   int64_t errors_logged = 0;
   double wall_all = 0, wall_first_end = 0, wall_last_end = 0;
+  double first_drop_s = -1, last_drop_s = -1;  // since the start
   int64_t established_ns = 0;
   std::vector<int64_t> lags;  // ns behind schedule, of every `lag_every`th record
   const int64_t lag_every = std::max<int64_t>(1, members * per_member / 1000000);
@@ -1637,6 +1648,9 @@ int run_fleet(Args& args) {
     error(j, why);
     lost += records_in(m.pending);
     m.pending.clear();
+    const double at = static_cast<double>(mono_ns() - t0) / 1e9;
+    if (dropped == 0) first_drop_s = at;
+    last_drop_s = at;
     ++dropped;
     close_member(m);
   };
@@ -1895,13 +1909,13 @@ int run_fleet(Args& args) {
       ",\"bytes\":%" PRIu64 ",\"bytes_received\":%" PRIu64 ",\"deferred\":%" PRId64
       ",\"max_pending_bytes\":%zu,\"lag_us\":%s,\"wall_start\":%.6f,\"wall_all_connected\":%.6f,"
       "\"wall_first_end\":%.6f,\"wall_last_end\":%.6f,\"seconds\":%.3f,\"own_cpu_s\":%.3f,"
-      "\"timed_out\":%s,\"first_error\":\"%s\"}\n",
+      "\"first_drop_s\":%.3f,\"last_drop_s\":%.3f,\"timed_out\":%s,\"first_error\":\"%s\"}\n",
       members, rate, duration, per_member, origin, stride, connect_rate, connected, failed, dropped,
       unfinished, failed + dropped + unfinished,
       all ? static_cast<double>(established_ns - t0) / 1e9 : -1.0, sent, members * per_member,
       unsent, markers, bytes, bytes_in, deferred, max_pending, summary_us(lags).c_str(), wall0,
-      wall_all, wall_first_end, wall_last_end, seconds, own_cpu, timed_out ? "true" : "false",
-      json_escape(first_error).c_str());
+      wall_all, wall_first_end, wall_last_end, seconds, own_cpu, first_drop_s, last_drop_s,
+      timed_out ? "true" : "false", json_escape(first_error).c_str());
   return failed == 0 && dropped == 0 && unfinished == 0 && unsent == 0 ? 0 : 1;
 }
 
