@@ -384,7 +384,7 @@ void Fleet::check_budget(uint64_t now) {
     return true;
   });
   if (now < next_budget_check_) return;
-  next_budget_check_ = now + 20;
+  next_budget_check_ = now + 50;
   uint64_t total = 0;
   for (const auto& [name, member] : members_) total += merger.queue_bytes(member.feed->id());
   queue_bytes_ = total;
