@@ -1,6 +1,7 @@
 // chronomerge_loadgen: producers and consumers for the live (daemon)
-// benchmarks, bench/live.sh, bench/clients.sh and bench/latency.sh. Plain
-// POSIX sockets and poll(); no dependency beyond the C++ standard library.
+// benchmarks, bench/live.sh, bench/clients.sh, bench/latency.sh and
+// bench/fleet.sh. Plain POSIX sockets and poll(); no dependency beyond the
+// C++ standard library.
 //
 //   produce  --connect HOST:PORT --count N --feed-index I [--rate R]
 //            [--start-time T] [--stride S] [--duration SEC] [--no-end-marker]
@@ -22,10 +23,16 @@
 //       (and checking) until the daemon closes the connection, e.g. after a
 //       SIGTERM drain. "seconds" runs from the first byte to the Nth record.
 //       --freeze connects and never reads (until SIGTERM or --timeout).
-//       --ready-file is created once the connection is up. With
-//       --connections C it is C clients in one process: C connections read
-//       in one poll() loop, each checked on its own (and --read-rate is per
-//       connection); one JSON object per connection, the ready file once
+//       --ready-file is created once the connection is up.
+//       --ties-by-vehicle also checks that records (and end markers) with
+//       equal keys come in the order of their vehicle numbers, as a fleet
+//       orders the ties of its members bus-00000, bus-00001, ...; a
+//       vehicle's first record out of that order is only counted
+//       ("tie_joins"): a member that joins at key K follows the K the merge
+//       already emitted.
+//       With --connections C it is C clients in one process: C connections
+//       read in one poll() loop, each checked on its own (and --read-rate is
+//       per connection); one JSON object per connection, the ready file once
 //       all are up, the done file once all are done.
 //   vehicles --connect-base HOST:PORT --count C [--records R]
 //            [--interval-ms MIN:MAX] [--seed S]
@@ -56,6 +63,24 @@
 //       --trace-out writes one text line per measured record (key, feed,
 //       seq, send, emittable and receipt times in ns), from the largest key
 //       down.
+//   fleet    --connect HOST:PORT --members M --rate R --duration SEC
+//            [--start-time T] [--stride S] [--connect-rate C]
+//            [--connect-timeout SEC] [--grace SEC] [--seed N]
+//       M members of one fleet feed (bench/fleet.sh): M connections to the
+//       same port, opened as fast as possible or C a second, all in one
+//       poll() loop. Member j sends the hello {"feed":"bus-NNNNN"} (j in 5
+//       digits), then R records a second, one write() each, with "vehicle"
+//       bus-NNNNN and seq 0, 1, 2, ..., starting at a random moment within
+//       its first period, so that the members' sends spread evenly. Keys
+//       follow one clock for all: T + elapsed_ms*S + j%S, elapsed since the
+//       start (CLOCK_MONOTONIC), T by default the wall clock at the start,
+//       S by default 1 (keys are then wall-clock ms, and members tie). After
+//       R*SEC records a member sends its end marker and closes. It reports
+//       connections made, the time until the last one was made, records
+//       sent, members that failed to connect, were dropped (closed or reset
+//       by the peer) or had not finished after the last record was due
+//       plus --grace (default 30 s), and how far the sends lagged behind
+//       their schedule. Raises the soft open-files limit to the hard one.
 //
 // Every mode prints one JSON object on stdout when it is done (consume: one
 // per connection, one a line).
@@ -118,13 +143,17 @@ volatile sig_atomic_t g_stop = 0;
       "  chronomerge_loadgen consume --connect HOST:PORT [--connections C] [--expect N]\n"
       "      [--expect-markers M] [--until-eof] [--read-rate BYTES_PER_S] [--freeze]\n"
       "      [--timeout SEC] [--strict] [--ready-file PATH] [--done-file PATH] [--key NAME]\n"
+      "      [--ties-by-vehicle]\n"
       "  chronomerge_loadgen vehicles --connect-base HOST:PORT --count C [--records R]\n"
       "      [--interval-ms MIN:MAX] [--seed S]\n"
       "  chronomerge_loadgen paced --connect-base HOST:PORT --feeds F --rate R --records N\n"
       "      [--stride S] [--start-time T] [--cpu-pid PID --cpu-from I --cpu-to J]\n"
       "  chronomerge_loadgen latency --connect HOST:PORT --feeds F --from-seq I --to-seq J\n"
       "      [--raw-out PATH] [--trace-out PATH] [--timeout SEC] [--ready-file PATH]\n"
-      "      [--done-file PATH]\n",
+      "      [--done-file PATH]\n"
+      "  chronomerge_loadgen fleet --connect HOST:PORT --members M --rate R --duration SEC\n"
+      "      [--start-time T] [--stride S] [--connect-rate C] [--connect-timeout SEC]\n"
+      "      [--grace SEC] [--seed N]\n",
       message);
   std::exit(2);
 }
@@ -393,11 +422,19 @@ class RecordMaker {
   // With sent_ns >= 0, a "sent_ns" field follows seq (used by the latency
   // modes: the producer's CLOCK_MONOTONIC just before the write).
   size_t make(char* out, int64_t time, int64_t seq, int64_t sent_ns = -1) const {
+    return make_as(out, vehicle_, time, seq, sent_ns);
+  }
+
+  // As make(), for the vehicle numbered `vehicle` (its digits, e.g.
+  // "00042") instead of this maker's own: many vehicles can share the 64
+  // tails of one maker.
+  size_t make_as(char* out, std::string_view vehicle, int64_t time, int64_t seq,
+                 int64_t sent_ns = -1) const {
     char* p = out;
     p = put(p, "{\"time\":");
     p = std::to_chars(p, p + 24, time).ptr;
     p = put(p, ",\"vehicle\":\"bus-");
-    p = put(p, vehicle_);
+    p = put(p, vehicle);
     p = put(p, "\",\"seq\":");
     p = std::to_chars(p, p + 24, seq).ptr;
     *p++ = ',';
@@ -412,12 +449,12 @@ class RecordMaker {
     return static_cast<size_t>(p - out);
   }
 
-  size_t make_marker(char* out) const {
+  size_t make_marker(char* out, std::string_view vehicle = {}) const {
     char* p = out;
     p = put(p, "{\"time\":");
     p = std::to_chars(p, p + 24, marker_key).ptr;
     p = put(p, ",\"vehicle\":\"bus-");
-    p = put(p, vehicle_);
+    p = put(p, vehicle.empty() ? std::string_view(vehicle_) : vehicle);
     p = put(p, "\",\"end\":true}\n");
     return static_cast<size_t>(p - out);
   }
@@ -565,6 +602,14 @@ struct Checker {
   int64_t seq_repeats = 0;
   int64_t last_key = INT64_MIN;
   bool any = false;
+  // With ties_by_vehicle: records with equal keys must come in the order of
+  // their vehicle numbers (a fleet breaks ties by member name, and the
+  // names bus-00000, bus-00001, ... sort as their numbers do).
+  bool ties_by_vehicle = false;
+  int64_t tie_disorder = 0;
+  int64_t tie_joins = 0;
+  int64_t tie_key = INT64_MIN;  // key and vehicle of the last data record
+  int64_t tie_vehicle = -1;
   std::string first_problem;
   std::vector<int64_t> next_seq;  // per vehicle number
 
@@ -577,6 +622,24 @@ struct Checker {
   static const char* parse_int(const char* p, const char* end, int64_t& v) {
     auto r = std::from_chars(p, end, v);
     return r.ec == std::errc() ? r.ptr : nullptr;
+  }
+
+  // A vehicle's first record (seq 0) is only counted in tie_joins: a fleet
+  // member that joins after the merge emitted key K from others can only
+  // follow them with its own K.
+  void tie(int64_t key, int64_t vehicle, int64_t seq, std::string_view l) {
+    if (key == tie_key && vehicle < tie_vehicle) {
+      if (seq == 0) {
+        ++tie_joins;
+      } else {
+        ++tie_disorder;
+        problem("vehicle " + std::to_string(vehicle) + " after vehicle " +
+                    std::to_string(tie_vehicle) + " at the same key",
+                l);
+      }
+    }
+    tie_key = key;
+    tie_vehicle = vehicle;
   }
 
   // One line without its '\n'.
@@ -606,6 +669,14 @@ struct Checker {
     last_key = key;
     if (key >= marker_key) {
       ++markers;
+      // End markers share one key: they too come in vehicle order.
+      static constexpr std::string_view mveh = "\"vehicle\":\"bus-";
+      auto at = ties_by_vehicle ? l.find(mveh) : std::string_view::npos;
+      int64_t vehicle = 0;
+      if (at != std::string_view::npos &&
+          parse_int(begin + at + mveh.size(), end, vehicle) != nullptr) {
+        tie(key, vehicle, -1, l);
+      }
       return;
     }
     ++records;
@@ -625,12 +696,12 @@ struct Checker {
     int64_t vehicle = 0;
     const char* q = parse_int(v, end, vehicle);
     if (q == nullptr || vehicle < 0 || vehicle > 1000000) return;
-    if (static_cast<size_t>(end - q) <= seqf.size() ||
-        std::memcmp(q, seqf.data(), seqf.size()) != 0) {
-      return;
-    }
-    int64_t seq = 0;
-    if (parse_int(q + seqf.size(), end, seq) == nullptr) return;
+    int64_t seq = -1;
+    const bool has_seq = static_cast<size_t>(end - q) > seqf.size() &&
+                         std::memcmp(q, seqf.data(), seqf.size()) == 0 &&
+                         parse_int(q + seqf.size(), end, seq) != nullptr;
+    if (ties_by_vehicle) tie(key, vehicle, has_seq ? seq : -1, l);
+    if (!has_seq) return;
     if (static_cast<size_t>(vehicle) >= next_seq.size())
       next_seq.resize(static_cast<size_t>(vehicle) + 1, 0);
     int64_t& expected = next_seq[static_cast<size_t>(vehicle)];
@@ -691,6 +762,7 @@ int run_consume(Args& args) {
   double timeout = 0;
   std::string ready_file;
   bool strict = false;
+  bool ties_by_vehicle = false;
   std::string key = "time";
   parse_options(
       args, "consume",
@@ -700,7 +772,8 @@ int run_consume(Args& args) {
        number_option("--read-rate", read_rate), flag_option("--freeze", freeze),
        number_option("--timeout", timeout), flag_option("--strict", strict),
        text_option("--ready-file", ready_file), text_option("--done-file", done_file),
-       flag_option("--until-eof", until_eof), text_option("--key", key)});
+       flag_option("--until-eof", until_eof), text_option("--key", key),
+       flag_option("--ties-by-vehicle", ties_by_vehicle)});
   if (connect.empty()) usage("consume needs --connect");
   raise_fd_limit();
 
@@ -710,6 +783,7 @@ int run_consume(Args& args) {
   for (Reader& r : readers) {
     r.check.key_prefix = "\"" + key + "\":";
     r.check.strict = strict;
+    r.check.ties_by_vehicle = ties_by_vehicle;
     r.fd = connect_to(address);
   }
   const double t_connect = now_s();
@@ -836,21 +910,23 @@ int run_consume(Args& args) {
     const bool complete = (expect < 0 || check.records == expect) &&
                           check.markers >= expect_markers && (!until_eof || r.eof);
     const bool ok = complete && check.out_of_order == 0 && check.unparsed == 0 &&
-                    check.seq_gaps == 0 && check.seq_repeats == 0;
+                    check.seq_gaps == 0 && check.seq_repeats == 0 && check.tie_disorder == 0;
     all_ok = all_ok && ok;
     const double seconds = r.bytes_read > 0 ? r.t_last - r.t_first : 0;
     std::printf("{\"mode\":\"consume\",\"connection\":%zu,\"records\":%" PRId64
                 ",\"markers\":%" PRId64 ",\"bytes\":%" PRIu64
                 ",\"seconds\":%.3f,\"in_order\":%s,\"out_of_order\":%" PRId64
                 ",\"unparsed\":%" PRId64 ",\"seq_gaps\":%" PRId64 ",\"seq_repeats\":%" PRId64
+                ",\"tie_disorder\":%" PRId64 ",\"tie_joins\":%" PRId64
                 ",\"vehicles\":%zu,\"expected\":%" PRId64 ",\"expected_markers\":%" PRId64
                 ",\"complete\":%s,\"ok\":%s,\"eof\":%s,\"timed_out\":%s,"
                 "\"wall_first\":%.6f,\"wall_done\":%.6f,\"wall_end\":%.6f,\"error\":\"%s\","
                 "\"first_problem\":\"%s\"}\n",
                 i, check.records, check.markers, check.bytes, seconds,
                 check.out_of_order == 0 ? "true" : "false", check.out_of_order, check.unparsed,
-                check.seq_gaps, check.seq_repeats, check.next_seq.size(), expect, expect_markers,
-                complete ? "true" : "false", ok ? "true" : "false", r.eof ? "true" : "false",
+                check.seq_gaps, check.seq_repeats, check.tie_disorder, check.tie_joins,
+                check.next_seq.size(), expect, expect_markers, complete ? "true" : "false",
+                ok ? "true" : "false", r.eof ? "true" : "false",
                 timed_out && !r.done ? "true" : "false", r.wall_first, r.wall_data, wall_end,
                 json_escape(r.error).c_str(), json_escape(check.first_problem).c_str());
   }
@@ -1442,6 +1518,407 @@ int run_latency(Args& args) {
   return ok ? 0 : 1;
 }
 
+// --- fleet ---------------------------------------------------------------
+
+// M members of one fleet feed, each a connection of its own to the same
+// port, all driven from one poll() loop. Member j names itself bus-NNNNN in
+// its hello, then sends its record i at (its first moment) + i/R: the first
+// moment is uniform within one period after it connected, so that the
+// sends of all members spread evenly over time instead of coming in a
+// burst. One write() per record, as a vehicle on a network would send it.
+// Key: origin + elapsed_ms * stride + j % stride, elapsed on CLOCK_MONOTONIC
+// since the start, so every member's keys follow the same clock and never
+// go back; with the default origin (the wall clock at the start) and stride
+// 1 the key is the wall clock in ms. After R*SEC records (SEC after its
+// first record) a member sends its end marker and closes.
+//
+// The loop wakes for the next due record (or connection), and poll()s only
+// the sockets it waits for: those still connecting and those with bytes
+// the kernel did not take. Every 250 ms it also polls every open socket for
+// input, to see the daemon close (refuse) one; it discards anything read.
+int run_fleet(Args& args) {
+  std::string connect;
+  int64_t members = -1;
+  double rate = 0;
+  double duration = -1;
+  int64_t origin = -1;
+  int64_t stride = 1;
+  double connect_rate = 0;
+  double connect_timeout = 30;
+  double grace = 30;
+  int64_t seed = 1;
+  parse_options(
+      args, "fleet",
+      {text_option("--connect", connect), int_option("--members", members, 1, 99999),
+       number_option("--rate", rate), number_option("--duration", duration),
+       int_option("--start-time", origin, 0, marker_key / 2),
+       int_option("--stride", stride, 1, 1000000), number_option("--connect-rate", connect_rate),
+       number_option("--connect-timeout", connect_timeout), number_option("--grace", grace),
+       int_option("--seed", seed, 0, INT64_MAX)});
+  if (connect.empty() || members < 0 || !(rate > 0) || duration < 0)
+    usage("fleet needs --connect, --members, a --rate above 0 and a --duration");
+  const auto per_member = static_cast<int64_t>(std::llround(rate * duration));
+  const auto n = static_cast<size_t>(members);
+  const double period_ns = 1e9 / rate;
+  const double ramp_s = connect_rate > 0 ? static_cast<double>(members) / connect_rate : 0;
+  // The latest a record can be due: the last connection, a period of phase,
+  // every record, the marker; then time to flush.
+  const double last_due_s =
+      ramp_s + connect_timeout + static_cast<double>(per_member + 2) * period_ns / 1e9;
+  if (origin < 0) origin = wall_ms();
+  if (origin + static_cast<int64_t>((last_due_s + grace + 1) * 1000) * stride + stride >=
+      marker_key)
+    usage("fleet: keys would reach the end marker");
+  raise_fd_limit();
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY &&
+      lim.rlim_cur < static_cast<rlim_t>(members) + 16) {
+    usage(("fleet: " + std::to_string(members) + " members need more open files than the limit, " +
+           std::to_string(lim.rlim_cur))
+              .c_str());
+  }
+
+  enum class State : uint8_t { waiting, connecting, open, closing, closed };
+  struct Member {
+    int fd = -1;
+    State state = State::waiting;
+    bool watched = false;  // in `watch`
+    char name[24] = {};    // "00042"
+    int64_t seq = 0;
+    int64_t connect_ns = 0;
+    int64_t first_due_ns = 0;
+    std::string pending;  // bytes the socket did not take yet
+  };
+  std::vector<Member> fleet(n);
+  for (size_t j = 0; j < n; ++j) std::snprintf(fleet[j].name, sizeof(fleet[j].name), "%05zu", j);
+  // The record tails of 128 vehicles, shared: 10,000 makers would hold
+  // 80 MB of tails.
+  std::vector<std::unique_ptr<RecordMaker>> makers(std::min<size_t>(n, 128));
+  for (size_t k = 0; k < makers.size(); ++k)
+    makers[k] = std::make_unique<RecordMaker>(static_cast<int>(k));
+  const Address address = parse_address(connect);
+  std::mt19937_64 rng(static_cast<uint64_t>(seed));
+  std::uniform_real_distribution<double> phase(0, period_ns);
+
+  using Event = std::pair<int64_t, uint32_t>;  // (due ns, member)
+  std::priority_queue<Event, std::vector<Event>, std::greater<>> due;
+  std::vector<uint32_t> watch;  // connecting, or bytes pending
+
+  int64_t connected = 0, failed = 0, dropped = 0;
+  int64_t records = 0, lost = 0, markers = 0, deferred = 0;
+  uint64_t bytes = 0, bytes_in = 0;
+  size_t max_pending = 0;
+  size_t open_count = n;  // members not closed yet (including those not started)
+  std::string first_error;
+  int64_t errors_logged = 0;
+  double wall_all = 0, wall_first_end = 0, wall_last_end = 0;
+  double first_drop_s = -1, last_drop_s = -1;  // since the start
+  int64_t established_ns = 0;
+  std::vector<int64_t> lags;  // ns behind schedule, of every `lag_every`th record
+  const int64_t lag_every = std::max<int64_t>(1, members * per_member / 1000000);
+  lags.reserve(static_cast<size_t>(members * per_member / lag_every + 16));
+
+  const int64_t t0 = mono_ns();
+  const double wall0 = wall_s();
+  const int64_t hard_deadline = t0 + static_cast<int64_t>((last_due_s + grace) * 1e9);
+
+  auto error = [&](size_t j, const std::string& what) {
+    if (first_error.empty()) first_error = "bus-" + std::string(fleet[j].name) + ": " + what;
+    if (errors_logged++ < 10) {
+      std::fprintf(stderr, "chronomerge_loadgen: fleet member bus-%s: %s\n", fleet[j].name,
+                   what.c_str());
+    }
+  };
+  auto records_in = [](const std::string& s) {
+    int64_t k = 0;
+    for (size_t at = s.find("\"seq\":"); at != std::string::npos; at = s.find("\"seq\":", at + 1))
+      ++k;
+    return k;
+  };
+  auto close_member = [&](Member& m) {
+    if (m.state == State::closed) return;
+    if (m.fd >= 0) close(m.fd);
+    m.fd = -1;
+    m.state = State::closed;
+    --open_count;
+  };
+  auto drop = [&](size_t j, const std::string& why) {
+    Member& m = fleet[j];
+    if (m.state == State::closed) return;
+    error(j, why);
+    lost += records_in(m.pending);
+    m.pending.clear();
+    const double at = static_cast<double>(mono_ns() - t0) / 1e9;
+    if (dropped == 0) first_drop_s = at;
+    last_drop_s = at;
+    ++dropped;
+    close_member(m);
+  };
+  auto watch_member = [&](size_t j) {
+    if (!fleet[j].watched) {
+      fleet[j].watched = true;
+      watch.push_back(static_cast<uint32_t>(j));
+    }
+  };
+  // After the marker: close once everything is out.
+  auto end_if_done = [&](Member& m) {
+    if (m.state == State::closing && m.pending.empty()) {
+      shutdown(m.fd, SHUT_WR);
+      close_member(m);
+      wall_last_end = wall_s();
+    }
+  };
+  auto flush = [&](size_t j) {
+    Member& m = fleet[j];
+    while (!m.pending.empty()) {
+      ssize_t w = send(m.fd, m.pending.data(), m.pending.size(), MSG_NOSIGNAL);
+      if (w > 0) {
+        bytes += static_cast<uint64_t>(w);
+        m.pending.erase(0, static_cast<size_t>(w));
+      } else if (w < 0 && errno == EINTR) {
+        continue;
+      } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return;
+      } else {
+        drop(j, std::string("send: ") + std::strerror(errno));
+        return;
+      }
+    }
+    end_if_done(m);
+  };
+  // Sends `len` bytes behind whatever is pending.
+  auto put = [&](size_t j, const char* data, size_t len) {
+    Member& m = fleet[j];
+    if (!m.pending.empty()) {
+      m.pending.append(data, len);
+      ++deferred;
+      max_pending = std::max(max_pending, m.pending.size());
+      flush(j);
+      return;
+    }
+    ssize_t w = send(m.fd, data, len, MSG_NOSIGNAL);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      drop(j, std::string("send: ") + std::strerror(errno));
+      return;
+    }
+    size_t done = w > 0 ? static_cast<size_t>(w) : 0;
+    bytes += done;
+    if (done < len) {
+      m.pending.append(data + done, len - done);
+      ++deferred;
+      max_pending = std::max(max_pending, m.pending.size());
+      watch_member(j);
+    }
+    end_if_done(m);
+  };
+  char line[RecordMaker::max_bytes];
+  auto established = [&](size_t j) {
+    Member& m = fleet[j];
+    const int64_t now = mono_ns();
+    m.state = State::open;
+    ++connected;
+    established_ns = now;
+    if (connected == members) {
+      wall_all = wall_s();
+      std::fprintf(stderr, "chronomerge_loadgen: fleet: %" PRId64 " members connected in %.3f s\n",
+                   connected, static_cast<double>(now - t0) / 1e9);
+    }
+    int one = 1;
+    setsockopt(m.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int len = std::snprintf(line, sizeof(line), "{\"feed\":\"bus-%s\"}\n", m.name);
+    put(j, line, static_cast<size_t>(len));
+    m.first_due_ns = now + static_cast<int64_t>(phase(rng));
+    due.emplace(m.first_due_ns, static_cast<uint32_t>(j));
+  };
+  auto connect_failed = [&](size_t j, const std::string& why) {
+    error(j, why);
+    ++failed;
+    close_member(fleet[j]);
+  };
+  auto start_connect = [&](size_t j) {
+    Member& m = fleet[j];
+    int fd = socket(address.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+      connect_failed(j, std::string("socket: ") + std::strerror(errno));
+      return;
+    }
+    m.fd = fd;
+    m.connect_ns = mono_ns();
+    int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address.addr), address.len);
+    if (rc == 0) {
+      established(j);
+    } else if (errno == EINPROGRESS) {
+      m.state = State::connecting;
+      watch_member(j);
+    } else {
+      connect_failed(j, std::string("connect: ") + std::strerror(errno));
+    }
+  };
+  // One due event of member j: its next record, or after the last its end
+  // marker.
+  auto send_due = [&](size_t j, int64_t due_ns, int64_t now) {
+    Member& m = fleet[j];
+    if (m.state != State::open) return;
+    const RecordMaker& maker = *makers[j % makers.size()];
+    const std::string_view name(m.name, 5);
+    if (m.seq < per_member) {
+      const int64_t key = origin + (now - t0) / 1000000 * stride + static_cast<int64_t>(j) % stride;
+      size_t len = maker.make_as(line, name, key, m.seq);
+      if (records % lag_every == 0) lags.push_back(now - due_ns);
+      ++m.seq;
+      ++records;
+      put(j, line, len);
+      if (m.state != State::open) return;  // dropped
+      due.emplace(m.first_due_ns + static_cast<int64_t>(static_cast<double>(m.seq) * period_ns),
+                  static_cast<uint32_t>(j));
+    } else {
+      size_t len = maker.make_marker(line, name);
+      ++markers;
+      if (wall_first_end == 0) wall_first_end = wall_s();
+      m.state = State::closing;
+      put(j, line, len);
+    }
+  };
+
+  size_t next_connect = 0;
+  int64_t last_sweep = t0;
+  bool timed_out = false;
+  std::vector<pollfd> fds;
+  std::vector<uint32_t> who;
+  constexpr int64_t sweep_ns = 250000000;
+  const auto connect_timeout_ns = static_cast<int64_t>(connect_timeout * 1e9);
+  auto connect_due = [&](size_t j) {
+    return connect_rate > 0 ? t0 + static_cast<int64_t>(static_cast<double>(j) * 1e9 / connect_rate)
+                            : t0;
+  };
+  while (open_count > 0 && !g_stop) {
+    int64_t now = mono_ns();
+    if (now >= hard_deadline) {
+      timed_out = true;
+      break;
+    }
+    // New connections: at most 256 a turn, so that a burst of them does
+    // not hold up the records of the members already connected.
+    for (int started = 0; next_connect < n && started < 256 && connect_due(next_connect) <= now;
+         ++started) {
+      start_connect(next_connect++);
+    }
+    now = mono_ns();
+    while (!due.empty() && due.top().first <= now) {
+      auto [at, j] = due.top();
+      due.pop();
+      send_due(j, at, now);
+    }
+
+    now = mono_ns();
+    const bool sweep = now - last_sweep >= sweep_ns;
+    fds.clear();
+    who.clear();
+    size_t kept = 0;
+    for (uint32_t j : watch) {
+      Member& m = fleet[j];
+      const bool connecting = m.state == State::connecting;
+      if (connecting && now - m.connect_ns > connect_timeout_ns) {
+        connect_failed(j, "connect: timed out");
+      }
+      if (m.state == State::closed || (!connecting && m.pending.empty())) {
+        m.watched = false;
+        continue;
+      }
+      watch[kept++] = j;
+      fds.push_back({m.fd, static_cast<short>(POLLOUT | POLLIN), 0});
+      who.push_back(j);
+    }
+    watch.resize(kept);
+    if (sweep) {
+      last_sweep = now;
+      for (size_t j = 0; j < n; ++j) {
+        Member& m = fleet[j];
+        if ((m.state == State::open || m.state == State::closing) && !m.watched) {
+          fds.push_back({m.fd, POLLIN, 0});
+          who.push_back(static_cast<uint32_t>(j));
+        }
+      }
+    }
+    int64_t wake = std::min(hard_deadline, last_sweep + sweep_ns);
+    if (!due.empty()) wake = std::min(wake, due.top().first);
+    if (next_connect < n) wake = std::min(wake, connect_due(next_connect));
+    const int timeout_ms =
+        sweep ? 0 : static_cast<int>(std::clamp<int64_t>((wake - now + 999999) / 1000000, 0, 250));
+    const int rc = poll(fds.data(), fds.size(), timeout_ms);
+    if (rc < 0 && errno != EINTR) fail("poll");
+    for (size_t k = 0; rc > 0 && k < fds.size(); ++k) {
+      const short ev = fds[k].revents;
+      if (ev == 0) continue;
+      const size_t j = who[k];
+      Member& m = fleet[j];
+      if (m.state == State::connecting) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(m.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err != 0) {
+          connect_failed(j, std::string("connect: ") + std::strerror(err));
+        } else if (ev & (POLLOUT | POLLERR | POLLHUP)) {
+          established(j);
+        }
+        continue;
+      }
+      if (m.state == State::closed) continue;
+      if (ev & (POLLIN | POLLHUP | POLLERR)) {
+        char sink[512];
+        ssize_t r = recv(m.fd, sink, sizeof(sink), 0);
+        if (r == 0) {
+          drop(j, "closed by the daemon");
+          continue;
+        }
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+          drop(j, std::string("recv: ") + std::strerror(errno));
+          continue;
+        }
+        if (r > 0) bytes_in += static_cast<uint64_t>(r);
+      }
+      if ((ev & POLLOUT) && !m.pending.empty()) flush(j);
+    }
+  }
+  // Whatever is left at the deadline (or on a signal) did not get out.
+  int64_t unfinished = 0;
+  for (size_t j = 0; j < n; ++j) {
+    Member& m = fleet[j];
+    if (m.state == State::closed) continue;
+    ++unfinished;
+    lost += records_in(m.pending);
+    close_member(m);
+  }
+  const double seconds = static_cast<double>(mono_ns() - t0) / 1e9;
+  rusage self{};
+  getrusage(RUSAGE_SELF, &self);
+  const double own_cpu = static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
+                         static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) * 1e-6;
+  // Records the kernel took (or that were in a socket the daemon then
+  // reset: no way to know), and of those expected, the ones that did not.
+  const int64_t sent = records - lost;
+  const int64_t unsent = members * per_member - sent;
+  const bool all = connected == members;
+  std::printf(
+      "{\"mode\":\"fleet\",\"members\":%" PRId64
+      ",\"rate\":%.3f,\"duration\":%.3f,"
+      "\"per_member\":%" PRId64 ",\"key_origin\":%" PRId64 ",\"stride\":%" PRId64
+      ",\"connect_rate\":%.3f,\"connected\":%" PRId64 ",\"failed\":%" PRId64 ",\"dropped\":%" PRId64
+      ",\"unfinished\":%" PRId64 ",\"errors\":%" PRId64 ",\"establish_s\":%.3f,\"records\":%" PRId64
+      ",\"expected\":%" PRId64 ",\"unsent_records\":%" PRId64 ",\"markers\":%" PRId64
+      ",\"bytes\":%" PRIu64 ",\"bytes_received\":%" PRIu64 ",\"deferred\":%" PRId64
+      ",\"max_pending_bytes\":%zu,\"lag_us\":%s,\"wall_start\":%.6f,\"wall_all_connected\":%.6f,"
+      "\"wall_first_end\":%.6f,\"wall_last_end\":%.6f,\"seconds\":%.3f,\"own_cpu_s\":%.3f,"
+      "\"first_drop_s\":%.3f,\"last_drop_s\":%.3f,\"timed_out\":%s,\"first_error\":\"%s\"}\n",
+      members, rate, duration, per_member, origin, stride, connect_rate, connected, failed, dropped,
+      unfinished, failed + dropped + unfinished,
+      all ? static_cast<double>(established_ns - t0) / 1e9 : -1.0, sent, members * per_member,
+      unsent, markers, bytes, bytes_in, deferred, max_pending, summary_us(lags).c_str(), wall0,
+      wall_all, wall_first_end, wall_last_end, seconds, own_cpu, first_drop_s, last_drop_s,
+      timed_out ? "true" : "false", json_escape(first_error).c_str());
+  return failed == 0 && dropped == 0 && unfinished == 0 && unsent == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -1462,6 +1939,7 @@ int main(int argc, char** argv) {
   if (mode == "vehicles") return run_vehicles(args);
   if (mode == "paced") return run_paced(args);
   if (mode == "latency") return run_latency(args);
+  if (mode == "fleet") return run_fleet(args);
   if (mode == "-h" || mode == "--help") {
     std::fprintf(stderr, "see the comment at the top of bench/loadgen.cc\n");
     return 0;
