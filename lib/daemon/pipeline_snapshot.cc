@@ -65,7 +65,7 @@ FleetSnapshot Pipeline::fleet_snapshot(const Fleet& fleet) const {
   f.bytes_read = c.retired_counters.bytes_read;
   f.malformed = c.retired_counters.malformed;
   f.late = c.retired_stats.late;
-  std::optional<Key> oldest;
+  std::optional<Key> oldest, newest;
   for (const FleetMemberView& member : fleet.members()) {
     const FeedId id = member.feed->id();
     const FeedStats& stats = merger_.stats(id);
@@ -77,14 +77,13 @@ FleetSnapshot Pipeline::fleet_snapshot(const Fleet& fleet) const {
     f.queue_bytes += merger_.queue_bytes(id);
     f.paused += member.feed->paused() ? 1 : 0;
     f.idle += merger_.state(id) == FeedState::idle ? 1 : 0;
-    if (member.connected && stats.last_key && (!oldest || *stats.last_key < *oldest)) {
-      oldest = stats.last_key;
+    if (member.connected && stats.last_key) {
+      if (!oldest || *stats.last_key < *oldest) oldest = stats.last_key;
+      if (!newest || *newest < *stats.last_key) newest = stats.last_key;
     }
   }
-  const std::optional<Key>& frontier = merger_.frontier();
-  if (oldest && frontier && config_.key_type != KeyType::string) {
-    f.oldest_member_lag =
-        *oldest < *frontier ? key_distance(config_.key_type, *oldest, *frontier) : 0;
+  if (oldest && config_.key_type != KeyType::string) {
+    f.oldest_member_lag = key_distance(config_.key_type, *oldest, *newest);
   }
   return f;
 }

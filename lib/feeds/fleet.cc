@@ -88,10 +88,13 @@ Fleet::~Fleet() {
 
 bool Fleet::start() {
   const bool tcp = config_.type == FeedType::tcp_listen;
+  // A fleet restarting (or a depot's buses all coming back) connects by
+  // the thousand at once: a short backlog overflows, and the kernel then
+  // drops or resets connections the daemon never sees.
   int rc = listener_.listen(
       host_.loop(), tcp ? &config_.address : nullptr, config_.path,
       [this](uv_os_sock_t socket) { accepted(socket); },
-      [this](int error, uint64_t count) { accept_failed(error, count); });
+      [this](int error, uint64_t count) { accept_failed(error, count); }, backlog);
   address_ = tcp ? listener_.bound_address() : config_.path;
   if (rc < 0) {
     log::error("feed {}: cannot listen on {}: {}", name(),

@@ -119,6 +119,9 @@ class Fleet {
   // in the kernel's backlog. With the two limits below, what they can make
   // the daemon hold is bounded (4 MiB of hellos, 64 MiB of first records).
   static constexpr size_t max_hellos = 1024;
+  // Connections the kernel queues for accepting (it caps this at
+  // net.core.somaxconn, 4096 by default).
+  static constexpr int backlog = 4096;
   // A hello line is at most this long (name_from "hello").
   static constexpr size_t max_hello_bytes = 4096;
   // A first record that names its member (name_from a JSON pointer) is at

@@ -328,7 +328,7 @@ void render_fleets(Exposition& x, const MetricsSnapshot& snapshot) {
        &FleetSnapshot::queue_bytes);
   x.family("chronomerge_fleet_oldest_member_lag", "gauge",
            "How far (key units) the last key of the connected member furthest behind is "
-           "behind the merge frontier.");
+           "behind that of the member furthest ahead: a bus whose link or clock lags.");
   for (const FleetSnapshot& f : snapshot.fleets) {
     if (f.oldest_member_lag) x.sample({{"fleet", f.name}}, *f.oldest_member_lag);
   }

@@ -66,8 +66,9 @@ struct FleetSnapshot {
   uint64_t paused = 0;  // members paused (water marks or the budget)
   uint64_t idle = 0;    // members idle
   uint64_t queue_bytes = 0;
-  // Key units from the oldest connected member's last key to the
-  // frontier; unset without both (and for string keys).
+  // Key units from the last key of the connected member furthest behind
+  // to that of the one furthest ahead; unset while none has a key (and for
+  // string keys).
   std::optional<double> oldest_member_lag;
 };
 

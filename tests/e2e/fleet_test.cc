@@ -944,6 +944,24 @@ TEST_CASE("fleet members: names, reconnections, refusals, reloads and per-member
     CHECK(run.output() == lines_of(records));
   }
 
+  SUBCASE("the oldest member lag is how far the member furthest behind trails the one ahead") {
+    FleetRun run(json{{"name_from", "hello"}});
+    INFO("daemon log (tail):\n" << run.daemon->log_tail());
+    Socket behind = connect_tcp(run.port);
+    REQUIRE(write_all(behind, hello("slow") + lines_of({record(1000, "slow", 0)})));
+    Socket ahead = connect_tcp(run.port);
+    REQUIRE(write_all(
+        ahead, hello("fast") + lines_of({record(1100, "fast", 0), record(1250, "fast", 1)})));
+    const std::optional<double> lag =
+        wait_sample(run.metrics, fleet_sample("chronomerge_fleet_oldest_member_lag"),
+                    [](double v) { return v == 250; });
+    CHECK(lag == 250);
+    // Gone members do not count: only the one left.
+    ahead.close();
+    CHECK(wait_sample(run.metrics, fleet_sample("chronomerge_fleet_oldest_member_lag"),
+                      [](double v) { return v == 0; }) == 0);
+  }
+
   SUBCASE("name_from a JSON pointer names a member by its first record, which is merged too") {
     FleetRun run(json{{"name_from", "/vehicle"}});
     INFO("daemon log (tail):\n" << run.daemon->log_tail());
