@@ -342,24 +342,11 @@ void Pipeline::retire_feeds() {
     const FeedStats& stats = merger_.stats(id);
     const FeedCounters& counters = feed.counters();
     if (Fleet* fleet = fleet_of(feed)) fleet->member_retired(stats, counters);
-    totals.stats.records_in += stats.records_in;
-    totals.stats.bytes_in += stats.bytes_in;
-    totals.stats.heartbeats += stats.heartbeats;
-    totals.stats.records_out += stats.records_out;
-    totals.stats.late += stats.late;
-    totals.stats.pauses += stats.pauses;
-    if (stats.last_key) totals.stats.last_key = stats.last_key;
-    totals.counters.malformed += counters.malformed;
-    for (size_t i = 0; i < counters.malformed_by.size(); ++i) {
-      totals.counters.malformed_by[i] += counters.malformed_by[i];
-    }
-    totals.counters.partial_discarded += counters.partial_discarded;
-    totals.counters.discarded_bytes += counters.discarded_bytes;
-    totals.counters.refused += counters.refused;
-    totals.counters.refused_bytes += counters.refused_bytes;
-    totals.counters.bytes_read += counters.bytes_read;
-    totals.counters.connections += counters.connections;
-    totals.counters.paused_ms += counters.paused_ms_at(now, merger_.paused(id));
+    totals.stats.add(stats);
+    totals.counters.add(counters);
+    // The current pause, if any, ends with the feed.
+    totals.counters.paused_ms +=
+        counters.paused_ms_at(now, merger_.paused(id)) - counters.paused_ms;
     merger_.remove(id);
     feeds_[id].reset();
     malformed_limiters_[id] = log::RateLimiter();

@@ -73,6 +73,19 @@ struct FeedCounters {
   bool io_error = false;      // the input could not be read to its end
   uint64_t paused_ms = 0;     // time spent paused, closed pauses only
   uint64_t paused_since = 0;  // loop time of the current pause, if paused
+  // Adds the counts of a retired instance: closed pauses only, and not
+  // its state (connected, io_error, paused_since).
+  void add(const FeedCounters& other) {
+    malformed += other.malformed;
+    for (size_t i = 0; i < malformed_by.size(); ++i) malformed_by[i] += other.malformed_by[i];
+    partial_discarded += other.partial_discarded;
+    discarded_bytes += other.discarded_bytes;
+    refused += other.refused;
+    refused_bytes += other.refused_bytes;
+    bytes_read += other.bytes_read;
+    connections += other.connections;
+    paused_ms += other.paused_ms;
+  }
   // Total paused time up to `now` (loop milliseconds).
   uint64_t paused_ms_at(uint64_t now, bool paused) const {
     return paused_ms + (paused && now > paused_since ? now - paused_since : 0);

@@ -354,20 +354,8 @@ void Fleet::member_disconnected(MemberFeed& member, int status) {
 }
 
 void Fleet::member_retired(const FeedStats& stats, const FeedCounters& counters) {
-  FeedStats& s = counters_.retired_stats;
-  s.records_in += stats.records_in;
-  s.bytes_in += stats.bytes_in;
-  s.heartbeats += stats.heartbeats;
-  s.records_out += stats.records_out;
-  s.late += stats.late;
-  s.pauses += stats.pauses;
-  FeedCounters& c = counters_.retired_counters;
-  c.malformed += counters.malformed;
-  for (size_t i = 0; i < c.malformed_by.size(); ++i) c.malformed_by[i] += counters.malformed_by[i];
-  c.partial_discarded += counters.partial_discarded;
-  c.discarded_bytes += counters.discarded_bytes;
-  c.bytes_read += counters.bytes_read;
-  c.connections += counters.connections;
+  counters_.retired_stats.add(stats);
+  counters_.retired_counters.add(counters);
 }
 
 void Fleet::balance(uint64_t now) {

@@ -82,6 +82,18 @@ struct FeedStats {
   uint64_t late = 0;         // late records, whatever the policy did
   uint64_t pauses = 0;
   std::optional<Key> last_key;
+
+  // Adds the counts of another instance (a retired feed of the same
+  // name, a member of the same fleet); its last key, if it has one, wins.
+  void add(const FeedStats& other) {
+    records_in += other.records_in;
+    bytes_in += other.bytes_in;
+    heartbeats += other.heartbeats;
+    records_out += other.records_out;
+    late += other.late;
+    pauses += other.pauses;
+    if (other.last_key) last_key = other.last_key;
+  }
 };
 
 // What the merger decided for its owner to carry out.
