@@ -18,6 +18,7 @@
 #include "daemon/daemon.h"
 #include "daemon/one_shot.h"
 #include "log/log.h"
+#include "net/tls_context.h"
 #include "record/record_parser.h"
 
 using namespace chronomerge;
@@ -157,6 +158,7 @@ int main(int argc, char** argv) {
 
   if (!check_path.empty()) {
     ConfigResult result = load_config(check_path);
+    check_tls_files(result);  // the check opens what the daemon would open
     if (!result.problems.empty()) {
       fmt::print(stderr, "{}: {} problem{}:\n{}", check_path, result.problems.size(),
                  result.problems.size() == 1 ? "" : "s", format_problems(result.problems));

@@ -471,6 +471,8 @@ class Validator {
   void read_feed(const Json& value, const std::string& pointer);
   std::optional<FleetConfig> read_fleet(const Json& value, const std::string& pointer,
                                         FeedType type);
+  // `server`: a listener's TLS (certificate required); else a client's.
+  std::optional<TlsConfig> read_tls(const Json& value, const std::string& pointer, bool server);
   void read_outputs();
   void read_output(const Json& value, const std::string& pointer);
   void read_deadletter(const Json& value, const std::string& pointer);
@@ -782,17 +784,20 @@ void Validator::read_metrics(const Json& value, const std::string& pointer) {
     return;
   }
   std::optional<HostPort> address;
+  std::optional<TlsConfig> tls;
   for (auto it = value.begin(); it != value.end(); ++it) {
     const std::string field = child(pointer, it.key());
     if (it.key() == "listen") {
       address = read_host_port(it.value(), field);
       if (address) listeners_.push_back({field, address, {}});
+    } else if (it.key() == "tls") {
+      tls = read_tls(it.value(), field, true);
     } else {
       problem(field, "unknown field");
     }
   }
   if (!value.contains("listen")) problem(child(pointer, "listen"), "required");
-  if (address) config_.metrics = MetricsConfig{*address};
+  if (address) config_.metrics = MetricsConfig{*address, tls};
 }
 
 // The fields only some feed types take, and which types take them.
@@ -802,6 +807,7 @@ bool feed_field_applies(std::string_view field, FeedType type) {
   if (field == "follow") return type == file;
   if (field == "listen") return type == tcp_listen;
   if (field == "fleet") return type == tcp_listen || type == unix_listen;
+  if (field == "tls") return type == tcp_listen || type == tcp_connect;
   if (field == "connect") return type == tcp_connect;
   if (field == "command") return type == exec;
   if (field == "rate" || field == "jitter_ms" || field == "seed" || field == "count" ||
@@ -910,6 +916,8 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
       if (auto follow = read_bool(field_value, field)) feed.follow = *follow;
     } else if (name == "fleet") {
       feed.fleet = read_fleet(field_value, field, *entry.type);
+    } else if (name == "tls") {
+      feed.tls = read_tls(field_value, field, *entry.type == FeedType::tcp_listen);
     } else if (name == "listen") {
       if (auto address = read_host_port(field_value, field)) {
         feed.address = *address;
@@ -994,8 +1002,110 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
         break;
     }
   }
+  if (feed.fleet && feed.fleet->name_from == FleetConfig::NameFrom::cert_cn &&
+      !(feed.tls && feed.tls->client_auth == TlsConfig::ClientAuth::require)) {
+    problem(child(child(pointer, "fleet"), "name_from"),
+            "\"cert_cn\" needs \"tls\" with \"client_auth\": \"require\" (a verified "
+            "certificate to take the name from)");
+  }
   check_feed_against_globals(entry, value);
   feed_entries_.push_back(std::move(entry));
+}
+
+// TLS options. Only what is structurally wrong is found here; whether the
+// files load (and the key matches its certificate) is checked by the io
+// layer (check_tls_files()), which opens them.
+std::optional<TlsConfig> Validator::read_tls(const Json& value, const std::string& pointer,
+                                             bool server) {
+  if (!value.is_object()) {
+    problem(pointer, fmt::format("expected an object, got {}", describe(value)));
+    return std::nullopt;
+  }
+  TlsConfig tls;
+  bool valid = true;
+  const auto check = [&](auto result) {
+    valid = valid && result.has_value();
+    return result;
+  };
+  const auto server_only = [&](const std::string& field) {
+    if (server) return true;
+    problem(field, "only for a listener's TLS (a tcp-connect feed is the client)");
+    valid = false;
+    return false;
+  };
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    const std::string field = child(pointer, it.key());
+    const Json& v = it.value();
+    const std::string& name = it.key();
+    if (name == "cert" || name == "key" || name == "ca") {
+      auto path = check(read_path(v, field, std::numeric_limits<size_t>::max()));
+      if (!path) continue;
+      (name == "cert" ? tls.cert : name == "key" ? tls.key : tls.ca) = *path;
+    } else if (name == "client_auth") {
+      if (!server_only(field)) continue;
+      auto text = check(read_string(v, field));
+      if (!text) continue;
+      if (*text == "none") {
+        tls.client_auth = TlsConfig::ClientAuth::none;
+      } else if (*text == "request") {
+        tls.client_auth = TlsConfig::ClientAuth::request;
+      } else if (*text == "require") {
+        tls.client_auth = TlsConfig::ClientAuth::require;
+      } else {
+        problem(field, fmt::format("expected one of \"none\", \"request\", \"require\", got {}",
+                                   describe(v)));
+        valid = false;
+      }
+    } else if (name == "min_version") {
+      auto text = check(read_string(v, field));
+      if (!text) continue;
+      if (*text == "1.2" || *text == "1.3") {
+        tls.tls13_only = *text == "1.3";
+      } else {
+        problem(field, fmt::format("expected \"1.2\" or \"1.3\", got {}", describe(v)));
+        valid = false;
+      }
+    } else if (name == "ciphers") {
+      if (auto text = check(read_nonempty_string(v, field))) tls.ciphers = *text;
+    } else if (name == "handshake_timeout_ms") {
+      if (!server_only(field)) continue;
+      if (auto n = check(read_integer(v, field, 1, kMaxHelloTimeoutMs))) {
+        tls.handshake_timeout_ms = *n;
+      }
+    } else if (name == "max_handshakes") {
+      if (!server_only(field)) continue;
+      if (auto n = check(read_integer(v, field, 1, kMaxClients))) {
+        tls.max_handshakes = static_cast<uint32_t>(*n);
+      }
+    } else if (name == "server_name") {
+      if (server) {
+        problem(field, "only for a tcp-connect feed's TLS (the name it expects of the server)");
+        valid = false;
+        continue;
+      }
+      if (auto text = check(read_nonempty_string(v, field))) tls.server_name = *text;
+    } else {
+      problem(field, "unknown field");
+      valid = false;
+    }
+  }
+  if (server && !value.contains("cert")) {
+    problem(child(pointer, "cert"), "required for a listener (the certificate it presents)");
+    valid = false;
+  }
+  if (value.contains("cert") != value.contains("key")) {
+    problem(child(pointer, value.contains("cert") ? "key" : "cert"),
+            "\"cert\" and \"key\" go together");
+    valid = false;
+  }
+  if (tls.client_auth != TlsConfig::ClientAuth::none && !value.contains("ca")) {
+    problem(child(pointer, "ca"),
+            "required with client_auth \"request\" or \"require\" (the CA "
+            "that signs client certificates)");
+    valid = false;
+  }
+  if (!valid) return std::nullopt;
+  return tls;
 }
 
 // A fleet's options. Its members are named by a hello line, a JSON pointer
@@ -1020,6 +1130,8 @@ std::optional<FleetConfig> Validator::read_fleet(const Json& value, const std::s
       if (!text) continue;
       if (*text == "hello") {
         fleet.name_from = FleetConfig::NameFrom::hello;
+      } else if (*text == "cert_cn") {
+        fleet.name_from = FleetConfig::NameFrom::cert_cn;
       } else if (*text == "peer") {
         if (type != FeedType::tcp_listen) {
           problem(field, "\"peer\" needs a tcp-listen feed (a Unix socket's peer has no address)");
@@ -1030,8 +1142,8 @@ std::optional<FleetConfig> Validator::read_fleet(const Json& value, const std::s
         fleet.name_from = FleetConfig::NameFrom::pointer;
         fleet.name_pointer = *text;
       } else {
-        problem(field, fmt::format("expected \"hello\", \"peer\" or a JSON pointer such as "
-                                   "\"/vehicle\", got {}",
+        problem(field, fmt::format("expected \"hello\", \"peer\", \"cert_cn\" or a JSON pointer "
+                                   "such as \"/vehicle\", got {}",
                                    describe(v)));
         valid = false;
       }
@@ -1112,6 +1224,7 @@ bool output_field_applies(std::string_view field, OutputType type) {
     return type == tcp_listen || type == unix_listen;
   }
   if (field == "allow_origin") return type == http_listen;
+  if (field == "tls") return type == tcp_listen || type == http_listen;
   if (field == "on_error") return type == file;
   return false;
 }
@@ -1196,6 +1309,8 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
       if (auto ms = read_integer(field_value, field, 1, kMaxHelloTimeoutMs)) {
         output.hello_timeout_ms = *ms;
       }
+    } else if (name == "tls") {
+      output.tls = read_tls(field_value, field, true);
     } else if (name == "allow_origin") {
       if (!field_value.is_string() || field_value.get<std::string>().empty() ||
           field_value.get<std::string>().size() > kMaxOriginBytes ||

@@ -43,12 +43,32 @@ enum class FeedType {
 };
 std::string_view to_string(FeedType type);
 
+// TLS on a network port (a server: listeners) or a connection (a client:
+// tcp-connect feeds). Files are read at start and on reload.
+struct TlsConfig {
+  enum class ClientAuth { none, request, require };
+  std::string cert;  // PEM; required for servers, optional for clients
+  std::string key;   // PEM private key of `cert`
+  // PEM CA bundle: servers verify client certificates with it; clients
+  // the server's (empty: the system's trust store).
+  std::string ca;
+  ClientAuth client_auth = ClientAuth::none;  // servers
+  bool tls13_only = false;                    // min_version "1.3"
+  std::string ciphers;                        // TLS 1.2 cipher list; empty: OpenSSL's
+  uint64_t handshake_timeout_ms = 5000;       // servers
+  uint32_t max_handshakes = 256;              // servers: in flight at once
+  std::string server_name;                    // clients; empty: the connect host
+
+  friend bool operator==(const TlsConfig&, const TlsConfig&) = default;
+};
+
 // A listening feed that takes many producers, each its own feed in the
 // merge (a member, named "<fleet>/<member>").
 struct FleetConfig {
-  enum class NameFrom { hello, pointer, peer };
+  enum class NameFrom { hello, pointer, peer, cert_cn };
   // hello: the first line is {"feed": "bus-0042"}; pointer: the value at
-  // `name_pointer` in the first record; peer: the peer's IP address.
+  // `name_pointer` in the first record; peer: the peer's IP address;
+  // cert_cn: the subject CN of the producer's (verified) certificate.
   NameFrom name_from = NameFrom::hello;
   std::string name_pointer;  // NameFrom::pointer
   // Answer the hello with the last key accepted from the member.
@@ -91,6 +111,7 @@ struct FeedConfig {
   std::optional<double> max_lag;
   std::optional<LatePolicy> late;    // unset: the global policy
   std::optional<FleetConfig> fleet;  // tcp-listen, unix-listen
+  std::optional<TlsConfig> tls;      // tcp-listen (server), tcp-connect (client)
 
   friend bool operator==(const FeedConfig&, const FeedConfig&) = default;
 };
@@ -119,6 +140,7 @@ struct OutputConfig {
   bool resume = false;
   uint64_t hello_timeout_ms = 2000;  // resume: a request must come by then
   std::string allow_origin;          // http-listen: CORS; empty: none
+  std::optional<TlsConfig> tls;      // tcp-listen, http-listen
 
   friend bool operator==(const OutputConfig&, const OutputConfig&) = default;
 };
@@ -131,6 +153,7 @@ struct DeadletterConfig {
 
 struct MetricsConfig {
   HostPort address;  // "listen"
+  std::optional<TlsConfig> tls;
   friend bool operator==(const MetricsConfig&, const MetricsConfig&) = default;
 };
 

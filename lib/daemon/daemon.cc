@@ -13,6 +13,7 @@
 #include "log/log.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
+#include "net/tls_context.h"
 #include "sinks/dead_letter.h"
 #include "uv/uv_handle.h"
 
@@ -105,7 +106,12 @@ class Daemon {
       metrics_ = std::make_unique<HttpServer>(
           loop_, config_.metrics->address,
           [this](std::string_view, std::string_view path) { return serve(path); });
-      if (!metrics_->start()) {
+      std::shared_ptr<TlsContext> tls;
+      if (config_.metrics->tls) {
+        tls = load_tls_context(*config_.metrics->tls, TlsContext::Role::server, "metrics");
+        if (tls) metrics_->use_tls(tls);
+      }
+      if ((config_.metrics->tls && !tls) || !metrics_->start()) {
         exit_status_ = exit_error;
         shutdown();
         return false;
@@ -187,12 +193,21 @@ class Daemon {
               held.empty() ? std::string("nothing left to write") : held);
   }
 
+  // The pipeline's metrics and the metrics port's own TLS.
+  MetricsSnapshot snapshot() const {
+    MetricsSnapshot s = pipeline_->metrics_snapshot();
+    if (const TlsCounters* tls = metrics_ ? metrics_->tls_counters() : nullptr) {
+      s.tls.emplace_back("metrics", *tls);
+    }
+    return s;
+  }
+
   // GET /metrics and GET /healthz, on the loop thread.
   HttpServer::Response serve(std::string_view path) {
     if (path == "/metrics") {
       MetricsExtras extras{reloads_ok_, reloads_failed_, draining_, start_time_};
       return {200, std::string(metrics_content_type),
-              render_metrics(pipeline_->metrics_snapshot(), extras, unix_time_seconds())};
+              render_metrics(snapshot(), extras, unix_time_seconds())};
     }
     if (path == "/fleet") {
       return {200, "application/json", pipeline_->fleet_json()};
@@ -224,6 +239,7 @@ class Daemon {
     }
     sd_notify(0, "RELOADING=1\nSTATUS=reloading");
     ConfigResult result = load_config(config_path_);
+    check_tls_files(result);
     std::string error;
     if (!result.problems.empty()) {
       ++reloads_failed_;
@@ -321,6 +337,7 @@ void raise_open_files_limit() {
 int run_daemon(const DaemonOptions& options) {
   ConfigResult result = options.config_path.empty() ? parse_config(demo_config_text())
                                                     : load_config(options.config_path);
+  check_tls_files(result);
   if (!result.problems.empty()) {
     log::error("{}: invalid configuration: {}",
                options.config_path.empty() ? "demo" : options.config_path,

@@ -195,10 +195,15 @@ bool Pipeline::add_fleet(const FeedConfig& feed, uint32_t rank) {
   return true;
 }
 
+// The fleet object stays until the pipeline closes: its members' TLS
+// connections, still draining, live in its listener.
 void Pipeline::remove_fleet(Fleet& fleet) {
   fleet.drain();
   merger_.release();
-  std::erase_if(fleets_, [&](const auto& f) { return f.get() == &fleet; });
+  auto it = std::find_if(fleets_.begin(), fleets_.end(),
+                         [&](const auto& f) { return f.get() == &fleet; });
+  removed_fleets_.push_back(std::move(*it));
+  fleets_.erase(it);
 }
 
 FeedSettings Pipeline::member_settings(const MemberFeed& member, bool present) const {
@@ -659,6 +664,7 @@ void Pipeline::close() {
   }
   for (auto& sink : sinks_) sink->close();
   fleets_.clear();
+  removed_fleets_.clear();
   if (deadletter_) deadletter_->close();
   idle_timer_.close();
   retire_timer_.close();

@@ -169,6 +169,7 @@ class Pipeline final : public FeedHost, public FleetHost {
   std::vector<std::unique_ptr<Sink>> sinks_;
   // After feeds_: a fleet goes first, while its members still exist.
   std::vector<std::unique_ptr<Fleet>> fleets_;
+  std::vector<std::unique_ptr<Fleet>> removed_fleets_;  // draining, until close()
   std::unique_ptr<DeadLetter> deadletter_;
   UvHandle<uv_timer_t> idle_timer_;
   uint64_t idle_timer_due_ = 0;

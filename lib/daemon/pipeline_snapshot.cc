@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "daemon/pipeline.h"
+#include "feeds/connect_feed.h"
 #include "feeds/listen_feed.h"
 #include "feeds/member_feed.h"
 #include "sinks/dead_letter.h"
@@ -188,10 +189,27 @@ MetricsSnapshot Pipeline::metrics_snapshot() const {
     }
   }
   for (auto& [listener, errors] : by_feed) s.accept_errors.emplace_back(listener, errors);
+  for (const auto& fleet : fleets_) {
+    if (const TlsCounters* tls = fleet->tls_counters())
+      s.tls.emplace_back("feed/" + fleet->name(), *tls);
+  }
+  for (const auto& feed : feeds_) {
+    if (!feed || feed->removed()) continue;
+    const TlsCounters* tls = nullptr;
+    if (const auto* listen = dynamic_cast<const ListenFeed*>(feed.get()))
+      tls = listen->tls_counters();
+    if (const auto* connect = dynamic_cast<const ConnectFeed*>(feed.get())) {
+      tls = connect->tls_counters();
+    }
+    if (tls) s.tls.emplace_back("feed/" + feed->name(), *tls);
+  }
   for (const auto& sink : sinks_) {
     s.sinks.emplace_back(sink->name(), sink->counters());
     if (const auto* server = dynamic_cast<const ServerSink*>(sink.get())) {
       s.accept_errors.emplace_back("output/" + server->name(), server->accept_errors());
+      if (const TlsCounters* tls = server->tls_counters()) {
+        s.tls.emplace_back("output/" + server->name(), *tls);
+      }
     }
   }
   if (deadletter_) s.deadletter = deadletter_->counters();

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 
+#include <unistd.h>
+
 #include "log/log.h"
+#include "uv/listener.h"
 #include "uv/socket_address.h"
 #include "uv/uv_error.h"
 
@@ -24,6 +27,11 @@ std::string ConnectFeed::target() const {
 }
 
 bool ConnectFeed::start() {
+  if (config_.tls) {
+    tls_ = load_tls_context(*config_.tls, TlsContext::Role::client, "feed " + name());
+    if (!tls_) return false;
+    tls_counters_.certificate_expiry = tls_->expires_at();
+  }
   uv_timer_init(host_.loop(), retry_timer_.get());
   retry_timer_.initialized(this);
   connect();
@@ -35,6 +43,7 @@ bool ConnectFeed::start() {
 // the handle when it completes.
 void ConnectFeed::connect() {
   if (closed()) return;
+  bridge_.reset();  // the previous TLS connection, done by now
   ++attempts_;
   auto connection = std::make_unique<Connection>();
   AnyStream* stream = connection->get();
@@ -71,7 +80,50 @@ void ConnectFeed::connected(std::unique_ptr<Connection> connection) {
   backoff_ms_ = min_backoff_ms;
   failing_logged_ = false;
   if (config_.type == FeedType::tcp_connect) uv_tcp_nodelay(&connection->get()->tcp, 1);
+  if (tls_) {
+    start_tls(std::move(connection));
+    return;
+  }
   attach(std::move(connection));
+}
+
+// The bridge takes its own descriptor of the socket: the handle that
+// connected it is closed, the socket stays open through the copy.
+void ConnectFeed::start_tls(std::unique_ptr<Connection> connection) {
+  uv_os_fd_t fd = -1;
+  const int copy = uv_fileno(connection->base(), &fd) == 0 ? ::dup(fd) : -1;
+  connection->close();
+  if (copy < 0) {
+    failed(UV_EMFILE);
+    return;
+  }
+  ++tls_counters_.in_flight;
+  bridge_ = std::make_unique<TlsBridge>(
+      host_.loop(), tls_,
+      [this](uv_os_sock_t plaintext, const TlsPeer& peer) {
+        --tls_counters_.in_flight;
+        ++tls_counters_.connections;
+        int error = 0;
+        auto stream = open_accepted(host_.loop(), plaintext, error);
+        if (!stream) {
+          failed(error);
+          return;
+        }
+        log::info("feed {}: {} with {} to {}", name(), peer.version, peer.cipher, target());
+        if (!closed()) attach(std::move(stream));
+      },
+      [this](TlsFailure failure, const std::string& detail) {
+        --tls_counters_.in_flight;
+        ++tls_counters_.refused[static_cast<size_t>(failure)];
+        log::warn("feed {}: TLS with {} failed ({}): {}; retrying with backoff", name(), target(),
+                  to_string(failure), detail);
+        failing_logged_ = true;
+        schedule_retry();
+      });
+  if (bridge_->start(copy, config_.address.host) < 0) {
+    --tls_counters_.in_flight;
+    failed(UV_ECONNABORTED);
+  }
 }
 
 void ConnectFeed::failed(int status) {
@@ -107,6 +159,9 @@ void ConnectFeed::connection_ended(int status) {
 
 void ConnectFeed::close_transport() {
   retry_timer_.close();
+  // A handshake in progress is given up; an established TLS connection
+  // is the one being drained.
+  if (bridge_ && bridge_->handshaking()) bridge_.reset();
   if (connect_.pending()) {
     // Closing the handle cancels the connect; the request frees the rest.
     connect_.payload()->close();

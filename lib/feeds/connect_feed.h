@@ -3,11 +3,18 @@
 // backoff (100 ms doubling to 30 s, with up to 50% random jitter so many
 // daemons do not reconnect in lockstep). Logs once per state change, not
 // once per attempt. Never ends by itself.
+//
+// With `tls`, each TCP connection is handed to a TlsBridge (client side:
+// the server's certificate is verified against `ca` and its name); the
+// feed reads the plaintext end once the handshake is done. A failed
+// handshake counts as a failed attempt, and is counted by reason.
 #pragma once
 
 #include <random>
 
 #include "feeds/stream_feed.h"
+#include "uv/tls_acceptor.h"
+#include "uv/tls_bridge.h"
 #include "uv/uv_request.h"
 
 namespace chronomerge {
@@ -20,6 +27,8 @@ class ConnectFeed final : public StreamFeed {
   ConnectFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes);
   bool start() override;
   uint64_t attempts() const { return attempts_; }
+  // Null without TLS.
+  const TlsCounters* tls_counters() const { return tls_ ? &tls_counters_ : nullptr; }
 
  protected:
   void connection_ended(int status) override;
@@ -28,6 +37,7 @@ class ConnectFeed final : public StreamFeed {
  private:
   void connect();
   void connected(std::unique_ptr<Connection> connection);
+  void start_tls(std::unique_ptr<Connection> connection);
   void failed(int status);
   void schedule_retry();
   std::string target() const;
@@ -39,6 +49,11 @@ class ConnectFeed final : public StreamFeed {
   uint64_t attempts_ = 0;
   bool failing_logged_ = false;
   std::minstd_rand jitter_;
+  std::shared_ptr<TlsContext> tls_;
+  TlsCounters tls_counters_;
+  // The TLS connection (freed when the next attempt starts or the feed
+  // goes, never inside its own callbacks).
+  std::unique_ptr<TlsBridge> bridge_;
 };
 
 }  // namespace chronomerge

@@ -8,6 +8,7 @@
 
 #include "feeds/member_name.h"
 #include "merge/merger.h"
+#include "net/tls_context.h"
 #include "uv/uv_error.h"
 
 namespace chronomerge {
@@ -88,12 +89,17 @@ Fleet::~Fleet() {
 
 bool Fleet::start() {
   const bool tcp = config_.type == FeedType::tcp_listen;
+  if (config_.tls) {
+    auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "feed " + name());
+    if (!context) return false;
+    listener_.use_tls(std::move(context), "feed " + name());
+  }
   // A fleet restarting (or a depot's buses all coming back) connects by
   // the thousand at once: a short backlog overflows, and the kernel then
   // drops or resets connections the daemon never sees.
   int rc = listener_.listen(
       host_.loop(), tcp ? &config_.address : nullptr, config_.path,
-      [this](uv_os_sock_t socket) { accepted(socket); },
+      [this](uv_os_sock_t socket, const AcceptedPeer& peer) { accepted(socket, peer); },
       [this](int error, uint64_t count) { accept_failed(error, count); }, backlog);
   address_ = tcp ? listener_.bound_address() : config_.path;
   if (rc < 0) {
@@ -122,14 +128,14 @@ bool Fleet::start() {
   return true;
 }
 
-void Fleet::accepted(uv_os_sock_t socket) {
+void Fleet::accepted(uv_os_sock_t socket, const AcceptedPeer& who) {
   if (draining_) {
     ::close(socket);
     return;
   }
-  std::string peer = peer_address(socket);
+  std::string peer = who.address;
   int error = 0;
-  auto connection = open_accepted(host_.loop(), socket, listener_.is_tcp(), error);
+  auto connection = open_accepted(host_.loop(), socket, error);
   if (!connection) {
     listener_.count_error(error);
     refusal_log_.log(host_.now(), LogLevel::warn, {"feed", name()}, refusals,
@@ -148,6 +154,18 @@ void Fleet::accepted(uv_os_sock_t socket) {
   hellos_.emplace(&hello, std::move(owned));
   if (hellos_.size() >= max_hellos) listener_.hold(true);
 
+  if (options().name_from == FleetConfig::NameFrom::cert_cn) {
+    // The listener requires a verified certificate: its CN is the name,
+    // so a bus cannot speak for another.
+    const std::string cn = who.tls ? who.tls->cert_cn : std::string();
+    if (!valid_member_name(cn)) {
+      return refuse(hello, FleetRefusal::bad_hello,
+                    fmt::format("the certificate's CN {} is not a member name", log::excerpt(cn)));
+    }
+    hello.name = cn;
+    named(hello);
+    return;
+  }
   if (options().name_from == FleetConfig::NameFrom::peer) {
     MemberName name = member_name_from_peer(hello.peer);
     if (!name.ok()) return refuse(hello, FleetRefusal::bad_hello, name.error);

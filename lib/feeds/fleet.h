@@ -148,6 +148,8 @@ class Fleet {
   const std::string& address() const { return address_; }
   const FleetCounters& counters() const { return counters_; }
   const AcceptErrors& accept_errors() const { return listener_.errors(); }
+  // Null unless it listens with TLS.
+  const TlsCounters* tls_counters() const { return listener_.tls_counters(); }
   size_t connected() const { return connected_; }
   // Shared by the members' malformed, late and idle lines.
   log::RateLimiter& feed_log() { return feed_log_; }
@@ -163,7 +165,7 @@ class Fleet {
     uint64_t left_at;  // loop time of the disconnect, while !connected
   };
 
-  void accepted(uv_os_sock_t socket);
+  void accepted(uv_os_sock_t socket, const AcceptedPeer& peer);
   void accept_failed(int error, uint64_t connections);
   static void on_hello_alloc(uv_handle_t* handle, size_t suggested, uv_buf_t* buf);
   static void on_hello_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf);

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "net/tls_context.h"
 #include "uv/uv_error.h"
 
 namespace chronomerge {
@@ -38,9 +39,14 @@ std::string from(const std::string& peer) {
 
 bool ListenFeed::start() {
   bool tcp = config_.type == FeedType::tcp_listen;
+  if (config_.tls) {
+    auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "feed " + name());
+    if (!context) return false;
+    listener_.use_tls(std::move(context), "feed " + name());
+  }
   int rc = listener_.listen(
       host_.loop(), tcp ? &config_.address : nullptr, config_.path,
-      [this](uv_os_sock_t socket) { accepted(socket); },
+      [this](uv_os_sock_t socket, const AcceptedPeer& peer) { accepted(socket, peer.address); },
       [this](int error, uint64_t count) { accept_failed(error, count); });
   address_ = tcp ? listener_.bound_address() : config_.path;
   if (rc < 0) {
@@ -57,14 +63,13 @@ bool ListenFeed::start() {
   return true;
 }
 
-void ListenFeed::accepted(uv_os_sock_t socket) {
+void ListenFeed::accepted(uv_os_sock_t socket, const std::string& peer) {
   if (attached()) {
-    refuse(socket);
+    refuse(socket, peer);
     return;
   }
-  std::string peer = peer_address(socket);
   int error = 0;
-  auto connection = open_accepted(host_.loop(), socket, listener_.is_tcp(), error);
+  auto connection = open_accepted(host_.loop(), socket, error);
   if (!connection) {
     listener_.count_error(error);
     refusal_log_.log(host_.now(), LogLevel::warn, {"feed", name()}, accept_failures,
@@ -83,9 +88,8 @@ void ListenFeed::accepted(uv_os_sock_t socket) {
 // Closing a socket with bytes unread resets the connection: the producer's
 // next write fails instead of vanishing. What it had already sent is
 // counted, not read: a refused producer is not merged at all.
-void ListenFeed::refuse(uv_os_sock_t socket) {
+void ListenFeed::refuse(uv_os_sock_t socket, const std::string& peer) {
   const size_t unread = pending_bytes(socket);
-  const std::string peer = peer_address(socket);
   ::close(socket);
   ++counters_.refused;
   counters_.refused_bytes += unread;

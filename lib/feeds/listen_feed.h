@@ -33,14 +33,16 @@ class ListenFeed final : public StreamFeed {
   // Bytes refused producers had sent before they were refused (discarded).
   uint64_t refused_bytes() const { return counters_.refused_bytes; }
   const AcceptErrors& accept_errors() const { return listener_.errors(); }
+  // Null unless it listens with TLS.
+  const TlsCounters* tls_counters() const { return listener_.tls_counters(); }
 
  protected:
   void connection_ended(int status) override;
   void close_transport() override;
 
  private:
-  void accepted(uv_os_sock_t socket);
-  void refuse(uv_os_sock_t socket);
+  void accepted(uv_os_sock_t socket, const std::string& peer);
+  void refuse(uv_os_sock_t socket, const std::string& peer);
   void accept_failed(int error, uint64_t connections);
   // Arms the timer that writes the rate limiters' summaries on time.
   void schedule_summary();

@@ -30,7 +30,7 @@ struct HttpServer::Connection {
   HttpServer& server;
   std::list<std::unique_ptr<Connection>>::iterator position;  // in server.connections_
   uint64_t accepted_at = 0;                                   // loop time
-  UvHandle<uv_tcp_t> tcp;
+  UvHandle<AnyStream> stream;  // TCP, or a TLS listener's plaintext end
   UvHandle<uv_timer_t> timer;
   UvRequest<uv_write_t, std::string> write;  // the response
   UvRequest<uv_shutdown_t> shutdown;
@@ -100,12 +100,18 @@ HttpServer::~HttpServer() {
   closed_connections_.clear();
 }
 
+void HttpServer::use_tls(std::shared_ptr<const TlsContext> context) {
+  listener_.use_tls(std::move(context), "metrics");
+  scheme_ = "https";
+}
+
 bool HttpServer::start() {
   // A long backlog: while a flood of connections fills it, a health check's
   // SYN is dropped and retried only after a second (the kernel caps it at
   // net.core.somaxconn).
   int rc = listener_.listen(
-      loop_, &listen_, std::string(), [this](uv_os_sock_t socket) { accepted(socket); },
+      loop_, &listen_, std::string(),
+      [this](uv_os_sock_t socket, const AcceptedPeer&) { accepted(socket); },
       [this](int error, uint64_t connections) { accept_failed(error, connections); }, backlog);
   if (rc < 0) {
     log::error("metrics: cannot listen on {}: {}", to_string(listen_), uv_error_text(rc));
@@ -119,7 +125,7 @@ bool HttpServer::start() {
     // A summary is not worth keeping the loop alive for.
     uv_unref(summary_timer_.base());
   }
-  log::info("metrics: listening on http://{}", address_);
+  log::info("metrics: listening on {}://{}", scheme_, address_);
   return true;
 }
 
@@ -152,17 +158,19 @@ void HttpServer::accepted(uv_os_sock_t socket) {
   closed_connections_.clear();
   auto owned = std::make_unique<Connection>(*this);
   Connection* c = owned.get();
-  if (uv_tcp_init(loop_, c->tcp.get()) < 0) {
+  const bool tcp = is_tcp_socket(socket);
+  AnyStream& stream = *c->stream.get();
+  if ((tcp ? uv_tcp_init(loop_, &stream.tcp) : uv_pipe_init(loop_, &stream.pipe, 0)) < 0) {
     // Cannot happen in practice (no socket is created for AF_UNSPEC).
     ::close(socket);
     return;
   }
-  c->tcp.initialized(c);
+  c->stream.initialized(c);
   uv_timer_init(loop_, c->timer.get());  // cannot fail
   c->timer.initialized(c);
   c->position = connections_.insert(connections_.end(), std::move(owned));
   c->accepted_at = uv_now(loop_);
-  int rc = uv_tcp_open(c->tcp.get(), socket);
+  int rc = tcp ? uv_tcp_open(&stream.tcp, socket) : uv_pipe_open(&stream.pipe, socket);
   if (rc < 0) {
     ::close(socket);
     listener_.count_error(rc);
@@ -173,7 +181,7 @@ void HttpServer::accepted(uv_os_sock_t socket) {
   ++counters_.connections;
   uv_timer_start(c->timer.get(), on_timeout, timeouts_.head_ms, 0);
   rc = uv_read_start(
-      c->tcp.stream(),
+      c->stream.stream(),
       [](uv_handle_t* handle, size_t, uv_buf_t* buf) {
         auto* connection = static_cast<Connection*>(handle->data);
         *buf = uv_buf_init(connection->buffer, sizeof(connection->buffer));
@@ -234,7 +242,7 @@ void HttpServer::update_hold() {
 // reads only when told the socket is readable.
 void HttpServer::read_now(Connection& c) {
   uv_os_fd_t fd;
-  if (uv_fileno(c.tcp.base(), &fd) != 0) return;
+  if (uv_fileno(c.stream.base(), &fd) != 0) return;
   while (!c.closing && !c.responded && !c.peer_eof) {
     ssize_t n = ::recv(fd, c.buffer, sizeof(c.buffer), MSG_DONTWAIT);
     if (n > 0) {
@@ -305,7 +313,7 @@ void HttpServer::received(Connection& c, ssize_t nread) {
       return;
     }
     c.peer_eof = true;
-    uv_read_stop(c.tcp.stream());
+    uv_read_stop(c.stream.stream());
     if (c.responded) {
       // The client has read the response and gone (or gave up on it).
       if (c.shut_down) close_connection(c);
@@ -371,7 +379,7 @@ void HttpServer::respond(Connection& c, int status, std::string_view content_typ
   int rc = c.write.start(std::move(bytes), [&](uv_write_t* req, uv_write_cb callback) {
     std::string& response = c.write.payload();
     uv_buf_t buf = uv_buf_init(response.data(), static_cast<unsigned>(response.size()));
-    return uv_write(req, c.tcp.stream(), &buf, 1, callback);
+    return uv_write(req, c.stream.stream(), &buf, 1, callback);
   });
   if (rc < 0) {
     close_connection(c);
@@ -388,7 +396,7 @@ void HttpServer::written(Connection& c, ssize_t status) {
     return;
   }
   int rc = c.shutdown.start(NoPayload{}, [&](uv_shutdown_t* req, uv_shutdown_cb callback) {
-    return uv_shutdown(req, c.tcp.stream(), callback);
+    return uv_shutdown(req, c.stream.stream(), callback);
   });
   if (rc < 0) close_connection(c);
 }
@@ -441,7 +449,7 @@ void HttpServer::on_timeout(uv_timer_t* timer) {
 void HttpServer::close_connection(Connection& c) {
   if (c.closing) return;
   c.closing = true;
-  c.tcp.close();
+  c.stream.close();
   c.timer.close();
   c.write.detach();
   c.shutdown.detach();

@@ -107,6 +107,9 @@ class HttpServer {
   static constexpr uint64_t min_idle_ms = 10;
 
   HttpServer(uv_loop_t* loop, HostPort listen, Handler handler, Timeouts timeouts = {});
+  // Serves HTTPS (see Listener::use_tls). REQUIRES: before start().
+  void use_tls(std::shared_ptr<const TlsContext> context);
+  const TlsCounters* tls_counters() const { return listener_.tls_counters(); }
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -169,6 +172,7 @@ class HttpServer {
   Timeouts timeouts_;
   Listener listener_;
   std::string address_;
+  std::string scheme_ = "http";
   // Open connections, oldest first (eviction order), and those closed but
   // not yet freed (see close_connection()).
   std::list<std::unique_ptr<Connection>> connections_;

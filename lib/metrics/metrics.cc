@@ -334,6 +334,36 @@ void render_fleets(Exposition& x, const MetricsSnapshot& snapshot) {
   }
 }
 
+void render_tls(Exposition& x, const MetricsSnapshot& snapshot, double wall_clock_seconds) {
+  if (snapshot.tls.empty()) return;
+  x.family("chronomerge_tls_connections_total", "counter",
+           "TLS handshakes completed (and peers verified), by listener.");
+  for (const auto& [listener, tls] : snapshot.tls) {
+    x.sample({{"listener", listener}}, tls.connections);
+  }
+  x.family("chronomerge_tls_refused_total", "counter",
+           "TLS connections refused, by reason: handshake (not TLS, a protocol error, a "
+           "timeout) or cert (a peer certificate missing, expired or from another CA).");
+  for (const auto& [listener, tls] : snapshot.tls) {
+    for (TlsFailure reason : {TlsFailure::handshake, TlsFailure::cert}) {
+      x.sample({{"listener", listener}, {"reason", to_string(reason)}},
+               tls.refused[static_cast<size_t>(reason)]);
+    }
+  }
+  x.family("chronomerge_tls_handshakes_in_flight", "gauge", "TLS handshakes in progress.");
+  for (const auto& [listener, tls] : snapshot.tls) {
+    x.sample({{"listener", listener}}, tls.in_flight);
+  }
+  x.family("chronomerge_tls_certificate_expiry_seconds", "gauge",
+           "Seconds until the certificate the listener presents expires (negative: expired).");
+  for (const auto& [listener, tls] : snapshot.tls) {
+    if (tls.certificate_expiry) {
+      x.sample({{"listener", listener}},
+               static_cast<double>(*tls.certificate_expiry) - wall_clock_seconds);
+    }
+  }
+}
+
 void render_merger(Exposition& x, const MetricsSnapshot& snapshot, double wall_clock_seconds) {
   const KeyType key_type = snapshot.key_type;
 
@@ -552,6 +582,7 @@ std::string render_metrics(const MetricsSnapshot& snapshot, const MetricsExtras&
   Exposition x;
   render_feeds(x, snapshot);
   render_fleets(x, snapshot);
+  render_tls(x, snapshot, wall_clock_seconds);
   render_merger(x, snapshot, wall_clock_seconds);
   render_sinks(x, snapshot);
   render_accept_errors(x, snapshot);

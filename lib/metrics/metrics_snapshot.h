@@ -94,6 +94,8 @@ struct MetricsSnapshot {
   std::vector<std::pair<std::string, SinkCounters>> sinks;  // by output name
   // By listener: "feed/NAME", "output/NAME".
   std::vector<std::pair<std::string, AcceptErrors>> accept_errors;
+  // TLS, by listener or connector ("feed/NAME", "output/NAME", "metrics").
+  std::vector<std::pair<std::string, TlsCounters>> tls;
   std::optional<DeadLetter::Counters> deadletter;  // when configured
 };
 

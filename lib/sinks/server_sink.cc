@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "metrics/http_request.h"
+#include "net/tls_context.h"
 #include "output/resume_request.h"
 #include "uv/uv_error.h"
 
@@ -70,8 +71,7 @@ std::string_view http_reason(int status) {
   return "Error";
 }
 
-std::string peer_name(uv_os_sock_t socket, uint64_t id) {
-  std::string peer = peer_address(socket);
+std::string peer_name(const std::string& peer, uint64_t id) {
   return peer.empty() ? fmt::format("#{}", id) : fmt::format("#{} {}", id, peer);
 }
 
@@ -91,9 +91,14 @@ ServerSink::~ServerSink() {
 
 bool ServerSink::start() {
   bool tcp = config_.type == OutputType::tcp_listen || http_;
+  if (config_.tls) {
+    auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "output " + name());
+    if (!context) return false;
+    listener_.use_tls(std::move(context), "output " + name());
+  }
   int rc = listener_.listen(
       loop_, tcp ? &config_.address : nullptr, config_.path,
-      [this](uv_os_sock_t socket) { accepted(socket); },
+      [this](uv_os_sock_t socket, const AcceptedPeer& peer) { accepted(socket, peer); },
       [this](int error, uint64_t count) { accept_failed(error, count); });
   address_ = tcp ? listener_.bound_address() : config_.path;
   if (rc < 0) {
@@ -112,9 +117,9 @@ bool ServerSink::start() {
   return true;
 }
 
-void ServerSink::accepted(uv_os_sock_t socket) {
+void ServerSink::accepted(uv_os_sock_t socket, const AcceptedPeer& who) {
   uint64_t id = next_client_id_++;
-  std::string peer = peer_name(socket, id);
+  std::string peer = peer_name(who.address, id);
   if (counters_.clients >= config_.max_clients || output_.ended()) {
     // Nothing was read from it: closing sends an orderly end of stream.
     ::close(socket);
@@ -131,7 +136,7 @@ void ServerSink::accepted(uv_os_sock_t socket) {
     return;
   }
   int error = 0;
-  auto stream = open_accepted(loop_, socket, listener_.is_tcp(), error);
+  auto stream = open_accepted(loop_, socket, error);
   if (!stream) {
     listener_.count_error(error);
     refusal_log_.log(uv_now(loop_), LogLevel::warn, {"output", name()}, accept_failures,

@@ -51,10 +51,12 @@ class ServerSink final : public Sink {
   SinkCounters counters() const override;
   const std::string& address() const { return address_; }
   const AcceptErrors& accept_errors() const { return listener_.errors(); }
+  // Null unless it listens with TLS.
+  const TlsCounters* tls_counters() const { return listener_.tls_counters(); }
 
  private:
   struct Client;
-  void accepted(uv_os_sock_t socket);
+  void accepted(uv_os_sock_t socket, const AcceptedPeer& peer);
   void accept_failed(int error, uint64_t connections);
   // Arms the timer that writes the rate limiters' summaries on time.
   void schedule_summary();

@@ -87,6 +87,21 @@ int Listener::listen(uv_loop_t* loop, const HostPort* tcp, const std::string& un
     close();
     return rc;
   }
+  if (tls_context_) {
+    tls_ = std::make_unique<TlsAcceptor>(
+        loop, tls_context_, tls_name_,
+        [this](uv_os_sock_t plaintext, const std::string& address, const TlsPeer& peer) {
+          on_accept_(plaintext, AcceptedPeer{address, peer});
+        },
+        [this](bool on) {
+          tls_held_ = on;
+          if (on) {
+            if (poll_.open()) uv_poll_stop(poll_.get());
+          } else {
+            watch();
+          }
+        });
+  }
   rc = uv_poll_init_socket(loop, poll_.get(), fd_);
   if (rc == 0) {
     poll_.initialized(this);
@@ -100,7 +115,13 @@ int Listener::listen(uv_loop_t* loop, const HostPort* tcp, const std::string& un
   return rc;
 }
 
+void Listener::use_tls(std::shared_ptr<const TlsContext> context, std::string name) {
+  tls_context_ = std::move(context);
+  tls_name_ = std::move(name);
+}
+
 void Listener::close() {
+  if (tls_) tls_->stop();
   if (fd_ < 0) {
     closed_ = true;
     return;
@@ -129,13 +150,17 @@ void Listener::on_readable(uv_poll_t* handle, int, int) {
 }
 
 void Listener::accept_ready() {
-  for (int i = 0; i < accepts_per_turn && !closed_ && !held_; ++i) {
+  for (int i = 0; i < accepts_per_turn && !closed_ && !held_ && !tls_held_; ++i) {
     int socket = ::accept4(fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (socket >= 0) {
       // A reserve lost to a race while shedding is taken back as soon as
       // descriptors are free again.
       if (reserved_fd < 0) reserve_fd();
-      on_accept_(socket);  // may close this listener
+      if (tls_) {
+        tls_->accept(socket, peer_address(socket));
+      } else {
+        on_accept_(socket, AcceptedPeer{peer_address(socket), std::nullopt});  // may close this
+      }
       continue;
     }
     int error = errno;
@@ -209,7 +234,7 @@ void Listener::hold(bool on) {
 }
 
 void Listener::watch() {
-  if (closed_ || held_ || !poll_.open()) return;
+  if (closed_ || held_ || tls_held_ || !poll_.open()) return;
   if (retry_.open() && uv_is_active(retry_.base())) return;  // paused: the timer comes back
   uv_poll_start(poll_.get(), UV_READABLE, on_readable);
 }
@@ -225,8 +250,16 @@ std::string accept_loss_text(uint64_t connections) {
   return fmt::format(" ({} connections closed at once)", connections);
 }
 
-std::unique_ptr<UvHandle<AnyStream>> open_accepted(uv_loop_t* loop, uv_os_sock_t socket, bool tcp,
+bool is_tcp_socket(uv_os_sock_t socket) {
+  sockaddr_storage local{};
+  socklen_t length = sizeof(local);
+  return ::getsockname(socket, reinterpret_cast<sockaddr*>(&local), &length) == 0 &&
+         (local.ss_family == AF_INET || local.ss_family == AF_INET6);
+}
+
+std::unique_ptr<UvHandle<AnyStream>> open_accepted(uv_loop_t* loop, uv_os_sock_t socket,
                                                    int& error) {
+  const bool tcp = is_tcp_socket(socket);
   auto client = std::make_unique<UvHandle<AnyStream>>();
   error =
       tcp ? uv_tcp_init(loop, &client->get()->tcp) : uv_pipe_init(loop, &client->get()->pipe, 0);

@@ -8,10 +8,12 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "net/host_port.h"
 #include "uv/any_stream.h"
+#include "uv/tls_acceptor.h"
 #include "uv/uv_error.h"
 #include "uv/uv_handle.h"
 
@@ -19,6 +21,12 @@ namespace chronomerge {
 
 // Failures to accept connections, by libuv error name ("EMFILE").
 using AcceptErrors = std::map<std::string, uint64_t, std::less<>>;
+
+// Who connected.
+struct AcceptedPeer {
+  std::string address;         // "127.0.0.1:5000"; empty for Unix sockets
+  std::optional<TlsPeer> tls;  // on a TLS listener: the handshake's outcome
+};
 
 // A Listener accepts its connections itself, so that its owner sees
 // every failure to accept.
@@ -44,7 +52,9 @@ class Listener {
  public:
   // A new connection: a connected socket, non-blocking and close-on-exec,
   // which the callee now owns (open it with open_accepted(), or close it).
-  using AcceptCallback = std::function<void(uv_os_sock_t socket)>;
+  // On a TLS listener it is the plaintext end of a TlsBridge (a Unix
+  // stream socket), handed over once the handshake is done.
+  using AcceptCallback = std::function<void(uv_os_sock_t socket, const AcceptedPeer& peer)>;
   // Accepting failed with `error` (a libuv error such as UV_EMFILE);
   // `connections` is how many were lost to it (closed at once), already
   // counted in errors(). 0 when none was: without a reserve to release, or
@@ -68,8 +78,16 @@ class Listener {
   // REQUIRES: called at most once.
   int listen(uv_loop_t* loop, const HostPort* tcp, const std::string& unix_path,
              AcceptCallback on_accept, ErrorCallback on_error, int backlog = 128);
+  // Makes this a TLS listener: every connection is handed over only after
+  // its handshake (see TlsAcceptor). `name` names it in logs. REQUIRES:
+  // before listen().
+  void use_tls(std::shared_ptr<const TlsContext> context, std::string name);
+  // The TLS side's counts; null on a plaintext listener.
+  const TlsCounters* tls_counters() const { return tls_ ? &tls_->counters() : nullptr; }
+
   // Stops accepting and closes the socket (a Unix socket's file is
-  // removed). Idempotent; no callback runs afterwards.
+  // removed); TLS handshakes in flight fail, established TLS connections
+  // live on until they end. Idempotent; no callback runs afterwards.
   void close();
 
   // Holding: no connection is accepted (they wait in the kernel's backlog)
@@ -106,7 +124,11 @@ class Listener {
   ErrorCallback on_error_;
   AcceptErrors errors_;
   bool held_ = false;
+  bool tls_held_ = false;  // too many TLS handshakes in flight
   bool closed_ = false;
+  std::shared_ptr<const TlsContext> tls_context_;
+  std::string tls_name_;
+  std::unique_ptr<TlsAcceptor> tls_;  // last: its bridges go first
 };
 
 // Opens a socket from Listener as a stream of the matching kind (TCP with
@@ -116,7 +138,13 @@ class Listener {
 // at once)", " (the connections wait)" or nothing for one lost connection.
 std::string accept_loss_text(uint64_t connections);
 
-std::unique_ptr<UvHandle<AnyStream>> open_accepted(uv_loop_t* loop, uv_os_sock_t socket, bool tcp,
+// Whether `socket` is a TCP socket (else a Unix one: a Unix listener's, or
+// a TLS listener's plaintext end).
+bool is_tcp_socket(uv_os_sock_t socket);
+
+// `socket` is TCP or a Unix stream socket (a TLS listener's plaintext
+// end); which one is asked of the socket.
+std::unique_ptr<UvHandle<AnyStream>> open_accepted(uv_loop_t* loop, uv_os_sock_t socket,
                                                    int& error);
 
 // The peer of an accepted TCP socket ("127.0.0.1:5000"); empty if unknown

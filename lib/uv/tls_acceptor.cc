@@ -1,0 +1,110 @@
+#include "uv/tls_acceptor.h"
+
+#include <unistd.h>
+
+namespace chronomerge {
+
+namespace {
+constexpr uint64_t tick_ms = 100;
+constexpr std::string_view refusals = "TLS refusals";
+}  // namespace
+
+TlsAcceptor::TlsAcceptor(uv_loop_t* loop, std::shared_ptr<const TlsContext> context,
+                         std::string name, Deliver deliver, Hold hold)
+    : loop_(loop),
+      context_(std::move(context)),
+      name_(std::move(name)),
+      deliver_(std::move(deliver)),
+      hold_(std::move(hold)) {
+  counters_.certificate_expiry = context_->expires_at();
+  for (const std::string& warning : context_->warnings()) log::warn("{}: {}", name_, warning);
+  if (uv_timer_init(loop_, timer_.get()) == 0) {
+    timer_.initialized(this);
+    uv_timer_start(
+        timer_.get(),
+        [](uv_timer_t* timer) {
+          if (auto* self = static_cast<TlsAcceptor*>(timer->data)) self->on_timer();
+        },
+        tick_ms, tick_ms);
+    uv_unref(timer_.base());
+  }
+}
+
+TlsAcceptor::~TlsAcceptor() {
+  timer_.close();
+  entries_.clear();  // bridges close their handles
+}
+
+void TlsAcceptor::accept(uv_os_sock_t socket, std::string address) {
+  if (stopped_) {
+    ::close(socket);
+    return;
+  }
+  entries_.emplace_back();
+  Entry& entry = entries_.back();
+  entry.address = std::move(address);
+  entry.deadline = uv_now(loop_) + context_->config().handshake_timeout_ms;
+  ++counters_.in_flight;
+  if (counters_.in_flight >= context_->config().max_handshakes && !holding_) {
+    holding_ = true;
+    hold_(true);
+  }
+  entry.bridge = std::make_unique<TlsBridge>(
+      loop_, context_,
+      [this, &entry](uv_os_sock_t plaintext, const TlsPeer& peer) {
+        handshake_over(entry);
+        ++counters_.connections;
+        deliver_(plaintext, entry.address, peer);
+      },
+      [this, &entry](TlsFailure failure, const std::string& detail) {
+        handshake_over(entry);
+        ++counters_.refused[static_cast<size_t>(failure)];
+        log_.log(uv_now(loop_), LogLevel::warn, {"listener", name_}, refusals,
+                 "{}: TLS refused a connection from {} ({}): {}", name_, entry.address,
+                 to_string(failure), detail);
+      });
+  if (entry.bridge->start(socket) < 0) {
+    handshake_over(entry);
+    ++counters_.refused[static_cast<size_t>(TlsFailure::handshake)];
+  }
+}
+
+void TlsAcceptor::handshake_over(Entry& entry) {
+  if (entry.counted) return;
+  entry.counted = true;
+  --counters_.in_flight;
+  if (holding_ && counters_.in_flight < context_->config().max_handshakes / 2 + 1) {
+    holding_ = false;
+    hold_(false);
+  }
+}
+
+// The timer now keeps the loop running until the last bridge is done (the
+// owners close their ends as they stop), then closes: a daemon that exits
+// leaves no handle open.
+void TlsAcceptor::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  for (Entry& entry : entries_) {
+    if (entry.bridge->handshaking()) entry.bridge->time_out();
+  }
+  if (timer_.open()) uv_ref(timer_.base());
+  reap();
+}
+
+// Handshakes past their deadline fail; bridges that are done go.
+void TlsAcceptor::on_timer() {
+  const uint64_t now = uv_now(loop_);
+  for (Entry& entry : entries_) {
+    if (entry.bridge->handshaking() && now >= entry.deadline) entry.bridge->time_out();
+  }
+  reap();
+  log_.flush(now);
+}
+
+void TlsAcceptor::reap() {
+  std::erase_if(entries_, [](const Entry& entry) { return entry.bridge->done(); });
+  if (stopped_ && entries_.empty()) timer_.close();
+}
+
+}  // namespace chronomerge
