@@ -14,6 +14,7 @@
 # Usage: bash bench/tls.sh [--quick]
 #   --quick   1 round, small sizes: a smoke test of the script itself (~40 s)
 # Environment:
+#   CASES          which cases to run (default "a b")
 #   CHRONOMERGE    daemon binary, a Release build (default:
 #                  <repo>/build/daemon/chronomerge)
 #   LOADGEN        load generator (default: <repo>/build/bench/chronomerge_loadgen)
@@ -28,6 +29,8 @@
 #                  connected well past the 5 s target, so that the daemon
 #                  can count them all at once)
 #   PROBE_MS       interval of the loop-stall probe, ms (default 10)
+#   B_TLS          a JSON object merged into the fleet's "tls" in case b, e.g.
+#                  '{"max_handshakes": 32}' (default: none)
 #   JOBS           parallel openssl processes making certificates (default 2)
 #
 # Certificates (made with the openssl CLI under bench/data/tls/, and kept
@@ -85,6 +88,12 @@ else
   RECORDS=${RECORDS:-1000000}
   MEMBERS=${MEMBERS:-1000}
 fi
+CASES=${CASES:-a b}
+[[ $CASES =~ ^\ *(a|b)(\ +(a|b))*\ *$ ]] || die "CASES must be \"a\", \"b\" or \"a b\", got '$CASES'"
+RUN_A=0
+RUN_B=0
+[[ " $CASES " == *" a "* ]] && RUN_A=1
+[[ " $CASES " == *" b "* ]] && RUN_B=1
 MEMBER_RATE=${MEMBER_RATE:-1}
 MEMBER_SECONDS=${MEMBER_SECONDS:-10}
 PROBE_MS=${PROBE_MS:-10}
@@ -213,7 +222,7 @@ run_a() {
     "$RUN_DIR/a-$transport-r$round" transport="\"$transport\"" round="$round"
 }
 
-for ((round = 1; round <= ROUNDS; round++)); do
+for ((round = 1; round <= ROUNDS * RUN_A; round++)); do
   # Alternate which goes first, so that a drift in the machine's load does
   # not always favour the same one.
   if ((round % 2)); then
@@ -227,11 +236,37 @@ done
 
 # --- case b: an mTLS fleet connecting at once ----------------------------------------
 
-B_DIR="$RUN_DIR/b-fleet"
-mkdir -p "$B_DIR"
-CFG="$B_DIR/config.json"
-LOG="$B_DIR/daemon.log"
-python3 - "$CFG" "$MEMBERS" "$TLS_DIR" << 'PY'
+# Descriptors the daemon may hold beyond its count before the members once
+# they have left: the monitor's and the probe's short HTTP connections.
+FD_SLACK=2
+
+# port_from_log WHAT: the port of the daemon's "WHAT: listening on ADDR"
+# line (the metrics address is http://HOST:PORT).
+port_from_log() {
+  local line i
+  for ((i = 0; i < 50; i++)); do
+    if line=$(grep -m1 -o "$1: listening on [^ ]*" "$LOG"); then
+      echo "${line##*:}"
+      return 0
+    fi
+    sleep 0.1
+  done
+  die "no '$1: listening on' line in $LOG"
+}
+
+# fd_count: the daemon's open descriptors.
+fd_count() {
+  local fds=("/proc/$DAEMON_PID/fd/"*)
+  echo "${#fds[@]}"
+}
+
+# run_b: case b. Sets the B_* and FDS_* figures the report reads.
+run_b() {
+  B_DIR="$RUN_DIR/b-fleet"
+  mkdir -p "$B_DIR"
+  CFG="$B_DIR/config.json"
+  LOG="$B_DIR/daemon.log"
+  B_TLS=${B_TLS:-} python3 - "$CFG" "$MEMBERS" "$TLS_DIR" << 'PY'
 import json, os, sys
 path, members, certs = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 config = {
@@ -249,54 +284,37 @@ config = {
                  "slow_client": "block"}],
     "metrics": {"listen": "127.0.0.1:0"},
 }
+config["feeds"][0]["tls"].update(json.loads(os.environ.get("B_TLS") or "{}"))
 with open(path, "w") as f:
     json.dump(config, f, indent=1)
     f.write("\n")
 PY
 
-note "[fleet] $MEMBERS mTLS members connecting at once, then $MEMBER_RATE records/s each for ${MEMBER_SECONDS}s -> daemon -> 1 client ..."
-start_daemon "$CHRONOMERGE" "$CFG" "$LOG"
+  note "[fleet] $MEMBERS mTLS members connecting at once, then $MEMBER_RATE records/s each for ${MEMBER_SECONDS}s -> daemon -> 1 client ..."
+  start_daemon "$CHRONOMERGE" "$CFG" "$LOG"
 
-# port_from_log WHAT: the port of the daemon's "WHAT: listening on ADDR"
-# line (the metrics address is http://HOST:PORT).
-port_from_log() {
-  local line i
-  for ((i = 0; i < 50; i++)); do
-    if line=$(grep -m1 -o "$1: listening on [^ ]*" "$LOG"); then
-      echo "${line##*:}"
-      return 0
-    fi
-    sleep 0.1
-  done
-  die "no '$1: listening on' line in $LOG"
-}
-FEED_PORT=$(port_from_log "feed buses")
-OUT_PORT=$(port_from_log "output clients")
-METRICS_PORT=$(port_from_log "metrics")
-PER_MEMBER=$((MEMBER_RATE * MEMBER_SECONDS))
-TOTAL=$((MEMBERS * PER_MEMBER))
+  FEED_PORT=$(port_from_log "feed buses")
+  OUT_PORT=$(port_from_log "output clients")
+  METRICS_PORT=$(port_from_log "metrics")
+  PER_MEMBER=$((MEMBER_RATE * MEMBER_SECONDS))
+  TOTAL=$((MEMBERS * PER_MEMBER))
 
-# The client: done at the first end marker; the SIGTERM drain delivers the
-# others. Members stamp the wall clock, so keys tie: equal keys must come
-# in member-name order.
-"$LOADGEN" consume --connect "127.0.0.1:$OUT_PORT" --expect "$TOTAL" --expect-markers 1 \
-  --until-eof --ties-by-vehicle --timeout $((MEMBER_SECONDS * 2 + 120)) \
-  --ready-file "$B_DIR/client.ready" --done-file "$B_DIR/client.done" \
-  > "$B_DIR/client.json" 2> "$B_DIR/client.err" &
-CONSUMER=$!
-wait_files "$B_DIR/client.ready"
-wait_clients "$METRICS_PORT" 1
+  # The client: done at the first end marker; the SIGTERM drain delivers the
+  # others. Members stamp the wall clock, so keys tie: equal keys must come
+  # in member-name order.
+  "$LOADGEN" consume --connect "127.0.0.1:$OUT_PORT" --expect "$TOTAL" --expect-markers 1 \
+    --until-eof --ties-by-vehicle --timeout $((MEMBER_SECONDS * 2 + 120)) \
+    --ready-file "$B_DIR/client.ready" --done-file "$B_DIR/client.done" \
+    > "$B_DIR/client.json" 2> "$B_DIR/client.err" &
+  CONSUMER=$!
+  wait_files "$B_DIR/client.ready"
+  wait_clients "$METRICS_PORT" 1
 
-# fd_count: the daemon's open descriptors.
-fd_count() {
-  local fds=("/proc/$DAEMON_PID/fd/"*)
-  echo "${#fds[@]}"
-}
-
-# The monitor: every 0.1 s until the daemon counts every member, then
-# every 0.5 s, one JSON object a line: the fleet's and the listener's TLS
-# metrics, the daemon's VmRSS and open descriptors.
-python3 - "$METRICS_PORT" "$DAEMON_PID" "$MEMBERS" "$B_DIR/timeline.jsonl" "$B_DIR/monitor.stop" << 'PY' &
+  # The monitor: every 0.1 s until the daemon counts every member, then
+  # every 0.5 s, one JSON object a line: the fleet's and the listener's TLS
+  # metrics, the daemon's VmRSS, open descriptors and CPU ticks, and the
+  # machine's busy and total jiffies.
+  python3 - "$METRICS_PORT" "$DAEMON_PID" "$MEMBERS" "$B_DIR/timeline.jsonl" "$B_DIR/monitor.stop" << 'PY' &
 import json, os, re, sys, time, urllib.request
 port, pid, members, out, stop = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 wanted = re.compile(r'^chronomerge_(fleet_members|fleet_members_joined_total|fleet_members_left_total'
@@ -309,9 +327,12 @@ with open(out, "w") as f:
         try:
             status = open("/proc/%s/status" % pid).read()
             fds = len(os.listdir("/proc/%s/fd" % pid))
+            stat = open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
         except OSError:
             break  # the daemon is gone
         rss = int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1))
+        with open("/proc/stat") as s:
+            v = [int(x) for x in s.readline().split()[1:]]
         m, took = {}, None
         try:
             body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % port, timeout=5).read().decode()
@@ -320,58 +341,59 @@ with open(out, "w") as f:
                 m[name + ("." + reason if reason else "")] = float(value)
         except (OSError, ValueError):
             pass
-        f.write(json.dumps({"t": t, "rss_kib": rss, "fds": fds, "m": m, "metrics_s": took}) + "\n")
+        f.write(json.dumps({"t": t, "rss_kib": rss, "fds": fds, "m": m, "metrics_s": took,
+                            "cpu": int(stat[11]) + int(stat[12]),
+                            "busy": sum(v) - v[3] - v[4], "total": sum(v)}) + "\n")
         f.flush()
         counted = counted or m.get("fleet_members", 0) >= members
         time.sleep(max(0.0, (0.5 if counted else 0.1) - (time.time() - t)))
 PY
-MONITOR=$!
+  MONITOR=$!
 
-# The probe, from 1 s before the members (a baseline) to their end.
-"$LOADGEN" probe --connect "127.0.0.1:$METRICS_PORT" --path /healthz --interval-ms "$PROBE_MS" \
-  --stop-file "$B_DIR/probe.stop" --raw-out "$B_DIR/probe.txt" \
-  > "$B_DIR/probe.json" 2> "$B_DIR/probe.err" &
-PROBE=$!
-sleep 1
-FDS_BEFORE=$(fd_count)
-RSS_BEFORE_KIB=$(status_kib "$DAEMON_PID" VmRSS)
-CPU_BEFORE=$(cpu_ticks "$DAEMON_PID")
-"$LOADGEN" fleet --connect "127.0.0.1:$FEED_PORT" --members "$MEMBERS" --rate "$MEMBER_RATE" \
-  --duration "$MEMBER_SECONDS" --tls-ca "$TLS_DIR/ca.crt" --tls-cert-dir "$TLS_DIR/members" \
-  > "$B_DIR/fleet.json" 2> "$B_DIR/fleet.err" &
-FLEET=$!
-while kill -0 "$FLEET" 2> /dev/null; do
-  kill -0 "$DAEMON_PID" 2> /dev/null || break
-  sleep 0.2
-done
-FLEET_RC=0
-wait "$FLEET" 2> /dev/null || FLEET_RC=$?
-touch "$B_DIR/probe.stop"
-# Every member has sent its end marker: the client has everything at once.
-for ((i = 0; i < 300; i++)); do
-  [[ -e $B_DIR/client.done ]] && break
-  kill -0 "$CONSUMER" 2> /dev/null || break
-  kill -0 "$DAEMON_PID" 2> /dev/null || break
-  sleep 0.1
-done
-CPU_AFTER=$(cpu_ticks "$DAEMON_PID" 2> /dev/null || echo "$CPU_BEFORE")
-# Every member has closed its connection: the daemon's descriptors must
-# come back to their count before the members (up to 10 s), give or take
-# FD_SLACK for the monitor's and the probe's short HTTP connections.
-FD_SLACK=2
-FDS_AFTER=-1
-for ((i = 0; i < 50; i++)); do
-  kill -0 "$DAEMON_PID" 2> /dev/null || break
-  FDS_AFTER=$(fd_count)
-  ((FDS_AFTER <= FDS_BEFORE + FD_SLACK)) && break
-  sleep 0.2
-done
-HWM_KIB=$(status_kib "$DAEMON_PID" VmHWM)
-touch "$B_DIR/monitor.stop"
-wait "$MONITOR" 2> /dev/null || true
-wait "$PROBE" 2> /dev/null || true
-# Kept for inspection: the metrics, and which descriptors were open.
-python3 - "$METRICS_PORT" "$B_DIR" << 'PY' || true
+  # The probe, from 1 s before the members (a baseline) to their end.
+  "$LOADGEN" probe --connect "127.0.0.1:$METRICS_PORT" --path /healthz --interval-ms "$PROBE_MS" \
+    --stop-file "$B_DIR/probe.stop" --raw-out "$B_DIR/probe.txt" \
+    > "$B_DIR/probe.json" 2> "$B_DIR/probe.err" &
+  PROBE=$!
+  sleep 1
+  FDS_BEFORE=$(fd_count)
+  RSS_BEFORE_KIB=$(status_kib "$DAEMON_PID" VmRSS)
+  CPU_BEFORE=$(cpu_ticks "$DAEMON_PID")
+  "$LOADGEN" fleet --connect "127.0.0.1:$FEED_PORT" --members "$MEMBERS" --rate "$MEMBER_RATE" \
+    --duration "$MEMBER_SECONDS" --tls-ca "$TLS_DIR/ca.crt" --tls-cert-dir "$TLS_DIR/members" \
+    > "$B_DIR/fleet.json" 2> "$B_DIR/fleet.err" &
+  FLEET=$!
+  while kill -0 "$FLEET" 2> /dev/null; do
+    kill -0 "$DAEMON_PID" 2> /dev/null || break
+    sleep 0.2
+  done
+  FLEET_RC=0
+  wait "$FLEET" 2> /dev/null || FLEET_RC=$?
+  touch "$B_DIR/probe.stop"
+  # Every member has sent its end marker: the client has everything at once.
+  for ((i = 0; i < 300; i++)); do
+    [[ -e $B_DIR/client.done ]] && break
+    kill -0 "$CONSUMER" 2> /dev/null || break
+    kill -0 "$DAEMON_PID" 2> /dev/null || break
+    sleep 0.1
+  done
+  CPU_AFTER=$(cpu_ticks "$DAEMON_PID" 2> /dev/null || echo "$CPU_BEFORE")
+  # Every member has closed its connection: the daemon's descriptors must
+  # come back to their count before the members (up to 10 s), give or take
+  # FD_SLACK for the monitor's and the probe's short HTTP connections.
+  FDS_AFTER=-1
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$DAEMON_PID" 2> /dev/null || break
+    FDS_AFTER=$(fd_count)
+    ((FDS_AFTER <= FDS_BEFORE + FD_SLACK)) && break
+    sleep 0.2
+  done
+  HWM_KIB=$(status_kib "$DAEMON_PID" VmHWM)
+  touch "$B_DIR/monitor.stop"
+  wait "$MONITOR" 2> /dev/null || true
+  wait "$PROBE" 2> /dev/null || true
+  # Kept for inspection: the metrics, and which descriptors were open.
+  python3 - "$METRICS_PORT" "$B_DIR" << 'PY' || true
 import sys, urllib.request
 try:
     body = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read()
@@ -379,9 +401,18 @@ try:
 except Exception:
     pass
 PY
-ls -l "/proc/$DAEMON_PID/fd/" > "$B_DIR/fds-after.txt" 2>&1 || true
-stop_daemon
-wait "$CONSUMER" 2> /dev/null || true
+  ls -l "/proc/$DAEMON_PID/fd/" > "$B_DIR/fds-after.txt" 2>&1 || true
+  stop_daemon
+  wait "$CONSUMER" 2> /dev/null || true
+}
+
+# What the report reads of case b, when it does not run.
+TOTAL=0 HWM_KIB=0 FLEET_RC=0 FDS_BEFORE=0 FDS_AFTER=0 RSS_BEFORE_KIB=0 CPU_BEFORE=0 CPU_AFTER=0
+B_RAN=0
+if ((RUN_B)); then
+  run_b
+  B_RAN=1
+fi
 ELAPSED=$((SECONDS - STARTED))
 
 # --- report ------------------------------------------------------------------------
@@ -396,17 +427,17 @@ FAILED=0
   echo "- machine: $(machine_summary); the daemon, the load generators and the client share them; load average at start: $LOAD_AT_START; $ELAPSED s in all$( ((QUICK)) && echo '; QUICK MODE (smoke test, numbers meaningless)')"
   echo "- certificates: ECDSA P-256 test CA, server CN=localhost (SAN DNS:localhost, IP:127.0.0.1), $CERT_MEMBERS member certificates each with its own key, made with the openssl CLI in $CERT_SECONDS s ($CERT_JOBS parallel jobs$( ((CERTS_MADE)) || echo ', by an earlier run; reused'))"
   echo
-  report_python "$RESULTS_JSON" "$B_DIR" "$MEMBERS" "$TOTAL" "$HWM_KIB" "$DAEMON_RC" "$FLEET_RC" \
+  report_python "$RESULTS_JSON" "${B_DIR:-}" "$MEMBERS" "$TOTAL" "$HWM_KIB" "$DAEMON_RC" "$FLEET_RC" \
     "$FDS_BEFORE" "$FDS_AFTER" "$RSS_BEFORE_KIB" "$((CPU_AFTER - CPU_BEFORE))" "$CLK_TCK" \
     "$TARGET_TLS_SHARE" "$TARGET_COUNTED_S" "$TARGET_RSS_MIB" "$PRODUCERS" "$RECORDS" "$ROUNDS" \
-    "$PROBE_MS" "$MEMBER_RATE" "$MEMBER_SECONDS" "$FD_SLACK" << 'PY'
+    "$PROBE_MS" "$MEMBER_RATE" "$MEMBER_SECONDS" "$FD_SLACK" "$B_RAN" << 'PY'
 import json, os, statistics, sys
 from consume_checks import check_consumers, client_problems, daemon_exit, fmt_n, where
 
 (results, d, members, total, hwm_kib, daemon_rc, fleet_rc, fds_before, fds_after, rss_before_kib,
  cpu_ticks, clk, share, counted_s, rss_mib, producers, records, rounds, probe_ms, member_rate,
- member_seconds, fd_slack) = sys.argv[1:]
-fd_slack = int(fd_slack)
+ member_seconds, fd_slack, b_ran) = sys.argv[1:]
+fd_slack, b_ran = int(fd_slack), int(b_ran)
 members, total, hwm_kib, daemon_rc, fleet_rc = int(members), int(total), int(hwm_kib), int(daemon_rc), int(fleet_rc)
 fds_before, fds_after, rss_before_kib, cpu_ticks, clk = (int(x) for x in (fds_before, fds_after, rss_before_kib, cpu_ticks, clk))
 share, counted_s, rss_mib = float(share), float(counted_s), float(rss_mib)
@@ -450,183 +481,207 @@ for transport, rs in runs.items():
     med[transport] = {k: statistics.median(x[k] for x in rs) for k in ("rps", "mbs", "cpu", "cpu_us", "lg_cpu")}
     med[transport]["rss"] = max(x["rss"] for x in rs)
     med[transport]["n"] = len(rs)
-print("## a. %s producers → daemon → 1 client, plaintext and TLS" % producers)
-print()
-print("%s × %s records (about 122 bytes each) per run, %s round(s), medians; with TLS, TLS 1.3 on the feeds (client certificate required) and the output (%s)."
-      % (producers, fmt_n(int(records)), rounds, ", ".join(sorted(protocols)) or "no TLS report"))
-print()
-print("| transport | records/s to the client | MB/s | daemon CPU s | CPU µs per record | load generators' CPU s | peak RSS MiB | target | met? |")
-print("|---|---:|---:|---:|---:|---:|---:|---|---|")
-plain, tls = med.get("plain"), med.get("tls")
-for transport, label in (("plain", "plaintext"), ("tls", "TLS")):
-    m = med.get(transport)
-    if m is None:
-        continue
-    target, ok = "reference", ""
-    if transport == "tls":
-        if plain and plain["rps"] > 0:
-            target = "≥ %g %% of plaintext (%s rec/s)" % (share, fmt_n(plain["rps"] * share / 100))
-            ok = met(m["rps"] >= plain["rps"] * share / 100) + " (%.0f %%)" % (100 * m["rps"] / plain["rps"])
-        else:
-            target, ok = "≥ %g %% of plaintext" % share, "n/a"
-    print("| %s | %s | %.0f | %.2f | %.3f | %.2f | %.1f | %s | %s |"
-          % (label, fmt_n(m["rps"]), m["mbs"], m["cpu"], m["cpu_us"], m["lg_cpu"], m["rss"], target, ok))
-print()
-if plain and tls and plain["rps"] > 0 and plain["cpu_us"] > 0:
-    print("- TLS ÷ plaintext: records/s %.2f, daemon CPU per record %.2f (+%.3f µs), load generators' CPU %.2f"
-          % (tls["rps"] / plain["rps"], tls["cpu_us"] / plain["cpu_us"], tls["cpu_us"] - plain["cpu_us"],
-             tls["lg_cpu"] / plain["lg_cpu"] if plain["lg_cpu"] > 0 else 0))
-for n in notes_a:
-    print("- " + n)
-print()
+if rows:
+    print("## a. %s producers → daemon → 1 client, plaintext and TLS" % producers)
+    print()
+    print("%s × %s records (about 122 bytes each) per run, %s round(s), medians; with TLS, TLS 1.3 on the feeds (client certificate required) and the output (%s)."
+          % (producers, fmt_n(int(records)), rounds, ", ".join(sorted(protocols)) or "no TLS report"))
+    print()
+    print("| transport | records/s to the client | MB/s | daemon CPU s | CPU µs per record | load generators' CPU s | peak RSS MiB | target | met? |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    plain, tls = med.get("plain"), med.get("tls")
+    for transport, label in (("plain", "plaintext"), ("tls", "TLS")):
+        m = med.get(transport)
+        if m is None:
+            continue
+        target, ok = "reference", ""
+        if transport == "tls":
+            if plain and plain["rps"] > 0:
+                target = "≥ %g %% of plaintext (%s rec/s)" % (share, fmt_n(plain["rps"] * share / 100))
+                ok = met(m["rps"] >= plain["rps"] * share / 100) + " (%.0f %%)" % (100 * m["rps"] / plain["rps"])
+            else:
+                target, ok = "≥ %g %% of plaintext" % share, "n/a"
+        print("| %s | %s | %.0f | %.2f | %.3f | %.2f | %.1f | %s | %s |"
+              % (label, fmt_n(m["rps"]), m["mbs"], m["cpu"], m["cpu_us"], m["lg_cpu"], m["rss"], target, ok))
+    print()
+    if plain and tls and plain["rps"] > 0 and plain["cpu_us"] > 0:
+        print("- TLS ÷ plaintext: records/s %.2f, daemon CPU per record %.2f (+%.3f µs), load generators' CPU %.2f"
+              % (tls["rps"] / plain["rps"], tls["cpu_us"] / plain["cpu_us"], tls["cpu_us"] - plain["cpu_us"],
+                 tls["lg_cpu"] / plain["lg_cpu"] if plain["lg_cpu"] > 0 else 0))
+    for n in notes_a:
+        print("- " + n)
+    print()
 
 
 # --- case b --------------------------------------------------------------------
-def load(name):
+def report_b():
+    global failed
     try:
-        with open(os.path.join(d, name)) as f:
-            return json.loads(f.readline())
+        tls_config = json.load(open(os.path.join(d, "config.json")))["feeds"][0]["tls"]
+    except (OSError, ValueError, KeyError, IndexError):
+        tls_config = {}
+    tls_settings = ", ".join(
+        "%s %s%s" % (k, tls_config.get(k, v), "" if k in tls_config else " (default)")
+        for k, v in (("max_handshakes", 256), ("handshake_timeout_ms", 5000)))
+    def load(name):
+        try:
+            with open(os.path.join(d, name)) as f:
+                return json.loads(f.readline())
+        except (OSError, ValueError):
+            return None
+
+    lg, client, probe = load("fleet.json"), load("client.json"), load("probe.json")
+    timeline = []
+    try:
+        timeline = [json.loads(l) for l in open(os.path.join(d, "timeline.jsonl")) if l.strip()]
+    except OSError:
+        pass
+    probes = []
+    try:
+        for line in open(os.path.join(d, "probe.txt")):
+            w, us, status = line.split()
+            probes.append((float(w), int(us), int(status)))
     except (OSError, ValueError):
-        return None
+        pass
+    run = {"dir": d, "daemon_rc": daemon_rc}
+    notes = []
+    t0 = lg["wall_start"] if lg else (timeline[0]["t"] if timeline else 0)
+    t_all = next((s["t"] for s in timeline if s["m"].get("fleet_members", 0) >= members), None)
+    counted = t_all - t0 if t_all is not None else None
+    peak_members = max((s["m"].get("fleet_members", 0) for s in timeline), default=0)
+    lg_all = lg["establish_s"] if lg and lg["establish_s"] >= 0 else None
+    peak = max([hwm_kib] + [s["rss_kib"] for s in timeline]) / 1024
+    fds_peak = max((s["fds"] for s in timeline), default=0)
+    in_flight = max((s["m"].get("tls_handshakes_in_flight", 0) for s in timeline), default=0)
+
+    # The storm: from the load generator's first connect() to the daemon
+    # counting every member (or, if it never does, its last connection made).
+    storm_end = t_all if t_all is not None else (lg["wall_all_connected"] if lg and lg["wall_all_connected"] > 0 else t0 + 5)
+    storm = [p for p in probes if t0 <= p[0] <= storm_end]
+    before = [p for p in probes if p[0] < t0]
+    after = [p for p in probes if p[0] > storm_end]
 
 
-lg, client, probe = load("fleet.json"), load("client.json"), load("probe.json")
-timeline = []
-try:
-    timeline = [json.loads(l) for l in open(os.path.join(d, "timeline.jsonl")) if l.strip()]
-except OSError:
-    pass
-probes = []
-try:
-    for line in open(os.path.join(d, "probe.txt")):
-        w, us, status = line.split()
-        probes.append((float(w), int(us), int(status)))
-except (OSError, ValueError):
-    pass
-run = {"dir": d, "daemon_rc": daemon_rc}
-notes = []
-t0 = lg["wall_start"] if lg else (timeline[0]["t"] if timeline else 0)
-t_all = next((s["t"] for s in timeline if s["m"].get("fleet_members", 0) >= members), None)
-counted = t_all - t0 if t_all is not None else None
-peak_members = max((s["m"].get("fleet_members", 0) for s in timeline), default=0)
-lg_all = lg["establish_s"] if lg and lg["establish_s"] >= 0 else None
-peak = max([hwm_kib] + [s["rss_kib"] for s in timeline]) / 1024
-fds_peak = max((s["fds"] for s in timeline), default=0)
-in_flight = max((s["m"].get("tls_handshakes_in_flight", 0) for s in timeline), default=0)
+    def worst(ps):
+        return max(ps, key=lambda p: p[1]) if ps else None
 
-# The storm: from the load generator's first connect() to the daemon
-# counting every member (or, if it never does, its last connection made).
-storm_end = t_all if t_all is not None else (lg["wall_all_connected"] if lg and lg["wall_all_connected"] > 0 else t0 + 5)
-storm = [p for p in probes if t0 <= p[0] <= storm_end]
-before = [p for p in probes if p[0] < t0]
-after = [p for p in probes if p[0] > storm_end]
+    def pct(ps, q):
+        v = sorted(p[1] for p in ps)
+        return v[min(len(v) - 1, max(0, int(q * len(v) + 0.999999) - 1))] if v else 0
 
 
-def worst(ps):
-    return max(ps, key=lambda p: p[1]) if ps else None
+    w = worst(storm)
+    stall_text = ("%.1f ms (p99 %.1f ms, p50 %.1f ms; %d probes in %.2f s)"
+                  % (w[1] / 1e3, pct(storm, 0.99) / 1e3, pct(storm, 0.5) / 1e3, len(storm), storm_end - t0)
+                  if w else "n/a (no probe in the window)")
+    storm_failures = sum(1 for p in storm if p[2] != 200)
 
-
-def pct(ps, q):
-    v = sorted(p[1] for p in ps)
-    return v[min(len(v) - 1, max(0, int(q * len(v) + 0.999999) - 1))] if v else 0
-
-
-w = worst(storm)
-stall_text = ("%.1f ms (p99 %.1f ms, p50 %.1f ms; %d probes in %.2f s)"
-              % (w[1] / 1e3, pct(storm, 0.99) / 1e3, pct(storm, 0.5) / 1e3, len(storm), storm_end - t0)
-              if w else "n/a (no probe in the window)")
-storm_failures = sum(1 for p in storm if p[2] != 200)
-
-# Correctness.
-ok_output = True
-label = "%s mTLS members → 1 client" % fmt_n(members)
-if client is None:
-    ok_output = False
-    checks.append("%s: FAIL, the client reported nothing (see %s/client.err)" % (label, where(run)))
-else:
-    problems = client_problems(client, total, members)
-    if client.get("tie_disorder"):
-        problems.append("%d records out of member-name order among equal keys" % client["tie_disorder"])
-    if problems:
+    # Correctness.
+    ok_output = True
+    label = "%s mTLS members → 1 client" % fmt_n(members)
+    if client is None:
         ok_output = False
-        checks.append("%s: FAIL, %s%s" % (label, "; ".join(problems),
-                      (" (first: %s)" % client["first_problem"]) if client.get("first_problem") else ""))
+        checks.append("%s: FAIL, the client reported nothing (see %s/client.err)" % (label, where(run)))
     else:
-        checks.append("%s: OK, the client received all %s records and %s end markers, keys never going back, equal keys in member-name order, every member's seq complete"
-                      % (label, fmt_n(total), fmt_n(members)))
-if lg is None:
-    ok_output = False
-    checks.append("load generator: FAIL, no report (see %s/fleet.err)" % where(run))
-elif lg["errors"] or lg["unsent_records"] or fleet_rc != 0:
-    ok_output = False
-    checks.append("load generator: FAIL, %d of %d members connected (TLS handshake done), %d failed to connect, %d dropped by the daemon, %d unfinished; %s of %s records not sent (first error: %s)"
-                  % (lg["connected"], members, lg["failed"], lg["dropped"], lg["unfinished"],
-                     fmt_n(lg["unsent_records"]), fmt_n(lg["expected"]), lg["first_error"] or "none"))
-else:
-    checks.append("load generator: OK, %s members connected over mTLS (%s, no hello: named by their certificates), %s records and %s end markers sent, none refused or dropped"
-                  % (fmt_n(lg["connected"]), lg.get("tls") or "?", fmt_n(lg["records"]), fmt_n(lg["markers"])))
-fds_ok = 0 <= fds_after <= fds_before + fd_slack
-if fds_ok:
-    checks.append("daemon descriptors: OK, %d before the members, %d at most while they were connected, %d after they left"
-                  % (fds_before, fds_peak, fds_after))
-else:
-    checks.append("daemon descriptors: FAIL, %d before the members, %d at most while they were connected, still %s 10 s after the last member closed (see %s/fds-after.txt)"
-                  % (fds_before, fds_peak, fds_after if fds_after >= 0 else "unknown (the daemon is gone)", where(run)))
-ok_b = daemon_exit(label, run, checks) and ok_output and fds_ok
-failed |= not ok_b
+        problems = client_problems(client, total, members)
+        if client.get("tie_disorder"):
+            problems.append("%d records out of member-name order among equal keys" % client["tie_disorder"])
+        if problems:
+            ok_output = False
+            checks.append("%s: FAIL, %s%s" % (label, "; ".join(problems),
+                          (" (first: %s)" % client["first_problem"]) if client.get("first_problem") else ""))
+        else:
+            checks.append("%s: OK, the client received all %s records and %s end markers, keys never going back, equal keys in member-name order, every member's seq complete"
+                          % (label, fmt_n(total), fmt_n(members)))
+    if lg is None:
+        ok_output = False
+        checks.append("load generator: FAIL, no report (see %s/fleet.err)" % where(run))
+    elif lg["errors"] or lg["unsent_records"] or fleet_rc != 0:
+        ok_output = False
+        checks.append("load generator: FAIL, %d of %d members connected (TLS handshake done), %d failed to connect, %d dropped by the daemon, %d unfinished; %s of %s records not sent (first error: %s)"
+                      % (lg["connected"], members, lg["failed"], lg["dropped"], lg["unfinished"],
+                         fmt_n(lg["unsent_records"]), fmt_n(lg["expected"]), lg["first_error"] or "none"))
+    else:
+        checks.append("load generator: OK, %s members connected over mTLS (%s, no hello: named by their certificates), %s records and %s end markers sent, none refused or dropped"
+                      % (fmt_n(lg["connected"]), lg.get("tls") or "?", fmt_n(lg["records"]), fmt_n(lg["markers"])))
+    fds_ok = 0 <= fds_after <= fds_before + fd_slack
+    if fds_ok:
+        checks.append("daemon descriptors: OK, %d before the members, %d at most while they were connected, %d after they left"
+                      % (fds_before, fds_peak, fds_after))
+    else:
+        checks.append("daemon descriptors: FAIL, %d before the members, %d at most while they were connected, still %s 10 s after the last member closed (see %s/fds-after.txt)"
+                      % (fds_before, fds_peak, fds_after if fds_after >= 0 else "unknown (the daemon is gone)", where(run)))
+    ok_b = daemon_exit(label, run, checks) and ok_output and fds_ok
+    failed |= not ok_b
 
-print("## b. %s mTLS fleet members connecting at once" % fmt_n(members))
-print()
-print("One fleet feed (name_from cert_cn, client_auth require, TLS 1.3, default max_handshakes 256 and handshake_timeout_ms 5000); each member presents its own ECDSA P-256 certificate, then sends %s record(s)/s for %s s and an end marker; one plain client."
-      % (member_rate, member_seconds))
-print()
-print("| measure | result | target | met? |")
-print("|---|---|---|---|")
-print("| members counted by the daemon (chronomerge_fleet_members, polled every 0.1 s) | %s | all in < %g s | %s |"
-      % ("%s after %.2f s" % (fmt_n(members), counted) if counted is not None
-         else "at most %s of %s" % (fmt_n(peak_members), fmt_n(members)),
-         counted_s, met(counted is not None and counted < counted_s)))
-print("| handshakes done, load generator (connect() to TLS established) | %s | | |"
-      % ("%s in %.2f s; per member p50 %.0f ms, max %.0f ms" % (fmt_n(lg["connected"]), lg_all, lg["setup_us"]["p50"] / 1e3, lg["setup_us"]["max"] / 1e3)
-         if lg and lg_all is not None else "%s of %s" % (fmt_n(lg["connected"] if lg else 0), fmt_n(members))))
-print("| daemon peak RSS (VmHWM) | %.1f MiB (%.1f MiB before the members) | < %g MiB | %s |"
-      % (peak, rss_before_kib / 1024, rss_mib, met(peak < rss_mib)))
-print("| longest GET /healthz (plain, metrics port) while the members connect: a bound on the loop's longest stall | %s%s | none set (measured) | |"
-      % (stall_text, "; %d failed" % storm_failures if storm_failures else ""))
-print("| output to the client | %s | complete and in order | %s |"
-      % ("complete, in order" if ok_output else "FAILED (see below)", met(ok_output)))
-print("| daemon descriptors after the members left | %s → %d at most → %s | back to %d (± %d) | %s |"
-      % (fds_before, fds_peak, fds_after, fds_before, fd_slack, met(fds_ok)))
-print()
-if before:
-    notes.append("probe before the members (%d probes): max %.1f ms, p50 %.2f ms; after the storm, while the members sent (%d probes): max %.1f ms, p99 %.1f ms%s"
-                 % (len(before), worst(before)[1] / 1e3, pct(before, 0.5) / 1e3, len(after),
-                    worst(after)[1] / 1e3 if after else 0, pct(after, 0.99) / 1e3 if after else 0,
-                    "; slowest probe of the storm started %.2f s after the first connect()" % (w[0] - t0) if w else ""))
-if probe:
-    notes.append("probe: %s probes every %s ms, %s failed, %s started late after a slow one%s"
-                 % (fmt_n(probe["probes"]), probe_ms, fmt_n(probe["failures"]), fmt_n(probe["late_starts"]),
-                    " (first failure: %s)" % probe["first_error"] if probe.get("first_error") else ""))
-if timeline:
-    last = timeline[-1]["m"]
-    notes.append("TLS metrics of the fleet's listener: %s handshakes completed, refused %s (handshake) and %s (cert), at most %s in flight in the 0.1 s samples; members joined %s, left %s"
-                 % (fmt_n(last.get("tls_connections_total", 0)), fmt_n(last.get("tls_refused_total.handshake", 0)),
-                    fmt_n(last.get("tls_refused_total.cert", 0)), fmt_n(in_flight),
-                    fmt_n(last.get("fleet_members_joined_total", 0)), fmt_n(last.get("fleet_members_left_total", 0))))
-    metrics_s = [s["metrics_s"] for s in timeline if s.get("metrics_s") is not None and t0 <= s["t"] <= storm_end]
-    if metrics_s:
-        notes.append("GET /metrics by the monitor during the storm: at most %.1f ms" % (max(metrics_s) * 1e3))
-    series, next_t = [], t0
-    for s in timeline:
-        if s["t"] >= next_t and s["t"] >= t0:
-            series.append("%d/%s/%s" % (s["rss_kib"] // 1024, fmt_n(s["m"].get("fleet_members", 0)), fmt_n(s["fds"])))
-            next_t = s["t"] + 1
-    notes.append("each second from the first connect(): daemon VmRSS MiB / members counted / open descriptors: " + " ".join(series))
-if lg:
-    notes.append("load generator: %s members in one process, CPU %.2f s in %.1f s; daemon CPU %.2f s from the first connect() to the client's last record"
-                 % (fmt_n(members), lg["own_cpu_s"], lg["seconds"], cpu_ticks / clk))
-for n in notes:
-    print("- " + n)
+    print("## b. %s mTLS fleet members connecting at once" % fmt_n(members))
+    print()
+    print("One fleet feed (name_from cert_cn, client_auth require, TLS 1.3, %s); each member presents its own ECDSA P-256 certificate, then sends %s record(s)/s for %s s and an end marker; one plain client."
+          % (tls_settings, member_rate, member_seconds))
+    print()
+    print("| measure | result | target | met? |")
+    print("|---|---|---|---|")
+    print("| members counted by the daemon (chronomerge_fleet_members, polled every 0.1 s) | %s | all in < %g s | %s |"
+          % ("%s after %.2f s" % (fmt_n(members), counted) if counted is not None
+             else "at most %s of %s" % (fmt_n(peak_members), fmt_n(members)),
+             counted_s, met(counted is not None and counted < counted_s)))
+    print("| handshakes done, load generator (connect() to TLS established) | %s | | |"
+          % ("%s in %.2f s; per member p50 %.0f ms, max %.0f ms" % (fmt_n(lg["connected"]), lg_all, lg["setup_us"]["p50"] / 1e3, lg["setup_us"]["max"] / 1e3)
+             if lg and lg_all is not None else "%s of %s" % (fmt_n(lg["connected"] if lg else 0), fmt_n(members))))
+    print("| daemon peak RSS (VmHWM) | %.1f MiB (%.1f MiB before the members) | < %g MiB | %s |"
+          % (peak, rss_before_kib / 1024, rss_mib, met(peak < rss_mib)))
+    print("| longest GET /healthz (plain, metrics port) while the members connect: a bound on the loop's longest stall | %s%s | none set (measured) | |"
+          % (stall_text, "; %d failed" % storm_failures if storm_failures else ""))
+    print("| output to the client | %s | complete and in order | %s |"
+          % ("complete, in order" if ok_output else "FAILED (see below)", met(ok_output)))
+    print("| daemon descriptors after the members left | %s → %d at most → %s | back to %d (± %d) | %s |"
+          % (fds_before, fds_peak, fds_after, fds_before, fd_slack, met(fds_ok)))
+    print()
+    if before:
+        notes.append("probe before the members (%d probes): max %.1f ms, p50 %.2f ms; after the storm, while the members sent (%d probes): max %.1f ms, p99 %.1f ms%s"
+                     % (len(before), worst(before)[1] / 1e3, pct(before, 0.5) / 1e3, len(after),
+                        worst(after)[1] / 1e3 if after else 0, pct(after, 0.99) / 1e3 if after else 0,
+                        "; slowest probe of the storm started %.2f s after the first connect()" % (w[0] - t0) if w else ""))
+    if probe:
+        notes.append("probe: %s probes every %s ms, %s failed, %s started late after a slow one%s"
+                     % (fmt_n(probe["probes"]), probe_ms, fmt_n(probe["failures"]), fmt_n(probe["late_starts"]),
+                        " (first failure: %s)" % probe["first_error"] if probe.get("first_error") else ""))
+    if timeline:
+        last = timeline[-1]["m"]
+        notes.append("TLS metrics of the fleet's listener: %s handshakes completed, refused %s (handshake) and %s (cert), at most %s in flight in the 0.1 s samples; members joined %s, left %s"
+                     % (fmt_n(last.get("tls_connections_total", 0)), fmt_n(last.get("tls_refused_total.handshake", 0)),
+                        fmt_n(last.get("tls_refused_total.cert", 0)), fmt_n(in_flight),
+                        fmt_n(last.get("fleet_members_joined_total", 0)), fmt_n(last.get("fleet_members_left_total", 0))))
+        metrics_s = [s["metrics_s"] for s in timeline if s.get("metrics_s") is not None and t0 <= s["t"] <= storm_end]
+        if metrics_s:
+            notes.append("GET /metrics by the monitor during the storm: at most %.1f ms" % (max(metrics_s) * 1e3))
+        # CPU over the storm: from the last sample before the first
+        # connect() to the first that counts every member.
+        a = [x for x in timeline if x["t"] <= t0 and "cpu" in x]
+        b = [x for x in timeline if x["t"] >= storm_end and "cpu" in x]
+        if a and b and b[0]["t"] > a[-1]["t"]:
+            a, b = a[-1], b[0]
+            secs = b["t"] - a["t"]
+            cpu = (b["cpu"] - a["cpu"]) / clk
+            done = b["m"].get("tls_connections_total", 0) - a["m"].get("tls_connections_total", 0)
+            notes.append("during the storm (%.2f s): daemon CPU %.2f s, %.0f %% of one core, %s per handshake completed; the whole machine was %.0f %% busy"
+                         % (secs, cpu, 100 * cpu / secs, "%.2f ms" % (cpu / done * 1e3) if done > 0 else "n/a",
+                            100 * (b["busy"] - a["busy"]) / (b["total"] - a["total"]) if b["total"] > a["total"] else 0))
+        series, next_t = [], t0
+        for s in timeline:
+            if s["t"] >= next_t and s["t"] >= t0:
+                series.append("%d/%s/%s" % (s["rss_kib"] // 1024, fmt_n(s["m"].get("fleet_members", 0)), fmt_n(s["fds"])))
+                next_t = s["t"] + 1
+        notes.append("each second from the first connect(): daemon VmRSS MiB / members counted / open descriptors: " + " ".join(series))
+    if lg:
+        notes.append("load generator: %s members in one process, CPU %.2f s in %.1f s; daemon CPU %.2f s from the first connect() to the client's last record"
+                     % (fmt_n(members), lg["own_cpu_s"], lg["seconds"], cpu_ticks / clk))
+    for n in notes:
+        print("- " + n)
+
+
+if b_ran:
+    report_b()
 print()
 print("Correctness (case a: every client gets every record once, keys strictly increasing, each producer's seq complete, every end marker by the SIGTERM drain; case b: as bench/fleet.sh, with equal keys in member-name order, and the daemon's descriptors back to their count before the members):")
 for c in checks:
