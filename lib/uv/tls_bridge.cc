@@ -315,6 +315,12 @@ void TlsBridge::update_reading() {
   }
 }
 
+bool TlsBridge::recheck(const TlsContext& context) {
+  if (state_ != State::open || context.accepts_peer_of(ssl_)) return true;
+  finish(true);
+  return false;
+}
+
 void TlsBridge::time_out() {
   if (state_ != State::handshake) return;
   fail(TlsFailure::handshake, "no handshake within the timeout");
