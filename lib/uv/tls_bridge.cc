@@ -4,7 +4,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
+
 #include <unistd.h>
+#include <cerrno>
 
 #include <fmt/format.h>
 
@@ -156,7 +158,7 @@ void TlsBridge::handshake() {
   if (rc == 1) {
     flush_outer();
     if (!open_plaintext()) {
-      finish(true);
+      fail(TlsFailure::handshake, "cannot open the plaintext side: " + uv_error_text(-errno));
       return;
     }
     state_ = State::open;
