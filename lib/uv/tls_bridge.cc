@@ -4,8 +4,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
-
 #include <unistd.h>
+
 #include <cerrno>
 
 #include <fmt/format.h>
