@@ -319,6 +319,10 @@ const std::vector<BadConfig>& bad_configs() {
        feeds_text(
            R"({"name": "a", "type": "tcp-connect", "connect": "127.0.0.1:1", "tls": {"client_auth": "require"}})"),
        "/feeds/0/tls/client_auth", "only for a listener's TLS"},
+      {"rejects a revocation list without its CA",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k", "crl": "/r"}})"),
+       "/feeds/0/tls/crl", "needs \"ca\""},
       {"rejects TLS below 1.2",
        feeds_text(
            R"({"name": "a", "type": "tcp-connect", "connect": "127.0.0.1:1", "tls": {"min_version": "1.1"}})"),
