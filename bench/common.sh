@@ -202,8 +202,12 @@ PY
 # the same config runs an old and a new binary alike.  EXTRA_CONFIG, a JSON
 # object, is merged into the top level (e.g. '{"retention_bytes": 65536}'
 # to see what retention costs; only for binaries that know its fields).
+# With FANOUT_TLS set to a directory of certificates (bench/tls.sh makes
+# them: ca.crt, server.crt/.key), the feeds and the output speak TLS 1.3
+# only, and the feeds require a client certificate from that CA; metrics
+# stay plain HTTP.
 write_config() {
-  EXTRA_CONFIG=${EXTRA_CONFIG:-} python3 - "$MAX_CLIENTS" "$@" << 'PY'
+  EXTRA_CONFIG=${EXTRA_CONFIG:-} FANOUT_TLS=${FANOUT_TLS:-} python3 - "$MAX_CLIENTS" "$@" << 'PY'
 import json, os, sys
 max_clients = int(sys.argv[1])
 path, feeds, base, level = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
@@ -223,6 +227,13 @@ config = {
 }
 if metrics:
     config["metrics"] = {"listen": "127.0.0.1:%d" % (base + feeds + 1)}
+tls_dir = os.environ.get("FANOUT_TLS")
+if tls_dir:
+    server = {"cert": os.path.join(tls_dir, "server.crt"),
+              "key": os.path.join(tls_dir, "server.key"), "min_version": "1.3"}
+    for feed in config["feeds"]:
+        feed["tls"] = dict(server, ca=os.path.join(tls_dir, "ca.crt"), client_auth="require")
+    config["outputs"][0]["tls"] = dict(server)
 config.update(json.loads(os.environ.get("EXTRA_CONFIG") or "{}"))
 with open(path, "w") as f:
     json.dump(config, f, indent=1)
@@ -438,11 +449,19 @@ join_json() {
 # connections, spread over at most READERS processes.  Configs, logs and
 # every loadgen report go in DIR; the case (with the extra KEY=JSON fields)
 # is appended to RESULTS_JSON.  Needs LOADGEN, PRODUCERS, READERS,
-# RESULTS_JSON, CLK_TCK and track_daemon.
+# RESULTS_JSON, CLK_TCK and track_daemon.  With FANOUT_TLS (see
+# write_config) every connection is TLS: the clients verify the daemon
+# against FANOUT_TLS/ca.crt, and the producers present
+# FANOUT_TLS/producer.crt.
 run_fanout() {
   local bin=$1 label=$2 clients=$3 records=$4 dir=$5
   shift 5
   local total=$((PRODUCERS * records)) base out cfg log i pid t0 cpu0 cpu1 hwm m0 m1
+  local tls_client=() tls_producer=()
+  if [[ -n ${FANOUT_TLS:-} ]]; then
+    tls_client=(--tls-ca "$FANOUT_TLS/ca.crt")
+    tls_producer=("${tls_client[@]}" --tls-cert "$FANOUT_TLS/producer.crt" --tls-key "$FANOUT_TLS/producer.key")
+  fi
   ((clients <= MAX_CLIENTS)) || die "at most $MAX_CLIENTS clients (max_clients of the config)"
   rm -rf "$dir"
   mkdir -p "$dir"
@@ -461,7 +480,7 @@ run_fanout() {
   procs=$((clients < READERS ? clients : READERS))
   for ((i = 0; i < procs; i++)); do
     conns=$((clients / procs + (i < clients % procs ? 1 : 0)))
-    "$LOADGEN" consume --connect "127.0.0.1:$out" --connections "$conns" \
+    "$LOADGEN" consume --connect "127.0.0.1:$out" --connections "$conns" "${tls_client[@]}" \
       --expect "$total" --strict --expect-markers 1 --until-eof \
       --timeout $((60 + total * clients / 500000)) \
       --ready-file "$dir/reader$i.ready" --done-file "$dir/reader$i.done" \
@@ -479,7 +498,7 @@ run_fanout() {
   cpu0=$(cpu_ticks "$DAEMON_PID")
   t0=$EPOCHREALTIME
   for ((i = 0; i < PRODUCERS; i++)); do
-    "$LOADGEN" produce --connect "127.0.0.1:$((base + i))" --count "$records" \
+    "$LOADGEN" produce --connect "127.0.0.1:$((base + i))" --count "$records" "${tls_producer[@]}" \
       --feed-index "$i" > "$dir/producer$i.json" 2> "$dir/producer$i.err" &
     producers+=($!)
   done

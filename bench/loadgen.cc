@@ -1,7 +1,7 @@
 // chronomerge_loadgen: producers and consumers for the live (daemon)
-// benchmarks, bench/live.sh, bench/clients.sh, bench/latency.sh and
-// bench/fleet.sh. Plain POSIX sockets and poll(); no dependency beyond the
-// C++ standard library.
+// benchmarks, bench/live.sh, bench/clients.sh, bench/latency.sh,
+// bench/fleet.sh and bench/tls.sh. Plain POSIX sockets and poll(), and
+// OpenSSL for the TLS options; nothing from the daemon's own code.
 //
 //   produce  --connect HOST:PORT --count N --feed-index I [--rate R]
 //            [--start-time T] [--stride S] [--duration SEC] [--no-end-marker]
@@ -82,6 +82,32 @@
 //       plus --grace (default 30 s), and how far the sends lagged behind
 //       their schedule. Raises the soft open-files limit to the hard one.
 //
+//   probe    --connect HOST:PORT [--path P] [--interval-ms MS] [--duration SEC]
+//            [--stop-file PATH] [--timeout-ms MS] [--raw-out PATH] [--ready-file PATH]
+//       Every MS ms (default 10, on a fixed schedule; a slow probe delays the
+//       next) one plain HTTP GET P (default /healthz) on a new connection,
+//       timed from connect() to the end of the response: how long the
+//       daemon's event loop took to accept and answer it, so the longest
+//       response bounds the longest loop stall from outside. Runs until
+//       --duration, --stop-file exists, or SIGTERM. A probe that gets no
+//       complete "200" answer within --timeout-ms (default 5000) is a
+//       failure. --raw-out writes one line a probe: its start (wall clock,
+//       s), its response time (us) and the HTTP status (0: none).
+//
+// TLS (produce, consume, fleet): --tls-ca PATH makes every connection TLS
+// (1.2 or later), the server's certificate verified against that CA for the
+// name "localhost" (also sent as SNI); --tls-cert PATH --tls-key PATH
+// present a client certificate. In fleet mode --tls-cert-dir DIR gives each
+// member its own: member j presents DIR/bus-NNNNN.crt and .key (j in 5
+// digits), all loaded before the first connection, and sends no hello: the
+// daemon names it by the certificate's CN (fleet name_from "cert_cn").
+// The sockets stay non-blocking in the same poll() loops; a TLS read or
+// write that cannot go on waits for what OpenSSL asks for (readable or
+// writable). A connection counts as made once its handshake is done. The
+// reports of these modes give the protocol and cipher ("tls"), and
+// consume says whether the daemon ended the connection with a TLS
+// close_notify or a bare EOF ("tls_close").
+//
 // Every mode prints one JSON object on stdout when it is done (consume: one
 // per connection, one a line).
 //
@@ -126,6 +152,11 @@
 #include <string_view>
 #include <vector>
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
 namespace {
 
 constexpr int64_t marker_key = 4102444800000;  // 2100-01-01T00:00:00Z in ms
@@ -153,7 +184,11 @@ volatile sig_atomic_t g_stop = 0;
       "      [--done-file PATH]\n"
       "  chronomerge_loadgen fleet --connect HOST:PORT --members M --rate R --duration SEC\n"
       "      [--start-time T] [--stride S] [--connect-rate C] [--connect-timeout SEC]\n"
-      "      [--grace SEC] [--seed N]\n",
+      "      [--grace SEC] [--seed N] [--tls-cert-dir DIR]\n"
+      "  chronomerge_loadgen probe --connect HOST:PORT [--path P] [--interval-ms MS]\n"
+      "      [--duration SEC] [--stop-file PATH] [--timeout-ms MS] [--raw-out PATH]\n"
+      "      [--ready-file PATH]\n"
+      "produce, consume and fleet take [--tls-ca PATH [--tls-cert PATH --tls-key PATH]]\n",
       message);
   std::exit(2);
 }
@@ -253,7 +288,7 @@ Option flag_option(const char* name, bool& out, bool value = true) {
 
 // Applies every remaining argument to the option of its name; an unknown
 // one is a usage error of `mode`.
-void parse_options(Args& args, const char* mode, std::initializer_list<Option> options) {
+void parse_options(Args& args, const char* mode, const std::vector<Option>& options) {
   while (args.more()) {
     const std::string a = args.next();
     const Option* match = nullptr;
@@ -373,6 +408,329 @@ ssize_t read_some(int fd, char* out, size_t size, int wait_ms, bool& eof, std::s
   return -1;
 }
 
+// Utime + stime of this process, in seconds.
+double own_cpu_s() {
+  rusage self{};
+  getrusage(RUSAGE_SELF, &self);
+  return static_cast<double>(self.ru_utime.tv_sec + self.ru_stime.tv_sec) +
+         static_cast<double>(self.ru_utime.tv_usec + self.ru_stime.tv_usec) * 1e-6;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// "text" as a JSON string, or null when empty.
+std::string json_string_or_null(const std::string& text) {
+  return text.empty() ? "null" : "\"" + json_escape(text) + "\"";
+}
+
+// --- TLS -----------------------------------------------------------------
+
+// The TLS options of produce, consume and fleet (see the top of the file).
+struct TlsOptions {
+  std::string ca, cert, key;
+  std::string cert_dir;  // fleet: a certificate of its own per member
+  bool on() const { return !ca.empty(); }
+};
+
+// `options` and the TLS options that write into `tls`; --tls-cert-dir only
+// where `cert_dir` is true (fleet).
+std::vector<Option> with_tls(TlsOptions& tls, std::vector<Option> options, bool cert_dir = false) {
+  options.push_back(text_option("--tls-ca", tls.ca));
+  options.push_back(text_option("--tls-cert", tls.cert));
+  options.push_back(text_option("--tls-key", tls.key));
+  if (cert_dir) options.push_back(text_option("--tls-cert-dir", tls.cert_dir));
+  return options;
+}
+
+void check_tls_options(const TlsOptions& tls, const std::string& mode) {
+  if (tls.cert.empty() != tls.key.empty())
+    usage((mode + ": --tls-cert and --tls-key go together").c_str());
+  if (!tls.on() && (!tls.cert.empty() || !tls.cert_dir.empty()))
+    usage((mode + ": a client certificate needs --tls-ca (TLS is on only with it)").c_str());
+  if (!tls.cert.empty() && !tls.cert_dir.empty())
+    usage((mode + ": --tls-cert and --tls-cert-dir exclude each other").c_str());
+}
+
+// The OpenSSL errors queued on this thread, as text (and the queue emptied).
+std::string ssl_errors() {
+  std::string out;
+  char text[256];
+  for (unsigned long e = ERR_get_error(); e != 0; e = ERR_get_error()) {
+    ERR_error_string_n(e, text, sizeof(text));
+    if (!out.empty()) out += "; ";
+    out += text;
+  }
+  return out.empty() ? "no detail from OpenSSL" : out;
+}
+
+[[noreturn]] void tls_fail(const std::string& what) {
+  std::fprintf(stderr, "chronomerge_loadgen: %s: %s\n", what.c_str(), ssl_errors().c_str());
+  std::exit(1);
+}
+
+// A client context: TLS 1.2 or later, the server verified against the CA,
+// and the client certificate if one is given. Partial writes, as write()
+// makes them, and a retried write may come from another address (a
+// pending buffer that moved), as long as it starts with the same bytes.
+SSL_CTX* make_tls_context(const TlsOptions& tls) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == nullptr) tls_fail("SSL_CTX_new");
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+  if (SSL_CTX_load_verify_locations(ctx, tls.ca.c_str(), nullptr) != 1)
+    tls_fail("--tls-ca " + tls.ca);
+  if (!tls.cert.empty()) {
+    if (SSL_CTX_use_certificate_chain_file(ctx, tls.cert.c_str()) != 1)
+      tls_fail("--tls-cert " + tls.cert);
+    if (SSL_CTX_use_PrivateKey_file(ctx, tls.key.c_str(), SSL_FILETYPE_PEM) != 1)
+      tls_fail("--tls-key " + tls.key);
+    if (SSL_CTX_check_private_key(ctx) != 1) tls_fail("--tls-key does not match --tls-cert");
+  }
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  return ctx;
+}
+
+// A connection: a socket, plain or with TLS over it. With TLS, a call
+// that cannot go on may wait for the other direction (a read for a write,
+// a write for a read): `want_*` is what the last handshake step, read or
+// write that could not go on waits for (POLLIN or POLLOUT); 0 after one
+// that went through.
+struct Link {
+  int fd = -1;
+  SSL* ssl = nullptr;
+  short want_handshake = 0, want_read = 0, want_write = 0;
+  bool close_notify = false;  // the peer ended TLS properly (not a bare EOF)
+
+  // The poll() events to wait for before the next read or write.
+  short read_events() const { return ssl != nullptr && want_read != 0 ? want_read : POLLIN; }
+  short write_events() const { return ssl != nullptr && want_write != 0 ? want_write : POLLOUT; }
+  // Decrypted bytes that OpenSSL holds: readable with no socket event.
+  bool pending() const { return ssl != nullptr && SSL_pending(ssl) > 0; }
+  std::string describe() const {
+    if (ssl == nullptr) return "";
+    return std::string(SSL_get_version(ssl)) + " " + SSL_get_cipher_name(ssl);
+  }
+};
+
+// Starts TLS on the connected socket of `link` (as the client, expecting
+// the server's certificate to name "localhost"), with `cert`/`key` as its
+// own certificate when given (else the context's).
+void tls_start(Link& link, SSL_CTX* ctx, X509* cert = nullptr, EVP_PKEY* key = nullptr) {
+  SSL* ssl = SSL_new(ctx);
+  if (ssl == nullptr || SSL_set_fd(ssl, link.fd) != 1) tls_fail("SSL_new");
+  if (cert != nullptr &&
+      (SSL_use_certificate(ssl, cert) != 1 || SSL_use_PrivateKey(ssl, key) != 1)) {
+    tls_fail("SSL_use_certificate");
+  }
+  SSL_set_tlsext_host_name(ssl, "localhost");
+  SSL_set1_host(ssl, "localhost");
+  SSL_set_connect_state(ssl);
+  link.ssl = ssl;
+  link.want_handshake = POLLOUT;
+}
+
+// What went wrong in the TLS call that returned `rc`, in words.
+std::string tls_error(const Link& link, int rc) {
+  const int e = SSL_get_error(link.ssl, rc);
+  std::string what;
+  if (e == SSL_ERROR_SYSCALL) {
+    what = errno != 0 ? std::strerror(errno) : "connection closed";
+    if (ERR_peek_error() != 0) what += " (" + ssl_errors() + ")";
+  } else if (e == SSL_ERROR_ZERO_RETURN) {
+    what = "closed by the peer (close_notify)";
+  } else {
+    what = ssl_errors();
+  }
+  const long verify = SSL_get_verify_result(link.ssl);
+  if (verify != X509_V_OK) {
+    what += std::string(" (certificate: ") + X509_verify_cert_error_string(verify) + ")";
+  }
+  return what;
+}
+
+// One step of the handshake: 1 done, 0 call again once `want_handshake`
+// is ready, -1 failed (`error` says why).
+int tls_handshake_step(Link& link, std::string& error) {
+  ERR_clear_error();
+  errno = 0;
+  const int rc = SSL_do_handshake(link.ssl);
+  if (rc == 1) {
+    link.want_handshake = 0;
+    return 1;
+  }
+  switch (SSL_get_error(link.ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+      link.want_handshake = POLLIN;
+      return 0;
+    case SSL_ERROR_WANT_WRITE:
+      link.want_handshake = POLLOUT;
+      return 0;
+    default:
+      error = "TLS handshake: " + tls_error(link, rc);
+      return -1;
+  }
+}
+
+// The whole handshake, waiting in poll(); exits on failure or after
+// `patience_s`. For the modes that connect before their loop starts.
+void tls_handshake(Link& link, SSL_CTX* ctx, double patience_s = 10.0) {
+  tls_start(link, ctx);
+  const double deadline = now_s() + patience_s;
+  std::string error;
+  for (;;) {
+    const int rc = tls_handshake_step(link, error);
+    if (rc == 1) return;
+    if (rc < 0) {
+      std::fprintf(stderr, "chronomerge_loadgen: %s\n", error.c_str());
+      std::exit(1);
+    }
+    const double left = deadline - now_s();
+    if (left <= 0 || g_stop) {
+      std::fprintf(stderr, "chronomerge_loadgen: TLS handshake: no answer in %.0f s\n", patience_s);
+      std::exit(1);
+    }
+    pollfd p{link.fd, link.want_handshake, 0};
+    poll(&p, 1, static_cast<int>(std::min(left, 0.1) * 1000) + 1);
+  }
+}
+
+// As read() on a non-blocking socket: the bytes read (> 0); 0 when there
+// are none yet (wait for link.read_events()); -1 at the end (sets `eof`)
+// or on an error (sets `error`).
+ssize_t link_read(Link& link, char* out, size_t size, bool& eof, std::string& error) {
+  if (link.ssl == nullptr) return read_some(link.fd, out, size, 0, eof, error);
+  ERR_clear_error();
+  errno = 0;
+  const int rc = SSL_read(link.ssl, out, static_cast<int>(std::min<size_t>(size, 1 << 30)));
+  if (rc > 0) {
+    link.want_read = 0;
+    return rc;
+  }
+  switch (SSL_get_error(link.ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+      link.want_read = POLLIN;
+      return 0;
+    case SSL_ERROR_WANT_WRITE:
+      link.want_read = POLLOUT;
+      return 0;
+    case SSL_ERROR_ZERO_RETURN:
+      link.close_notify = true;
+      eof = true;
+      return -1;
+    case SSL_ERROR_SSL:
+      // OpenSSL 3 reports a TCP EOF without close_notify as an error: the
+      // end of the stream all the same, told apart by close_notify.
+      if (ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();
+        eof = true;
+        return -1;
+      }
+      [[fallthrough]];
+    default:
+      error = "TLS read: " + tls_error(link, rc);
+      return -1;
+  }
+}
+
+// As send() on a non-blocking socket: the bytes taken (> 0); 0 when none
+// could be (wait for link.write_events(), then offer at least the same
+// bytes again); -1 on an error (sets `error`).
+ssize_t link_write(Link& link, const char* data, size_t size, std::string& error) {
+  if (link.ssl == nullptr) {
+    const ssize_t w = send(link.fd, data, size, MSG_NOSIGNAL);
+    if (w >= 0) return w;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+    error = std::string("send: ") + std::strerror(errno);
+    return -1;
+  }
+  ERR_clear_error();
+  errno = 0;
+  const int rc = SSL_write(link.ssl, data, static_cast<int>(std::min<size_t>(size, 1 << 30)));
+  if (rc > 0) {
+    link.want_write = 0;
+    return rc;
+  }
+  switch (SSL_get_error(link.ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+      link.want_write = POLLIN;
+      return 0;
+    case SSL_ERROR_WANT_WRITE:
+      link.want_write = POLLOUT;
+      return 0;
+    default:
+      error = "TLS write: " + tls_error(link, rc);
+      return -1;
+  }
+}
+
+// Ends the connection: with TLS, reads what the daemon sent (so that the
+// kernel closes with a FIN, not a reset for unread data) and sends
+// close_notify, without waiting for anything. Then closes the socket.
+void link_close(Link& link) {
+  if (link.ssl != nullptr) {
+    char sink[4096];
+    for (int i = 0; i < 64 && SSL_read(link.ssl, sink, sizeof(sink)) > 0; ++i) {
+    }
+    ERR_clear_error();
+    if (SSL_is_init_finished(link.ssl) && !(SSL_get_shutdown(link.ssl) & SSL_SENT_SHUTDOWN)) {
+      SSL_shutdown(link.ssl);
+    }
+    ERR_clear_error();
+    SSL_free(link.ssl);
+    link.ssl = nullptr;
+  }
+  if (link.fd >= 0) close(link.fd);
+  link.fd = -1;
+  link.want_handshake = link.want_read = link.want_write = 0;
+}
+
+// Member j's certificate and key from DIR/bus-NNNNN.crt and .key, for
+// members 0..n-1; exits naming the first file that does not load, or a
+// key that does not match its certificate.
+struct MemberCerts {
+  std::vector<X509*> certs;
+  std::vector<EVP_PKEY*> keys;
+};
+
+MemberCerts load_member_certs(const std::string& dir, size_t n) {
+  MemberCerts out;
+  out.certs.reserve(n);
+  out.keys.reserve(n);
+  char name[32];
+  for (size_t j = 0; j < n; ++j) {
+    std::snprintf(name, sizeof(name), "/bus-%05zu", j);
+    const std::string base = dir + name;
+    FILE* f = std::fopen((base + ".crt").c_str(), "r");
+    if (f == nullptr) fail((base + ".crt").c_str());
+    X509* cert = PEM_read_X509(f, nullptr, nullptr, nullptr);
+    std::fclose(f);
+    if (cert == nullptr) tls_fail(base + ".crt");
+    f = std::fopen((base + ".key").c_str(), "r");
+    if (f == nullptr) fail((base + ".key").c_str());
+    EVP_PKEY* key = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
+    std::fclose(f);
+    if (key == nullptr) tls_fail(base + ".key");
+    if (X509_check_private_key(cert, key) != 1) tls_fail(base + ".key does not match its .crt");
+    out.certs.push_back(cert);
+    out.keys.push_back(key);
+  }
+  return out;
+}
+
 // --- records -------------------------------------------------------------
 
 // Writes bus records: {"time":T,"vehicle":"bus-0003","seq":i,<tail>}\n with
@@ -479,21 +837,27 @@ int run_produce(Args& args) {
   int64_t stride = 16;
   double duration = 0;
   bool end_marker = true;
+  TlsOptions tls;
   parse_options(
       args, "produce",
-      {text_option("--connect", connect), int_option("--count", count, 0, INT64_C(1) << 50),
-       int_option("--feed-index", feed_index, 0, 9999), number_option("--rate", rate),
-       int_option("--start-time", start, 0, marker_key / 2),
-       int_option("--stride", stride, 1, 1000000), number_option("--duration", duration),
-       flag_option("--no-end-marker", end_marker, false)});
+      with_tls(
+          tls,
+          {text_option("--connect", connect), int_option("--count", count, 0, INT64_C(1) << 50),
+           int_option("--feed-index", feed_index, 0, 9999), number_option("--rate", rate),
+           int_option("--start-time", start, 0, marker_key / 2),
+           int_option("--stride", stride, 1, 1000000), number_option("--duration", duration),
+           flag_option("--no-end-marker", end_marker, false)}));
   if (connect.empty() || count < 0 || feed_index < 0) {
     usage("produce needs --connect, --count and --feed-index");
   }
+  check_tls_options(tls, "produce");
   if (start + count * stride + stride >= marker_key)
     usage("produce: keys would reach the end marker");
 
   RecordMaker maker(static_cast<int>(feed_index));
-  int fd = connect_to(parse_address(connect));
+  Link link;
+  link.fd = connect_to(parse_address(connect));
+  if (tls.on()) tls_handshake(link, make_tls_context(tls));
   const double t0 = now_s();
   const double deadline = duration > 0 ? t0 + duration : 0;
   double last_progress = t0;
@@ -541,15 +905,15 @@ int run_produce(Args& args) {
         }
       }
     }
-    ssize_t n = write(fd, buf.data() + off, len - off);
+    std::string error;
+    ssize_t n = link_write(link, buf.data() + off, len - off, error);
     if (n > 0) {
       off += static_cast<size_t>(n);
       bytes += static_cast<uint64_t>(n);
       last_progress = now_s();
       continue;
     }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    if (n == 0) {
       int timeout = 1000;
       if (deadline > 0) {
         double left = deadline - now_s();
@@ -559,12 +923,12 @@ int run_produce(Args& args) {
         }
         timeout = static_cast<int>(std::min(left, 1.0) * 1000) + 1;
       }
-      pollfd p{fd, POLLOUT, 0};
+      pollfd p{link.fd, link.write_events(), 0};
       poll(&p, 1, timeout);
       continue;
     }
-    std::fprintf(stderr, "chronomerge_loadgen: produce %" PRId64 ": write: %s\n", feed_index,
-                 std::strerror(errno));
+    std::fprintf(stderr, "chronomerge_loadgen: produce %" PRId64 ": %s\n", feed_index,
+                 error.c_str());
     break;
   }
   if (off == len) {
@@ -578,13 +942,15 @@ int run_produce(Args& args) {
   }
   const double t1 = now_s();
   bool completed = sent == count && marker_done && off == len;
-  close(fd);
+  const std::string protocol = link.describe();
+  link_close(link);
   std::printf("{\"mode\":\"produce\",\"feed_index\":%" PRId64 ",\"records\":%" PRId64
               ",\"bytes\":%" PRIu64
               ",\"seconds\":%.3f,\"completed\":%s,\"blocked_at_end\":%s,"
-              "\"last_progress_s\":%.3f,\"stalled_s\":%.3f}\n",
+              "\"last_progress_s\":%.3f,\"stalled_s\":%.3f,\"own_cpu_s\":%.3f,\"tls\":%s}\n",
               feed_index, sent, bytes, t1 - t0, completed ? "true" : "false",
-              blocked_at_end ? "true" : "false", last_progress - t0, t1 - last_progress);
+              blocked_at_end ? "true" : "false", last_progress - t0, t1 - last_progress,
+              own_cpu_s(), json_string_or_null(protocol).c_str());
   return completed || duration > 0 ? 0 : 1;
 }
 
@@ -722,25 +1088,10 @@ struct Checker {
   }
 };
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 // One connection of consume: its socket, the unfinished line at the front
 // of its buffer, its checks and its times.
 struct Reader {
-  int fd = -1;
+  Link link;
   std::vector<char> buf = std::vector<char>(1 << 20);
   size_t have = 0;  // bytes of an unfinished line at buf[0..have)
   uint64_t bytes_read = 0;
@@ -764,27 +1115,34 @@ int run_consume(Args& args) {
   bool strict = false;
   bool ties_by_vehicle = false;
   std::string key = "time";
+  TlsOptions tls;
   parse_options(
       args, "consume",
-      {text_option("--connect", connect), int_option("--connections", connections, 1, 10000),
-       int_option("--expect", expect, 0, INT64_C(1) << 50),
-       int_option("--expect-markers", expect_markers, 0, INT64_C(1) << 30),
-       number_option("--read-rate", read_rate), flag_option("--freeze", freeze),
-       number_option("--timeout", timeout), flag_option("--strict", strict),
-       text_option("--ready-file", ready_file), text_option("--done-file", done_file),
-       flag_option("--until-eof", until_eof), text_option("--key", key),
-       flag_option("--ties-by-vehicle", ties_by_vehicle)});
+      with_tls(tls, {text_option("--connect", connect),
+                     int_option("--connections", connections, 1, 10000),
+                     int_option("--expect", expect, 0, INT64_C(1) << 50),
+                     int_option("--expect-markers", expect_markers, 0, INT64_C(1) << 30),
+                     number_option("--read-rate", read_rate), flag_option("--freeze", freeze),
+                     number_option("--timeout", timeout), flag_option("--strict", strict),
+                     text_option("--ready-file", ready_file), text_option("--done-file", done_file),
+                     flag_option("--until-eof", until_eof), text_option("--key", key),
+                     flag_option("--ties-by-vehicle", ties_by_vehicle)}));
   if (connect.empty()) usage("consume needs --connect");
+  check_tls_options(tls, "consume");
   raise_fd_limit();
 
   const auto n = static_cast<size_t>(connections);
   std::vector<Reader> readers(n);
   const Address address = parse_address(connect);
+  SSL_CTX* ctx = tls.on() ? make_tls_context(tls) : nullptr;
   for (Reader& r : readers) {
     r.check.key_prefix = "\"" + key + "\":";
     r.check.strict = strict;
     r.check.ties_by_vehicle = ties_by_vehicle;
-    r.fd = connect_to(address);
+    r.link.fd = connect_to(address);
+    // The daemon sees a TLS client only once its handshake is done, so the
+    // ready file below still means "every client is connected".
+    if (ctx != nullptr) tls_handshake(r.link, ctx);
   }
   const double t_connect = now_s();
   const double deadline = timeout > 0 ? t_connect + timeout : 0;
@@ -795,7 +1153,7 @@ int run_consume(Args& args) {
     // block) the whole pipeline must stop.
     while (!g_stop && (deadline == 0 || now_s() < deadline)) sleep_s(0.1);
     for (size_t i = 0; i < n; ++i) {
-      close(readers[i].fd);
+      link_close(readers[i].link);
       std::printf(
           "{\"mode\":\"consume\",\"connection\":%zu,\"frozen\":true,\"records\":0,"
           "\"bytes\":0,\"seconds\":%.3f}\n",
@@ -836,6 +1194,7 @@ int run_consume(Args& args) {
     double wait = deadline > 0 ? std::clamp(deadline - now, 0.0, 1.0) : 1.0;
     fds.clear();
     who.clear();
+    bool pending = false;  // decrypted bytes waiting in OpenSSL: no socket event comes
     for (size_t i = 0; i < n; ++i) {
       Reader& r = readers[i];
       if (r.done) continue;
@@ -848,25 +1207,26 @@ int run_consume(Args& args) {
           continue;
         }
       }
-      fds.push_back({r.fd, POLLIN, 0});
+      fds.push_back({r.link.fd, r.link.read_events(), 0});
       who.push_back(i);
+      pending = pending || r.link.pending();
     }
-    const int wait_ms = static_cast<int>(wait * 1000) + 1;
+    const int wait_ms = pending ? 0 : static_cast<int>(wait * 1000) + 1;
     if (fds.empty()) {
       sleep_s(static_cast<double>(wait_ms) / 1000);
       continue;
     }
     const int rc = poll(fds.data(), fds.size(), wait_ms);
     if (rc < 0 && errno != EINTR) fail("poll");
-    for (size_t k = 0; rc > 0 && k < fds.size(); ++k) {
-      if (fds[k].revents == 0) continue;
+    for (size_t k = 0; (rc > 0 || pending) && k < fds.size(); ++k) {
       Reader& r = readers[who[k]];
+      if (fds[k].revents == 0 && !r.link.pending()) continue;
       if (r.have == r.buf.size()) r.buf.resize(r.buf.size() * 2);  // one very long line
       size_t want = r.buf.size() - r.have;
       if (read_rate > 0) {
         want = std::min(want, std::max<size_t>(4096, static_cast<size_t>(read_rate / 50)));
       }
-      const ssize_t got = read_some(r.fd, r.buf.data() + r.have, want, 0, r.eof, r.error);
+      const ssize_t got = link_read(r.link, r.buf.data() + r.have, want, r.eof, r.error);
       if (got == 0) continue;
       if (got < 0) {
         finish(r);
@@ -905,7 +1265,9 @@ int run_consume(Args& args) {
   for (size_t i = 0; i < n; ++i) {
     Reader& r = readers[i];
     if (r.wall_data == 0) r.wall_data = wall_end;
-    close(r.fd);
+    const std::string protocol = r.link.describe();
+    const bool close_notify = r.link.close_notify;
+    link_close(r.link);
     const Checker& check = r.check;
     const bool complete = (expect < 0 || check.records == expect) &&
                           check.markers >= expect_markers && (!until_eof || r.eof);
@@ -921,14 +1283,18 @@ int run_consume(Args& args) {
                 ",\"vehicles\":%zu,\"expected\":%" PRId64 ",\"expected_markers\":%" PRId64
                 ",\"complete\":%s,\"ok\":%s,\"eof\":%s,\"timed_out\":%s,"
                 "\"wall_first\":%.6f,\"wall_done\":%.6f,\"wall_end\":%.6f,\"error\":\"%s\","
-                "\"first_problem\":\"%s\"}\n",
+                "\"first_problem\":\"%s\",\"own_cpu_s\":%.3f,\"tls\":%s,\"tls_close\":%s}\n",
                 i, check.records, check.markers, check.bytes, seconds,
                 check.out_of_order == 0 ? "true" : "false", check.out_of_order, check.unparsed,
                 check.seq_gaps, check.seq_repeats, check.tie_disorder, check.tie_joins,
                 check.next_seq.size(), expect, expect_markers, complete ? "true" : "false",
                 ok ? "true" : "false", r.eof ? "true" : "false",
                 timed_out && !r.done ? "true" : "false", r.wall_first, r.wall_data, wall_end,
-                json_escape(r.error).c_str(), json_escape(check.first_problem).c_str());
+                json_escape(r.error).c_str(), json_escape(check.first_problem).c_str(), own_cpu_s(),
+                json_string_or_null(protocol).c_str(),
+                protocol.empty() || !r.eof ? "null"
+                : close_notify             ? "\"close_notify\""
+                                           : "\"eof without close_notify\"");
   }
   return all_ok ? 0 : 1;
 }
@@ -1547,16 +1913,21 @@ int run_fleet(Args& args) {
   double connect_timeout = 30;
   double grace = 30;
   int64_t seed = 1;
+  TlsOptions tls;
   parse_options(
       args, "fleet",
-      {text_option("--connect", connect), int_option("--members", members, 1, 99999),
-       number_option("--rate", rate), number_option("--duration", duration),
-       int_option("--start-time", origin, 0, marker_key / 2),
-       int_option("--stride", stride, 1, 1000000), number_option("--connect-rate", connect_rate),
-       number_option("--connect-timeout", connect_timeout), number_option("--grace", grace),
-       int_option("--seed", seed, 0, INT64_MAX)});
+      with_tls(tls,
+               {text_option("--connect", connect), int_option("--members", members, 1, 99999),
+                number_option("--rate", rate), number_option("--duration", duration),
+                int_option("--start-time", origin, 0, marker_key / 2),
+                int_option("--stride", stride, 1, 1000000),
+                number_option("--connect-rate", connect_rate),
+                number_option("--connect-timeout", connect_timeout),
+                number_option("--grace", grace), int_option("--seed", seed, 0, INT64_MAX)},
+               true));
   if (connect.empty() || members < 0 || !(rate > 0) || duration < 0)
     usage("fleet needs --connect, --members, a --rate above 0 and a --duration");
+  check_tls_options(tls, "fleet");
   const auto per_member = static_cast<int64_t>(std::llround(rate * duration));
   const auto n = static_cast<size_t>(members);
   const double period_ns = 1e9 / rate;
@@ -1578,9 +1949,17 @@ int run_fleet(Args& args) {
               .c_str());
   }
 
-  enum class State : uint8_t { waiting, connecting, open, closing, closed };
+  // With TLS, every member's certificate and key are loaded before the
+  // first connection, so that the connect storm is only connecting.
+  SSL_CTX* ctx = tls.on() ? make_tls_context(tls) : nullptr;
+  MemberCerts member_certs;
+  if (!tls.cert_dir.empty()) member_certs = load_member_certs(tls.cert_dir, n);
+  // Named by the certificate: no hello.
+  const bool send_hello = tls.cert_dir.empty();
+
+  enum class State : uint8_t { waiting, connecting, handshaking, open, closing, closed };
   struct Member {
-    int fd = -1;
+    Link link;
     State state = State::waiting;
     bool watched = false;  // in `watch`
     char name[24] = {};    // "00042"
@@ -1614,6 +1993,9 @@ int run_fleet(Args& args) {
   double wall_all = 0, wall_first_end = 0, wall_last_end = 0;
   double first_drop_s = -1, last_drop_s = -1;  // since the start
   int64_t established_ns = 0;
+  std::vector<int64_t> setup_ns;  // connect() to connection made (TLS: handshake done), per member
+  setup_ns.reserve(n);
+  std::string protocol;       // of the first member connected
   std::vector<int64_t> lags;  // ns behind schedule, of every `lag_every`th record
   const int64_t lag_every = std::max<int64_t>(1, members * per_member / 1000000);
   lags.reserve(static_cast<size_t>(members * per_member / lag_every + 16));
@@ -1637,8 +2019,7 @@ int run_fleet(Args& args) {
   };
   auto close_member = [&](Member& m) {
     if (m.state == State::closed) return;
-    if (m.fd >= 0) close(m.fd);
-    m.fd = -1;
+    link_close(m.link);
     m.state = State::closed;
     --open_count;
   };
@@ -1663,7 +2044,7 @@ int run_fleet(Args& args) {
   // After the marker: close once everything is out.
   auto end_if_done = [&](Member& m) {
     if (m.state == State::closing && m.pending.empty()) {
-      shutdown(m.fd, SHUT_WR);
+      if (m.link.ssl == nullptr) shutdown(m.link.fd, SHUT_WR);
       close_member(m);
       wall_last_end = wall_s();
     }
@@ -1671,16 +2052,15 @@ int run_fleet(Args& args) {
   auto flush = [&](size_t j) {
     Member& m = fleet[j];
     while (!m.pending.empty()) {
-      ssize_t w = send(m.fd, m.pending.data(), m.pending.size(), MSG_NOSIGNAL);
+      std::string why;
+      ssize_t w = link_write(m.link, m.pending.data(), m.pending.size(), why);
       if (w > 0) {
         bytes += static_cast<uint64_t>(w);
         m.pending.erase(0, static_cast<size_t>(w));
-      } else if (w < 0 && errno == EINTR) {
-        continue;
-      } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      } else if (w == 0) {
         return;
       } else {
-        drop(j, std::string("send: ") + std::strerror(errno));
+        drop(j, why);
         return;
       }
     }
@@ -1696,9 +2076,10 @@ int run_fleet(Args& args) {
       flush(j);
       return;
     }
-    ssize_t w = send(m.fd, data, len, MSG_NOSIGNAL);
-    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      drop(j, std::string("send: ") + std::strerror(errno));
+    std::string why;
+    ssize_t w = link_write(m.link, data, len, why);
+    if (w < 0) {
+      drop(j, why);
       return;
     }
     size_t done = w > 0 ? static_cast<size_t>(w) : 0;
@@ -1718,15 +2099,17 @@ int run_fleet(Args& args) {
     m.state = State::open;
     ++connected;
     established_ns = now;
+    setup_ns.push_back(now - m.connect_ns);
+    if (protocol.empty()) protocol = m.link.describe();
     if (connected == members) {
       wall_all = wall_s();
       std::fprintf(stderr, "chronomerge_loadgen: fleet: %" PRId64 " members connected in %.3f s\n",
                    connected, static_cast<double>(now - t0) / 1e9);
     }
-    int one = 1;
-    setsockopt(m.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    int len = std::snprintf(line, sizeof(line), "{\"feed\":\"bus-%s\"}\n", m.name);
-    put(j, line, static_cast<size_t>(len));
+    if (send_hello) {
+      int len = std::snprintf(line, sizeof(line), "{\"feed\":\"bus-%s\"}\n", m.name);
+      put(j, line, static_cast<size_t>(len));
+    }
     m.first_due_ns = now + static_cast<int64_t>(phase(rng));
     due.emplace(m.first_due_ns, static_cast<uint32_t>(j));
   };
@@ -1735,6 +2118,34 @@ int run_fleet(Args& args) {
     ++failed;
     close_member(fleet[j]);
   };
+  // TCP is up: the member is open, or with TLS starts its handshake.
+  auto tcp_up = [&](size_t j) {
+    Member& m = fleet[j];
+    int one = 1;
+    setsockopt(m.link.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (ctx == nullptr) {
+      established(j);
+      return;
+    }
+    if (member_certs.certs.empty()) {
+      tls_start(m.link, ctx);
+    } else {
+      tls_start(m.link, ctx, member_certs.certs[j], member_certs.keys[j]);
+    }
+    m.state = State::handshaking;
+    watch_member(j);
+  };
+  // One step of a member's handshake, when its socket is ready for it.
+  auto handshake = [&](size_t j) {
+    Member& m = fleet[j];
+    std::string why;
+    const int rc = tls_handshake_step(m.link, why);
+    if (rc > 0) {
+      established(j);
+    } else if (rc < 0) {
+      connect_failed(j, why);
+    }
+  };
   auto start_connect = [&](size_t j) {
     Member& m = fleet[j];
     int fd = socket(address.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -1742,11 +2153,12 @@ int run_fleet(Args& args) {
       connect_failed(j, std::string("socket: ") + std::strerror(errno));
       return;
     }
-    m.fd = fd;
+    m.link.fd = fd;
     m.connect_ns = mono_ns();
     int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address.addr), address.len);
     if (rc == 0) {
-      established(j);
+      tcp_up(j);
+      if (m.state == State::handshaking) handshake(j);
     } else if (errno == EINPROGRESS) {
       m.state = State::connecting;
       watch_member(j);
@@ -1817,16 +2229,22 @@ int run_fleet(Args& args) {
     size_t kept = 0;
     for (uint32_t j : watch) {
       Member& m = fleet[j];
-      const bool connecting = m.state == State::connecting;
+      const bool connecting = m.state == State::connecting || m.state == State::handshaking;
       if (connecting && now - m.connect_ns > connect_timeout_ns) {
-        connect_failed(j, "connect: timed out");
+        connect_failed(
+            j, m.state == State::connecting ? "connect: timed out" : "TLS handshake: timed out");
       }
       if (m.state == State::closed || (!connecting && m.pending.empty())) {
         m.watched = false;
         continue;
       }
       watch[kept++] = j;
-      fds.push_back({m.fd, static_cast<short>(POLLOUT | POLLIN), 0});
+      // A handshake waits for what TLS asks; bytes pending for writable
+      // (or what TLS asks), and for input, to see the daemon close.
+      const short events = m.state == State::handshaking
+                               ? m.link.want_handshake
+                               : static_cast<short>(POLLIN | m.link.write_events());
+      fds.push_back({m.link.fd, events, 0});
       who.push_back(j);
     }
     watch.resize(kept);
@@ -1835,7 +2253,7 @@ int run_fleet(Args& args) {
       for (size_t j = 0; j < n; ++j) {
         Member& m = fleet[j];
         if ((m.state == State::open || m.state == State::closing) && !m.watched) {
-          fds.push_back({m.fd, POLLIN, 0});
+          fds.push_back({m.link.fd, POLLIN, 0});
           who.push_back(static_cast<uint32_t>(j));
         }
       }
@@ -1855,29 +2273,34 @@ int run_fleet(Args& args) {
       if (m.state == State::connecting) {
         int err = 0;
         socklen_t len = sizeof(err);
-        getsockopt(m.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        getsockopt(m.link.fd, SOL_SOCKET, SO_ERROR, &err, &len);
         if (err != 0) {
           connect_failed(j, std::string("connect: ") + std::strerror(err));
         } else if (ev & (POLLOUT | POLLERR | POLLHUP)) {
-          established(j);
+          tcp_up(j);
+          if (m.state == State::handshaking) handshake(j);
         }
         continue;
       }
+      if (m.state == State::handshaking) {
+        handshake(j);
+        continue;
+      }
       if (m.state == State::closed) continue;
+      // With TLS, a read may be what a blocked write waits for.
+      const bool tls_read_unblocks = m.link.ssl != nullptr && m.link.want_write == POLLIN;
       if (ev & (POLLIN | POLLHUP | POLLERR)) {
         char sink[512];
-        ssize_t r = recv(m.fd, sink, sizeof(sink), 0);
-        if (r == 0) {
-          drop(j, "closed by the daemon");
-          continue;
-        }
-        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-          drop(j, std::string("recv: ") + std::strerror(errno));
+        bool eof = false;
+        std::string why;
+        ssize_t r = link_read(m.link, sink, sizeof(sink), eof, why);
+        if (r < 0) {
+          drop(j, eof ? "closed by the daemon" : why);
           continue;
         }
         if (r > 0) bytes_in += static_cast<uint64_t>(r);
       }
-      if ((ev & POLLOUT) && !m.pending.empty()) flush(j);
+      if ((ev & POLLOUT || (tls_read_unblocks && ev & POLLIN)) && !m.pending.empty()) flush(j);
     }
   }
   // Whatever is left at the deadline (or on a signal) did not get out.
@@ -1909,14 +2332,167 @@ int run_fleet(Args& args) {
       ",\"bytes\":%" PRIu64 ",\"bytes_received\":%" PRIu64 ",\"deferred\":%" PRId64
       ",\"max_pending_bytes\":%zu,\"lag_us\":%s,\"wall_start\":%.6f,\"wall_all_connected\":%.6f,"
       "\"wall_first_end\":%.6f,\"wall_last_end\":%.6f,\"seconds\":%.3f,\"own_cpu_s\":%.3f,"
-      "\"first_drop_s\":%.3f,\"last_drop_s\":%.3f,\"timed_out\":%s,\"first_error\":\"%s\"}\n",
+      "\"first_drop_s\":%.3f,\"last_drop_s\":%.3f,\"timed_out\":%s,\"first_error\":\"%s\","
+      "\"setup_us\":%s,\"tls\":%s,\"hello\":%s}\n",
       members, rate, duration, per_member, origin, stride, connect_rate, connected, failed, dropped,
       unfinished, failed + dropped + unfinished,
       all ? static_cast<double>(established_ns - t0) / 1e9 : -1.0, sent, members * per_member,
       unsent, markers, bytes, bytes_in, deferred, max_pending, summary_us(lags).c_str(), wall0,
       wall_all, wall_first_end, wall_last_end, seconds, own_cpu, first_drop_s, last_drop_s,
-      timed_out ? "true" : "false", json_escape(first_error).c_str());
+      timed_out ? "true" : "false", json_escape(first_error).c_str(), summary_us(setup_ns).c_str(),
+      json_string_or_null(protocol).c_str(), send_hello ? "true" : "false");
   return failed == 0 && dropped == 0 && unfinished == 0 && unsent == 0 ? 0 : 1;
+}
+
+// --- probe ---------------------------------------------------------------
+
+// One GET on a new plain connection: the HTTP status (0: no complete
+// answer in time; `error` says why).
+int http_get_once(const Address& address, const std::string& request, int64_t deadline_ns,
+                  std::string& error) {
+  int fd = socket(address.addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) fail("socket");
+  auto wait = [&](short events) {
+    for (;;) {
+      const int64_t left = deadline_ns - mono_ns();
+      if (left <= 0) return false;
+      pollfd p{fd, events, 0};
+      const int rc = poll(&p, 1, static_cast<int>((left + 999999) / 1000000));
+      if (rc > 0) return true;
+      if (rc < 0 && errno != EINTR) return false;
+    }
+  };
+  int status = 0;
+  std::string answer;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address.addr), address.len) != 0 &&
+      errno != EINPROGRESS) {
+    error = std::string("connect: ") + std::strerror(errno);
+  } else if (!wait(POLLOUT)) {
+    error = "connect: timed out";
+  } else {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+      error = std::string("connect: ") + std::strerror(err);
+    } else if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+               static_cast<ssize_t>(request.size())) {
+      error = "send: the request did not fit at once";
+    } else {
+      // The daemon answers with Connection: close: the answer is all
+      // there is until EOF.
+      char buf[4096];
+      for (;;) {
+        const ssize_t r = recv(fd, buf, sizeof(buf), 0);
+        if (r > 0) {
+          if (answer.size() < 1024) answer.append(buf, static_cast<size_t>(r));
+          continue;
+        }
+        if (r == 0) break;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          error = std::string("recv: ") + std::strerror(errno);
+          break;
+        }
+        if (!wait(POLLIN)) {
+          error = "no complete answer in time";
+          break;
+        }
+      }
+      if (error.empty()) {
+        int code = 0;
+        if (std::sscanf(answer.c_str(), "HTTP/1.%*d %d", &code) == 1) {
+          status = code;
+        } else {
+          error = "not an HTTP answer";
+        }
+      }
+    }
+  }
+  close(fd);
+  return status;
+}
+
+int run_probe(Args& args) {
+  std::string connect;
+  std::string path = "/healthz";
+  int64_t interval_ms = 10;
+  double duration = 0;
+  std::string stop_file, raw_out, ready_file;
+  int64_t timeout_ms = 5000;
+  parse_options(
+      args, "probe",
+      {text_option("--connect", connect), text_option("--path", path),
+       int_option("--interval-ms", interval_ms, 1, 60000), number_option("--duration", duration),
+       text_option("--stop-file", stop_file), int_option("--timeout-ms", timeout_ms, 1, 600000),
+       text_option("--raw-out", raw_out), text_option("--ready-file", ready_file)});
+  if (connect.empty()) usage("probe needs --connect");
+  if (duration <= 0 && stop_file.empty()) usage("probe needs --duration or --stop-file");
+  const Address address = parse_address(connect);
+  const std::string request =
+      "GET " + path + " HTTP/1.1\r\nHost: " + connect + "\r\nConnection: close\r\n\r\n";
+
+  struct Probe {
+    double wall;  // its start
+    int64_t ns;   // connect() to the end of the answer
+    int status;
+  };
+  std::vector<Probe> probes;
+  int64_t failures = 0, late_starts = 0;
+  std::string first_error;
+  const int64_t period = interval_ms * 1000000;
+  const int64_t t0 = mono_ns();
+  const int64_t end = duration > 0 ? t0 + static_cast<int64_t>(duration * 1e9) : INT64_MAX;
+  int64_t next = t0;
+  struct stat st {};
+  touch_file(ready_file);
+  while (!g_stop && mono_ns() < end && (stop_file.empty() || stat(stop_file.c_str(), &st) != 0)) {
+    sleep_until_ns(next);
+    const int64_t start = mono_ns();
+    const double wall = wall_s();
+    std::string error;
+    const int status = http_get_once(address, request, start + timeout_ms * 1000000, error);
+    const int64_t took = mono_ns() - start;
+    probes.push_back({wall, took, status});
+    if (status != 200) {
+      ++failures;
+      if (first_error.empty()) {
+        first_error = error.empty() ? "HTTP status " + std::to_string(status) : error;
+      }
+    }
+    // Fixed schedule; after a slow probe the next starts at once (counted),
+    // and the schedule goes on from there.
+    next += period;
+    if (next < mono_ns()) {
+      ++late_starts;
+      next = mono_ns();
+    }
+  }
+  std::vector<int64_t> ns;
+  ns.reserve(probes.size());
+  const Probe* slowest = nullptr;
+  for (const Probe& p : probes) {
+    ns.push_back(p.ns);
+    if (slowest == nullptr || p.ns > slowest->ns) slowest = &p;
+  }
+  if (!raw_out.empty()) {
+    if (FILE* f = std::fopen(raw_out.c_str(), "w")) {
+      for (const Probe& p : probes) {
+        std::fprintf(f, "%.6f %" PRId64 " %d\n", p.wall, p.ns / 1000, p.status);
+      }
+      std::fclose(f);
+    } else {
+      fail(raw_out.c_str());
+    }
+  }
+  std::printf("{\"mode\":\"probe\",\"probes\":%zu,\"failures\":%" PRId64 ",\"late_starts\":%" PRId64
+              ",\"interval_ms\":%" PRId64
+              ",\"response_us\":%s,\"slowest_wall\":%.6f,\"seconds\":%.3f,"
+              "\"first_error\":%s}\n",
+              probes.size(), failures, late_starts, interval_ms, summary_us(ns).c_str(),
+              slowest != nullptr ? slowest->wall : 0.0, static_cast<double>(mono_ns() - t0) / 1e9,
+              json_string_or_null(first_error).c_str());
+  return failures == 0 ? 0 : 1;
 }
 
 }  // namespace
@@ -1940,6 +2516,7 @@ int main(int argc, char** argv) {
   if (mode == "paced") return run_paced(args);
   if (mode == "latency") return run_latency(args);
   if (mode == "fleet") return run_fleet(args);
+  if (mode == "probe") return run_probe(args);
   if (mode == "-h" || mode == "--help") {
     std::fprintf(stderr, "see the comment at the top of bench/loadgen.cc\n");
     return 0;

@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config git
-          libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libsystemd-dev
-          systemd clang-format curl python3 clang-14 libfuzzer-14-dev libclang-rt-14-dev)
+          libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libsystemd-dev libssl-dev
+          systemd clang-format curl python3 openssl clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

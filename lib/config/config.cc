@@ -1037,10 +1037,13 @@ std::optional<TlsConfig> Validator::read_tls(const Json& value, const std::strin
     const std::string field = child(pointer, it.key());
     const Json& v = it.value();
     const std::string& name = it.key();
-    if (name == "cert" || name == "key" || name == "ca") {
+    if (name == "cert" || name == "key" || name == "ca" || name == "crl") {
       auto path = check(read_path(v, field, std::numeric_limits<size_t>::max()));
       if (!path) continue;
-      (name == "cert" ? tls.cert : name == "key" ? tls.key : tls.ca) = *path;
+      (name == "cert"  ? tls.cert
+       : name == "key" ? tls.key
+       : name == "ca"  ? tls.ca
+                       : tls.crl) = *path;
     } else if (name == "client_auth") {
       if (!server_only(field)) continue;
       auto text = check(read_string(v, field));
@@ -1096,6 +1099,10 @@ std::optional<TlsConfig> Validator::read_tls(const Json& value, const std::strin
   if (value.contains("cert") != value.contains("key")) {
     problem(child(pointer, value.contains("cert") ? "key" : "cert"),
             "\"cert\" and \"key\" go together");
+    valid = false;
+  }
+  if (value.contains("crl") && !value.contains("ca")) {
+    problem(child(pointer, "crl"), "needs \"ca\" (the CA whose revocations it lists)");
     valid = false;
   }
   if (tls.client_auth != TlsConfig::ClientAuth::none && !value.contains("ca")) {

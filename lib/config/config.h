@@ -52,6 +52,7 @@ struct TlsConfig {
   // PEM CA bundle: servers verify client certificates with it; clients
   // the server's (empty: the system's trust store).
   std::string ca;
+  std::string crl;                            // PEM certificate revocation list checked with `ca`
   ClientAuth client_auth = ClientAuth::none;  // servers
   bool tls13_only = false;                    // min_version "1.3"
   std::string ciphers;                        // TLS 1.2 cipher list; empty: OpenSSL's

@@ -256,6 +256,13 @@ class Daemon {
     } else {
       ++reloads_ok_;
       config_ = std::move(*result.config);
+      // The metrics port's certificate, CA and CRL are read again too.
+      if (metrics_ && config_.metrics && config_.metrics->tls) {
+        if (auto tls =
+                load_tls_context(*config_.metrics->tls, TlsContext::Role::server, "metrics")) {
+          metrics_->reload_tls(std::move(tls));
+        }
+      }
       log::info("reloaded {}: {} feeds, {} outputs", config_path_, config_.feeds.size(),
                 config_.outputs.size());
     }

@@ -634,6 +634,13 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     }
     deadletter_ = std::move(next_deadletter);
   }
+  // Certificates, keys, CAs and CRLs are read again, whether or not their
+  // paths changed (a renewed certificate keeps its path).
+  for (auto& feed : feeds_) {
+    if (feed && !feed->removed() && !feed->is_member()) feed->reload_tls();
+  }
+  for (auto& fleet : fleets_) fleet->reload_tls();
+  for (auto& sink : sinks_) sink->reload_tls();
   // A sink that cannot write (a full disk) tries again now.
   for (auto& sink : sinks_) sink->retry();
   if (deadletter_) deadletter_->retry();

@@ -38,6 +38,16 @@ bool ConnectFeed::start() {
   return true;
 }
 
+// The next connections use the new material; the open one, whose server
+// was verified already, stays.
+void ConnectFeed::reload_tls() {
+  if (!config_.tls) return;
+  if (auto context = load_tls_context(*config_.tls, TlsContext::Role::client, "feed " + name())) {
+    tls_ = std::move(context);
+    tls_counters_.certificate_expiry = tls_->expires_at();
+  }
+}
+
 // The connect request carries the handle it connects: if the feed closes
 // meanwhile, closing the handle cancels the connect and the request frees
 // the handle when it completes.

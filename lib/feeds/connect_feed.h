@@ -26,6 +26,7 @@ class ConnectFeed final : public StreamFeed {
 
   ConnectFeed(FeedHost& host, FeedId id, FeedConfig config, size_t max_line_bytes);
   bool start() override;
+  void reload_tls() override;
   uint64_t attempts() const { return attempts_; }
   // Null without TLS.
   const TlsCounters* tls_counters() const { return tls_ ? &tls_counters_ : nullptr; }

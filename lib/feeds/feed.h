@@ -120,6 +120,11 @@ class Feed {
   // not yet reaped, a batch on the thread pool): not to be destroyed yet.
   virtual bool busy() const { return false; }
 
+  // A reload: TLS material (certificate, key, CA, CRL) is read again from
+  // the same paths; new handshakes use it, and open connections whose peer
+  // it no longer accepts are closed. Default: no TLS, nothing to do.
+  virtual void reload_tls() {}
+
   // A reload changed only the feed's tuning: water marks, idle timeout,
   // reorder window, heartbeat field, max_lag, late policy. Applied in
   // place; the transport and its connection stay. (The merger's side is

@@ -128,6 +128,13 @@ bool Fleet::start() {
   return true;
 }
 
+void Fleet::reload_tls() {
+  if (!config_.tls) return;
+  if (auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "feed " + name())) {
+    listener_.set_tls_context(std::move(context));
+  }
+}
+
 void Fleet::accepted(uv_os_sock_t socket, const AcceptedPeer& who) {
   if (draining_) {
     ::close(socket);

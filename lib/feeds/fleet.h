@@ -111,6 +111,8 @@ class Fleet {
   // the new water marks and settings through the host; limits apply from
   // now on.
   void update(const FeedConfig& config) { config_ = config; }
+  // TLS material read again (see Feed::reload_tls()).
+  void reload_tls();
 
   // Hellos waiting at most this long (twice) for a timeout, members
   // lingering for a retirement.

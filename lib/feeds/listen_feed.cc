@@ -63,6 +63,13 @@ bool ListenFeed::start() {
   return true;
 }
 
+void ListenFeed::reload_tls() {
+  if (!config_.tls) return;
+  if (auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "feed " + name())) {
+    listener_.set_tls_context(std::move(context));
+  }
+}
+
 void ListenFeed::accepted(uv_os_sock_t socket, const std::string& peer) {
   if (attached()) {
     refuse(socket, peer);

@@ -26,6 +26,7 @@ class ListenFeed final : public StreamFeed {
  public:
   using StreamFeed::StreamFeed;
   bool start() override;
+  void reload_tls() override;
   // "127.0.0.1:7001" (the port actually bound) or the socket path.
   const std::string& address() const { return address_; }
   // Producer connections refused while one was attached.

@@ -109,6 +109,9 @@ class HttpServer {
   HttpServer(uv_loop_t* loop, HostPort listen, Handler handler, Timeouts timeouts = {});
   // Serves HTTPS (see Listener::use_tls). REQUIRES: before start().
   void use_tls(std::shared_ptr<const TlsContext> context);
+  void reload_tls(std::shared_ptr<const TlsContext> context) {
+    listener_.set_tls_context(std::move(context));
+  }
   const TlsCounters* tls_counters() const { return listener_.tls_counters(); }
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;

@@ -107,6 +107,17 @@ std::shared_ptr<TlsContext> TlsContext::make(const TlsConfig& config, Role role,
   } else if (!server) {
     SSL_CTX_set_default_verify_paths(ctx);
   }
+  if (!config.crl.empty()) {
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+    X509_LOOKUP* lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+    if (lookup == nullptr ||
+        X509_load_crl_file(lookup, config.crl.c_str(), X509_FILETYPE_PEM) <= 0) {
+      problem = {"crl", fmt::format("cannot load the revocation list {}: {}", config.crl,
+                                    openssl_error_text())};
+      return nullptr;
+    }
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+  }
   if (server) {
     int mode = SSL_VERIFY_NONE;
     if (config.client_auth == TlsConfig::ClientAuth::request) mode = SSL_VERIFY_PEER;
@@ -124,6 +135,22 @@ std::shared_ptr<TlsContext> TlsContext::make(const TlsConfig& config, Role role,
   }
   ERR_clear_error();
   return context;
+}
+
+bool TlsContext::accepts_peer_of(ssl_st* ssl) const {
+  X509* cert = SSL_get0_peer_certificate(ssl);
+  if (cert == nullptr) {
+    return role_ == Role::server && config_.client_auth != TlsConfig::ClientAuth::require;
+  }
+  if (role_ == Role::server && config_.client_auth == TlsConfig::ClientAuth::none) return true;
+  X509_STORE_CTX* check = X509_STORE_CTX_new();
+  if (check == nullptr) return true;  // out of memory: keep what was verified
+  bool ok = X509_STORE_CTX_init(check, SSL_CTX_get_cert_store(ctx_), cert,
+                                SSL_get_peer_cert_chain(ssl)) == 1 &&
+            X509_verify_cert(check) == 1;
+  X509_STORE_CTX_free(check);
+  ERR_clear_error();
+  return ok;
 }
 
 ssl_st* TlsContext::new_connection(const std::string& host) const {

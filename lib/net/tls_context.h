@@ -43,6 +43,9 @@ class TlsContext {
   // verify and send as SNI, `server_name` or else `host`). Null if OpenSSL
   // is out of memory.
   ssl_st* new_connection(const std::string& host) const;
+  // Whether this context's CA and CRL accept the peer certificate `ssl`
+  // was verified with (made by another context, before a reload).
+  bool accepts_peer_of(ssl_st* ssl) const;
 
   Role role() const { return role_; }
   const TlsConfig& config() const { return config_; }

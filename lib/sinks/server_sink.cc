@@ -117,6 +117,13 @@ bool ServerSink::start() {
   return true;
 }
 
+void ServerSink::reload_tls() {
+  if (!config_.tls) return;
+  if (auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "output " + name())) {
+    listener_.set_tls_context(std::move(context));
+  }
+}
+
 void ServerSink::accepted(uv_os_sock_t socket, const AcceptedPeer& who) {
   uint64_t id = next_client_id_++;
   std::string peer = peer_name(who.address, id);

@@ -49,6 +49,7 @@ class ServerSink final : public Sink {
     return finished_ || (output_.ended() && counters_.clients == 0);
   }
   SinkCounters counters() const override;
+  void reload_tls() override;
   const std::string& address() const { return address_; }
   const AcceptErrors& accept_errors() const { return listener_.errors(); }
   // Null unless it listens with TLS.

@@ -73,6 +73,8 @@ class Sink {
   // SIGHUP: a sink that cannot write at the moment tries again now rather
   // than at its next backoff.
   virtual void retry() {}
+  // SIGHUP: TLS material is read again (see Feed::reload_tls()).
+  virtual void reload_tls() {}
 
   const OutputConfig& config() const { return config_; }
   const std::string& name() const { return config_.name; }

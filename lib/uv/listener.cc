@@ -120,6 +120,11 @@ void Listener::use_tls(std::shared_ptr<const TlsContext> context, std::string na
   tls_name_ = std::move(name);
 }
 
+void Listener::set_tls_context(std::shared_ptr<const TlsContext> context) {
+  tls_context_ = context;
+  if (tls_) tls_->set_context(std::move(context));
+}
+
 void Listener::close() {
   if (tls_) tls_->stop();
   if (fd_ < 0) {

@@ -82,6 +82,8 @@ class Listener {
   // its handshake (see TlsAcceptor). `name` names it in logs. REQUIRES:
   // before listen().
   void use_tls(std::shared_ptr<const TlsContext> context, std::string name);
+  // New TLS material (a reload): see TlsAcceptor::set_context().
+  void set_tls_context(std::shared_ptr<const TlsContext> context);
   // The TLS side's counts; null on a plaintext listener.
   const TlsCounters* tls_counters() const { return tls_ ? &tls_->counters() : nullptr; }
 

@@ -79,6 +79,22 @@ void TlsAcceptor::handshake_over(Entry& entry) {
   }
 }
 
+void TlsAcceptor::set_context(std::shared_ptr<const TlsContext> context) {
+  context_ = std::move(context);
+  counters_.certificate_expiry = context_->expires_at();
+  for (const std::string& warning : context_->warnings()) log::warn("{}: {}", name_, warning);
+  size_t closed = 0;
+  for (Entry& entry : entries_) {
+    if (entry.bridge->recheck(*context_)) continue;
+    ++closed;
+    ++counters_.refused[static_cast<size_t>(TlsFailure::cert)];
+    log_.log(uv_now(loop_), LogLevel::warn, {"listener", name_}, refusals,
+             "{}: closed the connection from {}: its certificate is no longer accepted", name_,
+             entry.address);
+  }
+  if (closed > 0) log::info("{}: TLS material reloaded; {} connections closed", name_, closed);
+}
+
 // The timer now keeps the loop running until the last bridge is done (the
 // owners close their ends as they stop), then closes: a daemon that exits
 // leaves no handle open.

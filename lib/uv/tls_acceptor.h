@@ -54,6 +54,9 @@ class TlsAcceptor {
   void accept(uv_os_sock_t socket, std::string address);
   // No more connections: handshakes in flight fail; open connections stay.
   void stop();
+  // Reloaded material: new handshakes use `context`; open connections
+  // whose peer it no longer accepts are closed and counted (cert).
+  void set_context(std::shared_ptr<const TlsContext> context);
   const TlsCounters& counters() const { return counters_; }
 
  private:

@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include <fmt/format.h>
 
 #include "uv/uv_error.h"
@@ -156,7 +158,7 @@ void TlsBridge::handshake() {
   if (rc == 1) {
     flush_outer();
     if (!open_plaintext()) {
-      finish(true);
+      fail(TlsFailure::handshake, "cannot open the plaintext side: " + uv_error_text(-errno));
       return;
     }
     state_ = State::open;
@@ -313,6 +315,12 @@ void TlsBridge::update_reading() {
       uv_read_stop(inner_.stream());
     }
   }
+}
+
+bool TlsBridge::recheck(const TlsContext& context) {
+  if (state_ != State::open || context.accepts_peer_of(ssl_)) return true;
+  finish(true);
+  return false;
 }
 
 void TlsBridge::time_out() {

@@ -77,6 +77,9 @@ class TlsBridge {
   bool handshaking() const { return state_ == State::handshake; }
   // Fails a handshake still in progress (its deadline passed).
   void time_out();
+  // A reload brought new CA or CRL material: an open connection whose
+  // peer `context` no longer accepts is closed at once (false).
+  bool recheck(const TlsContext& context);
   // Both sides closed: the owner may destroy the bridge.
   bool done() const { return state_ == State::done; }
 

@@ -275,7 +275,7 @@ const std::vector<BadConfig>& bad_configs() {
       {"rejects a name_from that is neither hello, peer nor a pointer",
        feeds_text(
            R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "fleet": {"name_from": "vehicle"}})"),
-       "/feeds/0/fleet/name_from", "expected \"hello\", \"peer\" or a JSON pointer"},
+       "/feeds/0/fleet/name_from", "expected \"hello\", \"peer\", \"cert_cn\" or a JSON pointer"},
       {"rejects name_from peer on a unix socket",
        feeds_text(
            R"({"name": "a", "type": "unix-listen", "path": "/run/a.sock", "fleet": {"name_from": "peer"}})"),
@@ -296,6 +296,41 @@ const std::vector<BadConfig>& bad_configs() {
        feeds_text(
            R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "high_water_mark": 8192, "fleet": {}})"),
        "/feeds/0/high_water_mark", "a fleet member's low water mark (16384)"},
+      // TLS.
+      {"rejects tls on a file output",
+       outputs_text(R"({"name": "o", "type": "file", "path": "/tmp/o", "tls": {}})"),
+       "/outputs/0/tls", "unknown field for type \"file\""},
+      {"requires a certificate on a listener's tls",
+       feeds_text(R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {}})"),
+       "/feeds/0/tls/cert", "required for a listener"},
+      {"requires the key with the certificate",
+       outputs_text(
+           R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c.pem"}})"),
+       "/outputs/0/tls/key", "\"cert\" and \"key\" go together"},
+      {"requires a CA to check client certificates",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k", "client_auth": "require"}})"),
+       "/feeds/0/tls/ca", "required with client_auth"},
+      {"rejects server_name on a listener",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k", "server_name": "x"}})"),
+       "/feeds/0/tls/server_name", "only for a tcp-connect feed"},
+      {"rejects client_auth on a tcp-connect feed",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-connect", "connect": "127.0.0.1:1", "tls": {"client_auth": "require"}})"),
+       "/feeds/0/tls/client_auth", "only for a listener's TLS"},
+      {"rejects a revocation list without its CA",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k", "crl": "/r"}})"),
+       "/feeds/0/tls/crl", "needs \"ca\""},
+      {"rejects TLS below 1.2",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-connect", "connect": "127.0.0.1:1", "tls": {"min_version": "1.1"}})"),
+       "/feeds/0/tls/min_version", "expected \"1.2\" or \"1.3\""},
+      {"rejects cert_cn naming without required client certificates",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k"}, "fleet": {"name_from": "cert_cn"}})"),
+       "/feeds/0/fleet/name_from", "needs \"tls\" with \"client_auth\": \"require\""},
       {"rejects a file feed that reads an output file",
        config_text("", R"({"name": "a", "type": "file", "path": "/var/out.ndjson"})",
                    R"({"name": "o", "type": "file", "path": "/var/out.ndjson"})"),
