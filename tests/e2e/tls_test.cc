@@ -1,11 +1,13 @@
 // End to end: TLS on every network port. Producers, clients, fleet members
 // and metrics scrapers talk to the daemon over TLS (a small OpenSSL client
-// below, and `openssl s_client` as a third party), with certificates made
-// by the `openssl` command line at test time. The cases check that TLS
-// changes no byte of the merged stream, that fleet members are named by
-// their client certificate, that every connection the daemon refuses is
-// counted while the others are served, that backpressure holds over TLS,
-// and that bad key files are reported by --check-config.
+// below, and `openssl s_client` as a third party), and a tcp-connect feed
+// reaches a TLS upstream, with certificates made by the `openssl` command
+// line at test time. The cases check that TLS changes no byte of the
+// merged stream, that fleet members are named by their client
+// certificate, that every connection the daemon refuses is counted while
+// the others are served, that handshakes beyond max_handshakes wait, that
+// backpressure holds over TLS, and that bad key files are reported by
+// --check-config.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -231,11 +233,12 @@ TlsOptions client_cert(const KeyPair& cert) {
   return options;
 }
 
-// A blocking TLS client over a harness Socket. OpenSSL reads and writes
-// memory buffers; this class moves their bytes over the (non-blocking)
-// socket with send(MSG_NOSIGNAL) and recv, waiting with poll, so every
-// call has a deadline and a peer's reset never raises SIGPIPE. No doctest
-// assertions inside: a producer thread may own one.
+// A blocking TLS client (or, for an upstream, server) over a harness
+// Socket. OpenSSL reads and writes memory buffers; this class moves their
+// bytes over the (non-blocking) socket with send(MSG_NOSIGNAL) and recv,
+// waiting with poll, so every call has a deadline and a peer's reset never
+// raises SIGPIPE. No doctest assertions inside: a producer thread may own
+// one.
 class TlsSocket {
  public:
   TlsSocket() = default;
