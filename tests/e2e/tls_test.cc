@@ -1676,3 +1676,67 @@ TEST_CASE(
   CHECK(run.status.code == 2);
   CHECK(run.err.find("\n/feeds/0/") != std::string::npos);
 }
+
+// --- reload -------------------------------------------------------------------
+
+TEST_CASE("a reload reads the revocation list again and closes the revoked member") {
+  TempDir dir;
+  // A CA database of this case's own: revoking bus-1 here touches no other
+  // case's certificates.
+  const std::string cnf =
+      dir.write("ca.cnf", "[ca]\ndefault_ca = test\n[test]\ndatabase = " + dir / "index.txt" +
+                              "\ndefault_md = sha256\ndefault_crl_days = 30\n");
+  write_file(dir / "index.txt", "");
+  auto ca = [&](const std::string& args) {
+    const std::string log = dir / "openssl.log";
+    const std::string command = "openssl ca -batch -config " + shell_quoted(cnf) + " -cert " +
+                                shell_quoted(certs().ca) + " -keyfile " +
+                                shell_quoted(certs().dir / "ca.key") + " " + args + " >>" +
+                                shell_quoted(log) + " 2>&1";
+    REQUIRE_MESSAGE(std::system(command.c_str()) == 0, command << "\n" << read_file(log));
+  };
+  const std::string crl = dir / "current.crl";
+  ca("-gencrl -out " + shell_quoted(crl));
+
+  json buses = with_tls(tcp_feed("buses"), mutual_tls({{"crl", crl}}));
+  buses["fleet"] = {{"name_from", "cert_cn"}};
+  json config = {{"feeds", {buses}}, {"outputs", {file_output(dir)}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t port = daemon.feed_port("buses");
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+
+  TlsSocket bus1 = tls_connect(port, client_cert(certs().bus1));
+  TlsSocket bus2 = tls_connect(port, client_cert(certs().bus2));
+  REQUIRE(bus1.write_all(record(1000, "bus-1", 0) + "\n"));
+  REQUIRE(bus2.write_all(record(1000, "bus-2", 0) + "\n"));
+  REQUIRE(wait_sample(metrics, "chronomerge_fleet_records_total{fleet=\"buses\"}",
+                      [](double v) { return v == 2; }) == 2);
+
+  // bus-1 is revoked; the file keeps its path, and the configuration is
+  // unchanged: the reload reads the list again all the same.
+  ca("-revoke " + shell_quoted(certs().bus1.crt));
+  ca("-gencrl -out " + shell_quoted(crl));
+  daemon.signal(SIGHUP);
+  REQUIRE(wait_sample(metrics, tls_refused("feed/buses", "cert"),
+                      [](double v) { return v == 1; }) == 1);
+  REQUIRE(wait_sample(metrics, "chronomerge_fleet_members{fleet=\"buses\"}",
+                      [](double v) { return v == 1; }) == 1);
+  CHECK(bus1.read_to_eof(5s).data.empty());  // closed by the daemon
+
+  // bus-2 goes on; bus-1 cannot come back.
+  REQUIRE(bus2.write_all(record(1001, "bus-2", 1) + "\n"));
+  REQUIRE(wait_sample(metrics, "chronomerge_fleet_records_total{fleet=\"buses\"}",
+                      [](double v) { return v == 3; }) == 3);
+  // Under TLS 1.3 the client is done before the server has checked its
+  // certificate: the refusal shows at the server.
+  TlsSocket again;
+  again.handshake(connect_tcp(port), client_cert(certs().bus1));
+  CHECK(wait_sample(metrics, tls_refused("feed/buses", "cert"), [](double v) { return v == 2; }) ==
+        2);
+  CHECK(daemon.log_count("its certificate is no longer accepted") == 1);
+  daemon.check_alive();
+  bus2.close();
+  CHECK(daemon.stop().code == 0);
+}
