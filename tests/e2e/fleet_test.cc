@@ -77,65 +77,9 @@ double value_in(const std::map<std::string, double>& samples, const std::string&
   return it == samples.end() ? -1 : it->second;
 }
 
-// obj[key] if `obj` is an object that has it; null otherwise (so a
-// check on an answer of the wrong shape fails rather than throws).
-json field(const json& obj, const std::string& key) {
-  if (!obj.is_object()) return nullptr;
-  auto it = obj.find(key);
-  return it == obj.end() ? json() : *it;
-}
-
 // The string in `value`, or "" if it is not one.
 std::string text_of(const json& value) {
   return value.is_string() ? value.get<std::string>() : std::string();
-}
-
-// The entry of fleet `name` in GET /fleet; null if it is not there.
-json fleet_of(uint16_t metrics, const std::string& name = "buses") {
-  const json all = json::parse(http_get(metrics, "/fleet"), nullptr, /*allow_exceptions=*/false);
-  if (!all.is_object() || !all.contains("fleets") || !all["fleets"].is_array()) return nullptr;
-  for (const json& fleet : all["fleets"]) {
-    if (field(fleet, "name") == name) return fleet;
-  }
-  return nullptr;
-}
-
-// Polls GET /fleet until `done` holds for fleet `name` (or `timeout`
-// passes); the last entry seen.
-json wait_fleet(uint16_t metrics, const std::function<bool(const json&)>& done,
-                Millis timeout = 10s, const std::string& name = "buses") {
-  const auto deadline = Clock::now() + timeout;
-  while (true) {
-    json fleet = fleet_of(metrics, name);
-    if (fleet.is_object() && done(fleet)) return fleet;
-    if (Clock::now() >= deadline) return fleet;
-    std::this_thread::sleep_for(10ms);  // a pause between polls, not a wait for an event
-  }
-}
-
-// The member `name` of a /fleet entry; null if it is not listed.
-json member_of(const json& fleet, const std::string& name) {
-  const json members = field(fleet, "members");
-  if (!members.is_array()) return nullptr;
-  for (const json& member : members) {
-    if (field(member, "name") == name) return member;
-  }
-  return nullptr;
-}
-
-// The names of the members of a /fleet entry, as listed.
-std::vector<std::string> member_names(const json& fleet) {
-  std::vector<std::string> names;
-  const json members = field(fleet, "members");
-  if (!members.is_array()) return names;
-  for (const json& member : members) names.push_back(text_of(field(member, "name")));
-  return names;
-}
-
-// The member's `records`, or -1.
-int64_t records_of(const json& fleet, const std::string& name) {
-  const json records = field(member_of(fleet, name), "records");
-  return records.is_number_integer() ? records.get<int64_t>() : -1;
 }
 
 // Raises this process's soft open-files limit to its hard limit (hundreds

@@ -992,4 +992,58 @@ std::string stable_merge(const std::vector<std::string>& feeds, const std::strin
   return out;
 }
 
+// --- fleets -----------------------------------------------------------------
+
+nlohmann::json field(const nlohmann::json& obj, const std::string& key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return it == obj.end() ? nlohmann::json() : *it;
+}
+
+nlohmann::json fleet_of(uint16_t metrics, const std::string& name) {
+  const nlohmann::json all =
+      nlohmann::json::parse(http_get(metrics, "/fleet"), nullptr, /*allow_exceptions=*/false);
+  if (!all.is_object() || !all.contains("fleets") || !all["fleets"].is_array()) return nullptr;
+  for (const nlohmann::json& fleet : all["fleets"]) {
+    if (field(fleet, "name") == name) return fleet;
+  }
+  return nullptr;
+}
+
+nlohmann::json wait_fleet(uint16_t metrics, const std::function<bool(const nlohmann::json&)>& done,
+                          Millis timeout, const std::string& name) {
+  const auto deadline = Clock::now() + timeout;
+  while (true) {
+    nlohmann::json fleet = fleet_of(metrics, name);
+    if (fleet.is_object() && done(fleet)) return fleet;
+    if (Clock::now() >= deadline) return fleet;
+    std::this_thread::sleep_for(10ms);  // a pause between polls, not a wait for an event
+  }
+}
+
+nlohmann::json member_of(const nlohmann::json& fleet, const std::string& name) {
+  const nlohmann::json members = field(fleet, "members");
+  if (!members.is_array()) return nullptr;
+  for (const nlohmann::json& member : members) {
+    if (field(member, "name") == name) return member;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> member_names(const nlohmann::json& fleet) {
+  std::vector<std::string> names;
+  const nlohmann::json members = field(fleet, "members");
+  if (!members.is_array()) return names;
+  for (const nlohmann::json& member : members) {
+    const nlohmann::json name = field(member, "name");
+    names.push_back(name.is_string() ? name.get<std::string>() : "");
+  }
+  return names;
+}
+
+int64_t records_of(const nlohmann::json& fleet, const std::string& name) {
+  const nlohmann::json records = field(member_of(fleet, name), "records");
+  return records.is_number_integer() ? records.get<int64_t>() : -1;
+}
+
 }  // namespace chronomerge::e2e

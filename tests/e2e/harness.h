@@ -449,6 +449,25 @@ bool wait_metrics(uint16_t port,
                   const std::function<bool(const std::map<std::string, double>&)>& done,
                   Millis timeout = 5s);
 
+// --- fleets -----------------------------------------------------------------
+
+// obj[key] if `obj` is an object that has it; null otherwise (so a check
+// on an answer of the wrong shape fails rather than throws).
+nlohmann::json field(const nlohmann::json& obj, const std::string& key);
+// The entry of fleet `name` in GET /fleet on the metrics port; null if it
+// is not there.
+nlohmann::json fleet_of(uint16_t metrics, const std::string& name = "buses");
+// Polls GET /fleet until `done` holds for fleet `name` or `timeout`
+// passes; the last entry seen.
+nlohmann::json wait_fleet(uint16_t metrics, const std::function<bool(const nlohmann::json&)>& done,
+                          Millis timeout = 10s, const std::string& name = "buses");
+// The member `name` of a /fleet entry; null if it is not listed.
+nlohmann::json member_of(const nlohmann::json& fleet, const std::string& name);
+// The names of a /fleet entry's members, as listed.
+std::vector<std::string> member_names(const nlohmann::json& fleet);
+// The member's `records`, or -1.
+int64_t records_of(const nlohmann::json& fleet, const std::string& name);
+
 // --- records ----------------------------------------------------------------
 
 // Stable merge of sorted NDJSON texts by an integer `time` field: the

@@ -788,56 +788,6 @@ std::string first_difference(const std::string& got, const std::string& expected
 
 // --- /fleet -----------------------------------------------------------------
 
-// obj[key] if `obj` is an object that has it; null otherwise (so a check
-// on an answer of the wrong shape fails rather than throws).
-json field(const json& obj, const std::string& key) {
-  if (!obj.is_object()) return nullptr;
-  auto it = obj.find(key);
-  return it == obj.end() ? json() : *it;
-}
-
-json fleet_of(uint16_t metrics, const std::string& name) {
-  const json all = json::parse(http_get(metrics, "/fleet"), nullptr, /*allow_exceptions=*/false);
-  if (!all.is_object() || !all.contains("fleets") || !all["fleets"].is_array()) return nullptr;
-  for (const json& fleet : all["fleets"]) {
-    if (field(fleet, "name") == name) return fleet;
-  }
-  return nullptr;
-}
-
-// Polls GET /fleet until `done` holds for fleet `name` (or `timeout`
-// passes); the last entry seen.
-json wait_fleet(uint16_t metrics, const std::string& name,
-                const std::function<bool(const json&)>& done, Millis timeout = 10s) {
-  const auto deadline = Clock::now() + timeout;
-  while (true) {
-    json fleet = fleet_of(metrics, name);
-    if (fleet.is_object() && done(fleet)) return fleet;
-    if (Clock::now() >= deadline) return fleet;
-    std::this_thread::sleep_for(10ms);  // a pause between polls, not a wait for an event
-  }
-}
-
-json member_of(const json& fleet, const std::string& name) {
-  const json members = field(fleet, "members");
-  if (!members.is_array()) return nullptr;
-  for (const json& member : members) {
-    if (field(member, "name") == name) return member;
-  }
-  return nullptr;
-}
-
-std::vector<std::string> member_names(const json& fleet) {
-  std::vector<std::string> names;
-  const json members = field(fleet, "members");
-  if (!members.is_array()) return names;
-  for (const json& member : members) {
-    const json name = field(member, "name");
-    names.push_back(name.is_string() ? name.get<std::string>() : "");
-  }
-  return names;
-}
-
 }  // namespace
 
 // --- 1. the merged stream over TLS ------------------------------------------
@@ -931,7 +881,7 @@ TEST_CASE("mTLS fleet: producers are named by the CN of their client certificate
   TlsSocket bus1 = tls_connect(port, client_cert(certs().bus1));
   REQUIRE(bus1.write_all(text1));
 
-  const json fleet = wait_fleet(metrics, "buses", [&](const json& f) {
+  const json fleet = wait_fleet(metrics, [&](const json& f) {
     return field(member_of(f, "bus-1"), "records") == per_member &&
            field(member_of(f, "bus-2"), "records") == per_member;
   });
