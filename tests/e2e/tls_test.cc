@@ -1569,6 +1569,50 @@ TEST_CASE("the metrics port over TLS answers GET /metrics and counts its TLS con
   CHECK(daemon.stop().code == 0);
 }
 
+TEST_CASE("an http-listen output over TLS streams to clients with and without a certificate") {
+  TempDir dir;
+  json web = {{"name", "web"}, {"type", "http-listen"}, {"listen", loopback(0)}};
+  // "request": a client certificate is checked if there is one, not needed.
+  web["tls"] = mutual_tls({{"client_auth", "request"}});
+  json config = {{"feeds", {tcp_feed("a")}}, {"outputs", {web}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t port = daemon.output_port("web");
+  const uint16_t metrics = daemon.metrics_port();
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+  Socket producer = connect_tcp(daemon.feed_port("a"));
+  const std::string records = lines_of({record(1000, "a", 0), record(1001, "a", 1)});
+  REQUIRE(write_all(producer, records));
+  REQUIRE(wait_sample(metrics, "chronomerge_feed_records_total{feed=\"a\"}",
+                      [](double v) { return v == 2; }) == 2);
+
+  for (const bool with_cert : {false, true}) {
+    CAPTURE(with_cert);
+    TlsSocket client = tls_connect(port, with_cert ? client_cert(certs().bus1) : TlsOptions{});
+    REQUIRE(client.write_all("GET /stream?since=oldest HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+    // The chunked body carries the answer line, then the records.
+    std::string data;
+    const auto deadline = Clock::now() + 5s;
+    while (data.find(record(1001, "a", 1)) == std::string::npos && Clock::now() < deadline) {
+      const ReadResult r = client.read_some(1 << 16, 1s);
+      data += r.data;
+      if (r.eof || r.error) break;
+    }
+    CHECK(starts_with(data, "HTTP/1.1 200"));
+    CHECK(data.find(record(1000, "a", 0)) != std::string::npos);
+    CHECK(data.find(record(1001, "a", 1)) != std::string::npos);
+  }
+  // A certificate from another CA is refused, even though none is needed.
+  TlsSocket stranger;
+  stranger.handshake(connect_tcp(port), client_cert(certs().stranger));
+  CHECK(wait_sample(metrics, tls_refused("output/web", "cert"), [](double v) { return v == 1; }) ==
+        1);
+  CHECK(wait_sample(metrics, tls_connections("output/web"), [](double v) { return v == 2; }) == 2);
+  producer.close();
+  daemon.check_alive();
+  CHECK(daemon.stop().code == 0);
+}
+
 // --- 7. config errors -------------------------------------------------------
 
 TEST_CASE("--check-config reports TLS files that cannot be used, by their JSON pointer") {
