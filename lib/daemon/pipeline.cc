@@ -225,8 +225,8 @@ MemberFeed& Pipeline::add_member(Fleet& fleet, const std::string& member) {
     feeds_.resize(id + 1);
     malformed_limiters_.resize(id + 1);
   }
-  auto feed = std::make_unique<MemberFeed>(*this, id, std::move(config), *config.max_line_bytes,
-                                           fleet, member);
+  const size_t max_line = *config.max_line_bytes;
+  auto feed = std::make_unique<MemberFeed>(*this, id, std::move(config), max_line, fleet, member);
   MemberFeed& added = *feed;
   feeds_[id] = std::move(feed);
   malformed_limiters_[id] = log::RateLimiter();
