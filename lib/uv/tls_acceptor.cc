@@ -18,6 +18,7 @@ TlsAcceptor::TlsAcceptor(uv_loop_t* loop, std::shared_ptr<const TlsContext> cont
       hold_(std::move(hold)) {
   counters_.certificate_expiry = context_->expires_at();
   for (const std::string& warning : context_->warnings()) log::warn("{}: {}", name_, warning);
+  if (uv_idle_init(loop_, turn_.get()) == 0) turn_.initialized(this);
   if (uv_timer_init(loop_, timer_.get()) == 0) {
     timer_.initialized(this);
     uv_timer_start(
@@ -32,6 +33,7 @@ TlsAcceptor::TlsAcceptor(uv_loop_t* loop, std::shared_ptr<const TlsContext> cont
 
 TlsAcceptor::~TlsAcceptor() {
   timer_.close();
+  turn_.close();
   entries_.clear();  // bridges close their handles
 }
 
@@ -63,10 +65,42 @@ void TlsAcceptor::accept(uv_os_sock_t socket, std::string address) {
                  "{}: TLS refused a connection from {} ({}): {}", name_, entry.address,
                  to_string(failure), detail);
       });
+  entry.bridge->set_pace([this, &entry] { return may_step(entry); });
   if (entry.bridge->start(socket) < 0) {
     handshake_over(entry);
     ++counters_.refused[static_cast<size_t>(TlsFailure::handshake)];
   }
+}
+
+bool TlsAcceptor::may_step(Entry& entry) {
+  const uint64_t now = uv_now(loop_);
+  if (now != steps_at_) {  // the loop has moved on since: a new turn
+    steps_at_ = now;
+    steps_ = 0;
+  }
+  if (steps_ < steps_per_turn && waiting_.empty()) {
+    ++steps_;
+    return true;
+  }
+  waiting_.push_back(&entry);
+  if (turn_.open()) {
+    uv_idle_start(turn_.get(), [](uv_idle_t* idle) {
+      if (auto* self = static_cast<TlsAcceptor*>(idle->data)) self->on_turn();
+    });
+  }
+  return false;
+}
+
+void TlsAcceptor::on_turn() {
+  steps_at_ = uv_now(loop_);
+  steps_ = 0;
+  while (!waiting_.empty() && steps_ < steps_per_turn) {
+    Entry* entry = waiting_.front();
+    waiting_.pop_front();
+    ++steps_;
+    entry->bridge->resume_handshake();  // may call out, even stop() this
+  }
+  if (waiting_.empty() && turn_.open()) uv_idle_stop(turn_.get());
 }
 
 void TlsAcceptor::handshake_over(Entry& entry) {
@@ -119,8 +153,12 @@ void TlsAcceptor::on_timer() {
 }
 
 void TlsAcceptor::reap() {
+  std::erase_if(waiting_, [](const Entry* entry) { return entry->bridge->done(); });
   std::erase_if(entries_, [](const Entry& entry) { return entry.bridge->done(); });
-  if (stopped_ && entries_.empty()) timer_.close();
+  if (stopped_ && entries_.empty()) {
+    timer_.close();
+    turn_.close();
+  }
 }
 
 }  // namespace chronomerge

@@ -4,7 +4,10 @@
 // accepted. Handshakes have a deadline and a limit on how many run at once
 // (beyond it the Listener holds, and connections wait in the backlog), so
 // unauthenticated sockets never take a feed's or an output's slots.
-// Failures are counted by reason and logged rate-limited.
+// Failures are counted by reason and logged rate-limited. A handshake step
+// costs up to a millisecond of CPU (ECDSA, certificate checks): at most
+// steps_per_turn of them run in one turn of the loop, the rest wait for
+// the next turns, so a connect storm cannot stall the loop for long.
 //
 // The acceptor owns its bridges for their whole life — handshake and
 // connection — and frees them once done, from its own timer. stop()
@@ -17,6 +20,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
@@ -50,6 +54,8 @@ class TlsAcceptor {
   TlsAcceptor(const TlsAcceptor&) = delete;
   TlsAcceptor& operator=(const TlsAcceptor&) = delete;
 
+  static constexpr size_t steps_per_turn = 8;
+
   // A connection just accepted (`address`: its peer, for logs).
   void accept(uv_os_sock_t socket, std::string address);
   // No more connections: handshakes in flight fail; open connections stay.
@@ -67,6 +73,10 @@ class TlsAcceptor {
     bool counted = false;  // its handshake's end is counted
   };
   void on_timer();
+  // Whether a handshake step may run now; if not, `entry` waits its turn.
+  bool may_step(Entry& entry);
+  // A new turn of the loop: the waiting steps run, steps_per_turn at most.
+  void on_turn();
   // Frees the bridges that are done. REQUIRES: not inside a bridge's
   // callback.
   void reap();
@@ -83,6 +93,12 @@ class TlsAcceptor {
   bool stopped_ = false;
   log::RateLimiter log_{5};
   UvHandle<uv_timer_t> timer_;
+  // Steps taken in this turn, and the entries waiting for a later one
+  // (their bridges handshaking, so not reaped while listed).
+  size_t steps_ = 0;
+  uint64_t steps_at_ = 0;  // loop time of the turn the steps count for
+  std::deque<Entry*> waiting_;
+  UvHandle<uv_idle_t> turn_;  // active while entries wait: a turn runs them
 };
 
 }  // namespace chronomerge

@@ -146,10 +146,22 @@ void TlsBridge::outer_read(ssize_t nread, const uv_buf_t* buf) {
   }
   BIO_write(network_in_, buf->base, static_cast<int>(nread));
   if (state_ == State::handshake) {
+    if (pace_ && !pace_()) {
+      postponed_ = true;
+      update_reading();
+      return;
+    }
     handshake();
   } else {
     pump();
   }
+}
+
+void TlsBridge::resume_handshake() {
+  if (!postponed_) return;
+  postponed_ = false;
+  if (state_ == State::handshake) handshake();
+  if (state_ != State::done) update_reading();
 }
 
 void TlsBridge::handshake() {
@@ -296,7 +308,7 @@ void TlsBridge::update_reading() {
       to_inner_.size() + (inner_write_.pending() ? inner_write_.payload().size() : 0);
   const size_t to_outer =
       to_outer_.size() + (outer_write_.pending() ? outer_write_.payload().size() : 0);
-  const bool outer = outer_open_ && !peer_closed_ && !owner_closed_ &&
+  const bool outer = outer_open_ && !peer_closed_ && !owner_closed_ && !postponed_ &&
                      (handshaking || (state_ == State::open && to_inner < window));
   const bool inner = inner_open_ && !owner_closed_ && state_ == State::open && to_outer < window;
   if (outer != outer_reading_) {

@@ -69,6 +69,14 @@ class TlsBridge {
   TlsBridge(const TlsBridge&) = delete;
   TlsBridge& operator=(const TlsBridge&) = delete;
 
+  // Asked before each handshake step a read brings (a step can cost a
+  // millisecond of CPU): false postpones it, and the bridge stops reading
+  // until resume_handshake(). Unset: every step runs at once.
+  using Pace = std::function<bool()>;
+  void set_pace(Pace pace) { pace_ = std::move(pace); }
+  // Runs a postponed handshake step.
+  void resume_handshake();
+
   // Takes a connected TCP socket (closed on failure) and starts the
   // handshake: as the server, or as a client verifying `host` (unless the
   // context names another server_name). 0 or a libuv error.
@@ -110,6 +118,8 @@ class TlsBridge {
   std::shared_ptr<const TlsContext> context_;
   Established established_;
   Failed failed_;
+  Pace pace_;
+  bool postponed_ = false;  // a handshake step waits for resume_handshake()
   State state_ = State::handshake;
   ::ssl_st* ssl_ = nullptr;
   ::bio_st* network_in_ = nullptr;   // ciphertext from the peer (owned by ssl_)
