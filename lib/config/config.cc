@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -471,6 +472,9 @@ class Validator {
   void read_feed(const Json& value, const std::string& pointer);
   std::optional<FleetConfig> read_fleet(const Json& value, const std::string& pointer,
                                         FeedType type);
+  // A list of SHA-256 hashes: 64 hex digits each, stored lowercase.
+  std::optional<std::vector<std::string>> read_token_hashes(const Json& value,
+                                                            const std::string& pointer);
   // `server`: a listener's TLS (certificate required); else a client's.
   std::optional<TlsConfig> read_tls(const Json& value, const std::string& pointer, bool server);
   void read_outputs();
@@ -785,6 +789,7 @@ void Validator::read_metrics(const Json& value, const std::string& pointer) {
   }
   std::optional<HostPort> address;
   std::optional<TlsConfig> tls;
+  std::vector<std::string> tokens;
   for (auto it = value.begin(); it != value.end(); ++it) {
     const std::string field = child(pointer, it.key());
     if (it.key() == "listen") {
@@ -792,12 +797,18 @@ void Validator::read_metrics(const Json& value, const std::string& pointer) {
       if (address) listeners_.push_back({field, address, {}});
     } else if (it.key() == "tls") {
       tls = read_tls(it.value(), field, true);
+    } else if (it.key() == "tokens_sha256") {
+      if (auto hashes = read_token_hashes(it.value(), field)) tokens = *hashes;
     } else {
       problem(field, "unknown field");
     }
   }
   if (!value.contains("listen")) problem(child(pointer, "listen"), "required");
-  if (address) config_.metrics = MetricsConfig{*address, tls};
+  if (!tokens.empty() && !value.contains("tls")) {
+    problem(child(pointer, "tokens_sha256"),
+            "needs \"tls\" (a token must not cross the network in clear)");
+  }
+  if (address) config_.metrics = MetricsConfig{*address, tls, tokens};
 }
 
 // The fields only some feed types take, and which types take them.
@@ -1008,8 +1019,45 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
             "\"cert_cn\" needs \"tls\" with \"client_auth\": \"require\" (a verified "
             "certificate to take the name from)");
   }
+  if (feed.fleet && !feed.fleet->tokens_sha256.empty() && !feed.tls) {
+    problem(child(child(pointer, "fleet"), "tokens_sha256"),
+            "needs \"tls\" (a token must not cross the network in clear)");
+  }
   check_feed_against_globals(entry, value);
   feed_entries_.push_back(std::move(entry));
+}
+
+std::optional<std::vector<std::string>> Validator::read_token_hashes(const Json& value,
+                                                                     const std::string& pointer) {
+  if (!value.is_array() || value.empty()) {
+    problem(pointer, fmt::format("expected a non-empty array of SHA-256 hashes (64 hex digits; "
+                                 "`printf %s TOKEN | sha256sum`), got {}",
+                                 describe(value)));
+    return std::nullopt;
+  }
+  std::vector<std::string> hashes;
+  bool valid = true;
+  for (size_t i = 0; i < value.size(); ++i) {
+    const Json& item = value[i];
+    const bool hex = item.is_string() && item.get_ref<const std::string&>().size() == 64 &&
+                     std::all_of(item.get_ref<const std::string&>().begin(),
+                                 item.get_ref<const std::string&>().end(), [](char c) {
+                                   return std::isxdigit(static_cast<unsigned char>(c));
+                                 });
+    if (!hex) {
+      problem(child(pointer, i),
+              "expected a SHA-256 hash of 64 hex digits (never the token itself)");
+      valid = false;
+      continue;
+    }
+    std::string hash = item.get<std::string>();
+    std::transform(hash.begin(), hash.end(), hash.begin(), [](char c) {
+      return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    });
+    hashes.push_back(std::move(hash));
+  }
+  if (!valid) return std::nullopt;
+  return hashes;
 }
 
 // TLS options. Only what is structurally wrong is found here; whether the
@@ -1168,10 +1216,17 @@ std::optional<FleetConfig> Validator::read_fleet(const Json& value, const std::s
       if (auto n = check(read_integer(v, field, 0, kMaxLingerMs))) fleet.linger_ms = *n;
     } else if (it.key() == "member_metrics") {
       if (auto on = check(read_bool(v, field))) fleet.member_metrics = *on;
+    } else if (it.key() == "tokens_sha256") {
+      if (auto hashes = check(read_token_hashes(v, field))) fleet.tokens_sha256 = *hashes;
     } else {
       problem(field, "unknown field");
       valid = false;
     }
+  }
+  if (!fleet.tokens_sha256.empty() && fleet.name_from != FleetConfig::NameFrom::hello) {
+    problem(child(pointer, "tokens_sha256"),
+            "needs \"name_from\": \"hello\" (the token comes with the hello)");
+    valid = false;
   }
   if (fleet.ack && fleet.name_from != FleetConfig::NameFrom::hello) {
     problem(child(pointer, "ack"), "needs \"name_from\": \"hello\" (the answer follows the hello)");
@@ -1231,7 +1286,7 @@ bool output_field_applies(std::string_view field, OutputType type) {
     return type == tcp_listen || type == unix_listen;
   }
   if (field == "allow_origin") return type == http_listen;
-  if (field == "tls") return type == tcp_listen || type == http_listen;
+  if (field == "tls" || field == "tokens_sha256") return type == tcp_listen || type == http_listen;
   if (field == "on_error") return type == file;
   return false;
 }
@@ -1318,6 +1373,8 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
       }
     } else if (name == "tls") {
       output.tls = read_tls(field_value, field, true);
+    } else if (name == "tokens_sha256") {
+      if (auto hashes = read_token_hashes(field_value, field)) output.tokens_sha256 = *hashes;
     } else if (name == "allow_origin") {
       if (!field_value.is_string() || field_value.get<std::string>().empty() ||
           field_value.get<std::string>().size() > kMaxOriginBytes ||
@@ -1329,6 +1386,10 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
         output.allow_origin = field_value.get<std::string>();
       }
     }
+  }
+  if (!output.tokens_sha256.empty() && !value.contains("tls")) {
+    problem(child(pointer, "tokens_sha256"),
+            "needs \"tls\" (a token must not cross the network in clear)");
   }
   // Network clients default to disconnect: one frozen client must not
   // stall the merge for everyone.

@@ -79,6 +79,9 @@ struct FleetConfig {
   uint64_t hello_timeout_ms = 5000;  // a connection names itself by then
   uint64_t linger_ms = 60000;        // a disconnected member's feed is kept
   bool member_metrics = false;       // per-member series in /metrics
+  // SHA-256 hashes (lowercase hex) of the tokens a hello must carry; empty:
+  // no token asked. Needs TLS and hello naming.
+  std::vector<std::string> tokens_sha256;
 
   friend bool operator==(const FleetConfig&, const FleetConfig&) = default;
 };
@@ -142,6 +145,10 @@ struct OutputConfig {
   uint64_t hello_timeout_ms = 2000;  // resume: a request must come by then
   std::string allow_origin;          // http-listen: CORS; empty: none
   std::optional<TlsConfig> tls;      // tcp-listen, http-listen
+  // SHA-256 hashes (lowercase hex) of the tokens clients must present: the
+  // request line's "token", or Authorization: Bearer on http-listen. Needs
+  // TLS. With tokens, every tcp-listen client sends a request line.
+  std::vector<std::string> tokens_sha256;
 
   friend bool operator==(const OutputConfig&, const OutputConfig&) = default;
 };
@@ -155,6 +162,7 @@ struct DeadletterConfig {
 struct MetricsConfig {
   HostPort address;  // "listen"
   std::optional<TlsConfig> tls;
+  std::vector<std::string> tokens_sha256;  // Authorization: Bearer; needs TLS
   friend bool operator==(const MetricsConfig&, const MetricsConfig&) = default;
 };
 

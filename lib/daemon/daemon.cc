@@ -111,6 +111,7 @@ class Daemon {
         tls = load_tls_context(*config_.metrics->tls, TlsContext::Role::server, "metrics");
         if (tls) metrics_->use_tls(tls);
       }
+      metrics_->require_tokens(config_.metrics->tokens_sha256);
       if ((config_.metrics->tls && !tls) || !metrics_->start()) {
         exit_status_ = exit_error;
         shutdown();

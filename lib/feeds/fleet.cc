@@ -9,6 +9,7 @@
 #include "feeds/member_name.h"
 #include "merge/merger.h"
 #include "net/tls_context.h"
+#include "net/token.h"
 #include "uv/uv_error.h"
 
 namespace chronomerge {
@@ -58,6 +59,8 @@ std::string_view to_string(FleetRefusal refusal) {
       return "bad_hello";
     case FleetRefusal::ack_failed:
       return "ack_failed";
+    case FleetRefusal::token:
+      return "token";
   }
   return "unknown";
 }
@@ -225,6 +228,12 @@ void Fleet::on_hello_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* bu
     MemberName name = by_hello ? member_name_from_hello(line)
                                : member_name_from_record(line, fleet.options().name_pointer);
     if (!name.ok()) return fleet.refuse(*hello, FleetRefusal::bad_hello, name.error);
+    if (!fleet.options().tokens_sha256.empty() &&
+        !token_allowed(name.token, fleet.options().tokens_sha256)) {
+      fleet.listener_.count_tls_refusal(TlsFailure::token);
+      return fleet.refuse(*hello, FleetRefusal::token,
+                          name.token.empty() ? "the hello carries no token" : "unknown token");
+    }
     hello->name = std::move(name.name);
     // A hello is not part of the stream; a first record is.
     if (by_hello) hello->first = newline + 1;

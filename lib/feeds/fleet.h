@@ -63,10 +63,10 @@ class FleetHost {
 };
 
 // Why a connection was not admitted; the label of the refusal metric.
-enum class FleetRefusal { max_members, duplicate, hello_timeout, bad_hello, ack_failed };
+enum class FleetRefusal { max_members, duplicate, hello_timeout, bad_hello, ack_failed, token };
 inline constexpr FleetRefusal fleet_refusals[] = {
-    FleetRefusal::max_members, FleetRefusal::duplicate, FleetRefusal::hello_timeout,
-    FleetRefusal::bad_hello, FleetRefusal::ack_failed};
+    FleetRefusal::max_members, FleetRefusal::duplicate,  FleetRefusal::hello_timeout,
+    FleetRefusal::bad_hello,   FleetRefusal::ack_failed, FleetRefusal::token};
 std::string_view to_string(FleetRefusal refusal);
 
 // A key as a JSON value of its type ("null" if unset): a number for

@@ -20,7 +20,7 @@ bool is_name_char(char c) {
 }
 
 MemberName failure(std::string error) {
-  return MemberName{{}, std::move(error)};
+  return MemberName{{}, std::move(error), {}};
 }
 
 MemberName checked(std::string name) {
@@ -29,7 +29,7 @@ MemberName checked(std::string name) {
         fmt::format("member name {} is not 1 to {} characters of letters, digits, '_', '.' and '-'",
                     log::excerpt(name), max_member_name));
   }
-  return MemberName{std::move(name), {}};
+  return MemberName{std::move(name), {}, {}};
 }
 
 // Parses one line of JSON: nullopt-like discarded value when it is not
@@ -55,7 +55,11 @@ MemberName member_name_from_hello(std::string_view line) {
   if (feed == hello.end() || !feed->is_string()) {
     return failure(fmt::format("the hello has no \"feed\" string: {}", log::excerpt(line)));
   }
-  return checked(feed->get<std::string>());
+  MemberName name = checked(feed->get<std::string>());
+  auto token = hello.find("token");
+  if (name.ok() && token != hello.end() && token->is_string())
+    name.token = token->get<std::string>();
+  return name;
 }
 
 MemberName member_name_from_record(std::string_view line, const std::string& pointer) {

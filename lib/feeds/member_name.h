@@ -19,10 +19,12 @@ bool valid_member_name(std::string_view name);
 struct MemberName {
   std::string name;   // valid when error is empty
   std::string error;  // empty on success
+  std::string token;  // a hello's "token", if it is a string; else empty
   bool ok() const { return error.empty(); }
 };
 
-// The hello line `{"feed": "bus-0042"}` (other fields are ignored).
+// The hello line `{"feed": "bus-0042"}`, optionally with a "token" (other
+// fields are ignored).
 MemberName member_name_from_hello(std::string_view line);
 // The string, or non-negative integer, at the JSON pointer `pointer` in a
 // record (a JSON object on one line).

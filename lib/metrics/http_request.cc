@@ -104,12 +104,13 @@ HttpRequest parse_head(std::string_view head, bool accept_head) {
       version[5] > '9' || version[7] < '0' || version[7] > '9') {
     return refuse(400, "bad request line\n");
   }
-  // Three header fields are kept; every one is checked, as a malformed one
+  // Four header fields are kept; every one is checked, as a malformed one
   // means the request is not what it seems: no whitespace before the
   // colon, no obsolete line folding (RFC 9112 §5).
   KeptField kept[] = {{"accept", "Accept", 0, {}},
                       {"last-event-id", "Last-Event-ID", 0, {}},
-                      {"origin", "Origin", 0, {}}};
+                      {"origin", "Origin", 0, {}},
+                      {"authorization", "Authorization", 0, {}}};
   while (!rest.empty()) {
     if (!next_line(rest, line)) return refuse(400, "bad header field\n");
     if (line.empty()) break;  // the end of the head
@@ -160,6 +161,7 @@ HttpRequest parse_head(std::string_view head, bool accept_head) {
   request.accept = kept[0].value;
   request.last_event_id = kept[1].value;
   request.origin = kept[2].value;
+  request.authorization = kept[3].value;
   return request;
 }
 

@@ -47,6 +47,7 @@ struct HttpRequest {
   std::string_view accept;
   std::string_view last_event_id;
   std::string_view origin;
+  std::string_view authorization;
 };
 
 // Reads the request at the start of `data`. Whatever follows the head (a

@@ -1,5 +1,7 @@
 #include "metrics/http_server.h"
 
+#include "net/token.h"
+
 #include <fmt/core.h>
 
 #include <sys/socket.h>
@@ -344,6 +346,13 @@ void HttpServer::process(Connection& c) {
       respond(c, request.status, plain_text, request.message);
       return;
     case HttpRequest::Outcome::get:
+      if (!tokens_.empty() && !token_allowed(bearer_token(request.authorization), tokens_)) {
+        listener_.count_tls_refusal(TlsFailure::token);
+        event_log_.log(uv_now(loop_), LogLevel::warn, {"metrics", ""}, "refused requests",
+                       "metrics: refused a request without a valid bearer token");
+        respond(c, 401, plain_text, "a valid Authorization: Bearer token is needed\n");
+        return;
+      }
       handle_request(c, request.method, request.path);
       return;
   }

@@ -109,6 +109,9 @@ class HttpServer {
   HttpServer(uv_loop_t* loop, HostPort listen, Handler handler, Timeouts timeouts = {});
   // Serves HTTPS (see Listener::use_tls). REQUIRES: before start().
   void use_tls(std::shared_ptr<const TlsContext> context);
+  // Every request must carry `Authorization: Bearer T` with a T whose
+  // SHA-256 is in `hashes` (else 401); empty: no token asked.
+  void require_tokens(std::vector<std::string> hashes) { tokens_ = std::move(hashes); }
   void reload_tls(std::shared_ptr<const TlsContext> context) {
     listener_.set_tls_context(std::move(context));
   }
@@ -176,6 +179,7 @@ class HttpServer {
   Listener listener_;
   std::string address_;
   std::string scheme_ = "http";
+  std::vector<std::string> tokens_;
   // Open connections, oldest first (eviction order), and those closed but
   // not yet freed (see close_connection()).
   std::list<std::unique_ptr<Connection>> connections_;

@@ -343,9 +343,10 @@ void render_tls(Exposition& x, const MetricsSnapshot& snapshot, double wall_cloc
   }
   x.family("chronomerge_tls_refused_total", "counter",
            "TLS connections refused, by reason: handshake (not TLS, a protocol error, a "
-           "timeout) or cert (a peer certificate missing, expired or from another CA).");
+           "timeout), cert (a peer certificate missing, expired or from another CA) or token "
+           "(no valid token in the request line, hello or Authorization header).");
   for (const auto& [listener, tls] : snapshot.tls) {
-    for (TlsFailure reason : {TlsFailure::handshake, TlsFailure::cert}) {
+    for (TlsFailure reason : {TlsFailure::handshake, TlsFailure::cert, TlsFailure::token}) {
       x.sample({{"listener", listener}, {"reason", to_string(reason)}},
                tls.refused[static_cast<size_t>(reason)]);
     }
@@ -442,9 +443,10 @@ void render_sinks(Exposition& x, const MetricsSnapshot& snapshot) {
   family("chronomerge_output_sink_queue_bytes", "gauge",
          "Bytes of the merged stream the output's slowest reader has yet to write.",
          [](const SinkCounters& c) { return static_cast<uint64_t>(c.queue_bytes); });
-  x.family("chronomerge_output_sink_disconnects_total", "counter",
-           "Clients that went away before the end of the stream, by reason: too_slow, "
-           "out_of_window, stalled, write_failed, peer_closed, gap, bad_request, hello_timeout.");
+  x.family(
+      "chronomerge_output_sink_disconnects_total", "counter",
+      "Clients that went away before the end of the stream, by reason: too_slow, "
+      "out_of_window, stalled, write_failed, peer_closed, gap, bad_request, hello_timeout, token.");
   for (const auto& [output, counters] : sinks) {
     if (!counters.server) continue;
     for (size_t r = 0; r < disconnect_reason_count; ++r) {

@@ -332,6 +332,11 @@ std::optional<std::pair<std::string, uint64_t>> read_event_id(std::string_view t
 // --- The line ----------------------------------------------------------------
 
 constexpr std::string_view kFieldNames[] = {"after", "since", "skip", "feeds", "on_gap"};
+// The line also carries a token (never the query string: it would end up
+// in logs and browser histories; HTTP clients send Authorization).
+constexpr std::string_view kLineFieldNames[] = {"after", "since",  "skip",
+                                                "feeds", "on_gap", "token"};
+constexpr size_t kMaxTokenBytes = 1024;
 
 // Builds the request's fields through nlohmann's SAX interface, as the
 // configuration loader builds its document: the error callback gets a
@@ -369,7 +374,7 @@ class LineBuilder {
   bool key(Json::string_t& name) {
     if (stack_.size() == 1) {
       fields_.emplace_back(std::move(name), Json());
-      if (fields_.size() > std::size(kFieldNames)) {
+      if (fields_.size() > std::size(kLineFieldNames)) {
         stopped_ = true;
         return false;
       }
@@ -389,7 +394,7 @@ class LineBuilder {
   // The line is an object: its fields in order, else `root`.
   bool object() const { return object_; }
   const std::vector<std::pair<std::string, Json>>& fields() const { return fields_; }
-  // The parse stopped at a sixth field, one that is a problem by its name.
+  // The parse stopped at a seventh field, one that is a problem by its name.
   bool stopped() const { return stopped_; }
   bool too_deep() const { return too_deep_; }
   size_t error_position() const { return error_position_; }
@@ -594,16 +599,24 @@ ResumeParse parse_resume_line(std::string_view line, KeyType key_type) {
   if (!builder.object()) return refuse("request: expected a JSON object");
 
   Fields fields;
-  bool seen[std::size(kFieldNames)] = {};
+  std::string token;
+  bool seen[std::size(kLineFieldNames)] = {};
   for (const auto& [name, value] : builder.fields()) {
-    const auto known = std::find(std::begin(kFieldNames), std::end(kFieldNames), name);
-    if (known == std::end(kFieldNames)) return refuse(field_name(name) + ": unknown field");
-    bool& given = seen[known - std::begin(kFieldNames)];
+    const auto known = std::find(std::begin(kLineFieldNames), std::end(kLineFieldNames), name);
+    if (known == std::end(kLineFieldNames)) return refuse(field_name(name) + ": unknown field");
+    bool& given = seen[known - std::begin(kLineFieldNames)];
     if (given) return refuse(name + ": given twice");
     given = true;
 
     std::optional<std::string> error;
-    if (name == "after") {
+    if (name == "token") {
+      if (!value.is_string() || value.get_ref<const std::string&>().empty() ||
+          value.get_ref<const std::string&>().size() > kMaxTokenBytes) {
+        error = fmt::format("token: expected a string of 1 to {} bytes", kMaxTokenBytes);
+      } else {
+        token = value.get<std::string>();
+      }
+    } else if (name == "after") {
       error = read_after(value, fields);
     } else if (name == "since") {
       error = read_since(value, key_type, fields);
@@ -620,9 +633,11 @@ ResumeParse parse_resume_line(std::string_view line, KeyType key_type) {
     }
     if (error) return refuse(std::move(*error));
   }
-  // A stopped parse read six fields, and at most five were known and new.
+  // A stopped parse read seven fields, and at most six were known and new.
   assert(!builder.stopped());
-  return finish(std::move(fields));
+  ResumeParse result = finish(std::move(fields));
+  if (result.request) result.request->token = std::move(token);
+  return result;
 }
 
 // --- The query string ----------------------------------------------------------

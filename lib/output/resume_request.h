@@ -41,6 +41,9 @@ struct ResumeRequest {
   // at the oldest retained record.
   enum class OnGap { close, oldest };
   OnGap on_gap = OnGap::close;
+  // The line's "token" (outputs with tokens_sha256); empty if none. Never
+  // taken from a query string.
+  std::string token;
 
   friend bool operator==(const ResumeRequest&, const ResumeRequest&) = default;
 };

@@ -9,6 +9,7 @@
 
 #include "metrics/http_request.h"
 #include "net/tls_context.h"
+#include "net/token.h"
 #include "output/resume_request.h"
 #include "uv/uv_error.h"
 
@@ -57,6 +58,8 @@ std::string_view http_reason(int status) {
   switch (status) {
     case 400:
       return "Bad Request";
+    case 401:
+      return "Unauthorized";
     case 404:
       return "Not Found";
     case 405:
@@ -162,7 +165,8 @@ void ServerSink::accepted(uv_os_sock_t socket, const AcceptedPeer& who) {
   client_log_.log(uv_now(loop_), LogLevel::info, {"output", name()}, connections,
                   "output {}: client {} connected ({} now)", name(), peer, counters_.clients);
   schedule_summary();
-  if (config_.resume || http_) {
+  // With tokens, every client starts with a request line carrying one.
+  if (config_.resume || http_ || !config_.tokens_sha256.empty()) {
     read_request(raw, std::move(stream));
   } else {
     start_writer(raw, std::move(stream), consumer_options(), {});
@@ -246,6 +250,13 @@ void ServerSink::request_read(Client* client) {
            error_line("bad_request", parsed.error));
     return;
   }
+  if (!config_.tokens_sha256.empty() &&
+      !token_allowed(parsed.request->token, config_.tokens_sha256)) {
+    listener_.count_tls_refusal(TlsFailure::token);
+    const std::string why = parsed.request->token.empty() ? "no token" : "unknown token";
+    refuse(client, DisconnectReason::token, why, error_line("token", why));
+    return;
+  }
   serve(client, *parsed.request, Protocol::line, {});
 }
 
@@ -268,6 +279,14 @@ void ServerSink::request_head_read(Client* client) {
     return;
   }
   const std::string origin(head.origin);
+  if (!config_.tokens_sha256.empty() &&
+      !token_allowed(bearer_token(head.authorization), config_.tokens_sha256)) {
+    listener_.count_tls_refusal(TlsFailure::token);
+    const std::string why =
+        head.authorization.empty() ? "no Authorization: Bearer token" : "unknown token";
+    refuse(client, DisconnectReason::token, why, http_response(401, why + "\n", origin));
+    return;
+  }
   if (head.path != "/stream") {
     refuse(client, DisconnectReason::bad_request, fmt::format("no such path: {}", head.path),
            http_response(404, "not found: the stream is at /stream\n", origin));

@@ -20,8 +20,9 @@ enum class DisconnectReason {
   gap,            // its resume request asked for what is no longer retained
   bad_request,    // its resume request was malformed
   hello_timeout,  // it sent no resume request within hello_timeout_ms
+  token,          // its request carried no valid token (tokens_sha256)
 };
-inline constexpr size_t disconnect_reason_count = 8;
+inline constexpr size_t disconnect_reason_count = 9;
 std::string_view to_string(DisconnectReason reason);
 
 struct SinkCounters {
@@ -48,8 +49,8 @@ struct SinkCounters {
 
 inline std::string_view to_string(DisconnectReason reason) {
   constexpr std::array<std::string_view, disconnect_reason_count> names = {
-      "too_slow",    "out_of_window", "stalled",     "write_failed",
-      "peer_closed", "gap",           "bad_request", "hello_timeout"};
+      "too_slow", "out_of_window", "stalled",       "write_failed", "peer_closed",
+      "gap",      "bad_request",   "hello_timeout", "token"};
   return names[static_cast<size_t>(reason)];
 }
 

@@ -84,6 +84,10 @@ class Listener {
   void use_tls(std::shared_ptr<const TlsContext> context, std::string name);
   // New TLS material (a reload): see TlsAcceptor::set_context().
   void set_tls_context(std::shared_ptr<const TlsContext> context);
+  // The owner refused a TLS connection after its handshake (a bad token).
+  void count_tls_refusal(TlsFailure failure) {
+    if (tls_) tls_->count_refusal(failure);
+  }
   // The TLS side's counts; null on a plaintext listener.
   const TlsCounters* tls_counters() const { return tls_ ? &tls_->counters() : nullptr; }
 

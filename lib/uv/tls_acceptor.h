@@ -35,7 +35,7 @@ namespace chronomerge {
 
 struct TlsCounters {
   uint64_t connections = 0;                   // handshakes completed
-  uint64_t refused[2] = {};                   // by TlsFailure
+  uint64_t refused[3] = {};                   // by TlsFailure
   uint64_t in_flight = 0;                     // handshakes now
   std::optional<int64_t> certificate_expiry;  // Unix seconds
 };
@@ -64,6 +64,9 @@ class TlsAcceptor {
   // whose peer it no longer accepts are closed and counted (cert).
   void set_context(std::shared_ptr<const TlsContext> context);
   const TlsCounters& counters() const { return counters_; }
+  // The owner refused a connection this acceptor handed over (a bad
+  // token): counted with the others.
+  void count_refusal(TlsFailure failure) { ++counters_.refused[static_cast<size_t>(failure)]; }
 
  private:
   struct Entry {

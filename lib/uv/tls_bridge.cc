@@ -20,6 +20,8 @@ std::string_view to_string(TlsFailure failure) {
       return "handshake";
     case TlsFailure::cert:
       return "cert";
+    case TlsFailure::token:
+      return "token";
   }
   return "handshake";
 }

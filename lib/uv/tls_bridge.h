@@ -41,6 +41,7 @@ namespace chronomerge {
 enum class TlsFailure {
   handshake,  // not TLS, a protocol error, no common version, a timeout
   cert,       // the peer's certificate is missing, expired, or not from the CA
+  token,      // (after the handshake) the owner found no valid token
 };
 std::string_view to_string(TlsFailure failure);
 

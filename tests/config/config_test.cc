@@ -323,6 +323,18 @@ const std::vector<BadConfig>& bad_configs() {
        feeds_text(
            R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k", "crl": "/r"}})"),
        "/feeds/0/tls/crl", "needs \"ca\""},
+      {"rejects tokens on an output without TLS",
+       outputs_text(
+           R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:0", "tokens_sha256": ["ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]})"),
+       "/outputs/0/tokens_sha256", "needs \"tls\""},
+      {"rejects a token written in place of its hash",
+       outputs_text(
+           R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k"}, "tokens_sha256": ["s3cret"]})"),
+       "/outputs/0/tokens_sha256/0", "expected a SHA-256 hash of 64 hex digits"},
+      {"rejects fleet tokens without hello naming",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k"}, "fleet": {"name_from": "peer", "tokens_sha256": ["ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]}})"),
+       "/feeds/0/fleet/tokens_sha256", "needs \"name_from\": \"hello\""},
       {"rejects TLS below 1.2",
        feeds_text(
            R"({"name": "a", "type": "tcp-connect", "connect": "127.0.0.1:1", "tls": {"min_version": "1.1"}})"),

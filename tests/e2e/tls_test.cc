@@ -1488,9 +1488,10 @@ TEST_CASE("a paused TLS feed whose producer went silent is merged to its last re
 namespace {
 
 // GET `path` over TLS from the metrics port: status and body.
-HttpResponse https_request(uint16_t port, const std::string& path) {
+HttpResponse https_request(uint16_t port, const std::string& path,
+                           const std::string& headers = {}) {
   TlsSocket tls = tls_connect(port);
-  REQUIRE(tls.write_all("GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n"));
+  REQUIRE(tls.write_all("GET " + path + " HTTP/1.0\r\nHost: localhost\r\n" + headers + "\r\n"));
   const ReadResult response = tls.read_to_eof(5s);
   INFO("response: " << response.data.substr(0, 200) << " (" << tls.error() << ")");
   REQUIRE(response.eof);
@@ -1609,6 +1610,92 @@ TEST_CASE("an http-listen output over TLS streams to clients with and without a 
         1);
   CHECK(wait_sample(metrics, tls_connections("output/web"), [](double v) { return v == 2; }) == 2);
   producer.close();
+  daemon.check_alive();
+  CHECK(daemon.stop().code == 0);
+}
+
+// --- tokens --------------------------------------------------------------------
+
+// printf bus-token | sha256sum, and dash-token.
+const std::string kBusTokenHash =
+    "d9478858cf887da94c13374dbfa96578fe18c9986cd879531d4b97eabb93443f";
+const std::string kDashTokenHash =
+    "0a1be3282471dc6eef24ada1aec827fada31f7dc6d7a229ed202fa5993890018";
+
+TEST_CASE("tokens: a fleet's hello, a client's request line, Authorization: Bearer") {
+  TempDir dir;
+  json buses = with_tls(tcp_feed("buses"), server_tls());
+  buses["fleet"] = {{"tokens_sha256", {kBusTokenHash}}};
+  json clients = with_tls(tcp_output("clients"), server_tls());
+  clients["tokens_sha256"] = {kDashTokenHash};
+  json web = {{"name", "web"}, {"type", "http-listen"}, {"listen", loopback(0)}};
+  web["tls"] = server_tls();
+  web["tokens_sha256"] = {kDashTokenHash};
+  json config = {{"feeds", {buses}}, {"outputs", {clients, web}}};
+  with_metrics(config);
+  config["metrics"]["tls"] = server_tls();
+  config["metrics"]["tokens_sha256"] = {kDashTokenHash};
+  Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t fleet = daemon.feed_port("buses");
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+  const std::string bearer = "Authorization: Bearer dash-token\r\n";
+  auto count = [&](const std::string& sample) {
+    const HttpResponse r = https_request(metrics, "/metrics", bearer);
+    REQUIRE(r.status == 200);
+    for (const std::string& line : split_lines(r.body)) {
+      if (starts_with(line, sample + " ")) return std::atof(line.c_str() + sample.size() + 1);
+    }
+    return -1.0;
+  };
+
+  SUBCASE("the metrics port answers only a valid bearer token") {
+    CHECK(https_request(metrics, "/metrics").status == 401);
+    CHECK(https_request(metrics, "/metrics", "Authorization: Bearer bus-token\r\n").status == 401);
+    CHECK(https_request(metrics, "/healthz", bearer).status == 200);
+    CHECK(count(tls_refused("metrics", "token")) == 2);
+  }
+  SUBCASE("a fleet member's hello carries its token") {
+    TlsSocket good = tls_connect(fleet);
+    REQUIRE(good.write_all(R"({"feed": "bus-1", "token": "bus-token"})"
+                           "\n" +
+                           record(1000, "bus-1", 0) + "\n"));
+    TlsSocket wrong = tls_connect(fleet);
+    REQUIRE(wrong.write_all(R"({"feed": "bus-2", "token": "dash-token"})"
+                            "\n"));
+    TlsSocket none = tls_connect(fleet);
+    REQUIRE(none.write_all(R"({"feed": "bus-3"})"
+                           "\n"));
+    CHECK(wrong.read_to_eof(5s).data.empty());
+    CHECK(none.read_to_eof(5s).data.empty());
+    CHECK(count("chronomerge_fleet_refused_total{fleet=\"buses\",reason=\"token\"}") == 2);
+    CHECK(count(tls_refused("feed/buses", "token")) == 2);
+    CHECK(count("chronomerge_fleet_members{fleet=\"buses\"}") == 1);
+  }
+  SUBCASE("a client's first line carries its token, resume or not") {
+    const uint16_t port = daemon.output_port("clients");
+    TlsSocket good = tls_connect(port);
+    REQUIRE(good.write_all(R"({"token": "dash-token"})"
+                           "\n"));
+    const ReadResult answer = good.read_lines(1, 5s);
+    CHECK(starts_with(answer.data, R"({"offset":)"));
+    TlsSocket bad = tls_connect(port);
+    REQUIRE(bad.write_all(R"({"token": "bus-token"})"
+                          "\n"));
+    const ReadResult refused = bad.read_to_eof(5s);
+    CHECK(refused.data.find(R"("error":"token")") != std::string::npos);
+    CHECK(count(tls_refused("output/clients", "token")) == 1);
+    CHECK(count("chronomerge_output_sink_disconnects_total{output=\"clients\",reason=\"token\"}") ==
+          1);
+  }
+  SUBCASE("an http-listen output asks Authorization: Bearer") {
+    const uint16_t port = daemon.output_port("web");
+    CHECK(https_request(port, "/stream?since=oldest").status == 401);
+    TlsSocket ok = tls_connect(port);
+    REQUIRE(ok.write_all("GET /stream HTTP/1.1\r\nHost: x\r\n" + bearer + "\r\n"));
+    CHECK(starts_with(ok.read_lines(1, 5s).data, "HTTP/1.1 200"));
+    CHECK(count(tls_refused("output/web", "token")) == 1);
+  }
   daemon.check_alive();
   CHECK(daemon.stop().code == 0);
 }

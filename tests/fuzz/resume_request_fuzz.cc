@@ -143,6 +143,10 @@ std::string write_line(const ResumeRequest& r, KeyType key_type, bool verbose) {
     field("on_gap");
     out += r.on_gap == ResumeRequest::OnGap::oldest ? "\"oldest\"" : "\"close\"";
   }
+  if (!r.token.empty()) {
+    field("token");
+    append_json_string(out, r.token);
+  }
   out += "}";
   if (verbose) out += "\r";
   return out;
@@ -292,15 +296,19 @@ void check_round_trip(const ResumeRequest& r, KeyType key_type, std::string_view
   if (!again.request) fail("a written line is refused", key_type, input, line + " " + again.error);
   if (!(*again.request == r)) fail("a written line reads differently", key_type, input, line);
 
-  // Queries cannot carry a NUL byte, which a line's string key can.
+  // Queries cannot carry a NUL byte, which a line's string key can, nor a
+  // token (they are never taken from a query string).
   if (r.key.text.find('\0') != std::string::npos) return;
-  const std::string query = write_query(r, key_type, verbose);
+  ResumeRequest without_token = r;
+  without_token.token.clear();
+  const std::string query = write_query(without_token, key_type, verbose);
   const ResumeParse from_query = chronomerge::parse_resume_query(query, key_type);
   if (!from_query.request) {
     fail("a written query is refused", key_type, input, query + " " + from_query.error);
   }
-  if (!(*from_query.request == r))
+  if (!(*from_query.request == without_token))
     fail("a written query reads differently", key_type, input, query);
+  if (!from_query.request->token.empty()) fail("a query gave a token", key_type, input, query);
 }
 
 }  // namespace
