@@ -8,7 +8,6 @@
 
 #include "feeds/member_name.h"
 #include "merge/merger.h"
-#include "net/tls_context.h"
 #include "net/token.h"
 #include "uv/uv_error.h"
 
@@ -92,11 +91,7 @@ Fleet::~Fleet() {
 
 bool Fleet::start() {
   const bool tcp = config_.type == FeedType::tcp_listen;
-  if (config_.tls) {
-    auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "feed " + name());
-    if (!context) return false;
-    listener_.use_tls(std::move(context), "feed " + name());
-  }
+  if (!listener_.configure_tls(config_.tls, "feed " + name())) return false;
   // A fleet restarting (or a depot's buses all coming back) connects by
   // the thousand at once: a short backlog overflows, and the kernel then
   // drops or resets connections the daemon never sees.
@@ -132,10 +127,7 @@ bool Fleet::start() {
 }
 
 void Fleet::reload_tls() {
-  if (!config_.tls) return;
-  if (auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "feed " + name())) {
-    listener_.set_tls_context(std::move(context));
-  }
+  listener_.reload_tls(config_.tls);
 }
 
 void Fleet::accepted(uv_os_sock_t socket, const AcceptedPeer& who) {

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 
-#include "net/tls_context.h"
 #include "uv/uv_error.h"
 
 namespace chronomerge {
@@ -39,11 +38,7 @@ std::string from(const std::string& peer) {
 
 bool ListenFeed::start() {
   bool tcp = config_.type == FeedType::tcp_listen;
-  if (config_.tls) {
-    auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "feed " + name());
-    if (!context) return false;
-    listener_.use_tls(std::move(context), "feed " + name());
-  }
+  if (!listener_.configure_tls(config_.tls, "feed " + name())) return false;
   int rc = listener_.listen(
       host_.loop(), tcp ? &config_.address : nullptr, config_.path,
       [this](uv_os_sock_t socket, const AcceptedPeer& peer) { accepted(socket, peer.address); },
@@ -64,10 +59,7 @@ bool ListenFeed::start() {
 }
 
 void ListenFeed::reload_tls() {
-  if (!config_.tls) return;
-  if (auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "feed " + name())) {
-    listener_.set_tls_context(std::move(context));
-  }
+  listener_.reload_tls(config_.tls);
 }
 
 void ListenFeed::accepted(uv_os_sock_t socket, const std::string& peer) {

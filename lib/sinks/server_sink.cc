@@ -8,7 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include "metrics/http_request.h"
-#include "net/tls_context.h"
 #include "net/token.h"
 #include "output/resume_request.h"
 #include "uv/uv_error.h"
@@ -94,11 +93,7 @@ ServerSink::~ServerSink() {
 
 bool ServerSink::start() {
   bool tcp = config_.type == OutputType::tcp_listen || http_;
-  if (config_.tls) {
-    auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "output " + name());
-    if (!context) return false;
-    listener_.use_tls(std::move(context), "output " + name());
-  }
+  if (!listener_.configure_tls(config_.tls, "output " + name())) return false;
   int rc = listener_.listen(
       loop_, tcp ? &config_.address : nullptr, config_.path,
       [this](uv_os_sock_t socket, const AcceptedPeer& peer) { accepted(socket, peer); },
@@ -121,10 +116,7 @@ bool ServerSink::start() {
 }
 
 void ServerSink::reload_tls() {
-  if (!config_.tls) return;
-  if (auto context = load_tls_context(*config_.tls, TlsContext::Role::server, "output " + name())) {
-    listener_.set_tls_context(std::move(context));
-  }
+  listener_.reload_tls(config_.tls);
 }
 
 void ServerSink::accepted(uv_os_sock_t socket, const AcceptedPeer& who) {

@@ -125,6 +125,21 @@ void Listener::set_tls_context(std::shared_ptr<const TlsContext> context) {
   if (tls_) tls_->set_context(std::move(context));
 }
 
+bool Listener::configure_tls(const std::optional<TlsConfig>& config, const std::string& name) {
+  if (!config) return true;
+  auto context = load_tls_context(*config, TlsContext::Role::server, name);
+  if (!context) return false;
+  use_tls(std::move(context), name);
+  return true;
+}
+
+void Listener::reload_tls(const std::optional<TlsConfig>& config) {
+  if (!config || !tls_) return;
+  if (auto context = load_tls_context(*config, TlsContext::Role::server, tls_name_)) {
+    set_tls_context(std::move(context));
+  }
+}
+
 void Listener::close() {
   if (tls_) tls_->stop();
   if (fd_ < 0) {

@@ -84,6 +84,12 @@ class Listener {
   void use_tls(std::shared_ptr<const TlsContext> context, std::string name);
   // New TLS material (a reload): see TlsAcceptor::set_context().
   void set_tls_context(std::shared_ptr<const TlsContext> context);
+  // From configuration: use_tls() with the context `config` makes, if it
+  // is set. False (after logging) if its files do not load.
+  bool configure_tls(const std::optional<TlsConfig>& config, const std::string& name);
+  // A reload: the files of `config` are read again; if they do not load,
+  // the old material stays (logged).
+  void reload_tls(const std::optional<TlsConfig>& config);
   // The owner refused a TLS connection after its handshake (a bad token).
   void count_tls_refusal(TlsFailure failure) {
     if (tls_) tls_->count_refusal(failure);
