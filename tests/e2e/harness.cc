@@ -114,6 +114,17 @@ std::vector<std::string> split_lines(std::string_view text) {
 
 // --- processes --------------------------------------------------------------
 
+void init_default_signals(posix_spawnattr_t& attr) {
+  posix_spawnattr_init(&attr);
+  sigset_t all;
+  sigset_t none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+}
+
 Process::Process(const SpawnOptions& options) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -141,14 +152,7 @@ Process::Process(const SpawnOptions& options) {
   // Default dispositions and an empty mask, whatever the test runner set:
   // the daemon must cope with SIGPIPE and friends on its own.
   posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t all;
-  sigset_t none;
-  sigfillset(&all);
-  sigemptyset(&none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  init_default_signals(attr);
 
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {

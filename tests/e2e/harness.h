@@ -17,6 +17,7 @@
 // functions on sockets (any thread, one socket per thread).
 #pragma once
 
+#include <spawn.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -117,6 +118,11 @@ struct SpawnOptions {
   // just before it execs the binary under the same pid.
   uint64_t open_files_limit = 0;
 };
+
+// Initializes `attr` so that a spawned child starts with every signal at
+// its default disposition and an empty mask, whatever the test runner set.
+// The caller destroys it (posix_spawnattr_destroy).
+void init_default_signals(posix_spawnattr_t& attr);
 
 // A child process running the chronomerge binary (CHRONOMERGE_BINARY).
 // Killed with SIGKILL and reaped on destruction if still running.
