@@ -1013,11 +1013,15 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
         break;
     }
   }
-  if (feed.fleet && feed.fleet->name_from == FleetConfig::NameFrom::cert_cn &&
+  if (feed.fleet &&
+      (feed.fleet->name_from == FleetConfig::NameFrom::cert_cn ||
+       feed.fleet->name_from == FleetConfig::NameFrom::cert_san) &&
       !(feed.tls && feed.tls->client_auth == TlsConfig::ClientAuth::require)) {
     problem(child(child(pointer, "fleet"), "name_from"),
-            "\"cert_cn\" needs \"tls\" with \"client_auth\": \"require\" (a verified "
-            "certificate to take the name from)");
+            fmt::format(
+                "\"{}\" needs \"tls\" with \"client_auth\": \"require\" (a verified "
+                "certificate to take the name from)",
+                feed.fleet->name_from == FleetConfig::NameFrom::cert_cn ? "cert_cn" : "cert_san"));
   }
   if (feed.fleet && !feed.fleet->tokens_sha256.empty() && !feed.tls) {
     problem(child(child(pointer, "fleet"), "tokens_sha256"),
@@ -1187,6 +1191,8 @@ std::optional<FleetConfig> Validator::read_fleet(const Json& value, const std::s
         fleet.name_from = FleetConfig::NameFrom::hello;
       } else if (*text == "cert_cn") {
         fleet.name_from = FleetConfig::NameFrom::cert_cn;
+      } else if (*text == "cert_san") {
+        fleet.name_from = FleetConfig::NameFrom::cert_san;
       } else if (*text == "peer") {
         if (type != FeedType::tcp_listen) {
           problem(field, "\"peer\" needs a tcp-listen feed (a Unix socket's peer has no address)");
@@ -1197,8 +1203,8 @@ std::optional<FleetConfig> Validator::read_fleet(const Json& value, const std::s
         fleet.name_from = FleetConfig::NameFrom::pointer;
         fleet.name_pointer = *text;
       } else {
-        problem(field, fmt::format("expected \"hello\", \"peer\", \"cert_cn\" or a JSON pointer "
-                                   "such as \"/vehicle\", got {}",
+        problem(field, fmt::format("expected \"hello\", \"peer\", \"cert_cn\", \"cert_san\" or "
+                                   "a JSON pointer such as \"/vehicle\", got {}",
                                    describe(v)));
         valid = false;
       }

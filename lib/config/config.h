@@ -66,10 +66,11 @@ struct TlsConfig {
 // A listening feed that takes many producers, each its own feed in the
 // merge (a member, named "<fleet>/<member>").
 struct FleetConfig {
-  enum class NameFrom { hello, pointer, peer, cert_cn };
+  enum class NameFrom { hello, pointer, peer, cert_cn, cert_san };
   // hello: the first line is {"feed": "bus-0042"}; pointer: the value at
   // `name_pointer` in the first record; peer: the peer's IP address;
-  // cert_cn: the subject CN of the producer's (verified) certificate.
+  // cert_cn: the subject CN of the producer's (verified) certificate;
+  // cert_san: its first DNS subjectAltName.
   NameFrom name_from = NameFrom::hello;
   std::string name_pointer;  // NameFrom::pointer
   // Answer the hello with the last key accepted from the member.

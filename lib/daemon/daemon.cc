@@ -246,10 +246,12 @@ class Daemon {
       ++reloads_failed_;
       log::error("reload of {} rejected, the running configuration stays: {}", config_path_,
                  one_line(result.problems));
-    } else if (!(result.config->metrics == config_.metrics)) {
+    } else if (!metrics_reloadable(result.config->metrics)) {
       ++reloads_failed_;
-      log::error("reload of {} rejected: metrics.listen takes effect only on restart",
-                 config_path_);
+      log::error(
+          "reload of {} rejected: metrics (on or off), metrics.listen and whether metrics has "
+          "tls take effect only on restart",
+          config_path_);
     } else if (!pipeline_->reload(*result.config, error)) {
       ++reloads_failed_;
       config_ = pipeline_->config();  // whatever part of it was applied
@@ -257,18 +259,28 @@ class Daemon {
     } else {
       ++reloads_ok_;
       config_ = std::move(*result.config);
-      // The metrics port's certificate, CA and CRL are read again too.
+      // The metrics port's certificate, CA and CRL are read again too, and
+      // its token list applies to the next request.
       if (metrics_ && config_.metrics && config_.metrics->tls) {
         if (auto tls =
                 load_tls_context(*config_.metrics->tls, TlsContext::Role::server, "metrics")) {
           metrics_->reload_tls(std::move(tls));
         }
+        metrics_->require_tokens(config_.metrics->tokens_sha256);
       }
       log::info("reloaded {}: {} feeds, {} outputs", config_path_, config_.feeds.size(),
                 config_.outputs.size());
     }
     sd_notifyf(0, "READY=1\nSTATUS=merging %zu feeds into %zu outputs", config_.feeds.size(),
                config_.outputs.size());
+  }
+
+  // The metrics listener stays as it is across a reload: its address and
+  // whether it speaks TLS cannot change; its TLS files and tokens can.
+  bool metrics_reloadable(const std::optional<MetricsConfig>& next) const {
+    if (next.has_value() != config_.metrics.has_value()) return false;
+    return !next || (next->address == config_.metrics->address &&
+                     next->tls.has_value() == config_.metrics->tls.has_value());
   }
 
   void shutdown() {

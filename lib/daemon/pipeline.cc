@@ -401,19 +401,25 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   // The plan: which running parts go, which change in place, what is new.
   std::set<std::string> released;  // listen keys of the parts that go
   std::vector<size_t> closing_sinks;
+  std::vector<std::pair<Sink*, const OutputConfig*>> updated_sinks;
+  std::set<std::string> kept_outputs;  // names of the outputs that stay
   std::vector<const OutputConfig*> new_outputs;
   for (size_t i = 0; i < sinks_.size(); ++i) {
     const OutputConfig& current = sinks_[i]->config();
     auto match = std::find_if(next.outputs.begin(), next.outputs.end(),
                               [&](const OutputConfig& o) { return o.name == current.name; });
-    if (match != next.outputs.end() && *match == current) continue;
-    closing_sinks.push_back(i);
-    released.insert(listen_key(current));
+    if (match != next.outputs.end() && *match == current) {
+      kept_outputs.insert(current.name);
+    } else if (match != next.outputs.end() && sinks_[i]->updatable_to(*match)) {
+      kept_outputs.insert(current.name);
+      updated_sinks.emplace_back(sinks_[i].get(), &*match);
+    } else {
+      closing_sinks.push_back(i);
+      released.insert(listen_key(current));
+    }
   }
   for (const OutputConfig& output : next.outputs) {
-    bool kept = std::any_of(sinks_.begin(), sinks_.end(),
-                            [&](const auto& s) { return s->config() == output; });
-    if (!kept) new_outputs.push_back(&output);
+    if (kept_outputs.count(output.name) == 0) new_outputs.push_back(&output);
   }
   std::vector<Feed*> removed_feeds, restarted_feeds, updated_feeds;
   for (auto& feed : feeds_) {
@@ -535,6 +541,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
     sink.close();
     sinks_.erase(sinks_.begin() + static_cast<ptrdiff_t>(*i));
   }
+  for (auto& [sink, changed] : updated_sinks) sink->update(*changed);
   for (auto& sink : started_sinks) sinks_.push_back(std::move(sink));
   for (const OutputConfig* output : new_outputs) {
     if (!deferred(listen_key(*output))) continue;

@@ -71,11 +71,12 @@ struct Fleet::Hello {
   uv_os_sock_t socket;
   std::string peer;
   uint64_t deadline;
-  std::string buffer;    // what it sent so far
-  size_t scanned = 0;    // bytes of buffer searched for '\n'
-  std::string name;      // once named
-  size_t first = 0;      // where its stream starts in buffer, once named
-  bool waiting = false;  // named; its member's previous batch is in flight
+  std::string buffer;      // what it sent so far
+  size_t scanned = 0;      // bytes of buffer searched for '\n'
+  std::string name;        // once named
+  std::string token_hash;  // of its hello's token, once admitted (tokens_sha256)
+  size_t first = 0;        // where its stream starts in buffer, once named
+  bool waiting = false;    // named; its member's previous batch is in flight
 };
 
 Fleet::Fleet(FleetHost& host, FeedConfig config, uint32_t rank)
@@ -156,15 +157,24 @@ void Fleet::accepted(uv_os_sock_t socket, const AcceptedPeer& who) {
   hellos_.emplace(&hello, std::move(owned));
   if (hellos_.size() >= max_hellos) listener_.hold(true);
 
-  if (options().name_from == FleetConfig::NameFrom::cert_cn) {
-    // The listener requires a verified certificate: its CN is the name,
-    // so a bus cannot speak for another.
-    const std::string cn = who.tls ? who.tls->cert_cn : std::string();
-    if (!valid_member_name(cn)) {
-      return refuse(hello, FleetRefusal::bad_hello,
-                    fmt::format("the certificate's CN {} is not a member name", log::excerpt(cn)));
+  if (options().name_from == FleetConfig::NameFrom::cert_cn ||
+      options().name_from == FleetConfig::NameFrom::cert_san) {
+    // The listener requires a verified certificate: its CN (or DNS name)
+    // is the name, so a bus cannot speak for another.
+    const bool by_cn = options().name_from == FleetConfig::NameFrom::cert_cn;
+    const std::string name = !who.tls ? std::string()
+                             : by_cn  ? who.tls->cert_cn
+                                      : who.tls->cert_san;
+    const std::string_view what = by_cn ? "CN" : "DNS name (subjectAltName)";
+    if (name.empty()) {
+      return refuse(hello, FleetRefusal::bad_hello, fmt::format("the certificate has no {}", what));
     }
-    hello.name = cn;
+    if (!valid_member_name(name)) {
+      return refuse(
+          hello, FleetRefusal::bad_hello,
+          fmt::format("the certificate's {} {} is not a member name", what, log::excerpt(name)));
+    }
+    hello.name = name;
     named(hello);
     return;
   }
@@ -220,12 +230,7 @@ void Fleet::on_hello_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* bu
     MemberName name = by_hello ? member_name_from_hello(line)
                                : member_name_from_record(line, fleet.options().name_pointer);
     if (!name.ok()) return fleet.refuse(*hello, FleetRefusal::bad_hello, name.error);
-    if (!fleet.options().tokens_sha256.empty() &&
-        !token_allowed(name.token, fleet.options().tokens_sha256)) {
-      fleet.listener_.count_tls_refusal(TlsFailure::token);
-      return fleet.refuse(*hello, FleetRefusal::token,
-                          name.token.empty() ? "the hello carries no token" : "unknown token");
-    }
+    if (!name.token.empty()) hello->token_hash = sha256_hex(name.token);
     hello->name = std::move(name.name);
     // A hello is not part of the stream; a first record is.
     if (by_hello) hello->first = newline + 1;
@@ -264,6 +269,15 @@ void Fleet::retry_waiting() {
 
 bool Fleet::admit(Hello& hello) {
   const uint64_t now = host_.now();
+  // Checked here, not when the hello is read: a hello waiting for its
+  // member's previous connection meets the token list of its admission.
+  if (!options().tokens_sha256.empty() &&
+      !hash_allowed(hello.token_hash, options().tokens_sha256)) {
+    listener_.count_tls_refusal(TlsFailure::token);
+    refuse(hello, FleetRefusal::token,
+           hello.token_hash.empty() ? "the hello carries no token" : "unknown token");
+    return true;
+  }
   auto it = members_.find(hello.name);
   if (it != members_.end() && it->second.connected) {
     // The same name twice: the old connection goes if it has gone quiet or
@@ -298,7 +312,7 @@ bool Fleet::admit(Hello& hello) {
       return true;
     }
     MemberFeed& feed = host_.add_member(*this, hello.name);
-    it = members_.emplace(hello.name, Member{&feed, false, 0}).first;
+    it = members_.emplace(hello.name, Member{&feed, false, 0, {}}).first;
     ++counters_.joined;
   }
   MemberFeed& feed = *it->second.feed;
@@ -317,6 +331,7 @@ bool Fleet::admit(Hello& hello) {
     }
   }
   it->second.connected = true;
+  it->second.token_hash = std::move(hello.token_hash);
   ++connected_;
   member_log_.log(now, LogLevel::info, {"feed", name()}, member_events,
                   "feed {}: member {} connected{}", name(), hello.name, from(hello.peer));
@@ -384,7 +399,41 @@ void Fleet::member_retired(const FeedStats& stats, const FeedCounters& counters)
   counters_.retired_counters.add(counters);
 }
 
+void Fleet::update(const FeedConfig& config) {
+  config_ = config;
+  revoking_ = !options().tokens_sha256.empty();
+  drop_revoked();
+}
+
+void Fleet::drop_revoked() {
+  if (!revoking_) return;
+  revoking_ = false;
+  const uint64_t now = host_.now();
+  for (auto& [member_name, member] : members_) {
+    if (!member.connected || hash_allowed(member.token_hash, options().tokens_sha256)) continue;
+    MemberFeed& feed = *member.feed;
+    if (feed.busy()) {
+      revoking_ = true;  // its last batch counts first
+      continue;
+    }
+    const size_t unread = feed.drop_connection();
+    member.connected = false;
+    member.left_at = now;
+    --connected_;
+    ++counters_.left;
+    ++counters_.refused[static_cast<size_t>(FleetRefusal::token)];
+    listener_.count_tls_refusal(TlsFailure::token);
+    refusal_log_.log(
+        now, LogLevel::warn, {"feed", name()}, refusals,
+        "feed {}: member {} disconnected{}: its token was removed{}", name(), member_name,
+        from(feed.peer()),
+        unread > 0 ? fmt::format(" ({} bytes unread, discarded)", unread) : std::string());
+    host_.member_present(feed, false);
+  }
+}
+
 void Fleet::balance(uint64_t now) {
+  drop_revoked();
   retry_waiting();
   check_budget(now);
 }

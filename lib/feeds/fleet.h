@@ -109,8 +109,9 @@ class Fleet {
   void drain();
   // A reload changed the fleet's tuning (not its address): members get
   // the new water marks and settings through the host; limits apply from
-  // now on.
-  void update(const FeedConfig& config) { config_ = config; }
+  // now on. With tokens, members whose token is no longer listed are
+  // disconnected (counted as refusals, reason token).
+  void update(const FeedConfig& config);
   // TLS material read again (see Feed::reload_tls()).
   void reload_tls();
 
@@ -164,7 +165,8 @@ class Fleet {
   struct Member {
     MemberFeed* feed;
     bool connected;
-    uint64_t left_at;  // loop time of the disconnect, while !connected
+    uint64_t left_at;        // loop time of the disconnect, while !connected
+    std::string token_hash;  // of the connection's hello token (tokens_sha256)
   };
 
   void accepted(uv_os_sock_t socket, const AcceptedPeer& peer);
@@ -185,6 +187,9 @@ class Fleet {
   // Every tick_ms: hello deadlines, lingering members, log summaries.
   void on_timer();
   void retry_waiting();
+  // Disconnects the members whose token update() removed; one whose last
+  // batch is in flight goes at a later balance().
+  void drop_revoked();
 
   FleetHost& host_;
   FeedConfig config_;
@@ -197,7 +202,8 @@ class Fleet {
   std::vector<MemberFeed*> budget_paused_;
   uint64_t next_budget_check_ = 0;
   uint64_t queue_bytes_ = 0;
-  uint64_t share_ = 0;  // of the budget, per connected member, when over it
+  uint64_t share_ = 0;     // of the budget, per connected member, when over it
+  bool revoking_ = false;  // drop_revoked() has members left to drop
   FleetCounters counters_;
   UvHandle<uv_timer_t> timer_;
   size_t waiting_ = 0;  // hellos waiting for their member's last batch

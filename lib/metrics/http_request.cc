@@ -184,4 +184,51 @@ HttpRequest parse_http_request(std::string_view data, size_t max_head_bytes, boo
   return parse_head(rest.substr(0, length), accept_head);
 }
 
+std::string_view http_status_headers(int status) {
+  return status == 401 ? "WWW-Authenticate: Bearer realm=\"chronomerge\"\r\n" : "";
+}
+
+std::string_view http_reason(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 204:
+      return "No Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 410:
+      return "Gone";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
+  }
+}
+
 }  // namespace chronomerge

@@ -57,4 +57,12 @@ struct HttpRequest {
 HttpRequest parse_http_request(std::string_view data, size_t max_head_bytes,
                                bool accept_head = false);
 
+// The standard reason phrase for `status` ("Not Found"); "Unknown" for
+// codes these servers never send.
+std::string_view http_reason(int status);
+
+// Headers a response with `status` must carry (RFC 9110 §15.5.2, RFC 6750
+// §3): a 401 names the Bearer scheme. Empty for other statuses.
+std::string_view http_status_headers(int status);
+
 }  // namespace chronomerge

@@ -55,45 +55,6 @@ bool blank(const std::string& head) {
 
 }  // namespace
 
-std::string_view http_reason(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 204:
-      return "No Content";
-    case 301:
-      return "Moved Permanently";
-    case 302:
-      return "Found";
-    case 400:
-      return "Bad Request";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 408:
-      return "Request Timeout";
-    case 413:
-      return "Content Too Large";
-    case 414:
-      return "URI Too Long";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 500:
-      return "Internal Server Error";
-    case 501:
-      return "Not Implemented";
-    case 503:
-      return "Service Unavailable";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "Unknown";
-  }
-}
-
 HttpServer::HttpServer(uv_loop_t* loop, HostPort listen, Handler handler, Timeouts timeouts)
     : loop_(loop), listen_(std::move(listen)), handler_(std::move(handler)), timeouts_(timeouts) {}
 
@@ -381,9 +342,10 @@ void HttpServer::respond(Connection& c, int status, std::string_view content_typ
   // HEAD: the headers GET would get, Content-Length included (RFC 9110
   // §9.3.2 and §8.6), and no body.
   std::string bytes = fmt::format(
-      "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+      "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}{}Connection: "
+      "close\r\n\r\n",
       status, http_reason(status), content_type, body.size(),
-      status == 405 ? "Allow: GET, HEAD\r\n" : "");
+      status == 405 ? "Allow: GET, HEAD\r\n" : "", http_status_headers(status));
   if (send_body) bytes.append(body);
   int rc = c.write.start(std::move(bytes), [&](uv_write_t* req, uv_write_cb callback) {
     std::string& response = c.write.payload();

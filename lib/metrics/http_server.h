@@ -195,8 +195,4 @@ class HttpServer {
   static inline const HttpServer* current_ = nullptr;
 };
 
-// The standard reason phrase for `status` ("Not Found"); "Unknown" for
-// codes this server never sends.
-std::string_view http_reason(int status);
-
 }  // namespace chronomerge

@@ -24,6 +24,7 @@ struct ServerSink::Client {
   std::string request;
   char buffer[4096];
   std::unique_ptr<StreamWriter> writer;
+  std::string token_hash;  // of the token it was admitted with (tokens_sha256)
   bool done = false;
 };
 
@@ -51,26 +52,6 @@ std::string chunk(std::string_view bytes) {
 std::string trim_newline(std::string_view text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
   return std::string(text);
-}
-
-std::string_view http_reason(int status) {
-  switch (status) {
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 410:
-      return "Gone";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 505:
-      return "HTTP Version Not Supported";
-  }
-  return "Error";
 }
 
 std::string peer_name(const std::string& peer, uint64_t id) {
@@ -242,9 +223,7 @@ void ServerSink::request_read(Client* client) {
            error_line("bad_request", parsed.error));
     return;
   }
-  if (!config_.tokens_sha256.empty() &&
-      !token_allowed(parsed.request->token, config_.tokens_sha256)) {
-    listener_.count_tls_refusal(TlsFailure::token);
+  if (!admit_token(client, parsed.request->token)) {
     const std::string why = parsed.request->token.empty() ? "no token" : "unknown token";
     refuse(client, DisconnectReason::token, why, error_line("token", why));
     return;
@@ -271,9 +250,7 @@ void ServerSink::request_head_read(Client* client) {
     return;
   }
   const std::string origin(head.origin);
-  if (!config_.tokens_sha256.empty() &&
-      !token_allowed(bearer_token(head.authorization), config_.tokens_sha256)) {
-    listener_.count_tls_refusal(TlsFailure::token);
+  if (!admit_token(client, bearer_token(head.authorization))) {
     const std::string why =
         head.authorization.empty() ? "no Authorization: Bearer token" : "unknown token";
     refuse(client, DisconnectReason::token, why, http_response(401, why + "\n", origin));
@@ -407,6 +384,46 @@ void ServerSink::refuse(Client* client, DisconnectReason reason, const std::stri
   end_client(client);
 }
 
+bool ServerSink::admit_token(Client* client, std::string_view token) {
+  if (config_.tokens_sha256.empty()) return true;
+  std::string hash = token.empty() ? std::string() : sha256_hex(token);
+  if (!hash_allowed(hash, config_.tokens_sha256)) {
+    listener_.count_tls_refusal(TlsFailure::token);
+    return false;
+  }
+  client->token_hash = std::move(hash);
+  return true;
+}
+
+bool ServerSink::updatable_to(const OutputConfig& next) const {
+  if (config_.tokens_sha256.empty() || next.tokens_sha256.empty()) return false;
+  OutputConfig same_tokens = next;
+  same_tokens.tokens_sha256 = config_.tokens_sha256;
+  return same_tokens == config_;
+}
+
+void ServerSink::update(const OutputConfig& next) {
+  config_ = next;
+  // Clients still sending their request are checked against the new list
+  // when it comes.
+  size_t closed = 0;
+  for (auto& client : clients_) {
+    if (client->done || client->token_hash.empty() ||
+        hash_allowed(client->token_hash, config_.tokens_sha256)) {
+      continue;
+    }
+    ++closed;
+    listener_.count_tls_refusal(TlsFailure::token);
+    if (client->writer) client->writer->close();
+    count_disconnect(DisconnectReason::token);
+    client_log_.log(uv_now(loop_), LogLevel::warn, {"output", name()}, disconnections,
+                    "output {}: client {} disconnected: token (its token was removed)", name(),
+                    client->peer);
+    end_client(client.get());
+  }
+  log::info("output {}: token list changed, applied in place; {} clients closed", name(), closed);
+}
+
 std::string ServerSink::cors_headers(const std::string& origin) const {
   if (config_.allow_origin.empty()) return {};
   if (config_.allow_origin == "*") return "Access-Control-Allow-Origin: *\r\n";
@@ -417,11 +434,11 @@ std::string ServerSink::cors_headers(const std::string& origin) const {
 std::string ServerSink::http_response(int status, std::string_view body,
                                       const std::string& origin) const {
   return fmt::format(
-      "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: "
+      "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}{}Connection: "
       "close\r\n\r\n{}",
       status, http_reason(status),
       body.starts_with("{") ? "application/json" : "text/plain; charset=utf-8", body.size(),
-      cors_headers(origin), body);
+      http_status_headers(status), cors_headers(origin), body);
 }
 
 std::string ServerSink::http_stream_head(std::string_view content_type,

@@ -50,6 +50,11 @@ class ServerSink final : public Sink {
   }
   SinkCounters counters() const override;
   void reload_tls() override;
+  // A new token list (when the old one and the new one both have tokens)
+  // applies in place: clients whose token is no longer listed are
+  // disconnected (reason token), the others stay.
+  bool updatable_to(const OutputConfig& next) const override;
+  void update(const OutputConfig& next) override;
   const std::string& address() const { return address_; }
   const AcceptErrors& accept_errors() const { return listener_.errors(); }
   // Null unless it listens with TLS.
@@ -80,6 +85,9 @@ class ServerSink final : public Sink {
   std::string http_stream_head(std::string_view content_type, const std::string& origin) const;
   void refuse(Client* client, DisconnectReason reason, const std::string& why,
               const std::string& answer);
+  // The token check of a request: true if `token` is listed (the client
+  // keeps its hash); otherwise counts the refusal.
+  bool admit_token(Client* client, std::string_view token);
   void client_done(Client* client, StreamWriter::Outcome outcome, const std::string& reason);
   void end_client(Client* client);
   void count_disconnect(DisconnectReason reason);

@@ -76,6 +76,11 @@ class Sink {
   virtual void retry() {}
   // SIGHUP: TLS material is read again (see Feed::reload_tls()).
   virtual void reload_tls() {}
+  // SIGHUP: whether `next` (the same output, changed) can be applied in
+  // place by update(); otherwise the output restarts, which closes every
+  // client.
+  virtual bool updatable_to(const OutputConfig& /*next*/) const { return false; }
+  virtual void update(const OutputConfig& next) { config_ = next; }
 
   const OutputConfig& config() const { return config_; }
   const std::string& name() const { return config_.name; }

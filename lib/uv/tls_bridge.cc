@@ -35,6 +35,24 @@ std::string subject_cn(X509* cert) {
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 
+// The first DNS name among the certificate's subjectAltNames.
+std::string first_dns_san(X509* cert) {
+  if (cert == nullptr) return {};
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names == nullptr) return {};
+  std::string name;
+  for (int i = 0; i < sk_GENERAL_NAME_num(names) && name.empty(); ++i) {
+    const GENERAL_NAME* entry = sk_GENERAL_NAME_value(names, i);
+    if (entry->type != GEN_DNS) continue;
+    const ASN1_IA5STRING* dns = entry->d.dNSName;
+    name.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(dns)),
+                static_cast<size_t>(ASN1_STRING_length(dns)));
+  }
+  GENERAL_NAMES_free(names);
+  return name;
+}
+
 }  // namespace
 
 TlsBridge::TlsBridge(uv_loop_t* loop, std::shared_ptr<const TlsContext> context,
@@ -179,6 +197,7 @@ void TlsBridge::handshake() {
     TlsPeer peer;
     X509* cert = SSL_get1_peer_certificate(ssl_);
     peer.cert_cn = subject_cn(cert);
+    peer.cert_san = first_dns_san(cert);
     X509_free(cert);
     peer.version = SSL_get_version(ssl_);
     peer.cipher = SSL_get_cipher_name(ssl_);

@@ -47,8 +47,9 @@ std::string_view to_string(TlsFailure failure);
 
 // Who the peer proved to be.
 struct TlsPeer {
-  std::string cert_cn;  // subject CN of its verified certificate; empty if none
-  std::string version;  // "TLSv1.3"
+  std::string cert_cn;   // subject CN of its verified certificate; empty if none
+  std::string cert_san;  // its first DNS subjectAltName; empty if none
+  std::string version;   // "TLSv1.3"
   std::string cipher;
 };
 

@@ -275,7 +275,8 @@ const std::vector<BadConfig>& bad_configs() {
       {"rejects a name_from that is neither hello, peer nor a pointer",
        feeds_text(
            R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "fleet": {"name_from": "vehicle"}})"),
-       "/feeds/0/fleet/name_from", "expected \"hello\", \"peer\", \"cert_cn\" or a JSON pointer"},
+       "/feeds/0/fleet/name_from",
+       "expected \"hello\", \"peer\", \"cert_cn\", \"cert_san\" or a JSON pointer"},
       {"rejects name_from peer on a unix socket",
        feeds_text(
            R"({"name": "a", "type": "unix-listen", "path": "/run/a.sock", "fleet": {"name_from": "peer"}})"),
@@ -343,6 +344,10 @@ const std::vector<BadConfig>& bad_configs() {
        feeds_text(
            R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k"}, "fleet": {"name_from": "cert_cn"}})"),
        "/feeds/0/fleet/name_from", "needs \"tls\" with \"client_auth\": \"require\""},
+      {"rejects cert_san naming without required client certificates",
+       feeds_text(
+           R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k", "ca": "/a", "client_auth": "request"}, "fleet": {"name_from": "cert_san"}})"),
+       "/feeds/0/fleet/name_from", "\"cert_san\" needs \"tls\" with \"client_auth\": \"require\""},
       {"rejects a file feed that reads an output file",
        config_text("", R"({"name": "a", "type": "file", "path": "/var/out.ndjson"})",
                    R"({"name": "o", "type": "file", "path": "/var/out.ndjson"})"),

@@ -924,6 +924,7 @@ HttpResponse http_request(uint16_t port, std::string_view path) {
   out.status = std::atoi(response.data.c_str() + sp + 1);
   size_t body = response.data.find("\r\n\r\n");
   REQUIRE(body != std::string::npos);
+  out.head = response.data.substr(0, body + 2);
   out.body = response.data.substr(body + 4);
   return out;
 }

@@ -432,6 +432,7 @@ class ResumeReader {
 // An HTTP/1.0 GET of any status.
 struct HttpResponse {
   int status = 0;
+  std::string head;  // the status line and header fields, up to the blank line
   std::string body;
 };
 HttpResponse http_request(uint16_t port, std::string_view path);

@@ -93,6 +93,7 @@ struct Certs {
   KeyPair server;    // CN=localhost, SAN DNS:localhost, IP:127.0.0.1, 365 days
   KeyPair bus1;      // client certificates signed by the CA
   KeyPair bus2;      //
+  KeyPair bus7;      // CN=bus-7-cn, SAN DNS:bus-7, DNS:bus-7.example
   KeyPair expired;   // CN=bus-9, signed by the CA, valid for one day in 2020
   KeyPair stranger;  // CN=bus-1, signed by another CA
   std::string other_ca;
@@ -123,6 +124,11 @@ subjectAltName = DNS:localhost, IP:127.0.0.1
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
+[client_san_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectAltName = DNS:bus-7, DNS:bus-7.example
 [ca]
 default_ca = test_ca
 [test_ca]
@@ -146,6 +152,7 @@ commonName = supplied
   server = sign("server", "localhost", "server_ext", "ca");
   bus1 = sign("bus-1", "bus-1", "client_ext", "ca");
   bus2 = sign("bus-2", "bus-2", "client_ext", "ca");
+  bus7 = sign("bus-7", "bus-7-cn", "client_san_ext", "ca");
   stranger = sign("stranger", "bus-1", "client_ext", "other-ca");
 
   // `openssl x509 -req` (3.0) takes no start date: `openssl ca` does, with
@@ -904,6 +911,37 @@ TEST_CASE("mTLS fleet: producers are named by the CN of their client certificate
   CHECK(read_file(dir / "out") == stable_merge({text1, text2}));
 }
 
+TEST_CASE("mTLS fleet: name_from cert_san names a member by its certificate's first DNS name") {
+  TempDir dir;
+  json buses = with_tls(tcp_feed("buses"), mutual_tls());
+  buses["fleet"] = {{"name_from", "cert_san"}};
+  json config = {{"feeds", {buses}}, {"outputs", {file_output(dir)}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t port = daemon.feed_port("buses");
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+
+  TlsSocket bus7 = tls_connect(port, client_cert(certs().bus7));
+  REQUIRE(bus7.write_all(record(1000, "bus-7", 0) + "\n"));
+  // bus-1's certificate has no DNS name: it cannot name a member.
+  TlsSocket bus1 = tls_connect(port, client_cert(certs().bus1));
+  REQUIRE(bus1.write_all(record(1000, "bus-1", 0) + "\n"));
+  const json fleet = wait_fleet(
+      metrics, [](const json& f) { return field(member_of(f, "bus-7"), "records") == 1; });
+  INFO("/fleet: " << fleet.dump());
+  CHECK(member_names(fleet) == std::vector<std::string>{"bus-7"});
+  CHECK(bus1.read_to_eof(5s).eof);
+  CHECK(wait_sample(metrics,
+                    "chronomerge_fleet_refused_total{fleet=\"buses\",reason=\"bad_hello\"}",
+                    [](double v) { return v == 1; }) == 1);
+  CHECK(daemon.log_count("the certificate has no DNS name (subjectAltName)") == 1);
+  bus7.close();
+  daemon.check_alive();
+  CHECK(daemon.stop().code == 0);
+  CHECK(read_file(dir / "out") == record(1000, "bus-7", 0) + "\n");
+}
+
 // --- 3. a third-party client ------------------------------------------------
 
 TEST_CASE("openssl s_client receives the merged stream from a TLS output") {
@@ -1493,6 +1531,7 @@ HttpResponse https_request(uint16_t port, const std::string& path,
   out.status = std::atoi(response.data.c_str() + response.data.find(' ') + 1);
   const size_t body = response.data.find("\r\n\r\n");
   REQUIRE(body != std::string::npos);
+  out.head = response.data.substr(0, body + 2);
   out.body = response.data.substr(body + 4);
   return out;
 }
@@ -1609,11 +1648,15 @@ TEST_CASE("an http-listen output over TLS streams to clients with and without a 
 
 // --- tokens --------------------------------------------------------------------
 
-// printf bus-token | sha256sum, and dash-token.
+// printf bus-token | sha256sum, and the others.
 const std::string kBusTokenHash =
     "d9478858cf887da94c13374dbfa96578fe18c9986cd879531d4b97eabb93443f";
+const std::string kBus2TokenHash =
+    "c911aabb7155efc3168e0345715c716907d4c83c1dbb88cdfe1ac873de0f21f4";
 const std::string kDashTokenHash =
     "0a1be3282471dc6eef24ada1aec827fada31f7dc6d7a229ed202fa5993890018";
+const std::string kDash2TokenHash =
+    "48771c1fb2b5f3e9712931f852c7104ebf0da38d1b5c4a73d32bea7088ef154d";
 
 TEST_CASE("tokens: a fleet's hello, a client's request line, Authorization: Bearer") {
   TempDir dir;
@@ -1643,7 +1686,11 @@ TEST_CASE("tokens: a fleet's hello, a client's request line, Authorization: Bear
   };
 
   SUBCASE("the metrics port answers only a valid bearer token") {
-    CHECK(https_request(metrics, "/metrics").status == 401);
+    const HttpResponse refused = https_request(metrics, "/metrics");
+    CHECK(refused.status == 401);
+    CHECK(starts_with(refused.head, "HTTP/1.1 401 Unauthorized\r\n"));
+    CHECK(refused.head.find("\r\nWWW-Authenticate: Bearer realm=\"chronomerge\"\r\n") !=
+          std::string::npos);
     CHECK(https_request(metrics, "/metrics", "Authorization: Bearer bus-token\r\n").status == 401);
     CHECK(https_request(metrics, "/healthz", bearer).status == 200);
     CHECK(count(tls_refused("metrics", "token")) == 2);
@@ -1683,7 +1730,11 @@ TEST_CASE("tokens: a fleet's hello, a client's request line, Authorization: Bear
   }
   SUBCASE("an http-listen output asks Authorization: Bearer") {
     const uint16_t port = daemon.output_port("web");
-    CHECK(https_request(port, "/stream?since=oldest").status == 401);
+    const HttpResponse refused = https_request(port, "/stream?since=oldest");
+    CHECK(refused.status == 401);
+    CHECK(starts_with(refused.head, "HTTP/1.1 401 Unauthorized\r\n"));
+    CHECK(refused.head.find("\r\nWWW-Authenticate: Bearer realm=\"chronomerge\"\r\n") !=
+          std::string::npos);
     TlsSocket ok = tls_connect(port);
     REQUIRE(ok.write_all("GET /stream HTTP/1.1\r\nHost: x\r\n" + bearer + "\r\n"));
     CHECK(starts_with(ok.read_lines(1, 5s).data, "HTTP/1.1 200"));
@@ -1812,5 +1863,97 @@ TEST_CASE("a reload reads the revocation list again and closes the revoked membe
   CHECK(daemon.log_count("its certificate is no longer accepted") == 1);
   daemon.check_alive();
   bus2.close();
+  CHECK(daemon.stop().code == 0);
+}
+
+TEST_CASE("a reload that removes a token closes only the connections admitted with it") {
+  TempDir dir;
+  json buses = with_tls(tcp_feed("buses"), server_tls());
+  buses["fleet"] = {{"tokens_sha256", {kBusTokenHash, kBus2TokenHash}}};
+  json clients = with_tls(tcp_output("clients"), server_tls());
+  clients["tokens_sha256"] = {kDashTokenHash, kDash2TokenHash};
+  // A member with nothing queued holds the merge for 200 ms at most.
+  json config = {{"idle_timeout_ms", 200}, {"feeds", {buses}}, {"outputs", {clients}}};
+  with_metrics(config);
+  config["metrics"]["tls"] = server_tls();
+  config["metrics"]["tokens_sha256"] = {kDashTokenHash};
+  Daemon daemon(dir, config);
+  const uint16_t metrics = daemon.metrics_port();
+  const uint16_t fleet = daemon.feed_port("buses");
+  const uint16_t port = daemon.output_port("clients");
+  INFO("daemon log (tail):\n" << daemon.log_tail());
+  const std::string bearer = "Authorization: Bearer dash-token\r\n";
+  const std::string bearer2 = "Authorization: Bearer dash2-token\r\n";
+  auto count = [&](const std::string& sample) {
+    const HttpResponse r = https_request(metrics, "/metrics", bearer);
+    REQUIRE(r.status == 200);
+    for (const std::string& line : split_lines(r.body)) {
+      if (starts_with(line, sample + " ")) return std::atof(line.c_str() + sample.size() + 1);
+    }
+    return -1.0;
+  };
+  auto wait_count = [&](const std::string& sample, double want) {
+    const auto deadline = Clock::now() + 10s;
+    double got = count(sample);
+    while (got != want && Clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+      got = count(sample);
+    }
+    return got;
+  };
+
+  TlsSocket dash = tls_connect(port);
+  REQUIRE(dash.write_all(R"({"token": "dash-token"})"
+                         "\n"));
+  TlsSocket dash2 = tls_connect(port);
+  REQUIRE(dash2.write_all(R"({"token": "dash2-token"})"
+                          "\n"));
+  REQUIRE(wait_count(sink_clients("clients"), 2) == 2);
+  TlsSocket bus1 = tls_connect(fleet);
+  REQUIRE(bus1.write_all(R"({"feed": "bus-1", "token": "bus-token"})"
+                         "\n" +
+                         record(1000, "bus-1", 0) + "\n"));
+  TlsSocket bus2 = tls_connect(fleet);
+  REQUIRE(bus2.write_all(R"({"feed": "bus-2", "token": "bus2-token"})"
+                         "\n" +
+                         record(1000, "bus-2", 0) + "\n"));
+  // The answer line and both records.
+  CHECK(dash.read_lines(3, 5s).data.find(R"("feed":"bus-2")") != std::string::npos);
+  CHECK(dash2.read_lines(3, 5s).data.find(R"("feed":"bus-2")") != std::string::npos);
+  CHECK(https_request(metrics, "/metrics", bearer2).status == 401);
+
+  // bus2-token and dash2-token go; the metrics port takes dash2-token.
+  config["feeds"][0]["fleet"]["tokens_sha256"] = {kBusTokenHash};
+  config["outputs"][0]["tokens_sha256"] = {kDashTokenHash};
+  config["metrics"]["tokens_sha256"] = {kDashTokenHash, kDash2TokenHash};
+  dir.write("config.json", config.dump(2));
+  daemon.signal(SIGHUP);
+  REQUIRE(daemon.wait_log("reloaded "));
+  CHECK(bus2.read_to_eof(5s).eof);
+  CHECK(dash2.read_to_eof(5s).eof);
+  CHECK(count("chronomerge_fleet_refused_total{fleet=\"buses\",reason=\"token\"}") == 1);
+  CHECK(count(tls_refused("feed/buses", "token")) == 1);
+  CHECK(count("chronomerge_output_sink_disconnects_total{output=\"clients\",reason=\"token\"}") ==
+        1);
+  CHECK(count(tls_refused("output/clients", "token")) == 1);
+  CHECK(count("chronomerge_fleet_members{fleet=\"buses\"}") == 1);
+  CHECK(count(sink_clients("clients")) == 1);
+  CHECK(https_request(metrics, "/metrics", bearer2).status == 200);
+  CHECK(daemon.log_count("its token was removed") == 2);
+  CHECK(daemon.log_count(
+            "output clients: token list changed, applied in place; 1 clients closed") == 1);
+
+  // The rest stay: bus-1's next record reaches the first client on the
+  // connection it had.
+  REQUIRE(bus1.write_all(record(1001, "bus-1", 1) + "\n"));
+  CHECK(dash.read_lines(1, 5s).data == record(1001, "bus-1", 1) + "\n");
+  // A removed token cannot come back.
+  TlsSocket again = tls_connect(fleet);
+  REQUIRE(again.write_all(R"({"feed": "bus-2", "token": "bus2-token"})"
+                          "\n"));
+  CHECK(again.read_to_eof(5s).eof);
+  CHECK(wait_count("chronomerge_fleet_refused_total{fleet=\"buses\",reason=\"token\"}", 2) == 2);
+  daemon.check_alive();
+  bus1.close();
   CHECK(daemon.stop().code == 0);
 }

@@ -702,6 +702,19 @@ bool healthy_within(const std::string& address, std::chrono::milliseconds deadli
 
 }  // namespace
 
+TEST_CASE("http_reason and http_status_headers") {
+  // Every status either server sends has its phrase.
+  for (int status :
+       {200, 204, 301, 302, 400, 401, 403, 404, 405, 408, 410, 413, 414, 431, 500, 501, 503, 505}) {
+    CAPTURE(status);
+    CHECK(http_reason(status) != "Unknown");
+  }
+  CHECK(http_reason(401) == "Unauthorized");
+  CHECK(http_reason(410) == "Gone");
+  CHECK(http_status_headers(401) == "WWW-Authenticate: Bearer realm=\"chronomerge\"\r\n");
+  CHECK(http_status_headers(404).empty());
+}
+
 TEST_CASE("HttpServer keeps answering health checks through a flood of connections") {
   // Regression: at 64 connections every further one was closed at once, so
   // 70 silent sockets took /healthz (the Docker HEALTHCHECK) and /metrics

@@ -19,6 +19,12 @@ TEST_CASE("tokens are checked by their SHA-256") {
     // The list holds hashes: the hash itself is not a token.
     CHECK_FALSE(token_allowed(hashes[0], hashes));
   }
+  SUBCASE("a kept hash is checked against a new list") {
+    const std::string kept = sha256_hex("bus-token");
+    CHECK(hash_allowed(kept, {sha256_hex("other"), kept}));
+    CHECK_FALSE(hash_allowed(kept, {sha256_hex("other")}));
+    CHECK_FALSE(hash_allowed("", {sha256_hex("")}));
+  }
   SUBCASE("bearer_token reads an Authorization value") {
     CHECK(bearer_token("Bearer abc") == "abc");
     CHECK(bearer_token("bearer  abc") == "abc");
