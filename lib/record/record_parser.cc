@@ -9,6 +9,8 @@
 #include <limits>
 #include <system_error>
 
+#include "record/vector_scanner.h"
+
 // The parser is a recursive-descent JSON validator specialised for one job:
 // accept or reject a whole line and, on the way, remember where the key's
 // value lies. It never builds a DOM and never copies the line; the key is
@@ -203,15 +205,6 @@ int64_t array_index(std::string_view token) {
   return value;
 }
 
-enum class ValueKind : uint8_t { string, integer, real, true_literal, other };
-
-struct KeyValue {
-  const char* begin = nullptr;  // nullptr: not found
-  const char* end = nullptr;
-  ValueKind kind = ValueKind::other;
-  bool escaped = false;  // a string with at least one backslash
-};
-
 // One pass over one line. Every scanning function takes the cursor and
 // returns where it stopped, or nullptr after recording the error: keeping the
 // cursor in a register rather than in the object is worth a good third of
@@ -227,21 +220,18 @@ class Scanner {
         token_count_(static_cast<int>(tokens.size())),
         heartbeat_field_(heartbeat_field) {}
 
-  // Validates the line; on success `top_is_object`, `key` and `heartbeat`
-  // describe it.
+  // Validates the line; on success `result` describes it.
   bool run() {
     const char* p = skip_whitespace(begin_);
     if (p == end_) return fail() != nullptr;
-    top_is_object = *p == '{';
+    result.top_is_object = *p == '{';
     p = parse_value(p, 0, 0);
     if (p == nullptr) return false;
     return skip_whitespace(p) == end_ || fail() != nullptr;
   }
 
   LineError error = LineError::not_json;
-  bool top_is_object = false;
-  bool heartbeat = false;
-  KeyValue key;
+  LineScan result;
 
  private:
   // Returns nullptr for the callers' convenience.
@@ -437,7 +427,7 @@ class Scanner {
       int child_level = -1;
       bool is_key = false;
       if (level >= 0 && name_equals(name, name_end, name_escaped, token)) {
-        key = KeyValue{};  // last wins: forget what an earlier duplicate held
+        result.key = KeyValue{};  // last wins: forget what an earlier duplicate held
         if (level + 1 == token_count_) {
           is_key = true;
         } else {
@@ -448,8 +438,8 @@ class Scanner {
       const char* value = p;
       p = parse_value(p, depth, child_level);
       if (p == nullptr) return nullptr;
-      if (is_key) key = KeyValue{value, p, kind_, escaped_};
-      if (is_heartbeat) heartbeat = kind_ == ValueKind::true_literal;
+      if (is_key) result.key = KeyValue{value, p, kind_, escaped_};
+      if (is_heartbeat) result.heartbeat = kind_ == ValueKind::true_literal;
 
       p = skip_whitespace(p);
       if (p == end_) return fail();
@@ -472,7 +462,7 @@ class Scanner {
       int child_level = -1;
       bool is_key = false;
       if (index == wanted) {
-        key = KeyValue{};
+        result.key = KeyValue{};
         if (level + 1 == token_count_) {
           is_key = true;
         } else {
@@ -482,7 +472,7 @@ class Scanner {
       const char* value = p;
       p = parse_value(p, depth, child_level);
       if (p == nullptr) return nullptr;
-      if (is_key) key = KeyValue{value, p, kind_, escaped_};
+      if (is_key) result.key = KeyValue{value, p, kind_, escaped_};
 
       p = skip_whitespace(p);
       if (p == end_) return fail();
@@ -620,7 +610,7 @@ std::string_view to_string(LineError error) {
 // top-level member name, taken verbatim. A '~' in a pointer that is not
 // followed by '0' or '1' is kept as written (config validation should reject
 // such pointers; see valid_key_path).
-RecordParser::RecordParser(KeySpec spec) : spec_(std::move(spec)) {
+RecordParser::RecordParser(KeySpec spec, SimdLevel level) : spec_(std::move(spec)), level_(level) {
   const std::string_view path = spec_.path;
   if (path.empty() || path[0] != '/') {
     tokens_.emplace_back(path);
@@ -653,13 +643,21 @@ bool RecordParser::valid_key_path(std::string_view path) {
 
 std::optional<LineError> RecordParser::parse(std::string_view line, ParsedRecord& out) const {
   if (line.size() > std::numeric_limits<uint32_t>::max()) return LineError::too_long;
-  Scanner scanner(line, tokens_, spec_.heartbeat_field);
-  if (!scanner.run()) return scanner.error;
-  if (!scanner.top_is_object) return LineError::not_object;
-  const KeyValue& value = scanner.key;
+  // The vector scanner accepts what it can; the scalar one decides the
+  // rest and names the earliest error.
+  LineScan scan;
+  if (level_ == SimdLevel::scalar ||
+      !VectorScanner::scan(level_, line, tokens_.data(), static_cast<int>(tokens_.size()),
+                           spec_.heartbeat_field, scan)) {
+    Scanner scanner(line, tokens_, spec_.heartbeat_field);
+    if (!scanner.run()) return scanner.error;
+    scan = scanner.result;
+  }
+  if (!scan.top_is_object) return LineError::not_object;
+  const KeyValue& value = scan.key;
   if (value.begin == nullptr) return LineError::missing_key;
 
-  out.heartbeat = scanner.heartbeat;
+  out.heartbeat = scan.heartbeat;
   out.key_offset = static_cast<uint32_t>(value.begin - line.data());
   out.key_length = static_cast<uint32_t>(value.end - value.begin);
   out.key.text.clear();

@@ -5,6 +5,10 @@
 // trailing commas, nothing after the closing brace but JSON whitespace) and,
 // in the same pass, locates the key and the optional heartbeat flag. Nothing
 // is allocated for a record whose key is not a string.
+//
+// Two scanners make that pass: the vector scanner (vector_scanner.h),
+// which accepts the common line at memory speed, and the scalar scanner,
+// the reference, which decides every line the first does not accept.
 #pragma once
 
 #include <array>
@@ -16,6 +20,7 @@
 #include <vector>
 
 #include "record/key.h"
+#include "record/simd_level.h"
 
 namespace chronomerge {
 
@@ -66,7 +71,10 @@ class RecordParser {
  public:
   static constexpr int max_depth = 64;
 
-  explicit RecordParser(KeySpec spec);
+  // `level`: the vector scanner's instruction set (see vector_scanner.h);
+  // scalar runs the reference scanner alone. Every level gives the same
+  // answers.
+  explicit RecordParser(KeySpec spec, SimdLevel level = default_simd_level());
 
   // Validates `line` (no trailing newline; may be empty -> not_json) and
   // fills `out`. Returns nullopt on success. `out` is unspecified on error.
@@ -79,6 +87,7 @@ class RecordParser {
   std::optional<LineError> parse(std::string_view line, ParsedRecord& out) const;
 
   const KeySpec& spec() const { return spec_; }
+  SimdLevel simd_level() const { return level_; }
 
   // False for a pointer path with a '~' not followed by '0' or '1' (RFC 6901
   // escapes); the constructor would keep such a '~' literally. Field names
@@ -87,6 +96,7 @@ class RecordParser {
 
  private:
   KeySpec spec_;
+  SimdLevel level_;
   // The pointer's reference tokens, unescaped (~1 -> /, ~0 -> ~); a plain
   // field name is one token.
   std::vector<std::string> tokens_;

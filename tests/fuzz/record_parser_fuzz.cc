@@ -1,5 +1,7 @@
 // RecordParser against nlohmann/json: the verdict on a line (record or not,
-// and which error) and the extracted key must agree.
+// and which error) and the extracted key must agree. The scalar scanner is
+// compared with nlohmann, and every vector level (vector_scanner.h) with
+// the scalar scanner, byte for byte of what they report.
 //
 // Input: one byte choosing the KeySpec (key path, key type, heartbeat field),
 // then the line.
@@ -47,6 +49,7 @@ using chronomerge::KeyType;
 using chronomerge::LineError;
 using chronomerge::ParsedRecord;
 using chronomerge::RecordParser;
+using chronomerge::SimdLevel;
 using Json = nlohmann::json;
 
 // Paths that reach top-level members, nested members, array elements,
@@ -142,13 +145,30 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   spec.path = paths[selector % 8];
   spec.type = types[(selector >> 3) % 4];
   if (selector & 0x20) spec.heartbeat_field = "hb";
-  const RecordParser parser(spec);
+  // The scalar scanner is the reference checked against nlohmann; every
+  // vector level this CPU has must then say exactly what it says.
+  const RecordParser parser(spec, SimdLevel::scalar);
   // libFuzzer hands over exactly `size` bytes of heap: a read past the end
   // of the line is caught by AddressSanitizer.
   const std::string_view line(reinterpret_cast<const char*>(data) + 1, size - 1);
 
   ParsedRecord record;
   const std::optional<LineError> ours = parser.parse(line, record);
+  for (SimdLevel level : {SimdLevel::sse2, SimdLevel::avx2, SimdLevel::avx512}) {
+    if (!chronomerge::simd_level_supported(level)) continue;
+    ParsedRecord vector_record;
+    const std::optional<LineError> vector = RecordParser(spec, level).parse(line, vector_record);
+    expect(vector == ours, "a vector level's verdict differs from the scalar scanner's", line,
+           ours);
+    if (!ours) {
+      expect(vector_record.key.ordinal == record.key.ordinal &&
+                 vector_record.key.text == record.key.text &&
+                 vector_record.key_offset == record.key_offset &&
+                 vector_record.key_length == record.key_length &&
+                 vector_record.heartbeat == record.heartbeat,
+             "a vector level read another key or heartbeat than the scalar scanner", line, ours);
+    }
+  }
   const bool ours_json = !ours || (*ours != LineError::not_json && *ours != LineError::too_deep);
 
   if (line.find('\0') != std::string_view::npos) {

@@ -1,0 +1,294 @@
+// The vector scanner against the scalar one: at every SimdLevel this CPU
+// has, RecordParser must give the same verdict, key and heartbeat as at
+// SimdLevel::scalar, for every line, wherever its bytes fall relative to
+// the 64-byte chunks and the 128-byte single-word limit. And the vector
+// scanner must actually accept the lines it is meant for: a test that only
+// ever saw the scalar fallback would prove nothing.
+#include "record/vector_scanner.h"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "record/record_parser.h"
+
+namespace chronomerge {
+namespace {
+
+// The vector levels this CPU can run.
+std::vector<SimdLevel> vector_levels() {
+  std::vector<SimdLevel> levels;
+  for (SimdLevel level : {SimdLevel::sse2, SimdLevel::avx2, SimdLevel::avx512}) {
+    if (simd_level_supported(level)) levels.push_back(level);
+  }
+  return levels;
+}
+
+// A heap copy of exactly the line's bytes: AddressSanitizer then catches a
+// read past its end (vector loads included).
+class ExactLine {
+ public:
+  explicit ExactLine(std::string_view line)
+      : bytes_(std::make_unique<char[]>(line.size() + 1)), size_(line.size()) {
+    std::memcpy(bytes_.get(), line.data(), line.size());
+  }
+  std::string_view view() const { return {bytes_.get(), size_}; }
+
+ private:
+  std::unique_ptr<char[]> bytes_;
+  size_t size_;
+};
+
+// Everything RecordParser says about a line, as text.
+std::string outcome(const RecordParser& parser, std::string_view line) {
+  ParsedRecord record;
+  const auto error = parser.parse(line, record);
+  if (error) return std::string(to_string(*error));
+  return "ok key=" + std::string(line.substr(record.key_offset, record.key_length)) +
+         " ordinal=" + std::to_string(record.key.ordinal) + " text=" + record.key.text +
+         " heartbeat=" + (record.heartbeat ? "1" : "0");
+}
+
+// Key paths and types the lines below exercise: a top-level member (the
+// flat-object path), a nested member and an array element (the walk), each
+// with and without a heartbeat field.
+struct Specs {
+  std::vector<KeySpec> all = {
+      {"time", KeyType::integer, "hb"},     {"time", KeyType::integer, ""},
+      {"time", KeyType::number, ""},        {"time", KeyType::string, "hb"},
+      {"/meta/ts", KeyType::integer, "hb"}, {"/a/1", KeyType::number, ""},
+      {"t", KeyType::string, "hb"},
+  };
+};
+
+// Every vector level agrees with the scalar scanner on `line`; returns how
+// many levels accepted it on the vector path.
+int agree(std::string_view text) {
+  static const Specs specs;
+  const ExactLine line(text);
+  int accepted = 0;
+  for (const KeySpec& spec : specs.all) {
+    const std::string expected = outcome(RecordParser(spec, SimdLevel::scalar), line.view());
+    for (SimdLevel level : vector_levels()) {
+      INFO("level ", to_string(level), ", key ", spec.path, ", heartbeat field '",
+           spec.heartbeat_field, "', line (", text.size(), " bytes): ", text);
+      CHECK(outcome(RecordParser(spec, level), line.view()) == expected);
+    }
+  }
+  for (SimdLevel level : vector_levels()) {
+    const std::string token = "time";
+    LineScan scan;
+    accepted += VectorScanner::scan(level, line.view(), &token, 1, "hb", scan) ? 1 : 0;
+  }
+  return accepted;
+}
+
+const std::vector<std::string>& valid_lines() {
+  static const std::vector<std::string> lines = {
+      R"({"time":1700000000123,"lat":52.373104,"lon":4.892211,"speed":41.72,"soc":0.8123})",
+      R"({"time":-5,"a":"x","b":true,"c":false,"d":null,"e":0,"f":-0.5e-3,"g":1E+9})",
+      R"({"hb":true,"time":1})",
+      R"({"time":1,"hb":true,"hb":false})",
+      R"({"time":1,"time":"late"})",
+      R"({"t":"2024-05-01T12:00:00Z","time":7})",
+      R"({})",
+      R"( { "time" : 12 , "x" : "y" } )",
+      R"({"meta":{"ts":5,"x":[1,2,{"y":null}]},"time":3,"a":[0,1.5,"two"]})",
+      R"({"a":[[],{}],"time":[1]})",
+      R"({"time":1,"s":"caf\u00e9 \"quoted\""})",
+      "{\"time\":1,\"s\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x9a\x8c\"}",
+      R"({"time":12345678901234567890})",
+      R"({"time":1.0})",
+      R"([1,2,3])",
+      R"("just a string")",
+      R"(42)",
+  };
+  return lines;
+}
+
+const std::vector<std::string>& invalid_lines() {
+  static const std::vector<std::string> lines = {
+      R"({"time":1,})",
+      R"({"time":1 "a":2})",
+      R"({"time":01})",
+      R"({"time":1.})",
+      R"({"time":.5})",
+      R"({"time":-})",
+      R"({"time":1e})",
+      R"({"time":1e+})",
+      R"({"time":+1})",
+      R"({"time":1.2.3})",
+      R"({"time":1e2e3})",
+      R"({"time":1e2.3})",
+      R"({"time":tru})",
+      R"({"time":truex})",
+      R"({"time":nul})",
+      R"({"time":1x})",
+      R"({"time":1,"a":2)",
+      R"({"time":1}})",
+      R"({"time":1} x)",
+      R"({"time"1})",
+      R"({"time"::1})",
+      R"({:1})",
+      R"({"a",1})",
+      R"({,"a":1})",
+      R"({"time":1,,"a":2})",
+      R"({"time":[1,]})",
+      R"({"time":[1}})",
+      R"({"a":{"b":1})",
+      R"({"time":"abc)",
+      R"({"time":1"a"})",
+      R"({"time":"a"1})",
+      R"({"time":00})",
+      R"({"time":-01})",
+      R"({"time":1-2})",
+      R"({"time":1e5-})",
+      R"({"time":e5})",
+      R"({"time":1E})",
+      R"({"time":Infinity})",
+      R"({"time":NaN})",
+      R"({'time':1})",
+      "{\"time\":1,\"s\":\"a\tb\"}",          // a raw tab inside a string
+      "{\"time\":1,\"s\":\"\xc3\"}",          // a cut UTF-8 sequence
+      "{\"time\":1,\"s\":\"\xed\xa0\x80\"}",  // a UTF-16 surrogate in UTF-8
+      "{\"time\":1}\x0b",                     // a vertical tab is not whitespace
+      "{\"time\":1,\x80:2}",                  // non-ASCII outside a string
+      "",
+      "   ",
+  };
+  return lines;
+}
+
+TEST_CASE("the vector scanner accepts the lines it is meant for") {
+  if (vector_levels().empty()) return;  // nothing to compare on this CPU
+  for (const char* line :
+       {R"({"time":1700000000123,"lat":52.373104,"lon":4.892211,"speed":41.72,"soc":0.8123})",
+        R"({"meta":{"ts":5,"x":[1,2,{"y":null}]},"time":3,"a":[0,1.5,"two"]})", R"({})",
+        "{\"time\":1,\"s\":\"caf\xc3\xa9\"}"}) {
+    CAPTURE(line);
+    CHECK(agree(line) == static_cast<int>(vector_levels().size()));
+  }
+  // Escapes and errors are the scalar scanner's to decide.
+  CHECK(agree(R"({"time":1,"s":"a\"b"})") == 0);
+  CHECK(agree(R"({"time":1,})") == 0);
+}
+
+TEST_CASE("vector and scalar scanners agree on every line, at every offset from a chunk edge") {
+  // Leading whitespace moves every byte of the line across the 64-byte
+  // chunk edges and the 128-byte single-word limit; trailing whitespace
+  // moves its end.
+  std::vector<std::string> lines = valid_lines();
+  lines.insert(lines.end(), invalid_lines().begin(), invalid_lines().end());
+  for (const std::string& line : lines) {
+    for (size_t pad = 0; pad <= 140; ++pad) {
+      agree(std::string(pad, ' ') + line);
+      agree(line + std::string(pad, ' '));
+    }
+  }
+}
+
+TEST_CASE("an error at every position of a long record is found at every level") {
+  // A record of about 300 bytes (three chunks, carries between them), each
+  // byte in turn replaced by characters that break JSON or numbers.
+  std::string record = R"({"time":1700000000123)";
+  for (int i = 0; record.size() < 290; ++i) {
+    record += ",\"f" + std::to_string(i) + "\":" +
+              (i % 3 == 0   ? std::string("-12.5e-3")
+               : i % 3 == 1 ? "\"text\""
+                            : "true");
+  }
+  record += "}";
+  REQUIRE(agree(record) == static_cast<int>(vector_levels().size()));
+  for (size_t at = 0; at < record.size(); ++at) {
+    for (char replacement : {'x', '"', ',', ':', '{', '}', '.', '-', 'e', '0', ' ', '\x01'}) {
+      std::string broken = record;
+      broken[at] = replacement;
+      agree(broken);
+    }
+    std::string cut = record.substr(0, at);
+    agree(cut);
+  }
+}
+
+TEST_CASE("vector and scalar scanners agree on random records and their mutations") {
+  std::mt19937 rng(7);
+  const std::string alphabet = "{}[]:,\"\\ 0123456789.-+eEtrufalsn\tx";
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  auto value = [&](auto&& self, int depth) -> std::string {
+    switch (pick(depth < 3 ? 8 : 6)) {
+      case 0:
+        return std::to_string(static_cast<int64_t>(rng()) - (1LL << 31));
+      case 1:
+        return std::to_string(pick(1000)) + "." + std::to_string(pick(1000)) +
+               (pick(2) ? "e-" + std::to_string(pick(20)) : "");
+      case 2:
+        return "\"s" +
+               std::string(static_cast<size_t>(pick(90)), 'a' + static_cast<char>(pick(26))) + "\"";
+      case 3:
+        return pick(2) ? "true" : "false";
+      case 4:
+        return "null";
+      case 5:
+        return "0";
+      case 6: {
+        std::string object = "{";
+        for (int i = pick(4); i > 0; --i) {
+          object += "\"k" + std::to_string(i) + "\":" + self(self, depth + 1) + (i > 1 ? "," : "");
+        }
+        return object + "}";
+      }
+      default: {
+        std::string array = "[";
+        for (int i = pick(4); i > 0; --i) array += self(self, depth + 1) + (i > 1 ? "," : "");
+        return array + "]";
+      }
+    }
+  };
+  for (int round = 0; round < 2000; ++round) {
+    std::string line = "{";
+    const int members = 1 + pick(14);
+    for (int i = 0; i < members; ++i) {
+      const std::string name = pick(4) == 0   ? "time"
+                               : pick(5) == 0 ? "hb"
+                                              : "f" + std::to_string(i);
+      line += (i ? "," : "") + ("\"" + name + "\":") + value(value, 0);
+    }
+    line += "}";
+    agree(line);
+    for (int mutation = 0; mutation < 4; ++mutation) {
+      std::string mutated = line;
+      const size_t at = static_cast<size_t>(pick(static_cast<int>(mutated.size())));
+      switch (pick(3)) {
+        case 0:
+          mutated[at] = alphabet[static_cast<size_t>(pick(static_cast<int>(alphabet.size())))];
+          break;
+        case 1:
+          mutated.erase(at, 1);
+          break;
+        default:
+          mutated.insert(at, 1,
+                         alphabet[static_cast<size_t>(pick(static_cast<int>(alphabet.size())))]);
+          break;
+      }
+      agree(mutated);
+    }
+  }
+}
+
+TEST_CASE("SimdLevel names and support") {
+  for (SimdLevel level : {SimdLevel::scalar, SimdLevel::sse2, SimdLevel::avx2, SimdLevel::avx512}) {
+    CHECK(simd_level_from(to_string(level)) == level);
+  }
+  CHECK_FALSE(simd_level_from("neon").has_value());
+  CHECK(simd_level_supported(SimdLevel::scalar));
+  CHECK(simd_level_supported(best_simd_level()));
+  CHECK(best_simd_level() != SimdLevel::sse2);  // slower than scalar: never chosen by itself
+  CHECK(simd_level_supported(default_simd_level()));
+}
+
+}  // namespace
+}  // namespace chronomerge
