@@ -46,24 +46,32 @@ or point the CHRONOMERGE environment variable at an existing binary."
   command -v python3 > /dev/null || die "python3 is required (data generation, reporting)."
 }
 
-# dataset_dir K N -> directory holding K feeds with N records in total.
+# dataset_dir K N [LAYOUT] -> directory holding K feeds with N records in
+# total, of gen_feeds.py's LAYOUT.  The default layout ("bus", or none
+# given) keeps the name it had before layouts existed, so data sets
+# generated then are still found.
 dataset_dir() {
+  local layout=${3:-bus}
   printf '%s/k%s-n%s-s%s' "$DATA_ROOT" "$1" "$2" "$SEED"
+  [[ $layout == bus ]] || printf -- '-%s' "$layout"
 }
 
-# ensure_data K N: generate the data set unless it is already complete.
-# gen_feeds.py writes MANIFEST.json last, so an interrupted generation is
-# detected (no manifest) and redone instead of benchmarking partial files.
+# ensure_data K N [LAYOUT]: generate the data set unless it is already
+# complete.  gen_feeds.py writes MANIFEST.json last, so an interrupted
+# generation is detected (no manifest) and redone instead of benchmarking
+# partial files.
 ensure_data() {
-  local k=$1 n=$2 dir
-  dir=$(dataset_dir "$k" "$n")
+  local k=$1 n=$2 layout=${3:-bus} dir
+  dir=$(dataset_dir "$k" "$n" "$layout")
   if [[ -f $dir/MANIFEST.json ]]; then
     return 0
   fi
-  note "generating $k feeds / $n records in $dir ..."
+  local layout_args=()
+  [[ $layout == bus ]] || layout_args=(--layout "$layout")
+  note "generating $k feeds / $n records${layout_args[*]:+ ($layout layout)} in $dir ..."
   rm -rf "$dir"
   python3 "$BENCH_DIR/gen_feeds.py" --feeds "$k" --records "$n" \
-    --seed "$SEED" --out "$dir"
+    --seed "$SEED" "${layout_args[@]}" --out "$dir"
 }
 
 # manifest_bytes DIR -> total input size in bytes, as recorded by gen_feeds.
