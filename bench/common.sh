@@ -3,7 +3,8 @@
 #
 # Sets: BENCH_DIR, REPO_ROOT, DATA_ROOT, CHRONOMERGE, SEED, MAX_CLIENTS
 # Defines: die, note, require_chronomerge, dataset_dir, ensure_data,
-#          manifest_bytes, parse_flags, require_positive, raise_open_files,
+#          manifest_bytes, setup_timer, measure, measure_floor, check_case,
+#          parse_flags, require_positive, raise_open_files,
 #          track_daemon, pick_ports, write_config, start_daemon, stop_daemon,
 #          cpu_ticks, machine_ticks, status_kib, watch_daemon, wait_files,
 #          wait_clients, record_case, join_json, run_fanout, report_python,
@@ -46,30 +47,155 @@ or point the CHRONOMERGE environment variable at an existing binary."
   command -v python3 > /dev/null || die "python3 is required (data generation, reporting)."
 }
 
-# dataset_dir K N -> directory holding K feeds with N records in total.
+# dataset_dir K N [LAYOUT] -> directory holding K feeds with N records in
+# total, of gen_feeds.py's LAYOUT.  The default layout ("bus", or none
+# given) keeps the name it had before layouts existed, so data sets
+# generated then are still found.
 dataset_dir() {
+  local layout=${3:-bus}
   printf '%s/k%s-n%s-s%s' "$DATA_ROOT" "$1" "$2" "$SEED"
+  [[ $layout == bus ]] || printf -- '-%s' "$layout"
 }
 
-# ensure_data K N: generate the data set unless it is already complete.
-# gen_feeds.py writes MANIFEST.json last, so an interrupted generation is
-# detected (no manifest) and redone instead of benchmarking partial files.
+# ensure_data K N [LAYOUT]: generate the data set unless it is already
+# complete.  gen_feeds.py writes MANIFEST.json last, so an interrupted
+# generation is detected (no manifest) and redone instead of benchmarking
+# partial files.
 ensure_data() {
-  local k=$1 n=$2 dir
-  dir=$(dataset_dir "$k" "$n")
+  local k=$1 n=$2 layout=${3:-bus} dir
+  dir=$(dataset_dir "$k" "$n" "$layout")
   if [[ -f $dir/MANIFEST.json ]]; then
     return 0
   fi
-  note "generating $k feeds / $n records in $dir ..."
+  local layout_args=()
+  [[ $layout == bus ]] || layout_args=(--layout "$layout")
+  note "generating $k feeds / $n records${layout_args[*]:+ ($layout layout)} in $dir ..."
   rm -rf "$dir"
   python3 "$BENCH_DIR/gen_feeds.py" --feeds "$k" --records "$n" \
-    --seed "$SEED" --out "$dir"
+    --seed "$SEED" "${layout_args[@]}" --out "$dir"
 }
 
 # manifest_bytes DIR -> total input size in bytes, as recorded by gen_feeds.
 manifest_bytes() {
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes"])' \
     "$1/MANIFEST.json"
+}
+
+# --- one-shot timing (bench/run.sh, bench/validate.sh) -----------------------
+
+# setup_timer: sets TIMER to "gnu" or "python".
+# GNU time gives wall time, CPU time and peak RSS of exactly the measured
+# process.  If it is missing we install it only when that is cheap and
+# allowed (root with apt-get); otherwise a python fallback does the same
+# with resource.getrusage(RUSAGE_CHILDREN), which is the same kernel
+# counter.
+setup_timer() {
+  TIMER=python
+  if command -v /usr/bin/time > /dev/null; then
+    TIMER=gnu
+  elif [[ $(id -u) == 0 ]] && command -v apt-get > /dev/null; then
+    note "installing GNU time (apt-get install -y time) ..."
+    if apt-get install -y -qq time > /dev/null 2>&1 ||
+      { apt-get update -qq > /dev/null 2>&1 && apt-get install -y -qq time > /dev/null 2>&1; }; then
+      TIMER=gnu
+    else
+      note "could not install GNU time; using the python fallback timer"
+    fi
+  fi
+}
+
+PY_TIMER='
+import resource, subprocess, sys, time
+result_file, argv = sys.argv[1], sys.argv[2:]
+t0 = time.monotonic()
+rc = subprocess.call(argv)          # inherits the stdout/stderr redirections
+wall = time.monotonic() - t0
+# RUSAGE_CHILDREN: the waited children, i.e. the measured command; python
+# itself is not counted.  ru_maxrss is the peak RSS (KiB on Linux) of the
+# largest of them; the CPU times are their sums.
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(result_file, "w") as f:
+    f.write("%.3f %d %.2f %.2f\n" % (wall, ru.ru_maxrss, ru.ru_utime, ru.ru_stime))
+sys.exit(rc)
+'
+
+# measure RESULT_FILE ERR_FILE CMD...: run CMD with stdout to /dev/null and
+# stderr to ERR_FILE; RESULT_FILE receives "wall_seconds peak_rss_kib
+# user_seconds system_seconds".  Needs setup_timer.
+# GNU time's %e has 10 ms resolution (and %U, %S too): fine for runs of
+# 0.1 s and more.  (A clock read by the shell around /usr/bin/time would be
+# finer, but it would include time's own start-up, ~10-20 ms here, a worse
+# error for `cat`.)
+measure() {
+  local result=$1 err=$2
+  shift 2
+  if [[ $TIMER == gnu ]]; then
+    /usr/bin/time -f '%e %M %U %S' -o "$result" "$@" > /dev/null 2> "$err"
+  else
+    python3 -c "$PY_TIMER" "$result" "$@" > /dev/null 2> "$err"
+  fi
+}
+
+# measure_floor: sets FLOOR_KIB.  The peak RSS a timer reports can never be
+# below the RSS of its own forked child before exec() (the kernel carries
+# the high-water mark across exec): ~2 MiB for GNU time, ~10-15 MiB for the
+# python fallback.  Measure that floor with `true` so the report can flag
+# values that sit on it.  Needs setup_timer and DATA_ROOT/tmp.
+# shellcheck disable=SC2034  # FLOOR_KIB is for the scripts that source this
+measure_floor() {
+  measure "$DATA_ROOT/tmp/floor.res" "$DATA_ROOT/tmp/floor.err" true ||
+    die "the timer ($TIMER) cannot run 'true'"
+  read -r _ FLOOR_KIB _ < "$DATA_ROOT/tmp/floor.res"
+}
+
+# check_case LABEL RECORDS FILE...: chronomerge's output on FILE... against
+# `sort -m -s`'s; appends one "LABEL: verdict" line to CHECKS and sets
+# FAILED=1 when they differ.  Dies if chronomerge exits non-zero.
+# Both tools do a stable merge on the same integer key (ties keep input
+# order), so their outputs must be byte-identical.  If they are not, we also
+# compare the sorted lines: "same lines, different order" points at a tie
+# or ordering bug; "different lines" means lines were lost, added or altered.
+# shellcheck disable=SC2034  # FAILED is for the scripts that source this
+check_case() {
+  local label=$1 records=$2
+  shift 2
+  local cm_out="$DATA_ROOT/out/chronomerge.ndjson" ref_out="$DATA_ROOT/out/sort-m.ndjson"
+  local err="$DATA_ROOT/out/chronomerge.stderr"
+  if ! "$CHRONOMERGE" "$@" > "$cm_out" 2> "$err"; then
+    # No point timing a binary that cannot process the input.
+    head -n 20 "$err" >&2
+    die "chronomerge exited non-zero on $label (stderr above, full log: $err)"
+  fi
+  LC_ALL=C sort -m -s -t: -k2,2n "$@" > "$ref_out"
+  local lines
+  lines=$(wc -l < "$cm_out")
+  if cmp -s "$cm_out" "$ref_out"; then
+    if ((lines == records)); then
+      CHECKS+=("$label: OK, byte-identical to sort -m ($lines lines)")
+    else
+      CHECKS+=("$label: FAIL, identical to sort -m but $lines lines instead of $records")
+      FAILED=1
+    fi
+    # Also drop outputs kept by an earlier failed run of this case.
+    rm -f "$cm_out" "$ref_out" "$err" "$DATA_ROOT/out/$label".*.ndjson
+    return 0
+  fi
+  local a b
+  a=$(LC_ALL=C sort --parallel=1 "$cm_out" | cksum)
+  b=$(LC_ALL=C sort --parallel=1 "$ref_out" | cksum)
+  if [[ $a == "$b" ]]; then
+    local first_diff
+    # cmp exits 1 on a difference; that is the expected case here.
+    first_diff=$(cmp "$cm_out" "$ref_out" 2>&1 || true)
+    CHECKS+=("$label: FAIL, same lines as sort -m but in a different order (first difference at ${first_diff##* differ: })")
+  else
+    CHECKS+=("$label: FAIL, lines differ from sort -m ($lines lines vs $(wc -l < "$ref_out"))")
+  fi
+  # Keep both outputs for inspection (bench/data/out/<case>.*.ndjson).
+  mv "$cm_out" "$DATA_ROOT/out/$label.chronomerge.ndjson"
+  mv "$ref_out" "$DATA_ROOT/out/$label.sort-m.ndjson"
+  rm -f "$err"
+  FAILED=1
 }
 
 # --- arguments -----------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 Usage:
     python3 bench/gen_feeds.py --feeds K --records N --out DIR [--seed S]
+                               [--layout bus|telemetry|strings|numbers]
 
 Writes DIR/feed-0000.ndjson ... DIR/feed-{K-1}.ndjson, N records in total
 (spread evenly across the feeds), then DIR/MANIFEST.json.  MANIFEST.json is
@@ -18,13 +19,31 @@ Properties the benchmark relies on:
     feeds (timestamps are whole milliseconds on a shared grid), so the
     stability of the merge (ties keep input order) is actually exercised.
   * Lines are ~110-130 bytes, like real telemetry.
-  * Output is a pure function of (feeds, records, seed).
+  * Output is a pure function of (feeds, records, seed, layout).
+
+Layouts (what the fields after "time" are; the time sequence is generated
+the same way in all of them):
+  bus        the default, and the only layout before --layout existed (its
+             output is unchanged): a mix of six record shapes with a vehicle
+             name, coordinates, speed, charge and a boolean, route, stop,
+             HVAC power or driver state; 113-128 bytes.
+  telemetry  one shape, decimal numbers in every field after "time":
+             lat, lon, speed, soc, temp, volt, amp; 117-120 bytes, about
+             half of them inside numbers.
+  strings    one shape, six short ASCII string fields (no escapes) after
+             "time"; 111-130 bytes, ~121 on average.
+  numbers    the number grammar at its densest: an array of eleven numbers
+             (integers, negative decimals, exponents) under one short key,
+             so that ~77 % of a line's bytes are inside numbers; 109-119
+             bytes.
+(Lengths include the newline.)
 
 Python stdlib only.  Speed: everything is formatted with one %-format per
 line and written in large batches; 2,000,000 records take a few seconds.
 """
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -146,6 +165,111 @@ def generate_feed(path, feed_index, count, seed, feeds):
     return written
 
 
+# --- the layouts other than "bus" -----------------------------------------
+# They share the time sequence of generate_feed (same mean gap, same
+# same-feed tie probability, same start offset) but draw it from their own
+# RNG stream, separate from the one for the values, so that every layout of
+# a given (feeds, records, seed) has exactly the same timestamps: only the
+# bytes after "time" differ between layouts, and a merge costs the same
+# ordering work on each.
+
+def time_sequence(feed_index, count, seed, feeds):
+    """The `count` timestamps of one feed (non-decreasing), as a list."""
+    rng = random.Random(f"{seed}:{feed_index}:time")
+    rnd = rng.random
+    log = math.log
+    mean_gap = MERGED_MEAN_GAP_MS * feeds
+    t = START_MS + int(rnd() * mean_gap)
+    times = []
+    append = times.append
+    for _ in range(count):
+        if rnd() >= SAME_FEED_TIE_P:
+            t += 1 + int(-mean_gap * log(1.0 - rnd()))
+        append(t)
+    return times
+
+
+def telemetry_lines(times, rnd):
+    """Numbers in every field: one random-walk vehicle state per line."""
+    tpl = ('{"time":%d,"lat":%.6f,"lon":%.6f,"speed":%.2f,"soc":%.4f,'
+           '"temp":%.2f,"volt":%.1f,"amp":%.2f}\n')
+    lat = 52.30 + rnd() * 0.12
+    lon = 4.80 + rnd() * 0.20
+    speed = rnd() * 50.0
+    soc = 0.35 + rnd() * 0.65
+    temp = 15.0 + rnd() * 15.0
+    for t in times:
+        lat += (rnd() - 0.5) * 0.0004
+        lon += (rnd() - 0.5) * 0.0006
+        speed += (rnd() - 0.5) * 8.0
+        speed = 0.0 if speed < 0.0 else (85.0 if speed > 85.0 else speed)
+        soc -= 0.00002
+        if soc < 0.15:
+            soc = 0.98
+        temp += (rnd() - 0.5) * 0.2
+        volt = 560.0 + soc * 120.0 + (rnd() - 0.5) * 4.0
+        # Drawing current when moving, regenerating (negative) now and then.
+        amp = speed * 3.2 * (rnd() - 0.25) + (rnd() - 0.5) * 10.0
+        yield tpl % (t, lat, lon, speed, soc, temp, volt, amp)
+
+
+STREETS = ["Damrak", "Rokin", "Spui", "Leidseplein", "Dam", "Weesperplein",
+           "Wibautstraat", "Museumplein", "Amstel", "Sloterdijk", "Zuid",
+           "Osdorp", "Noord", "Bijlmer"]
+STATES = ["driving", "boarding", "idle", "charging", "depot", "detour"]
+DIRECTIONS = ["inbound", "outbound", "loop"]
+
+
+def strings_lines(times, rnd):
+    """Six short ASCII string fields after "time", no escapes."""
+    tpl = ('{"time":%d,"vehicle":"%04d","route":"%s","stop":"%s",'
+           '"state":"%s","dir":"%s","trip":"%08x"}\n')
+    n_streets, n_states, n_dirs = len(STREETS), len(STATES), len(DIRECTIONS)
+    n_routes = len(ROUTES)
+    for t in times:
+        yield tpl % (t, int(rnd() * 10000), ROUTES[int(rnd() * n_routes)],
+                     STREETS[int(rnd() * n_streets)],
+                     STATES[int(rnd() * n_states)],
+                     DIRECTIONS[int(rnd() * n_dirs)], int(rnd() * 2**32))
+
+
+def numbers_lines(times, rnd):
+    """An array of eleven numbers of several shapes under one short key."""
+    tpl = ('{"time":%d,"v":[%.6f,%.6f,%.2f,%.4f,%d,%d,%.3e,%.2f,%.1f,'
+           '%.3e,%d]}\n')
+    for t in times:
+        yield tpl % (t, 52.30 + rnd() * 0.12, 4.80 + rnd() * 0.20,
+                     (rnd() - 0.5) * 200.0, rnd(), int(rnd() * 100000),
+                     -int(rnd() * 1000), (rnd() - 0.5) * 1e-3,
+                     (rnd() - 0.3) * 400.0, 500.0 + rnd() * 200.0,
+                     rnd() * 6e23, int(rnd() * 2**31))
+
+
+LINE_MAKERS = {
+    "telemetry": telemetry_lines,
+    "strings": strings_lines,
+    "numbers": numbers_lines,
+}
+LAYOUTS = ["bus"] + list(LINE_MAKERS)
+DEFAULT_LAYOUT = "bus"
+
+
+def generate_layout_feed(path, feed_index, count, seed, feeds, layout):
+    """Write one sorted feed of `count` records of `layout` to `path`."""
+    rng = random.Random(f"{seed}:{feed_index}:{layout}")
+    lines = LINE_MAKERS[layout](time_sequence(feed_index, count, seed, feeds),
+                                rng.random)
+    written = 0
+    with open(path, "w", encoding="ascii", newline="\n") as f:
+        while True:
+            chunk = "".join(itertools.islice(lines, BATCH_LINES))
+            if not chunk:
+                break
+            f.write(chunk)
+            written += len(chunk)
+    return written
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--feeds", type=int, required=True, help="number of feeds K")
@@ -153,6 +277,8 @@ def main(argv=None):
                     help="total records across all feeds")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--seed", type=int, default=1, help="RNG seed (default 1)")
+    ap.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT,
+                    help="what the records hold (default %s)" % DEFAULT_LAYOUT)
     args = ap.parse_args(argv)
     if args.feeds < 1 or args.records < 0:
         ap.error("--feeds must be >= 1 and --records >= 0")
@@ -171,8 +297,12 @@ def main(argv=None):
     for i in range(args.feeds):
         name = "feed-%04d.ndjson" % i
         count = base + (1 if i < extra else 0)
-        total_bytes += generate_feed(os.path.join(args.out, name), i, count,
-                                     args.seed, args.feeds)
+        path = os.path.join(args.out, name)
+        if args.layout == DEFAULT_LAYOUT:
+            total_bytes += generate_feed(path, i, count, args.seed, args.feeds)
+        else:
+            total_bytes += generate_layout_feed(path, i, count, args.seed,
+                                                args.feeds, args.layout)
         files.append(name)
 
     manifest = {
@@ -183,13 +313,17 @@ def main(argv=None):
         "files": files,
         "generator": "bench/gen_feeds.py v1",
     }
+    # The default layout's manifest stays as it was before --layout, like
+    # its feeds.
+    if args.layout != DEFAULT_LAYOUT:
+        manifest["layout"] = args.layout
     tmp = manifest_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
     os.replace(tmp, manifest_path)
-    print("gen_feeds: %d feeds, %d records, %.1f MB in %.1f s -> %s"
-          % (args.feeds, args.records, total_bytes / 1e6,
+    print("gen_feeds: %d feeds, %d records (%s), %.1f MB in %.1f s -> %s"
+          % (args.feeds, args.records, args.layout, total_bytes / 1e6,
              time.monotonic() - t0, args.out), file=sys.stderr)
     return 0
 

@@ -39,51 +39,8 @@ require_positive RUNS
 require_chronomerge
 
 # --- timer -------------------------------------------------------------------
-# GNU time gives wall time and peak RSS of exactly the measured process.  If
-# it is missing we install it only when that is cheap and allowed (root with
-# apt-get); otherwise a python fallback does the same with
-# resource.getrusage(RUSAGE_CHILDREN), which is the same kernel counter.
-TIMER=python
-if command -v /usr/bin/time > /dev/null; then
-  TIMER=gnu
-elif [[ $(id -u) == 0 ]] && command -v apt-get > /dev/null; then
-  note "installing GNU time (apt-get install -y time) ..."
-  if apt-get install -y -qq time > /dev/null 2>&1 ||
-    { apt-get update -qq > /dev/null 2>&1 && apt-get install -y -qq time > /dev/null 2>&1; }; then
-    TIMER=gnu
-  else
-    note "could not install GNU time; using the python fallback timer"
-  fi
-fi
-
-PY_TIMER='
-import resource, subprocess, sys, time
-result_file, argv = sys.argv[1], sys.argv[2:]
-t0 = time.monotonic()
-rc = subprocess.call(argv)          # inherits the stdout/stderr redirections
-wall = time.monotonic() - t0
-# ru_maxrss of RUSAGE_CHILDREN: peak RSS (KiB on Linux) of the largest waited
-# child, i.e. the measured command; python itself is not counted.
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-with open(result_file, "w") as f:
-    f.write("%.3f %d\n" % (wall, rss))
-sys.exit(rc)
-'
-
-# measure RESULT_FILE ERR_FILE CMD...: run CMD with stdout to /dev/null and
-# stderr to ERR_FILE; RESULT_FILE receives "wall_seconds peak_rss_kib".
-# GNU time's %e has 10 ms resolution: fine for runs of 0.1 s and more.  (A
-# clock read by the shell around /usr/bin/time would be finer, but it would
-# include time's own start-up, ~10-20 ms here, a worse error for `cat`.)
-measure() {
-  local result=$1 err=$2
-  shift 2
-  if [[ $TIMER == gnu ]]; then
-    /usr/bin/time -f '%e %M' -o "$result" "$@" > /dev/null 2> "$err"
-  else
-    python3 -c "$PY_TIMER" "$result" "$@" > /dev/null 2> "$err"
-  fi
-}
+# GNU time, or its python fallback (setup_timer and measure in common.sh).
+setup_timer
 
 # --- setup -------------------------------------------------------------------
 mkdir -p "$DATA_ROOT/tmp" "$DATA_ROOT/out" "$DATA_ROOT/results"
@@ -94,13 +51,8 @@ export TMPDIR="$DATA_ROOT/tmp"
 # hard limit allows it (default soft limits of 1024 are too tight).
 raise_open_files 4096
 
-# The peak RSS a timer reports can never be below the RSS of its own forked
-# child before exec() (the kernel carries the high-water mark across exec):
-# ~2 MiB for GNU time, ~10-15 MiB for the python fallback.  Measure that
-# floor with `true` so the report can flag values that sit on it.
-measure "$DATA_ROOT/tmp/floor.res" "$DATA_ROOT/tmp/floor.err" true ||
-  die "the timer ($TIMER) cannot run 'true'"
-read -r _ FLOOR_KIB < "$DATA_ROOT/tmp/floor.res"
+# The timer's own RSS floor (FLOOR_KIB; see measure_floor in common.sh).
+measure_floor
 
 STAMP=$(date +%Y%m%d-%H%M%S)
 RESULTS_TSV="$DATA_ROOT/results/$STAMP.tsv"
@@ -116,51 +68,8 @@ for c in "${CASES[@]}"; do
 done
 
 # --- correctness -------------------------------------------------------------
-# Both tools do a stable merge on the same integer key (ties keep input
-# order), so their outputs must be byte-identical.  If they are not, we also
-# compare the sorted lines: "same lines, different order" points at a tie
-# or ordering bug; "different lines" means lines were lost, added or altered.
-check_case() {
-  local label=$1 records=$2
-  shift 2
-  local cm_out="$DATA_ROOT/out/chronomerge.ndjson" ref_out="$DATA_ROOT/out/sort-m.ndjson"
-  local err="$DATA_ROOT/out/chronomerge.stderr"
-  if ! "$CHRONOMERGE" "$@" > "$cm_out" 2> "$err"; then
-    # No point timing a binary that cannot process the input.
-    head -n 20 "$err" >&2
-    die "chronomerge exited non-zero on $label (stderr above, full log: $err)"
-  fi
-  LC_ALL=C sort -m -s -t: -k2,2n "$@" > "$ref_out"
-  local lines
-  lines=$(wc -l < "$cm_out")
-  if cmp -s "$cm_out" "$ref_out"; then
-    if ((lines == records)); then
-      CHECKS+=("$label: OK, byte-identical to sort -m ($lines lines)")
-    else
-      CHECKS+=("$label: FAIL, identical to sort -m but $lines lines instead of $records")
-      FAILED=1
-    fi
-    # Also drop outputs kept by an earlier failed run of this case.
-    rm -f "$cm_out" "$ref_out" "$err" "$DATA_ROOT/out/$label".*.ndjson
-    return 0
-  fi
-  local a b
-  a=$(LC_ALL=C sort --parallel=1 "$cm_out" | cksum)
-  b=$(LC_ALL=C sort --parallel=1 "$ref_out" | cksum)
-  if [[ $a == "$b" ]]; then
-    local first_diff
-    # cmp exits 1 on a difference; that is the expected case here.
-    first_diff=$(cmp "$cm_out" "$ref_out" 2>&1 || true)
-    CHECKS+=("$label: FAIL, same lines as sort -m but in a different order (first difference at ${first_diff##* differ: })")
-  else
-    CHECKS+=("$label: FAIL, lines differ from sort -m ($lines lines vs $(wc -l < "$ref_out"))")
-  fi
-  # Keep both outputs for inspection (bench/data/out/<case>.*.ndjson).
-  mv "$cm_out" "$DATA_ROOT/out/$label.chronomerge.ndjson"
-  mv "$ref_out" "$DATA_ROOT/out/$label.sort-m.ndjson"
-  rm -f "$err"
-  FAILED=1
-}
+# check_case (common.sh): chronomerge's output must be byte-identical to
+# `LC_ALL=C sort -m -s -t: -k2,2n`'s, with N lines.
 
 # --- timing ------------------------------------------------------------------
 for c in "${CASES[@]}"; do
@@ -195,7 +104,7 @@ for c in "${CASES[@]}"; do
         head -n 20 "$err" >&2
         die "$tool failed on $label (command: ${cmd[0]} ... ${#files[@]} files)"
       fi
-      read -r secs rss < "$res"
+      read -r secs rss _ < "$res"
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$k" "$n" "$bytes" \
         "$tool" "$run" "$secs" "$rss" >> "$RESULTS_TSV"
     done

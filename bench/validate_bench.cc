@@ -1,0 +1,337 @@
+// chronomerge_validate_bench: how fast RecordParser::parse validates lines,
+// at every instruction-set level this CPU supports, on one thread.
+//
+// Usage: chronomerge_validate_bench [options] FILE...
+//   --reps N         timed passes over all lines per level (default 5); the
+//                    median is reported
+//   --level L        only this level (scalar | sse2 | avx2); may repeat
+//   --key K          key field or JSON pointer (default time)
+//   --key-type T     integer | number | rfc3339 | string (default integer)
+//   --tsv            one tab-separated row per level, with a header row,
+//                    instead of the human-readable table
+//
+// The files are read into memory whole and cut into lines as the daemon's
+// framer cuts them ('\n' ends a line, one trailing '\r' is dropped, empty
+// lines are skipped), so the timed loop does nothing but call parse().
+// Each level first makes one untimed pass that records every line's
+// outcome (its error, or its key, the key's offset and length, and the
+// heartbeat flag); the first level is the reference, and every other level
+// must give the same outcome for every line. Then the levels take turns,
+// one timed pass each, REPS times, so that a machine slowing down during
+// the run slows every level alike.
+//
+// Throughput is input bytes (newlines included, as in the files) per
+// nanosecond of wall time of the one thread that parses: GB/s per core.
+// The thread's CPU time is measured too; cpu/wall below ~0.95 means other
+// work took the core during the run, and the figures are low.
+//
+// Exit status: 0 when every level gave the same outcome for every line,
+// 1 when two levels differ (the first differences go to stderr), 2 on a
+// usage or I/O error.
+#include <time.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "record/key.h"
+#include "record/record_parser.h"
+#include "validate_simd.h"
+
+namespace {
+
+using chronomerge::KeySpec;
+using chronomerge::LineError;
+using chronomerge::ParsedRecord;
+using chronomerge::RecordParser;
+using chronomerge::SimdLevel;
+
+[[noreturn]] void fail(const std::string& message) {
+  std::fprintf(stderr, "chronomerge_validate_bench: %s\n", message.c_str());
+  std::exit(2);
+}
+
+std::optional<SimdLevel> level_from(std::string_view name) {
+  for (SimdLevel level : chronomerge::bench::all_simd_levels) {
+    if (chronomerge::to_string(level) == name) return level;
+  }
+  return std::nullopt;
+}
+
+struct Input {
+  std::vector<std::string> names;
+  std::vector<std::string> buffers;     // one per file, kept alive for `lines`
+  std::vector<std::string_view> lines;  // into buffers
+  std::vector<size_t> first_line;       // index in `lines` of each file's first line
+  uint64_t bytes = 0;                   // file sizes, newlines included
+};
+
+void read_input(const std::vector<std::string>& paths, Input& in) {
+  for (const std::string& path : paths) {
+    std::ifstream file(path, std::ios::binary);
+    if (!file) fail("cannot open '" + path + "'");
+    std::ostringstream content;
+    content << file.rdbuf();
+    if (file.bad()) fail("cannot read '" + path + "'");
+    in.names.push_back(path);
+    in.buffers.push_back(std::move(content).str());
+  }
+  // Cut the lines only once every buffer has its final address.
+  for (const std::string& buffer : in.buffers) {
+    in.first_line.push_back(in.lines.size());
+    in.bytes += buffer.size();
+    std::string_view rest(buffer);
+    while (!rest.empty()) {
+      size_t end = rest.find('\n');
+      std::string_view line = rest.substr(0, end);
+      rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (!line.empty()) in.lines.push_back(line);
+    }
+  }
+}
+
+// "FILE:LINE" of line `index` (LINE counts the non-empty lines of FILE).
+std::string where(const Input& in, size_t index) {
+  size_t file =
+      std::upper_bound(in.first_line.begin(), in.first_line.end(), index) - in.first_line.begin() - 1;
+  return in.names[file] + ":" + std::to_string(index - in.first_line[file] + 1);
+}
+
+// One line's outcome.
+struct Outcome {
+  std::optional<LineError> error;
+  ParsedRecord record;  // meaningful only without error
+};
+
+bool same_outcome(const Outcome& a, const Outcome& b) {
+  if (a.error != b.error) return false;
+  if (a.error) return true;
+  return a.record.key == b.record.key && a.record.key_offset == b.record.key_offset &&
+         a.record.key_length == b.record.key_length && a.record.heartbeat == b.record.heartbeat;
+}
+
+std::string describe(const Outcome& o, chronomerge::KeyType type) {
+  if (o.error) return "error " + std::string(chronomerge::to_string(*o.error));
+  return "key " + chronomerge::key_to_string(type, o.record.key) + " at " +
+         std::to_string(o.record.key_offset) + "+" + std::to_string(o.record.key_length) +
+         (o.record.heartbeat ? ", heartbeat" : "");
+}
+
+int64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+struct Pass {
+  int64_t wall_ns = 0;
+  int64_t cpu_ns = 0;
+  uint64_t accepted = 0;
+};
+
+// The timed loop: parse() over every line, nothing else but a count and a
+// checksum that keep the results alive.
+Pass timed_pass(const RecordParser& parser, const std::vector<std::string_view>& lines,
+                uint64_t& checksum) {
+  ParsedRecord record;
+  uint64_t accepted = 0;
+  uint64_t sum = 0;
+  int64_t cpu0 = thread_cpu_ns();
+  auto t0 = std::chrono::steady_clock::now();
+  for (std::string_view line : lines) {
+    if (!parser.parse(line, record)) {
+      ++accepted;
+      sum += static_cast<uint64_t>(record.key.ordinal) + record.key_offset;
+    }
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  int64_t cpu1 = thread_cpu_ns();
+  checksum += sum;
+  return {std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(), cpu1 - cpu0,
+          accepted};
+}
+
+template <typename T>
+T median(std::vector<T> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+struct LevelResult {
+  SimdLevel level;
+  RecordParser parser;
+  uint64_t accepted = 0;  // from the untimed pass
+  std::vector<int64_t> wall_ns, cpu_ns;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 5;
+  bool tsv = false;
+  std::vector<SimdLevel> wanted;
+  KeySpec spec;  // time, integer, no heartbeat field
+  std::vector<std::string> paths;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value = [&]() -> std::string_view {
+      if (i + 1 >= argc) fail(std::string(arg) + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--reps") {
+      std::string v(value());
+      char* end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > 1000) fail("--reps wants 1..1000, got '" + v + "'");
+      reps = static_cast<int>(n);
+    } else if (arg == "--level") {
+      std::string_view v = value();
+      auto level = level_from(v);
+      if (!level) fail("unknown level '" + std::string(v) + "' (scalar | sse2 | avx2)");
+      if (std::find(wanted.begin(), wanted.end(), *level) == wanted.end()) wanted.push_back(*level);
+    } else if (arg == "--key") {
+      spec.path = std::string(value());
+      if (spec.path.empty() || !RecordParser::valid_key_path(spec.path)) {
+        fail("--key '" + spec.path + "' is neither a field name nor a JSON pointer");
+      }
+    } else if (arg == "--key-type") {
+      std::string_view v = value();
+      auto type = chronomerge::parse_key_type(v);
+      if (!type) fail("unknown key type '" + std::string(v) + "'");
+      spec.type = *type;
+    } else if (arg == "--tsv") {
+      tsv = true;
+    } else if (arg == "-h" || arg == "--help") {
+      std::puts(
+          "usage: chronomerge_validate_bench [--reps N] [--level L]... [--key K] [--key-type T] "
+          "[--tsv] FILE...");
+      return 0;
+    } else if (arg.starts_with("--")) {
+      fail("unknown option '" + std::string(arg) + "'");
+    } else {
+      paths.emplace_back(arg);
+    }
+  }
+  if (paths.empty()) fail("no input files (try --help)");
+  if (wanted.empty()) {
+    wanted.assign(std::begin(chronomerge::bench::all_simd_levels),
+                  std::end(chronomerge::bench::all_simd_levels));
+  }
+
+  // The levels to run, in the order of all_simd_levels: scalar, when it is
+  // among them, is the reference.
+  std::vector<LevelResult> levels;
+  for (SimdLevel level : chronomerge::bench::all_simd_levels) {
+    if (std::find(wanted.begin(), wanted.end(), level) == wanted.end()) continue;
+    if (!chronomerge::simd_level_supported(level)) {
+      std::fprintf(stderr, "level %s: not supported here%s, skipped\n",
+                   std::string(chronomerge::to_string(level)).c_str(),
+                   chronomerge::bench::simd_levels_real ? " (CPU)" : " (no vector validator in this build)");
+      continue;
+    }
+    levels.push_back({level, chronomerge::bench::make_parser(spec, level), 0, {}, {}});
+  }
+  if (levels.empty()) fail("none of the requested levels is supported here");
+
+  Input in;
+  read_input(paths, in);
+  if (in.lines.empty()) fail("the input holds no lines");
+  std::fprintf(stderr, "%zu file(s), %zu lines, %.1f MB; default level %s; %d timed passes per level\n",
+               in.names.size(), in.lines.size(), static_cast<double>(in.bytes) / 1e6,
+               std::string(chronomerge::to_string(chronomerge::default_simd_level())).c_str(), reps);
+
+  // Untimed passes: the reference outcomes, then every other level against
+  // them. They also warm the caches and branch predictors for the timed
+  // passes.
+  std::vector<Outcome> reference(in.lines.size());
+  uint64_t mismatches = 0;
+  constexpr uint64_t shown_mismatches = 10;
+  for (size_t li = 0; li < levels.size(); ++li) {
+    LevelResult& lr = levels[li];
+    Outcome o;
+    for (size_t i = 0; i < in.lines.size(); ++i) {
+      o.error = lr.parser.parse(in.lines[i], o.record);
+      if (!o.error) ++lr.accepted;
+      if (li == 0) {
+        reference[i] = o;
+      } else if (!same_outcome(reference[i], o)) {
+        if (++mismatches <= shown_mismatches) {
+          std::string_view line = in.lines[i].substr(0, 200);
+          std::fprintf(stderr, "MISMATCH %s: %s gives %s, %s gives %s\n  %.*s%s\n",
+                       where(in, i).c_str(), std::string(chronomerge::to_string(levels[0].level)).c_str(),
+                       describe(reference[i], spec.type).c_str(),
+                       std::string(chronomerge::to_string(lr.level)).c_str(), describe(o, spec.type).c_str(),
+                       static_cast<int>(line.size()), line.data(), in.lines[i].size() > 200 ? "..." : "");
+        }
+      }
+    }
+  }
+  reference = {};
+
+  uint64_t checksum = 0;
+  for (int rep = 0; rep < reps; ++rep) {
+    for (LevelResult& lr : levels) {
+      Pass p = timed_pass(lr.parser, in.lines, checksum);
+      if (p.accepted != lr.accepted) {
+        fail("level " + std::string(chronomerge::to_string(lr.level)) + " accepted " +
+             std::to_string(p.accepted) + " lines in a timed pass but " + std::to_string(lr.accepted) +
+             " before: parse() is not deterministic");
+      }
+      lr.wall_ns.push_back(p.wall_ns);
+      lr.cpu_ns.push_back(p.cpu_ns);
+    }
+  }
+
+  bool counts_differ = false;
+  for (const LevelResult& lr : levels) counts_differ |= lr.accepted != levels[0].accepted;
+
+  double bytes = static_cast<double>(in.bytes);
+  double lines = static_cast<double>(in.lines.size());
+  if (tsv) {
+    std::puts(
+        "level\tfiles\tlines\tbytes\taccepted\trejected\treps\tmedian_wall_ns\tmedian_cpu_ns\t"
+        "gb_per_s\tns_per_line\tcpu_per_wall");
+  } else {
+    std::printf("%-8s %10s %9s %12s %10s %9s\n", "level", "GB/s/core", "ns/line", "accepted",
+                "rejected", "cpu/wall");
+  }
+  for (const LevelResult& lr : levels) {
+    double wall = static_cast<double>(median(lr.wall_ns));
+    double cpu = static_cast<double>(median(lr.cpu_ns));
+    std::string name(chronomerge::to_string(lr.level));
+    uint64_t rejected = in.lines.size() - lr.accepted;
+    if (tsv) {
+      std::printf("%s\t%zu\t%zu\t%llu\t%llu\t%llu\t%d\t%.0f\t%.0f\t%.4f\t%.2f\t%.3f\n", name.c_str(),
+                  in.names.size(), in.lines.size(), static_cast<unsigned long long>(in.bytes),
+                  static_cast<unsigned long long>(lr.accepted),
+                  static_cast<unsigned long long>(rejected), reps, wall, cpu,
+                  wall > 0 ? bytes / wall : 0.0, wall / lines, wall > 0 ? cpu / wall : 0.0);
+    } else {
+      std::printf("%-8s %10.3f %9.2f %12llu %10llu %9.3f\n", name.c_str(), wall > 0 ? bytes / wall : 0.0,
+                  wall / lines, static_cast<unsigned long long>(lr.accepted),
+                  static_cast<unsigned long long>(rejected), wall > 0 ? cpu / wall : 0.0);
+    }
+  }
+  std::fprintf(stderr, "checksum %llu\n", static_cast<unsigned long long>(checksum));
+
+  if (counts_differ || mismatches > 0) {
+    std::fprintf(stderr,
+                 "FAIL: the levels disagree: %llu line(s) with another outcome than %s%s\n",
+                 static_cast<unsigned long long>(mismatches),
+                 std::string(chronomerge::to_string(levels[0].level)).c_str(),
+                 counts_differ ? ", and the accepted counts differ" : "");
+    return 1;
+  }
+  return 0;
+}
