@@ -4,7 +4,7 @@
 // Usage: chronomerge_validate_bench [options] FILE...
 //   --reps N         timed passes over all lines per level (default 5); the
 //                    median is reported
-//   --level L        only this level (scalar | sse2 | avx2); may repeat
+//   --level L        only this level (scalar | sse2 | avx2 | avx512); may repeat
 //   --key K          key field or JSON pointer (default time)
 //   --key-type T     integer | number | rfc3339 | string (default integer)
 //   --tsv            one tab-separated row per level, with a header row,
@@ -45,7 +45,7 @@
 
 #include "record/key.h"
 #include "record/record_parser.h"
-#include "validate_simd.h"
+#include "record/simd_level.h"
 
 namespace {
 
@@ -55,13 +55,17 @@ using chronomerge::ParsedRecord;
 using chronomerge::RecordParser;
 using chronomerge::SimdLevel;
 
+// Every level, in the order the benchmark runs them: the reference first.
+constexpr SimdLevel all_simd_levels[] = {SimdLevel::scalar, SimdLevel::sse2, SimdLevel::avx2,
+                                         SimdLevel::avx512};
+
 [[noreturn]] void fail(const std::string& message) {
   std::fprintf(stderr, "chronomerge_validate_bench: %s\n", message.c_str());
   std::exit(2);
 }
 
 std::optional<SimdLevel> level_from(std::string_view name) {
-  for (SimdLevel level : chronomerge::bench::all_simd_levels) {
+  for (SimdLevel level : all_simd_levels) {
     if (chronomerge::to_string(level) == name) return level;
   }
   return std::nullopt;
@@ -102,8 +106,8 @@ void read_input(const std::vector<std::string>& paths, Input& in) {
 
 // "FILE:LINE" of line `index` (LINE counts the non-empty lines of FILE).
 std::string where(const Input& in, size_t index) {
-  size_t file =
-      std::upper_bound(in.first_line.begin(), in.first_line.end(), index) - in.first_line.begin() - 1;
+  size_t file = std::upper_bound(in.first_line.begin(), in.first_line.end(), index) -
+                in.first_line.begin() - 1;
   return in.names[file] + ":" + std::to_string(index - in.first_line[file] + 1);
 }
 
@@ -193,12 +197,13 @@ int main(int argc, char** argv) {
       std::string v(value());
       char* end = nullptr;
       long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || n < 1 || n > 1000) fail("--reps wants 1..1000, got '" + v + "'");
+      if (v.empty() || *end != '\0' || n < 1 || n > 1000)
+        fail("--reps wants 1..1000, got '" + v + "'");
       reps = static_cast<int>(n);
     } else if (arg == "--level") {
       std::string_view v = value();
       auto level = level_from(v);
-      if (!level) fail("unknown level '" + std::string(v) + "' (scalar | sse2 | avx2)");
+      if (!level) fail("unknown level '" + std::string(v) + "' (scalar | sse2 | avx2 | avx512)");
       if (std::find(wanted.begin(), wanted.end(), *level) == wanted.end()) wanted.push_back(*level);
     } else if (arg == "--key") {
       spec.path = std::string(value());
@@ -225,31 +230,30 @@ int main(int argc, char** argv) {
   }
   if (paths.empty()) fail("no input files (try --help)");
   if (wanted.empty()) {
-    wanted.assign(std::begin(chronomerge::bench::all_simd_levels),
-                  std::end(chronomerge::bench::all_simd_levels));
+    wanted.assign(std::begin(all_simd_levels), std::end(all_simd_levels));
   }
 
   // The levels to run, in the order of all_simd_levels: scalar, when it is
   // among them, is the reference.
   std::vector<LevelResult> levels;
-  for (SimdLevel level : chronomerge::bench::all_simd_levels) {
+  for (SimdLevel level : all_simd_levels) {
     if (std::find(wanted.begin(), wanted.end(), level) == wanted.end()) continue;
     if (!chronomerge::simd_level_supported(level)) {
       std::fprintf(stderr, "level %s: not supported here%s, skipped\n",
-                   std::string(chronomerge::to_string(level)).c_str(),
-                   chronomerge::bench::simd_levels_real ? " (CPU)" : " (no vector validator in this build)");
+                   std::string(chronomerge::to_string(level)).c_str(), " by this CPU");
       continue;
     }
-    levels.push_back({level, chronomerge::bench::make_parser(spec, level), 0, {}, {}});
+    levels.push_back({level, RecordParser(spec, level), 0, {}, {}});
   }
   if (levels.empty()) fail("none of the requested levels is supported here");
 
   Input in;
   read_input(paths, in);
   if (in.lines.empty()) fail("the input holds no lines");
-  std::fprintf(stderr, "%zu file(s), %zu lines, %.1f MB; default level %s; %d timed passes per level\n",
-               in.names.size(), in.lines.size(), static_cast<double>(in.bytes) / 1e6,
-               std::string(chronomerge::to_string(chronomerge::default_simd_level())).c_str(), reps);
+  std::fprintf(
+      stderr, "%zu file(s), %zu lines, %.1f MB; default level %s; %d timed passes per level\n",
+      in.names.size(), in.lines.size(), static_cast<double>(in.bytes) / 1e6,
+      std::string(chronomerge::to_string(chronomerge::default_simd_level())).c_str(), reps);
 
   // Untimed passes: the reference outcomes, then every other level against
   // them. They also warm the caches and branch predictors for the timed
@@ -268,11 +272,12 @@ int main(int argc, char** argv) {
       } else if (!same_outcome(reference[i], o)) {
         if (++mismatches <= shown_mismatches) {
           std::string_view line = in.lines[i].substr(0, 200);
-          std::fprintf(stderr, "MISMATCH %s: %s gives %s, %s gives %s\n  %.*s%s\n",
-                       where(in, i).c_str(), std::string(chronomerge::to_string(levels[0].level)).c_str(),
-                       describe(reference[i], spec.type).c_str(),
-                       std::string(chronomerge::to_string(lr.level)).c_str(), describe(o, spec.type).c_str(),
-                       static_cast<int>(line.size()), line.data(), in.lines[i].size() > 200 ? "..." : "");
+          std::fprintf(
+              stderr, "MISMATCH %s: %s gives %s, %s gives %s\n  %.*s%s\n", where(in, i).c_str(),
+              std::string(chronomerge::to_string(levels[0].level)).c_str(),
+              describe(reference[i], spec.type).c_str(),
+              std::string(chronomerge::to_string(lr.level)).c_str(), describe(o, spec.type).c_str(),
+              static_cast<int>(line.size()), line.data(), in.lines[i].size() > 200 ? "..." : "");
         }
       }
     }
@@ -285,8 +290,8 @@ int main(int argc, char** argv) {
       Pass p = timed_pass(lr.parser, in.lines, checksum);
       if (p.accepted != lr.accepted) {
         fail("level " + std::string(chronomerge::to_string(lr.level)) + " accepted " +
-             std::to_string(p.accepted) + " lines in a timed pass but " + std::to_string(lr.accepted) +
-             " before: parse() is not deterministic");
+             std::to_string(p.accepted) + " lines in a timed pass but " +
+             std::to_string(lr.accepted) + " before: parse() is not deterministic");
       }
       lr.wall_ns.push_back(p.wall_ns);
       lr.cpu_ns.push_back(p.cpu_ns);
@@ -312,22 +317,23 @@ int main(int argc, char** argv) {
     std::string name(chronomerge::to_string(lr.level));
     uint64_t rejected = in.lines.size() - lr.accepted;
     if (tsv) {
-      std::printf("%s\t%zu\t%zu\t%llu\t%llu\t%llu\t%d\t%.0f\t%.0f\t%.4f\t%.2f\t%.3f\n", name.c_str(),
-                  in.names.size(), in.lines.size(), static_cast<unsigned long long>(in.bytes),
+      std::printf("%s\t%zu\t%zu\t%llu\t%llu\t%llu\t%d\t%.0f\t%.0f\t%.4f\t%.2f\t%.3f\n",
+                  name.c_str(), in.names.size(), in.lines.size(),
+                  static_cast<unsigned long long>(in.bytes),
                   static_cast<unsigned long long>(lr.accepted),
                   static_cast<unsigned long long>(rejected), reps, wall, cpu,
                   wall > 0 ? bytes / wall : 0.0, wall / lines, wall > 0 ? cpu / wall : 0.0);
     } else {
-      std::printf("%-8s %10.3f %9.2f %12llu %10llu %9.3f\n", name.c_str(), wall > 0 ? bytes / wall : 0.0,
-                  wall / lines, static_cast<unsigned long long>(lr.accepted),
+      std::printf("%-8s %10.3f %9.2f %12llu %10llu %9.3f\n", name.c_str(),
+                  wall > 0 ? bytes / wall : 0.0, wall / lines,
+                  static_cast<unsigned long long>(lr.accepted),
                   static_cast<unsigned long long>(rejected), wall > 0 ? cpu / wall : 0.0);
     }
   }
   std::fprintf(stderr, "checksum %llu\n", static_cast<unsigned long long>(checksum));
 
   if (counts_differ || mismatches > 0) {
-    std::fprintf(stderr,
-                 "FAIL: the levels disagree: %llu line(s) with another outcome than %s%s\n",
+    std::fprintf(stderr, "FAIL: the levels disagree: %llu line(s) with another outcome than %s%s\n",
                  static_cast<unsigned long long>(mismatches),
                  std::string(chronomerge::to_string(levels[0].level)).c_str(),
                  counts_differ ? ", and the accepted counts differ" : "");
