@@ -284,7 +284,7 @@ struct Masks {
 template <typename W>
 inline void store(uint64_t* masks, int chunk, W word) {
   masks[chunk] = static_cast<uint64_t>(word);
-  if constexpr (bits_of < W >> 64) masks[chunk + 1] = static_cast<uint64_t>(word >> 64);
+  if constexpr (sizeof(W) > sizeof(uint64_t)) masks[chunk + 1] = static_cast<uint64_t>(word >> 64);
 }
 
 // `t`, `f` or `n` starts a literal: it must be exactly true, false or null.
@@ -300,7 +300,8 @@ inline bool literal_at(const char* line, size_t n, size_t at) {
 template <typename W>
 class Stage1 {
  public:
-  // False once the line needs the scalar scanner.
+  // The next word of the line: `offset` is its first byte, `chunk` the
+  // first chunk of `m` it fills.
   void add(const ClassMasks<W>& c, const char* line, size_t n, size_t offset, Masks& m, int chunk) {
     const W inside = prefix_xor(c.quote) ^ in_string_;  // opening quotes included
     in_string_ = static_cast<W>(0) - (inside >> (bits_of<W> - 1));
@@ -374,7 +375,7 @@ class Stage1 {
 
  private:
   static int lowest_bit(W x) {
-    if constexpr (bits_of < W >> 64) {
+    if constexpr (sizeof(W) > sizeof(uint64_t)) {
       const auto low = static_cast<uint64_t>(x);
       return low != 0 ? std::countr_zero(low)
                       : 64 + std::countr_zero(static_cast<uint64_t>(x >> 64));
@@ -383,7 +384,7 @@ class Stage1 {
     }
   }
   static int popcount(W x) {
-    if constexpr (bits_of < W >> 64) {
+    if constexpr (sizeof(W) > sizeof(uint64_t)) {
       return std::popcount(static_cast<uint64_t>(x)) +
              std::popcount(static_cast<uint64_t>(x >> 64));
     } else {
