@@ -2,7 +2,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <string>
 
 namespace chronomerge {
 
@@ -46,8 +45,8 @@ bool simd_level_supported(SimdLevel level) {
   return false;
 }
 
-SimdLevel best_simd_level() {
-  for (SimdLevel level : {SimdLevel::avx512, SimdLevel::avx2}) {
+SimdLevel widest_simd_level() {
+  for (SimdLevel level : {SimdLevel::avx512, SimdLevel::avx2, SimdLevel::sse2}) {
     if (simd_level_supported(level)) return level;
   }
   return SimdLevel::scalar;
@@ -56,19 +55,19 @@ SimdLevel best_simd_level() {
 SimdLevel default_simd_level() {
   static const SimdLevel chosen = [] {
     const char* forced = std::getenv("CHRONOMERGE_SIMD");
-    if (forced == nullptr || *forced == '\0') return best_simd_level();
+    if (forced == nullptr || *forced == '\0') return SimdLevel::scalar;
     const std::optional<SimdLevel> level = simd_level_from(forced);
     if (!level) {
-      std::fprintf(
-          stderr,
-          "chronomerge: CHRONOMERGE_SIMD=%s is not avx512, avx2, sse2 or scalar; using %s\n",
-          forced, std::string(to_string(best_simd_level())).c_str());
-      return best_simd_level();
+      std::fprintf(stderr,
+                   "chronomerge: CHRONOMERGE_SIMD=%s is not avx512, avx2, sse2 or scalar; using "
+                   "scalar\n",
+                   forced);
+      return SimdLevel::scalar;
     }
     if (!simd_level_supported(*level)) {
-      std::fprintf(stderr, "chronomerge: CHRONOMERGE_SIMD=%s: this CPU cannot; using %s\n", forced,
-                   std::string(to_string(best_simd_level())).c_str());
-      return best_simd_level();
+      std::fprintf(stderr, "chronomerge: CHRONOMERGE_SIMD=%s: this CPU cannot; using scalar\n",
+                   forced);
+      return SimdLevel::scalar;
     }
     return *level;
   }();
