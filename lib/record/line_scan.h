@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 namespace chronomerge {
 
@@ -23,5 +24,17 @@ struct LineScan {
   bool heartbeat = false;  // heartbeat_field: true at top level (the last one)
   KeyValue key;
 };
+
+// An RFC 6901 array index: "0" or a decimal without a leading zero; -1 for
+// any other token, which then matches no element.
+inline int64_t array_index(std::string_view token) {
+  if (token.empty() || token.size() > 18 || (token[0] == '0' && token.size() > 1)) return -1;
+  int64_t value = 0;
+  for (const char c : token) {
+    if (c < '0' || c > '9') return -1;
+    value = value * 10 + (c - '0');
+  }
+  return value;
+}
 
 }  // namespace chronomerge

@@ -193,18 +193,6 @@ inline bool name_equals(const char* begin, const char* end, bool escaped, std::s
   return equal && matched == want.size();
 }
 
-// An RFC 6901 array index: "0" or a decimal without a leading zero; -1 for
-// any other token, which then matches no element.
-int64_t array_index(std::string_view token) {
-  if (token.empty() || token.size() > 18 || (token[0] == '0' && token.size() > 1)) return -1;
-  int64_t value = 0;
-  for (const char c : token) {
-    if (!is_digit(c)) return -1;
-    value = value * 10 + (c - '0');
-  }
-  return value;
-}
-
 // One pass over one line. Every scanning function takes the cursor and
 // returns where it stopped, or nullptr after recording the error: keeping the
 // cursor in a register rather than in the object is worth a good third of

@@ -562,17 +562,6 @@ inline bool scalar_value(const char* p, const char* end, ValueKind& kind) {
   return p == end;
 }
 
-// An RFC 6901 array index, as in the scalar scanner.
-int64_t array_index(std::string_view token) {
-  if (token.empty() || token.size() > 18 || (token[0] == '0' && token.size() > 1)) return -1;
-  int64_t value = 0;
-  for (const char c : token) {
-    if (!is_digit(c)) return -1;
-    value = value * 10 + (c - '0');
-  }
-  return value;
-}
-
 // Whether the string whose opening quote is at `quote` holds exactly
 // `want`: without escapes (stage 1 sent those away), the byte after
 // `want` is then its closing quote, so the end need not be searched.
