@@ -2,12 +2,9 @@
 
 #include <simdjson.h>
 
-#include <array>
 #include <bit>
 #include <cstdint>
 #include <cstring>
-
-#include "record/record_parser.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -263,15 +260,15 @@ struct RunFrom {
   W operator()(W x, W runs) { return (runs ^ add(runs, x)) & runs; }
 };
 
-// What stage 2 walks: per chunk of the line, where tokens start, where the
-// quotes are, which bytes belong to numbers and literals, and, in a flat
-// object, where its member names start and which bytes are fractions or
+// What stage 1 leaves for reading the key: per chunk of the line, where
+// tokens start, where the quotes are, which bytes belong to numbers and
+// literals, where member names start and which bytes are fractions or
 // exponents.
 struct Masks {
   int chunks = 0;
   bool high_in_string = false;  // non-ASCII bytes inside strings: check UTF-8
   // The line is one object of members whose values are strings, numbers
-  // and literals, all checked: `names` is filled and walk() is not needed.
+  // and literals: the only lines the vector scanner decides.
   bool flat = false;
   uint64_t token[max_chunks];
   uint64_t quote[max_chunks];
@@ -459,108 +456,40 @@ template <void (*classify)(const char*, Chunk&)>
 }
 #endif
 
-// --- stage 2 ----------------------------------------------------------------
+// --- the key of a flat object ---------------------------------------------
 
+// Positions in a line's masks.
 class Cursor {
  public:
-  Cursor(const Masks& m, size_t n) : m_(m), n_(n), bits_(m.token[0]) {}
+  Cursor(const Masks& m, size_t n) : m_(m), n_(n) {}
 
-  // The next token's position, or -1 after the last.
-  int next() {
-    while (bits_ == 0) {
-      if (++chunk_ >= m_.chunks) return -1;
-      bits_ = m_.token[chunk_];
-    }
-    const int at = chunk_ * 64 + std::countr_zero(bits_);
-    bits_ &= bits_ - 1;
-    return at;
-  }
   // The first token at or after `from`.
-  size_t token_from(size_t from) const {
-    size_t word = from / 64;
-    if (word >= static_cast<size_t>(m_.chunks)) return n_;
-    uint64_t x = m_.token[word] & (~uint64_t{0} << (from % 64));
-    while (x == 0) {
-      if (++word >= static_cast<size_t>(m_.chunks)) return n_;
-      x = m_.token[word];
-    }
-    return word * 64 + static_cast<size_t>(std::countr_zero(x));
-  }
+  size_t token_from(size_t from) const { return first_set(m_.token, from, false); }
   // The first quote at or after `from` (a string's closing quote: stage 1
   // made sure it exists).
-  size_t quote_from(size_t from) const {
-    size_t word = from / 64;
-    if (word >= static_cast<size_t>(m_.chunks)) return n_;
-    uint64_t x = m_.quote[word] & (~uint64_t{0} << (from % 64));
-    while (x == 0) {
-      if (++word >= static_cast<size_t>(m_.chunks)) return n_;
-      x = m_.quote[word];
-    }
-    return word * 64 + static_cast<size_t>(std::countr_zero(x));
-  }
+  size_t quote_from(size_t from) const { return first_set(m_.quote, from, false); }
   // Where the number or literal starting at `from` ends.
-  size_t scalar_end(size_t from) const {
-    size_t word = from / 64;
-    uint64_t x = ~m_.scalar[word] & (~uint64_t{0} << (from % 64));
-    while (x == 0) {
-      if (++word >= static_cast<size_t>(m_.chunks)) return n_;
-      x = ~m_.scalar[word];
-    }
-    const size_t end = word * 64 + static_cast<size_t>(std::countr_zero(x));
-    return end < n_ ? end : n_;
-  }
+  size_t scalar_end(size_t from) const { return first_set(m_.scalar, from, true); }
 
  private:
+  // The first bit at or after `from` that is set (or clear, if `clear`),
+  // at most n.
+  size_t first_set(const uint64_t* masks, size_t from, bool clear) const {
+    const uint64_t flip = clear ? ~uint64_t{0} : 0;
+    size_t word = from / 64;
+    if (word >= static_cast<size_t>(m_.chunks)) return n_;
+    uint64_t x = (masks[word] ^ flip) & (~uint64_t{0} << (from % 64));
+    while (x == 0) {
+      if (++word >= static_cast<size_t>(m_.chunks)) return n_;
+      x = masks[word] ^ flip;
+    }
+    const size_t at = word * 64 + static_cast<size_t>(std::countr_zero(x));
+    return at < n_ ? at : n_;
+  }
+
   const Masks& m_;
   const size_t n_;
-  int chunk_ = 0;
-  uint64_t bits_;
 };
-
-inline bool is_digit(char c) {
-  return c >= '0' && c <= '9';
-}
-
-// A number or literal spanning exactly [p, end).
-inline bool scalar_value(const char* p, const char* end, ValueKind& kind) {
-  switch (*p) {
-    case 't':
-      kind = ValueKind::true_literal;
-      return end - p == 4 && std::memcmp(p, "true", 4) == 0;
-    case 'f':
-      kind = ValueKind::other;
-      return end - p == 5 && std::memcmp(p, "false", 5) == 0;
-    case 'n':
-      kind = ValueKind::other;
-      return end - p == 4 && std::memcmp(p, "null", 4) == 0;
-    default:
-      break;
-  }
-  kind = ValueKind::integer;
-  if (*p == '-' && ++p == end) return false;
-  if (*p == '0') {
-    ++p;
-  } else if (is_digit(*p)) {
-    while (++p < end && is_digit(*p)) {
-    }
-  } else {
-    return false;
-  }
-  if (p == end) return true;
-  kind = ValueKind::real;
-  if (*p == '.') {
-    if (++p == end || !is_digit(*p)) return false;
-    while (++p < end && is_digit(*p)) {
-    }
-  }
-  if (p < end && (*p == 'e' || *p == 'E')) {
-    if (++p < end && (*p == '+' || *p == '-')) ++p;
-    if (p == end || !is_digit(*p)) return false;
-    while (++p < end && is_digit(*p)) {
-    }
-  }
-  return p == end;
-}
 
 // Whether the string whose opening quote is at `quote` holds exactly
 // `want`: without escapes (stage 1 sent those away), the byte after
@@ -579,139 +508,6 @@ inline bool string_is(const char* line, size_t n, size_t quote, std::string_view
     return (have & keep) == wanted;
   }
   return std::memcmp(line + body, want.data(), size) == 0;
-}
-
-// The grammar over the token starts, and the key on the way. Mirrors the
-// scalar scanner's rules: a member whose name matches the path's token at
-// its level resets the key (the last duplicate wins), an array element
-// whose index matches does the same, and the heartbeat field counts at the
-// top level only. Written as labels and jumps, one per state, as simdjson
-// does: each jump is its own well-predicted branch, where a loop around a
-// switch would share one.
-bool walk(const char* line, size_t n, const Masks& m, const std::string* tokens, int token_count,
-          std::string_view heartbeat_field, LineScan& out) {
-  // Trivial, so that the stack costs nothing until used.
-  struct Frame {
-    bool object;
-    int level;                // pointer tokens matched by the path to this container, or -1
-    const std::string* want;  // objects: the member name the path selects, if level >= 0
-    int64_t index;            // arrays: the element being read
-    int64_t wanted;           // arrays: the index the path selects, or -1
-  };
-  Frame stack[RecordParser::max_depth];
-  int depth = 0;
-  Cursor cursor(m, n);
-  out = LineScan{};
-  // What the value at t is to its container.
-  int level = 0;
-  bool is_key = false;
-  bool is_heartbeat = false;
-  ValueKind kind = ValueKind::other;
-  size_t end = 0;
-
-  int t = cursor.next();
-  if (t < 0) return false;
-  out.top_is_object = line[t] == '{';
-
-value:
-  switch (line[t]) {
-    case '"':
-      if (is_key) {
-        end = cursor.quote_from(static_cast<size_t>(t) + 1) + 1;
-        out.key = KeyValue{line + t, line + end, ValueKind::string, false};
-      }
-      if (is_heartbeat) out.heartbeat = false;
-      goto after_value;
-    case '{':
-    case '[':
-      // A container as the key is the scalar scanner's to report.
-      if (depth == RecordParser::max_depth || is_key) return false;
-      if (is_heartbeat) out.heartbeat = false;
-      if (line[t] == '{') {
-        stack[depth++] = Frame{true, level, level >= 0 ? &tokens[level] : nullptr, 0, -1};
-        t = cursor.next();
-        if (t < 0) return false;
-        if (line[t] == '}') {
-          --depth;
-          goto after_value;
-        }
-        goto member;
-      }
-      stack[depth++] =
-          Frame{false, level, nullptr, 0, level >= 0 ? array_index(tokens[level]) : -1};
-      t = cursor.next();
-      if (t < 0) return false;
-      if (line[t] == ']') {
-        --depth;
-        goto after_value;
-      }
-      goto element;
-    case '}':
-    case ']':
-    case ':':
-    case ',':
-      return false;
-    default:
-      end = cursor.scalar_end(static_cast<size_t>(t));
-      if (!scalar_value(line + t, line + end, kind)) return false;
-      if (is_key) out.key = KeyValue{line + t, line + end, kind, false};
-      if (is_heartbeat) out.heartbeat = kind == ValueKind::true_literal;
-      goto after_value;
-  }
-
-member : {
-  if (line[t] != '"') return false;
-  const Frame& object = stack[depth - 1];
-  is_key = false;
-  level = -1;
-  if (object.level >= 0 && string_is(line, n, static_cast<size_t>(t), *object.want)) {
-    out.key = KeyValue{};
-    if (object.level + 1 == token_count) {
-      is_key = true;
-    } else {
-      level = object.level + 1;
-    }
-  }
-  is_heartbeat = depth == 1 && !heartbeat_field.empty() &&
-                 string_is(line, n, static_cast<size_t>(t), heartbeat_field);
-  // The name's closing quote and whitespace are no tokens: the colon is next.
-  t = cursor.next();
-  if (t < 0 || line[t] != ':') return false;
-  t = cursor.next();
-  if (t < 0) return false;
-  goto value;
-}
-
-element : {
-  Frame& array = stack[depth - 1];
-  is_key = false;
-  is_heartbeat = false;
-  level = -1;
-  if (array.index == array.wanted) {
-    out.key = KeyValue{};
-    if (array.level + 1 == token_count) {
-      is_key = true;
-    } else {
-      level = array.level + 1;
-    }
-  }
-  goto value;
-}
-
-after_value:
-  t = cursor.next();
-  if (depth == 0) return t < 0;  // nothing may follow the top value
-  if (t < 0) return false;
-  if (line[t] == ',') {
-    t = cursor.next();
-    if (t < 0) return false;
-    if (stack[depth - 1].object) goto member;
-    ++stack[depth - 1].index;
-    goto element;
-  }
-  if (line[t] != (stack[depth - 1].object ? '}' : ']')) return false;
-  --depth;
-  goto after_value;
 }
 
 // Whether any of bits [from, to) is set in the chunk masks.
@@ -746,14 +542,14 @@ inline size_t last_name(const char* line, size_t n, const Masks& m, std::string_
   return ~size_t{0};
 }
 
-// A flat object stage 1 has checked: the key (a top-level member) and the
-// heartbeat flag, the last of each name winning.
-void flat_members(const char* line, size_t n, const Masks& m, std::string_view key,
+// A flat object stage 1 has checked: the key (the member named `*key`; none
+// if `key` is null) and the heartbeat flag, the last of each name winning.
+void flat_members(const char* line, size_t n, const Masks& m, const std::string* key,
                   std::string_view heartbeat_field, LineScan& out) {
   out = LineScan{};
   out.top_is_object = true;
   constexpr size_t none = ~size_t{0};
-  const size_t key_name = last_name(line, n, m, key);
+  const size_t key_name = key != nullptr ? last_name(line, n, m, *key) : none;
   const size_t heartbeat_name =
       heartbeat_field.empty() ? none : last_name(line, n, m, heartbeat_field);
   const Cursor cursor(m, n);
@@ -798,12 +594,13 @@ bool VectorScanner::scan(SimdLevel level, std::string_view line, const std::stri
     default:  // the scalar scanner alone
       return false;
   }
-  if (!ok) return false;
-  if (m.flat && token_count == 1) {
-    flat_members(line.data(), line.size(), m, tokens[0], heartbeat_field, scan);
-  } else if (!walk(line.data(), line.size(), m, tokens, token_count, heartbeat_field, scan)) {
-    return false;
-  }
+  // Nested lines are the scalar scanner's: a token walk measured slower
+  // than it.
+  if (!ok || !m.flat) return false;
+  // A path of two tokens or more leads into a container, and a flat
+  // object has none: its key is missing.
+  flat_members(line.data(), line.size(), m, token_count == 1 ? tokens : nullptr, heartbeat_field,
+               scan);
   return !m.high_in_string || simdjson::validate_utf8(line.data(), line.size());
 }
 

@@ -10,22 +10,22 @@
 // bytes (most records) is one 128-bit word; a longer one is a 64-bit word
 // per chunk, each carrying into the next.
 //
-// For the common record, a flat object (members whose values are strings,
-// numbers and literals), stage 1 also checks the whole grammar with bit
-// operations, no branch per token: which token may follow which (the
+// It decides the common record, a flat object (members whose values are
+// strings, numbers and literals): stage 1 checks its whole grammar with
+// bit operations, no branch per token — which token may follow which (the
 // token after each '{', ',', name, ':' and value, found by an addition
 // that carries through the bytes up to it), and which byte may follow
 // which inside a number. The key and the heartbeat flag are then read at
-// their member names. Any other line goes to stage 2, a walk over the
-// token starts with a small state machine and an explicit stack. Both
-// locate the key as the scalar scanner does (the last duplicate wins).
+// their member names, the last duplicate winning as in the scalar scanner.
 // Non-ASCII bytes inside strings are checked as UTF-8 with simdjson's
-// validator.
+// validator. Nested lines are left to the scalar scanner: a token walk
+// over them measured slower than it.
 //
 // It is a fast path, not a second authority: it answers "valid, and here
 // is what it holds" or "not sure". Anything it does not accept — an error
-// of any kind, a backslash escape, a line over max_line_bytes, nesting
-// deeper than RecordParser::max_depth — goes to the scalar scanner, which
+// of any kind, a backslash escape, a line over max_line_bytes, a nested
+// object or array, a top level that is not an object — goes to the scalar
+// scanner, which
 // decides and names the earliest error. So the two can differ only if this
 // one accepts a line the scalar one rejects, or reads another key: what
 // the differential tests and the fuzz target check.

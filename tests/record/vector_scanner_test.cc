@@ -167,14 +167,16 @@ TEST_CASE("the vector scanner accepts the lines it is meant for") {
   if (vector_levels().empty()) return;  // nothing to compare on this CPU
   for (const char* line :
        {R"({"time":1700000000123,"lat":52.373104,"lon":4.892211,"speed":41.72,"soc":0.8123})",
-        R"({"meta":{"ts":5,"x":[1,2,{"y":null}]},"time":3,"a":[0,1.5,"two"]})", R"({})",
+        R"({"time":-5,"a":"x","b":true,"c":false,"d":null,"e":0,"f":-0.5e-3,"g":1E+9})", R"({})",
         "{\"time\":1,\"s\":\"caf\xc3\xa9\"}"}) {
     CAPTURE(line);
     CHECK(agree(line) == static_cast<int>(vector_levels().size()));
   }
-  // Escapes and errors are the scalar scanner's to decide.
+  // Escapes, errors and nested lines are the scalar scanner's to decide.
   CHECK(agree(R"({"time":1,"s":"a\"b"})") == 0);
   CHECK(agree(R"({"time":1,})") == 0);
+  CHECK(agree(R"({"meta":{"ts":5},"time":3})") == 0);
+  CHECK(agree(R"([1,2])") == 0);
 }
 
 TEST_CASE("vector and scalar scanners agree on every line, at every offset from a chunk edge") {
