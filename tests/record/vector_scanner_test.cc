@@ -53,9 +53,10 @@ std::string outcome(const RecordParser& parser, std::string_view line) {
          " heartbeat=" + (record.heartbeat ? "1" : "0");
 }
 
-// Key paths and types the lines below exercise: a top-level member (the
-// flat-object path), a nested member and an array element (the walk), each
-// with and without a heartbeat field.
+// Key paths and types the lines below exercise: a top-level member (read
+// by the vector scanner in a flat object), a nested member and an array
+// element (missing in a flat object; nested lines go to the scalar
+// scanner), each with and without a heartbeat field.
 struct Specs {
   std::vector<KeySpec> all = {
       {"time", KeyType::integer, "hb"},     {"time", KeyType::integer, ""},
