@@ -267,9 +267,6 @@ struct RunFrom {
 struct Masks {
   int chunks = 0;
   bool high_in_string = false;  // non-ASCII bytes inside strings: check UTF-8
-  // The line is one object of members whose values are strings, numbers
-  // and literals: the only lines the vector scanner decides.
-  bool flat = false;
   uint64_t token[max_chunks];
   uint64_t quote[max_chunks];
   uint64_t scalar[max_chunks];
@@ -363,11 +360,15 @@ class Stage1 {
             (dot & ~dot_part_(dot, number)) | (exponent & ~exponent_part) | (dot & exponent_part);
   }
 
-  // After the last word: false if the line needs the scalar scanner.
+  // After the last word: true if the line is a valid flat object (one
+  // object of members whose values are strings, numbers and literals, the
+  // only lines the vector scanner decides); false if the scalar scanner
+  // must decide. Nested lines are the scalar scanner's: a token walk over
+  // them measured slower than it.
   bool finish(Masks& m) const {
     m.high_in_string = high_ != 0;
-    m.flat = nested_ == 0 && lbraces_ == 1 && rbraces_ == 1;
-    return problems_ == 0 && in_string_ == 0 && (!m.flat || bad_ == 0);
+    const bool flat = nested_ == 0 && lbraces_ == 1 && rbraces_ == 1;
+    return flat && bad_ == 0 && problems_ == 0 && in_string_ == 0;
   }
 
  private:
@@ -403,8 +404,8 @@ class Stage1 {
 };
 
 // False when the line needs the scalar scanner: a backslash (escapes are
-// checked there), a control byte inside a string, a string left open, or
-// (for a flat object) any error. Bytes past the line's end are never
+// checked there), a control byte inside a string, a string left open, a
+// line that is not a flat object, or any error. Bytes past the line's end are never
 // read: a last partial chunk is read as the 64 bytes that end the line
 // (their masks shifted down), or, in a line shorter than 64 bytes, copied.
 template <void (*classify)(const char*, Chunk&)>
@@ -594,9 +595,7 @@ bool VectorScanner::scan(SimdLevel level, std::string_view line, const std::stri
     default:  // the scalar scanner alone
       return false;
   }
-  // Nested lines are the scalar scanner's: a token walk measured slower
-  // than it.
-  if (!ok || !m.flat) return false;
+  if (!ok) return false;
   // A path of two tokens or more leads into a container, and a flat
   // object has none: its key is missing.
   flat_members(line.data(), line.size(), m, token_count == 1 ? tokens : nullptr, heartbeat_field,
