@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/json_depth.h"
+#include "config/kafka_properties.h"
 #include "record/record_parser.h"
 
 namespace chronomerge {
@@ -46,6 +47,7 @@ constexpr uint64_t kMaxClients = 100'000;
 constexpr uint64_t kMaxMembers = 1'000'000;
 constexpr uint64_t kMaxLingerMs = 86'400'000;
 constexpr uint64_t kMaxVehicles = 100'000;
+constexpr uint64_t kMaxKafkaPartition = 1'000'000;
 constexpr double kMaxRate = 10'000'000;
 constexpr size_t kMaxNameLength = 128;
 // sizeof(sockaddr_un::sun_path) is 108 on Linux, one of which is the NUL.
@@ -350,12 +352,15 @@ constexpr Choice<FeedType> kFeedTypes[] = {
     {"unix-connect", FeedType::unix_connect},
     {"exec", FeedType::exec},
     {"simulate", FeedType::simulate},
+    {"kafka", FeedType::kafka},
 };
-constexpr Choice<OutputType> kOutputTypes[] = {{"stdout", OutputType::stdout_},
-                                               {"file", OutputType::file},
-                                               {"tcp-listen", OutputType::tcp_listen},
-                                               {"unix-listen", OutputType::unix_listen},
-                                               {"http-listen", OutputType::http_listen}};
+constexpr Choice<KafkaConfig::Start> kKafkaStarts[] = {{"committed", KafkaConfig::Start::committed},
+                                                       {"earliest", KafkaConfig::Start::earliest},
+                                                       {"latest", KafkaConfig::Start::latest}};
+constexpr Choice<OutputType> kOutputTypes[] = {
+    {"stdout", OutputType::stdout_},          {"file", OutputType::file},
+    {"tcp-listen", OutputType::tcp_listen},   {"unix-listen", OutputType::unix_listen},
+    {"http-listen", OutputType::http_listen}, {"kafka", OutputType::kafka}};
 
 template <typename T, size_t N>
 std::optional<T> find_choice(const Choice<T> (&choices)[N], std::string_view name) {
@@ -479,6 +484,15 @@ class Validator {
   std::optional<TlsConfig> read_tls(const Json& value, const std::string& pointer, bool server);
   void read_outputs();
   void read_output(const Json& value, const std::string& pointer);
+  static KafkaConfig& kafka_of(std::optional<KafkaConfig>& kafka) {
+    if (!kafka) kafka.emplace();
+    return *kafka;
+  }
+  // One of the kafka fields of a feed (`feed`) or an output.
+  void read_kafka_field(const std::string& name, const Json& value, const std::string& pointer,
+                        bool feed, KafkaConfig& kafka);
+  void read_kafka_properties(const Json& value, const std::string& pointer, bool feed,
+                             KafkaConfig& kafka);
   void read_deadletter(const Json& value, const std::string& pointer);
   void read_metrics(const Json& value, const std::string& pointer);
   void check_feed_against_globals(const FeedEntry& entry, const Json& value);
@@ -825,6 +839,10 @@ bool feed_field_applies(std::string_view field, FeedType type) {
       field == "vehicles") {
     return type == simulate;
   }
+  if (field == "brokers" || field == "topic" || field == "partitions" || field == "start" ||
+      field == "group" || field == "properties") {
+    return type == kafka;
+  }
   return false;
 }
 
@@ -981,6 +999,8 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
       if (auto vehicles = read_integer(field_value, field, 1, kMaxVehicles)) {
         feed.vehicles = static_cast<uint32_t>(*vehicles);
       }
+    } else {
+      read_kafka_field(name, field_value, field, true, kafka_of(feed.kafka));
     }
   }
 
@@ -1007,6 +1027,12 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
         break;
       case FeedType::exec:
         require("command");
+        break;
+      case FeedType::kafka:
+        require("brokers");
+        require("topic");
+        require("partitions");
+        if (feed.kafka && feed.kafka->group.empty()) feed.kafka->group = feed.name;
         break;
       case FeedType::stdin_:
       case FeedType::simulate:
@@ -1294,6 +1320,10 @@ bool output_field_applies(std::string_view field, OutputType type) {
   if (field == "allow_origin") return type == http_listen;
   if (field == "tls" || field == "tokens_sha256") return type == tcp_listen || type == http_listen;
   if (field == "on_error") return type == file;
+  if (field == "brokers" || field == "topic" || field == "partition" || field == "key" ||
+      field == "properties") {
+    return type == kafka;
+  }
   return false;
 }
 
@@ -1391,6 +1421,8 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
       } else {
         output.allow_origin = field_value.get<std::string>();
       }
+    } else {
+      read_kafka_field(name, field_value, field, false, kafka_of(output.kafka));
     }
   }
   if (!output.tokens_sha256.empty() && !value.contains("tls")) {
@@ -1430,11 +1462,100 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
       case OutputType::http_listen:
         require("listen");
         break;
+      case OutputType::kafka:
+        require("brokers");
+        require("topic");
+        break;
       case OutputType::stdout_:
         break;
     }
   }
   output_entries_.push_back(std::move(entry));
+}
+
+void Validator::read_kafka_field(const std::string& name, const Json& value,
+                                 const std::string& pointer, bool feed, KafkaConfig& kafka) {
+  if (name == "brokers") {
+    if (auto text = read_nonempty_string(value, pointer)) kafka.brokers = *text;
+  } else if (name == "topic") {
+    auto text = read_nonempty_string(value, pointer);
+    const bool legal =
+        text && text->size() <= 249 && std::all_of(text->begin(), text->end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+        });
+    if (text && !legal) {
+      problem(pointer, "expected a Kafka topic name: 1 to 249 of A-Z a-z 0-9 . _ -");
+    } else if (text) {
+      kafka.topic = *text;
+    }
+  } else if (name == "partitions") {
+    if (!value.is_array() || value.empty()) {
+      problem(pointer, fmt::format("expected a non-empty array of partition numbers, got {}",
+                                   describe(value)));
+      return;
+    }
+    for (size_t i = 0; i < value.size(); ++i) {
+      auto p = read_integer(value[i], child(pointer, i), 0, kMaxKafkaPartition);
+      if (!p) continue;
+      const auto partition = static_cast<int32_t>(*p);
+      if (std::find(kafka.partitions.begin(), kafka.partitions.end(), partition) !=
+          kafka.partitions.end()) {
+        problem(child(pointer, i), fmt::format("partition {} is listed twice", partition));
+      } else {
+        kafka.partitions.push_back(partition);
+      }
+    }
+  } else if (name == "partition") {
+    if (auto p = read_integer(value, pointer, 0, kMaxKafkaPartition)) {
+      kafka.partition = static_cast<int32_t>(*p);
+    }
+  } else if (name == "start") {
+    if (auto start = read_choice(value, pointer, kKafkaStarts)) kafka.start = *start;
+  } else if (name == "group") {
+    if (auto text = read_nonempty_string(value, pointer)) kafka.group = *text;
+  } else if (name == "key") {
+    auto text = read_nonempty_string(value, pointer);
+    if (text && (*text)[0] != '/') {
+      problem(pointer, "expected a JSON pointer such as \"/vehicle\"");
+    } else if (text) {
+      kafka.key_pointer = *text;
+    }
+  } else if (name == "properties") {
+    read_kafka_properties(value, pointer, feed, kafka);
+  }
+}
+
+// librdkafka settings: every name and value is checked by librdkafka
+// itself, here, so that a typo fails the config check and not the start.
+void Validator::read_kafka_properties(const Json& value, const std::string& pointer, bool feed,
+                                      KafkaConfig& kafka) {
+  if (!value.is_object()) {
+    problem(pointer,
+            fmt::format("expected an object of librdkafka settings, got {}", describe(value)));
+    return;
+  }
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    const std::string field = child(pointer, it.key());
+    std::string text;
+    if (it.value().is_string()) {
+      text = it.value().get<std::string>();
+    } else if (it.value().is_boolean()) {
+      text = it.value().get<bool>() ? "true" : "false";
+    } else if (it.value().is_number_integer()) {
+      text = it.value().dump();
+    } else {
+      problem(field,
+              fmt::format("expected a string, integer or boolean, got {}", describe(it.value())));
+      continue;
+    }
+    if (auto why = kafka_property_refused(it.key(), feed)) {
+      problem(field, std::string(*why));
+    } else if (auto error = kafka_property_error(it.key(), text, feed)) {
+      problem(field, *error);
+    } else {
+      kafka.properties.emplace_back(it.key(), std::move(text));
+    }
+  }
 }
 
 void Validator::check_names_and_singletons() {
@@ -1564,7 +1685,22 @@ ConfigResult Validator::run(std::vector<ConfigProblem> problems) {
   ConfigResult result;
   for (auto& [pos, p] : ordered) result.problems.push_back(std::move(p));
   if (result.problems.empty()) {
-    for (FeedEntry& entry : feed_entries_) config_.feeds.push_back(std::move(entry.feed));
+    for (FeedEntry& entry : feed_entries_) {
+      if (entry.feed.type != FeedType::kafka) {
+        config_.feeds.push_back(std::move(entry.feed));
+        continue;
+      }
+      // Each partition is a feed of its own, in the order listed (which is
+      // how ties between them go).
+      for (int32_t partition : entry.feed.kafka->partitions) {
+        FeedConfig feed = entry.feed;
+        feed.name = fmt::format("{}/{}", entry.feed.name, partition);
+        feed.kafka_source = entry.feed.name;
+        feed.kafka->partition = partition;
+        feed.kafka->partitions.clear();  // so that listing one more restarts no other
+        config_.feeds.push_back(std::move(feed));
+      }
+    }
     for (OutputEntry& entry : output_entries_) config_.outputs.push_back(std::move(entry.output));
     result.config = std::move(config_);
   }
@@ -1586,6 +1722,9 @@ std::string_view to_string(FeedType type) {
 }
 std::string_view to_string(OutputType type) {
   return choice_name(kOutputTypes, type);
+}
+std::string_view to_string(KafkaConfig::Start start) {
+  return choice_name(kKafkaStarts, start);
 }
 
 std::optional<MergeMode> parse_merge_mode(std::string_view name) {

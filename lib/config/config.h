@@ -39,9 +39,32 @@ enum class FeedType {
   unix_listen,
   unix_connect,
   exec,
-  simulate
+  simulate,
+  kafka
 };
 std::string_view to_string(FeedType type);
+
+// A Kafka topic read (a feed: each listed partition is a feed of its own,
+// "<name>/<partition>") or written (an output: one partition, for one
+// total order).
+struct KafkaConfig {
+  enum class Start { committed, earliest, latest };
+  std::string brokers;  // bootstrap list, "host:port,..."
+  std::string topic;
+  // Feeds: every partition the configured feed reads, as listed; `partition`
+  // is the one this (generated) feed reads. Outputs: the partition written.
+  std::vector<int32_t> partitions;
+  int32_t partition = 0;
+  Start start = Start::committed;  // feeds; no commit yet: the earliest offset
+  std::string group;               // feeds: consumer group of the commits
+  std::string key_pointer;         // outputs: the message key, from a JSON pointer
+  // librdkafka settings, applied first (the ones chronomerge relies on are
+  // refused by the config check).
+  std::vector<std::pair<std::string, std::string>> properties;
+
+  friend bool operator==(const KafkaConfig&, const KafkaConfig&) = default;
+};
+std::string_view to_string(KafkaConfig::Start start);
 
 // TLS on a network port (a server: listeners) or a connection (a client:
 // tcp-connect feeds). Files are read at start and on reload.
@@ -117,11 +140,15 @@ struct FeedConfig {
   std::optional<LatePolicy> late;    // unset: the global policy
   std::optional<FleetConfig> fleet;  // tcp-listen, unix-listen
   std::optional<TlsConfig> tls;      // tcp-listen (server), tcp-connect (client)
+  // kafka: the configured feed is expanded into one FeedConfig per
+  // partition, named "<name>/<partition>"; `kafka_source` is <name>.
+  std::optional<KafkaConfig> kafka;
+  std::string kafka_source;
 
   friend bool operator==(const FeedConfig&, const FeedConfig&) = default;
 };
 
-enum class OutputType { stdout_, file, tcp_listen, unix_listen, http_listen };
+enum class OutputType { stdout_, file, tcp_listen, unix_listen, http_listen, kafka };
 std::string_view to_string(OutputType type);
 
 struct OutputConfig {
@@ -150,6 +177,7 @@ struct OutputConfig {
   // request line's "token", or Authorization: Bearer on http-listen. Needs
   // TLS. With tokens, every tcp-listen client sends a request line.
   std::vector<std::string> tokens_sha256;
+  std::optional<KafkaConfig> kafka;  // kafka
 
   friend bool operator==(const OutputConfig&, const OutputConfig&) = default;
 };

@@ -42,6 +42,9 @@ std::string destination(const OutputConfig& output) {
     case OutputType::tcp_listen:
     case OutputType::http_listen:
       return to_string(output.address);
+    case OutputType::kafka:
+      return fmt::format("Kafka {} partition {} at {}", output.kafka->topic,
+                         output.kafka->partition, output.kafka->brokers);
   }
   return "";
 }

@@ -7,11 +7,13 @@
 #include "feeds/connect_feed.h"
 #include "feeds/exec_feed.h"
 #include "feeds/file_feed.h"
+#include "feeds/kafka_feed.h"
 #include "feeds/listen_feed.h"
 #include "feeds/member_feed.h"
 #include "feeds/simulate_feed.h"
 #include "feeds/stream_feed.h"
 #include "sinks/dead_letter.h"
+#include "sinks/kafka_sink.h"
 #include "sinks/server_sink.h"
 #include "sinks/stdout_sink.h"
 #include "uv/uv_error.h"
@@ -70,6 +72,8 @@ Pipeline::Pipeline(uv_loop_t* loop, Config config, bool live)
       output_(log_options(config_, live_)),
       merger_(merger_options(config_), output_) {
   output_.set_demand_callback([this] { schedule_pump(); });
+  output_.set_written_callback(
+      [this](const OutputLog::Origin& origin) { settle(origin.source, origin.position); });
   uv_timer_init(loop_, idle_timer_.get());
   idle_timer_.initialized(this);
   uv_timer_init(loop_, retire_timer_.get());
@@ -115,6 +119,8 @@ std::unique_ptr<Sink> Pipeline::make_sink(const OutputConfig& output) {
     case OutputType::unix_listen:
     case OutputType::http_listen:
       return std::make_unique<ServerSink>(loop_, output_, output, changed);
+    case OutputType::kafka:
+      return std::make_unique<KafkaSink>(loop_, output_, output, changed);
   }
   return nullptr;
 }
@@ -136,8 +142,28 @@ std::unique_ptr<Feed> Pipeline::make_feed(FeedId id, const FeedConfig& feed) {
       return std::make_unique<ExecFeed>(*this, id, feed, max_line);
     case FeedType::simulate:
       return std::make_unique<SimulateFeed>(*this, id, feed, max_line);
+    case FeedType::kafka: {
+      std::string error;
+      auto client = kafka_clients_.acquire(loop_, feed, error);
+      if (!client) log::error("feed {}: cannot create a Kafka client: {}", feed.name, error);
+      settling_feeds_[output_.source_id(feed.name)] = id;
+      // Without a client its start() fails.
+      return std::make_unique<KafkaFeed>(*this, id, feed, max_line, std::move(client));
+    }
   }
   return nullptr;
+}
+
+void Pipeline::settle(OutputLog::SourceId source, uint64_t origin) {
+  auto it = settling_feeds_.find(source);
+  if (it == settling_feeds_.end() || !feeds_[it->second]) return;
+  static_cast<KafkaFeed&>(*feeds_[it->second]).settle(origin);
+}
+
+void Pipeline::may_idle(FeedId feed, bool may) {
+  if (feeds_[feed]->ended() || feeds_[feed]->removed()) return;
+  merger_.update(feed, settings_for(feeds_[feed]->config(), may), uv_now(loop_));
+  schedule_pump();
 }
 
 // Fills a feed's unset options from the globals: two feeds are "the same"
@@ -157,13 +183,13 @@ FeedConfig Pipeline::effective(const FeedConfig& feed, const Config& config) {
 }
 
 // The merger's view of an effective feed configuration.
-FeedSettings Pipeline::settings_for(const FeedConfig& feed) const {
+FeedSettings Pipeline::settings_for(const FeedConfig& feed, bool may_idle) const {
   FeedSettings settings;
   settings.name = feed.name;
   settings.high_water_mark = *feed.high_water_mark;
   settings.low_water_mark = *feed.low_water_mark;
   bool live_transport = feed.type != FeedType::file || feed.follow;
-  if (live_ && live_transport) settings.idle_timeout_ms = feed.idle_timeout_ms;
+  if (live_ && live_transport && may_idle) settings.idle_timeout_ms = feed.idle_timeout_ms;
   settings.reorder_window = feed.reorder_window;
   settings.max_lag = feed.max_lag;
   settings.late = feed.late;
@@ -252,7 +278,10 @@ bool Pipeline::add_sink(const OutputConfig& output) {
 }
 
 std::optional<FeedId> Pipeline::add_feed(const FeedConfig& feed, bool joins_idle) {
-  FeedId id = merger_.add_feed(settings_for(feed), uv_now(loop_), joins_idle);
+  // A Kafka partition holds the merge until it has caught up: it joins
+  // waiting, never idle, whatever `joins_idle` says (see KafkaFeed).
+  const bool kafka = feed.type == FeedType::kafka;
+  FeedId id = merger_.add_feed(settings_for(feed, !kafka), uv_now(loop_), joins_idle && !kafka);
   if (id >= feeds_.size()) {
     feeds_.resize(id + 1);
     malformed_limiters_.resize(id + 1);
@@ -353,6 +382,10 @@ void Pipeline::retire_feeds() {
     totals.counters.paused_ms +=
         counters.paused_ms_at(now, merger_.paused(id)) - counters.paused_ms;
     merger_.remove(id);
+    if (auto it = settling_feeds_.find(output_.source_id(feed.name()));
+        it != settling_feeds_.end() && it->second == id) {
+      settling_feeds_.erase(it);
+    }
     feeds_[id].reset();
     malformed_limiters_[id] = log::RateLimiter();
     return true;
@@ -561,7 +594,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
                   next);
     log::info("feed {}: settings changed, applied in place", feed->name());
     feed->update(changed);
-    merger_.update(feed->id(), settings_for(changed), now);
+    merger_.update(feed->id(), settings_for(changed, feed->may_idle()), now);
   }
   for (Fleet* fleet : updated_fleets) {
     const FeedConfig changed =
@@ -744,6 +777,9 @@ void Pipeline::carry_out(const MergerDecision& decision) {
       break;
     case MergerDecision::Kind::late:
       late_record(decision.feed, decision.record, decision.emitted);
+      if (decision.origin != 0) {
+        settle(output_.source_id(feeds_[decision.feed]->name()), decision.origin);
+      }
       break;
     case MergerDecision::Kind::idle:
     case MergerDecision::Kind::active:

@@ -23,11 +23,13 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "config/config.h"
 #include "feeds/feed.h"
 #include "feeds/fleet.h"
+#include "kafka/kafka_consumer.h"
 #include "log/log.h"
 #include "merge/merger.h"
 #include "metrics/metrics_snapshot.h"
@@ -113,6 +115,7 @@ class Pipeline final : public FeedHost, public FleetHost {
   bool in_flight(FeedId feed, size_t bytes) override;
   void malformed(FeedId feed, LineError error, std::string_view line) override;
   void feed_ended(FeedId feed) override;
+  void may_idle(FeedId feed, bool may) override;
 
   // FleetHost
   MemberFeed& add_member(Fleet& fleet, const std::string& member) override;
@@ -129,7 +132,11 @@ class Pipeline final : public FeedHost, public FleetHost {
   std::unique_ptr<Feed> make_feed(FeedId id, const FeedConfig& feed);
   std::unique_ptr<Sink> make_sink(const OutputConfig& output);
   static FeedConfig effective(const FeedConfig& feed, const Config& config);
-  FeedSettings settings_for(const FeedConfig& feed) const;
+  // `may_idle`: see Feed::may_idle().
+  FeedSettings settings_for(const FeedConfig& feed, bool may_idle = true) const;
+  // The output log wrote a record that came from a source that commits
+  // what was written (a Kafka partition), or its record was dropped late.
+  void settle(OutputLog::SourceId source, uint64_t origin);
   // Adds and starts a feed (`feed`: its effective configuration). Its id,
   // or nullopt if it could not start (it is removed again).
   std::optional<FeedId> add_feed(const FeedConfig& feed, bool joins_idle);
@@ -165,6 +172,10 @@ class Pipeline final : public FeedHost, public FleetHost {
   RecordParser parser_;
   OutputLog output_;
   Merger merger_;
+  KafkaConsumers kafka_clients_;
+  // Kafka partition feeds by the source id their records carry, for
+  // settle().
+  std::unordered_map<OutputLog::SourceId, FeedId> settling_feeds_;
   std::vector<std::unique_ptr<Feed>> feeds_;  // index = FeedId
   std::vector<std::unique_ptr<Sink>> sinks_;
   // After feeds_: a fleet goes first, while its members still exist.

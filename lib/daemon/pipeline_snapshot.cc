@@ -6,6 +6,7 @@
 
 #include "daemon/pipeline.h"
 #include "feeds/connect_feed.h"
+#include "feeds/kafka_feed.h"
 #include "feeds/listen_feed.h"
 #include "feeds/member_feed.h"
 #include "sinks/dead_letter.h"
@@ -144,6 +145,9 @@ MetricsSnapshot Pipeline::metrics_snapshot() const {
     t.io_error = t.io_error || counters.io_error;
     t.state = merger_.state(id);
     if (stats.last_key) t.last_key = stats.last_key;
+    if (const auto* kafka = dynamic_cast<const KafkaFeed*>(feed.get())) {
+      t.kafka = kafka->kafka_counters();
+    }
     if (t.state != FeedState::ended) reported.insert(feed->name());
   }
   // Retired instances (removed, drained and freed) still count: counters

@@ -53,6 +53,8 @@ class FeedHost {
   virtual void malformed(FeedId feed, LineError error, std::string_view line) = 0;
   // The feed will deliver nothing more.
   virtual void feed_ended(FeedId feed) = 0;
+  // Whether the feed may go idle now (see Feed::may_idle()) changed.
+  virtual void may_idle(FeedId feed, bool may) = 0;
 };
 
 struct FeedCounters {
@@ -119,6 +121,10 @@ class Feed {
   // Still has a callback pending that needs this object (a child process
   // not yet reaped, a batch on the thread pool): not to be destroyed yet.
   virtual bool busy() const { return false; }
+  // Whether the merger may declare the feed idle once it has been empty
+  // for idle_timeout_ms (live transports). A Kafka partition may only at
+  // its end: while it fetches a backlog it holds the merge.
+  virtual bool may_idle() const { return true; }
 
   // A reload: TLS material (certificate, key, CA, CRL) is read again from
   // the same paths; new handshakes use it, and open connections whose peer

@@ -121,13 +121,16 @@ void FeedQueue::make_room(size_t more) {
   while (size < count_ + more) size *= 2;
   std::vector<Slot> slots(size);
   std::vector<std::string> texts(texts_.empty() ? 0 : size);
+  std::vector<uint64_t> origins(origins_.empty() ? 0 : size);
   for (size_t i = 0; i < count_; ++i) {
     size_t from = (head_ + i) & (ring_.size() - 1);
     slots[i] = ring_[from];
     if (!texts.empty()) texts[i] = std::move(texts_[from]);
+    if (!origins.empty()) origins[i] = origins_[from];
   }
   ring_ = std::move(slots);
   texts_ = std::move(texts);
+  origins_ = std::move(origins);
   head_ = 0;
 }
 
@@ -138,6 +141,8 @@ void FeedQueue::store(std::string_view bytes, ParsedRecord& parsed) {
                    parsed.key_offset,  parsed.key_length, parsed.heartbeat};
   if (!parsed.key.text.empty() && texts_.empty()) texts_.resize(ring_.size());
   if (!texts_.empty()) texts_[at] = std::move(parsed.key.text);
+  if (parsed.origin != 0 && origins_.empty()) origins_.resize(ring_.size());
+  if (!origins_.empty()) origins_[at] = parsed.origin;
   bytes_ += bytes.size();
   ++count_;
   ++pushed_;

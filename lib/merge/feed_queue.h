@@ -149,6 +149,8 @@ class FeedQueue {
   int64_t front_ordinal() const { return ring_[head_].ordinal; }
   const std::string& front_text() const;  // the key's text (string keys)
   bool front_heartbeat() const { return ring_[head_].heartbeat; }
+  // ParsedRecord::origin of the oldest record (0 if untracked).
+  uint64_t front_origin() const { return origins_.empty() ? 0 : origins_[head_]; }
   std::string_view front_bytes() const;
   std::string_view front_key_text() const;  // the key as written
   void pop();
@@ -210,6 +212,9 @@ class FeedQueue {
   // Parallel to ring_ once a key with text has been pushed, empty before
   // (until then every key's text is empty).
   std::vector<std::string> texts_;
+  // Parallel to ring_ once a record with an origin has been pushed (a
+  // Kafka partition's), empty before.
+  std::vector<uint64_t> origins_;
   size_t head_ = 0;
   size_t count_ = 0;
   std::deque<BlockRef> blocks_;

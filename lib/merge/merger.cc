@@ -519,16 +519,17 @@ void Merger::handle_late(FeedId feed) {
   bool emit = f.settings.late.value_or(options_.late) == LatePolicy::emit;
   std::string_view record = f.queue.front_bytes();
   decisions_.push_back(MergerDecision{MergerDecision::Kind::late, feed, emit, std::string(record),
-                                      output_.records()});
+                                      output_.records(), emit ? 0 : f.queue.front_origin()});
   decision_bytes_ += record.size();
   if (emit) {
+    OutputLog::Origin origin;
     if (options_.mode == MergeMode::combine) {
       scratch_ = std::to_string(f.rank);
       output_.append_parts({"{\"data\":[", record, "],\"indexes\":[", scratch_, "],\"",
                             options_.combine_key_name, "\":", f.queue.front_key_text(), "}"},
-                           front_key(feed), f.source_span());
+                           front_key(feed), f.source_span(), f.front_origin(origin));
     } else {
-      output_.append(record, front_key(feed), f.source_span());
+      output_.append(record, front_key(feed), f.source_span(), f.front_origin(origin));
     }
     ++records_out_;
   }
@@ -546,7 +547,8 @@ bool Merger::emit_one(FeedId feed) {
   }
   ++f.stats.records_out;
   ++records_out_;
-  return output_.append(f.queue.front_bytes(), *frontier_, f.source_span());
+  OutputLog::Origin origin;
+  return output_.append(f.queue.front_bytes(), *frontier_, f.source_span(), f.front_origin(origin));
 }
 
 // One combine step: the feeds whose heads share the smallest key, one
@@ -582,10 +584,15 @@ bool Merger::emit_combined(uint64_t now) {
   frontier_ = key;
   records_out_ += group_.size();
   group_sources_.clear();
+  group_origins_.clear();
   for (FeedId feed : group_) {
-    for (OutputLog::SourceId source : feeds_[feed]->source_span()) group_sources_.push_back(source);
+    const Feed& f = *feeds_[feed];
+    for (OutputLog::SourceId source : f.source_span()) group_sources_.push_back(source);
+    if (f.queue.front_origin() != 0) {
+      group_origins_.push_back(OutputLog::Origin{f.sources[0], f.queue.front_origin()});
+    }
   }
-  bool more = output_.append(scratch_, key, group_sources_);
+  bool more = output_.append(scratch_, key, group_sources_, group_origins_);
   for (FeedId feed : group_) {
     ++feeds_[feed]->stats.records_out;
     pop_detached(feed, now);

@@ -118,6 +118,9 @@ struct MergerDecision {
   std::string record;
   // late: records the output had taken before this one (emitted or not).
   uint64_t output_position = 0;
+  // late, not emitted: the record's ParsedRecord::origin (0 if untracked);
+  // an emitted one reaches the output log with it.
+  uint64_t origin = 0;
 };
 
 struct MergerOptions {
@@ -251,6 +254,12 @@ class Merger {
     OutputLog::SourceId sources[2] = {0, 0};
     uint8_t source_count = 1;
     std::span<const OutputLog::SourceId> source_span() const { return {sources, source_count}; }
+    // The head's origin, for the log (none if untracked).
+    std::span<const OutputLog::Origin> front_origin(OutputLog::Origin& storage) const {
+      storage = OutputLog::Origin{sources[0], queue.front_origin()};
+      return storage.position != 0 ? std::span<const OutputLog::Origin>(&storage, 1)
+                                   : std::span<const OutputLog::Origin>();
+    }
     FeedQueue queue;
     FeedStats stats;
     bool ended = false;
@@ -339,6 +348,7 @@ class Merger {
   std::string scratch_;                             // combine-mode assembly
   std::vector<FeedId> group_;                       // combine-mode group
   std::vector<OutputLog::SourceId> group_sources_;  // the group's feeds, for the log
+  std::vector<OutputLog::Origin> group_origins_;    // the group's origins, for the log
 };
 
 }  // namespace chronomerge

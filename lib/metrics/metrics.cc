@@ -488,6 +488,73 @@ void render_sinks(Exposition& x, const MetricsSnapshot& snapshot) {
          [](const SinkCounters& c) { return c.dropped_bytes; });
 }
 
+// Kafka partition feeds and kafka outputs: families only when there are any.
+void render_kafka(Exposition& x, const MetricsSnapshot& snapshot) {
+  std::vector<std::pair<std::string_view, const KafkaPartitionCounters*>> partitions;
+  for (const FeedSnapshot& t : snapshot.feeds) {
+    if (t.kafka) partitions.emplace_back(t.name, &*t.kafka);
+  }
+  std::vector<std::pair<std::string_view, const KafkaProducerCounters*>> producers;
+  for (const auto& [output, counters] : snapshot.sinks) {
+    if (counters.kafka) producers.emplace_back(output, &*counters.kafka);
+  }
+  auto partition = [&](std::string_view name, std::string_view type, std::string_view help,
+                       auto value) {
+    if (partitions.empty()) return;
+    x.family(name, type, help);
+    for (const auto& [feed, c] : partitions) {
+      if (value(*c) >= 0) x.sample({{"feed", feed}}, value(*c));
+    }
+  };
+  partition("chronomerge_kafka_partition_lag_messages", "gauge",
+            "Messages in the partition not yet read (high watermark minus the next offset).",
+            [](const KafkaPartitionCounters& c) { return c.lag(); });
+  partition("chronomerge_kafka_partition_next_offset", "gauge",
+            "The offset after the last message read from the partition.",
+            [](const KafkaPartitionCounters& c) { return c.next_offset; });
+  partition("chronomerge_kafka_partition_committable_offset", "gauge",
+            "Every message before this offset has been written by every block output (or "
+            "needed no writing).",
+            [](const KafkaPartitionCounters& c) { return c.committable; });
+  partition("chronomerge_kafka_partition_committed_offset", "gauge",
+            "The offset last committed for the partition, as the broker confirmed.",
+            [](const KafkaPartitionCounters& c) { return c.committed; });
+  partition("chronomerge_kafka_partition_at_end", "gauge",
+            "1 once the partition has been read up to its high watermark; 0 while fetching.",
+            [](const KafkaPartitionCounters& c) { return int64_t{c.at_end}; });
+  partition("chronomerge_kafka_partition_pending_messages", "gauge",
+            "Messages read whose records are not yet written by every block output.",
+            [](const KafkaPartitionCounters& c) { return static_cast<int64_t>(c.pending); });
+  partition("chronomerge_kafka_partition_errors_total", "counter",
+            "Errors the Kafka client reported for the partition or its client.",
+            [](const KafkaPartitionCounters& c) { return static_cast<int64_t>(c.errors); });
+
+  auto producer = [&](std::string_view name, std::string_view type, std::string_view help,
+                      auto value) {
+    if (producers.empty()) return;
+    x.family(name, type, help);
+    for (const auto& [output, c] : producers) x.sample({{"output", output}}, value(*c));
+  };
+  producer("chronomerge_kafka_output_produced_total", "counter",
+           "Records handed to the Kafka producer (again after a failed delivery).",
+           [](const KafkaProducerCounters& c) { return c.produced; });
+  producer("chronomerge_kafka_output_delivered_total", "counter",
+           "Records the brokers acknowledged (acks=all).",
+           [](const KafkaProducerCounters& c) { return c.delivered; });
+  producer("chronomerge_kafka_output_failed_total", "counter",
+           "Delivery reports with an error; those records are produced again.",
+           [](const KafkaProducerCounters& c) { return c.failed; });
+  producer("chronomerge_kafka_output_in_flight", "gauge",
+           "Records produced and not yet acknowledged or failed.",
+           [](const KafkaProducerCounters& c) { return static_cast<uint64_t>(c.in_flight); });
+  producer("chronomerge_kafka_output_queue_full_total", "counter",
+           "Times the producer's queue was full and producing paused.",
+           [](const KafkaProducerCounters& c) { return c.queue_full; });
+  producer("chronomerge_kafka_output_errors_total", "counter",
+           "Errors the Kafka producer reported (failed deliveries included).",
+           [](const KafkaProducerCounters& c) { return c.errors; });
+}
+
 // Every listening socket: feeds, outputs, and the metrics port serving this
 // (when render_metrics runs in its handler). Only reasons that occurred.
 void render_accept_errors(Exposition& x, const MetricsSnapshot& snapshot) {
@@ -587,6 +654,7 @@ std::string render_metrics(const MetricsSnapshot& snapshot, const MetricsExtras&
   render_tls(x, snapshot, wall_clock_seconds);
   render_merger(x, snapshot, wall_clock_seconds);
   render_sinks(x, snapshot);
+  render_kafka(x, snapshot);
   render_accept_errors(x, snapshot);
   render_deadletter(x, snapshot);
   render_http(x);

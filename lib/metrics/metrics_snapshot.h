@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "kafka/kafka_counters.h"
 #include "merge/merger.h"
 #include "record/key.h"
 #include "record/record_parser.h"
@@ -45,8 +46,9 @@ struct FeedSnapshot {
   bool paused = false;
   bool connected = false;
   bool io_error = false;
-  FeedState state = FeedState::ended;  // of the newest instance
-  std::optional<Key> last_key;         // the newest instance's that has one
+  FeedState state = FeedState::ended;           // of the newest instance
+  std::optional<Key> last_key;                  // the newest instance's that has one
+  std::optional<KafkaPartitionCounters> kafka;  // a Kafka partition: the newest instance's
 };
 
 // One fleet: its members summed, those retired included.

@@ -83,7 +83,8 @@ size_t OutputLog::index_record(Segment& segment, const Key& key,
   return bytes;  // what the index grew by (Segment::index_bytes)
 }
 
-bool OutputLog::append(std::string_view record, const Key& key, std::span<const SourceId> sources) {
+bool OutputLog::append(std::string_view record, const Key& key, std::span<const SourceId> sources,
+                       std::span<const Origin> origins) {
   const size_t bytes = record.size() + 1;
   Segment& segment = writable_segment(bytes);
   char* at = segment.data.get() + segment.size;
@@ -93,12 +94,13 @@ bool OutputLog::append(std::string_view record, const Key& key, std::span<const 
   retained_bytes_ += bytes + index_record(segment, key, sources);
   head_position_ += bytes;
   ++head_offset_;
+  add_origins(origins);
   after_append();
   return !full();
 }
 
 bool OutputLog::append_parts(std::initializer_list<std::string_view> parts, const Key& key,
-                             std::span<const SourceId> sources) {
+                             std::span<const SourceId> sources, std::span<const Origin> origins) {
   size_t bytes = 1;
   for (std::string_view part : parts) bytes += part.size();
   Segment& segment = writable_segment(bytes);
@@ -112,13 +114,35 @@ bool OutputLog::append_parts(std::initializer_list<std::string_view> parts, cons
   retained_bytes_ += bytes + index_record(segment, key, sources);
   head_position_ += bytes;
   ++head_offset_;
+  add_origins(origins);
   after_append();
   return !full();
+}
+
+void OutputLog::add_origins(std::span<const Origin> origins) {
+  for (const Origin& origin : origins) unwritten_.push_back(Unwritten{head_position_, origin});
+}
+
+void OutputLog::report_written() {
+  if (unwritten_.empty()) return;
+  uint64_t written = head_position_;
+  for (const auto& [id, consumer] : consumers_) {
+    if (consumer.policy == ConsumerPolicy::block && consumer.engaged &&
+        consumer.dropped == DropReason::none) {
+      written = std::min(written, consumer.position);
+    }
+  }
+  while (!unwritten_.empty() && unwritten_.front().end <= written) {
+    const Origin origin = unwritten_.front().origin;
+    unwritten_.pop_front();
+    if (on_written_) on_written_(origin);
+  }
 }
 
 void OutputLog::after_append() {
   if (head_position_ >= overflow_at_) recompute();
   if (retained_bytes_ >= trim_above_) trim();
+  report_written();
   if (full() && !holder_) {
     // The merge is held from now on, by the consumer at the hold point.
     held_since_ms_ = now_ms_;
@@ -238,6 +262,7 @@ void OutputLog::unsubscribe(ConsumerId id) {
   consumers_.erase(it);
   recompute();
   trim();
+  report_written();
   account_held(was_full);
 }
 
@@ -334,6 +359,7 @@ void OutputLog::advance(Consumer& consumer, uint64_t position) {
   consumer.position = std::min(std::max(consumer.position, position), head_position_);
   recompute();
   if (segments_.size() > 1 && segments_.front()->end() <= consumer.position) trim();
+  report_written();
   account_held(was_full);
 }
 

@@ -79,6 +79,12 @@ class OutputLog {
   // A run of whole records, stored contiguously. The segment is kept
   // alive by the slice, so a write may outlive the log's retention of it.
   struct Segment;
+  // Where a record came from in a source that commits what was written (a
+  // Kafka partition): its source and ParsedRecord::origin.
+  struct Origin {
+    SourceId source = 0;
+    uint64_t position = 0;
+  };
   struct Slice {
     std::shared_ptr<const Segment> segment;
     std::string_view bytes;
@@ -120,14 +126,16 @@ class OutputLog {
   // log: a feed removed and added again by name keeps its id.
   SourceId source_id(std::string_view name);
 
-  // Appends `record` and a '\n' with its key and the feeds it came from.
-  // Returns false when the log is full: the caller should stop appending
-  // until the demand callback runs. Appending while full is allowed
-  // (nothing is lost) but defeats backpressure.
-  bool append(std::string_view record, const Key& key, std::span<const SourceId> sources);
+  // Appends `record` and a '\n' with its key and the feeds it came from,
+  // and the origins to report once it is written (see
+  // set_written_callback()). Returns false when the log is full: the
+  // caller should stop appending until the demand callback runs. Appending
+  // while full is allowed (nothing is lost) but defeats backpressure.
+  bool append(std::string_view record, const Key& key, std::span<const SourceId> sources,
+              std::span<const Origin> origins = {});
   // Several pieces as one record (combine mode).
   bool append_parts(std::initializer_list<std::string_view> parts, const Key& key,
-                    std::span<const SourceId> sources);
+                    std::span<const SourceId> sources, std::span<const Origin> origins = {});
   // A record without key or source (the dead-letter file).
   bool append(std::string_view record) { return append(record, Key{}, {}); }
   bool full() const { return head_position_ >= full_at_; }
@@ -143,6 +151,18 @@ class OutputLog {
   // Called (from consume(), unsubscribe() or tick()) when the log stops
   // being full. Must not destroy the log.
   void set_demand_callback(std::function<void()> callback) { on_demand_ = std::move(callback); }
+
+  // Runs for each origin of a record once the record is *written*: every
+  // engaged block consumer (a file, stdout, a Kafka output, a block client)
+  // has moved past it, which for those sinks means their write completed;
+  // at once when there is no such consumer (disconnect clients never hold
+  // it back). Origins are reported in append order. The callback must not
+  // call into the log.
+  void set_written_callback(std::function<void(const Origin&)> callback) {
+    on_written_ = std::move(callback);
+  }
+  // Origins appended and not yet reported.
+  size_t unwritten_origins() const { return unwritten_.size(); }
 
   // --- consumer side (sinks) ---
 
@@ -231,6 +251,10 @@ class OutputLog {
   // Moves a consumer's cursor (and engages, drops or releases the merge).
   void advance(Consumer& consumer, uint64_t position);
   void account_held(bool was_full);
+  // Reports the origins of the records every engaged block consumer has
+  // passed (see set_written_callback()).
+  void report_written();
+  void add_origins(std::span<const Origin> origins);
   std::optional<Place> place_of_offset(uint64_t offset) const;
   std::optional<Place> place_of_position(uint64_t position) const;
   uint64_t position_of(Place place) const;
@@ -261,6 +285,14 @@ class OutputLog {
   uint64_t trim_above_ = UINT64_MAX;   // retained_bytes_ at which the front may go
   uint64_t held_since_ms_ = 0;
   std::function<void()> on_demand_;
+  // Origins of records not yet written, in append order, with the byte
+  // position where their record ends.
+  struct Unwritten {
+    uint64_t end;
+    Origin origin;
+  };
+  std::deque<Unwritten> unwritten_;
+  std::function<void(const Origin&)> on_written_;
 };
 
 struct OutputLog::Segment {

@@ -65,6 +65,10 @@ struct ParsedRecord {
   uint32_t key_length = 0;
   // The line has `heartbeat_field: true` at top level.
   bool heartbeat = false;
+  // Where the line came from, for a source that commits what was written
+  // (a Kafka partition: the message's offset + 1, the offset to commit
+  // once it is written). 0: not tracked. Set by the feed, not the parser.
+  uint64_t origin = 0;
 };
 
 class RecordParser {

@@ -3,10 +3,12 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "config/config.h"
+#include "kafka/kafka_counters.h"
 
 namespace chronomerge {
 
@@ -45,6 +47,7 @@ struct SinkCounters {
   uint64_t write_errors = 0;     // failed writes, retries included
   uint64_t dropped_records = 0;  // dropped while failing (on_error: skip)
   uint64_t dropped_bytes = 0;
+  std::optional<KafkaProducerCounters> kafka;  // kafka outputs
 };
 
 inline std::string_view to_string(DisconnectReason reason) {
