@@ -5,7 +5,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
        build-essential cmake ninja-build pkg-config \
-       libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libsystemd-dev libssl-dev libsimdjson-dev \
+       libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libsystemd-dev libssl-dev libsimdjson-dev librdkafka-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -16,7 +16,7 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCHRONOMERGE_BUILD
 
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libuv1 libfmt9 libsystemd0 libssl3 libsimdjson14 curl \
+    && apt-get install -y --no-install-recommends libuv1 libfmt9 libsystemd0 libssl3 libsimdjson14 librdkafka1 curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home --home-dir /var/lib/chronomerge --shell /usr/sbin/nologin chronomerge \
     && mkdir -p /etc/chronomerge /var/lib/chronomerge \

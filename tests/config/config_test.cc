@@ -348,6 +348,31 @@ const std::vector<BadConfig>& bad_configs() {
        feeds_text(
            R"({"name": "a", "type": "tcp-listen", "listen": "127.0.0.1:0", "tls": {"cert": "/c", "key": "/k", "ca": "/a", "client_auth": "request"}, "fleet": {"name_from": "cert_san"}})"),
        "/feeds/0/fleet/name_from", "\"cert_san\" needs \"tls\" with \"client_auth\": \"require\""},
+      {"rejects a kafka feed without partitions",
+       feeds_text(R"({"name": "t", "type": "kafka", "brokers": "127.0.0.1:9092", "topic": "in"})"),
+       "/feeds/0/partitions", "required for type \"kafka\""},
+      {"rejects a partition listed twice",
+       feeds_text(
+           R"({"name": "t", "type": "kafka", "brokers": "b:9092", "topic": "in", "partitions": [0, 1, 0]})"),
+       "/feeds/0/partitions/2", "partition 0 is listed twice"},
+      {"rejects a property chronomerge sets itself",
+       feeds_text(
+           R"({"name": "t", "type": "kafka", "brokers": "b:9092", "topic": "in", "partitions": [0], "properties": {"enable.auto.offset.store": true}})"),
+       "/feeds/0/properties/enable.auto.offset.store", "once every block output wrote"},
+      {"rejects a property librdkafka does not know",
+       feeds_text(
+           R"({"name": "t", "type": "kafka", "brokers": "b:9092", "topic": "in", "partitions": [0], "properties": {"fetch.wait.max.mss": 5}})"),
+       "/feeds/0/properties/fetch.wait.max.mss", "No such configuration property"},
+      {"rejects acks on a kafka output",
+       config_text(
+           "", R"({"name": "a", "type": "stdin"})",
+           R"({"name": "o", "type": "kafka", "brokers": "b:9092", "topic": "out", "properties": {"acks": "1"}})"),
+       "/outputs/0/properties/acks", "always \"all\""},
+      {"rejects a kafka output key that is not a pointer",
+       config_text(
+           "", R"({"name": "a", "type": "stdin"})",
+           R"({"name": "o", "type": "kafka", "brokers": "b:9092", "topic": "out", "key": "vehicle"})"),
+       "/outputs/0/key", "expected a JSON pointer"},
       {"rejects a file feed that reads an output file",
        config_text("", R"({"name": "a", "type": "file", "path": "/var/out.ndjson"})",
                    R"({"name": "o", "type": "file", "path": "/var/out.ndjson"})"),
@@ -409,6 +434,43 @@ TEST_CASE("a fleet feed") {
         R"({"name": "buses", "type": "unix-listen", "path": "/run/b.sock", "fleet": {"ack": true}})"));
     REQUIRE(ack.config);
     CHECK(ack.config->feeds[0].fleet->ack);
+  }
+}
+
+TEST_CASE("a kafka feed") {
+  SUBCASE("is one feed per partition, in the order listed, sharing its settings") {
+    const ConfigResult result = parse_config(feeds_text(
+        R"({"name": "tele", "type": "kafka", "brokers": "127.0.0.1:9092", "topic": "telemetry", "partitions": [2, 0, 11], "start": "earliest", "properties": {"fetch.wait.max.ms": 5}})"));
+    INFO(format_problems(result.problems));
+    REQUIRE(result.config);
+    const auto& feeds = result.config->feeds;
+    REQUIRE(feeds.size() == 3);
+    CHECK(feeds[0].name == "tele/2");
+    CHECK(feeds[1].name == "tele/0");
+    CHECK(feeds[2].name == "tele/11");
+    for (const FeedConfig& feed : feeds) {
+      CHECK(feed.type == FeedType::kafka);
+      CHECK(feed.kafka_source == "tele");
+      REQUIRE(feed.kafka);
+      CHECK(feed.kafka->topic == "telemetry");
+      CHECK(feed.kafka->start == KafkaConfig::Start::earliest);
+      CHECK(feed.kafka->group == "tele");  // the default group: the feed's name
+      CHECK(feed.kafka->partitions.empty());
+      CHECK(feed.kafka->properties ==
+            std::vector<std::pair<std::string, std::string>>{{"fetch.wait.max.ms", "5"}});
+    }
+    CHECK(feeds[2].kafka->partition == 11);
+  }
+  SUBCASE("an output writes partition 0 unless told otherwise") {
+    const ConfigResult result = parse_config(config_text(
+        "", R"({"name": "a", "type": "stdin"})",
+        R"({"name": "o", "type": "kafka", "brokers": "b:9092", "topic": "merged", "key": "/vehicle"})"));
+    INFO(format_problems(result.problems));
+    REQUIRE(result.config);
+    const OutputConfig& output = result.config->outputs[0];
+    REQUIRE(output.kafka);
+    CHECK(output.kafka->partition == 0);
+    CHECK(output.kafka->key_pointer == "/vehicle");
   }
 }
 

@@ -415,3 +415,50 @@ TEST_CASE("OutputLog string keys") {
   CHECK(log.locate_key(Key::from_string("b"), 0, {}).offset == 1);
   CHECK(log.oldest_key()->text == "apple");
 }
+
+TEST_CASE("OutputLog reports origins once every block reader wrote them") {
+  OutputLog log(OutputLogOptions{});
+  std::vector<uint64_t> written;
+  log.set_written_callback([&](const OutputLog::Origin& o) {
+    CHECK(o.source == 7);
+    written.push_back(o.position);
+  });
+  const OutputLog::SourceId source = 7;
+  auto append = [&](int i, uint64_t origin) {
+    const OutputLog::Origin o{source, origin};
+    log.append(
+        "r" + std::to_string(i), Key::from_integer(i), {&source, 1},
+        origin ? std::span<const OutputLog::Origin>(&o, 1) : std::span<const OutputLog::Origin>());
+  };
+
+  SUBCASE("at once when no block reader holds the log") {
+    const auto reader = log.subscribe(disconnect(1 << 20), [] {});
+    append(1, 11);
+    append(2, 0);  // untracked: nothing to report
+    append(3, 13);
+    CHECK(written == std::vector<uint64_t>{11, 13});
+    CHECK(log.unwritten_origins() == 0);
+    log.unsubscribe(reader);
+  }
+  SUBCASE("as the slowest block reader moves past each record") {
+    const auto fast = log.subscribe(block(), [] {});
+    const auto slow = log.subscribe(block(), [] {});
+    append(1, 11);
+    append(2, 12);
+    read_all(log, fast);
+    CHECK(written.empty());
+    log.consume_to(slow, log.position(slow) + 3);  // "r1\n"
+    CHECK(written == std::vector<uint64_t>{11});
+    read_all(log, slow);
+    CHECK(written == std::vector<uint64_t>{11, 12});
+    log.unsubscribe(fast);
+    log.unsubscribe(slow);
+  }
+  SUBCASE("a block reader that goes away no longer holds them") {
+    const auto reader = log.subscribe(block(), [] {});
+    append(1, 11);
+    CHECK(written.empty());
+    log.unsubscribe(reader);
+    CHECK(written == std::vector<uint64_t>{11});
+  }
+}

@@ -1,0 +1,316 @@
+// End to end: Kafka partitions as feeds and a merged topic as an output,
+// against librdkafka's mock cluster (chronomerge_kafka_mock, a process of
+// its own) with kcat as an independent producer and consumer. The cases
+// check the merged topic's bytes (a stable merge in partition order), the
+// committed offsets, a partition whose leader is away holding the merge
+// without records turning late, and a restart from committed offsets after
+// injected faults losing nothing.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+
+extern char** environ;
+
+using namespace chronomerge::e2e;
+using nlohmann::json;
+
+namespace {
+
+constexpr Millis read_timeout = sanitized ? 120s : 40s;
+
+// chronomerge_kafka_mock as a child: commands on its stdin, one answer
+// line each on its stdout.
+class KafkaMock {
+ public:
+  explicit KafkaMock(const std::vector<std::string>& topics) {
+    int in[2], out[2];
+    REQUIRE(pipe2(in, O_CLOEXEC) == 0);
+    REQUIRE(pipe2(out, O_CLOEXEC) == 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, in[0], 0);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    std::vector<std::string> args = {CHRONOMERGE_KAFKA_MOCK};
+    for (const std::string& topic : topics) {
+      args.push_back("--topic");
+      args.push_back(topic);
+    }
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    REQUIRE(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) == 0);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(in[0]);
+    ::close(out[1]);
+    to_ = in[1];
+    from_ = out[0];
+    bootstraps_ = read_line();
+    REQUIRE_FALSE(bootstraps_.empty());
+  }
+  ~KafkaMock() {
+    ::close(to_);
+    ::close(from_);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+  KafkaMock(const KafkaMock&) = delete;
+  KafkaMock& operator=(const KafkaMock&) = delete;
+
+  const std::string& bootstraps() const { return bootstraps_; }
+
+  // Sends one command and returns its answer.
+  std::string command(const std::string& line) {
+    const std::string text = line + "\n";
+    REQUIRE(::write(to_, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
+    return read_line();
+  }
+
+  // Committed offsets of `group` for partitions 0..n-1 of `topic`.
+  std::vector<int64_t> committed(const std::string& group, const std::string& topic, int n) {
+    std::string line = "committed " + group + " " + topic;
+    for (int p = 0; p < n; ++p) line += " " + std::to_string(p);
+    std::istringstream answer(command(line));
+    std::vector<int64_t> offsets;
+    int64_t offset = 0;
+    while (answer >> offset) offsets.push_back(offset);
+    return offsets;
+  }
+
+ private:
+  std::string read_line() {
+    const auto deadline = Clock::now() + 30s;
+    while (true) {
+      const size_t newline = buffer_.find('\n');
+      if (newline != std::string::npos) {
+        std::string line = buffer_.substr(0, newline);
+        buffer_.erase(0, newline + 1);
+        return line;
+      }
+      pollfd p{from_, POLLIN, 0};
+      const auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now()).count();
+      if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) FAIL("kafka mock: no answer");
+      char chunk[4096];
+      const ssize_t n = ::read(from_, chunk, sizeof chunk);
+      if (n <= 0) FAIL("kafka mock: exited");
+      buffer_.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+  pid_t pid_ = -1;
+  int to_ = -1;
+  int from_ = -1;
+  std::string bootstraps_;
+  std::string buffer_;
+};
+
+// kcat, the independent client: produces `lines` to one partition.
+void kcat_produce(const TempDir& dir, const KafkaMock& kafka, const std::string& topic,
+                  int partition, const std::vector<std::string>& lines) {
+  const std::string file = dir.write("produce.ndjson", lines_of(lines));
+  const std::string command = "timeout 60 kcat -P -q -b " + kafka.bootstraps() + " -t " + topic +
+                              " -p " + std::to_string(partition) + " -l " + file;
+  REQUIRE(std::system(command.c_str()) == 0);
+}
+
+// kcat reads `count` messages of partition 0 of `topic` from the start.
+std::vector<std::string> kcat_consume(const TempDir& dir, const KafkaMock& kafka,
+                                      const std::string& topic, size_t count) {
+  const std::string file = dir / "consumed.ndjson";
+  const std::string command = "timeout 60 kcat -C -q -b " + kafka.bootstraps() + " -t " + topic +
+                              " -p 0 -o beginning -e -c " + std::to_string(count) + " > " + file;
+  CHECK(std::system(command.c_str()) == 0);
+  return split_lines(read_file(file));
+}
+
+json kafka_feed(const KafkaMock& kafka, const std::string& topic, int partitions,
+                const std::string& group) {
+  json list = json::array();
+  for (int p = 0; p < partitions; ++p) list.push_back(p);
+  return {{"name", "k"},           {"type", "kafka"},    {"brokers", kafka.bootstraps()},
+          {"topic", topic},        {"partitions", list}, {"group", group},
+          {"idle_timeout_ms", 300}};
+}
+
+json kafka_output(const KafkaMock& kafka, const std::string& topic) {
+  return {{"name", "merged"}, {"type", "kafka"}, {"brokers", kafka.bootstraps()}, {"topic", topic}};
+}
+
+// {"time": key, "p": partition, "i": index in the partition}
+std::string message(int64_t key, int partition, int index) {
+  return json{{"time", key}, {"p", partition}, {"i", index}}.dump();
+}
+
+// A stable merge of the partitions in partition order.
+std::vector<std::string> stable_merge(const std::vector<std::vector<std::string>>& partitions) {
+  std::vector<std::pair<int64_t, std::string>> all;
+  for (const auto& lines : partitions) {
+    for (const std::string& line : lines) all.emplace_back(json::parse(line)["time"], line);
+  }
+  std::stable_sort(all.begin(), all.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> merged;
+  for (auto& [key, line] : all) merged.push_back(std::move(line));
+  return merged;
+}
+
+double delivered(uint16_t port, size_t at_least) {
+  return wait_sample(
+             port, "chronomerge_kafka_output_delivered_total{output=\"merged\"}",
+             [&](double v) { return v >= static_cast<double>(at_least); }, read_timeout)
+      .value_or(0);
+}
+
+}  // namespace
+
+TEST_CASE("kafka: eight partitions merge into one topic, byte for byte, offsets committed") {
+  TempDir dir;
+  KafkaMock kafka({"in:8", "out:1"});
+  constexpr int per_partition = 250;
+  std::vector<std::vector<std::string>> partitions(8);
+  for (int p = 0; p < 8; ++p) {
+    // Sorted per partition, with ties across partitions (and within one).
+    for (int i = 0; i < per_partition; ++i) {
+      partitions[p].push_back(message(i / 2 + (p % 3 == 0 ? 0 : i % 3), p, i));
+    }
+    std::stable_sort(partitions[p].begin(), partitions[p].end(), [](const auto& a, const auto& b) {
+      return json::parse(a)["time"] < json::parse(b)["time"];
+    });
+    kcat_produce(dir, kafka, "in", p, partitions[p]);
+  }
+  const std::vector<std::string> expected = stable_merge(partitions);
+
+  json config = {{"feeds", {kafka_feed(kafka, "in", 8, "g1")}},
+                 {"outputs", {kafka_output(kafka, "out")}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t port = daemon.metrics_port();
+  CHECK(delivered(port, expected.size()) == expected.size());
+  CHECK(kcat_consume(dir, kafka, "out", expected.size()) == expected);
+
+  // What was written is committed: every offset of every partition.
+  CHECK(daemon.stop().code == 0);
+  CHECK(kafka.committed("g1", "in", 8) == std::vector<int64_t>(8, per_partition));
+}
+
+TEST_CASE("kafka: a partition whose leader is away holds the merge, then nothing is late") {
+  TempDir dir;
+  KafkaMock kafka({"in:2"});
+  REQUIRE(kafka.command("leader in 0 1") == "ok");
+  REQUIRE(kafka.command("leader in 1 3") == "ok");
+  std::vector<std::vector<std::string>> partitions(2);
+  for (int i = 0; i < 100; ++i) {
+    partitions[0].push_back(message(2 * i, 0, i));
+    partitions[1].push_back(message(2 * i + 1, 1, i));
+  }
+  kcat_produce(dir, kafka, "in", 0, partitions[0]);
+  kcat_produce(dir, kafka, "in", 1, partitions[1]);
+  REQUIRE(kafka.command("down 3") == "ok");
+
+  const std::string out = dir / "merged.ndjson";
+  json config = {{"feeds", {kafka_feed(kafka, "in", 2, "g2")}},
+                 {"outputs", {{{"name", "file"}, {"type", "file"}, {"path", out}}}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t port = daemon.metrics_port();
+  // Partition 0 is read to its end; partition 1 cannot be fetched and,
+  // though empty far longer than idle_timeout_ms, is waiting, not idle.
+  CHECK(wait_sample(
+            port, "chronomerge_kafka_partition_at_end{feed=\"k/0\"}",
+            [](double v) { return v == 1; }, read_timeout) == 1);
+  CHECK_FALSE(daemon.wait_log("feed k/1: idle", 1500ms));
+  CHECK(scrape(port, "chronomerge_records_out_total") == 0);
+
+  REQUIRE(kafka.command("up 3") == "ok");
+  CHECK(wait_sample(
+            port, "chronomerge_records_out_total", [](double v) { return v == 200; },
+            read_timeout) == 200);
+  CHECK(scrape(port, "chronomerge_feed_late_total{feed=\"k/0\"}") == 0);
+  CHECK(scrape(port, "chronomerge_feed_late_total{feed=\"k/1\"}") == 0);
+  CHECK(daemon.stop().code == 0);
+  CHECK(split_lines(read_file(out)) == stable_merge(partitions));
+}
+
+TEST_CASE("kafka: after faults and a crash, a restart from committed offsets loses nothing") {
+  TempDir dir;
+  KafkaMock kafka({"in:4", "out:1"});
+  constexpr int partitions = 4;
+  std::vector<int> produced(partitions, 0);
+  // Batches of 100 records per partition, keys rising across batches.
+  auto produce_batch = [&] {
+    for (int p = 0; p < partitions; ++p) {
+      std::vector<std::string> lines;
+      for (int n = 0; n < 100; ++n, ++produced[p]) {
+        lines.push_back(message(produced[p] * 10 + p, p, produced[p]));
+      }
+      kcat_produce(dir, kafka, "in", p, lines);
+    }
+  };
+  json config = {{"feeds", {kafka_feed(kafka, "in", partitions, "g3")}},
+                 {"outputs", {kafka_output(kafka, "out")}}};
+  with_metrics(config);
+
+  std::vector<int64_t> committed_before_crash;
+  {
+    produce_batch();
+    Daemon daemon(dir, config);
+    const uint16_t port = daemon.metrics_port();
+    CHECK(delivered(port, 400) == 400);
+    // Faults: fetches fail, a leader moves, produce requests fail and are
+    // retried by the idempotent producer.
+    REQUIRE(kafka.command("errors 1 4 6") == "ok");  // Fetch: NOT_LEADER_FOR_PARTITION
+    REQUIRE(kafka.command("leader in 2 2") == "ok");
+    REQUIRE(kafka.command("errors 0 3 7") == "ok");  // Produce: REQUEST_TIMED_OUT
+    produce_batch();
+    CHECK(delivered(port, 800) == 800);
+    // Committed up to where the records were written, then a crash.
+    for (int p = 0; p < partitions; ++p) {
+      const std::string sample =
+          "chronomerge_kafka_partition_committed_offset{feed=\"k/" + std::to_string(p) + "\"}";
+      CHECK(wait_sample(
+                port, sample, [](double v) { return v == 200; }, read_timeout) == 200);
+    }
+    committed_before_crash = kafka.committed("g3", "in", partitions);
+    daemon.signal(SIGKILL);
+    daemon.wait(read_timeout);
+  }
+  CHECK(committed_before_crash == std::vector<int64_t>(partitions, 200));
+
+  produce_batch();
+  TempDir restart_dir;  // a daemon of its own: its log, its notify socket
+  Daemon daemon(restart_dir, config);
+  const uint16_t port = daemon.metrics_port();
+  CHECK(delivered(port, 400) >= 400);
+  CHECK(daemon.stop().code == 0);
+  CHECK(kafka.committed("g3", "in", partitions) == std::vector<int64_t>(partitions, 300));
+
+  // Every message is in the merged topic; any seen twice comes after the
+  // last commit before the crash.
+  const std::vector<std::string> merged = kcat_consume(dir, kafka, "out", 800 + 400);
+  std::map<std::pair<int, int>, int> seen;
+  for (const std::string& line : merged) {
+    const json record = json::parse(line);
+    ++seen[{record["p"].get<int>(), record["i"].get<int>()}];
+  }
+  for (int p = 0; p < partitions; ++p) {
+    for (int i = 0; i < produced[p]; ++i) {
+      INFO("partition ", p, " message ", i);
+      CHECK(seen[{p, i}] >= 1);
+      if (seen[{p, i}] > 1) CHECK(i >= committed_before_crash[p]);
+    }
+  }
+}
