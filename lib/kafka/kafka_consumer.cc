@@ -1,8 +1,6 @@
 #include "kafka/kafka_consumer.h"
 
-#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
-#include <unistd.h>
 
 #include <algorithm>
 
@@ -11,8 +9,6 @@
 namespace chronomerge {
 
 namespace {
-
-constexpr char kWake = 1;
 
 // The client goes on the thread pool to be closed: committing what is
 // stored and destroying the client block, for up to close_timeout_ms.
@@ -156,37 +152,28 @@ bool KafkaConsumer::open(std::string& error) {
   rd_kafka_set_log_queue(rk_, nullptr);  // logs come through the consumer queue
   rd_kafka_poll_set_consumer(rk_);
   consumer_queue_ = rd_kafka_queue_get_consumer(rk_);
-  if (pipe2(pipe_, O_NONBLOCK | O_CLOEXEC) != 0) {
-    error = fmt::format("pipe: {}", strerror(errno));
+  if (!wakeup_.open(
+          loop_, [this] { serve(); }, error))
     return false;
-  }
-  rd_kafka_queue_io_event_enable(consumer_queue_, pipe_[1], &kWake, 1);
-  if (int rc = uv_poll_init(loop_, poll_.get(), pipe_[0]); rc != 0) {
-    error = fmt::format("uv_poll_init: {}", uv_strerror(rc));
-    return false;
-  }
-  poll_.initialized(this);
-  uv_poll_start(poll_.get(), UV_READABLE, on_readable);
+  wakeup_.watch(consumer_queue_);
   uv_timer_init(loop_, store_timer_.get());
   store_timer_.initialized(this);
   uv_timer_start(store_timer_.get(), on_store_timer, store_interval_ms, store_interval_ms);
   // Nothing here keeps the loop alive: the feeds do.
-  uv_unref(poll_.base());
   uv_unref(store_timer_.base());
   return true;
 }
 
 KafkaConsumer::~KafkaConsumer() {
-  poll_.close();
   store_timer_.close();
   if (rk_ != nullptr) {
     // Partition feeds detach before they let go of the client; their last
     // offsets are committed while it closes.
     for (auto& [partition, attached] : partitions_) {
-      rd_kafka_queue_io_event_enable(attached.queue, -1, nullptr, 0);
+      KafkaWakeup::unwatch(attached.queue);
       rd_kafka_queue_destroy(attached.queue);
     }
-    rd_kafka_queue_io_event_enable(consumer_queue_, -1, nullptr, 0);
+    KafkaWakeup::unwatch(consumer_queue_);
     rd_kafka_queue_destroy(consumer_queue_);
     rd_kafka_topic_partition_list_t* offsets = nullptr;
     if (!final_offsets_.empty()) {
@@ -203,9 +190,7 @@ KafkaConsumer::~KafkaConsumer() {
       delete closing;
     }
   }
-  for (int fd : pipe_) {
-    if (fd >= 0) ::close(fd);
-  }
+  wakeup_.close();
 }
 
 rd_kafka_queue_t* KafkaConsumer::attach(int32_t partition, Partition* reader, std::string& error) {
@@ -218,7 +203,7 @@ rd_kafka_queue_t* KafkaConsumer::attach(int32_t partition, Partition* reader, st
   // Before the assignment: a queue the application forwarded (here:
   // nowhere) is left alone when fetching starts.
   rd_kafka_queue_forward(queue, nullptr);
-  rd_kafka_queue_io_event_enable(queue, pipe_[1], &kWake, 1);
+  wakeup_.watch(queue);
   rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset =
       start_offset(config_.kafka->start);
@@ -227,7 +212,7 @@ rd_kafka_queue_t* KafkaConsumer::attach(int32_t partition, Partition* reader, st
   if (failed != nullptr) {
     error = rd_kafka_error_string(failed);
     rd_kafka_error_destroy(failed);
-    rd_kafka_queue_io_event_enable(queue, -1, nullptr, 0);
+    KafkaWakeup::unwatch(queue);
     rd_kafka_queue_destroy(queue);
     return nullptr;
   }
@@ -251,14 +236,13 @@ void KafkaConsumer::detach(int32_t partition) {
     rd_kafka_error_destroy(failed);
   }
   rd_kafka_topic_partition_list_destroy(list);
-  rd_kafka_queue_io_event_enable(it->second.queue, -1, nullptr, 0);
+  KafkaWakeup::unwatch(it->second.queue);
   rd_kafka_queue_destroy(it->second.queue);
   partitions_.erase(it);
 }
 
 void KafkaConsumer::wake() {
-  const ssize_t n = ::write(pipe_[1], &kWake, 1);
-  (void)n;  // a full pipe already holds a wake-up
+  wakeup_.wake();
 }
 
 KafkaConsumer::Watermarks KafkaConsumer::watermarks(int32_t partition) const {
@@ -275,10 +259,6 @@ int64_t KafkaConsumer::committed(int32_t partition) const {
   return it == committed_.end() ? -1 : it->second;
 }
 
-void KafkaConsumer::on_readable(uv_poll_t* poll, int /*status*/, int /*events*/) {
-  if (auto* self = static_cast<KafkaConsumer*>(poll->data)) self->serve();
-}
-
 void KafkaConsumer::on_store_timer(uv_timer_t* timer) {
   if (auto* self = static_cast<KafkaConsumer*>(timer->data)) {
     self->store_offsets(false);
@@ -289,9 +269,7 @@ void KafkaConsumer::on_store_timer(uv_timer_t* timer) {
 void KafkaConsumer::serve() {
   if (serving_) return;
   serving_ = true;
-  char drain[64];
-  while (::read(pipe_[0], drain, sizeof drain) > 0) {
-  }
+  wakeup_.drain();
   // Callbacks (errors, logs, commit results) and messages that reached the
   // consumer queue before their partition queue was split off.
   while (rd_kafka_message_t* message = rd_kafka_consumer_poll(rk_, 0)) {

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "kafka/kafka_wakeup.h"
 #include "uv/uv_handle.h"
 
 struct rd_kafka_s;
@@ -95,7 +96,6 @@ class KafkaConsumer {
  private:
   KafkaConsumer(uv_loop_t* loop, const FeedConfig& config);
   bool open(std::string& error);
-  static void on_readable(uv_poll_t* poll, int status, int events);
   static void on_store_timer(uv_timer_t* timer);
   void serve();
   void store_offsets(bool commit_now);
@@ -111,8 +111,7 @@ class KafkaConsumer {
   FeedConfig config_;
   rd_kafka_s* rk_ = nullptr;
   rd_kafka_queue_s* consumer_queue_ = nullptr;
-  int pipe_[2] = {-1, -1};
-  UvHandle<uv_poll_t> poll_;
+  KafkaWakeup wakeup_;
   UvHandle<uv_timer_t> store_timer_;
   std::map<int32_t, Attached> partitions_;
   std::map<int32_t, int64_t> committed_;

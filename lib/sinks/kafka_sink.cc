@@ -1,8 +1,6 @@
 #include "sinks/kafka_sink.h"
 
-#include <fcntl.h>
 #include <librdkafka/rdkafka.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -12,8 +10,6 @@
 namespace chronomerge {
 
 namespace {
-
-constexpr char kWake = 1;
 
 using Link = KafkaSink::Link;
 
@@ -117,19 +113,15 @@ bool KafkaSink::start() {
   link_ = link;
   rd_kafka_set_log_queue(rk_, nullptr);
   topic_ = rd_kafka_topic_new(rk_, kafka.topic.c_str(), nullptr);
-  if (pipe2(pipe_, O_NONBLOCK | O_CLOEXEC) != 0) {
-    log::error("output {}: pipe: {}", name(), strerror(errno));
+  std::string error;
+  if (!wakeup_.open(
+          loop_, [this] { serve(); }, error)) {
+    log::error("output {}: {}", name(), error);
     return false;
   }
   rd_kafka_queue_t* main_queue = rd_kafka_queue_get_main(rk_);
-  rd_kafka_queue_io_event_enable(main_queue, pipe_[1], &kWake, 1);
+  wakeup_.watch(main_queue);
   rd_kafka_queue_destroy(main_queue);
-  if (int rc = uv_poll_init(loop_, poll_.get(), pipe_[0]); rc != 0) {
-    log::error("output {}: uv_poll_init: {}", name(), uv_strerror(rc));
-    return false;
-  }
-  poll_.initialized(this);
-  uv_poll_start(poll_.get(), UV_READABLE, on_readable);
   uv_timer_init(loop_, retry_timer_.get());
   retry_timer_.initialized(this);
   cursor_ = std::make_unique<OutputCursor>(
@@ -144,12 +136,11 @@ bool KafkaSink::start() {
 
 void KafkaSink::close() {
   cursor_.reset();
-  poll_.close();
   retry_timer_.close();
   if (rk_ != nullptr) {
     if (topic_ != nullptr) rd_kafka_topic_destroy(topic_);
     rd_kafka_queue_t* main_queue = rd_kafka_queue_get_main(rk_);
-    rd_kafka_queue_io_event_enable(main_queue, -1, nullptr, 0);
+    KafkaWakeup::unwatch(main_queue);
     rd_kafka_queue_destroy(main_queue);
     link_->sink = nullptr;  // from now on callbacks run on the pool, into nothing
     auto* flushing = new Flushing{{}, rk_, link_, name()};
@@ -162,22 +153,12 @@ void KafkaSink::close() {
     topic_ = nullptr;
     link_ = nullptr;
   }
-  for (int& fd : pipe_) {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-}
-
-void KafkaSink::on_readable(uv_poll_t* poll, int /*status*/, int /*events*/) {
-  if (auto* self = static_cast<KafkaSink*>(poll->data)) self->serve();
+  wakeup_.close();
 }
 
 void KafkaSink::serve() {
   if (serving_ || rk_ == nullptr) return;
   serving_ = true;
-  char drain[64];
-  while (::read(pipe_[0], drain, sizeof drain) > 0) {
-  }
   rd_kafka_poll(rk_, 0);  // delivery reports, errors, logs
   serving_ = false;
   if (rk_ == nullptr) return;

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "kafka/kafka_wakeup.h"
 #include "output/output_cursor.h"
 #include "output/output_log.h"
 #include "record/record_parser.h"
@@ -60,7 +61,6 @@ class KafkaSink final : public Sink {
   };
 
  private:
-  static void on_readable(uv_poll_t* poll, int status, int events);
   static void on_delivery(rd_kafka_s* rk, const rd_kafka_message_s* message, void* opaque);
   // Serves delivery reports, logs and errors, then produces what it can.
   void serve();
@@ -80,8 +80,7 @@ class KafkaSink final : public Sink {
   rd_kafka_s* rk_ = nullptr;
   Link* link_ = nullptr;
   rd_kafka_topic_s* topic_ = nullptr;
-  int pipe_[2] = {-1, -1};
-  UvHandle<uv_poll_t> poll_;
+  KafkaWakeup wakeup_;
   UvHandle<uv_timer_t> retry_timer_;
   std::vector<OutputLog::Slice> slices_;
   // Bytes of the stream since this sink subscribed: consumed (the cursor
