@@ -261,8 +261,9 @@ void KafkaSink::produce() {
     }
     if (stop) break;
   }
+  // Delivery reports are served by serve() alone: it consumes what they
+  // confirmed, which is what lets the merge go on.
   slices_.clear();
-  if (kafka_.in_flight > 0) rd_kafka_poll(rk_, 0);
 }
 
 void KafkaSink::check_finished() {
