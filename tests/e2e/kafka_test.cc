@@ -314,3 +314,79 @@ TEST_CASE("kafka: after faults and a crash, a restart from committed offsets los
     }
   }
 }
+
+TEST_CASE(
+    "kafka: a slow block client keeps the daemon's memory flat; the topic holds the backlog") {
+  TempDir dir;
+  constexpr int partitions = 8;
+  constexpr int per_partition = 30'000;  // the mock keeps a few MB per partition
+  KafkaMock kafka({"in:" + std::to_string(partitions)});
+  json feed = kafka_feed(kafka, "in", partitions, "g4");
+  feed["idle_timeout_ms"] = 600'000;  // no partition goes idle while the backlog is produced
+  json config = {{"retention_bytes", 64 << 10},
+                 {"feed_high_water_mark", 64 << 10},
+                 {"feed_low_water_mark", 16 << 10},
+                 {"output_high_water_mark", 256 << 10},
+                 {"feeds", {feed}},
+                 {"outputs", {tcp_output("out")}}};
+  config["outputs"][0]["slow_client"] = "block";
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t port = daemon.metrics_port();
+  // The client is there before the records, with a small receive buffer,
+  // and takes nothing yet.
+  Socket client = connect_tcp(daemon.output_port("out"), 5s, 16 << 10);
+  REQUIRE(wait_sample(port, "chronomerge_output_sink_clients{output=\"out\"}",
+                      [](double v) { return v == 1; }) == 1);
+
+  // About 30 MB, every partition at once, as buses would.
+  const std::string padding(90, 'x');
+  std::string command = "(";
+  for (int p = 0; p < partitions; ++p) {
+    std::string lines;
+    for (int i = 0; i < per_partition; ++i) {
+      lines += json{{"time", i * partitions + p}, {"p", p}, {"i", i}, {"pad", padding}}.dump();
+      lines += '\n';
+    }
+    const std::string file = dir.write("p" + std::to_string(p) + ".ndjson", lines);
+    command += "timeout 60 kcat -P -q -b " + kafka.bootstraps() + " -t in -p " + std::to_string(p) +
+               " -l " + file + " & ";
+  }
+  command += "wait)";
+  REQUIRE(std::system(command.c_str()) == 0);
+
+  // The merge stops at the client; every partition stops at its queue.
+  for (int p = 0; p < partitions; ++p) {
+    const std::string sample = "chronomerge_feed_paused{feed=\"k/" + std::to_string(p) + "\"}";
+    CHECK(wait_sample(
+              port, sample, [](double v) { return v == 1; }, read_timeout) == 1);
+  }
+  double lag = 0;
+  for (const auto& [sample, value] : scrape_all(port)) {
+    if (starts_with(sample, "chronomerge_kafka_partition_lag_messages")) lag += value;
+  }
+  INFO("messages left in the topic: ", lag);
+  CHECK(lag > partitions * per_partition / 2);  // most of it waits in the topic
+  if (!sanitized) {
+    const Memory memory = daemon.memory();
+    INFO("daemon RSS ", memory.rss_kib, " KiB, peak ", memory.hwm_kib, " KiB");
+    CHECK(memory.hwm_kib < 48 * 1024);
+  }
+
+  // The client reads: everything arrives, in order (the last record of
+  // each partition once the drain ends the feeds).
+  const size_t total = partitions * per_partition;
+  Collector collector(std::move(client), read_timeout * 2);
+  CHECK(wait_sample(
+            port, "chronomerge_records_out_total",
+            [&](double v) { return v >= total - partitions; },
+            read_timeout * 2) >= total - partitions);
+  daemon.signal(SIGTERM);
+  const std::vector<std::string> lines = split_lines(collector.finish().data);
+  CHECK(daemon.wait(read_timeout).code == 0);
+  REQUIRE(lines.size() == total);
+  for (size_t i = 0; i < lines.size(); i += 997) {
+    CHECK(json::parse(lines[i])["time"] == static_cast<int64_t>(i));
+  }
+  CHECK(json::parse(lines.back())["time"] == static_cast<int64_t>(total - 1));
+}
