@@ -11,6 +11,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <utility>
@@ -1489,8 +1490,13 @@ void Validator::read_kafka_field(const std::string& name, const Json& value,
       kafka.topic = *text;
     }
   } else if (name == "partitions") {
+    if (value.is_string() && value.get<std::string>() == "all") {
+      kafka.all_partitions = true;
+      return;
+    }
     if (!value.is_array() || value.empty()) {
-      problem(pointer, fmt::format("expected a non-empty array of partition numbers, got {}",
+      problem(pointer, fmt::format("expected \"all\" or a non-empty array of partition numbers, "
+                                   "got {}",
                                    describe(value)));
       return;
     }
@@ -1686,19 +1692,13 @@ ConfigResult Validator::run(std::vector<ConfigProblem> problems) {
   for (auto& [pos, p] : ordered) result.problems.push_back(std::move(p));
   if (result.problems.empty()) {
     for (FeedEntry& entry : feed_entries_) {
-      if (entry.feed.type != FeedType::kafka) {
+      if (entry.feed.type == FeedType::kafka && !entry.feed.kafka->all_partitions) {
+        std::vector<FeedConfig> partitions =
+            expand_kafka_feed(entry.feed, entry.feed.kafka->partitions);
+        std::move(partitions.begin(), partitions.end(), std::back_inserter(config_.feeds));
+      } else {
+        // "all" stays one entry until resolve_kafka_partitions() lists them.
         config_.feeds.push_back(std::move(entry.feed));
-        continue;
-      }
-      // Each partition is a feed of its own, in the order listed (which is
-      // how ties between them go).
-      for (int32_t partition : entry.feed.kafka->partitions) {
-        FeedConfig feed = entry.feed;
-        feed.name = fmt::format("{}/{}", entry.feed.name, partition);
-        feed.kafka_source = entry.feed.name;
-        feed.kafka->partition = partition;
-        feed.kafka->partitions.clear();  // so that listing one more restarts no other
-        config_.feeds.push_back(std::move(feed));
       }
     }
     for (OutputEntry& entry : output_entries_) config_.outputs.push_back(std::move(entry.output));
@@ -1723,6 +1723,22 @@ std::string_view to_string(FeedType type) {
 std::string_view to_string(OutputType type) {
   return choice_name(kOutputTypes, type);
 }
+std::vector<FeedConfig> expand_kafka_feed(const FeedConfig& feed,
+                                          const std::vector<int32_t>& partitions) {
+  std::vector<FeedConfig> feeds;
+  for (int32_t partition : partitions) {
+    FeedConfig one = feed;
+    one.name = fmt::format("{}/{}", feed.name, partition);
+    one.kafka_source = feed.name;
+    one.kafka->partition = partition;
+    // Only this partition: listing one more restarts no other on reload.
+    one.kafka->partitions.clear();
+    one.kafka->all_partitions = false;
+    feeds.push_back(std::move(one));
+  }
+  return feeds;
+}
+
 std::string_view to_string(KafkaConfig::Start start) {
   return choice_name(kKafkaStarts, start);
 }

@@ -54,6 +54,9 @@ struct KafkaConfig {
   // Feeds: every partition the configured feed reads, as listed; `partition`
   // is the one this (generated) feed reads. Outputs: the partition written.
   std::vector<int32_t> partitions;
+  // "partitions": "all": every partition the topic has, listed by
+  // resolve_kafka_partitions() when the daemon starts or reloads.
+  bool all_partitions = false;
   int32_t partition = 0;
   Start start = Start::committed;  // feeds; no commit yet: the earliest offset
   std::string group;               // feeds: consumer group of the commits
@@ -141,7 +144,8 @@ struct FeedConfig {
   std::optional<FleetConfig> fleet;  // tcp-listen, unix-listen
   std::optional<TlsConfig> tls;      // tcp-listen (server), tcp-connect (client)
   // kafka: the configured feed is expanded into one FeedConfig per
-  // partition, named "<name>/<partition>"; `kafka_source` is <name>.
+  // partition, named "<name>/<partition>"; `kafka_source` is <name>. With
+  // "all" it stays one entry until resolve_kafka_partitions().
   std::optional<KafkaConfig> kafka;
   std::string kafka_source;
 
@@ -227,6 +231,11 @@ struct ConfigResult {
   std::optional<Config> config;  // set when problems is empty
   std::vector<ConfigProblem> problems;
 };
+
+// A kafka feed as it reads `partitions`: one feed each, named
+// "<name>/<partition>", in that order (which is how ties between them go).
+std::vector<FeedConfig> expand_kafka_feed(const FeedConfig& feed,
+                                          const std::vector<int32_t>& partitions);
 
 // Parses and validates configuration text.
 ConfigResult parse_config(std::string_view text);

@@ -7,15 +7,18 @@
 
 #include <cstdio>
 #include <memory>
+#include <utility>
 
 #include "daemon/one_shot.h"
 #include "daemon/pipeline.h"
+#include "kafka/kafka_metadata.h"
 #include "log/log.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
 #include "net/tls_context.h"
 #include "sinks/dead_letter.h"
 #include "uv/uv_handle.h"
+#include "uv/uv_request.h"
 
 namespace chronomerge {
 namespace {
@@ -54,6 +57,18 @@ std::string destination(const OutputConfig& output) {
 // hung network file system): its request keeps the loop alive for ever and
 // nothing can cancel it. Past this grace the process exits without it.
 constexpr uint64_t exit_grace_ms = 500;
+
+// How long listing a topic's partitions ("partitions": "all") may take.
+constexpr uint64_t kafka_metadata_timeout_ms = 10000;
+
+// A reload whose kafka feeds read "all" partitions: the topics are listed
+// on the thread pool (a metadata request blocks), then the reload goes on.
+struct PartitionListing {
+  Config config;
+  std::string error;
+  bool ok = false;
+  void run() { ok = resolve_kafka_partitions(config, kafka_metadata_timeout_ms, error); }
+};
 
 class Daemon {
  public:
@@ -227,6 +242,10 @@ class Daemon {
   // arriving before (or while) a reload runs fold into one more reload.
   void request_reload() {
     if (draining_) return;
+    if (listing_.pending()) {
+      reload_again_ = true;  // folded into one more reload after this one
+      return;
+    }
     if (uv_is_active(reload_timer_.base())) return;
     uv_timer_start(
         reload_timer_.get(),
@@ -244,6 +263,35 @@ class Daemon {
     sd_notify(0, "RELOADING=1\nSTATUS=reloading");
     ConfigResult result = load_config(config_path_);
     check_tls_files(result);
+    if (result.problems.empty() && has_unresolved_kafka_feeds(*result.config)) {
+      auto listing = std::make_unique<PartitionListing>();
+      listing->config = std::move(*result.config);
+      const int rc =
+          listing_.start(std::move(listing), [&](uv_work_t* req, uv_after_work_cb callback) {
+            return uv_queue_work(
+                loop_, req, [](uv_work_t* r) { Listing::payload_of(r)->run(); }, callback);
+          });
+      if (rc == 0) return;  // apply_reload() follows
+      log::error("reload of {}: cannot list Kafka partitions: {}", config_path_, uv_strerror(rc));
+      ++reloads_failed_;
+      finish_reload();
+      return;
+    }
+    apply_reload(std::move(result));
+  }
+
+  void listed(PartitionListing& listing) {
+    ConfigResult result;
+    if (listing.ok) {
+      result.config = std::move(listing.config);
+    } else {
+      result.problems.push_back({"/feeds", listing.error});
+    }
+    apply_reload(std::move(result));
+    if (std::exchange(reload_again_, false)) request_reload();
+  }
+
+  void apply_reload(ConfigResult result) {
     std::string error;
     if (!result.problems.empty()) {
       ++reloads_failed_;
@@ -274,6 +322,10 @@ class Daemon {
       log::info("reloaded {}: {} feeds, {} outputs", config_path_, config_.feeds.size(),
                 config_.outputs.size());
     }
+    finish_reload();
+  }
+
+  void finish_reload() {
     sd_notifyf(0, "READY=1\nSTATUS=merging %zu feeds into %zu outputs", config_.feeds.size(),
                config_.outputs.size());
   }
@@ -287,6 +339,7 @@ class Daemon {
   }
 
   void shutdown() {
+    listing_.detach();  // a reload still listing partitions is dropped
     if (pipeline_) pipeline_->close();
     if (metrics_) metrics_->close();
     for (auto& s : signals_) s->close();
@@ -332,6 +385,10 @@ class Daemon {
   double start_time_;
   std::unique_ptr<HttpServer> metrics_;
   UvHandle<uv_timer_t> reload_timer_;
+  using Listing = UvRequest<uv_work_t, std::unique_ptr<PartitionListing>>;
+  Listing listing_{
+      [this](std::unique_ptr<PartitionListing>& listing, ssize_t) { listed(*listing); }};
+  bool reload_again_ = false;  // a SIGHUP came while partitions were listed
   uint64_t reloads_ok_ = 0;
   uint64_t reloads_failed_ = 0;
   std::vector<std::unique_ptr<UvHandle<uv_signal_t>>> signals_;
@@ -369,6 +426,15 @@ int run_daemon(const DaemonOptions& options) {
   }
   Config config = std::move(*result.config);
   log::set_level(options.log_level.value_or(config.log_level));
+  // Kafka feeds that read "all" partitions: listed once, before anything
+  // runs (nothing waits on the loop yet); on reload, on the thread pool.
+  if (has_unresolved_kafka_feeds(config)) {
+    std::string error;
+    if (!resolve_kafka_partitions(config, kafka_metadata_timeout_ms, error)) {
+      log::error("{}: {}", options.config_path.empty() ? "demo" : options.config_path, error);
+      return exit_error;
+    }
+  }
   raise_open_files_limit();
 
   uv_loop_t loop;

@@ -143,8 +143,9 @@ std::unique_ptr<Feed> Pipeline::make_feed(FeedId id, const FeedConfig& feed) {
     case FeedType::simulate:
       return std::make_unique<SimulateFeed>(*this, id, feed, max_line);
     case FeedType::kafka: {
-      std::string error;
-      auto client = kafka_clients_.acquire(loop_, feed, error);
+      std::string error = "its partitions were never listed";  // "all", not resolved
+      auto client =
+          feed.kafka->all_partitions ? nullptr : kafka_clients_.acquire(loop_, feed, error);
       if (!client) log::error("feed {}: cannot create a Kafka client: {}", feed.name, error);
       settling_feeds_[output_.source_id(feed.name)] = id;
       // Without a client its start() fails.

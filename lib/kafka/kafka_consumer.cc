@@ -5,48 +5,54 @@
 #include <algorithm>
 
 #include "log/log.h"
+#include "uv/uv_request.h"
 
 namespace chronomerge {
 
 namespace {
 
-// The client goes on the thread pool to be closed: committing what is
-// stored and destroying the client block, for up to close_timeout_ms.
-struct Closing {
-  uv_work_t work;
+// The client goes on the thread pool to be closed: the last offsets of
+// the partitions are committed and the client destroyed, which blocks, for
+// up to close_timeout_ms. Destroyed on the loop thread afterwards.
+struct ClosingClient {
   rd_kafka_t* rk;
-  rd_kafka_topic_partition_list_t* offsets;  // the last of each partition; may be null
+  rd_kafka_topic_partition_list_t* offsets;  // may be null
   std::string name;
   bool committed = false;
-};
 
-void close_client(uv_work_t* work) {
-  auto* closing = static_cast<Closing*>(work->data);
-  if (closing->offsets != nullptr) {
-    rd_kafka_queue_t* results = rd_kafka_queue_new(closing->rk);
-    rd_kafka_commit_queue(closing->rk, closing->offsets, results, nullptr, nullptr);
-    if (rd_kafka_event_t* event =
-            rd_kafka_queue_poll(results, static_cast<int>(KafkaConsumer::close_timeout_ms))) {
-      closing->committed = rd_kafka_event_error(event) == RD_KAFKA_RESP_ERR_NO_ERROR;
-      rd_kafka_event_destroy(event);
+  ClosingClient(rd_kafka_t* rk, rd_kafka_topic_partition_list_t* offsets, std::string name)
+      : rk(rk), offsets(offsets), name(std::move(name)) {}
+  ClosingClient(const ClosingClient&) = delete;
+  ClosingClient& operator=(const ClosingClient&) = delete;
+
+  void run() {
+    if (offsets != nullptr) {
+      rd_kafka_queue_t* results = rd_kafka_queue_new(rk);
+      rd_kafka_commit_queue(rk, offsets, results, nullptr, nullptr);
+      if (rd_kafka_event_t* event =
+              rd_kafka_queue_poll(results, static_cast<int>(KafkaConsumer::close_timeout_ms))) {
+        committed = rd_kafka_event_error(event) == RD_KAFKA_RESP_ERR_NO_ERROR;
+        rd_kafka_event_destroy(event);
+      }
+      rd_kafka_queue_destroy(results);
     }
-    rd_kafka_queue_destroy(results);
-    rd_kafka_topic_partition_list_destroy(closing->offsets);
+    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    rk = nullptr;
   }
-  rd_kafka_destroy_flags(closing->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-}
 
-void client_closed(uv_work_t* work, int /*status*/) {
-  auto* closing = static_cast<Closing*>(work->data);
-  if (closing->offsets != nullptr && !closing->committed) {
-    log::warn(
-        "feed {}: the last offsets could not be committed within {} ms; a restart reads "
-        "again from the offsets committed before",
-        closing->name, KafkaConsumer::close_timeout_ms);
+  ~ClosingClient() {
+    if (offsets != nullptr) {
+      if (!committed) {
+        log::warn(
+            "feed {}: the last offsets could not be committed within {} ms; a restart "
+            "reads again from the offsets committed before",
+            name, KafkaConsumer::close_timeout_ms);
+      }
+      rd_kafka_topic_partition_list_destroy(offsets);
+    }
+    log::debug("feed {}: Kafka client closed", name);
   }
-  log::debug("feed {}: Kafka client closed", closing->name);
-  delete closing;
-}
+};
 
 int64_t start_offset(KafkaConfig::Start start) {
   switch (start) {
@@ -183,12 +189,7 @@ KafkaConsumer::~KafkaConsumer() {
             ->offset = offset;
       }
     }
-    auto* closing = new Closing{{}, rk_, offsets, config_.kafka_source};
-    closing->work.data = closing;
-    if (uv_queue_work(loop_, &closing->work, close_client, client_closed) != 0) {
-      close_client(&closing->work);  // the loop is gone: close here
-      delete closing;
-    }
+    run_on_pool(loop_, std::make_unique<ClosingClient>(rk_, offsets, config_.kafka_source));
   }
   wakeup_.close();
 }

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "log/log.h"
+#include "uv/uv_request.h"
 
 namespace chronomerge {
 
@@ -13,30 +14,33 @@ namespace {
 
 using Link = KafkaSink::Link;
 
-struct Flushing {
-  uv_work_t work;
+// The producer goes on the thread pool to be closed: what is in flight is
+// flushed and the producer destroyed, which blocks, for up to
+// flush_timeout_ms. Destroyed on the loop thread afterwards.
+struct ClosingProducer {
   rd_kafka_t* rk;
-  Link* link;
+  std::unique_ptr<Link> link;  // cleared: callbacks run into nothing
   std::string name;
   int remaining = 0;
-};
 
-void flush_producer(uv_work_t* work) {
-  auto* flushing = static_cast<Flushing*>(work->data);
-  rd_kafka_flush(flushing->rk, static_cast<int>(KafkaSink::flush_timeout_ms));
-  flushing->remaining = rd_kafka_outq_len(flushing->rk);
-  rd_kafka_destroy(flushing->rk);
-}
+  ClosingProducer(rd_kafka_t* rk, std::unique_ptr<Link> link, std::string name)
+      : rk(rk), link(std::move(link)), name(std::move(name)) {}
+  ClosingProducer(const ClosingProducer&) = delete;
+  ClosingProducer& operator=(const ClosingProducer&) = delete;
 
-void producer_closed(uv_work_t* work, int /*status*/) {
-  auto* flushing = static_cast<Flushing*>(work->data);
-  if (flushing->remaining > 0) {
-    log::warn("output {}: {} messages still unconfirmed when the producer closed", flushing->name,
-              flushing->remaining);
+  void run() {
+    rd_kafka_flush(rk, static_cast<int>(KafkaSink::flush_timeout_ms));
+    remaining = rd_kafka_outq_len(rk);
+    rd_kafka_destroy(rk);
   }
-  delete flushing->link;
-  delete flushing;
-}
+
+  ~ClosingProducer() {
+    if (remaining > 0) {
+      log::warn("output {}: {} messages still unconfirmed when the producer closed", name,
+                remaining);
+    }
+  }
+};
 
 }  // namespace
 
@@ -78,8 +82,8 @@ bool KafkaSink::start() {
       return false;
     }
   }
-  auto* link = new Link{this};
-  rd_kafka_conf_set_opaque(conf, link);
+  auto link = std::make_unique<Link>(Link{this});
+  rd_kafka_conf_set_opaque(conf, link.get());
   rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
   rd_kafka_conf_set_error_cb(conf, [](rd_kafka_t* rk, int err, const char* reason, void* opaque) {
     KafkaSink* self = static_cast<Link*>(opaque)->sink;
@@ -107,10 +111,9 @@ bool KafkaSink::start() {
   if (rk_ == nullptr) {
     log::error("output {}: cannot create a Kafka producer: {}", name(), text);
     rd_kafka_conf_destroy(conf);
-    delete link;
     return false;
   }
-  link_ = link;
+  link_ = std::move(link);
   rd_kafka_set_log_queue(rk_, nullptr);
   topic_ = rd_kafka_topic_new(rk_, kafka.topic.c_str(), nullptr);
   std::string error;
@@ -143,15 +146,9 @@ void KafkaSink::close() {
     KafkaWakeup::unwatch(main_queue);
     rd_kafka_queue_destroy(main_queue);
     link_->sink = nullptr;  // from now on callbacks run on the pool, into nothing
-    auto* flushing = new Flushing{{}, rk_, link_, name()};
-    flushing->work.data = flushing;
-    if (uv_queue_work(loop_, &flushing->work, flush_producer, producer_closed) != 0) {
-      flush_producer(&flushing->work);
-      producer_closed(&flushing->work, 0);
-    }
+    run_on_pool(loop_, std::make_unique<ClosingProducer>(rk_, std::move(link_), name()));
     rk_ = nullptr;
     topic_ = nullptr;
-    link_ = nullptr;
   }
   wakeup_.close();
 }

@@ -78,7 +78,7 @@ class KafkaSink final : public Sink {
   std::unique_ptr<OutputCursor> cursor_;
   std::optional<RecordParser> key_parser_;  // "key": the message key's field
   rd_kafka_s* rk_ = nullptr;
-  Link* link_ = nullptr;
+  std::unique_ptr<Link> link_;
   rd_kafka_topic_s* topic_ = nullptr;
   KafkaWakeup wakeup_;
   UvHandle<uv_timer_t> retry_timer_;

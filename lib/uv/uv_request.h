@@ -135,4 +135,21 @@ class UvRequest {
   Box* completing_ = nullptr;  // whose `done` is running
 };
 
+// Runs `job->run()` on libuv's thread pool and destroys the job on the
+// loop thread once it ran, whatever became of whoever started it: for work
+// that outlives its owner (closing a client library's handle, which may
+// block). If the pool refuses the job, it runs here and now.
+template <typename Job>
+void run_on_pool(uv_loop_t* loop, std::unique_ptr<Job> job) {
+  using Work = UvRequest<uv_work_t, std::unique_ptr<Job>>;
+  Work work([](std::unique_ptr<Job>&, ssize_t) {});
+  const int rc = work.start(std::move(job), [&](uv_work_t* req, uv_after_work_cb callback) {
+    return uv_queue_work(
+        loop, req, [](uv_work_t* r) { Work::payload_of(r)->run(); }, callback);
+  });
+  if (rc < 0) job->run();
+  // `work` detaches here: the request owns itself and frees the job after
+  // its completion.
+}
+
 }  // namespace chronomerge

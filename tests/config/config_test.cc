@@ -461,6 +461,21 @@ TEST_CASE("a kafka feed") {
     }
     CHECK(feeds[2].kafka->partition == 11);
   }
+  SUBCASE("reading \"all\" partitions stays one entry until they are listed") {
+    const ConfigResult result = parse_config(feeds_text(
+        R"({"name": "tele", "type": "kafka", "brokers": "b:9092", "topic": "t", "partitions": "all"})"));
+    INFO(format_problems(result.problems));
+    REQUIRE(result.config);
+    REQUIRE(result.config->feeds.size() == 1);
+    const FeedConfig& feed = result.config->feeds[0];
+    CHECK(feed.name == "tele");
+    CHECK(feed.kafka->all_partitions);
+    const std::vector<FeedConfig> listed = expand_kafka_feed(feed, {0, 1, 2});
+    REQUIRE(listed.size() == 3);
+    CHECK(listed[2].name == "tele/2");
+    CHECK(listed[2].kafka->partition == 2);
+    CHECK_FALSE(listed[2].kafka->all_partitions);
+  }
   SUBCASE("an output writes partition 0 unless told otherwise") {
     const ConfigResult result = parse_config(config_text(
         "", R"({"name": "a", "type": "stdin"})",

@@ -390,3 +390,40 @@ TEST_CASE(
   }
   CHECK(json::parse(lines.back())["time"] == static_cast<int64_t>(total - 1));
 }
+
+TEST_CASE("kafka: \"all\" partitions are listed at start and again on reload") {
+  TempDir dir;
+  KafkaMock kafka({"in:3"});
+  std::vector<std::vector<std::string>> partitions(3);
+  for (int p = 0; p < 3; ++p) {
+    for (int i = 0; i < 50; ++i) partitions[p].push_back(message(i * 3 + p, p, i));
+    kcat_produce(dir, kafka, "in", p, partitions[p]);
+  }
+  const std::string out = dir / "merged.ndjson";
+  json feed = kafka_feed(kafka, "in", 1, "g5");
+  feed["partitions"] = "all";
+  json config = {{"feeds", {feed}},
+                 {"outputs", {{{"name", "file"}, {"type", "file"}, {"path", out}}}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t port = daemon.metrics_port();
+  CHECK(wait_sample(
+            port, "chronomerge_records_out_total", [](double v) { return v == 150; },
+            read_timeout) == 150);
+  CHECK(scrape(port, "chronomerge_kafka_partition_next_offset{feed=\"k/2\"}") == 50);
+
+  // The same file again: listed on the thread pool, nothing changes.
+  daemon.signal(SIGHUP);
+  CHECK(daemon.wait_log("reloaded", read_timeout));
+  // Brokers that do not answer: the reload is rejected, the merge goes on.
+  feed["brokers"] = "127.0.0.1:1";
+  dir.write("config.json", json{{"feeds", {feed}},
+                                {"outputs", {{{"name", "file"}, {"type", "file"}, {"path", out}}}},
+                                {"metrics", config["metrics"]}}
+                               .dump());
+  daemon.signal(SIGHUP);
+  CHECK(daemon.wait_log("cannot list the partitions of in at 127.0.0.1:1", read_timeout));
+  CHECK(scrape(port, "chronomerge_reloads_total{result=\"failure\"}") == 1);
+  CHECK(daemon.stop().code == 0);
+  CHECK(split_lines(read_file(out)) == stable_merge(partitions));
+}
