@@ -88,10 +88,8 @@ bool KafkaFeed::take_message(rd_kafka_message_t* message) {
   }
   if (message->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
     ++errors_;
-    if (errors_ == 1 || errors_ % 1000 == 0) {
-      log::warn("feed {}: Kafka: {} ({} errors so far)", name(), rd_kafka_message_errstr(message),
-                log::group_digits(errors_));
-    }
+    errors_log_.log(host_.now(), LogLevel::warn, {"feed", name()}, "Kafka partition errors",
+                    "feed {}: Kafka: {}", name(), rd_kafka_message_errstr(message));
     rd_kafka_message_destroy(message);
     return true;
   }

@@ -30,6 +30,7 @@
 #include "kafka/kafka_consumer.h"
 #include "kafka/kafka_counters.h"
 #include "kafka/offset_ledger.h"
+#include "log/log.h"
 
 namespace chronomerge {
 
@@ -75,6 +76,7 @@ class KafkaFeed final : public Feed, private KafkaConsumer::Partition {
   bool closed_ = false;
   bool at_end_ = false;
   uint64_t errors_ = 0;
+  log::RateLimiter errors_log_;
   size_t max_line_bytes_;
 };
 

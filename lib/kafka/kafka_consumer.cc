@@ -317,11 +317,8 @@ void KafkaConsumer::store_offsets(bool commit_now) {
 
 void KafkaConsumer::report(std::string_view what) {
   ++errors_;
-  const uint64_t now = uv_now(loop_);
-  if (errors_ == 1 || now >= last_error_log_ms_ + 10000) {
-    last_error_log_ms_ = now;
-    log::warn("feed {}: Kafka: {} ({} errors so far)", name(), what, log::group_digits(errors_));
-  }
+  errors_log_.log(uv_now(loop_), LogLevel::warn, {"feed", name()}, "Kafka client errors",
+                  "feed {}: Kafka: {}", name(), what);
 }
 
 std::shared_ptr<KafkaConsumer> KafkaConsumers::acquire(uv_loop_t* loop, const FeedConfig& config,

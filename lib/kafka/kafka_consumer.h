@@ -33,6 +33,7 @@
 
 #include "config/config.h"
 #include "kafka/kafka_wakeup.h"
+#include "log/log.h"
 #include "uv/uv_handle.h"
 
 struct rd_kafka_s;
@@ -119,7 +120,7 @@ class KafkaConsumer {
   // (again) when the client closes.
   std::map<int32_t, int64_t> final_offsets_;
   uint64_t errors_ = 0;
-  uint64_t last_error_log_ms_ = 0;
+  log::RateLimiter errors_log_;
   bool serving_ = false;
 };
 

@@ -273,13 +273,9 @@ void KafkaSink::check_finished() {
 }
 
 void KafkaSink::fail_soft(const std::string& why) {
-  const uint64_t now = uv_now(loop_);
   ++kafka_.errors;
-  if (kafka_.errors == 1 || now >= last_error_log_ms_ + 10000) {
-    last_error_log_ms_ = now;
-    log::warn("output {}: Kafka: {} ({} errors so far)", name(), why,
-              log::group_digits(kafka_.errors));
-  }
+  errors_log_.log(uv_now(loop_), LogLevel::warn, {"output", name()}, "Kafka producer errors",
+                  "output {}: Kafka: {}", name(), why);
 }
 
 void KafkaSink::fail(const std::string& why) {

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "kafka/kafka_wakeup.h"
+#include "log/log.h"
 #include "output/output_cursor.h"
 #include "output/output_log.h"
 #include "record/record_parser.h"
@@ -98,7 +99,7 @@ class KafkaSink final : public Sink {
   bool serving_ = false;
   bool finished_ = false;
   bool failed_ = false;
-  uint64_t last_error_log_ms_ = 0;
+  log::RateLimiter errors_log_;
 };
 
 }  // namespace chronomerge
