@@ -1320,7 +1320,7 @@ bool output_field_applies(std::string_view field, OutputType type) {
   }
   if (field == "allow_origin") return type == http_listen;
   if (field == "tls" || field == "tokens_sha256") return type == tcp_listen || type == http_listen;
-  if (field == "on_error") return type == file;
+  if (field == "on_error" || field == "sync") return type == file;
   if (field == "brokers" || field == "topic" || field == "partition" || field == "key" ||
       field == "properties") {
     return type == kafka;
@@ -1402,6 +1402,8 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
       if (auto policy = read_choice(field_value, field, kWriteErrorPolicies)) {
         output.on_error = *policy;
       }
+    } else if (name == "sync") {
+      if (auto sync = read_bool(field_value, field)) output.sync = *sync;
     } else if (name == "resume") {
       if (auto resume = read_bool(field_value, field)) output.resume = *resume;
     } else if (name == "hello_timeout_ms") {

@@ -172,6 +172,9 @@ struct OutputConfig {
   uint64_t stall_timeout_ms = 0;  // 0: never (block mode only)
   // file: hold the merge and retry (lossless), or drop and count.
   WriteErrorPolicy on_error = WriteErrorPolicy::block;
+  // file: fdatasync() after each write, before its records count as
+  // written (what a Kafka feed may commit).
+  bool sync = false;
   // tcp-listen, unix-listen: a client's first line is a resume request.
   bool resume = false;
   uint64_t hello_timeout_ms = 2000;  // resume: a request must come by then

@@ -30,6 +30,7 @@ FileWriter::FileWrite& FileWriter::FileWrite::operator=(FileWrite&& other) noexc
   close_fd = std::exchange(other.close_fd, false);
   size_before = other.size_before;
   truncatable = other.truncatable;
+  syncing = other.syncing;
   return *this;
 }
 
@@ -211,6 +212,17 @@ int FileWriter::submit(uv_fs_t* req, uv_fs_cb callback, const WriteBatch& batch,
 }
 
 void FileWriter::written(FileWrite& write, ssize_t result) {
+  if (write.syncing) {
+    // The bytes are in the file; a failed fdatasync() (an I/O error) is
+    // counted and reported, and they count as written all the same.
+    if (result < 0) {
+      ++write_errors_;
+      log::error("{}: fdatasync of {} failed: {}", label_, where_,
+                 uv_error_text(static_cast<int>(result)));
+    }
+    write_done(write);
+    return;
+  }
   if (result <= 0) {
     // A write of nothing (never seen on a regular file) is an error too:
     // continuing would spin.
@@ -227,6 +239,14 @@ void FileWriter::written(FileWrite& write, ssize_t result) {
     if (rc == 0) return;
     write_failed(write, rc);
     return;
+  }
+  if (sync_) {
+    write.syncing = true;
+    const int rc = write_.restart([&](uv_fs_t* req, uv_fs_cb callback) {
+      return uv_fs_fdatasync(loop_, req, write.fd, callback);
+    });
+    if (rc == 0) return;
+    write.syncing = false;
   }
   write_done(write);
 }

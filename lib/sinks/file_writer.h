@@ -79,6 +79,9 @@ class FileWriter {
   bool reopen();
   // A failing writer tries again now instead of at its next backoff.
   void retry();
+  // Each write is followed by fdatasync() before its records count as
+  // written (the cursor moves): what a Kafka feed commits is on disk.
+  void set_sync(bool sync) { sync_ = sync; }
   // Stops at once; no callbacks afterwards.
   void close();
   bool done() const { return done_; }
@@ -105,6 +108,7 @@ class FileWriter {
     // The file's size before this write, to cut a failed write back to.
     uint64_t size_before = 0;
     bool truncatable = false;
+    bool syncing = false;  // written; the request is now its fdatasync()
   };
 
   static void on_retry_timer(uv_timer_t* timer);
@@ -137,6 +141,7 @@ class FileWriter {
   uint64_t file_size_ = 0;
   UvRequest<uv_fs_t, FileWrite> write_;
   bool done_ = false;
+  bool sync_ = false;  // set_sync()
   uint64_t bytes_written_ = 0;
   size_t max_buffer_;
   OnError on_error_;

@@ -75,6 +75,7 @@ FileSink::FileSink(uv_loop_t* loop, OutputLog& output, OutputConfig config,
         }
         if (changed_) changed_();
       });
+  file_->set_sync(config_.sync);
 }
 
 FileSink::~FileSink() {

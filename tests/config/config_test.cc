@@ -368,6 +368,10 @@ const std::vector<BadConfig>& bad_configs() {
            "", R"({"name": "a", "type": "stdin"})",
            R"({"name": "o", "type": "kafka", "brokers": "b:9092", "topic": "out", "properties": {"acks": "1"}})"),
        "/outputs/0/properties/acks", "always \"all\""},
+      {"rejects sync on an output that is not a file",
+       config_text("", R"({"name": "a", "type": "stdin"})",
+                   R"({"name": "o", "type": "tcp-listen", "listen": "127.0.0.1:0", "sync": true})"),
+       "/outputs/0/sync", "unknown field for type \"tcp-listen\""},
       {"rejects a kafka output key that is not a pointer",
        config_text(
            "", R"({"name": "a", "type": "stdin"})",

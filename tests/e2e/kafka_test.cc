@@ -222,8 +222,10 @@ TEST_CASE("kafka: a partition whose leader is away holds the merge, then nothing
   REQUIRE(kafka.command("down 3") == "ok");
 
   const std::string out = dir / "merged.ndjson";
-  json config = {{"feeds", {kafka_feed(kafka, "in", 2, "g2")}},
-                 {"outputs", {{{"name", "file"}, {"type", "file"}, {"path", out}}}}};
+  // Durable before committed: each write is followed by fdatasync().
+  json config = {
+      {"feeds", {kafka_feed(kafka, "in", 2, "g2")}},
+      {"outputs", {{{"name", "file"}, {"type", "file"}, {"path", out}, {"sync", true}}}}};
   with_metrics(config);
   Daemon daemon(dir, config);
   const uint16_t port = daemon.metrics_port();
