@@ -18,14 +18,19 @@
 #                           (default 10: the mock answers an empty fetch
 #                           only when it runs out, a broker as data comes)
 #
-# Each run: a fresh mock cluster; kcat produces every partition at once;
-# the daemon reads them from the earliest offset and writes the merge to
-# a kafka output (idempotent, acks=all) and a block TCP client. Timed from
-# the daemon's start until the brokers acknowledged every record (polled
-# on /metrics every 20 ms): records/s, the daemon's CPU (utime + stime)
-# and peak RSS. Checked: the merged topic holds every record in key order
-# and the client got them all. Reference: kcat reading the same
-# partitions to /dev/null, one after the other.
+# Each run and case: a fresh mock cluster; kcat produces every partition at
+# once; the daemon (retention_bytes 1 MiB, the rest default) reads them
+# from the earliest offset into a block TCP client, and in two of the four
+# cases into a kafka output too (idempotent, acks=all); two cases raise
+# librdkafka's per-partition prefetch (queued.max.messages.kbytes, by
+# default the feed's high-water mark, 1 MiB) to 4 MiB. The cases take
+# turns. Timed from the daemon's start until the client has every record,
+# or the brokers acknowledged every record (polled on /metrics every
+# 20 ms): records/s, the daemon's CPU (utime + stime) and peak RSS.
+# Checked: the client got every record; the merged topic took every record
+# (its high watermark) and what the mock keeps of it is in key order.
+# Reference: kcat reading the same partitions to /dev/null, one after the
+# other.
 #
 # Exit status: 0 if every run's output was complete and in order, 1 if
 # not, 2 on a setup error. The table is also saved under

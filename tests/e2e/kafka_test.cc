@@ -201,6 +201,14 @@ TEST_CASE("kafka: eight partitions merge into one topic, byte for byte, offsets 
   const uint16_t port = daemon.metrics_port();
   CHECK(delivered(port, expected.size()) == expected.size());
   CHECK(kcat_consume(dir, kafka, "out", expected.size()) == expected);
+  // Each partition read to its end went idle (the last records needed
+  // that); none stalls the merge.
+  for (int p = 0; p < 8; ++p) {
+    const std::string feed = "k/" + std::to_string(p);
+    CHECK(scrape(port, "chronomerge_kafka_partition_at_end{feed=\"" + feed + "\"}") == 1);
+    CHECK(wait_sample(port, "chronomerge_feed_idle{feed=\"" + feed + "\"}",
+                      [](double v) { return v == 1; }) == 1);
+  }
 
   // What was written is committed: every offset of every partition.
   CHECK(daemon.stop().code == 0);
