@@ -494,6 +494,7 @@ class Validator {
                         bool feed, KafkaConfig& kafka);
   void read_kafka_properties(const Json& value, const std::string& pointer, bool feed,
                              KafkaConfig& kafka);
+  std::optional<HeartbeatsConfig> read_heartbeats(const Json& value, const std::string& pointer);
   void read_deadletter(const Json& value, const std::string& pointer);
   void read_metrics(const Json& value, const std::string& pointer);
   void check_feed_against_globals(const FeedEntry& entry, const Json& value);
@@ -532,6 +533,8 @@ class Validator {
   std::vector<OutputEntry> output_entries_;
   std::vector<Claim> listeners_;
   std::vector<Claim> written_files_;
+  // The first output with heartbeats: its pointer and field.
+  std::optional<std::pair<std::string, std::string>> first_heartbeats_;
 };
 
 std::optional<std::string> Validator::read_string(const Json& value, const std::string& pointer) {
@@ -1364,6 +1367,8 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
       if (auto bytes = read_integer(field_value, field, 1, kMaxRetentionBytes)) {
         output.max_buffer = *bytes;
       }
+    } else if (name == "heartbeats") {
+      output.heartbeats = read_heartbeats(field_value, field);
     } else if (!is_type_specific_output_field(name)) {
       problem(field, "unknown field");
     } else if (!entry.type) {
@@ -1564,6 +1569,52 @@ void Validator::read_kafka_properties(const Json& value, const std::string& poin
       kafka.properties.emplace_back(it.key(), std::move(text));
     }
   }
+}
+
+std::optional<HeartbeatsConfig> Validator::read_heartbeats(const Json& value,
+                                                           const std::string& pointer) {
+  if (!value.is_object()) {
+    problem(pointer, fmt::format("expected an object such as {{\"field\": \"heartbeat\", "
+                                 "\"interval_ms\": 100}}, got {}",
+                                 describe(value)));
+    return std::nullopt;
+  }
+  HeartbeatsConfig heartbeats;
+  bool valid = true;
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    const std::string field = child(pointer, it.key());
+    if (it.key() == "field") {
+      auto text = read_nonempty_string(it.value(), field);
+      if (text && (*text == config_.key || "/" + escape_pointer_token(*text) == config_.key)) {
+        problem(field, fmt::format("must differ from the key field \"{}\"", config_.key));
+        valid = false;
+      } else if (text) {
+        heartbeats.field = *text;
+      } else {
+        valid = false;
+      }
+    } else if (it.key() == "interval_ms") {
+      if (auto ms = read_integer(it.value(), field, 1, kMaxIdleTimeoutMs)) {
+        heartbeats.interval_ms = *ms;
+      } else {
+        valid = false;
+      }
+    } else {
+      problem(field, "unknown field");
+      valid = false;
+    }
+  }
+  if (!valid) return std::nullopt;
+  if (!first_heartbeats_) {
+    first_heartbeats_ = {pointer, heartbeats.field};
+  } else if (first_heartbeats_->second != heartbeats.field) {
+    problem(child(pointer, "field"),
+            fmt::format("must be \"{}\" as at {}: heartbeat records are shared by the outputs "
+                        "that take them",
+                        first_heartbeats_->second, first_heartbeats_->first));
+    return std::nullopt;
+  }
+  return heartbeats;
 }
 
 void Validator::check_names_and_singletons() {

@@ -155,6 +155,14 @@ struct FeedConfig {
 enum class OutputType { stdout_, file, tcp_listen, unix_listen, http_listen, kafka };
 std::string_view to_string(OutputType type);
 
+// In-band progress on an output: heartbeat records carrying a lower bound
+// of every key still to come, for a downstream chronomerge (a merge tree).
+struct HeartbeatsConfig {
+  std::string field = "heartbeat";
+  uint64_t interval_ms = 100;  // at most one heartbeat per interval
+  friend bool operator==(const HeartbeatsConfig&, const HeartbeatsConfig&) = default;
+};
+
 struct OutputConfig {
   std::string name;
   OutputType type = OutputType::stdout_;
@@ -185,6 +193,7 @@ struct OutputConfig {
   // TLS. With tokens, every tcp-listen client sends a request line.
   std::vector<std::string> tokens_sha256;
   std::optional<KafkaConfig> kafka;  // kafka
+  std::optional<HeartbeatsConfig> heartbeats;
 
   friend bool operator==(const OutputConfig&, const OutputConfig&) = default;
 };

@@ -12,6 +12,7 @@
 #include "feeds/member_feed.h"
 #include "feeds/simulate_feed.h"
 #include "feeds/stream_feed.h"
+#include "output/heartbeat_record.h"
 #include "sinks/dead_letter.h"
 #include "sinks/kafka_sink.h"
 #include "sinks/server_sink.h"
@@ -78,6 +79,9 @@ Pipeline::Pipeline(uv_loop_t* loop, Config config, bool live)
   idle_timer_.initialized(this);
   uv_timer_init(loop_, retire_timer_.get());
   retire_timer_.initialized(this);
+  uv_timer_init(loop_, heartbeat_timer_.get());
+  heartbeat_timer_.initialized(this);
+  uv_unref(heartbeat_timer_.base());  // the merge's end is not its business
   if (live_ && config_.retention_ms) {
     uv_timer_init(loop_, retention_timer_.get());
     retention_timer_.initialized(this);
@@ -326,8 +330,45 @@ bool Pipeline::start() {
     }
   }
   merger_.release();
+  arm_heartbeats();
   schedule_pump();
   return true;
+}
+
+void Pipeline::arm_heartbeats() {
+  uint64_t interval = 0;
+  for (const OutputConfig& output : config_.outputs) {
+    if (output.heartbeats && (interval == 0 || output.heartbeats->interval_ms < interval)) {
+      interval = output.heartbeats->interval_ms;
+    }
+  }
+  if (interval == heartbeat_interval_ms_ || closed_) return;
+  heartbeat_interval_ms_ = interval;
+  uv_timer_stop(heartbeat_timer_.get());
+  if (interval == 0) return;
+  uv_timer_start(
+      heartbeat_timer_.get(),
+      [](uv_timer_t* timer) {
+        if (auto* self = static_cast<Pipeline*>(timer->data)) self->heartbeat();
+      },
+      interval, interval);
+}
+
+// The merge may have moved past the newest record without a record to
+// show it (feeds sending heartbeats of their own, waiting feeds whose
+// newest keys rose): one heartbeat record says so downstream.
+void Pipeline::heartbeat() {
+  if (output_.ended()) return;
+  const std::optional<Key> bound = merger_.lower_bound();
+  if (!bound) return;
+  const std::optional<Key> newest = output_.newest_key();
+  if (newest && !(*newest < *bound)) return;
+  std::string field;
+  for (const OutputConfig& output : config_.outputs) {
+    if (output.heartbeats) field = output.heartbeats->field;
+  }
+  output_.append_heartbeat(heartbeat_record(config_.key, config_.key_type, *bound, field), *bound);
+  output_.flush();
 }
 
 // What the feed has read is still merged; what its connection holds is
@@ -566,6 +607,7 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   config_ = next;
   log::set_level(config_.log_level);
   merger_.set_late_policy(config_.late);
+  arm_heartbeats();
   for (auto i = closing_sinks.rbegin(); i != closing_sinks.rend(); ++i) {
     Sink& sink = *sinks_[*i];
     bool kept_name = std::any_of(next.outputs.begin(), next.outputs.end(),
@@ -717,6 +759,7 @@ void Pipeline::close() {
   idle_timer_.close();
   retire_timer_.close();
   retention_timer_.close();
+  heartbeat_timer_.close();
   pump_check_.close();
   pump_idle_.close();
 }

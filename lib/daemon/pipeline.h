@@ -164,6 +164,11 @@ class Pipeline final : public FeedHost, public FleetHost {
   void log_long_hold();
   void discard_unwritten(std::string_view what, size_t bytes);
   void arm_idle_timer();
+  // Starts (or stops) the heartbeat timer for the outputs that want
+  // heartbeats: at the shortest of their intervals.
+  void arm_heartbeats();
+  // Appends a heartbeat if the merge moved past the newest record.
+  void heartbeat();
   void check_finished();
 
   uv_loop_t* loop_;
@@ -194,6 +199,8 @@ class Pipeline final : public FeedHost, public FleetHost {
   UvHandle<uv_timer_t> retire_timer_;
   // retention_ms: the log drops what expired even while nothing is merged.
   UvHandle<uv_timer_t> retention_timer_;
+  UvHandle<uv_timer_t> heartbeat_timer_;
+  uint64_t heartbeat_interval_ms_ = 0;  // 0: no output wants heartbeats
   std::map<std::string, RetiredFeed, std::less<>> retired_;
   std::optional<FeedId> hold_logged_;  // the holder already reported
   uint64_t discarded_output_bytes_ = 0;

@@ -653,6 +653,30 @@ bool Merger::run(uint64_t now) {
   return budget_spent;
 }
 
+std::optional<Key> Merger::lower_bound() const {
+  std::optional<Key> bound;
+  for (const auto& slot : feeds_) {
+    if (!slot) continue;
+    const Feed& f = *slot;
+    std::optional<Key> feed_bound;
+    if (!f.queue.empty()) {
+      feed_bound = Key{f.queue.front_ordinal(), f.queue.front_text()};
+    } else if (f.ended) {
+      if (f.held.empty()) continue;  // delivers nothing more
+    } else if (f.idle || !f.stats.last_key) {
+      return frontier_;
+    } else {
+      feed_bound = f.stats.last_key;
+    }
+    if (!f.held.empty() && (!feed_bound || f.held.front().key < *feed_bound)) {
+      feed_bound = f.held.front().key;
+    }
+    if (!bound || *feed_bound < *bound) bound = std::move(feed_bound);
+  }
+  if (!bound || (frontier_ && *bound < *frontier_)) return frontier_;
+  return bound;
+}
+
 void Merger::release() {
   --holds_;
   check_finished();

@@ -242,6 +242,14 @@ class Merger {
   std::optional<FeedId> holder() const { return holder_; }
   uint64_t held_since() const { return held_since_; }
   const std::optional<Key>& frontier() const { return frontier_; }
+  // A lower bound of every key the merge may still emit in order (late
+  // records aside): the smallest of the ready feeds' heads and of the
+  // waiting feeds' newest keys (a feed's own keys never go back), and never
+  // below the frontier. While a feed is idle, or waits with no key yet, it
+  // could still send anything from the frontier on: the bound is then the
+  // frontier. nullopt before anything is known. What heartbeats on an
+  // output carry.
+  std::optional<Key> lower_bound() const;
   uint64_t records_out() const { return records_out_; }
 
  private:

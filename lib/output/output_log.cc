@@ -119,6 +119,23 @@ bool OutputLog::append_parts(std::initializer_list<std::string_view> parts, cons
   return !full();
 }
 
+bool OutputLog::append_heartbeat(std::string_view record, const Key& key) {
+  // Not a name a feed can have: configured names exclude '<'.
+  if (!heartbeat_source_) heartbeat_source_ = source_id("<heartbeat>");
+  const SourceId source = *heartbeat_source_;
+  return append(record, key, {&source, 1});
+}
+
+std::optional<Key> OutputLog::newest_key() const {
+  for (auto it = segments_.rbegin(); it != segments_.rend(); ++it) {
+    if (!(*it)->entries.empty()) {
+      const size_t segment = static_cast<size_t>(segments_.rend() - it) - 1;
+      return key_at(Place{segment, (*it)->entries.size() - 1});
+    }
+  }
+  return std::nullopt;
+}
+
 void OutputLog::add_origins(std::span<const Origin> origins) {
   for (const Origin& origin : origins) unwritten_.push_back(Unwritten{head_position_, origin});
 }
@@ -242,6 +259,7 @@ OutputLog::ConsumerId OutputLog::subscribe(ConsumerOptions options, std::functio
                        : options.max_buffer;
   consumer.sources = std::move(options.sources);
   std::sort(consumer.sources.begin(), consumer.sources.end());
+  consumer.skip_heartbeats = !options.heartbeats;
   consumer.notify = std::move(notify);
   consumer.position = head_position_;
   if (options.start && *options.start < head_offset_) {
@@ -375,7 +393,7 @@ size_t OutputLog::peek(ConsumerId id, std::vector<Slice>& out, size_t max_bytes,
   std::optional<Place> place = place_of_position(pos);
   if (!place) return 0;
   size_t added = 0;
-  if (consumer.sources.empty()) {
+  if (consumer.sources.empty() && !(consumer.skip_heartbeats && heartbeat_source_)) {
     // Whole segments from the cursor on: a segment holds whole records.
     for (size_t s = place->segment; s < segments_.size(); ++s) {
       const auto& segment = segments_[s];
@@ -523,10 +541,14 @@ Key OutputLog::key_at(Place place) const {
 }
 
 bool OutputLog::matches(const Consumer& consumer, Place place) const {
-  if (consumer.sources.empty()) return true;
   const Segment& segment = *segments_[place.segment];
   const uint32_t from = place.index == 0 ? 0 : segment.entries[place.index - 1].source_end;
   const uint32_t to = segment.entries[place.index].source_end;
+  if (consumer.skip_heartbeats && heartbeat_source_ && to - from == 1 &&
+      segment.sources[from] == *heartbeat_source_) {
+    return false;
+  }
+  if (consumer.sources.empty()) return true;
   for (uint32_t i = from; i < to; ++i) {
     if (std::binary_search(consumer.sources.begin(), consumer.sources.end(), segment.sources[i])) {
       return true;

@@ -98,11 +98,15 @@ class OutputLog {
     std::vector<SourceId> sources;
     // Offset of the first record to read (see locate()); unset: the head.
     std::optional<uint64_t> start;
+    // Also read heartbeat records (append_heartbeat()); others pass over
+    // them.
+    bool heartbeats = false;
 
     // From the head on, lossless: a file, stdout.
-    static ConsumerOptions lossless(size_t max_buffer) {
+    static ConsumerOptions lossless(size_t max_buffer, bool heartbeats = false) {
       ConsumerOptions options;
       options.max_buffer = max_buffer;
+      options.heartbeats = heartbeats;
       return options;
     }
   };
@@ -138,6 +142,13 @@ class OutputLog {
                     std::span<const SourceId> sources, std::span<const Origin> origins = {});
   // A record without key or source (the dead-letter file).
   bool append(std::string_view record) { return append(record, Key{}, {}); }
+  // A heartbeat record (`{"<key>": K, "<field>": true}`, rendered by the
+  // caller) promising that nothing older follows: only consumers that ask
+  // for heartbeats read it.
+  bool append_heartbeat(std::string_view record, const Key& key);
+  // The key of the newest record (or heartbeat) appended; nullopt if none
+  // is retained.
+  std::optional<Key> newest_key() const;
   bool full() const { return head_position_ >= full_at_; }
 
   // No more records will come. Consumers drain what they have, then see
@@ -232,6 +243,7 @@ class OutputLog {
     bool engaged = false;
     DropReason dropped = DropReason::none;
     std::vector<SourceId> sources;  // sorted
+    bool skip_heartbeats = true;
     uint64_t held_ms = 0;
     std::function<void()> notify;
   };
@@ -276,6 +288,8 @@ class OutputLog {
   std::vector<std::shared_ptr<Segment>> spare_;
   static constexpr size_t max_spare_segments = 32;
   std::unordered_map<std::string, SourceId> source_ids_;
+  // What heartbeat records carry as their source, once there is one.
+  std::optional<SourceId> heartbeat_source_;
   std::unordered_map<ConsumerId, Consumer> consumers_;
   ConsumerId next_id_ = 1;
   // append() is O(1): it compares the head with precomputed positions.

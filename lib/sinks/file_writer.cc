@@ -97,7 +97,7 @@ bool FileWriter::open() {
   } else {
     adopt(fd_);
   }
-  cursor_.emplace(output_, OutputLog::ConsumerOptions::lossless(max_buffer_),
+  cursor_.emplace(output_, OutputLog::ConsumerOptions::lossless(max_buffer_, heartbeats_),
                   [this] { write_next(); });
   return true;
 }

@@ -82,6 +82,9 @@ class FileWriter {
   // Each write is followed by fdatasync() before its records count as
   // written (the cursor moves): what a Kafka feed commits is on disk.
   void set_sync(bool sync) { sync_ = sync; }
+  // Heartbeat records are written too (OutputLog::append_heartbeat()).
+  // REQUIRES: before open().
+  void set_heartbeats(bool heartbeats) { heartbeats_ = heartbeats; }
   // Stops at once; no callbacks afterwards.
   void close();
   bool done() const { return done_; }
@@ -141,7 +144,8 @@ class FileWriter {
   uint64_t file_size_ = 0;
   UvRequest<uv_fs_t, FileWrite> write_;
   bool done_ = false;
-  bool sync_ = false;  // set_sync()
+  bool sync_ = false;        // set_sync()
+  bool heartbeats_ = false;  // set_heartbeats()
   uint64_t bytes_written_ = 0;
   size_t max_buffer_;
   OnError on_error_;

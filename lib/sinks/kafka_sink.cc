@@ -128,7 +128,10 @@ bool KafkaSink::start() {
   uv_timer_init(loop_, retry_timer_.get());
   retry_timer_.initialized(this);
   cursor_ = std::make_unique<OutputCursor>(
-      output_, OutputLog::ConsumerOptions::lossless(config_.max_buffer.value_or(SIZE_MAX)), [this] {
+      output_,
+      OutputLog::ConsumerOptions::lossless(config_.max_buffer.value_or(SIZE_MAX),
+                                           config_.heartbeats.has_value()),
+      [this] {
         produce();
         check_finished();
       });

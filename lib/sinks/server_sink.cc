@@ -459,6 +459,7 @@ OutputLog::ConsumerOptions ServerSink::consumer_options() const {
     // Unset: bound by the retained window alone.
     options.max_buffer = config_.max_buffer.value_or(SIZE_MAX);
   }
+  options.heartbeats = config_.heartbeats.has_value();
   return options;
 }
 

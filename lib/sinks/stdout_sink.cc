@@ -28,6 +28,7 @@ bool StdoutSink::start() {
     file_ = std::make_unique<FileWriter>(loop_, output_, "output " + name(), std::string(), 1,
                                          config_.max_buffer.value_or(SIZE_MAX),
                                          FileWriter::OnError::stop, done);
+    file_->set_heartbeats(config_.heartbeats.has_value());
     return file_->open();
   }
   auto stream = std::make_unique<UvHandle<AnyStream>>();
@@ -37,7 +38,9 @@ bool StdoutSink::start() {
     return false;
   }
   stream_ = std::make_unique<StreamWriter>(
-      output_, OutputLog::ConsumerOptions::lossless(config_.max_buffer.value_or(SIZE_MAX)),
+      output_,
+      OutputLog::ConsumerOptions::lossless(config_.max_buffer.value_or(SIZE_MAX),
+                                           config_.heartbeats.has_value()),
       std::move(stream), 0, [done](StreamWriter::Outcome outcome, const std::string& reason) {
         done(outcome == StreamWriter::Outcome::finished, reason);
       });
@@ -76,6 +79,7 @@ FileSink::FileSink(uv_loop_t* loop, OutputLog& output, OutputConfig config,
         if (changed_) changed_();
       });
   file_->set_sync(config_.sync);
+  file_->set_heartbeats(config_.heartbeats.has_value());
 }
 
 FileSink::~FileSink() {

@@ -931,3 +931,39 @@ TEST_CASE("ranks set by a reload order ties and combine indexes") {
   CHECK(h.take() ==
         "{\"data\":[" + rec(1, "b") + "," + rec(1, "a") + "],\"indexes\":[0,1],\"time\":1}\n");
 }
+
+TEST_CASE("lower_bound: what heartbeats on an output may promise") {
+  Harness h;
+  const FeedId a = h.merger.add_feed(live("a", 1000), 0);
+  const FeedId b = h.merger.add_feed(live("b", 1000), 0);
+  SUBCASE("is unknown while a feed has sent nothing") {
+    h.push(a, record(5, 0, 0), 5);
+    h.merger.run(0);
+    CHECK_FALSE(h.merger.lower_bound());
+  }
+  SUBCASE("is the smallest of the heads and of the waiting feeds' newest keys") {
+    h.push(a, record(5, 0, 0), 5);
+    h.push(b, record(8, 1, 0), 8);
+    CHECK(h.merger.lower_bound() == Key::from_integer(5));
+    h.merger.run(0);  // emits 5; a is waiting with newest key 5, b holds 8
+    CHECK(h.take() == record(5, 0, 0) + "\n");
+    CHECK(h.merger.lower_bound() == Key::from_integer(5));
+    // A heartbeat moves a past what it sent: the bound follows.
+    h.merger.push(a, "{\"time\":20,\"hb\":true}", parsed_for("{\"time\":20,\"hb\":true}", 20, true),
+                  0);
+    h.merger.run(0);  // emits 8 (b's head); b now waits at 8
+    CHECK(h.take() == record(8, 1, 0) + "\n");
+    CHECK(h.merger.lower_bound() == Key::from_integer(8));
+    h.push(b, record(30, 1, 1), 30);
+    h.merger.run(0);  // the heartbeat at 20 goes; a waits at 20, b holds 30
+    CHECK(h.merger.lower_bound() == Key::from_integer(20));
+  }
+  SUBCASE("is the frontier while a feed is idle: it may still send anything newer") {
+    h.push(a, record(5, 0, 0), 5);
+    h.push(b, record(8, 1, 0), 8);
+    h.merger.run(0);
+    h.merger.run(2000);  // a went idle
+    CHECK(h.merger.state(a) == FeedState::idle);
+    CHECK(h.merger.lower_bound() == h.merger.frontier());
+  }
+}

@@ -462,3 +462,19 @@ TEST_CASE("OutputLog reports origins once every block reader wrote them") {
     CHECK(written == std::vector<uint64_t>{11});
   }
 }
+
+TEST_CASE("OutputLog heartbeat records go only to readers that ask for them") {
+  OutputLog log(OutputLogOptions{});
+  const OutputLog::SourceId source = log.source_id("a");
+  auto plain = log.subscribe(block(), [] {});
+  Consumer wants = block();
+  wants.heartbeats = true;
+  auto reader = log.subscribe(wants, [] {});
+  log.append("r1", Key::from_integer(1), {&source, 1});
+  log.append_heartbeat("hb5", Key::from_integer(5));
+  log.append("r6", Key::from_integer(6), {&source, 1});
+  CHECK(log.newest_key() == Key::from_integer(6));
+  CHECK(read_all(log, plain) == "r1\nr6\n");
+  CHECK(read_all(log, reader) == "r1\nhb5\nr6\n");
+  CHECK(log.lag(plain) == 0);
+}
