@@ -17,6 +17,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <memory>
+#include <random>
 #include <set>
 #include <sstream>
 #include <string>
@@ -436,4 +438,74 @@ TEST_CASE("kafka: \"all\" partitions are listed at start and again on reload") {
   CHECK(scrape(port, "chronomerge_reloads_total{result=\"failure\"}") == 1);
   CHECK(daemon.stop().code == 0);
   CHECK(split_lines(read_file(out)) == stable_merge(partitions));
+}
+
+TEST_CASE("kafka: a merge tree through topics is byte-identical to one flat merge") {
+  constexpr int shards = 3;
+  KafkaMock kafka({"tier:" + std::to_string(shards)});
+  std::mt19937 rng(7);
+  constexpr int feed_count = 6;
+  std::vector<std::vector<std::string>> feeds(feed_count);
+  size_t total = 0;
+  for (int f = 0; f < feed_count; ++f) {
+    int64_t key = 1'700'000'000'000;
+    for (int i = 0; i < 60 + static_cast<int>(rng() % 60); ++i) {
+      key += rng() % 3;
+      feeds[f].push_back(message(key, f, i));
+    }
+    total += feeds[f].size();
+  }
+  TempDir flat_dir;
+  std::vector<std::string> args;
+  for (int f = 0; f < feed_count; ++f) {
+    args.push_back(flat_dir.write("f" + std::to_string(f) + ".ndjson", lines_of(feeds[f])));
+  }
+  const RunResult flat = run_chronomerge(flat_dir, args);
+  REQUIRE(flat.status.code == 0);
+
+  // Tier 1: two feeds each, into partition s of the topic "tier", with
+  // heartbeats; the producers end each feed's time with a heartbeat.
+  std::vector<std::unique_ptr<TempDir>> dirs;
+  std::vector<std::unique_ptr<Daemon>> tier1;
+  for (int s = 0; s < shards; ++s) {
+    json config = {{"feeds", json::array()}, {"outputs", {kafka_output(kafka, "tier")}}};
+    for (int f : {2 * s, 2 * s + 1}) {
+      json feed = tcp_feed("f" + std::to_string(f));
+      feed["heartbeat_field"] = "hb";
+      feed["idle_timeout_ms"] = 600'000;
+      config["feeds"].push_back(feed);
+    }
+    config["outputs"][0]["partition"] = s;
+    config["outputs"][0]["heartbeats"] = {{"field", "hb"}, {"interval_ms", 50}};
+    dirs.push_back(std::make_unique<TempDir>());
+    tier1.push_back(std::make_unique<Daemon>(*dirs.back(), config));
+  }
+  std::vector<Socket> producers;
+  for (int s = 0; s < shards; ++s) {
+    for (int f : {2 * s, 2 * s + 1}) {
+      Socket producer = connect_tcp(tier1[s]->feed_port("f" + std::to_string(f)));
+      REQUIRE(write_all(
+          producer,
+          lines_of(feeds[f]) + json{{"time", 4'000'000'000'000}, {"hb", true}}.dump() + "\n"));
+      producers.push_back(std::move(producer));
+    }
+  }
+  // The root reads the partitions in tier order.
+  TempDir root_dir;
+  const std::string merged = root_dir / "merged.ndjson";
+  json feed = kafka_feed(kafka, "tier", shards, "root");
+  feed["heartbeat_field"] = "hb";
+  json root = {{"feeds", {feed}},
+               {"outputs", {{{"name", "file"}, {"type", "file"}, {"path", merged}}}}};
+  with_metrics(root);
+  Daemon root_daemon(root_dir, root);
+  const uint16_t port = root_daemon.metrics_port();
+  CHECK(wait_sample(
+            port, "chronomerge_records_out_total",
+            [&](double v) { return v >= static_cast<double>(total); }, read_timeout) == total);
+  for (int s = 0; s < shards; ++s) {
+    CHECK(scrape(port, "chronomerge_feed_late_total{feed=\"k/" + std::to_string(s) + "\"}") == 0);
+  }
+  CHECK(root_daemon.stop().code == 0);
+  CHECK(read_file(merged) == flat.out);
 }
