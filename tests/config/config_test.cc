@@ -789,6 +789,31 @@ TEST_CASE("the shipped fleet config") {
   CHECK(config.feeds[1].fleet->name_pointer == "/vehicle");
 }
 
+#ifdef CHRONOMERGE_SOURCE_DIR
+TEST_CASE("the merge tree examples are valid, and the roots read the shards in order") {
+  for (const char* name : {"shard-north", "shard-south", "root", "kafka-shard-north",
+                           "kafka-shard-south", "kafka-root"}) {
+    SUBCASE(name) {
+      const ConfigResult result =
+          load_config(std::string(CHRONOMERGE_SOURCE_DIR "/config/tree/") + name + ".json");
+      INFO(format_problems(result.problems));
+      REQUIRE(result.config);
+      const Config& config = *result.config;
+      if (std::string_view(name).find("shard") != std::string_view::npos) {
+        REQUIRE(config.outputs[0].heartbeats);
+        CHECK(config.outputs[0].heartbeats->field == "heartbeat");
+      } else {
+        REQUIRE(config.feeds.size() == 2);
+        CHECK(config.feeds[0].heartbeat_field == "heartbeat");
+        const bool kafka = config.feeds[0].type == FeedType::kafka;
+        CHECK(config.feeds[0].name == (kafka ? "tier/0" : "north"));
+        CHECK(config.feeds[1].name == (kafka ? "tier/1" : "south"));
+      }
+    }
+  }
+}
+#endif
+
 TEST_CASE("the shipped example config") {
   SUBCASE("loads without problems and says what the file says") {
     const ConfigResult result = load_config(CHRONOMERGE_SOURCE_DIR "/config/example.json");
