@@ -698,3 +698,25 @@ TEST_CASE("/healthz reports draining") {
     CHECK(data.compare(0, cut.data.size(), cut.data) == 0);
   }
 }
+
+TEST_CASE("--healthcheck probes /healthz: exit 0 when it answers 200, 1 otherwise") {
+  TempDir dir;
+  nlohmann::json config = {{"feeds", {{{"name", "bus"}, {"type", "simulate"}, {"rate", 10}}}},
+                           {"outputs", {{{"name", "out"}, {"type", "file"}, {"path", dir / "out"}}}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const std::string base = "http://" + loopback(daemon.metrics_port());
+  const RunResult healthy = run_chronomerge(dir, {"--healthcheck", base + "/healthz"});
+  CHECK(healthy.status.code == 0);
+  CHECK(healthy.err.empty());
+  const RunResult by_default = run_chronomerge(dir, {"--healthcheck", base});
+  CHECK(by_default.status.code == 0);
+  const RunResult missing = run_chronomerge(dir, {"--healthcheck", base + "/nope"});
+  CHECK(missing.status.code == 1);
+  CHECK(missing.err.find("404") != std::string::npos);
+  const RunResult closed =
+      run_chronomerge(dir, {"--healthcheck", "http://" + loopback(free_port()) + "/healthz"});
+  CHECK(closed.status.code == 1);
+  CHECK(closed.err.find("cannot connect") != std::string::npos);
+  CHECK(daemon.stop().code == 0);
+}
