@@ -29,8 +29,8 @@ namespace {
 constexpr const char* usage_text =
     R"(Usage:
   chronomerge [--key K] [--key-type T] [--mode M] [--max-line-bytes N] FILE... [-]
-  chronomerge --config FILE [--log-level L]
-  chronomerge --demo [--log-level L]
+  chronomerge --config FILE [--log-level L] [--log-format F]
+  chronomerge --demo [--log-level L] [--log-format F]
   chronomerge --check-config FILE
   chronomerge --healthcheck URL
 
@@ -48,6 +48,9 @@ Options:
   --demo              run the daemon with the built-in demo configuration
   --check-config FILE validate a configuration and exit
   --log-level L       error | warn | info | debug (overrides the config)
+  --log-format F      text | json (overrides the config; the daemon's lines
+                      start with a timestamp, or with a syslog priority
+                      when standard error is the systemd journal)
   --healthcheck URL   GET URL (http://127.0.0.1:9464/healthz) and exit 0 if it
                       answers 200 within 3 s, else 1: a container's health
                       check without curl
@@ -101,6 +104,7 @@ int main(int argc, char** argv) {
   std::string check_path;
   bool demo = false;
   std::optional<LogLevel> log_level;
+  std::optional<LogFormat> log_format;
   bool options_done = false;
 
   for (int i = 1; i < argc; ++i) {
@@ -158,6 +162,10 @@ int main(int argc, char** argv) {
       if (probe_health(url, 3000, error)) return exit_ok;
       fmt::print(stderr, "chronomerge: unhealthy: {}\n", error);
       return 1;
+    } else if (arg == "--log-format") {
+      std::string v = value(arg);
+      log_format = parse_log_format(v);
+      if (!log_format) usage_error(fmt::format("unknown log format '{}' (text or json)", v));
     } else if (arg == "--log-level") {
       std::string v = value(arg);
       log_level = parse_log_level(v);
@@ -184,6 +192,7 @@ int main(int argc, char** argv) {
     DaemonOptions options;
     options.config_path = config_path;
     options.log_level = log_level;
+    options.log_format = log_format;
     return run_daemon(options);
   }
   if (one_shot.files.empty()) usage_error("no input files (use '-' for standard input)");

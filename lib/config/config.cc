@@ -340,6 +340,7 @@ constexpr Choice<SlowClientPolicy> kSlowClientPolicies[] = {
     {"block", SlowClientPolicy::block}, {"disconnect", SlowClientPolicy::disconnect}};
 constexpr Choice<WriteErrorPolicy> kWriteErrorPolicies[] = {{"block", WriteErrorPolicy::block},
                                                             {"skip", WriteErrorPolicy::skip}};
+constexpr Choice<LogFormat> kLogFormats[] = {{"text", LogFormat::text}, {"json", LogFormat::json}};
 constexpr Choice<LogLevel> kLogLevels[] = {{"error", LogLevel::error},
                                            {"warn", LogLevel::warn},
                                            {"info", LogLevel::info},
@@ -721,6 +722,8 @@ void Validator::read_top_level() {
       config_.max_lag = read_max_lag(value, pointer);
     } else if (name == "log_level") {
       if (auto level = read_choice(value, pointer, kLogLevels)) config_.log_level = *level;
+    } else if (name == "log_format") {
+      if (auto format = read_choice(value, pointer, kLogFormats)) config_.log_format = *format;
     } else if (name == "feeds") {
       feeds_ = &value;
     } else if (name == "outputs") {
@@ -1808,6 +1811,10 @@ std::optional<SlowClientPolicy> parse_slow_client_policy(std::string_view name) 
 std::optional<WriteErrorPolicy> parse_write_error_policy(std::string_view name) {
   return find_choice(kWriteErrorPolicies, name);
 }
+std::optional<LogFormat> parse_log_format(std::string_view name) {
+  return find_choice(kLogFormats, name);
+}
+
 std::optional<LogLevel> parse_log_level(std::string_view name) {
   return find_choice(kLogLevels, name);
 }

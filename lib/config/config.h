@@ -30,6 +30,7 @@ std::optional<LatePolicy> parse_late_policy(std::string_view name);
 std::optional<SlowClientPolicy> parse_slow_client_policy(std::string_view name);
 std::optional<WriteErrorPolicy> parse_write_error_policy(std::string_view name);
 std::optional<LogLevel> parse_log_level(std::string_view name);
+std::optional<LogFormat> parse_log_format(std::string_view name);
 
 enum class FeedType {
   file,
@@ -228,6 +229,7 @@ struct Config {
   uint64_t drain_timeout_ms = 10000;
   std::optional<double> max_lag;  // key units; unset: off
   LogLevel log_level = LogLevel::info;
+  LogFormat log_format = LogFormat::text;  // the daemon's log lines
   std::vector<FeedConfig> feeds;
   std::vector<OutputConfig> outputs;
   std::optional<DeadletterConfig> deadletter;

@@ -426,6 +426,8 @@ int run_daemon(const DaemonOptions& options) {
   }
   Config config = std::move(*result.config);
   log::set_level(options.log_level.value_or(config.log_level));
+  // A service's lines: the journal's priorities, or timestamps elsewhere.
+  log::set_style({options.log_format.value_or(config.log_format), log::stderr_is_journal(), true});
   // Kafka feeds that read "all" partitions: listed once, before anything
   // runs (nothing waits on the loop yet); on reload, on the thread pool.
   if (has_unresolved_kafka_feeds(config)) {

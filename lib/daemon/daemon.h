@@ -13,6 +13,7 @@ namespace chronomerge {
 struct DaemonOptions {
   std::string config_path;  // empty: the built-in demo configuration
   std::optional<LogLevel> log_level;
+  std::optional<LogFormat> log_format;  // overrides the configuration's
 };
 
 int run_daemon(const DaemonOptions& options);

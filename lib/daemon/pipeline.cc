@@ -606,6 +606,9 @@ bool Pipeline::reload(const Config& next, std::string& error) {
   bool ok = true;
   config_ = next;
   log::set_level(config_.log_level);
+  log::Style style = log::style();
+  style.format = config_.log_format;
+  log::set_style(style);
   merger_.set_late_policy(config_.late);
   arm_heartbeats();
   for (auto i = closing_sinks.rbegin(); i != closing_sinks.rend(); ++i) {

@@ -1,7 +1,12 @@
 #include "log/log.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <iterator>
 #include <string>
 #include <utility>
@@ -27,6 +32,87 @@ std::string_view to_string(LogLevel level) {
 namespace chronomerge::log {
 namespace {
 LogLevel current_level = LogLevel::info;
+Style current_style;
+
+// syslog priorities: err, warning, info, debug.
+int priority_of(LogLevel level) {
+  switch (level) {
+    case LogLevel::error:
+      return 3;
+    case LogLevel::warn:
+      return 4;
+    case LogLevel::info:
+      return 6;
+    case LogLevel::debug:
+      return 7;
+  }
+  return 6;
+}
+
+std::string rfc3339_ms(int64_t unix_ms) {
+  const std::time_t seconds = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900,
+                     utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+                     unix_ms % 1000);
+}
+
+void append_json_string(std::string& out, std::string_view text) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  for (char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (byte < 0x20) {
+      out += "\\u00";
+      out += hex[byte >> 4];
+      out += hex[byte & 0xF];
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+}
+
+// What a message is about, from how messages start: "feed NAME: ...",
+// "output NAME: ...", a fleet member "feed FLEET/MEMBER: ...", a client
+// "... client #N ...".
+void append_context(std::string& out, std::string_view message) {
+  for (std::string_view kind : {std::string_view("feed"), std::string_view("output")}) {
+    if (message.size() <= kind.size() + 1 || message.substr(0, kind.size()) != kind ||
+        message[kind.size()] != ' ') {
+      continue;
+    }
+    const std::string_view rest = message.substr(kind.size() + 1);
+    const size_t colon = rest.find(": ");
+    if (colon == std::string_view::npos ||
+        rest.substr(0, colon).find(' ') != std::string_view::npos) {
+      continue;
+    }
+    const std::string_view name = rest.substr(0, colon);
+    out += ",\"";
+    out += kind;
+    out += "\":";
+    append_json_string(out, name);
+    if (kind == "feed" && name.find('/') != std::string_view::npos) {
+      out += ",\"member\":";
+      append_json_string(out, name.substr(name.find('/') + 1));
+    }
+    break;
+  }
+  const size_t client = message.find("client #");
+  if (client != std::string_view::npos) {
+    size_t end = client + 8;
+    while (end < message.size() && message[end] >= '0' && message[end] <= '9') ++end;
+    if (end > client + 8) {
+      out += ",\"client\":";
+      out += message.substr(client + 8, end - client - 8);
+    }
+  }
+}
 
 // "feed in", or "metrics" for a source without a name.
 std::string label_of(Source source) {
@@ -54,9 +140,52 @@ bool enabled(LogLevel level) {
   return static_cast<int>(level) <= static_cast<int>(current_level);
 }
 
+void set_style(Style style) {
+  current_style = style;
+}
+Style style() {
+  return current_style;
+}
+
+bool stderr_is_journal() {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  if (stream == nullptr) return false;
+  unsigned long long device = 0, inode = 0;
+  if (std::sscanf(stream, "%llu:%llu", &device, &inode) != 2) return false;
+  struct stat about {};
+  if (::fstat(2, &about) != 0) return false;
+  return about.st_dev == device && about.st_ino == inode;
+}
+
+std::string format_line(LogLevel level, std::string_view message, int64_t unix_ms) {
+  std::string line;
+  if (current_style.journal) line = fmt::format("<{}>", priority_of(level));
+  if (current_style.format == LogFormat::json) {
+    line += "{\"time\":\"";
+    line += rfc3339_ms(unix_ms);
+    line += "\",\"level\":\"";
+    line += to_string(level);
+    line += "\",\"message\":";
+    append_json_string(line, message);
+    append_context(line, message);
+    line += '}';
+    return line;
+  }
+  if (current_style.timestamps && !current_style.journal) {
+    line += rfc3339_ms(unix_ms);
+    line += ' ';
+  }
+  fmt::format_to(std::back_inserter(line), "chronomerge {}: {}", to_string(level), message);
+  return line;
+}
+
 void write(LogLevel level, std::string_view message) {
   if (!enabled(level)) return;
-  std::string line = fmt::format("chronomerge {}: {}\n", to_string(level), message);
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  std::string line = format_line(level, message, now);
+  line += '\n';
   // One fwrite per line keeps lines whole when several processes share stderr.
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);

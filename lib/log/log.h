@@ -18,6 +18,31 @@ namespace chronomerge::log {
 
 void set_level(LogLevel level);
 LogLevel level();
+
+// How lines look; the default (plain text, no timestamp) is the one-shot
+// command's, like any command-line tool. The daemon sets it at start:
+// - `journal`: standard error is the systemd journal: each line starts
+//   with its syslog priority ("<3>" error ... "<7>" debug), which journald
+//   takes as the entry's priority (`journalctl -p warning`); journald adds
+//   the time.
+// - `timestamps`: each line starts with the time, RFC 3339 in UTC with
+//   milliseconds (elsewhere: a terminal, a file, Docker's log).
+// - `format` json: {"time", "level", "message", and "feed", "member",
+//   "output", "client" when the message is about one}, one per line.
+struct Style {
+  LogFormat format = LogFormat::text;
+  bool journal = false;
+  bool timestamps = false;
+};
+void set_style(Style style);
+Style style();
+// Whether standard error is the journal: JOURNAL_STREAM ("device:inode",
+// set by systemd) names the very file standard error is (the variable is
+// inherited by children whose stderr may be elsewhere).
+bool stderr_is_journal();
+// The line write() would write for `message` at `level` at `unix_ms`,
+// without the newline (tests).
+std::string format_line(LogLevel level, std::string_view message, int64_t unix_ms);
 bool enabled(LogLevel level);
 
 void write(LogLevel level, std::string_view message);

@@ -9,4 +9,8 @@ enum class LogLevel { error, warn, info, debug };
 
 std::string_view to_string(LogLevel level);
 
+// How each log line is written: text ("chronomerge warn: ...") or one JSON
+// object per line (for Loki, Elasticsearch).
+enum class LogFormat { text, json };
+
 }  // namespace chronomerge

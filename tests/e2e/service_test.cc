@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -337,7 +338,10 @@ TEST_CASE("SIGHUP reloads the configuration") {
       CHECK_MESSAGE(one_line, "the rejection and its line:column are not one log line");
       std::string stray;
       for (const std::string& line : split_lines(log)) {
-        if (!starts_with(line, "chronomerge ")) stray += line + "\n";
+        // "2026-11-30T05:06:07.089Z chronomerge info: ..."
+        if (line.size() < 25 || line[24] != ' ' || line.substr(25, 12) != "chronomerge ") {
+          stray += line + "\n";
+        }
       }
       CHECK_MESSAGE(stray.empty(), "log lines without the prefix and level:\n" << stray);
     }
@@ -701,8 +705,9 @@ TEST_CASE("/healthz reports draining") {
 
 TEST_CASE("--healthcheck probes /healthz: exit 0 when it answers 200, 1 otherwise") {
   TempDir dir;
-  nlohmann::json config = {{"feeds", {{{"name", "bus"}, {"type", "simulate"}, {"rate", 10}}}},
-                           {"outputs", {{{"name", "out"}, {"type", "file"}, {"path", dir / "out"}}}}};
+  nlohmann::json config = {
+      {"feeds", {{{"name", "bus"}, {"type", "simulate"}, {"rate", 10}}}},
+      {"outputs", {{{"name", "out"}, {"type", "file"}, {"path", dir / "out"}}}}};
   with_metrics(config);
   Daemon daemon(dir, config);
   const std::string base = "http://" + loopback(daemon.metrics_port());
@@ -719,4 +724,55 @@ TEST_CASE("--healthcheck probes /healthz: exit 0 when it answers 200, 1 otherwis
   CHECK(closed.status.code == 1);
   CHECK(closed.err.find("cannot connect") != std::string::npos);
   CHECK(daemon.stop().code == 0);
+}
+
+TEST_CASE("log lines: syslog priorities for the journal, timestamps elsewhere, or JSON") {
+  nlohmann::json config = {
+      {"feeds", {{{"name", "bus"}, {"type", "simulate"}, {"rate", 10}}}},
+      {"outputs", {{{"name", "out"}, {"type", "file"}, {"path", "/dev/null"}}}}};
+  SUBCASE("the journal: standard error is the file JOURNAL_STREAM names") {
+    TempDir dir;
+    const std::string log = dir.write("daemon.log", "");  // the same inode once opened
+    struct stat about {};
+    REQUIRE(::stat(log.c_str(), &about) == 0);
+    const std::string stream =
+        "JOURNAL_STREAM=" + std::to_string(about.st_dev) + ":" + std::to_string(about.st_ino);
+    Daemon daemon(dir, config, 10s, {stream});
+    CHECK(daemon.stop().code == 0);
+    const auto lines = split_lines(daemon.log());
+    REQUIRE_FALSE(lines.empty());
+    for (const std::string& line : lines) CHECK(starts_with(line, "<"));
+    CHECK(daemon.log().find("<6>chronomerge info: running") != std::string::npos);
+  }
+  SUBCASE("an inherited JOURNAL_STREAM that names another file: timestamps") {
+    TempDir dir;
+    Daemon daemon(dir, config, 10s, {"JOURNAL_STREAM=1:1"});
+    CHECK(daemon.stop().code == 0);
+    for (const std::string& line : split_lines(daemon.log())) {
+      INFO(line);
+      REQUIRE(line.size() > 25);
+      CHECK(line[4] == '-');
+      CHECK(line[10] == 'T');
+      CHECK(line.substr(23, 14) == "Z chronomerge ");
+    }
+  }
+  SUBCASE("log_format json: one object per line, with the feed it concerns") {
+    TempDir dir;
+    config["log_format"] = "json";
+    // A program that prints one malformed line and ends: "feed bus: ..." lines.
+    config["feeds"][0] = {
+        {"name", "bus"}, {"type", "exec"}, {"command", {"/bin/echo", "not json"}}};
+    Daemon daemon(dir, config);
+    daemon.wait(10s);
+    bool about_feed = false;
+    for (const std::string& line : split_lines(daemon.log())) {
+      INFO(line);
+      const nlohmann::json entry = nlohmann::json::parse(line);
+      CHECK(entry.contains("time"));
+      CHECK(entry.contains("level"));
+      CHECK(entry.contains("message"));
+      about_feed = about_feed || entry.value("feed", "") == "bus";
+    }
+    CHECK(about_feed);
+  }
 }
