@@ -340,6 +340,8 @@ constexpr Choice<SlowClientPolicy> kSlowClientPolicies[] = {
     {"block", SlowClientPolicy::block}, {"disconnect", SlowClientPolicy::disconnect}};
 constexpr Choice<WriteErrorPolicy> kWriteErrorPolicies[] = {{"block", WriteErrorPolicy::block},
                                                             {"skip", WriteErrorPolicy::skip}};
+constexpr Choice<KeyUnit> kKeyUnits[] = {
+    {"s", KeyUnit::s}, {"ms", KeyUnit::ms}, {"us", KeyUnit::us}, {"ns", KeyUnit::ns}};
 constexpr Choice<LogFormat> kLogFormats[] = {{"text", LogFormat::text}, {"json", LogFormat::json}};
 constexpr Choice<LogLevel> kLogLevels[] = {{"error", LogLevel::error},
                                            {"warn", LogLevel::warn},
@@ -722,6 +724,18 @@ void Validator::read_top_level() {
       config_.max_lag = read_max_lag(value, pointer);
     } else if (name == "log_level") {
       if (auto level = read_choice(value, pointer, kLogLevels)) config_.log_level = *level;
+    } else if (name == "key_unit") {
+      if (auto unit = read_choice(value, pointer, kKeyUnits)) {
+        if (key_type_valid_ && config_.key_type != KeyType::integer &&
+            config_.key_type != KeyType::number) {
+          problem(pointer, fmt::format("only for key_type \"integer\" or \"number\" ({} keys {})",
+                                       to_string(config_.key_type),
+                                       config_.key_type == KeyType::rfc3339 ? "are times already"
+                                                                            : "are not times"));
+        } else {
+          config_.key_unit = *unit;
+        }
+      }
     } else if (name == "log_format") {
       if (auto format = read_choice(value, pointer, kLogFormats)) config_.log_format = *format;
     } else if (name == "feeds") {
@@ -1811,6 +1825,20 @@ std::optional<SlowClientPolicy> parse_slow_client_policy(std::string_view name) 
 std::optional<WriteErrorPolicy> parse_write_error_policy(std::string_view name) {
   return find_choice(kWriteErrorPolicies, name);
 }
+double seconds_per(KeyUnit unit) {
+  switch (unit) {
+    case KeyUnit::s:
+      return 1;
+    case KeyUnit::ms:
+      return 1e-3;
+    case KeyUnit::us:
+      return 1e-6;
+    case KeyUnit::ns:
+      return 1e-9;
+  }
+  return 1;
+}
+
 std::optional<LogFormat> parse_log_format(std::string_view name) {
   return find_choice(kLogFormats, name);
 }

@@ -212,9 +212,15 @@ struct MetricsConfig {
   friend bool operator==(const MetricsConfig&, const MetricsConfig&) = default;
 };
 
+// What integer or number keys count, when they are times since the Unix
+// epoch: metrics then report them as timestamps.
+enum class KeyUnit { s, ms, us, ns };
+double seconds_per(KeyUnit unit);
+
 struct Config {
   std::string key = "time";
   KeyType key_type = KeyType::integer;
+  std::optional<KeyUnit> key_unit;  // integer and number keys
   MergeMode mode = MergeMode::interleave;
   LatePolicy late = LatePolicy::emit;
   uint64_t idle_timeout_ms = 5000;

@@ -122,6 +122,7 @@ MetricsSnapshot Pipeline::metrics_snapshot() const {
   MetricsSnapshot s;
   const uint64_t now = uv_now(loop_);
   s.key_type = config_.key_type;
+  if (config_.key_unit) s.key_unit_seconds = seconds_per(*config_.key_unit);
 
   // Live instances, in id order: where a name has two (a restart by
   // reload), the newest comes last and its state wins.

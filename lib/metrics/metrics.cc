@@ -1,18 +1,24 @@
 #include "metrics/metrics.h"
 
-#include <fmt/format.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <initializer_list>
 #include <iterator>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "metrics/http_server.h"
 #include "metrics/metrics_snapshot.h"
@@ -156,16 +162,35 @@ std::optional<std::string> key_value_text(KeyType type, const Key& key) {
   return std::nullopt;
 }
 
-// A key as Unix seconds, when it is a time: rfc3339 keys, and integer keys
-// between 1e12 and 1e13, taken as epoch milliseconds (2001-09-09 to
+// A key as Unix seconds, when keys are times: rfc3339 keys, and integer or
+// number keys with a key_unit.
+std::optional<double> key_timestamp(const MetricsSnapshot& snapshot, const Key& key) {
+  if (snapshot.key_type == KeyType::rfc3339) return unix_seconds(key.ordinal);
+  if (!snapshot.key_unit_seconds) return std::nullopt;
+  if (snapshot.key_type == KeyType::integer) {
+    return static_cast<double>(key.ordinal) * *snapshot.key_unit_seconds;
+  }
+  if (snapshot.key_type == KeyType::number) {
+    return key_number_value(key) * *snapshot.key_unit_seconds;
+  }
+  return std::nullopt;
+}
+
+// Without a key_unit, integer keys between 1e12 and 1e13 are taken as
+// epoch milliseconds for the frontier's lag alone (2001-09-09 to
 // 2286-11-20; seconds, microseconds or nanoseconds since the epoch, and
 // plain sequence numbers, fall outside that range today).
-std::optional<double> key_time_seconds(KeyType type, const Key& key) {
-  if (type == KeyType::rfc3339) return unix_seconds(key.ordinal);
-  if (type == KeyType::integer && key.ordinal >= 1000000000000 && key.ordinal < 10000000000000) {
+std::optional<double> guessed_timestamp(const MetricsSnapshot& snapshot, const Key& key) {
+  if (snapshot.key_type == KeyType::integer && key.ordinal >= 1000000000000 &&
+      key.ordinal < 10000000000000) {
     return static_cast<double>(key.ordinal) / 1e3;
   }
   return std::nullopt;
+}
+
+bool keys_are_times(const MetricsSnapshot& snapshot) {
+  return snapshot.key_type == KeyType::rfc3339 ||
+         (snapshot.key_unit_seconds && snapshot.key_type != KeyType::string);
 }
 
 void render_feeds(Exposition& x, const MetricsSnapshot& snapshot) {
@@ -263,10 +288,18 @@ void render_feeds(Exposition& x, const MetricsSnapshot& snapshot) {
     if (t.listens) x.sample({{"feed", t.name}}, t.refused_bytes);
   }
 
-  if (key_type != KeyType::string) {
+  if (keys_are_times(snapshot)) {
+    x.family("chronomerge_feed_last_key_timestamp_seconds", "gauge",
+             "Key of the last record received from the feed, as Unix time (keys are times: "
+             "rfc3339, or key_unit).");
+    for (const FeedSnapshot& t : feeds) {
+      if (!t.last_key) continue;
+      if (auto time = key_timestamp(snapshot, *t.last_key)) x.sample({{"feed", t.name}}, *time);
+    }
+  } else if (key_type != KeyType::string) {
     x.family("chronomerge_feed_last_key", "gauge",
              "Key of the last record received from the feed: integer keys as they are, number "
-             "keys as numbers, rfc3339 keys as Unix seconds.");
+             "keys as numbers (set key_unit for Unix time).");
     for (const FeedSnapshot& t : feeds) {
       if (!t.last_key) continue;
       if (auto text = key_value_text(key_type, *t.last_key))
@@ -375,18 +408,25 @@ void render_merger(Exposition& x, const MetricsSnapshot& snapshot, double wall_c
   x.sample(snapshot.output_bytes);
 
   const std::optional<Key>& frontier = snapshot.frontier;
-  if (frontier && key_type != KeyType::string) {
+  if (frontier && keys_are_times(snapshot)) {
+    if (std::optional<double> time = key_timestamp(snapshot, *frontier)) {
+      x.family("chronomerge_frontier_timestamp_seconds", "gauge",
+               "Key of the last record emitted in order, as Unix time (keys are times: "
+               "rfc3339, or key_unit).");
+      x.sample(*time);
+      x.family("chronomerge_frontier_lag_seconds", "gauge",
+               "Wall clock minus the merge frontier, in seconds (keys are times).");
+      x.sample(wall_clock_seconds - *time);
+    }
+  } else if (frontier && key_type != KeyType::string) {
     x.family("chronomerge_frontier", "gauge",
              "Key of the last record emitted in order: integer keys as they are, number keys "
-             "as numbers, rfc3339 keys as Unix seconds.");
+             "as numbers (set key_unit for Unix time).");
     if (auto text = key_value_text(key_type, *frontier)) x.sample_text({}, *text);
-  }
-  if (frontier) {
-    if (std::optional<double> time = key_time_seconds(key_type, *frontier)) {
+    if (std::optional<double> time = guessed_timestamp(snapshot, *frontier)) {
       x.family("chronomerge_frontier_lag_seconds", "gauge",
-               "Wall clock minus the merge frontier, in seconds. Only when keys are times: "
-               "rfc3339 keys, or integer keys between 1e12 and 1e13, taken as Unix epoch "
-               "milliseconds (heuristic).");
+               "Wall clock minus the merge frontier, in seconds. Without key_unit, only for "
+               "integer keys between 1e12 and 1e13, taken as Unix epoch milliseconds.");
       x.sample(wall_clock_seconds - *time);
     }
   }
@@ -432,12 +472,21 @@ void render_sinks(Exposition& x, const MetricsSnapshot& snapshot) {
     x.family(name, type, help);
     for (const auto& [output, counters] : sinks) x.sample({{"output", output}}, value(counters));
   };
-  family("chronomerge_output_sink_clients", "gauge",
-         "Clients connected to the output now (listening outputs).",
-         [](const SinkCounters& c) { return c.clients; });
-  family("chronomerge_output_sink_connections_total", "counter",
-         "Clients accepted by the output since it started (listening outputs).",
-         [](const SinkCounters& c) { return c.clients_total; });
+  // Client families only for outputs that can have clients (0 while none
+  // is connected); files, standard output and Kafka have none.
+  auto server_family = [&](std::string_view name, std::string_view type, std::string_view help,
+                           auto value) {
+    x.family(name, type, help);
+    for (const auto& [output, counters] : sinks) {
+      if (counters.server) x.sample({{"output", output}}, value(counters));
+    }
+  };
+  server_family("chronomerge_output_sink_clients", "gauge",
+                "Clients connected to the output now (listening outputs).",
+                [](const SinkCounters& c) { return c.clients; });
+  server_family("chronomerge_output_sink_connections_total", "counter",
+                "Clients accepted by the output since it started (listening outputs).",
+                [](const SinkCounters& c) { return c.clients_total; });
   family("chronomerge_output_sink_bytes_total", "counter", "Bytes written by the output.",
          [](const SinkCounters& c) { return c.bytes_out; });
   family("chronomerge_output_sink_queue_bytes", "gauge",
@@ -465,9 +514,9 @@ void render_sinks(Exposition& x, const MetricsSnapshot& snapshot) {
   family("chronomerge_output_sink_held_seconds_total", "counter",
          "Time the output's block readers held the merge (at their hold point).",
          [](const SinkCounters& c) { return static_cast<double>(c.held_ms) / 1000.0; });
-  family("chronomerge_output_sink_refused_total", "counter",
-         "Clients the output refused because max_clients were connected.",
-         [](const SinkCounters& c) { return c.refused; });
+  server_family("chronomerge_output_sink_refused_total", "counter",
+                "Clients the output refused because max_clients were connected.",
+                [](const SinkCounters& c) { return c.refused; });
   family("chronomerge_output_sink_failed", "gauge", "1 if the output failed and stopped writing.",
          [](const SinkCounters& c) { return c.failed; });
   family("chronomerge_output_sink_failing", "gauge",
@@ -644,6 +693,48 @@ void render_daemon(Exposition& x, const MetricsExtras& extras) {
   x.sample({{"version", CHRONOMERGE_VERSION}}, uint64_t{1});
 }
 
+// The standard process_* families of Prometheus client libraries, from
+// /proc (Linux).
+void render_process(Exposition& x, const MetricsExtras& extras) {
+  std::ifstream stat_file("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  if (close != std::string::npos) {
+    // Fields after "(comm)": state is field 3; utime 14, stime 15, vsize
+    // 23, rss 24 (pages).
+    std::istringstream fields(stat.substr(close + 2));
+    std::vector<std::string> f((std::istream_iterator<std::string>(fields)),
+                               std::istream_iterator<std::string>());
+    if (f.size() > 21) {
+      const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+      const double cpu = (std::stod(f[11]) + std::stod(f[12])) / ticks;
+      x.family("process_cpu_seconds_total", "counter", "User and system CPU time, in seconds.");
+      x.sample(cpu);
+      x.family("process_virtual_memory_bytes", "gauge", "Virtual memory size, in bytes.");
+      x.sample(std::stod(f[20]));
+      x.family("process_resident_memory_bytes", "gauge", "Resident memory size, in bytes.");
+      x.sample(std::stod(f[21]) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
+    }
+  }
+  std::error_code error;
+  size_t fds = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    ++fds;
+  }
+  if (!error) {
+    x.family("process_open_fds", "gauge", "Open file descriptors.");
+    x.sample(static_cast<uint64_t>(fds > 0 ? fds - 1 : 0));  // less the directory's own
+  }
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    x.family("process_max_fds", "gauge", "The open-files limit (soft).");
+    x.sample(static_cast<uint64_t>(limit.rlim_cur));
+  }
+  x.family("process_start_time_seconds", "gauge", "Unix time the process started.");
+  x.sample(extras.start_time_seconds);
+}
+
 }  // namespace
 
 std::string render_metrics(const MetricsSnapshot& snapshot, const MetricsExtras& extras,
@@ -659,6 +750,7 @@ std::string render_metrics(const MetricsSnapshot& snapshot, const MetricsExtras&
   render_deadletter(x, snapshot);
   render_http(x);
   render_daemon(x, extras);
+  render_process(x, extras);
   return x.take();
 }
 

@@ -76,6 +76,8 @@ struct FleetSnapshot {
 
 struct MetricsSnapshot {
   KeyType key_type = KeyType::integer;
+  // Seconds per key unit when integer or number keys are times (key_unit).
+  std::optional<double> key_unit_seconds;
   // Feeds the configuration names, and removed ones until everything they
   // queued is merged.
   std::vector<FeedSnapshot> feeds;

@@ -141,13 +141,25 @@ TEST_CASE("render_metrics") {
     CHECK(value_of(text, "chronomerge_output_clients") == "0");
 
     CHECK(value_of(text, "chronomerge_output_sink_bytes_total{output=\"archive\"}") == "44");
-    CHECK(value_of(text, "chronomerge_output_sink_clients{output=\"archive\"}") == "0");
+    // A file has no clients: no client series.
+    CHECK_FALSE(value_of(text, "chronomerge_output_sink_clients{output=\"archive\"}"));
     CHECK(value_of(text, "chronomerge_output_sink_queue_bytes{output=\"archive\"}") == "0");
     // A file has no clients to disconnect.
     CHECK_FALSE(value_of(
         text, "chronomerge_output_sink_disconnects_total{output=\"archive\",reason=\"too_slow\"}"));
     CHECK(value_of(text, "chronomerge_output_sink_pending_bytes{output=\"archive\"}") == "0");
-    CHECK(value_of(text, "chronomerge_output_sink_refused_total{output=\"archive\"}") == "0");
+    CHECK_FALSE(value_of(text, "chronomerge_output_sink_refused_total{output=\"archive\"}"));
+    // The process, as Prometheus client libraries report it.
+    for (const char* name :
+         {"process_cpu_seconds_total", "process_resident_memory_bytes",
+          "process_virtual_memory_bytes", "process_open_fds", "process_max_fds"}) {
+      CAPTURE(name);
+      REQUIRE(value_of(text, name));
+      CHECK(std::stod(*value_of(text, name)) >= 0);
+    }
+    CHECK(std::stod(*value_of(text, "process_resident_memory_bytes")) > 1 << 20);
+    CHECK(std::stod(*value_of(text, "process_open_fds")) >= 3);
+    CHECK(value_of(text, "process_start_time_seconds") == "1714564800.25");
 
     CHECK(value_of(text, "chronomerge_reloads_total{result=\"success\"}") == "2");
     CHECK(value_of(text, "chronomerge_reloads_total{result=\"failure\"}") == "1");
@@ -177,9 +189,26 @@ TEST_CASE("render_metrics") {
     config.outputs.push_back(file_output(out));
     std::string text = run_and_render(&loop, config, 1714564810.5);
     INFO(text);
-    CHECK(value_of(text, "chronomerge_frontier") == "1714564800.5");
-    CHECK(value_of(text, "chronomerge_feed_last_key{feed=\"t\"}") == "1714564800.5");
+    CHECK(value_of(text, "chronomerge_frontier_timestamp_seconds") == "1714564800.5");
+    CHECK(value_of(text, "chronomerge_feed_last_key_timestamp_seconds{feed=\"t\"}") ==
+          "1714564800.5");
     CHECK(value_of(text, "chronomerge_frontier_lag_seconds") == "10");
+    CHECK_FALSE(value_of(text, "chronomerge_frontier"));  // the raw gauge goes
+    check_with_promtool(dir, text);
+  }
+
+  SUBCASE("reports integer keys with a key_unit as timestamps") {
+    Config config;
+    config.key_unit = KeyUnit::us;
+    config.feeds.push_back(file_feed("us", dir.file("in", "{\"time\":1714564800500000}\n")));
+    config.outputs.push_back(file_output(out));
+    std::string text = run_and_render(&loop, config, 1714564810.5);
+    INFO(text);
+    CHECK(value_of(text, "chronomerge_frontier_timestamp_seconds") == "1714564800.5");
+    CHECK(value_of(text, "chronomerge_feed_last_key_timestamp_seconds{feed=\"us\"}") ==
+          "1714564800.5");
+    CHECK(value_of(text, "chronomerge_frontier_lag_seconds") == "10");
+    CHECK_FALSE(value_of(text, "chronomerge_feed_last_key{feed=\"us\"}"));
     check_with_promtool(dir, text);
   }
 
