@@ -5,11 +5,7 @@
 // committed offsets, a partition whose leader is away holding the merge
 // without records turning late, and a restart from committed offsets after
 // injected faults losing nothing.
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <doctest/doctest.h>
@@ -25,8 +21,7 @@
 #include <vector>
 
 #include "harness.h"
-
-extern char** environ;
+#include "kafka_mock.h"
 
 using namespace chronomerge::e2e;
 using nlohmann::json;
@@ -34,91 +29,6 @@ using nlohmann::json;
 namespace {
 
 constexpr Millis read_timeout = sanitized ? 120s : 40s;
-
-// chronomerge_kafka_mock as a child: commands on its stdin, one answer
-// line each on its stdout.
-class KafkaMock {
- public:
-  explicit KafkaMock(const std::vector<std::string>& topics) {
-    int in[2], out[2];
-    REQUIRE(pipe2(in, O_CLOEXEC) == 0);
-    REQUIRE(pipe2(out, O_CLOEXEC) == 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, in[0], 0);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    std::vector<std::string> args = {CHRONOMERGE_KAFKA_MOCK};
-    for (const std::string& topic : topics) {
-      args.push_back("--topic");
-      args.push_back(topic);
-    }
-    std::vector<char*> argv;
-    for (std::string& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    REQUIRE(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) == 0);
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(in[0]);
-    ::close(out[1]);
-    to_ = in[1];
-    from_ = out[0];
-    bootstraps_ = read_line();
-    REQUIRE_FALSE(bootstraps_.empty());
-  }
-  ~KafkaMock() {
-    ::close(to_);
-    ::close(from_);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-  }
-  KafkaMock(const KafkaMock&) = delete;
-  KafkaMock& operator=(const KafkaMock&) = delete;
-
-  const std::string& bootstraps() const { return bootstraps_; }
-
-  // Sends one command and returns its answer.
-  std::string command(const std::string& line) {
-    const std::string text = line + "\n";
-    REQUIRE(::write(to_, text.data(), text.size()) == static_cast<ssize_t>(text.size()));
-    return read_line();
-  }
-
-  // Committed offsets of `group` for partitions 0..n-1 of `topic`.
-  std::vector<int64_t> committed(const std::string& group, const std::string& topic, int n) {
-    std::string line = "committed " + group + " " + topic;
-    for (int p = 0; p < n; ++p) line += " " + std::to_string(p);
-    std::istringstream answer(command(line));
-    std::vector<int64_t> offsets;
-    int64_t offset = 0;
-    while (answer >> offset) offsets.push_back(offset);
-    return offsets;
-  }
-
- private:
-  std::string read_line() {
-    const auto deadline = Clock::now() + 30s;
-    while (true) {
-      const size_t newline = buffer_.find('\n');
-      if (newline != std::string::npos) {
-        std::string line = buffer_.substr(0, newline);
-        buffer_.erase(0, newline + 1);
-        return line;
-      }
-      pollfd p{from_, POLLIN, 0};
-      const auto left = std::chrono::duration_cast<Millis>(deadline - Clock::now()).count();
-      if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) FAIL("kafka mock: no answer");
-      char chunk[4096];
-      const ssize_t n = ::read(from_, chunk, sizeof chunk);
-      if (n <= 0) FAIL("kafka mock: exited");
-      buffer_.append(chunk, static_cast<size_t>(n));
-    }
-  }
-
-  pid_t pid_ = -1;
-  int to_ = -1;
-  int from_ = -1;
-  std::string bootstraps_;
-  std::string buffer_;
-};
 
 // kcat, the independent client: produces `lines` to one partition.
 void kcat_produce(const TempDir& dir, const KafkaMock& kafka, const std::string& topic,
