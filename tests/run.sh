@@ -27,10 +27,17 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# promtool checks the metrics exposition when Debian's prometheus package
-# is installed; it is large, so only CI installs it.
-if [ "${CI:-}" = "true" ] && ! command -v promtool >/dev/null; then
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null || true
+# promtool checks the metrics exposition and the alert rules, and headless
+# Chromium runs the status page, when Debian's prometheus and chromium
+# packages are installed; they are large, so only CI installs them (the
+# tests that need them say so and skip where they are missing).
+if [ "${CI:-}" = "true" ]; then
+  ci_extras=()
+  command -v promtool >/dev/null || ci_extras+=(prometheus)
+  command -v chromium >/dev/null || ci_extras+=(chromium)
+  if ((${#ci_extras[@]})); then
+    apt-get install -y -qq --no-install-recommends "${ci_extras[@]}" >/dev/null || true
+  fi
 fi
 
 jobs=${JOBS:-2}

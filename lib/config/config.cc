@@ -825,9 +825,12 @@ void Validator::read_metrics(const Json& value, const std::string& pointer) {
   std::optional<HostPort> address;
   std::optional<TlsConfig> tls;
   std::vector<std::string> tokens;
+  bool tail = false;
   for (auto it = value.begin(); it != value.end(); ++it) {
     const std::string field = child(pointer, it.key());
-    if (it.key() == "listen") {
+    if (it.key() == "tail") {
+      if (auto on = read_bool(it.value(), field)) tail = *on;
+    } else if (it.key() == "listen") {
       address = read_host_port(it.value(), field);
       if (address) listeners_.push_back({field, address, {}});
     } else if (it.key() == "tls") {
@@ -843,7 +846,7 @@ void Validator::read_metrics(const Json& value, const std::string& pointer) {
     problem(child(pointer, "tokens_sha256"),
             "needs \"tls\" (a token must not cross the network in clear)");
   }
-  if (address) config_.metrics = MetricsConfig{*address, tls, tokens};
+  if (address) config_.metrics = MetricsConfig{*address, tls, tokens, tail};
 }
 
 // The fields only some feed types take, and which types take them.

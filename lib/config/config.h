@@ -209,6 +209,9 @@ struct MetricsConfig {
   HostPort address;  // "listen"
   std::optional<TlsConfig> tls;
   std::vector<std::string> tokens_sha256;  // Authorization: Bearer; needs TLS
+  // The status page at / shows a live tail of the merged stream (record
+  // data on a port that may be published: off by default).
+  bool tail = false;
   friend bool operator==(const MetricsConfig&, const MetricsConfig&) = default;
 };
 

@@ -15,6 +15,7 @@
 #include "log/log.h"
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
+#include "metrics/status_page.h"
 #include "net/tls_context.h"
 #include "sinks/dead_letter.h"
 #include "uv/uv_handle.h"
@@ -230,6 +231,16 @@ class Daemon {
     }
     if (path == "/fleet") {
       return {200, "application/json", pipeline_->fleet_json()};
+    }
+    if (path == "/") {
+      return {200, "text/html; charset=utf-8", std::string(status_page_html())};
+    }
+    if (path == "/status") {
+      return {200, "application/json",
+              render_status_json(snapshot(), unix_time_seconds(), config_.metrics->tail)};
+    }
+    if (path == "/tail" && config_.metrics->tail) {
+      return {200, "application/json", pipeline_->tail_json(50)};
     }
     if (path == "/healthz") {
       if (draining_) return {503, "text/plain; charset=utf-8", "draining\n"};

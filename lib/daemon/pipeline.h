@@ -90,6 +90,10 @@ class Pipeline final : public FeedHost, public FleetHost {
   const std::vector<std::unique_ptr<Fleet>>& fleets() const { return fleets_; }
   // GET /fleet: every fleet and its members, as JSON.
   std::string fleet_json() const;
+  // GET /tail: the newest `max_records` records of the merged stream (at
+  // most 64 KiB), read by a passing disconnect cursor, as JSON:
+  // {"records": [{"offset": N, "record": "..."}, ...]}.
+  std::string tail_json(size_t max_records);
   FleetSnapshot fleet_snapshot(const Fleet& fleet) const;
   const DeadLetter* deadletter() const { return deadletter_.get(); }  // null if none
   bool sink_failed() const;

@@ -4,11 +4,14 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include <nlohmann/json.hpp>
+
 #include "daemon/pipeline.h"
 #include "feeds/connect_feed.h"
 #include "feeds/kafka_feed.h"
 #include "feeds/listen_feed.h"
 #include "feeds/member_feed.h"
+#include "output/output_cursor.h"
 #include "sinks/dead_letter.h"
 #include "sinks/server_sink.h"
 
@@ -116,6 +119,33 @@ std::string Pipeline::fleet_json() const {
   }
   out += "]}\n";
   return out;
+}
+
+std::string Pipeline::tail_json(size_t max_records) {
+  // A reader that never holds the merge, from max_records before the head.
+  OutputLog& log = output_;
+  OutputLog::ConsumerOptions options;
+  options.policy = ConsumerPolicy::disconnect;
+  const uint64_t head = log.head_offset();
+  options.start = std::max(log.oldest_offset(), head > max_records ? head - max_records : 0);
+  const uint64_t first = *options.start;
+  OutputCursor cursor(log, std::move(options), nullptr);
+  std::vector<OutputLog::Slice> slices;
+  cursor.peek(slices, 64 << 10);
+  nlohmann::json records = nlohmann::json::array();
+  uint64_t offset = first;
+  for (const OutputLog::Slice& slice : slices) {
+    offset = slice.first_offset;
+    std::string_view bytes = slice.bytes;
+    while (!bytes.empty()) {
+      const size_t newline = bytes.find('\n');
+      records.push_back({{"offset", offset++}, {"record", std::string(bytes.substr(0, newline))}});
+      if (newline == std::string_view::npos) break;
+      bytes.remove_prefix(newline + 1);
+    }
+  }
+  nlohmann::json answer = {{"records", std::move(records)}};
+  return answer.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 MetricsSnapshot Pipeline::metrics_snapshot() const {
