@@ -58,7 +58,8 @@ Options:
   --version           show the version
 
 Exit status: 0 all merged; 1 some lines skipped (malformed or late);
-2 usage, configuration or I/O error.
+2 usage, configuration or I/O error (an unreadable input fails before any
+output); killed by SIGPIPE when the reader of the output goes away.
 )";
 
 [[noreturn]] void usage_error(const std::string& message) {

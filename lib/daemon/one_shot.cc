@@ -1,11 +1,17 @@
 #include "daemon/one_shot.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 
 #include "daemon/pipeline.h"
 #include "log/log.h"
+#include "sinks/stdout_sink.h"
 
 namespace chronomerge {
 namespace {
@@ -51,6 +57,20 @@ Config one_shot_config(const OneShotOptions& options) {
 }
 
 int run_one_shot(const OneShotOptions& options) {
+  // Every input is readable before anything is written, as sort -m checks.
+  bool unreadable = false;
+  for (const std::string& file : options.files) {
+    if (file == "-") continue;
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      log::error("cannot read {}: {}", file, std::strerror(errno));
+      unreadable = true;
+    } else {
+      ::close(fd);
+    }
+  }
+  if (unreadable) return exit_error;
+  bool broken_pipe = false;
   uv_loop_t loop;
   uv_loop_init(&loop);
   int status = exit_ok;
@@ -59,7 +79,12 @@ int run_one_shot(const OneShotOptions& options) {
     pipeline.on_finished([&] { pipeline.close(); });
     if (!pipeline.start()) status = exit_error;
     uv_run(&loop, UV_RUN_DEFAULT);
-    if (status == exit_ok) {
+    for (const auto& sink : pipeline.sinks()) {
+      if (const auto* out = dynamic_cast<const StdoutSink*>(sink.get())) {
+        broken_pipe = broken_pipe || out->broken_pipe();
+      }
+    }
+    if (status == exit_ok && !broken_pipe) {
       bool io_error = pipeline.sink_failed() || !pipeline.finished();
       uint64_t skipped_total = 0;
       const Merger& merger = pipeline.merger();
@@ -83,6 +108,13 @@ int run_one_shot(const OneShotOptions& options) {
     }
     pipeline.close();
     uv_run(&loop, UV_RUN_DEFAULT);  // let close callbacks free the handles
+  }
+  if (broken_pipe) {
+    // As `sort | head` ends: killed by SIGPIPE (status 141 under a shell),
+    // which the daemon ignores elsewhere so that a client cannot kill it.
+    uv_loop_close(&loop);
+    std::signal(SIGPIPE, SIG_DFL);
+    std::raise(SIGPIPE);
   }
   if (uv_loop_close(&loop) != 0) {
     log::error("internal: handles left open at exit");

@@ -115,8 +115,11 @@ std::unique_ptr<Sink> Pipeline::make_sink(const OutputConfig& output) {
   // A sink that finishes or fails may complete the run.
   auto changed = [this] { schedule_pump(); };
   switch (output.type) {
-    case OutputType::stdout_:
-      return std::make_unique<StdoutSink>(loop_, output_, output, changed);
+    case OutputType::stdout_: {
+      auto sink = std::make_unique<StdoutSink>(loop_, output_, output, changed);
+      if (!live_) sink->set_one_shot();
+      return sink;
+    }
     case OutputType::file:
       return std::make_unique<FileSink>(loop_, output_, output, changed);
     case OutputType::tcp_listen:

@@ -19,7 +19,10 @@ bool StdoutSink::start() {
     finished_ = true;
     if (!ok) {
       failed_ = true;
-      log::error("output {}: cannot write standard output: {}", name(), reason);
+      // A one-shot run piped into `head` ends quietly, like sort or cat.
+      if (!(broken_pipe_ && one_shot_)) {
+        log::error("output {}: cannot write standard output: {}", name(), reason);
+      }
     }
     if (changed_) changed_();
   };
@@ -41,7 +44,8 @@ bool StdoutSink::start() {
       output_,
       OutputLog::ConsumerOptions::lossless(config_.max_buffer.value_or(SIZE_MAX),
                                            config_.heartbeats.has_value()),
-      std::move(stream), 0, [done](StreamWriter::Outcome outcome, const std::string& reason) {
+      std::move(stream), 0, [this, done](StreamWriter::Outcome outcome, const std::string& reason) {
+        broken_pipe_ = outcome == StreamWriter::Outcome::peer_closed;
         done(outcome == StreamWriter::Outcome::finished, reason);
       });
   return true;

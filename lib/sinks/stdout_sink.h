@@ -30,6 +30,11 @@ class StdoutSink final : public Sink {
   void close() override;
   bool finished() const override { return finished_; }
   SinkCounters counters() const override;
+  // A one-shot run: a reader that goes away (EPIPE) is not an error to log;
+  // the run then ends as if killed by SIGPIPE (see broken_pipe()).
+  void set_one_shot() { one_shot_ = true; }
+  // The reader of standard output went away before the end.
+  bool broken_pipe() const { return broken_pipe_; }
 
  private:
   uv_loop_t* loop_;
@@ -39,6 +44,8 @@ class StdoutSink final : public Sink {
   std::unique_ptr<FileWriter> file_;
   bool finished_ = false;
   bool failed_ = false;
+  bool one_shot_ = false;
+  bool broken_pipe_ = false;
 };
 
 class FileSink final : public Sink {

@@ -1049,3 +1049,25 @@ TEST_CASE("the one-shot command merges files like sort -m") {
     CHECK(run.err.find("--frobnicate") != std::string::npos);
   }
 }
+
+TEST_CASE("one-shot in a pipeline, like coreutils") {
+  TempDir dir;
+  std::string lines;
+  for (int i = 0; i < 200000; ++i) lines += "{\"time\":" + std::to_string(i) + "}\n";
+  const std::string a = dir.write("a.ndjson", lines);
+  SUBCASE("`| head` ends quietly, killed by SIGPIPE as sort is") {
+    const std::string command = "bash -c '" + std::string(CHRONOMERGE_BINARY) + " " + a + " " + a +
+                                " | head -1 > " + (dir / "out") + "; echo ${PIPESTATUS[0]} > " +
+                                (dir / "status") + "' 2> " + (dir / "err");
+    REQUIRE(std::system(command.c_str()) == 0);
+    CHECK(read_file(dir / "out") == "{\"time\":0}\n");
+    CHECK(read_file(dir / "status") == "141\n");  // 128 + SIGPIPE
+    CHECK(read_file(dir / "err").empty());
+  }
+  SUBCASE("a missing input fails before anything is written") {
+    const RunResult run = run_chronomerge(dir, {a, dir / "missing.ndjson"});
+    CHECK(run.status.code == 2);
+    CHECK(run.out.empty());
+    CHECK(run.err.find("cannot read " + (dir / "missing.ndjson")) != std::string::npos);
+  }
+}
