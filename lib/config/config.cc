@@ -1852,6 +1852,73 @@ std::optional<LogLevel> parse_log_level(std::string_view name) {
 
 // --- Entry points ----------------------------------------------------------
 
+namespace {
+
+// Replaces "${NAME}" in every string value under `value` (not in member
+// names) by the environment variable NAME; "$${" stands for a literal "${".
+// A variable that is not set is a problem at the value's pointer, naming
+// the variable; values never appear in problems (they may be secrets).
+// `substituted`: the strings that took a value from the environment, which
+// problem messages must not show.
+void substitute_environment(Json& value, const std::string& pointer,
+                            std::vector<ConfigProblem>& problems,
+                            std::vector<std::string>& substituted) {
+  if (value.is_object()) {
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      substitute_environment(it.value(), child(pointer, it.key()), problems, substituted);
+    }
+    return;
+  }
+  if (value.is_array()) {
+    for (size_t i = 0; i < value.size(); ++i) {
+      substitute_environment(value[i], child(pointer, i), problems, substituted);
+    }
+    return;
+  }
+  if (!value.is_string()) return;
+  const std::string& text = value.get_ref<const std::string&>();
+  if (text.find('$') == std::string::npos) return;
+  std::string out;
+  bool changed = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text.compare(i, 3, "$${") == 0) {
+      out += "${";
+      i += 2;
+      changed = true;
+    } else if (text.compare(i, 2, "${") == 0) {
+      const size_t close = text.find('}', i + 2);
+      const std::string name =
+          close == std::string::npos ? std::string() : text.substr(i + 2, close - i - 2);
+      const bool valid = !name.empty() && !std::isdigit(static_cast<unsigned char>(name[0])) &&
+                         std::all_of(name.begin(), name.end(), [](char c) {
+                           return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+                         });
+      if (!valid) {
+        problems.push_back({pointer,
+                            "\"${\" must start a variable such as ${BROKERS} (A-Z a-z 0-9 _), "
+                            "or be written \"$${\" for a literal \"${\""});
+        return;
+      }
+      const char* found = std::getenv(name.c_str());
+      if (found == nullptr) {
+        problems.push_back({pointer, fmt::format("environment variable {} is not set", name)});
+        return;
+      }
+      out += found;
+      i = close;
+      changed = true;
+    } else {
+      out += text[i];
+    }
+  }
+  if (changed) {
+    substituted.push_back(out);
+    value = std::move(out);
+  }
+}
+
+}  // namespace
+
 ConfigResult parse_config(std::string_view text) {
   // Found on the bytes, before anything recursive is built. The parse
   // below still runs, and stops at that bracket: a syntax error before it
@@ -1882,7 +1949,22 @@ ConfigResult parse_config(std::string_view text) {
                                short_parse_message(builder.error_message())});
     return result;
   }
-  return Validator(builder.root()).run(std::move(duplicates));
+  // "${NAME}" in string values, from the environment, before anything is
+  // judged: a substituted value is validated like a written one.
+  std::vector<std::string> substituted;
+  substitute_environment(builder.root(), "", duplicates, substituted);
+  ConfigResult result = Validator(builder.root()).run(std::move(duplicates));
+  // What came from the environment may be a secret: problems say where,
+  // not what.
+  for (ConfigProblem& problem : result.problems) {
+    for (const std::string& secret : substituted) {
+      for (size_t at;
+           !secret.empty() && (at = problem.message.find(secret)) != std::string::npos;) {
+        problem.message.replace(at, secret.size(), "(a value from the environment)");
+      }
+    }
+  }
+  return result;
 }
 
 ConfigResult load_config(const std::string& path) {

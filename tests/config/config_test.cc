@@ -793,7 +793,6 @@ TEST_CASE("the shipped fleet config") {
   CHECK(config.feeds[1].fleet->name_pointer == "/vehicle");
 }
 
-#ifdef CHRONOMERGE_SOURCE_DIR
 TEST_CASE("the merge tree examples are valid, and the roots read the shards in order") {
   for (const char* name : {"shard-north", "shard-south", "root", "kafka-shard-north",
                            "kafka-shard-south", "kafka-root"}) {
@@ -816,7 +815,6 @@ TEST_CASE("the merge tree examples are valid, and the roots read the shards in o
     }
   }
 }
-#endif
 
 TEST_CASE("the shipped example config") {
   SUBCASE("loads without problems and says what the file says") {
@@ -849,34 +847,35 @@ TEST_CASE("the shipped example config") {
 }
 #endif
 
-TEST_CASE("the demo config"){SUBCASE("is valid and needs nothing but the binary"){
+TEST_CASE("the demo config") {
+  SUBCASE("is valid and needs nothing but the binary") {
     const Config config = parse_valid(std::string(demo_config_text()));
-REQUIRE(config.feeds.size() == 3);
-for (const FeedConfig& feed : config.feeds) {
-  CHECK(feed.type == FeedType::simulate);
-  CHECK_FALSE(feed.count.has_value());
+    REQUIRE(config.feeds.size() == 3);
+    for (const FeedConfig& feed : config.feeds) {
+      CHECK(feed.type == FeedType::simulate);
+      CHECK_FALSE(feed.count.has_value());
+    }
+    CHECK(config.feeds[0].seed != config.feeds[1].seed);
+    CHECK(config.key == "time");
+    CHECK(config.key_type == KeyType::integer);
+    CHECK(config.log_level == LogLevel::info);
+    REQUIRE(config.outputs.size() == 3);
+    CHECK(config.outputs[0].name == "clients");
+    CHECK(config.outputs[0].address == HostPort{"127.0.0.1", 7070});
+    CHECK(config.outputs[1].type == OutputType::http_listen);
+    CHECK(config.outputs[1].address == HostPort{"127.0.0.1", 7090});
+    CHECK(config.outputs[2].name == "console");
+    CHECK(config.outputs[2].type == OutputType::stdout_);
+    REQUIRE(config.metrics.has_value());
+    CHECK(config.metrics->address == HostPort{"127.0.0.1", 9464});
+  }
 }
-CHECK(config.feeds[0].seed != config.feeds[1].seed);
-CHECK(config.key == "time");
-CHECK(config.key_type == KeyType::integer);
-CHECK(config.log_level == LogLevel::info);
-REQUIRE(config.outputs.size() == 3);
-CHECK(config.outputs[0].name == "clients");
-CHECK(config.outputs[0].address == HostPort{"127.0.0.1", 7070});
-CHECK(config.outputs[1].type == OutputType::http_listen);
-CHECK(config.outputs[1].address == HostPort{"127.0.0.1", 7090});
-CHECK(config.outputs[2].name == "console");
-CHECK(config.outputs[2].type == OutputType::stdout_);
-REQUIRE(config.metrics.has_value());
-CHECK(config.metrics->address == HostPort{"127.0.0.1", 9464});
-}  // namespace
 
 #ifdef CHRONOMERGE_SOURCE_DIR
-SUBCASE("matches config/demo.json byte for byte") {
+TEST_CASE("the demo config matches config/demo.json byte for byte") {
   CHECK(read_file(CHRONOMERGE_SOURCE_DIR "/config/demo.json") == demo_config_text());
 }
 #endif
-}  // namespace chronomerge
 
 TEST_CASE("load_config") {
   SUBCASE("reports a missing file at its path with the system's reason") {
@@ -962,6 +961,45 @@ TEST_CASE("format_problems") {
   }
   SUBCASE("writes nothing for no problems") {
     CHECK(format_problems({}).empty());
+  }
+}
+
+TEST_CASE("${NAME} in string values comes from the environment") {
+  ::setenv("CM_TEST_PATH", "/var/lib/in.ndjson", 1);
+  ::setenv("CM_TEST_SECRET", "hunter2", 1);
+  SUBCASE("is replaced, anywhere in a string") {
+    const ConfigResult result =
+        parse_config(feeds_text(R"({"name": "a", "type": "file", "path": "${CM_TEST_PATH}.1"})"));
+    INFO(format_problems(result.problems));
+    REQUIRE(result.config);
+    CHECK(result.config->feeds[0].path == "/var/lib/in.ndjson.1");
+  }
+  SUBCASE("$${ stands for a literal ${") {
+    const ConfigResult result =
+        parse_config(feeds_text(R"({"name": "a", "type": "file", "path": "/x/$${CM_TEST_PATH}"})"));
+    REQUIRE(result.config);
+    CHECK(result.config->feeds[0].path == "/x/${CM_TEST_PATH}");
+  }
+  SUBCASE("an unset variable is an error naming its place and the variable") {
+    ::unsetenv("CM_TEST_UNSET");
+    const ConfigResult result =
+        parse_config(feeds_text(R"({"name": "a", "type": "file", "path": "${CM_TEST_UNSET}"})"));
+    REQUIRE(result.problems.size() == 1);
+    CHECK(result.problems[0].where == "/feeds/0/path");
+    CHECK(result.problems[0].message == "environment variable CM_TEST_UNSET is not set");
+  }
+  SUBCASE("a substituted value is validated, and never shown") {
+    const ConfigResult result =
+        parse_config(feeds_text(R"({"name": "${CM_TEST_SECRET}!", "type": "stdin"})"));
+    REQUIRE(result.problems.size() == 1);
+    CHECK(result.problems[0].where == "/feeds/0/name");
+    CHECK(result.problems[0].message.find("hunter2") == std::string::npos);
+  }
+  SUBCASE("a malformed reference is an error") {
+    const ConfigResult result =
+        parse_config(feeds_text(R"({"name": "a", "type": "file", "path": "${1X}"})"));
+    REQUIRE(result.problems.size() == 1);
+    CHECK(result.problems[0].message.find("$${") != std::string::npos);
   }
 }
 
