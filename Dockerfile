@@ -15,6 +15,10 @@ RUN cmake -S . -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCHRONOMERGE_BUILD
     && DESTDIR=/install cmake --install /build
 
 FROM debian:bookworm-slim
+LABEL org.opencontainers.image.title="chronomerge" \
+      org.opencontainers.image.description="Merges live timestamped NDJSON feeds into one chronological stream, with backpressure" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.base.name="debian:bookworm-slim"
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libuv1 libfmt9 libsystemd0 libssl3 libsimdjson14 librdkafka1 \
     && rm -rf /var/lib/apt/lists/* \
