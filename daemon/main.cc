@@ -179,6 +179,14 @@ int main(int argc, char** argv) {
   if (!check_path.empty()) {
     ConfigResult result = load_config(check_path);
     check_tls_files(result);  // the check opens what the daemon would open
+    if (result.config) {
+      // ... and looks at every path it would use, changing nothing.
+      std::vector<ConfigProblem> paths = check_config_paths(*result.config);
+      if (!paths.empty()) {
+        result.problems = std::move(paths);
+        result.config.reset();
+      }
+    }
     if (!result.problems.empty()) {
       fmt::print(stderr, "{}: {} problem{}:\n{}", check_path, result.problems.size(),
                  result.problems.size() == 1 ? "" : "s", format_problems(result.problems));

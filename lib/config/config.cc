@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -498,6 +500,8 @@ class Validator {
   void read_kafka_properties(const Json& value, const std::string& pointer, bool feed,
                              KafkaConfig& kafka);
   std::optional<HeartbeatsConfig> read_heartbeats(const Json& value, const std::string& pointer);
+  void read_socket_access(const std::string& name, const Json& value, const std::string& pointer,
+                          SocketAccess& access);
   void read_deadletter(const Json& value, const std::string& pointer);
   void read_metrics(const Json& value, const std::string& pointer);
   void check_feed_against_globals(const FeedEntry& entry, const Json& value);
@@ -854,6 +858,9 @@ bool feed_field_applies(std::string_view field, FeedType type) {
   using enum FeedType;
   if (field == "path") return type == file || type == unix_listen || type == unix_connect;
   if (field == "follow") return type == file;
+  if (field == "mode") return type == unix_listen;
+  // "group": a unix-listen socket's group, or a kafka feed's consumer group.
+  if (field == "group") return type == unix_listen || type == kafka;
   if (field == "listen") return type == tcp_listen;
   if (field == "fleet") return type == tcp_listen || type == unix_listen;
   if (field == "tls") return type == tcp_listen || type == tcp_connect;
@@ -967,6 +974,8 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
       }
     } else if (name == "follow") {
       if (auto follow = read_bool(field_value, field)) feed.follow = *follow;
+    } else if ((name == "mode" || name == "group") && *entry.type == FeedType::unix_listen) {
+      read_socket_access(name, field_value, field, feed.socket);
     } else if (name == "fleet") {
       feed.fleet = read_fleet(field_value, field, *entry.type);
     } else if (name == "tls") {
@@ -1344,6 +1353,7 @@ bool output_field_applies(std::string_view field, OutputType type) {
   if (field == "allow_origin") return type == http_listen;
   if (field == "tls" || field == "tokens_sha256") return type == tcp_listen || type == http_listen;
   if (field == "on_error" || field == "sync") return type == file;
+  if (field == "mode" || field == "group") return type == unix_listen;
   if (field == "brokers" || field == "topic" || field == "partition" || field == "key" ||
       field == "properties") {
     return type == kafka;
@@ -1429,6 +1439,8 @@ void Validator::read_output(const Json& value, const std::string& pointer) {
       }
     } else if (name == "sync") {
       if (auto sync = read_bool(field_value, field)) output.sync = *sync;
+    } else if (name == "mode" || name == "group") {
+      read_socket_access(name, field_value, field, output.socket);
     } else if (name == "resume") {
       if (auto resume = read_bool(field_value, field)) output.resume = *resume;
     } else if (name == "hello_timeout_ms") {
@@ -1637,6 +1649,41 @@ std::optional<HeartbeatsConfig> Validator::read_heartbeats(const Json& value,
   return heartbeats;
 }
 
+void Validator::read_socket_access(const std::string& name, const Json& value,
+                                   const std::string& pointer, SocketAccess& access) {
+  auto text = read_nonempty_string(value, pointer);
+  if (!text) return;
+  if (name == "group") {
+    const bool valid =
+        text->size() <= 32 && std::all_of(text->begin(), text->end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+        });
+    if (!valid) {
+      problem(pointer, "expected a group name such as \"telemetry\"");
+    } else if (::getgrnam(text->c_str()) == nullptr) {
+      problem(pointer, fmt::format("no group \"{}\" on this machine", *text));
+    } else {
+      access.group = *text;
+    }
+    return;
+  }
+  // An octal string, as chmod takes it: a JSON number would be read in
+  // decimal ("mode": 660 is not 0660).
+  const bool octal = text->size() <= 4 && std::all_of(text->begin(), text->end(),
+                                                      [](char c) { return c >= '0' && c <= '7'; });
+  if (!octal) {
+    problem(pointer,
+            fmt::format("expected an octal mode such as \"0660\", got {}", describe(value)));
+    return;
+  }
+  const auto mode = static_cast<uint32_t>(std::stoul(*text, nullptr, 8));
+  if (mode > 0777) {
+    problem(pointer, "only permission bits (at most \"0777\")");
+    return;
+  }
+  access.mode = mode;
+}
+
 void Validator::check_names_and_singletons() {
   std::map<std::string, std::string, std::less<>> feed_names;
   std::optional<std::string> first_stdin;
@@ -1828,6 +1875,91 @@ std::optional<SlowClientPolicy> parse_slow_client_policy(std::string_view name) 
 std::optional<WriteErrorPolicy> parse_write_error_policy(std::string_view name) {
   return find_choice(kWriteErrorPolicies, name);
 }
+std::string feed_pointer(const Config& config, size_t i) {
+  size_t index = 0;
+  for (size_t f = 1; f <= i && f < config.feeds.size(); ++f) {
+    const FeedConfig& previous = config.feeds[f - 1];
+    const FeedConfig& feed = config.feeds[f];
+    const bool same_entry =
+        !feed.kafka_source.empty() && feed.kafka_source == previous.kafka_source;
+    if (!same_entry) ++index;
+  }
+  return fmt::format("/feeds/{}", index);
+}
+
+namespace {
+
+std::string directory_of(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// A problem if `directory` is not a directory this process may create
+// files in.
+std::optional<std::string> writable_directory(const std::string& directory) {
+  struct stat about {};
+  if (::stat(directory.c_str(), &about) != 0) {
+    return fmt::format("directory {}: {}", directory, std::strerror(errno));
+  }
+  if (!S_ISDIR(about.st_mode)) return fmt::format("{} is not a directory", directory);
+  if (::access(directory.c_str(), W_OK | X_OK) != 0) {
+    return fmt::format("directory {}: {}", directory, std::strerror(errno));
+  }
+  return std::nullopt;
+}
+
+// A problem if a file written at `path` could not be (its directory, or
+// the file itself if it exists).
+std::optional<std::string> writable_file(const std::string& path) {
+  if (::access(path.c_str(), F_OK) == 0) {
+    if (::access(path.c_str(), W_OK) != 0) return fmt::format("{}: {}", path, std::strerror(errno));
+    return std::nullopt;
+  }
+  return writable_directory(directory_of(path));
+}
+
+}  // namespace
+
+std::vector<ConfigProblem> check_config_paths(const Config& config) {
+  std::vector<ConfigProblem> problems;
+  for (size_t i = 0; i < config.feeds.size(); ++i) {
+    const FeedConfig& feed = config.feeds[i];
+    const std::string pointer = feed_pointer(config, i) + "/path";
+    if (feed.type == FeedType::file && !feed.follow) {
+      if (::access(feed.path.c_str(), R_OK) != 0) {
+        problems.push_back(
+            {pointer, fmt::format("cannot read {}: {}", feed.path, std::strerror(errno))});
+      }
+    } else if (feed.type == FeedType::file) {
+      // Followed: it may appear later, in a directory that is there.
+      struct stat about {};
+      const std::string directory = directory_of(feed.path);
+      if (::stat(directory.c_str(), &about) != 0 || !S_ISDIR(about.st_mode)) {
+        problems.push_back({pointer, fmt::format("no directory {}", directory)});
+      }
+    } else if (feed.type == FeedType::unix_listen) {
+      if (auto why = writable_directory(directory_of(feed.path)))
+        problems.push_back({pointer, *why});
+    }
+  }
+  for (size_t i = 0; i < config.outputs.size(); ++i) {
+    const OutputConfig& output = config.outputs[i];
+    const std::string pointer = fmt::format("/outputs/{}/path", i);
+    if (output.type == OutputType::file) {
+      if (auto why = writable_file(output.path)) problems.push_back({pointer, *why});
+    } else if (output.type == OutputType::unix_listen) {
+      if (auto why = writable_directory(directory_of(output.path)))
+        problems.push_back({pointer, *why});
+    }
+  }
+  if (config.deadletter) {
+    if (auto why = writable_file(config.deadletter->path))
+      problems.push_back({"/deadletter/path", *why});
+  }
+  return problems;
+}
+
 double seconds_per(KeyUnit unit) {
   switch (unit) {
     case KeyUnit::s:

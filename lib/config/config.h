@@ -118,10 +118,20 @@ struct FleetConfig {
 constexpr size_t default_member_high_water_mark = 64 << 10;
 constexpr size_t default_member_low_water_mark = 16 << 10;
 
+// Who may use a listening Unix socket: its file's mode and group, set
+// once it is bound (the systemd unit's UMask=0027 would otherwise leave a
+// socket meant for others srwxr-x---).
+struct SocketAccess {
+  std::optional<uint32_t> mode;  // e.g. 0660
+  std::string group;             // a group name; empty: the daemon's
+  friend bool operator==(const SocketAccess&, const SocketAccess&) = default;
+};
+
 struct FeedConfig {
   std::string name;
   FeedType type = FeedType::file;
   std::string path;                  // file, unix-*
+  SocketAccess socket;               // unix-listen: "mode", "group"
   bool follow = false;               // file
   HostPort address;                  // tcp-listen (listen), tcp-connect (connect)
   std::vector<std::string> command;  // exec: argv, no shell
@@ -167,8 +177,9 @@ struct HeartbeatsConfig {
 struct OutputConfig {
   std::string name;
   OutputType type = OutputType::stdout_;
-  std::string path;  // file, unix-listen
-  HostPort address;  // tcp-listen, http-listen
+  std::string path;     // file, unix-listen
+  SocketAccess socket;  // unix-listen: "mode", "group"
+  HostPort address;     // tcp-listen, http-listen
   uint32_t max_clients = 64;
   // Bytes a consumer may fall behind the head. block: the hold point is
   // the smaller of this and output_high_water_mark (unset: the mark);
@@ -259,6 +270,16 @@ struct ConfigResult {
 // "<name>/<partition>", in that order (which is how ties between them go).
 std::vector<FeedConfig> expand_kafka_feed(const FeedConfig& feed,
                                           const std::vector<int32_t>& partitions);
+
+// The JSON pointer of config.feeds[i] in the file it came from (a kafka
+// feed's partitions were one entry there).
+std::string feed_pointer(const Config& config, size_t i);
+
+// What --check-config checks beyond the file itself, without side effects:
+// input files exist and are readable (a followed file's directory exists),
+// the directories of output files, of the dead-letter file and of
+// listening Unix sockets exist and are writable. Problems by JSON pointer.
+std::vector<ConfigProblem> check_config_paths(const Config& config);
 
 // Parses and validates configuration text.
 ConfigResult parse_config(std::string_view text);

@@ -1,6 +1,5 @@
 #include "daemon/one_shot.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -58,15 +57,14 @@ Config one_shot_config(const OneShotOptions& options) {
 
 int run_one_shot(const OneShotOptions& options) {
   // Every input is readable before anything is written, as sort -m checks.
+  // Looked at, not opened: opening a FIFO (or /dev/fd/N of a pipe) would
+  // meet its writer, and closing it again could lose what it wrote.
   bool unreadable = false;
   for (const std::string& file : options.files) {
     if (file == "-") continue;
-    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    if (::access(file.c_str(), R_OK) != 0) {
       log::error("cannot read {}: {}", file, std::strerror(errno));
       unreadable = true;
-    } else {
-      ::close(fd);
     }
   }
   if (unreadable) return exit_error;

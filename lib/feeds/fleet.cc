@@ -96,6 +96,7 @@ bool Fleet::start() {
   // A fleet restarting (or a depot's buses all coming back) connects by
   // the thousand at once: a short backlog overflows, and the kernel then
   // drops or resets connections the daemon never sees.
+  listener_.set_socket_access(config_.socket);
   int rc = listener_.listen(
       host_.loop(), tcp ? &config_.address : nullptr, config_.path,
       [this](uv_os_sock_t socket, const AcceptedPeer& peer) { accepted(socket, peer); },

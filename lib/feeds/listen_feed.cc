@@ -39,6 +39,7 @@ std::string from(const std::string& peer) {
 bool ListenFeed::start() {
   bool tcp = config_.type == FeedType::tcp_listen;
   if (!listener_.configure_tls(config_.tls, "feed " + name())) return false;
+  listener_.set_socket_access(config_.socket);
   int rc = listener_.listen(
       host_.loop(), tcp ? &config_.address : nullptr, config_.path,
       [this](uv_os_sock_t socket, const AcceptedPeer& peer) { accepted(socket, peer.address); },

@@ -188,7 +188,7 @@ std::vector<ConfigProblem> check_tls_files(const Config& config) {
     const FeedConfig& feed = config.feeds[i];
     check(feed.tls,
           feed.type == FeedType::tcp_connect ? TlsContext::Role::client : TlsContext::Role::server,
-          fmt::format("/feeds/{}", i));
+          feed_pointer(config, i));
   }
   for (size_t i = 0; i < config.outputs.size(); ++i) {
     check(config.outputs[i].tls, TlsContext::Role::server, fmt::format("/outputs/{}", i));

@@ -75,6 +75,7 @@ ServerSink::~ServerSink() {
 bool ServerSink::start() {
   bool tcp = config_.type == OutputType::tcp_listen || http_;
   if (!listener_.configure_tls(config_.tls, "output " + name())) return false;
+  listener_.set_socket_access(config_.socket);
   int rc = listener_.listen(
       loop_, tcp ? &config_.address : nullptr, config_.path,
       [this](uv_os_sock_t socket, const AcceptedPeer& peer) { accepted(socket, peer); },

@@ -1,14 +1,18 @@
 #include "uv/listener.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -16,6 +20,22 @@
 #include "uv/uv_error.h"
 
 namespace chronomerge {
+
+namespace {
+
+// The gid of group `name`; nullopt if there is none.
+std::optional<gid_t> group_id(const std::string& name) {
+  std::vector<char> buffer(16384);
+  group entry{};
+  group* found = nullptr;
+  if (::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+      found == nullptr) {
+    return std::nullopt;
+  }
+  return found->gr_gid;
+}
+
+}  // namespace
 
 namespace {
 // One descriptor per process, held so that a Listener out of descriptors
@@ -38,6 +58,19 @@ bool is_live_unix_socket(const std::string& path) {
   return live;
 }
 }  // namespace
+
+// The socket file's mode and group (set_socket_access()); 0 or -errno.
+int Listener::apply_access() {
+  if (!access_.group.empty()) {
+    const std::optional<gid_t> gid = group_id(access_.group);
+    if (!gid) return -ENOENT;  // reported as "no such group" by the caller's log
+    if (::chown(unix_path_.c_str(), static_cast<uid_t>(-1), *gid) != 0) return -errno;
+  }
+  if (access_.mode && ::chmod(unix_path_.c_str(), static_cast<mode_t>(*access_.mode)) != 0) {
+    return -errno;
+  }
+  return 0;
+}
 
 int Listener::listen(uv_loop_t* loop, const HostPort* tcp, const std::string& unix_path,
                      AcceptCallback on_accept, ErrorCallback on_error, int backlog) {
@@ -81,7 +114,13 @@ int Listener::listen(uv_loop_t* loop, const HostPort* tcp, const std::string& un
     close();
     return rc;
   }
-  if (!tcp) unix_path_ = unix_path;  // ours now: removed on close
+  if (!tcp) {
+    unix_path_ = unix_path;  // ours now: removed on close
+    if (int error = apply_access(); error != 0) {
+      close();
+      return error;
+    }
+  }
   if (::listen(fd_, backlog) != 0) {
     rc = -errno;
     close();

@@ -78,6 +78,10 @@ class Listener {
   // REQUIRES: called at most once.
   int listen(uv_loop_t* loop, const HostPort* tcp, const std::string& unix_path,
              AcceptCallback on_accept, ErrorCallback on_error, int backlog = 128);
+  // A Unix socket's file gets this mode and group once bound (before it
+  // accepts anyone); failing that, listen() fails. REQUIRES: before
+  // listen().
+  void set_socket_access(const SocketAccess& access) { access_ = access; }
   // Makes this a TLS listener: every connection is handed over only after
   // its handshake (see TlsAcceptor). `name` names it in logs. REQUIRES:
   // before listen().
@@ -130,6 +134,8 @@ class Listener {
   int fd_ = -1;
   bool tcp_ = true;
   std::string unix_path_;  // bound by us: removed on close
+  SocketAccess access_;
+  int apply_access();
   UvHandle<uv_poll_t> poll_;
   UvHandle<uv_timer_t> retry_;
   AcceptCallback on_accept_;

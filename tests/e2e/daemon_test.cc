@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <thread>
@@ -924,11 +925,23 @@ TEST_CASE("--check-config accepts valid files") {
     CHECK(run.status.code == 0);
     CHECK(run.out.find("ok (1 feeds, 1 outputs)") != std::string::npos);
   }
-  SUBCASE("the shipped example config exits 0") {
+  SUBCASE("the shipped example config: valid, and where its directories are missing, named") {
     RunResult run = run_chronomerge(
         dir, {"--check-config", std::string(CHRONOMERGE_SOURCE_DIR) + "/config/example.json"});
     INFO("stderr:\n" << run.err);
-    CHECK(run.status.code == 0);
+    if (std::filesystem::is_directory("/var/lib/chronomerge") &&
+        std::filesystem::is_directory("/run/chronomerge")) {
+      CHECK(run.status.code == 0);
+    } else {
+      // Every problem is a path of this machine, none of the file.
+      CHECK(run.status.code == 2);
+      for (const std::string& line : split_lines(run.err)) {
+        if (line.find(": ") == std::string::npos || line.find("problem") != std::string::npos) {
+          continue;
+        }
+        CHECK(line.find("directory /") != std::string::npos);
+      }
+    }
   }
 }
 
@@ -994,7 +1007,7 @@ TEST_CASE("the one-shot command merges files like sort -m") {
                                record(3, "a", 1)}));
   }
 
-  SUBCASE("a reader that goes away ends the run at once with status 2") {
+  SUBCASE("a reader that goes away ends the run at once, by SIGPIPE") {
     // Standard input stays open and never ends: only giving up on the
     // lost output lets the run end.
     std::string a_path = dir.write("a.ndjson", lines_of({record(1, "a", 0), record(2, "a", 1)}));
@@ -1016,8 +1029,9 @@ TEST_CASE("the one-shot command merges files like sort -m") {
     ExitStatus status = child.wait(10s);
     ::close(in[1]);
     INFO("stderr:\n" << read_file(dir / "gone.err"));
-    CHECK(status.code == 2);
-    CHECK(read_file(dir / "gone.err").find("EPIPE") != std::string::npos);
+    // As sort ends when its reader goes: killed by SIGPIPE, quietly.
+    CHECK(status.signal == SIGPIPE);
+    CHECK(read_file(dir / "gone.err").empty());
   }
 
   SUBCASE("--mode combine gives stream-combine's objects") {

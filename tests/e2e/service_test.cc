@@ -3,6 +3,7 @@
 // metrics endpoint reports, checked against the real binary over real
 // sockets. Every wait is for an event (a notify datagram, a log line, a
 // socket, a file change, a metrics value), never a fixed sleep.
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <random>
 #include <string>
@@ -775,4 +777,67 @@ TEST_CASE("log lines: syslog priorities for the journal, timestamps elsewhere, o
     }
     CHECK(about_feed);
   }
+}
+
+TEST_CASE("unix-listen sockets take a mode and a group") {
+  TempDir dir;
+  const group* own = ::getgrgid(::getgid());
+  REQUIRE(own != nullptr);
+  const std::string group_name = own->gr_name;
+  nlohmann::json config = {
+      {"feeds",
+       {{{"name", "in"},
+         {"type", "unix-listen"},
+         {"path", dir / "in.sock"},
+         {"mode", "0666"},
+         {"group", group_name}}}},
+      {"outputs",
+       {{{"name", "out"}, {"type", "unix-listen"}, {"path", dir / "out.sock"}, {"mode", "0600"}}}}};
+  Daemon daemon(dir, config);
+  struct stat in {
+  }, out{};
+  REQUIRE(::stat((dir / "in.sock").c_str(), &in) == 0);
+  REQUIRE(::stat((dir / "out.sock").c_str(), &out) == 0);
+  CHECK((in.st_mode & 0777) == 0666);
+  CHECK(in.st_gid == own->gr_gid);
+  CHECK((out.st_mode & 0777) == 0600);
+  CHECK(daemon.stop().code == 0);
+
+  SUBCASE("a group the machine does not have is a config problem") {
+    config["feeds"][0]["group"] = "no-such-group-cm";
+    const RunResult check =
+        run_chronomerge(dir, {"--check-config", dir.write("bad.json", config.dump())});
+    CHECK(check.status.code == 2);
+    CHECK(check.err.find("/feeds/0/group: no group \"no-such-group-cm\"") != std::string::npos);
+  }
+}
+
+TEST_CASE("--check-config looks at every path the daemon would use, changing nothing") {
+  TempDir dir;
+  const std::string input = dir.write("in.ndjson", "{\"time\":1}\n");
+  nlohmann::json config = {
+      {"feeds",
+       {{{"name", "ok"}, {"type", "file"}, {"path", input}},
+        {{"name", "k"},
+         {"type", "kafka"},
+         {"brokers", "127.0.0.1:1"},
+         {"topic", "t"},
+         {"partitions", {0, 1}}},
+        {{"name", "missing"}, {"type", "file"}, {"path", dir / "missing.ndjson"}},
+        {{"name", "sock"}, {"type", "unix-listen"}, {"path", dir / "nodir/in.sock"}}}},
+      {"outputs", {{{"name", "archive"}, {"type", "file"}, {"path", dir / "nodir/out.ndjson"}}}},
+      {"deadletter", {{"path", dir / "nodir/dead.ndjson"}}}};
+  const std::string file = dir.write("config.json", config.dump());
+  const RunResult check = run_chronomerge(dir, {"--check-config", file});
+  CHECK(check.status.code == 2);
+  INFO(check.err);
+  // Pointers into the file: the kafka feed's two partitions were one entry.
+  CHECK(check.err.find("/feeds/2/path: cannot read " + (dir / "missing.ndjson")) !=
+        std::string::npos);
+  CHECK(check.err.find("/feeds/3/path: directory " + (dir / "nodir")) != std::string::npos);
+  CHECK(check.err.find("/outputs/0/path: directory " + (dir / "nodir")) != std::string::npos);
+  CHECK(check.err.find("/deadletter/path: directory " + (dir / "nodir")) != std::string::npos);
+  CHECK(check.err.find("/feeds/0/") == std::string::npos);
+  // Nothing was created.
+  CHECK_FALSE(std::filesystem::exists(dir / "nodir"));
 }
