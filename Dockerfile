@@ -5,7 +5,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
        build-essential cmake ninja-build pkg-config \
-       libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libsystemd-dev libssl-dev libsimdjson-dev librdkafka-dev \
+       libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libsystemd-dev libssl-dev libsimdjson-dev librdkafka-dev libcli11-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

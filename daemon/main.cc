@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include "config/config.h"
 #include "daemon/daemon.h"
@@ -103,78 +104,78 @@ int main(int argc, char** argv) {
   OneShotOptions one_shot;
   std::string config_path;
   std::string check_path;
-  bool demo = false;
-  std::optional<LogLevel> log_level;
-  std::optional<LogFormat> log_format;
-  bool options_done = false;
+  std::string health_url;
+  std::string key_type = "integer";
+  std::string mode = "interleave";
+  std::string log_level_text;
+  std::string log_format_text;
+  bool help = false;
+  bool version = false;
 
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    auto value = [&](std::string_view name) -> std::string {
-      if (i + 1 >= argc) usage_error(fmt::format("{} needs a value", name));
-      return argv[++i];
+  // CLI11 (Debian's libcli11-dev) parses: --opt value and --opt=value,
+  // ranges and choices checked, conflicting options refused. The help text
+  // stays ours (usage_text), written for people.
+  CLI::App app{"chronomerge"};
+  app.set_help_flag();
+  app.add_flag("-h,--help", help);
+  app.add_flag("--version", version);
+  auto* key = app.add_option("--key", one_shot.key)->check([](const std::string& v) {
+    return RecordParser::valid_key_path(v)
+               ? std::string()
+               : fmt::format("'{}' is neither a field name nor a JSON pointer", v);
+  });
+  auto* type = app.add_option("--key-type", key_type)
+                   ->check(CLI::IsMember({"integer", "number", "rfc3339", "string"}));
+  auto* merge_mode =
+      app.add_option("--mode", mode)->check(CLI::IsMember({"interleave", "combine"}));
+  auto* max_line = app.add_option("--max-line-bytes", one_shot.max_line_bytes)
+                       ->check(CLI::Range(size_t{64}, size_t{1} << 30));
+  const auto needs_name = [](const std::string& option) {
+    return [option](const std::string& v) {
+      return v.empty() ? option + " needs a file name, got ''" : std::string();
     };
-    if (options_done || arg == "-" || arg.empty() || arg[0] != '-') {
-      one_shot.files.emplace_back(arg);
-    } else if (arg == "--") {
-      options_done = true;
-    } else if (arg == "-h" || arg == "--help") {
-      std::fputs(usage_text, stdout);
-      return exit_ok;
-    } else if (arg == "--version") {
-      fmt::print("chronomerge {}\n", CHRONOMERGE_VERSION);
-      return exit_ok;
-    } else if (arg == "--key") {
-      one_shot.key = value(arg);
-      if (one_shot.key.empty() || !RecordParser::valid_key_path(one_shot.key)) {
-        usage_error(
-            fmt::format("--key '{}' is neither a field name nor a JSON pointer", one_shot.key));
-      }
-    } else if (arg == "--key-type") {
-      std::string v = value(arg);
-      auto type = parse_key_type(v);
-      if (!type) usage_error(fmt::format("unknown key type '{}'", v));
-      one_shot.key_type = *type;
-    } else if (arg == "--mode") {
-      std::string v = value(arg);
-      auto mode = parse_merge_mode(v);
-      if (!mode) usage_error(fmt::format("unknown mode '{}'", v));
-      one_shot.mode = *mode;
-    } else if (arg == "--max-line-bytes") {
-      std::string v = value(arg);
-      char* end = nullptr;
-      unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || n < 64 || n > (1ull << 30)) {
-        usage_error(
-            fmt::format("--max-line-bytes must be a number from 64 to 1073741824, got '{}'", v));
-      }
-      one_shot.max_line_bytes = static_cast<size_t>(n);
-    } else if (arg == "--config") {
-      config_path = value(arg);
-      if (config_path.empty()) usage_error("--config needs a file name, got ''");
-    } else if (arg == "--check-config") {
-      check_path = value(arg);
-      if (check_path.empty()) usage_error("--check-config needs a file name, got ''");
-    } else if (arg == "--demo") {
-      demo = true;
-    } else if (arg == "--healthcheck") {
-      const std::string url = value(arg);
-      std::string error;
-      if (probe_health(url, 3000, error)) return exit_ok;
-      fmt::print(stderr, "chronomerge: unhealthy: {}\n", error);
-      return 1;
-    } else if (arg == "--log-format") {
-      std::string v = value(arg);
-      log_format = parse_log_format(v);
-      if (!log_format) usage_error(fmt::format("unknown log format '{}' (text or json)", v));
-    } else if (arg == "--log-level") {
-      std::string v = value(arg);
-      log_level = parse_log_level(v);
-      if (!log_level) usage_error(fmt::format("unknown log level '{}'", v));
-    } else {
-      usage_error(fmt::format("unknown option '{}'", arg));
-    }
+  };
+  auto* config = app.add_option("--config", config_path)->check(needs_name("--config"));
+  auto* check = app.add_option("--check-config", check_path)->check(needs_name("--check-config"));
+  auto* demo = app.add_flag("--demo");
+  auto* health = app.add_option("--healthcheck", health_url);
+  auto* level = app.add_option("--log-level", log_level_text)
+                    ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+  auto* format =
+      app.add_option("--log-format", log_format_text)->check(CLI::IsMember({"text", "json"}));
+  auto* files = app.add_option("files", one_shot.files);
+  // One thing at a time: a daemon, a check, a probe, or a one-shot merge.
+  config->excludes(check, demo, health, files, key, type, merge_mode, max_line);
+  demo->excludes(check, health, files, key, type, merge_mode, max_line);
+  check->excludes(health, files, key, type, merge_mode, max_line, level, format);
+  health->excludes(files, key, type, merge_mode, max_line, level, format);
+  format->excludes(files);  // one-shot lines are plain, like any command's
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& error) {
+    usage_error(error.what());
   }
+  if (help) {
+    std::fputs(usage_text, stdout);
+    return exit_ok;
+  }
+  if (version) {
+    fmt::print("chronomerge {}\n", CHRONOMERGE_VERSION);
+    return exit_ok;
+  }
+  one_shot.key_type = *parse_key_type(key_type);
+  one_shot.mode = *parse_merge_mode(mode);
+  std::optional<LogLevel> log_level;
+  if (!log_level_text.empty()) log_level = parse_log_level(log_level_text);
+  std::optional<LogFormat> log_format;
+  if (!log_format_text.empty()) log_format = parse_log_format(log_format_text);
+  if (!health_url.empty() || health->count() > 0) {
+    std::string error;
+    if (probe_health(health_url, 3000, error)) return exit_ok;
+    fmt::print(stderr, "chronomerge: unhealthy: {}\n", error);
+    return 1;
+  }
+  const bool run_demo = demo->count() > 0;
 
   if (!check_path.empty()) {
     ConfigResult result = load_config(check_path);
@@ -196,8 +197,7 @@ int main(int argc, char** argv) {
                result.config->outputs.size());
     return exit_ok;
   }
-  if (!config_path.empty() || demo) {
-    if (!one_shot.files.empty()) usage_error("files cannot be given with --config or --demo");
+  if (!config_path.empty() || run_demo) {
     DaemonOptions options;
     options.config_path = config_path;
     options.log_level = log_level;

@@ -1085,3 +1085,33 @@ TEST_CASE("one-shot in a pipeline, like coreutils") {
     CHECK(run.err.find("cannot read " + (dir / "missing.ndjson")) != std::string::npos);
   }
 }
+
+TEST_CASE("the command line, parsed like the tools people know") {
+  TempDir dir;
+  const std::string a = dir.write("a.ndjson", "{\"ts\":1}\n{\"ts\":2}\n");
+  SUBCASE("--opt=value works as --opt value") {
+    const RunResult run = run_chronomerge(dir, {"--key=ts", "--key-type=integer", a});
+    CHECK(run.status.code == 0);
+    CHECK(run.out == "{\"ts\":1}\n{\"ts\":2}\n");
+  }
+  SUBCASE("conflicting options are errors, not silently ignored") {
+    for (const std::vector<std::string>& args : {std::vector<std::string>{"--config", a, a},
+                                                 {"--demo", "--key", "ts"},
+                                                 {"--check-config", a, "--config", a},
+                                                 {"--healthcheck", "http://127.0.0.1:1/", a},
+                                                 {"--log-format", "json", a}}) {
+      const RunResult run = run_chronomerge(dir, args);
+      INFO(args[0], " ", args[1], ": ", run.err);
+      CHECK(run.status.code == 2);
+      CHECK(run.err.find("excludes") != std::string::npos);
+    }
+  }
+  SUBCASE("ranges and choices are checked") {
+    const RunResult small = run_chronomerge(dir, {"--max-line-bytes", "10", a});
+    CHECK(small.status.code == 2);
+    CHECK(small.err.find("not in range 64 to 1073741824") != std::string::npos);
+    const RunResult type = run_chronomerge(dir, {"--key-type", "date", a});
+    CHECK(type.status.code == 2);
+    CHECK(type.err.find("date not in {integer,number,rfc3339,string}") != std::string::npos);
+  }
+}
