@@ -11,6 +11,8 @@
 #include <string>
 #include <utility>
 
+#include "record/json_string.h"
+
 namespace chronomerge {
 
 std::string_view to_string(LogLevel level) {
@@ -56,25 +58,6 @@ std::string rfc3339_ms(int64_t unix_ms) {
   return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900,
                      utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
                      unix_ms % 1000);
-}
-
-void append_json_string(std::string& out, std::string_view text) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out += '"';
-  for (char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (byte < 0x20) {
-      out += "\\u00";
-      out += hex[byte >> 4];
-      out += hex[byte & 0xF];
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
 }
 
 // What a message is about, from how messages start: "feed NAME: ...",

@@ -2,28 +2,11 @@
 
 #include <vector>
 
+#include "record/json_string.h"
+
 namespace chronomerge {
 
 namespace {
-
-void append_json_string(std::string& out, std::string_view text) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out += '"';
-  for (char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (byte < 0x20) {
-      out += "\\u00";
-      out += hex[byte >> 4];
-      out += hex[byte & 0xF];
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-}
 
 // The names along the key's path: one for a field, the unescaped tokens
 // of a JSON pointer.

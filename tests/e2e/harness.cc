@@ -294,6 +294,17 @@ RunResult run_chronomerge(const TempDir& dir, const std::vector<std::string>& ar
   return result;
 }
 
+std::string flat_merge(const std::vector<std::vector<std::string>>& feeds) {
+  TempDir dir;
+  std::vector<std::string> args;
+  for (size_t f = 0; f < feeds.size(); ++f) {
+    args.push_back(dir.write("f" + std::to_string(f) + ".ndjson", lines_of(feeds[f])));
+  }
+  const RunResult flat = run_chronomerge(dir, args);
+  REQUIRE(flat.status.code == 0);
+  return flat.out;
+}
+
 Memory memory_of(pid_t pid) {
   Memory memory;
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");

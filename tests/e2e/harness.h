@@ -169,6 +169,10 @@ struct Stdin {
 RunResult run_chronomerge(const TempDir& dir, const std::vector<std::string>& args,
                           const Stdin& in = {}, Millis timeout = 20s);
 
+// What one chronomerge merging `feeds` (each a list of lines, in this
+// order) writes: the flat merge a merge tree must equal. REQUIREs success.
+std::string flat_merge(const std::vector<std::vector<std::string>>& feeds);
+
 // Memory of a running process from /proc/PID/status, in KiB.
 struct Memory {
   uint64_t rss_kib = 0;  // VmRSS

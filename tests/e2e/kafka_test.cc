@@ -365,13 +365,7 @@ TEST_CASE("kafka: a merge tree through topics is byte-identical to one flat merg
     }
     total += feeds[f].size();
   }
-  TempDir flat_dir;
-  std::vector<std::string> args;
-  for (int f = 0; f < feed_count; ++f) {
-    args.push_back(flat_dir.write("f" + std::to_string(f) + ".ndjson", lines_of(feeds[f])));
-  }
-  const RunResult flat = run_chronomerge(flat_dir, args);
-  REQUIRE(flat.status.code == 0);
+  const std::string flat = flat_merge(feeds);
 
   // Tier 1: two feeds each, into partition s of the topic "tier", with
   // heartbeats; the producers end each feed's time with a heartbeat.
@@ -417,5 +411,5 @@ TEST_CASE("kafka: a merge tree through topics is byte-identical to one flat merg
     CHECK(scrape(port, "chronomerge_feed_late_total{feed=\"k/" + std::to_string(s) + "\"}") == 0);
   }
   CHECK(root_daemon.stop().code == 0);
-  CHECK(read_file(merged) == flat.out);
+  CHECK(read_file(merged) == flat);
 }
