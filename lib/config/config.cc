@@ -865,7 +865,7 @@ bool feed_field_applies(std::string_view field, FeedType type) {
   if (field == "fleet") return type == tcp_listen || type == unix_listen;
   if (field == "tls") return type == tcp_listen || type == tcp_connect;
   if (field == "connect") return type == tcp_connect;
-  if (field == "command") return type == exec;
+  if (field == "command" || field == "restart") return type == exec;
   if (field == "rate" || field == "jitter_ms" || field == "seed" || field == "count" ||
       field == "vehicles") {
     return type == simulate;
@@ -1009,6 +1009,14 @@ void Validator::read_feed(const Json& value, const std::string& pointer) {
             feed.command.push_back(*arg);
           }
         }
+      }
+    } else if (name == "restart") {
+      const auto text = read_string(field_value, field);
+      if (text && *text != "never" && *text != "on-exit") {
+        problem(field,
+                fmt::format("expected \"never\" or \"on-exit\", got {}", describe(field_value)));
+      } else if (text) {
+        feed.restart_on_exit = *text == "on-exit";
       }
     } else if (name == "rate") {
       if (auto rate = read_number(field_value, field)) {

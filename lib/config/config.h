@@ -135,6 +135,8 @@ struct FeedConfig {
   bool follow = false;               // file
   HostPort address;                  // tcp-listen (listen), tcp-connect (connect)
   std::vector<std::string> command;  // exec: argv, no shell
+  // exec: start the program again when it exits (with backoff), or not.
+  bool restart_on_exit = false;
   // simulate
   double rate = 10.0;  // records per second
   uint32_t jitter_ms = 0;

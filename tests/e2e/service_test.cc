@@ -841,3 +841,32 @@ TEST_CASE("--check-config looks at every path the daemon would use, changing not
   // Nothing was created.
   CHECK_FALSE(std::filesystem::exists(dir / "nodir"));
 }
+
+TEST_CASE("exec feeds with restart on-exit start the program again, with backoff") {
+  TempDir dir;
+  // Each run prints one record, numbered by a counter file, and exits.
+  const std::string script = dir.write(
+      "once.sh", "n=$(cat " + (dir / "count") + " 2>/dev/null || echo 0); n=$((n+1)); echo $n > " +
+                     (dir / "count") + "; echo \"{\\\"time\\\":$n}\"\n");
+  nlohmann::json config = {
+      {"feeds",
+       {{{"name", "job"},
+         {"type", "exec"},
+         {"command", {"/bin/sh", script}},
+         {"restart", "on-exit"}}}},
+      {"outputs", {{{"name", "out"}, {"type", "file"}, {"path", dir / "out"}}}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t port = daemon.metrics_port();
+  // Runs at about 0, 0.1, 0.3 and 0.7 s: four records within 2 s.
+  CHECK(wait_sample(
+            port, "chronomerge_feed_records_total{feed=\"job\"}", [](double v) { return v >= 4; },
+            20s) >= 4);
+  CHECK(scrape(port, "chronomerge_feed_connections_total{feed=\"job\"}") >= 4);
+  CHECK(daemon.log_count("starting it again") >= 3);
+  CHECK(daemon.stop().code == 0);
+  const auto lines = split_lines(read_file(dir / "out"));
+  REQUIRE(lines.size() >= 4);
+  CHECK(lines[0] == "{\"time\":1}");
+  CHECK(lines[3] == "{\"time\":4}");
+}
