@@ -8,6 +8,8 @@
 #include <csignal>
 #include <cstring>
 
+#include <nlohmann/json.hpp>
+
 #include "daemon/pipeline.h"
 #include "log/log.h"
 #include "sinks/stdout_sink.h"
@@ -25,6 +27,48 @@ namespace {
 constexpr size_t one_shot_budget = 16 << 20;
 constexpr size_t min_feed_high_water_mark = 16 << 10;
 constexpr size_t max_feed_high_water_mark = 1 << 20;
+
+// When every line of a file failed on its key, what the first line's key
+// looked like and which option would read it; nullopt if nothing fits.
+std::optional<std::string> key_hint(const OneShotOptions& options, const std::string& line,
+                                    LineError error) {
+  const nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+  if (!record.is_object()) return std::nullopt;
+  const std::string pointer = options.key[0] == '/' ? options.key : "/" + options.key;
+  if (error == LineError::missing_key) {
+    static const char* const names[] = {"time", "ts",       "timestamp",  "@timestamp", "t",
+                                        "date", "datetime", "event_time", "created_at"};
+    std::vector<std::string> paths;
+    for (const char* name : names) paths.push_back(std::string("/") + name);
+    for (const auto& [field, value] : record.items()) {
+      if (!value.is_object()) continue;
+      for (const char* name : names) paths.push_back("/" + field + "/" + name);
+    }
+    for (const std::string& path : paths) {
+      if (record.contains(nlohmann::json::json_pointer(path))) {
+        return fmt::format("the first line has no {} but has {}: --key {} would read it",
+                           options.key, path, path);
+      }
+    }
+    return std::nullopt;
+  }
+  const nlohmann::json::json_pointer at(pointer);
+  if (!record.contains(at)) return std::nullopt;
+  const nlohmann::json& value = record[at];
+  const std::string shown = log::excerpt(value.dump(), 40);
+  if (value.is_string()) {
+    const bool time = parse_rfc3339_nanos(value.get<std::string>()).has_value();
+    return fmt::format("the first line's key is a string ({}): --key-type {} would read it", shown,
+                       time ? "rfc3339" : "string");
+  }
+  if (value.is_number_float()) {
+    return fmt::format(
+        "the first line's key is a decimal number ({}): --key-type number would "
+        "read it",
+        shown);
+  }
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -101,6 +145,20 @@ int run_one_shot(const OneShotOptions& options) {
         if (stats.late) detail += fmt::format(", {} late (out of order, skipped)", stats.late);
         log::warn("{}: {} of {} lines skipped{}", feed->name(), skipped,
                   stats.records_in + counters.malformed, detail);
+        // Every line failed on its key: most likely the key options, not
+        // the file.
+        for (LineError error : {LineError::wrong_key_type, LineError::missing_key}) {
+          const uint64_t count = counters.malformed_by[static_cast<size_t>(error)];
+          if (stats.records_in == 0 && count > 0 && count == counters.malformed) {
+            std::optional<std::string> hint;
+            try {
+              hint = key_hint(options, feed->first_rejected(), error);
+            } catch (const nlohmann::json::exception&) {
+              // A key path nlohmann does not take: no hint, nothing lost.
+            }
+            if (hint) log::warn("hint: {}: {}", feed->name(), *hint);
+          }
+        }
       }
       status = io_error ? exit_error : skipped_total > 0 ? exit_skipped : exit_ok;
     }

@@ -62,6 +62,7 @@ void Feed::take(LineBatch& batch) {
 }
 
 void Feed::reject(LineError error, std::string_view line) {
+  if (counters_.malformed == 0) first_rejected_ = std::string(line.substr(0, 4096));
   ++counters_.malformed;
   ++counters_.malformed_by[static_cast<size_t>(error)];
   host_.malformed(id_, error, line);

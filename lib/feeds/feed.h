@@ -145,6 +145,8 @@ class Feed {
   const FeedConfig& config() const { return config_; }
   const std::string& name() const { return config_.name; }
   const FeedCounters& counters() const { return counters_; }
+  // The first line it rejected (its first 4 KiB), for a hint.
+  const std::string& first_rejected() const { return first_rejected_; }
   // The pipeline's key with this feed's heartbeat field.
   const RecordParser& parser() const { return parser_; }
   // The merger paused or resumed this feed (backpressure bookkeeping; the
@@ -199,6 +201,7 @@ class Feed {
   bool removed_ = false;
 
  private:
+  std::string first_rejected_;
   size_t max_line_bytes_;
   RecordParser parser_;
   uint64_t parser_version_ = 0;  // bumped by update()

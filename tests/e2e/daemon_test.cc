@@ -1115,3 +1115,28 @@ TEST_CASE("the command line, parsed like the tools people know") {
     CHECK(type.err.find("date not in {integer,number,rfc3339,string}") != std::string::npos);
   }
 }
+
+TEST_CASE("one-shot: when every line fails on its key, one hint says which option reads it") {
+  TempDir dir;
+  struct Case {
+    const char* line;
+    const char* hint;
+  };
+  for (const Case& c :
+       {Case{R"({"time":"2024-05-01T12:00:00Z"})", "--key-type rfc3339 would read it"},
+        Case{R"({"meta":{"ts":5}})", "--key /meta/ts would read it"},
+        Case{R"({"time":1.5})", "--key-type number would read it"}}) {
+    CAPTURE(c.line);
+    const std::string file = dir.write("in.ndjson", std::string(c.line) + "\n" + c.line + "\n");
+    const RunResult run = run_chronomerge(dir, {file});
+    CHECK(run.status.code == 1);
+    CHECK(run.err.find("hint: " + file + ": ") != std::string::npos);
+    CHECK(run.err.find(c.hint) != std::string::npos);
+  }
+  SUBCASE("and none when only some lines fail") {
+    const std::string file =
+        dir.write("mixed.ndjson", "{\"time\":1}\n{\"time\":\"2024-05-01T12:00:00Z\"}\n");
+    const RunResult run = run_chronomerge(dir, {file});
+    CHECK(run.err.find("hint") == std::string::npos);
+  }
+}
