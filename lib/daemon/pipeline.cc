@@ -939,10 +939,22 @@ bool Pipeline::sink_failed() const {
   return false;
 }
 
-void Pipeline::malformed(FeedId feed, LineError error, std::string_view line) {
+void Pipeline::malformed(FeedId feed, LineError error, std::string_view line,
+                         uint64_t line_number) {
   const std::string& name = feeds_[feed]->name();
-  limiter(feed).log(uv_now(loop_), LogLevel::warn, {"feed", name}, "malformed lines",
-                    "feed {}: line skipped ({}): {}", name, to_string(error), log::excerpt(line));
+  if (!live_ && line_number > 0) {
+    // One-shot: the feed is a file; FILE:LINE, as compilers and linters say.
+    limiter(feed).log(uv_now(loop_), LogLevel::warn, {"feed", name}, "malformed lines",
+                      "{}:{}: line skipped ({}): {}", name, line_number, to_string(error),
+                      log::excerpt(line));
+  } else if (line_number > 0) {
+    limiter(feed).log(uv_now(loop_), LogLevel::warn, {"feed", name}, "malformed lines",
+                      "feed {}: line skipped ({}): {} (line {})", name, to_string(error),
+                      log::excerpt(line), line_number);
+  } else {
+    limiter(feed).log(uv_now(loop_), LogLevel::warn, {"feed", name}, "malformed lines",
+                      "feed {}: line skipped ({}): {}", name, to_string(error), log::excerpt(line));
+  }
   if (deadletter_) deadletter_->write(name, to_string(error), line);
 }
 

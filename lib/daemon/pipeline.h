@@ -117,7 +117,8 @@ class Pipeline final : public FeedHost, public FleetHost {
   bool queue_record(FeedId feed, std::string_view line, ParsedRecord&& parsed) override;
   bool queue_records(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block) override;
   bool in_flight(FeedId feed, size_t bytes) override;
-  void malformed(FeedId feed, LineError error, std::string_view line) override;
+  void malformed(FeedId feed, LineError error, std::string_view line,
+                 uint64_t line_number) override;
   void feed_ended(FeedId feed) override;
   void may_idle(FeedId feed, bool may) override;
 

@@ -55,17 +55,17 @@ void Feed::take(LineBatch& batch) {
     if (line.error == LineError::too_long) {
       log::debug("feed {}: line of {} bytes over max_line_bytes", name(), line.length);
     }
-    reject(line.error, line.text);
+    reject(line.error, line.text, line.line_number);
   }
   batch.clear();
   if (!read_on) pause();
 }
 
-void Feed::reject(LineError error, std::string_view line) {
+void Feed::reject(LineError error, std::string_view line, uint64_t line_number) {
   if (counters_.malformed == 0) first_rejected_ = std::string(line.substr(0, 4096));
   ++counters_.malformed;
   ++counters_.malformed_by[static_cast<size_t>(error)];
-  host_.malformed(id_, error, line);
+  host_.malformed(id_, error, line, line_number);
 }
 
 void Feed::end_and_close() {

@@ -49,8 +49,10 @@ class FeedHost {
   // they count toward its water marks (Merger::in_flight). 0 once they are
   // queued. Same answer as the queue calls.
   virtual bool in_flight(FeedId feed, size_t bytes) = 0;
-  // A line that is not a record (counted by the feed already).
-  virtual void malformed(FeedId feed, LineError error, std::string_view line) = 0;
+  // A line that is not a record (counted by the feed already); its number
+  // in the feed's input, or 0 if unknown.
+  virtual void malformed(FeedId feed, LineError error, std::string_view line,
+                         uint64_t line_number) = 0;
   // The feed will deliver nothing more.
   virtual void feed_ended(FeedId feed) = 0;
   // Whether the feed may go idle now (see Feed::may_idle()) changed.
@@ -181,7 +183,8 @@ class Feed {
   // for a transport that tracks what it accepted. Default: nothing.
   virtual void accepted(std::span<const BlockRecord> records) { (void)records; }
   // A line that is not a record: counted, logged, dead-lettered.
-  void reject(LineError error, std::string_view line);
+  // `line_number`: its number in the input, 0 if unknown.
+  void reject(LineError error, std::string_view line, uint64_t line_number = 0);
   // The one way a feed ends, in one order: the host is told it will
   // deliver nothing more, then the transport closes (counting what it
   // still held). Idempotent.

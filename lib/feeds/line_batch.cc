@@ -29,7 +29,7 @@ void LineBatch::finish() {
 void LineBatch::line(std::string_view text) {
   ParsedRecord parsed;
   if (std::optional<LineError> error = parser_.parse(text, parsed)) {
-    rejected_.push_back(Rejected{*error, std::string(text), text.size()});
+    rejected_.push_back(Rejected{*error, std::string(text), text.size(), framer_.line_number()});
     return;
   }
   sealed_ = false;
@@ -48,7 +48,8 @@ void LineBatch::line(std::string_view text) {
 }
 
 void LineBatch::overlong(std::string_view head, size_t total) {
-  rejected_.push_back(Rejected{LineError::too_long, std::string(head), total});
+  rejected_.push_back(
+      Rejected{LineError::too_long, std::string(head), total, framer_.line_number()});
 }
 
 void LineBatch::seal() {

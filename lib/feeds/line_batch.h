@@ -45,6 +45,7 @@ class LineBatch {
     LineError error;
     std::string text;  // the line, or the head of an overlong one
     size_t length;
+    uint64_t line_number;  // in the feed's input, from 1 (LineFramer::line_number())
   };
 
   // Frames the first `n` bytes of `block`, after what earlier calls left

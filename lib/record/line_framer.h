@@ -45,6 +45,10 @@ class LineFramer {
   // count it; the next connection starts on a clean line.
   size_t discard_partial();
 
+  // The number of the line last delivered (line() or overlong()), counting
+  // from 1 and counting the empty lines it skips: what a warning names.
+  uint64_t line_number() const { return line_number_; }
+
   // Bytes of an incomplete line currently held: at most max_line_bytes + 1
   // (a '\r' may follow), or excerpt_bytes inside an overlong line.
   size_t pending_bytes() const { return carry_.size(); }
@@ -61,10 +65,12 @@ class LineFramer {
   bool skipping_ = false;    // inside an overlong line, discarding to '\n'
   size_t skipped_ = 0;       // total length of the overlong line so far
   bool skipped_cr_ = false;  // its last byte so far is a '\r'
+  uint64_t line_number_ = 0;
 };
 
 template <typename Visitor>
 void LineFramer::deliver(std::string_view line, Visitor& visitor) {
+  ++line_number_;
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   if (line.empty()) return;
   if (line.size() > max_line_bytes_) {
@@ -90,6 +96,7 @@ void LineFramer::end_overlong(Visitor& visitor) {
   // Measured like a line: a CR before the '\n' is not part of it.
   const size_t total = skipped_ - (skipped_cr_ ? 1 : 0);
   if (carry_.size() > total) carry_.resize(total);
+  ++line_number_;
   visitor.overlong(std::string_view(carry_), total);
   carry_.clear();
   skipping_ = false;

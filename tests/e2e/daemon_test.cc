@@ -1140,3 +1140,13 @@ TEST_CASE("one-shot: when every line fails on its key, one hint says which optio
     CHECK(run.err.find("hint") == std::string::npos);
   }
 }
+
+TEST_CASE("one-shot warnings name file:line, empty lines counted") {
+  TempDir dir;
+  const std::string file =
+      dir.write("bad.ndjson", "{\"time\":1}\n\nnot json\n{\"time\":3}\r\n{\"x\":1}\n");
+  const RunResult run = run_chronomerge(dir, {file});
+  CHECK(run.status.code == 1);
+  CHECK(run.err.find(file + ":3: line skipped (not_json): not json") != std::string::npos);
+  CHECK(run.err.find(file + ":5: line skipped (missing_key)") != std::string::npos);
+}

@@ -127,3 +127,17 @@ TEST_CASE("LineFramer") {
     CHECK(framer.discard_partial() == 0);
   }
 }
+
+TEST_CASE("LineFramer numbers the lines it delivers, empty ones counted") {
+  struct Numbers {
+    const LineFramer* framer;
+    std::vector<uint64_t> seen;
+    void line(std::string_view) { seen.push_back(framer->line_number()); }
+    void overlong(std::string_view, size_t) { seen.push_back(framer->line_number()); }
+  };
+  LineFramer framer(64);
+  Numbers numbers{&framer, {}};
+  framer.push("a\n\n\r\nb\n" + std::string(100, 'x') + "\nc", numbers);
+  framer.finish(numbers);
+  CHECK(numbers.seen == std::vector<uint64_t>{1, 4, 5, 6});
+}
