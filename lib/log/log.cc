@@ -158,7 +158,10 @@ std::string format_line(LogLevel level, std::string_view message, int64_t unix_m
     line += rfc3339_ms(unix_ms);
     line += ' ';
   }
-  fmt::format_to(std::back_inserter(line), "chronomerge {}: {}", to_string(level), message);
+  // fmt::format, not format_to: the fuzz targets (clang) link this file
+  // against Debian's libfmt (GCC), whose vformat_to<char> instantiation
+  // clang mangles differently.
+  line += fmt::format("chronomerge {}: {}", to_string(level), message);
   return line;
 }
 
