@@ -14,7 +14,8 @@
 #                is reported (default 7)
 #   SEED         data generator seed (default 1)
 # CHRONOMERGE_SIMD is ignored: the default rows run at the default level
-# (scalar), the vector rows at the widest vector level the CPU has.
+# (the widest of AVX-512 and AVX2 the CPU has), the scalar rows with
+# CHRONOMERGE_SIMD=scalar.
 #
 # It builds nothing: build both binaries first, e.g.
 #   cmake -S . -B build-bench -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -22,15 +23,17 @@
 #   cmake --build build-bench -j1
 #
 # 1. Microbenchmark (chronomerge_validate_bench, one thread, files in
-#    memory): RecordParser::parse over every line of one data set per
-#    gen_feeds.py layout (bus, telemetry, strings, numbers), at every level
-#    the CPU supports; GB/s per core and ns per line, against the target of
-#    2 GB/s per core.  Every level must accept the same lines with the same
-#    keys as scalar.
+#    memory): one data set per gen_feeds.py layout (bus, telemetry,
+#    strings, numbers), at every level the CPU supports, two ways: "line",
+#    RecordParser::parse over every line, and "block", LineBatch over the
+#    input in 128 KiB blocks as a feed reads it (framing, validation of
+#    each block's whole lines at once, records made); GB/s per core and ns
+#    per line, against the target of 2 GB/s per core.  Every level must
+#    accept the same lines with the same keys as scalar, on both paths.
 # 2. One-shot: `chronomerge FILES` on the telemetry layout at K=2, 8 and
 #    1000, beside `sort -m`, after the correctness check of run.sh (output
 #    byte-identical to `LC_ALL=C sort -m -s -t: -k2,2n`); chronomerge at its
-#    default level, chronomerge with CHRONOMERGE_SIMD=<widest level>, and sort -m
+#    default level, chronomerge with CHRONOMERGE_SIMD=scalar, and sort -m
 #    take turns, RUNS times; median wall and CPU (user+sys) seconds, worst
 #    peak RSS, and the ratios chronomerge / sort -m against the targets.
 # The report is printed and saved as bench/data/results/validate-<stamp>.md
@@ -53,7 +56,7 @@ VALIDATE_BENCH=${CHRONOMERGE_VALIDATE_BENCH:-$REPO_ROOT/build-bench/bench/chrono
 parse_flags "quick" "$@"
 
 # The default rows run without CHRONOMERGE_SIMD (the caller's would force a
-# level); the vector rows set it to the widest vector level of this CPU.
+# level); the scalar rows set it to scalar.
 unset CHRONOMERGE_SIMD
 if grep -qw avx512bw /proc/cpuinfo 2> /dev/null; then
   VECTOR_LEVEL=avx512
@@ -155,7 +158,7 @@ done
 
 # --- 2. one-shot ---------------------------------------------------------------
 # A binary without the vector validator does not read CHRONOMERGE_SIMD;
-# the report says so, since its vector row then times the same code.
+# the report says so, since its scalar row then times the same code.
 SIMD_ENV_KNOWN=0
 grep -q CHRONOMERGE_SIMD "$CHRONOMERGE" && SIMD_ENV_KNOWN=1
 
@@ -173,17 +176,17 @@ for c in "${CASES[@]}"; do
 
   note "[$label] correctness check ..."
   check_case "$label" "$n" "${files[@]}"
-  CHRONOMERGE_SIMD=$VECTOR_LEVEL check_case "$label-$VECTOR_LEVEL" "$n" "${files[@]}"
+  CHRONOMERGE_SIMD=scalar check_case "$label-scalar" "$n" "${files[@]}"
 
   # Round-robin, as in run.sh: drift of the machine hits every command alike.
   for ((run = 1; run <= RUNS; run++)); do
-    for tool in chronomerge chronomerge-vector sort-m; do
+    for tool in chronomerge chronomerge-scalar sort-m; do
       note "[$label] run $run/$RUNS: $tool"
       res="$DATA_ROOT/tmp/measure.res"
       err="$DATA_ROOT/tmp/measure.err"
       case $tool in
         chronomerge) cmd=("$CHRONOMERGE" "${files[@]}") ;;
-        chronomerge-vector) cmd=(env CHRONOMERGE_SIMD="$VECTOR_LEVEL" "$CHRONOMERGE" "${files[@]}") ;;
+        chronomerge-scalar) cmd=(env CHRONOMERGE_SIMD=scalar "$CHRONOMERGE" "${files[@]}") ;;
         sort-m) cmd=(env LC_ALL=C sort -m -s -t: "-k2,2n" "${files[@]}") ;;
       esac
       if ! measure "$res" "$err" "${cmd[@]}"; then
@@ -227,12 +230,16 @@ def fmt_int(n):
 
 # --- microbenchmark
 rows = list(csv.DictReader(open(micro_tsv), delimiter="\t"))
-print("## Validator microbenchmark (RecordParser::parse, one thread, in memory)")
+print("## Validator microbenchmark (one thread, in memory)")
+print()
+print("line: RecordParser::parse per line; block: LineBatch over 128 KiB blocks (framing, the")
+print("vector scanner over each block's whole lines, records made), as a feed reads.")
 print()
 # The target is for the vector scanner at the widest level the CPU has.
-print("| data set | level | GB/s per core | ns/line | accepted lines | vs scalar | target ≥ %g GB/s per core (widest level) |" % target_gbps)
-print("|---|---|---:|---:|---:|---:|---|")
-scalar = {r["layout"]: float(r["gb_per_s"]) for r in rows if r["level"] == "scalar"}
+print("| data set | level | path | GB/s per core | ns/line | accepted lines | vs scalar line | target ≥ %g GB/s per core (widest level) |" % target_gbps)
+print("|---|---|---|---:|---:|---:|---:|---|")
+scalar = {r["layout"]: float(r["gb_per_s"]) for r in rows
+          if r["level"] == "scalar" and r["path"] == "line"}
 for r in rows:
     lines, nbytes = int(r["lines"]), int(r["bytes"])
     label = "%s, %s lines, %.0f B/line" % (r["layout"], fmt_int(lines), nbytes / lines)
@@ -240,8 +247,9 @@ for r in rows:
     vs = "%.2fx" % (gbps / scalar[r["layout"]]) if scalar.get(r["layout"]) else "n/a"
     # cpu/wall well below 1: the thread lost the core to other work.
     busy = "" if float(r["cpu_per_wall"]) >= 0.95 else " (cpu/wall %.2f)" % float(r["cpu_per_wall"])
-    print("| %s | %s | %.3f%s | %.1f | %s | %s | %s |" % (
-        label, r["level"], gbps, busy, float(r["ns_per_line"]), fmt_int(int(r["accepted"])), vs,
+    print("| %s | %s | %s | %.3f%s | %.1f | %s | %s | %s |" % (
+        label, r["level"], r["path"], gbps, busy, float(r["ns_per_line"]),
+        fmt_int(int(r["accepted"])), vs,
         ("met" if gbps >= target_gbps else "NOT MET") if r["level"] == vector_level else ""))
 print()
 
@@ -253,7 +261,7 @@ for r in rows:
         cases.append(r["case"])
     by.setdefault((r["case"], r["tool"]), []).append(r)
 names = {"chronomerge": "chronomerge",
-         "chronomerge-vector": "chronomerge, CHRONOMERGE_SIMD=" + vector_level,
+         "chronomerge-scalar": "chronomerge, CHRONOMERGE_SIMD=scalar",
          "sort-m": "sort -m"}
 print("## One-shot merge, telemetry layout (chronomerge / sort -m: lower is better)")
 print()
@@ -261,7 +269,7 @@ print("| case | command | median wall s | median CPU s (user+sys) | peak RSS MiB
 print("|---|---|---:|---:|---:|---:|---:|")
 med = {}
 for case in cases:
-    for tool in ("chronomerge", "chronomerge-vector", "sort-m"):
+    for tool in ("chronomerge", "chronomerge-scalar", "sort-m"):
         rs = by.get((case, tool))
         if not rs:
             continue
@@ -271,7 +279,7 @@ for case in cases:
         rss = max(int(r["rss_kib"]) for r in rs) / 1024
         med[(case, tool)] = (wall, cpu, rss)
     sw, sc, _ = med.get((case, "sort-m"), (0, 0, 0))
-    for tool in ("chronomerge", "chronomerge-vector", "sort-m"):
+    for tool in ("chronomerge", "chronomerge-scalar", "sort-m"):
         if (case, tool) not in med:
             continue
         wall, cpu, rss = med[(case, tool)]

@@ -1,5 +1,9 @@
-// chronomerge_validate_bench: how fast RecordParser::parse validates lines,
-// at every instruction-set level this CPU supports, on one thread.
+// chronomerge_validate_bench: how fast chronomerge validates lines, at every
+// instruction-set level this CPU supports, on one thread, two ways:
+//   line   RecordParser::parse over each line (the lines cut beforehand)
+//   block  LineBatch::frame over the input in 128 KiB blocks, as a feed
+//          reads it: framing, validation (a whole run of lines per block
+//          at the vector levels) and the records made, all timed
 //
 // Usage: chronomerge_validate_bench [options] FILE...
 //   --reps N         timed passes over all lines per level (default 5); the
@@ -12,11 +16,14 @@
 //
 // The files are read into memory whole and cut into lines as the daemon's
 // framer cuts them ('\n' ends a line, one trailing '\r' is dropped, empty
-// lines are skipped), so the timed loop does nothing but call parse().
+// lines are skipped), so the timed line loop does nothing but call parse();
+// for the block path they are copied into 128 KiB blocks beforehand (a
+// feed's read does that copy), and the timed loop frames each block and
+// takes its records.
 // Each level first makes one untimed pass that records every line's
 // outcome (its error, or its key, the key's offset and length, and the
 // heartbeat flag); the first level is the reference, and every other level
-// must give the same outcome for every line. Then the levels take turns,
+// must give the same outcome for every line, on both paths. Then the levels take turns,
 // one timed pass each, REPS times, so that a machine slowing down during
 // the run slows every level alike.
 //
@@ -35,14 +42,17 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "feeds/line_batch.h"
 #include "record/key.h"
 #include "record/record_parser.h"
 #include "record/simd_level.h"
@@ -102,6 +112,27 @@ void read_input(const std::vector<std::string>& paths, Input& in) {
       if (!line.empty()) in.lines.push_back(line);
     }
   }
+}
+
+// The input as a feed reads it: consecutive blocks of at most block_bytes
+// (a file's last block shorter), each file ending its own.
+constexpr size_t block_bytes = 128 * 1024;
+struct Block {
+  std::shared_ptr<chronomerge::RecordBlock> block;
+  size_t size;
+  bool file_end;
+};
+std::vector<Block> blocks_of(const Input& in) {
+  std::vector<Block> blocks;
+  for (const std::string& buffer : in.buffers) {
+    for (size_t at = 0; at < buffer.size(); at += block_bytes) {
+      const size_t size = std::min(block_bytes, buffer.size() - at);
+      auto block = std::make_shared<chronomerge::RecordBlock>(block_bytes);
+      std::memcpy(block->data.get(), buffer.data() + at, size);
+      blocks.push_back({std::move(block), size, at + size == buffer.size()});
+    }
+  }
+  return blocks;
 }
 
 // "FILE:LINE" of line `index` (LINE counts the non-empty lines of FILE).
@@ -165,6 +196,45 @@ Pass timed_pass(const RecordParser& parser, const std::vector<std::string_view>&
           accepted};
 }
 
+// The block path: each block framed by a LineBatch (one per file), its
+// records and rejected lines taken. `outcomes`, if not null, receives the
+// outcome of every line in order.
+Pass block_pass(const RecordParser& parser, const std::vector<Block>& blocks, uint64_t& checksum,
+                std::vector<Outcome>* outcomes) {
+  uint64_t accepted = 0;
+  uint64_t sum = 0;
+  int64_t cpu0 = thread_cpu_ns();
+  auto t0 = std::chrono::steady_clock::now();
+  auto batch = std::make_unique<chronomerge::LineBatch>(size_t{1} << 20, parser);
+  auto take = [&] {
+    for (const chronomerge::LineBatch::Run& run : batch->runs()) {
+      for (const chronomerge::BlockRecord& r : run.records) {
+        sum += static_cast<uint64_t>(r.parsed.key.ordinal) + r.parsed.key_offset;
+        if (outcomes) outcomes->push_back({std::nullopt, r.parsed});
+      }
+      accepted += run.records.size();
+    }
+    if (outcomes) {
+      // Rejected lines go after the records of the same block: order
+      // within a block is compared by the caller per kind.
+      for (const auto& rejected : batch->rejected()) outcomes->push_back({rejected.error, {}});
+    }
+    batch->clear();
+  };
+  for (const Block& b : blocks) {
+    std::shared_ptr<chronomerge::RecordBlock> block = b.block;
+    batch->frame(std::move(block), b.size, b.size);
+    if (b.file_end) batch->finish();
+    take();
+    if (b.file_end) batch = std::make_unique<chronomerge::LineBatch>(size_t{1} << 20, parser);
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  int64_t cpu1 = thread_cpu_ns();
+  checksum += sum;
+  return {std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(), cpu1 - cpu0,
+          accepted};
+}
+
 template <typename T>
 T median(std::vector<T> v) {
   std::sort(v.begin(), v.end());
@@ -177,7 +247,23 @@ struct LevelResult {
   RecordParser parser;
   uint64_t accepted = 0;  // from the untimed pass
   std::vector<int64_t> wall_ns, cpu_ns;
+  std::vector<int64_t> block_wall_ns, block_cpu_ns;
 };
+
+// The accepted lines' outcomes, in order, and how many lines failed for
+// each reason: what the block path must reproduce.
+std::pair<std::vector<Outcome>, std::vector<int>> summary(const std::vector<Outcome>& outcomes) {
+  std::pair<std::vector<Outcome>, std::vector<int>> s;
+  s.second.resize(chronomerge::line_errors.size());
+  for (const Outcome& o : outcomes) {
+    if (o.error) {
+      ++s.second[static_cast<size_t>(*o.error)];
+    } else {
+      s.first.push_back(o);
+    }
+  }
+  return s;
+}
 
 }  // namespace
 
@@ -243,7 +329,7 @@ int main(int argc, char** argv) {
                    std::string(chronomerge::to_string(level)).c_str(), " by this CPU");
       continue;
     }
-    levels.push_back({level, RecordParser(spec, level), 0, {}, {}});
+    levels.push_back({level, RecordParser(spec, level), 0, {}, {}, {}, {}});
   }
   if (levels.empty()) fail("none of the requested levels is supported here");
 
@@ -282,6 +368,26 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // The block path at every level against the line path's reference.
+  const std::vector<Block> blocks = blocks_of(in);
+  {
+    const auto expected = summary(reference);
+    uint64_t unused = 0;
+    for (const LevelResult& lr : levels) {
+      std::vector<Outcome> outcomes;
+      block_pass(lr.parser, blocks, unused, &outcomes);
+      const auto got = summary(outcomes);
+      bool same = got.second == expected.second && got.first.size() == expected.first.size();
+      for (size_t i = 0; same && i < got.first.size(); ++i) {
+        same = same_outcome(got.first[i], expected.first[i]);
+      }
+      if (!same) {
+        ++mismatches;
+        std::fprintf(stderr, "MISMATCH: the block path at %s differs from the line path\n",
+                     std::string(chronomerge::to_string(lr.level)).c_str());
+      }
+    }
+  }
   reference = {};
 
   uint64_t checksum = 0;
@@ -295,6 +401,14 @@ int main(int argc, char** argv) {
       }
       lr.wall_ns.push_back(p.wall_ns);
       lr.cpu_ns.push_back(p.cpu_ns);
+      Pass b = block_pass(lr.parser, blocks, checksum, nullptr);
+      if (b.accepted != lr.accepted) {
+        fail("level " + std::string(chronomerge::to_string(lr.level)) + " accepted " +
+             std::to_string(b.accepted) + " lines on the block path but " +
+             std::to_string(lr.accepted) + " line by line");
+      }
+      lr.block_wall_ns.push_back(b.wall_ns);
+      lr.block_cpu_ns.push_back(b.cpu_ns);
     }
   }
 
@@ -305,29 +419,32 @@ int main(int argc, char** argv) {
   double lines = static_cast<double>(in.lines.size());
   if (tsv) {
     std::puts(
-        "level\tfiles\tlines\tbytes\taccepted\trejected\treps\tmedian_wall_ns\tmedian_cpu_ns\t"
-        "gb_per_s\tns_per_line\tcpu_per_wall");
+        "level\tpath\tfiles\tlines\tbytes\taccepted\trejected\treps\t"
+        "median_wall_ns\tmedian_cpu_ns\tgb_per_s\tns_per_line\tcpu_per_wall");
   } else {
-    std::printf("%-8s %10s %9s %12s %10s %9s\n", "level", "GB/s/core", "ns/line", "accepted",
-                "rejected", "cpu/wall");
+    std::printf("%-8s %-6s %10s %9s %12s %10s %9s\n", "level", "path", "GB/s/core", "ns/line",
+                "accepted", "rejected", "cpu/wall");
   }
   for (const LevelResult& lr : levels) {
-    double wall = static_cast<double>(median(lr.wall_ns));
-    double cpu = static_cast<double>(median(lr.cpu_ns));
-    std::string name(chronomerge::to_string(lr.level));
-    uint64_t rejected = in.lines.size() - lr.accepted;
-    if (tsv) {
-      std::printf("%s\t%zu\t%zu\t%llu\t%llu\t%llu\t%d\t%.0f\t%.0f\t%.4f\t%.2f\t%.3f\n",
-                  name.c_str(), in.names.size(), in.lines.size(),
-                  static_cast<unsigned long long>(in.bytes),
-                  static_cast<unsigned long long>(lr.accepted),
-                  static_cast<unsigned long long>(rejected), reps, wall, cpu,
-                  wall > 0 ? bytes / wall : 0.0, wall / lines, wall > 0 ? cpu / wall : 0.0);
-    } else {
-      std::printf("%-8s %10.3f %9.2f %12llu %10llu %9.3f\n", name.c_str(),
-                  wall > 0 ? bytes / wall : 0.0, wall / lines,
-                  static_cast<unsigned long long>(lr.accepted),
-                  static_cast<unsigned long long>(rejected), wall > 0 ? cpu / wall : 0.0);
+    for (const char* path : {"line", "block"}) {
+      const bool block = std::string_view(path) == "block";
+      double wall = static_cast<double>(median(block ? lr.block_wall_ns : lr.wall_ns));
+      double cpu = static_cast<double>(median(block ? lr.block_cpu_ns : lr.cpu_ns));
+      std::string name(chronomerge::to_string(lr.level));
+      uint64_t rejected = in.lines.size() - lr.accepted;
+      if (tsv) {
+        std::printf("%s\t%s\t%zu\t%zu\t%llu\t%llu\t%llu\t%d\t%.0f\t%.0f\t%.4f\t%.2f\t%.3f\n",
+                    name.c_str(), path, in.names.size(), in.lines.size(),
+                    static_cast<unsigned long long>(in.bytes),
+                    static_cast<unsigned long long>(lr.accepted),
+                    static_cast<unsigned long long>(rejected), reps, wall, cpu,
+                    wall > 0 ? bytes / wall : 0.0, wall / lines, wall > 0 ? cpu / wall : 0.0);
+      } else {
+        std::printf("%-8s %-6s %10.3f %9.2f %12llu %10llu %9.3f\n", name.c_str(), path,
+                    wall > 0 ? bytes / wall : 0.0, wall / lines,
+                    static_cast<unsigned long long>(lr.accepted),
+                    static_cast<unsigned long long>(rejected), wall > 0 ? cpu / wall : 0.0);
+      }
     }
   }
   std::fprintf(stderr, "checksum %llu\n", static_cast<unsigned long long>(checksum));

@@ -26,25 +26,85 @@ void LineBatch::finish() {
   framer_.finish(*this);
 }
 
+void LineBatch::lines(std::string_view run) {
+  if (!parser_.scans_runs() || skip_scans_ > 0) {
+    if (skip_scans_ > 0) --skip_scans_;
+    scalar_only_ = true;
+    for (size_t begin = 0; begin < run.size();) {
+      const size_t end = run.find('\n', begin);
+      framer_.deliver(run.substr(begin, end - begin), *this);
+      begin = end + 1;
+    }
+    scalar_only_ = false;
+    return;
+  }
+  scanned_.clear();
+  parser_.scan_lines(run, scanned_);
+  size_t accepted = 0;
+  for (const ScannedLine& scanned : scanned_) {
+    std::string_view text = run.substr(scanned.begin, scanned.length);
+    if (!scanned.accepted) {
+      // The scalar scanner decides, and names the error if there is one.
+      scalar_only_ = true;
+      framer_.deliver(text, *this);
+      scalar_only_ = false;
+      continue;
+    }
+    ++accepted;
+    // An accepted line holds an object: it is not empty.
+    if (text.back() == '\r') text.remove_suffix(1);
+    if (text.size() > framer_.max_line_bytes()) {
+      framer_.deliver(run.substr(scanned.begin, scanned.length), *this);
+      continue;
+    }
+    framer_.count_line();
+    // Made in place: a record is the common case, and moving one costs.
+    BlockRecord& record = records_.emplace_back();
+    if (std::optional<LineError> error = parser_.finish(text, scanned.scan, record.parsed)) {
+      records_.pop_back();
+      reject(*error, text);
+      continue;
+    }
+    record.bytes = text;
+    owners_.push_back(static_cast<uint32_t>(blocks_.size() - 1));
+    sealed_ = false;
+  }
+  // A line the vector scanner leaves to the scalar one costs both scans.
+  // When most lines of a run are such (nested records, escapes, errors),
+  // the next runs go to the scalar scanner alone; then the vector scanner
+  // is tried again, in case the input changed.
+  if (accepted * 2 < scanned_.size()) skip_scans_ = skipped_runs;
+}
+
 void LineBatch::line(std::string_view text) {
   ParsedRecord parsed;
-  if (std::optional<LineError> error = parser_.parse(text, parsed)) {
-    rejected_.push_back(Rejected{*error, std::string(text), text.size(), framer_.line_number()});
+  if (std::optional<LineError> error =
+          scalar_only_ ? parser_.parse_scalar(text, parsed) : parser_.parse(text, parsed)) {
+    reject(*error, text);
+    return;
+  }
+  const char* base = block_ ? block_->data.get() : nullptr;
+  if (base != nullptr && text.data() >= base && text.data() < base + block_->capacity) {
+    add(text, std::move(parsed));
     return;
   }
   sealed_ = false;
-  const char* base = block_ ? block_->data.get() : nullptr;
-  if (base != nullptr && text.data() >= base && text.data() < base + block_->capacity) {
-    records_.push_back(BlockRecord{text, std::move(parsed)});
-    owners_.push_back(static_cast<uint32_t>(blocks_.size() - 1));
-    return;
-  }
   // Assembled by the framer from two reads: its bytes last only for this
   // call.
   carried_.push_back(Carried{records_.size(), carry_.size(), text.size()});
   carry_.append(text);
   records_.push_back(BlockRecord{std::string_view(), std::move(parsed)});
   owners_.push_back(carried_owner);
+}
+
+void LineBatch::add(std::string_view text, ParsedRecord&& parsed) {
+  sealed_ = false;
+  records_.push_back(BlockRecord{text, std::move(parsed)});
+  owners_.push_back(static_cast<uint32_t>(blocks_.size() - 1));
+}
+
+void LineBatch::reject(LineError error, std::string_view text) {
+  rejected_.push_back(Rejected{error, std::string(text), text.size(), framer_.line_number()});
 }
 
 void LineBatch::overlong(std::string_view head, size_t total) {

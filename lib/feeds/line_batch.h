@@ -76,14 +76,21 @@ class LineBatch {
     parser_version_ = version;
   }
 
-  // LineFramer visitor.
+  // LineFramer visitor. lines() takes the whole lines of a block in one
+  // run: with a vector level the parser scans the run at once
+  // (RecordParser::scan_lines), and only the lines it did not accept are
+  // framed and parsed one by one, by the scalar scanner.
   void line(std::string_view text);
+  void lines(std::string_view run);
   void overlong(std::string_view head, size_t total);
 
  private:
   // Moves the lines assembled in carry_ into a block of their own and cuts
   // the records into runs.
   void seal();
+  // A valid record of the block being framed.
+  void add(std::string_view text, ParsedRecord&& parsed);
+  void reject(LineError error, std::string_view text);
 
   LineFramer framer_;
   RecordParser parser_;
@@ -104,6 +111,12 @@ class LineBatch {
   std::vector<Carried> carried_;
   std::vector<Run> runs_;
   std::vector<Rejected> rejected_;
+  std::vector<ScannedLine> scanned_;  // lines(), reused
+  // How many runs lines() frames line by line before it tries the vector
+  // scanner again, after a run where it accepted under half of the lines.
+  static constexpr int skipped_runs = 16;
+  int skip_scans_ = 0;
+  bool scalar_only_ = false;  // line() skips the vector scanner
   bool sealed_ = true;
 };
 

@@ -10,6 +10,9 @@
 // Lines that lie entirely inside one chunk are handed out as views into that
 // chunk (no copy); only a line split across chunks is assembled in the
 // framer's carry buffer.
+//
+// A visitor that validates whole runs of lines at once may take them as
+// runs: see push().
 #pragma once
 
 #include <algorithm>
@@ -33,8 +36,24 @@ class LineFramer {
   // For an overlong line, `total_bytes` is its length as a line would have
   // (without '\n' and one trailing '\r') and `head` its first
   // min(excerpt_bytes, total_bytes) bytes.
+  // A visitor may also provide
+  //   void lines(std::string_view run);
+  // which then gets every run of whole lines lying in the chunk (each
+  // ending in '\n') instead of line() calls for them; it must pass each of
+  // those lines, in order, to deliver() or, for one it made a record of
+  // itself (neither empty nor overlong once one '\r' is dropped), to
+  // count_line(), so that line numbers and the rules above stay the
+  // framer's.
   template <typename Visitor>
   void push(std::string_view chunk, Visitor& visitor);
+
+  // One whole line (without its '\n') by the rules above: a '\r' dropped,
+  // skipped if empty, overlong or delivered. Counts it.
+  template <typename Visitor>
+  void deliver(std::string_view line, Visitor& visitor);
+  // A whole line the visitor took itself: counts it.
+  void count_line() { ++line_number_; }
+  size_t max_line_bytes() const { return max_line_bytes_; }
 
   // End of input: an unterminated final line is delivered as a line.
   template <typename Visitor>
@@ -54,8 +73,6 @@ class LineFramer {
   size_t pending_bytes() const { return carry_.size(); }
 
  private:
-  template <typename Visitor>
-  void deliver(std::string_view line, Visitor& visitor);
   void skip(const char* p, size_t n);
   template <typename Visitor>
   void end_overlong(Visitor& visitor);
@@ -109,7 +126,7 @@ void LineFramer::push(std::string_view chunk, Visitor& visitor) {
   const char* p = chunk.data();
   const char* end = p + chunk.size();
   while (p < end) {
-    const char* nl = static_cast<const char*>(std::memchr(p, '\n', end - p));
+    auto* nl = static_cast<const char*>(std::memchr(p, '\n', end - p));
     size_t n = (nl ? nl : end) - p;
     // A line that will not fit whatever follows (+1: a '\r' may follow)
     // starts being skipped as soon as that is clear, unless it lies whole
@@ -131,7 +148,13 @@ void LineFramer::push(std::string_view chunk, Visitor& visitor) {
       deliver(std::string_view(carry_), visitor);
       carry_.clear();
     } else if (nl) {
-      deliver(std::string_view(p, n), visitor);
+      if constexpr (requires { visitor.lines(std::string_view()); }) {
+        // Every whole line left in the chunk, in one run.
+        nl = static_cast<const char*>(memrchr(nl, '\n', static_cast<size_t>(end - nl)));
+        visitor.lines(std::string_view(p, static_cast<size_t>(nl + 1 - p)));
+      } else {
+        deliver(std::string_view(p, n), visitor);
+      }
     } else {
       carry_.assign(p, n);
       return;

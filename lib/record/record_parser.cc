@@ -484,12 +484,34 @@ class Scanner {
   bool escaped_ = false;
 };
 
+// Eight ASCII digits at p as a number, in three multiplications rather
+// than a chain of eight (the bytes are loaded little-endian: the first
+// digit is the lowest byte).
+inline uint64_t eight_digits(const char* p) {
+  uint64_t x;
+  std::memcpy(&x, p, 8);
+  x -= 0x3030303030303030ULL;
+  x = x * 10 + (x >> 8);  // each byte pair: 10 * first + second, in its low byte
+  constexpr uint64_t pairs = 0x000000FF000000FFULL;
+  constexpr uint64_t high = 100 + (1000000ULL << 32);
+  constexpr uint64_t low = 1 + (10000ULL << 32);
+  return ((x & pairs) * high + (x >> 16 & pairs) * low) >> 32;
+}
+
 // A JSON integer (already validated) into int64.
 std::optional<LineError> read_integer_key(const char* p, const char* end, int64_t& out) {
   const bool negative = *p == '-';
   if (negative) ++p;
   uint64_t value = 0;
   if (end - p <= 18) {  // cannot overflow: the usual case, without checks
+    if (std::endian::native == std::endian::little && end - p >= 8) {
+      value = eight_digits(p);
+      p += 8;
+      if (end - p >= 8) {
+        value = value * 100000000 + eight_digits(p);
+        p += 8;
+      }
+    }
     for (; p < end; ++p) value = value * 10 + static_cast<uint64_t>(*p - '0');
     out = static_cast<int64_t>(negative ? 0 - value : value);
     return std::nullopt;
@@ -602,8 +624,21 @@ RecordParser::RecordParser(KeySpec spec, SimdLevel level) : spec_(std::move(spec
   const std::string_view path = spec_.path;
   if (path.empty() || path[0] != '/') {
     tokens_.emplace_back(path);
-    return;
+  } else {
+    split_pointer(path);
   }
+  // The vector scanner compares names byte for byte with lines that hold
+  // no escapes: a name it is to find must be one such a line can hold.
+  auto plain = [](std::string_view name) {
+    return std::none_of(name.begin(), name.end(), [](char c) {
+      return c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20;
+    });
+  };
+  vector_ = level_ != SimdLevel::scalar && tokens_.size() == 1 && plain(tokens_[0]) &&
+            plain(spec_.heartbeat_field);
+}
+
+void RecordParser::split_pointer(std::string_view path) {
   std::string token;
   for (size_t i = 1; i <= path.size(); ++i) {
     if (i == path.size() || path[i] == '/') {
@@ -629,18 +664,36 @@ bool RecordParser::valid_key_path(std::string_view path) {
   return true;
 }
 
+bool RecordParser::scans_runs() const {
+  return vector_;
+}
+
+void RecordParser::scan_lines(std::string_view lines, std::vector<ScannedLine>& out) const {
+  if (!scans_runs()) return;
+  VectorScanner::scan_lines(level_, lines, tokens_[0], spec_.heartbeat_field, out);
+}
+
 std::optional<LineError> RecordParser::parse(std::string_view line, ParsedRecord& out) const {
   if (line.size() > std::numeric_limits<uint32_t>::max()) return LineError::too_long;
   // The vector scanner accepts what it can; the scalar one decides the
   // rest and names the earliest error.
   LineScan scan;
-  if (level_ == SimdLevel::scalar ||
-      !VectorScanner::scan(level_, line, tokens_.data(), static_cast<int>(tokens_.size()),
-                           spec_.heartbeat_field, scan)) {
-    Scanner scanner(line, tokens_, spec_.heartbeat_field);
-    if (!scanner.run()) return scanner.error;
-    scan = scanner.result;
+  if (scans_runs() && VectorScanner::scan(level_, line, tokens_[0], spec_.heartbeat_field, scan)) {
+    return finish(line, scan, out);
   }
+  return parse_scalar(line, out);
+}
+
+std::optional<LineError> RecordParser::parse_scalar(std::string_view line,
+                                                    ParsedRecord& out) const {
+  if (line.size() > std::numeric_limits<uint32_t>::max()) return LineError::too_long;
+  Scanner scanner(line, tokens_, spec_.heartbeat_field);
+  if (!scanner.run()) return scanner.error;
+  return finish(line, scanner.result, out);
+}
+
+std::optional<LineError> RecordParser::finish(std::string_view line, const LineScan& scan,
+                                              ParsedRecord& out) const {
   if (!scan.top_is_object) return LineError::not_object;
   const KeyValue& value = scan.key;
   if (value.begin == nullptr) return LineError::missing_key;

@@ -21,6 +21,7 @@
 
 #include "record/key.h"
 #include "record/simd_level.h"
+#include "record/vector_scanner.h"
 
 namespace chronomerge {
 
@@ -89,6 +90,24 @@ class RecordParser {
   // Thread-safe: a RecordParser holds no per-call state, so one instance
   // may be shared by threads.
   std::optional<LineError> parse(std::string_view line, ParsedRecord& out) const;
+  // The same with the scalar scanner alone: for a line the vector scanner
+  // already left to it (see scan_lines()).
+  std::optional<LineError> parse_scalar(std::string_view line, ParsedRecord& out) const;
+
+  // Whether scan_lines() scans whole runs of lines (and parse() tries the
+  // vector scanner first): at a vector level, for a key that is a
+  // top-level member (a pointer into a member can reach an array element
+  // the vector scanner does not read) whose name, and the heartbeat
+  // field's, holds no quote, backslash or control byte.
+  bool scans_runs() const;
+  // Scans a run of whole lines with the vector scanner (see
+  // VectorScanner::scan_lines; appends nothing unless scans_runs()). A line
+  // it accepted becomes a record with finish(); the others go to parse().
+  void scan_lines(std::string_view lines, std::vector<ScannedLine>& out) const;
+  // The record of `line`, which a scan found valid JSON (`scan` points
+  // into it): the key's own errors, or nullopt with `out` filled.
+  std::optional<LineError> finish(std::string_view line, const LineScan& scan,
+                                  ParsedRecord& out) const;
 
   const KeySpec& spec() const { return spec_; }
   SimdLevel simd_level() const { return level_; }
@@ -99,8 +118,12 @@ class RecordParser {
   static bool valid_key_path(std::string_view path);
 
  private:
+  // The pointer's reference tokens into tokens_.
+  void split_pointer(std::string_view path);
+
   KeySpec spec_;
   SimdLevel level_;
+  bool vector_ = false;  // scans_runs()
   // The pointer's reference tokens, unescaped (~1 -> /, ~0 -> ~); a plain
   // field name is one token.
   std::vector<std::string> tokens_;

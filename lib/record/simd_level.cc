@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 namespace chronomerge {
 
@@ -52,22 +53,29 @@ SimdLevel widest_simd_level() {
   return SimdLevel::scalar;
 }
 
+SimdLevel fastest_simd_level() {
+  for (SimdLevel level : {SimdLevel::avx512, SimdLevel::avx2}) {
+    if (simd_level_supported(level)) return level;
+  }
+  return SimdLevel::scalar;
+}
+
 SimdLevel default_simd_level() {
   static const SimdLevel chosen = [] {
     const char* forced = std::getenv("CHRONOMERGE_SIMD");
-    if (forced == nullptr || *forced == '\0') return SimdLevel::scalar;
+    if (forced == nullptr || *forced == '\0') return fastest_simd_level();
     const std::optional<SimdLevel> level = simd_level_from(forced);
     if (!level) {
       std::fprintf(stderr,
                    "chronomerge: CHRONOMERGE_SIMD=%s is not avx512, avx2, sse2 or scalar; using "
-                   "scalar\n",
-                   forced);
-      return SimdLevel::scalar;
+                   "%s\n",
+                   forced, std::string(to_string(fastest_simd_level())).c_str());
+      return fastest_simd_level();
     }
     if (!simd_level_supported(*level)) {
-      std::fprintf(stderr, "chronomerge: CHRONOMERGE_SIMD=%s: this CPU cannot; using scalar\n",
-                   forced);
-      return SimdLevel::scalar;
+      std::fprintf(stderr, "chronomerge: CHRONOMERGE_SIMD=%s: this CPU cannot; using %s\n", forced,
+                   std::string(to_string(fastest_simd_level())).c_str());
+      return fastest_simd_level();
     }
     return *level;
   }();

@@ -1,55 +1,74 @@
-// The vector scanner: validates one line as JSON 64 bytes at a time.
+// The vector scanner: validates runs of NDJSON lines 64 bytes at a time.
 //
 // Stage 1 classifies every byte of a 64-byte chunk at once (AVX-512BW: one
 // register; AVX2: two; SSE2: four) into bitmasks — quotes, backslashes,
-// whitespace, each structural character, control and non-ASCII bytes, and
-// the bytes numbers and literals are made of — then derives the string
-// spans from the quote mask (a prefix XOR) and the token starts: structural
-// characters and opening quotes outside strings, and the first byte of
-// each run of other bytes (a number or literal). A line of at most 128
-// bytes (most records) is one 128-bit word; a longer one is a 64-bit word
-// per chunk, each carrying into the next.
+// whitespace, newlines, each structural character, control and non-ASCII
+// bytes, and the bytes numbers and literals are made of — and derives the
+// string spans from the quote mask (a prefix XOR) and the token starts:
+// structural characters, newlines and opening quotes outside strings, and
+// the first byte of each run of other bytes (a number or literal).
 //
-// It decides the common record, a flat object (members whose values are
-// strings, numbers and literals): stage 1 checks its whole grammar with
-// bit operations, no branch per token — which token may follow which (the
-// token after each '{', ',', name, ':' and value, found by an addition
-// that carries through the bytes up to it), and which byte may follow
-// which inside a number. The key and the heartbeat flag are then read at
+// It works on a whole run of lines at once, not line by line: the masks of
+// one chunk carry into the next across line ends, newlines are tokens like
+// the others, and the string and array parities restart at every newline,
+// so a broken line cannot disturb the next. The fixed cost per line is
+// then a few bit operations where its newline falls, and reading its key.
+//
+// It decides the common record: an object whose members are strings,
+// numbers, literals and arrays of those. The whole grammar is checked with
+// bit operations, no branch per token: which token may follow which (the
+// token after each '{', ',', name, ':', '[', value and newline, found by an
+// addition that carries through the bytes up to it), and which byte may
+// follow which inside a number. The key and the heartbeat flag are read at
 // their member names, the last duplicate winning as in the scalar scanner.
 // Non-ASCII bytes inside strings are checked as UTF-8 with simdjson's
-// validator. Nested lines are left to the scalar scanner: a token walk
-// over them measured slower than it.
+// validator.
 //
-// It is a fast path, not a second authority: it answers "valid, and here
-// is what it holds" or "not sure". Anything it does not accept — an error
-// of any kind, a backslash escape, a line over max_line_bytes, a nested
-// object or array, a top level that is not an object — goes to the scalar
-// scanner, which
-// decides and names the earliest error. So the two can differ only if this
+// It is a fast path, not a second authority: for each line it answers
+// "valid, and here is what it holds" or "not sure". Anything it does not
+// accept — an error of any kind, a backslash escape, an object nested in
+// another, an array in an array, a top level that is not an object, a line
+// over 4 KiB, an empty line — the scalar scanner and the framer decide,
+// and they name the earliest error. So the two can differ only if this
 // one accepts a line the scalar one rejects, or reads another key: what
-// the differential tests and the fuzz target check.
+// the differential tests and the fuzz targets check.
 #pragma once
 
 #include <cstddef>
-#include <string>
+#include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "record/line_scan.h"
 #include "record/simd_level.h"
 
 namespace chronomerge {
 
-struct VectorScanner {
-  // Longer lines go to the scalar scanner (their masks would not fit the
-  // stack; telemetry lines are far shorter).
-  static constexpr size_t max_line_bytes = 4096;
+// One line of a run, as the vector scanner saw it.
+struct ScannedLine {
+  uint32_t begin = 0;     // offset of its first byte in the run
+  uint32_t length = 0;    // up to its '\n' (excluded); a '\r' before it included
+  bool accepted = false;  // valid JSON, `scan` filled; else the scalar scanner decides
+  LineScan scan;          // pointers into the run
+};
 
-  // True, with `scan` filled, when `line` is valid JSON; false when the
-  // scalar scanner must decide (always at SimdLevel::scalar). `tokens`:
-  // the key path's reference tokens.
-  static bool scan(SimdLevel level, std::string_view line, const std::string* tokens,
-                   int token_count, std::string_view heartbeat_field, LineScan& scan);
+struct VectorScanner {
+  // Lines longer than this go to the scalar scanner (their masks would not
+  // fit the scanner's window; telemetry lines are far shorter).
+  static constexpr size_t max_line_bytes = 62 * 64;
+
+  // Scans `lines`, a run of whole lines each ending in '\n' (a last one
+  // without is a line too), and appends one ScannedLine per line, empty
+  // ones included, in order. `key_field`: the key's top-level member name.
+  // At SimdLevel::scalar, appends nothing: the caller frames line by line.
+  static void scan_lines(SimdLevel level, std::string_view lines, std::string_view key_field,
+                         std::string_view heartbeat_field, std::vector<ScannedLine>& out);
+
+  // One line (a '\n' in it makes it more than one, left to the scalar
+  // scanner): true, with `scan` filled, when it is valid JSON; false when
+  // the scalar scanner must decide (always at SimdLevel::scalar).
+  static bool scan(SimdLevel level, std::string_view line, std::string_view key_field,
+                   std::string_view heartbeat_field, LineScan& scan);
 };
 
 }  // namespace chronomerge

@@ -48,15 +48,17 @@ void take(LineBatch& batch, Seen& seen) {
   }
   for (const LineBatch::Rejected& line : batch.rejected()) {
     seen.rejected.push_back("!" + std::string(to_string(line.error)) + ":" +
-                            std::to_string(line.length) + ":" + line.text);
+                            std::to_string(line.length) + ":" + line.text + "@" +
+                            std::to_string(line.line_number));
   }
   batch.clear();
 }
 
 // Frames `input` cut at `cuts` (ascending offsets), one batch per piece,
 // each piece in a block of its own, then ends the input.
-Seen frame_pieces(std::string_view input, const std::vector<size_t>& cuts, size_t max_line) {
-  LineBatch batch(max_line, RecordParser(spec_with_heartbeat()));
+Seen frame_pieces(std::string_view input, const std::vector<size_t>& cuts, size_t max_line,
+                  SimdLevel level = SimdLevel::scalar) {
+  LineBatch batch(max_line, RecordParser(spec_with_heartbeat(), level));
   Seen seen;
   size_t at = 0;
   for (size_t i = 0; i <= cuts.size(); ++i) {
@@ -94,6 +96,9 @@ TEST_CASE("LineBatch") {
       "{\"time\":9}";
   const size_t max_line = 40;
   const Seen whole = frame_pieces(input, {}, max_line);
+  // A few valid records before and after: runs of whole lines, at every
+  // level, with the lines above among them.
+  const std::string compact = "{\"time\":10,\"v\":[1,2]}\n{\"time\":11}\n";
 
   SUBCASE("frames and validates a whole input as LineFramer and RecordParser do") {
     CHECK(whole.records ==
@@ -102,9 +107,23 @@ TEST_CASE("LineBatch") {
                                    "6:{\"time\":6,\"pad\":\"01234567890123456789\"}",
                                    "8:{\"time\":8}", "9:{\"time\":9}"});
     REQUIRE(whole.rejected.size() == 4);
-    CHECK(whole.rejected[0] == "!not_json:8:not json");
+    CHECK(whole.rejected[0] == "!not_json:8:not json@6");
     CHECK(whole.rejected[2].starts_with("!too_long:41:{\"time\":5"));
     CHECK(whole.rejected[3].starts_with("!too_long:119:{\"time\":7"));
+  }
+  SUBCASE("every vector level frames and validates as the scalar level does, cut anywhere") {
+    const std::string runs = compact + input + "\n" + compact + compact;
+    const Seen scalar = frame_pieces(runs, {}, max_line);
+    REQUIRE(scalar.records.size() == whole.records.size() + 6);
+    for (SimdLevel level : {SimdLevel::sse2, SimdLevel::avx2, SimdLevel::avx512}) {
+      if (!simd_level_supported(level)) continue;
+      CAPTURE(to_string(level));
+      CHECK(frame_pieces(runs, {}, max_line, level) == scalar);
+      for (size_t cut = 0; cut <= runs.size(); ++cut) {
+        CAPTURE(cut);
+        REQUIRE(frame_pieces(runs, {cut}, max_line, level) == scalar);
+      }
+    }
   }
   SUBCASE("records split across two reads at every position come out the same") {
     for (size_t cut = 0; cut <= input.size(); ++cut) {
@@ -159,7 +178,7 @@ TEST_CASE("LineBatch") {
     batch.frame(block_of(next), next.size(), next.size());
     take(batch, seen);
     CHECK(seen.records == std::vector<std::string>{"1:{\"time\":1}", "3:{\"time\":3}"});
-    CHECK(seen.rejected == std::vector<std::string>{"!not_json:2:2}"});
+    CHECK(seen.rejected == std::vector<std::string>{"!not_json:2:2}@2"});
   }
   SUBCASE("a new parser applies to the next read") {
     LineBatch batch(max_line, RecordParser(KeySpec{}));

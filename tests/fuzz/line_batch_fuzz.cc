@@ -7,8 +7,12 @@
 // read before the batch is cleared, so AddressSanitizer sees any view into
 // a block that is already gone.
 //
+// The batch validates at a SimdLevel chosen by the input (the vector levels
+// scan the whole lines of a read at once); the reference parses line by
+// line at SimdLevel::scalar, so the two paths are compared as well.
+//
 // Input, read by FuzzedDataProvider from the end: one byte for
-// max_line_bytes (1..256), one for the key type, one for how many read
+// max_line_bytes (1..256), one for the key type, one for the level, one for how many read
 // sizes follow, the read sizes (one byte each: the read's length, 0 = an
 // empty read), one byte of flags (take results after every read); the
 // bytes before them are the stream.
@@ -45,11 +49,14 @@ std::string describe(std::string_view bytes, const ParsedRecord& parsed) {
 
 // The contract, written the simple way: split at '\n', drop one trailing
 // '\r', skip empty lines; a line longer than max_line_bytes is rejected as
-// too long (with the framer's excerpt), the others parsed one by one.
+// too long (with the framer's excerpt), the others parsed one by one. A
+// rejected line is reported with its number, empty lines counted.
 Out reference(std::string_view stream, size_t max_line_bytes, const RecordParser& parser) {
   Out out;
   size_t start = 0;
+  uint64_t number = 0;
   while (start < stream.size()) {
+    ++number;
     size_t nl = stream.find('\n', start);
     size_t end = nl == std::string_view::npos ? stream.size() : nl;
     std::string_view line = stream.substr(start, end - start);
@@ -58,12 +65,13 @@ Out reference(std::string_view stream, size_t max_line_bytes, const RecordParser
     if (line.empty()) continue;
     if (line.size() > max_line_bytes) {
       out.rejected.push_back(std::string(to_string(LineError::too_long)) + " " +
-                             std::to_string(line.size()));
+                             std::to_string(line.size()) + " line " + std::to_string(number));
       continue;
     }
     ParsedRecord parsed;
     if (auto error = parser.parse(line, parsed)) {
-      out.rejected.push_back(std::string(to_string(*error)) + " " + std::to_string(line.size()));
+      out.rejected.push_back(std::string(to_string(*error)) + " " + std::to_string(line.size()) +
+                             " line " + std::to_string(number));
     } else {
       out.records.push_back(describe(line, parsed));
     }
@@ -83,7 +91,8 @@ void take(LineBatch& batch, Out& out) {
     }
   }
   for (const LineBatch::Rejected& r : batch.rejected()) {
-    out.rejected.push_back(std::string(to_string(r.error)) + " " + std::to_string(r.length));
+    out.rejected.push_back(std::string(to_string(r.error)) + " " + std::to_string(r.length) +
+                           " line " + std::to_string(r.line_number));
   }
   batch.clear();
 }
@@ -124,6 +133,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     default:
       spec.type = KeyType::string;
   }
+  constexpr SimdLevel levels[] = {SimdLevel::scalar, SimdLevel::sse2, SimdLevel::avx2,
+                                  SimdLevel::avx512};
+  SimdLevel level = levels[fdp.ConsumeIntegral<uint8_t>() % 4];
+  if (!simd_level_supported(level)) level = SimdLevel::scalar;
   const size_t sizes_count = fdp.ConsumeIntegralInRange<size_t>(0, 32);
   std::vector<size_t> sizes;
   for (size_t i = 0; i < sizes_count; ++i) sizes.push_back(fdp.ConsumeIntegral<uint8_t>());
@@ -133,10 +146,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     sizes = {stream.size() > 0 ? stream.size() : 1};
   }
 
-  const RecordParser parser(spec);
-  const Out want = reference(stream, max_line_bytes, parser);
+  const Out want = reference(stream, max_line_bytes, RecordParser(spec, SimdLevel::scalar));
 
-  LineBatch batch(max_line_bytes, parser);
+  LineBatch batch(max_line_bytes, RecordParser(spec, level));
   Out got;
   size_t at = 0;
   for (size_t i = 0; at < stream.size(); ++i) {

@@ -1,7 +1,9 @@
 // RecordParser against nlohmann/json: the verdict on a line (record or not,
 // and which error) and the extracted key must agree. The scalar scanner is
 // compared with nlohmann, and every vector level (vector_scanner.h) with
-// the scalar scanner, byte for byte of what they report.
+// the scalar scanner, byte for byte of what they report — on the line
+// alone, and on the input scanned as a run of lines (cut at its '\n's),
+// each line the vector scanner accepts against the scalar scanner.
 //
 // Input: one byte choosing the KeySpec (key path, key type, heartbeat field),
 // then the line.
@@ -29,6 +31,7 @@
 // bytes, must agree exactly.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -138,6 +141,41 @@ bool is_json_whitespace(char c) {
 
 }  // namespace
 
+// The input as a run of lines: the vector scanner must report every line
+// (cut where the framer cuts), and each it accepts must be what the scalar
+// scanner makes of it.
+void check_run(const KeySpec& spec, std::string_view run) {
+  const RecordParser scalar(spec, SimdLevel::scalar);
+  for (SimdLevel level : {SimdLevel::sse2, SimdLevel::avx2, SimdLevel::avx512}) {
+    if (!chronomerge::simd_level_supported(level)) continue;
+    const RecordParser parser(spec, level);
+    if (!parser.scans_runs()) return;
+    std::vector<chronomerge::ScannedLine> scanned;
+    parser.scan_lines(run, scanned);
+    size_t begin = 0;
+    for (const chronomerge::ScannedLine& s : scanned) {
+      const size_t end = std::min(run.find('\n', begin), run.size());
+      expect(s.begin == begin && s.begin + s.length == end,
+             "a run's line is not where the framer cuts it", run, std::nullopt);
+      begin = end + 1;
+      if (!s.accepted) continue;
+      const std::string_view line = run.substr(s.begin, s.length);
+      ParsedRecord want;
+      ParsedRecord got;
+      const std::optional<LineError> want_error = scalar.parse(line, want);
+      const std::optional<LineError> got_error = parser.finish(line, s.scan, got);
+      expect(got_error == want_error, "a run's line: the vector verdict differs from scalar", line,
+             want_error);
+      if (!want_error) {
+        expect(got.key == want.key && got.key_offset == want.key_offset &&
+                   got.key_length == want.key_length && got.heartbeat == want.heartbeat,
+               "a run's line: the vector scanner read another key or heartbeat", line, want_error);
+      }
+    }
+    expect(begin >= run.size(), "a run's lines are missing at its end", run, std::nullopt);
+  }
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const uint8_t selector = data[0];
@@ -169,6 +207,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
              "a vector level read another key or heartbeat than the scalar scanner", line, ours);
     }
   }
+  check_run(spec, line);
   const bool ours_json = !ours || (*ours != LineError::not_json && *ours != LineError::too_deep);
 
   if (line.find('\0') != std::string_view::npos) {
