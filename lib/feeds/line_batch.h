@@ -3,8 +3,10 @@
 //
 // Every transport ends here: the bytes of a read lie in a block, frame()
 // cuts them into lines with the feed's LineFramer (which carries a line
-// that spans reads over to the next one) and parses each line with the
-// feed's RecordParser. The records that lie whole in the block stay views
+// that spans reads over to the next one) and validates them with the
+// feed's RecordParser: the whole lines of the read in one run of the
+// vector scanner, the rest (lines it leaves to the scalar scanner, lines
+// spanning reads) one by one. The records that lie whole in the block stay views
 // into it; the few lines assembled from two reads are copied into one
 // small block of their own. The feed then hands the runs() to its host, in
 // arrival order, each with the block that keeps its bytes alive.

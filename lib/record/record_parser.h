@@ -7,7 +7,8 @@
 // is allocated for a record whose key is not a string.
 //
 // Two scanners make that pass: the vector scanner (vector_scanner.h),
-// which accepts the common line at memory speed, and the scalar scanner,
+// which accepts the common record 64 bytes at a time, a whole run of lines
+// at once (scan_lines()) or one line (parse()), and the scalar scanner,
 // the reference, which decides every line the first does not accept.
 #pragma once
 
@@ -102,7 +103,8 @@ class RecordParser {
   bool scans_runs() const;
   // Scans a run of whole lines with the vector scanner (see
   // VectorScanner::scan_lines; appends nothing unless scans_runs()). A line
-  // it accepted becomes a record with finish(); the others go to parse().
+  // it accepted becomes a record with finish(); the others go to
+  // parse_scalar().
   void scan_lines(std::string_view lines, std::vector<ScannedLine>& out) const;
   // The record of `line`, which a scan found valid JSON (`scan` points
   // into it): the key's own errors, or nullopt with `out` filled.

@@ -28,7 +28,7 @@
 // "valid, and here is what it holds" or "not sure". Anything it does not
 // accept — an error of any kind, a backslash escape, an object nested in
 // another, an array in an array, a top level that is not an object, a line
-// over 4 KiB, an empty line — the scalar scanner and the framer decide,
+// over max_line_bytes, an empty line — the scalar scanner and the framer decide,
 // and they name the earliest error. So the two can differ only if this
 // one accepts a line the scalar one rejects, or reads another key: what
 // the differential tests and the fuzz targets check.
