@@ -29,13 +29,11 @@ void LineBatch::finish() {
 void LineBatch::lines(std::string_view run) {
   if (!parser_.scans_runs() || skip_scans_ > 0) {
     if (skip_scans_ > 0) --skip_scans_;
-    scalar_only_ = true;
     for (size_t begin = 0; begin < run.size();) {
       const size_t end = run.find('\n', begin);
       framer_.deliver(run.substr(begin, end - begin), *this);
       begin = end + 1;
     }
-    scalar_only_ = false;
     return;
   }
   scanned_.clear();
@@ -44,10 +42,8 @@ void LineBatch::lines(std::string_view run) {
   for (const ScannedLine& scanned : scanned_) {
     std::string_view text = run.substr(scanned.begin, scanned.length);
     if (!scanned.accepted) {
-      // The scalar scanner decides, and names the error if there is one.
-      scalar_only_ = true;
+      // The scalar scanner decides (line()), and names the error if there is one.
       framer_.deliver(text, *this);
-      scalar_only_ = false;
       continue;
     }
     ++accepted;
@@ -78,8 +74,7 @@ void LineBatch::lines(std::string_view run) {
 
 void LineBatch::line(std::string_view text) {
   ParsedRecord parsed;
-  if (std::optional<LineError> error =
-          scalar_only_ ? parser_.parse_scalar(text, parsed) : parser_.parse(text, parsed)) {
+  if (std::optional<LineError> error = parser_.parse(text, parsed)) {
     reject(*error, text);
     return;
   }

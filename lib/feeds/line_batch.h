@@ -118,7 +118,6 @@ class LineBatch {
   // scanner again, after a run where it accepted under half of the lines.
   static constexpr int skipped_runs = 16;
   int skip_scans_ = 0;
-  bool scalar_only_ = false;  // line() skips the vector scanner
   bool sealed_ = true;
 };
 

@@ -675,18 +675,6 @@ void RecordParser::scan_lines(std::string_view lines, std::vector<ScannedLine>& 
 
 std::optional<LineError> RecordParser::parse(std::string_view line, ParsedRecord& out) const {
   if (line.size() > std::numeric_limits<uint32_t>::max()) return LineError::too_long;
-  // The vector scanner accepts what it can; the scalar one decides the
-  // rest and names the earliest error.
-  LineScan scan;
-  if (scans_runs() && VectorScanner::scan(level_, line, tokens_[0], spec_.heartbeat_field, scan)) {
-    return finish(line, scan, out);
-  }
-  return parse_scalar(line, out);
-}
-
-std::optional<LineError> RecordParser::parse_scalar(std::string_view line,
-                                                    ParsedRecord& out) const {
-  if (line.size() > std::numeric_limits<uint32_t>::max()) return LineError::too_long;
   Scanner scanner(line, tokens_, spec_.heartbeat_field);
   if (!scanner.run()) return scanner.error;
   return finish(line, scanner.result, out);

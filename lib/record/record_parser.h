@@ -7,9 +7,10 @@
 // is allocated for a record whose key is not a string.
 //
 // Two scanners make that pass: the vector scanner (vector_scanner.h),
-// which accepts the common record 64 bytes at a time, a whole run of lines
-// at once (scan_lines()) or one line (parse()), and the scalar scanner,
-// the reference, which decides every line the first does not accept.
+// which accepts the common record 64 bytes at a time over a whole run of
+// lines (scan_lines(), what feeds use), and the scalar scanner, the
+// reference, which parse() runs on one line and which decides every line
+// the vector scanner does not accept.
 #pragma once
 
 #include <array>
@@ -91,20 +92,15 @@ class RecordParser {
   // Thread-safe: a RecordParser holds no per-call state, so one instance
   // may be shared by threads.
   std::optional<LineError> parse(std::string_view line, ParsedRecord& out) const;
-  // The same with the scalar scanner alone: for a line the vector scanner
-  // already left to it (see scan_lines()).
-  std::optional<LineError> parse_scalar(std::string_view line, ParsedRecord& out) const;
 
-  // Whether scan_lines() scans whole runs of lines (and parse() tries the
-  // vector scanner first): at a vector level, for a key that is a
+  // Whether scan_lines() scans whole runs of lines: at a vector level, for a key that is a
   // top-level member (a pointer into a member can reach an array element
   // the vector scanner does not read) whose name, and the heartbeat
   // field's, holds no quote, backslash or control byte.
   bool scans_runs() const;
   // Scans a run of whole lines with the vector scanner (see
   // VectorScanner::scan_lines; appends nothing unless scans_runs()). A line
-  // it accepted becomes a record with finish(); the others go to
-  // parse_scalar().
+  // it accepted becomes a record with finish(); the others go to parse().
   void scan_lines(std::string_view lines, std::vector<ScannedLine>& out) const;
   // The record of `line`, which a scan found valid JSON (`scan` points
   // into it): the key's own errors, or nullopt with `out` filled.

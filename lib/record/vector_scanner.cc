@@ -649,34 +649,12 @@ struct AppendLines {
                               accepted, scan});
   }
 };
-// Keeps the verdict on a run that should be exactly one line.
-struct OneLine {
-  size_t n;
-  LineScan& scan;
-  int lines = 0;
-  bool accepted = false;
-  void forget() { lines = 0; }
-  void operator()(size_t begin, size_t end, bool ok, const LineScan& result) {
-    ++lines;
-    accepted = ok && begin == 0 && end == n;
-    if (accepted) scan = result;
-  }
-};
-
 template <void (*classify)(const char*, Chunk&)>
 [[gnu::always_inline]] inline void lines_at(const char* data, size_t n, const Query& q,
                                             std::vector<ScannedLine>& out) {
   AppendLines append{out};
   scan_any<classify>(data, n, q, append);
 }
-template <void (*classify)(const char*, Chunk&)>
-[[gnu::always_inline]] inline bool line_at(const char* data, size_t n, const Query& q,
-                                           LineScan& scan) {
-  OneLine one{n, scan};
-  scan_any<classify>(data, n, q, one);
-  return one.lines == 1 && one.accepted;
-}
-
 #if defined(__x86_64__)
 [[gnu::flatten]] void lines_sse2(const char* data, size_t n, const Query& q,
                                  std::vector<ScannedLine>& out) {
@@ -690,17 +668,6 @@ template <void (*classify)(const char*, Chunk&)>
                                                             const Query& q,
                                                             std::vector<ScannedLine>& out) {
   lines_at<classify_avx512>(data, n, q, out);
-}
-[[gnu::flatten]] bool line_sse2(const char* data, size_t n, const Query& q, LineScan& scan) {
-  return line_at<classify_sse2>(data, n, q, scan);
-}
-[[gnu::target("avx2"), gnu::flatten]] bool line_avx2(const char* data, size_t n, const Query& q,
-                                                     LineScan& scan) {
-  return line_at<classify_avx2>(data, n, q, scan);
-}
-[[gnu::target("avx512bw"), gnu::flatten]] bool line_avx512(const char* data, size_t n,
-                                                           const Query& q, LineScan& scan) {
-  return line_at<classify_avx512>(data, n, q, scan);
 }
 #endif
 
@@ -720,24 +687,6 @@ void VectorScanner::scan_lines(SimdLevel level, std::string_view lines, std::str
 #endif
     default:  // the scalar scanner, line by line
       return;
-  }
-}
-
-bool VectorScanner::scan(SimdLevel level, std::string_view line, std::string_view key_field,
-                         std::string_view heartbeat_field, LineScan& scan) {
-  if (line.empty() || line.size() > max_line_bytes) return false;
-  const Query q{Name(key_field), Name(heartbeat_field)};
-  switch (level) {
-#if defined(__x86_64__)
-    case SimdLevel::avx2:
-      return line_avx2(line.data(), line.size(), q, scan);
-    case SimdLevel::sse2:
-      return line_sse2(line.data(), line.size(), q, scan);
-    case SimdLevel::avx512:
-      return line_avx512(line.data(), line.size(), q, scan);
-#endif
-    default:  // the scalar scanner alone
-      return false;
   }
 }
 

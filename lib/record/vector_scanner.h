@@ -63,12 +63,6 @@ struct VectorScanner {
   // At SimdLevel::scalar, appends nothing: the caller frames line by line.
   static void scan_lines(SimdLevel level, std::string_view lines, std::string_view key_field,
                          std::string_view heartbeat_field, std::vector<ScannedLine>& out);
-
-  // One line (a '\n' in it makes it more than one, left to the scalar
-  // scanner): true, with `scan` filled, when it is valid JSON; false when
-  // the scalar scanner must decide (always at SimdLevel::scalar).
-  static bool scan(SimdLevel level, std::string_view line, std::string_view key_field,
-                   std::string_view heartbeat_field, LineScan& scan);
 };
 
 }  // namespace chronomerge
