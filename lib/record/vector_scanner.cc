@@ -190,15 +190,16 @@ inline uint64_t prefix_xor(uint64_t x) {
 }
 
 // A parity that runs across chunks and restarts at every line: bit i is
-// the XOR of the bits of x up to i, since the last newline (a bit of
-// `newlines`) at which it was clear. A newline where it is set (a string
-// or array left open) keeps it, so that its line is found bad, and the
-// bytes after it start clear.
+// the XOR of the bits of x from the start of i's line up to i (a line
+// starts after a bit of `newlines`). A newline keeps the parity of its
+// line (a string or array left open shows there, so that its line is
+// found bad); the byte after it starts clear.
 class LineParity {
  public:
   uint64_t operator()(uint64_t x, uint64_t newlines) {
     uint64_t inside = prefix_xor(x) ^ carry_;
-    // Rare: only a broken line leaves one open at its newline.
+    // Rare, for strings and arrays: only a broken line leaves one open at
+    // its newline.
     for (uint64_t open = newlines & inside; open != 0;) {
       const uint64_t above = ~((open & (0 - open)) * 2 - 1);  // 0 above bit 63
       inside ^= above;
