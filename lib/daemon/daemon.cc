@@ -17,6 +17,7 @@
 #include "metrics/metrics.h"
 #include "metrics/status_page.h"
 #include "net/tls_context.h"
+#include "record/simd_level.h"
 #include "sinks/dead_letter.h"
 #include "uv/uv_handle.h"
 #include "uv/uv_request.h"
@@ -137,7 +138,8 @@ class Daemon {
         return false;
       }
     }
-    log::info("running: {} feeds, {} outputs", config_.feeds.size(), config_.outputs.size());
+    log::info("running: {} feeds, {} outputs; JSON validation: {}", config_.feeds.size(),
+              config_.outputs.size(), to_string(default_simd_level()));
     // Every listener is bound by now: tell systemd (Type=notify).
     sd_notifyf(0, "READY=1\nSTATUS=merging %zu feeds into %zu outputs", config_.feeds.size(),
                config_.outputs.size());

@@ -22,6 +22,7 @@
 
 #include "metrics/http_server.h"
 #include "metrics/metrics_snapshot.h"
+#include "record/simd_level.h"
 
 #ifndef CHRONOMERGE_VERSION
 #define CHRONOMERGE_VERSION "unknown"
@@ -689,8 +690,12 @@ void render_daemon(Exposition& x, const MetricsExtras& extras) {
   x.sample(extras.draining);
   x.family("chronomerge_start_time_seconds", "gauge", "Unix time the daemon started.");
   x.sample(extras.start_time_seconds);
-  x.family("chronomerge_build_info", "gauge", "Always 1; the version of chronomerge as a label.");
-  x.sample({{"version", CHRONOMERGE_VERSION}}, uint64_t{1});
+  x.family("chronomerge_build_info", "gauge",
+           "Always 1; the version of chronomerge, and the instruction set its JSON validation "
+           "uses (avx512, avx2, sse2 or scalar; CHRONOMERGE_SIMD), as labels.");
+  x.sample({{"version", CHRONOMERGE_VERSION},
+            {"validation", std::string(to_string(default_simd_level()))}},
+           uint64_t{1});
 }
 
 // The standard process_* families of Prometheus client libraries, from

@@ -15,6 +15,7 @@
 
 #include "daemon/pipeline.h"
 #include "io/loop_support.h"
+#include "record/simd_level.h"
 
 using namespace chronomerge;
 using namespace chronomerge::testing;
@@ -166,6 +167,7 @@ TEST_CASE("render_metrics") {
     CHECK(value_of(text, "chronomerge_draining") == "1");
     CHECK(value_of(text, "chronomerge_start_time_seconds") == "1714564800.25");
     CHECK(value_of(text, std::string("chronomerge_build_info{version=\"") + CHRONOMERGE_VERSION +
+                             "\",validation=\"" + std::string(to_string(default_simd_level())) +
                              "\"}") == "1");
 
     // Every family is introduced once, HELP before TYPE before samples.
