@@ -413,7 +413,10 @@ class Stage1 {
   }
 
  private:
-  // The rules' state: what carries from one chunk into the next.
+  // The rules' state: what carries from one chunk into the next. (The two
+  // ways share most rules; each leaves a few of these unused: the compact
+  // one after_name_, after_element_comma_, after_member_, after_element_;
+  // the general one member_parity_, after_value_, after_rbracket_.)
   using Next = std::conditional_t<compact, ShiftCarry, NextToken>;
   LineParity in_string_, in_array_, member_parity_;
   ShiftCarry previous_scalar_;
