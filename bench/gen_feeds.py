@@ -3,7 +3,7 @@
 
 Usage:
     python3 bench/gen_feeds.py --feeds K --records N --out DIR [--seed S]
-                               [--layout bus|telemetry|strings|numbers]
+                               [--layout bus|telemetry|strings|numbers|nested]
 
 Writes DIR/feed-0000.ndjson ... DIR/feed-{K-1}.ndjson, N records in total
 (spread evenly across the feeds), then DIR/MANIFEST.json.  MANIFEST.json is
@@ -36,6 +36,9 @@ the same way in all of them):
              (integers, negative decimals, exponents) under one short key,
              so that ~77 % of a line's bytes are inside numbers; 109-119
              bytes.
+  nested     objects inside the record (position, battery, motor), as a
+             JSON-logging vehicle might write it: every line is one the
+             vector validator leaves to the scalar one; 129-131 bytes.
 (Lengths include the newline.)
 
 Python stdlib only.  Speed: everything is formatted with one %-format per
@@ -245,10 +248,22 @@ def numbers_lines(times, rnd):
                      rnd() * 6e23, int(rnd() * 2**31))
 
 
+def nested_lines(times, rnd):
+    """Three small objects inside the record."""
+    tpl = ('{"time":%d,"pos":{"lat":%.6f,"lon":%.6f},"bat":{"soc":%.4f,'
+           '"volt":%.1f},"motor":{"amp":%.2f,"temp":%.1f}}\n')
+    for t in times:
+        soc = 0.15 + rnd() * 0.83
+        yield tpl % (t, 52.30 + rnd() * 0.12, 4.80 + rnd() * 0.20, soc,
+                     560.0 + soc * 120.0, (rnd() - 0.25) * 250.0,
+                     20.0 + rnd() * 60.0)
+
+
 LINE_MAKERS = {
     "telemetry": telemetry_lines,
     "strings": strings_lines,
     "numbers": numbers_lines,
+    "nested": nested_lines,
 }
 LAYOUTS = ["bus"] + list(LINE_MAKERS)
 DEFAULT_LAYOUT = "bus"

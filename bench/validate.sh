@@ -24,7 +24,7 @@
 #
 # 1. Microbenchmark (chronomerge_validate_bench, one thread, files in
 #    memory): one data set per gen_feeds.py layout (bus, telemetry,
-#    strings, numbers), at every level the CPU supports, two ways: "line",
+#    strings, numbers, nested), at every level the CPU supports, two ways: "line",
 #    RecordParser::parse over every line, and "block", LineBatch over the
 #    input in 128 KiB blocks as a feed reads it (framing, validation of
 #    each block's whole lines at once, records made); GB/s per core and ns
@@ -70,7 +70,7 @@ fi
 # (~60 MB each: far larger than any cache, so the passes stream from
 # memory as the daemon's do).  One-shot cases: K:N (feeds : total records)
 # on the telemetry layout, the sizes of run.sh.
-LAYOUTS=(bus telemetry strings numbers)
+LAYOUTS=(bus telemetry strings numbers nested)
 if ((QUICK)); then
   MICRO_RECORDS=50000
   CASES=(2:200000 8:200000 1000:100000)
