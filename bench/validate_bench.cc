@@ -21,21 +21,21 @@
 // for the block path they are copied into 128 KiB blocks beforehand (a
 // feed's read does that copy), and the timed loop frames each block and
 // takes its records.
-// Each level first makes one untimed pass that records every line's
-// outcome (its error, or its key, the key's offset and length, and the
-// heartbeat flag); the first level is the reference, and every other level
-// must give the same outcome for every line, on both paths. Then the levels take turns,
-// one timed pass each, REPS times, so that a machine slowing down during
-// the run slows every level alike.
+// An untimed pass of parse() first records every line's outcome (its
+// error, or its key, the key's offset and length, and the heartbeat flag):
+// the reference. Then every level makes an untimed pass of the block path,
+// whose records and rejections must be the reference's, record by record.
+// Then the levels take turns, one timed pass each, REPS times, so that a
+// machine slowing down during the run slows every level alike.
 //
 // Throughput is input bytes (newlines included, as in the files) per
 // nanosecond of wall time of the one thread that parses: GB/s per core.
 // The thread's CPU time is measured too; cpu/wall below ~0.95 means other
 // work took the core during the run, and the figures are low.
 //
-// Exit status: 0 when every level gave the same outcome for every line,
-// 1 when two levels differ (the first differences go to stderr), 2 on a
-// usage or I/O error.
+// Exit status: 0 when every level's block path gave parse()'s outcome for
+// every line, 1 when one did not (the first differences go to stderr), 2 on
+// a usage or I/O error.
 #include <time.h>
 
 #include <algorithm>
