@@ -420,6 +420,25 @@ TEST_CASE("runs of random lines agree with the scalar scanner at every alignment
   }
 }
 
+TEST_CASE("which keys the vector scanner reads") {
+  auto runs = [](KeySpec spec, SimdLevel level) {
+    return RecordParser(std::move(spec), level).scans_runs();
+  };
+  for (SimdLevel level : {SimdLevel::sse2, SimdLevel::avx2, SimdLevel::avx512}) {
+    CAPTURE(to_string(level));
+    CHECK(runs({"time", KeyType::integer, ""}, level));
+    CHECK(runs({"/time", KeyType::integer, "hb"}, level));  // a pointer of one token
+    CHECK(runs({"", KeyType::integer, ""}, level));
+    // A pointer into a member can reach an array element it does not read.
+    CHECK_FALSE(runs({"/meta/ts", KeyType::integer, ""}, level));
+    // A name no line without escapes can hold, for the key or the heartbeat.
+    CHECK_FALSE(runs({"a\"b", KeyType::integer, ""}, level));
+    CHECK_FALSE(runs({"a\\b", KeyType::integer, ""}, level));
+    CHECK_FALSE(runs({"time", KeyType::integer, "h\tb"}, level));
+  }
+  CHECK_FALSE(runs({"time", KeyType::integer, ""}, SimdLevel::scalar));
+}
+
 TEST_CASE("SimdLevel names and support") {
   for (SimdLevel level : {SimdLevel::scalar, SimdLevel::sse2, SimdLevel::avx2, SimdLevel::avx512}) {
     CHECK(simd_level_from(to_string(level)) == level);
