@@ -179,12 +179,14 @@ int main(int argc, char** argv) {
 
   if (!check_path.empty()) {
     ConfigResult result = load_config(check_path);
-    check_tls_files(result);  // the check opens what the daemon would open
     if (result.config) {
-      // ... and looks at every path it would use, changing nothing.
+      // The check opens what the daemon would open (TLS files) and looks
+      // at every path it would use, changing nothing; all problems listed.
+      std::vector<ConfigProblem> problems = check_tls_files(*result.config);
       std::vector<ConfigProblem> paths = check_config_paths(*result.config);
-      if (!paths.empty()) {
-        result.problems = std::move(paths);
+      problems.insert(problems.end(), paths.begin(), paths.end());
+      if (!problems.empty()) {
+        result.problems = std::move(problems);
         result.config.reset();
       }
     }

@@ -824,7 +824,11 @@ TEST_CASE("--check-config looks at every path the daemon would use, changing not
          {"topic", "t"},
          {"partitions", {0, 1}}},
         {{"name", "missing"}, {"type", "file"}, {"path", dir / "missing.ndjson"}},
-        {{"name", "sock"}, {"type", "unix-listen"}, {"path", dir / "nodir/in.sock"}}}},
+        {{"name", "sock"}, {"type", "unix-listen"}, {"path", dir / "nodir/in.sock"}},
+        {{"name", "secure"},
+         {"type", "tcp-listen"},
+         {"listen", "127.0.0.1:0"},
+         {"tls", {{"cert", dir / "no.crt"}, {"key", dir / "no.key"}}}}}},
       {"outputs", {{{"name", "archive"}, {"type", "file"}, {"path", dir / "nodir/out.ndjson"}}}},
       {"deadletter", {{"path", dir / "nodir/dead.ndjson"}}}};
   const std::string file = dir.write("config.json", config.dump());
@@ -838,6 +842,8 @@ TEST_CASE("--check-config looks at every path the daemon would use, changing not
   CHECK(check.err.find("/outputs/0/path: directory " + (dir / "nodir")) != std::string::npos);
   CHECK(check.err.find("/deadletter/path: directory " + (dir / "nodir")) != std::string::npos);
   CHECK(check.err.find("/feeds/0/") == std::string::npos);
+  // A TLS file it cannot read is listed with the paths, not instead of them.
+  CHECK(check.err.find("/feeds/4/tls/") != std::string::npos);
   // Nothing was created.
   CHECK_FALSE(std::filesystem::exists(dir / "nodir"));
 }
