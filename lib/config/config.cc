@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -1668,7 +1667,7 @@ void Validator::read_socket_access(const std::string& name, const Json& value,
         });
     if (!valid) {
       problem(pointer, "expected a group name such as \"telemetry\"");
-    } else if (::getgrnam(text->c_str()) == nullptr) {
+    } else if (!group_id(*text)) {
       problem(pointer, fmt::format("no group \"{}\" on this machine", *text));
     } else {
       access.group = *text;

@@ -15,6 +15,7 @@
 #include "log/log_level.h"
 #include "merge/merge_options.h"
 #include "net/host_port.h"
+#include "net/socket_access.h"
 #include "record/key.h"
 
 namespace chronomerge {
@@ -117,15 +118,6 @@ struct FleetConfig {
 // Water marks of a fleet member unless the fleet sets its own.
 constexpr size_t default_member_high_water_mark = 64 << 10;
 constexpr size_t default_member_low_water_mark = 16 << 10;
-
-// Who may use a listening Unix socket: its file's mode and group, set
-// once it is bound (the systemd unit's UMask=0027 would otherwise leave a
-// socket meant for others srwxr-x---).
-struct SocketAccess {
-  std::optional<uint32_t> mode;  // e.g. 0660
-  std::string group;             // a group name; empty: the daemon's
-  friend bool operator==(const SocketAccess&, const SocketAccess&) = default;
-};
 
 struct FeedConfig {
   std::string name;

@@ -1,7 +1,6 @@
 #include "uv/listener.h"
 
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -12,7 +11,6 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
-#include <vector>
 
 #include <fmt/format.h>
 
@@ -20,22 +18,6 @@
 #include "uv/uv_error.h"
 
 namespace chronomerge {
-
-namespace {
-
-// The gid of group `name`; nullopt if there is none.
-std::optional<gid_t> group_id(const std::string& name) {
-  std::vector<char> buffer(16384);
-  group entry{};
-  group* found = nullptr;
-  if (::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
-      found == nullptr) {
-    return std::nullopt;
-  }
-  return found->gr_gid;
-}
-
-}  // namespace
 
 namespace {
 // One descriptor per process, held so that a Listener out of descriptors

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "net/host_port.h"
+#include "net/socket_access.h"
 #include "uv/any_stream.h"
 #include "uv/tls_acceptor.h"
 #include "uv/uv_error.h"
