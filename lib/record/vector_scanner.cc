@@ -15,27 +15,33 @@ namespace chronomerge {
 
 namespace {
 
-// Stage 1's view of 64 bytes: bit i of each mask describes byte i.
+using Word = uint64_t;
+#if defined(__x86_64__)
+typedef uint64_t Lanes8 __attribute__((vector_size(64)));
+#endif
+
+// Stage 1's view of 64 bytes per lane: bit i of each mask describes byte i.
+template <typename W>
 struct Chunk {
-  uint64_t quote;
-  uint64_t backslash;
-  uint64_t whitespace;  // space, tab, CR
-  uint64_t newline;
-  uint64_t lbrace;
-  uint64_t rbrace;
-  uint64_t lbracket;
-  uint64_t rbracket;
-  uint64_t colon;
-  uint64_t comma;
-  uint64_t control;  // below 0x20, newline included
-  uint64_t high;     // 0x80 and above
-  uint64_t digit;
-  uint64_t zero;
-  uint64_t minus;
-  uint64_t plus;
-  uint64_t dot;
-  uint64_t exponent;  // e or E
-  uint64_t literal;   // t, f or n: how true, false and null begin
+  W quote;
+  W backslash;
+  W whitespace;  // space, tab, CR
+  W newline;
+  W lbrace;
+  W rbrace;
+  W lbracket;
+  W rbracket;
+  W colon;
+  W comma;
+  W control;  // below 0x20, newline included
+  W high;     // 0x80 and above
+  W digit;
+  W zero;
+  W minus;
+  W plus;
+  W dot;
+  W exponent;  // e or E
+  W literal;   // t, f or n: how true, false and null begin
 };
 
 // Whether a byte ends a number or literal.
@@ -74,8 +80,8 @@ inline uint64_t bits16(__m128i v, int shift) {
   return static_cast<uint64_t>(static_cast<uint32_t>(_mm_movemask_epi8(v))) << shift;
 }
 
-[[gnu::always_inline]] inline void classify_sse2(const char* p, Chunk& c) {
-  c = Chunk{};
+[[gnu::always_inline]] inline void classify_sse2(const char* p, Chunk<Word>& c) {
+  c = Chunk<Word>{};
   for (int shift = 0; shift < 64; shift += 16) {
     const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + shift));
     const __m128i folded = _mm_or_si128(x, _mm_set1_epi8(0x20));
@@ -112,7 +118,7 @@ inline uint64_t bits16(__m128i v, int shift) {
 }
 
 // The same as classify_sse2(), 32 bytes at a time.
-[[gnu::target("avx2")]] inline void classify_avx2(const char* p, Chunk& c) {
+[[gnu::target("avx2")]] inline void classify_avx2(const char* p, Chunk<Word>& c) {
   const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32));
   // One mask from a test of both halves.
@@ -156,7 +162,7 @@ inline uint64_t bits16(__m128i v, int shift) {
 }
 
 // AVX-512BW compares 64 bytes into a 64-bit mask in one instruction.
-[[gnu::target("avx512bw")]] inline void classify_avx512(const char* p, Chunk& c) {
+[[gnu::target("avx512bw")]] inline void classify_avx512(const char* p, Chunk<Word>& c) {
   const __m512i x = _mm512_loadu_si512(p);
   c.quote = eq64(x, '"');
   c.backslash = eq64(x, '\\');
@@ -181,94 +187,24 @@ inline uint64_t bits16(__m128i v, int shift) {
 
 #endif
 
-// --- bit operations that carry from one chunk into the next -------------------
-
-// Bit i of the result: the XOR of bits 0..i of x.
-inline uint64_t prefix_xor(uint64_t x) {
-  for (int shift = 1; shift < 64; shift *= 2) x ^= x << shift;
-  return x;
-}
-
-// A parity that runs across chunks and restarts at every line: bit i is
-// the XOR of the bits of x from the start of i's line up to i (a line
-// starts after a bit of `newlines`). A newline keeps the parity of its
-// line (a string or array left open shows there, so that its line is
-// found bad); the byte after it starts clear.
-class LineParity {
- public:
-  uint64_t operator()(uint64_t x, uint64_t newlines) {
-    uint64_t inside = prefix_xor(x) ^ carry_;
-    // Rare, for strings and arrays: only a broken line leaves one open at
-    // its newline.
-    for (uint64_t open = newlines & inside; open != 0;) {
-      const uint64_t above = ~((open & (0 - open)) * 2 - 1);  // 0 above bit 63
-      inside ^= above;
-      open = newlines & inside & above;
-    }
-    // After a newline the parity is clear, whatever it was at the newline.
-    carry_ = 0 - ((inside & ~newlines) >> 63);
-    return inside;
-  }
-
- private:
-  uint64_t carry_ = 0;  // all ones when the previous chunk ended inside
-};
-
-struct ShiftCarry {
-  uint64_t bit = 0;
-  // x one byte on: bit i of the result is bit i-1 of x.
-  uint64_t operator()(uint64_t x) {
-    const uint64_t shifted = x << 1 | bit;
-    bit = x >> 63;
-    return shifted;
-  }
-};
-struct AddCarry {
-  unsigned char carry = 0;
-  uint64_t operator()(uint64_t a, uint64_t b) {
-#if defined(__x86_64__)
-    unsigned long long sum;
-    carry = _addcarry_u64(carry, a, b, &sum);  // one add-with-carry
-    return sum;
-#else
-    uint64_t sum;
-    const bool first = __builtin_add_overflow(a, b, &sum);
-    const bool second = __builtin_add_overflow(sum, static_cast<uint64_t>(carry), &sum);
-    carry = first || second;
-    return sum;
-#endif
-  }
-};
-// The first token after each bit of x (x a subset of the tokens): x + 1
-// carried through the bytes up to the next token. Distributes over unions
-// of token sets: a carry stops at the next token, so it never meets another.
-struct NextToken {
-  ShiftCarry shift;
-  AddCarry add;
-  uint64_t operator()(uint64_t x, uint64_t tokens) { return add(shift(x), ~tokens) & tokens; }
-};
-// For each run of `runs` holding bits of x (x a subset of runs): the run
-// from its first such bit to its end. A second bit of x in the same run is
-// not in the result.
-struct RunFrom {
-  AddCarry add;
-  uint64_t operator()(uint64_t x, uint64_t runs) { return (runs ^ add(runs, x)) & runs; }
-};
-
 // --- stage 1 ------------------------------------------------------------------
 
 // The masks of the last `words` chunks, for reading the key of a line that
 // just ended: chunk w is at w % words.
 struct Window {
-  static constexpr size_t words = 64;
+  static constexpr size_t words = 128;
   uint64_t token[words];
   uint64_t quote[words];
   uint64_t scalar[words];
   uint64_t names[words];
   uint64_t real[words];  // '.', 'e' and 'E' in numbers
 };
-static_assert(VectorScanner::max_line_bytes <= 64 * (Window::words - 2),
-              "a line the scanner reads fits its window, whatever its offset in a chunk");
+// Lanes of a step of stage 1 at most (its chunks are all in the window
+// before the first line ending in them is read).
+constexpr size_t max_lanes = 8;
+static_assert(Window::words % max_lanes == 0, "a word's lanes are consecutive slots");
+static_assert(VectorScanner::max_line_bytes <= 64 * (Window::words - 1 - max_lanes),
+              "a line the scanner reads fits its window, whatever its offset in a step");
 
 // `t`, `f` or `n` starts a literal: it must be exactly true, false or null.
 inline bool literal_at(const char* data, size_t n, size_t at) {
@@ -278,164 +214,6 @@ inline bool literal_at(const char* data, size_t n, size_t at) {
   return end <= n && std::memcmp(p, word.data(), word.size()) == 0 &&
          (end == n || is_delimiter(data[end]));
 }
-
-// What one chunk holds that its lines' verdicts need.
-struct ChunkVerdict {
-  uint64_t bad;   // bytes where the grammar fails, or that need the scalar scanner
-  uint64_t high;  // non-ASCII bytes inside strings: check the line's UTF-8
-  bool spaced;    // whitespace between tokens: a compact stage cannot go on
-};
-
-// Stage 1 over a run of lines, chunk by chunk, the state carried between
-// chunks. Two ways to check which token may follow which:
-// - compact (the run has no whitespace between tokens, as most NDJSON
-//   writers emit it): the token after another starts at the byte after it
-//   ends, so every rule is a one-byte shift of a mask; and where strings
-//   alternate between names and values, the ':' and ',' between them must
-//   alternate too (a parity). It gives up at the first whitespace between
-//   tokens (`spaced`), and the run is scanned again the general way.
-// - general: the token after each one is found by an addition that
-//   carries through the whitespace (and the string or number) up to it.
-template <bool compact>
-class Stage1 {
- public:
-  // The chunk at `offset` of the run (`data`, `n` bytes), classified as `c`;
-  // its masks for reading keys go to `window`. `padding`: the bytes of a
-  // last chunk past the run (whitespace).
-  ChunkVerdict add(const Chunk& c, const char* data, size_t n, size_t offset, uint64_t padding,
-                   Window& window) {
-    const uint64_t nl = c.newline;
-    const uint64_t inside = in_string_(c.quote, nl);  // opening quotes included
-    const uint64_t outside = ~inside;
-    uint64_t bad = c.backslash | (c.control & inside);
-    const uint64_t op = c.lbrace | c.rbrace | c.lbracket | c.rbracket | c.colon | c.comma;
-    const uint64_t scalar = ~(c.whitespace | nl | op | c.quote | inside);
-    const uint64_t run_start = scalar & ~previous_scalar_(scalar);
-    const uint64_t open_quotes = c.quote & inside;
-    const uint64_t tokens = (op & outside) | open_quotes | run_start | nl;
-    for (uint64_t literals = run_start & c.literal; literals != 0; literals &= literals - 1) {
-      if (!literal_at(data, n, offset + static_cast<size_t>(std::countr_zero(literals)))) {
-        bad |= literals & (0 - literals);
-      }
-    }
-
-    // A line: { ( name : value ( , name : value )* )? }, a value a string,
-    // number, literal or an array of those. Every token must be one of
-    // these, and each is followed only by what may follow it.
-    const uint64_t lbrace = c.lbrace & outside;
-    const uint64_t rbrace = c.rbrace & outside;
-    const uint64_t lbracket = c.lbracket & outside;
-    const uint64_t rbracket = c.rbracket & outside;
-    const uint64_t colon = c.colon & outside;
-    const uint64_t comma = c.comma & outside;
-    const uint64_t in_array = in_array_(lbracket | rbracket, nl);  // '[' included, ']' not
-    bad |= (lbracket & ~in_array) | (rbracket & in_array) |
-           ((lbrace | rbrace | colon | nl) & in_array);
-    const uint64_t value_start = open_quotes | run_start;
-    const uint64_t member_comma = comma & ~in_array;
-    const uint64_t element_comma = comma & in_array;
-    uint64_t names;
-    if constexpr (compact) {
-      const bool spaced = (c.whitespace & outside & ~padding) != 0;
-      // What the byte after each token (or after a string's closing quote,
-      // or a number's last byte) may be, one shift per set of tokens that
-      // may be followed by the same. The first colon of a line, and every
-      // other ':' or ',' between members after it, sets a parity: ':'
-      // where it is set, ',' where it is clear, and the newline makes it
-      // even again; a '}' after members closes where it is set. So a ','
-      // is never taken for a ':' (nor the reverse), and what the shared
-      // sets let through — a ':' after a value — the parity stops, as the
-      // bracket parity stops a '[' after a ',' in an array.
-      const uint64_t colons = member_parity_(colon | member_comma | nl, nl);
-      const uint64_t after_lbrace = after_lbrace_(lbrace);
-      const uint64_t after_member_comma = after_member_comma_(member_comma);
-      const uint64_t after_value = after_value_((c.quote & outside) | scalar);
-      names = (after_lbrace | after_member_comma) & open_quotes;
-      bad |= (after_newline_(nl) ^ lbrace) | (after_lbrace & ~(open_quotes | rbrace)) |
-             (after_member_comma & ~open_quotes) |
-             (after_colon_(colon | element_comma) & ~(value_start | lbracket)) |
-             (after_lbracket_(lbracket) & ~(value_start | rbracket)) |
-             (after_value & ~(colon | comma | rbrace | rbracket | (scalar & ~run_start))) |
-             (after_rbracket_(rbracket) & ~(member_comma | rbrace)) |
-             (after_rbrace_(rbrace) & ~nl) | (colon & ~colons) | (member_comma & colons) |
-             (rbrace & ~colons & ~after_lbrace);
-      if (spaced) return {bad, 0, true};
-    } else {
-      const uint64_t after_lbrace = after_lbrace_(lbrace, tokens);
-      const uint64_t after_member_comma = after_member_comma_(member_comma, tokens);
-      names = (after_lbrace | after_member_comma) & open_quotes;
-      const uint64_t values = after_colon_(colon, tokens);
-      const uint64_t after_lbracket = after_lbracket_(lbracket, tokens);
-      const uint64_t after_element_comma = after_element_comma_(element_comma, tokens);
-      const uint64_t elements = (after_lbracket | after_element_comma) & value_start;
-      bad |= (after_newline_(nl, tokens) ^ lbrace) | (after_lbrace & ~(open_quotes | rbrace)) |
-             (after_member_comma & ~open_quotes) | (after_name_(names, tokens) & ~colon) |
-             (values & ~(value_start | lbracket)) | (after_lbracket & ~(value_start | rbracket)) |
-             (after_element_comma & ~value_start) |
-             // after a member's value: a string, a scalar, or an array's ']'
-             (after_member_((values & value_start) | rbracket, tokens) & ~(member_comma | rbrace)) |
-             (after_element_(elements, tokens) & ~(element_comma | rbracket)) |
-             (after_rbrace_(rbrace, tokens) & ~nl) |
-             (tokens & ~(lbrace | rbrace | lbracket | rbracket | colon | comma | nl | names |
-                         values | elements));
-    }
-
-    // Numbers: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?; literals
-    // were checked above.
-    const uint64_t literal_bytes = literal_run_(run_start & c.literal, scalar);
-    const uint64_t number = scalar & ~literal_bytes;
-    const uint64_t starts = run_start & number;
-    const uint64_t digit = c.digit & number;
-    const uint64_t minus = c.minus & number;
-    const uint64_t plus = c.plus & number;
-    const uint64_t dot = c.dot & number;
-    const uint64_t exponent = c.exponent & number;
-    const uint64_t after_digit = after_digit_(digit);
-    const uint64_t after_exponent = after_exponent_(exponent);
-    const uint64_t after_minus = after_minus_(starts & minus);
-    const uint64_t first_digit = (starts | after_minus) & digit;
-    const uint64_t exponent_part = exponent_part_(exponent, number);
-    bad |= (number & ~(digit | minus | plus | dot | exponent)) | (starts & ~(digit | minus)) |
-           (after_minus & ~digit) | (after_zero_(first_digit & c.zero) & digit) |
-           (minus & ~(starts | after_exponent)) | (plus & ~after_exponent) | (dot & ~after_digit) |
-           (after_dot_(dot) & ~digit) | (exponent & ~after_digit) |
-           (after_exponent & ~(digit | minus | plus)) |
-           (after_sign_(after_exponent & (minus | plus)) & ~digit) |
-           (dot & ~dot_part_(dot, number)) | (exponent & ~exponent_part) | (dot & exponent_part);
-
-    const size_t slot = offset / 64 % Window::words;
-    window.token[slot] = tokens;
-    window.quote[slot] = c.quote;
-    window.scalar[slot] = scalar;
-    window.names[slot] = names;
-    window.real[slot] = dot | exponent;
-    return {bad, c.high & inside, false};
-  }
-
- private:
-  // The rules' state: what carries from one chunk into the next. (The two
-  // ways share most rules; each leaves a few of these unused: the compact
-  // one after_name_, after_element_comma_, after_member_, after_element_;
-  // the general one member_parity_, after_value_, after_rbracket_.)
-  using Next = std::conditional_t<compact, ShiftCarry, NextToken>;
-  LineParity in_string_, in_array_, member_parity_;
-  ShiftCarry previous_scalar_;
-  // The run starts on a line of its own: what follows its (virtual)
-  // newline must be a '{'.
-  Next after_newline_ = first_line();
-  Next after_lbrace_, after_member_comma_, after_name_, after_colon_, after_lbracket_,
-      after_element_comma_, after_member_, after_element_, after_rbrace_, after_value_,
-      after_rbracket_;
-  static Next first_line() {
-    if constexpr (compact) {
-      return ShiftCarry{1};
-    } else {
-      return NextToken{ShiftCarry{1}, AddCarry{}};
-    }
-  }
-  RunFrom literal_run_, dot_part_, exponent_part_;
-  ShiftCarry after_digit_, after_exponent_, after_minus_, after_zero_, after_dot_, after_sign_;
-};
 
 // --- the key of a line stage 1 accepted ---------------------------------------
 
@@ -577,72 +355,6 @@ LineScan members(const char* data, size_t begin, size_t end, const Window& w, co
   return out;
 }
 
-// Stage 1 over the run `data` (`n` bytes), chunk by chunk; at every line's
-// end, `line(begin, end, accepted, scan)`. Bytes past the run are never
-// read: the last partial chunk is copied, padded with whitespace (and a
-// '\n' first if the run lacks its final one). Returns false if a compact
-// stage met whitespace between tokens: the lines it reported do not count.
-template <bool compact, void (*classify)(const char*, Chunk&), typename LineVisitor>
-[[gnu::always_inline]] inline bool scan_run(const char* data, size_t n, const Query& q,
-                                            LineVisitor& line) {
-  Stage1<compact> stage;
-  Window window;
-  size_t begin = 0;  // of the current line
-  bool line_bad = false;
-  bool line_high = false;
-  const bool open_end = n > 0 && data[n - 1] != '\n';
-  for (size_t offset = 0;; offset += 64) {
-    Chunk c;
-    uint64_t padding = 0;
-    const bool last = offset + 64 > n;
-    if (!last) {
-      classify(data + offset, c);
-    } else {
-      if (offset == n && !open_end) break;
-      alignas(64) char tail[64];
-      const size_t left = n - offset;
-      std::memcpy(tail, data + offset, left);
-      std::memset(tail + left, ' ', 64 - left);
-      if (open_end) tail[left] = '\n';
-      classify(tail, c);
-      const size_t used = left + (open_end ? 1 : 0);
-      padding = used == 64 ? 0 : ~uint64_t{0} << used;
-    }
-    ChunkVerdict v = stage.add(c, data, n, offset, padding, window);
-    if (compact && v.spaced) return false;
-    for (uint64_t newlines = c.newline; newlines != 0; newlines &= newlines - 1) {
-      const int bit = std::countr_zero(newlines);
-      const uint64_t upto = bit == 63 ? ~uint64_t{0} : (uint64_t{2} << bit) - 1;
-      const size_t end = offset + static_cast<size_t>(bit);
-      const bool bad =
-          line_bad || (v.bad & upto) != 0 || end - begin > VectorScanner::max_line_bytes;
-      if (bad || ((line_high || (v.high & upto) != 0) &&
-                  !simdjson::validate_utf8(data + begin, end - begin))) {
-        line(begin, end, false, LineScan{});
-      } else {
-        line(begin, end, true, members(data, begin, end, window, q, compact));
-      }
-      v.bad &= ~upto;
-      v.high &= ~upto;
-      line_bad = line_high = false;
-      begin = end + 1;
-    }
-    line_bad |= v.bad != 0;
-    line_high |= v.high != 0;
-    if (last) break;
-  }
-  return true;
-}
-
-// The run, compact if it is, else the general way.
-template <void (*classify)(const char*, Chunk&), typename LineVisitor>
-[[gnu::always_inline]] inline void scan_any(const char* data, size_t n, const Query& q,
-                                            LineVisitor& line) {
-  if (scan_run<true, classify>(data, n, q, line)) return;
-  line.forget();
-  scan_run<false, classify>(data, n, q, line);
-}
-
 // Appends a ScannedLine per line.
 struct AppendLines {
   std::vector<ScannedLine>& out;
@@ -653,26 +365,113 @@ struct AppendLines {
                               accepted, scan});
   }
 };
-template <void (*classify)(const char*, Chunk&)>
-[[gnu::always_inline]] inline void lines_at(const char* data, size_t n, const Query& q,
-                                            std::vector<ScannedLine>& out) {
-  AppendLines append{out};
-  scan_any<classify>(data, n, q, append);
-}
+// --- one copy of stage 1 per level ----------------------------------------------
+//
+// Each level's copy is compiled for its target (as simdjson does), so its
+// wide words live in that level's registers and every function in it may
+// use its instructions.
+#define CHRONOMERGE_STRINGIFY(x) #x
+#if defined(__clang__)
+#define CHRONOMERGE_TARGET_REGION(t) \
+  _Pragma(CHRONOMERGE_STRINGIFY(     \
+      clang attribute push(__attribute__((target(t))), apply_to = function)))
+#define CHRONOMERGE_END_TARGET_REGION _Pragma("clang attribute pop")
+#else
+#define CHRONOMERGE_TARGET_REGION(t) \
+  _Pragma("GCC push_options") _Pragma(CHRONOMERGE_STRINGIFY(GCC target(t)))
+#define CHRONOMERGE_END_TARGET_REGION _Pragma("GCC pop_options")
+#endif
+
 #if defined(__x86_64__)
-[[gnu::flatten]] void lines_sse2(const char* data, size_t n, const Query& q,
-                                 std::vector<ScannedLine>& out) {
-  lines_at<classify_sse2>(data, n, q, out);
+namespace sse2 {
+#include "record/vector_scanner_stage1.inc"
+[[gnu::flatten]] void lines(const char* data, size_t n, const Query& q,
+                            std::vector<ScannedLine>& out) {
+  lines_at<Word, classify_sse2, classify_sse2>(data, n, q, out);
 }
-[[gnu::target("avx2"), gnu::flatten]] void lines_avx2(const char* data, size_t n, const Query& q,
-                                                      std::vector<ScannedLine>& out) {
-  lines_at<classify_avx2>(data, n, q, out);
+}  // namespace sse2
+
+namespace avx2 {
+CHRONOMERGE_TARGET_REGION("avx2,bmi,bmi2")
+#include "record/vector_scanner_stage1.inc"
+[[gnu::flatten]] void lines(const char* data, size_t n, const Query& q,
+                            std::vector<ScannedLine>& out) {
+  lines_at<Word, classify_avx2, classify_avx2>(data, n, q, out);
 }
-[[gnu::target("avx512bw"), gnu::flatten]] void lines_avx512(const char* data, size_t n,
-                                                            const Query& q,
-                                                            std::vector<ScannedLine>& out) {
-  lines_at<classify_avx512>(data, n, q, out);
+CHRONOMERGE_END_TARGET_REGION
+}  // namespace avx2
+
+namespace avx512 {
+CHRONOMERGE_TARGET_REGION("avx512f,avx512bw,avx512dq,avx512vl,avx2,bmi,bmi2")
+inline Lanes8 previous(const Lanes8& x, const Lanes8& before) {
+#if defined(__clang__)
+  return __builtin_shufflevector(before, x, 7, 8, 9, 10, 11, 12, 13, 14);
+#else
+  return __builtin_shuffle(before, x, Lanes8{7, 8, 9, 10, 11, 12, 13, 14});
+#endif
 }
+inline __m512i vec(const Lanes8& x) {
+  return reinterpret_cast<__m512i>(x);
+}
+inline bool any(const Lanes8& x) {
+  return _mm512_test_epi64_mask(vec(x), vec(x)) != 0;
+}
+inline unsigned top_bits(const Lanes8& x) {
+  return _mm512_movepi64_mask(vec(x));
+}
+inline unsigned all_ones(const Lanes8& x) {
+  return _mm512_cmpeq_epi64_mask(vec(x), _mm512_set1_epi64(-1));
+}
+inline unsigned below(const Lanes8& x, const Lanes8& y) {
+  return _mm512_cmplt_epu64_mask(vec(x), vec(y));
+}
+inline Lanes8 add_one(const Lanes8& x, unsigned lanes) {
+  return reinterpret_cast<Lanes8>(
+      _mm512_mask_sub_epi64(vec(x), static_cast<__mmask8>(lanes), vec(x), _mm512_set1_epi64(-1)));
+}
+template <typename W>
+inline W spread(unsigned lanes);
+template <>
+inline Lanes8 spread<Lanes8>(unsigned lanes) {
+  return reinterpret_cast<Lanes8>(_mm512_movm_epi64(static_cast<__mmask8>(lanes)));
+}
+// The masks of the eight chunks at p, p + 64, ..., p + 448, chunk i in
+// lane i: each chunk's compares stored as its lane, then loaded as words.
+inline void classify8_avx512(const char* p, Chunk<Lanes8>& c) {
+  alignas(64) Chunk<uint64_t[8]> lanes;
+  for (int i = 0; i < 8; ++i) {
+    Chunk<Word> one;
+    classify_avx512(p + 64 * i, one);
+    lanes.quote[i] = one.quote;
+    lanes.backslash[i] = one.backslash;
+    lanes.whitespace[i] = one.whitespace;
+    lanes.newline[i] = one.newline;
+    lanes.lbrace[i] = one.lbrace;
+    lanes.rbrace[i] = one.rbrace;
+    lanes.lbracket[i] = one.lbracket;
+    lanes.rbracket[i] = one.rbracket;
+    lanes.colon[i] = one.colon;
+    lanes.comma[i] = one.comma;
+    lanes.control[i] = one.control;
+    lanes.high[i] = one.high;
+    lanes.digit[i] = one.digit;
+    lanes.zero[i] = one.zero;
+    lanes.minus[i] = one.minus;
+    lanes.plus[i] = one.plus;
+    lanes.dot[i] = one.dot;
+    lanes.exponent[i] = one.exponent;
+    lanes.literal[i] = one.literal;
+  }
+  static_assert(sizeof(lanes) == sizeof(c));
+  std::memcpy(&c, &lanes, sizeof(c));
+}
+#include "record/vector_scanner_stage1.inc"
+[[gnu::flatten]] void lines(const char* data, size_t n, const Query& q,
+                            std::vector<ScannedLine>& out) {
+  lines_at<Lanes8, classify8_avx512, classify_avx512>(data, n, q, out);
+}
+CHRONOMERGE_END_TARGET_REGION
+}  // namespace avx512
 #endif
 
 }  // namespace
@@ -683,11 +482,11 @@ void VectorScanner::scan_lines(SimdLevel level, std::string_view lines, std::str
   switch (level) {
 #if defined(__x86_64__)
     case SimdLevel::avx2:
-      return lines_avx2(lines.data(), lines.size(), q, out);
+      return avx2::lines(lines.data(), lines.size(), q, out);
     case SimdLevel::sse2:
-      return lines_sse2(lines.data(), lines.size(), q, out);
+      return sse2::lines(lines.data(), lines.size(), q, out);
     case SimdLevel::avx512:
-      return lines_avx512(lines.data(), lines.size(), q, out);
+      return avx512::lines(lines.data(), lines.size(), q, out);
 #endif
     default:  // the scalar scanner, line by line
       return;
