@@ -62,7 +62,7 @@ for binary in chronomerge_unit_tests chronomerge_io_tests chronomerge_e2e_tests;
 done
 
 echo "== formatting (.clang-format)"
-files=$(git ls-files '*.cc' '*.h' 2>/dev/null || find daemon lib tests -name '*.cc' -o -name '*.h')
+files=$(git ls-files '*.cc' '*.h' '*.inc' 2>/dev/null || find daemon lib tests -name '*.cc' -o -name '*.h' -o -name '*.inc')
 clang-format --dry-run -Werror $files
 
 echo "== systemd unit"

@@ -628,11 +628,13 @@ RecordParser::RecordParser(KeySpec spec, SimdLevel level) : spec_(std::move(spec
     split_pointer(path);
   }
   // The vector scanner compares names byte for byte with lines that hold
-  // no escapes: a name it is to find must be one such a line can hold.
+  // no escapes: a name it is to find must be one such a line can hold, and
+  // no longer than it looks for.
   auto plain = [](std::string_view name) {
-    return std::none_of(name.begin(), name.end(), [](char c) {
-      return c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20;
-    });
+    return name.size() <= VectorScanner::max_name_bytes &&
+           std::none_of(name.begin(), name.end(), [](char c) {
+             return c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20;
+           });
   };
   vector_ = level_ != SimdLevel::scalar && tokens_.size() == 1 && plain(tokens_[0]) &&
             plain(spec_.heartbeat_field);

@@ -40,8 +40,9 @@ struct Chunk {
   W minus;
   W plus;
   W dot;
-  W exponent;  // e or E
-  W literal;   // t, f or n: how true, false and null begin
+  W exponent;    // e or E
+  W key_first;   // the first byte of the key's name
+  W beat_first;  // the first byte of the heartbeat field's name (0 without one)
 };
 
 // Whether a byte ends a number or literal.
@@ -64,6 +65,46 @@ inline bool is_delimiter(char c) {
   }
 }
 
+// A member name to look for, with its first eight bytes ready to compare
+// in one load.
+class Name {
+ public:
+  explicit Name(std::string_view name) : name_(name) {
+    const size_t head = name.size() < 8 ? name.size() : 8;
+    std::memcpy(&head_, name.data(), head);
+    mask_ = head == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * head)) - 1;
+  }
+  size_t size() const { return name_.size(); }
+  bool empty() const { return name_.empty(); }
+  char first() const { return name_.empty() ? '\0' : name_[0]; }
+
+  // Whether the string whose opening quote is at `quote` is this name:
+  // without escapes (stage 1 sent those away), the byte after the name is
+  // then its closing quote. The line ends at `end`.
+  bool at(const char* data, size_t end, size_t quote) const {
+    const size_t body = quote + 1;
+    const size_t size = name_.size();
+    if (end - body <= size || data[body + size] != '"') return false;
+    if (std::endian::native == std::endian::little && size <= 8 && end - body >= 8) {
+      uint64_t have;
+      std::memcpy(&have, data + body, 8);
+      return (have & mask_) == head_;
+    }
+    return std::memcmp(data + body, name_.data(), size) == 0;
+  }
+
+ private:
+  std::string_view name_;
+  uint64_t head_ = 0;
+  uint64_t mask_ = 0;
+};
+
+// The names a scan looks for.
+struct Query {
+  Name key;
+  Name heartbeat_field;
+};
+
 // --- classification: SSE2, AVX2, AVX-512BW -----------------------------------
 //
 // Byte | 0x20 folds 'E' onto 'e'. A byte is a control byte when its
@@ -80,7 +121,7 @@ inline uint64_t bits16(__m128i v, int shift) {
   return static_cast<uint64_t>(static_cast<uint32_t>(_mm_movemask_epi8(v))) << shift;
 }
 
-[[gnu::always_inline]] inline void classify_sse2(const char* p, Chunk<Word>& c) {
+[[gnu::always_inline]] inline void classify_sse2(const char* p, const Query& q, Chunk<Word>& c) {
   c = Chunk<Word>{};
   for (int shift = 0; shift < 64; shift += 16) {
     const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + shift));
@@ -105,8 +146,10 @@ inline uint64_t bits16(__m128i v, int shift) {
     c.plus |= bits16(eq16(x, '+'), shift);
     c.dot |= bits16(eq16(x, '.'), shift);
     c.exponent |= bits16(eq16(folded, 'e'), shift);
-    c.literal |=
-        bits16(_mm_or_si128(_mm_or_si128(eq16(x, 't'), eq16(x, 'f')), eq16(x, 'n')), shift);
+    c.key_first |= bits16(eq16(x, q.key.first()), shift);
+    if (!q.heartbeat_field.empty()) {
+      c.beat_first |= bits16(eq16(x, q.heartbeat_field.first()), shift);
+    }
   }
 }
 
@@ -118,7 +161,7 @@ inline uint64_t bits16(__m128i v, int shift) {
 }
 
 // The same as classify_sse2(), 32 bytes at a time.
-[[gnu::target("avx2")]] inline void classify_avx2(const char* p, Chunk<Word>& c) {
+[[gnu::target("avx2")]] inline void classify_avx2(const char* p, const Query& q, Chunk<Word>& c) {
   const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32));
   // One mask from a test of both halves.
@@ -154,7 +197,8 @@ inline uint64_t bits16(__m128i v, int shift) {
   c.plus = eq('+');
   c.dot = eq('.');
   c.exponent = mask(eq32(_mm256_or_si256(lo, space), 'e'), eq32(_mm256_or_si256(hi, space), 'e'));
-  c.literal = eq('t') | eq('f') | eq('n');
+  c.key_first = eq(q.key.first());
+  c.beat_first = q.heartbeat_field.empty() ? 0 : eq(q.heartbeat_field.first());
 }
 
 [[gnu::target("avx512bw"), gnu::always_inline]] inline uint64_t eq64(__m512i x, char c) {
@@ -162,12 +206,18 @@ inline uint64_t bits16(__m128i v, int shift) {
 }
 
 // AVX-512BW compares 64 bytes into a 64-bit mask in one instruction.
-[[gnu::target("avx512bw")]] inline void classify_avx512(const char* p, Chunk<Word>& c) {
+// `exact`: whitespace is space, tab and CR; else every byte up to a space
+// but the newline, which is all a compact stage needs (it only asks whether
+// there is whitespace between tokens, and a control byte there is as bad).
+template <bool exact = true>
+[[gnu::target("avx512bw")]] inline void classify_avx512(const char* p, const Query& q,
+                                                        Chunk<Word>& c) {
   const __m512i x = _mm512_loadu_si512(p);
   c.quote = eq64(x, '"');
   c.backslash = eq64(x, '\\');
-  c.whitespace = eq64(x, ' ') | eq64(x, '\t') | eq64(x, '\r');
   c.newline = eq64(x, '\n');
+  c.whitespace = exact ? eq64(x, ' ') | eq64(x, '\t') | eq64(x, '\r')
+                       : _mm512_cmple_epu8_mask(x, _mm512_set1_epi8(' ')) & ~c.newline;
   c.lbrace = eq64(x, '{');
   c.rbrace = eq64(x, '}');
   c.lbracket = eq64(x, '[');
@@ -182,7 +232,8 @@ inline uint64_t bits16(__m128i v, int shift) {
   c.plus = eq64(x, '+');
   c.dot = eq64(x, '.');
   c.exponent = eq64(_mm512_or_si512(x, _mm512_set1_epi8(0x20)), 'e');
-  c.literal = eq64(x, 't') | eq64(x, 'f') | eq64(x, 'n');
+  c.key_first = eq64(x, q.key.first());
+  c.beat_first = q.heartbeat_field.empty() ? 0 : eq64(x, q.heartbeat_field.first());
 }
 
 #endif
@@ -196,7 +247,8 @@ struct Window {
   uint64_t token[words];
   uint64_t quote[words];
   uint64_t scalar[words];
-  uint64_t names[words];
+  uint64_t key[words];   // the closing quotes of names that may be the key's
+  uint64_t beat[words];  // ... that may be the heartbeat field's
   uint64_t real[words];  // '.', 'e' and 'E' in numbers
 };
 // Lanes of a step of stage 1 at most (its chunks are all in the window
@@ -206,7 +258,8 @@ static_assert(Window::words % max_lanes == 0, "a word's lanes are consecutive sl
 static_assert(VectorScanner::max_line_bytes <= 64 * (Window::words - 1 - max_lanes),
               "a line the scanner reads fits its window, whatever its offset in a step");
 
-// `t`, `f` or `n` starts a literal: it must be exactly true, false or null.
+// A run of bytes outside strings that does not begin as a number does
+// (with a digit or '-') is a literal: exactly true, false or null.
 inline bool literal_at(const char* data, size_t n, size_t at) {
   const char* p = data + at;
   const std::string_view word = *p == 't' ? "true" : *p == 'f' ? "false" : "null";
@@ -251,78 +304,36 @@ class Cursor {
   const size_t end_;
 };
 
-// A member name to look for, with its first eight bytes ready to compare
-// in one load.
-class Name {
- public:
-  explicit Name(std::string_view name) : name_(name) {
-    const size_t head = name.size() < 8 ? name.size() : 8;
-    std::memcpy(&head_, name.data(), head);
-    mask_ = head == 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * head)) - 1;
-  }
-  size_t size() const { return name_.size(); }
-  bool empty() const { return name_.empty(); }
-
-  // Whether the string whose opening quote is at `quote` is this name:
-  // without escapes (stage 1 sent those away), the byte after the name is
-  // then its closing quote. The line ends at `end`.
-  bool at(const char* data, size_t end, size_t quote) const {
-    const size_t body = quote + 1;
-    const size_t size = name_.size();
-    if (end - body <= size || data[body + size] != '"') return false;
-    if (std::endian::native == std::endian::little && size <= 8 && end - body >= 8) {
-      uint64_t have;
-      std::memcpy(&have, data + body, 8);
-      return (have & mask_) == head_;
-    }
-    return std::memcmp(data + body, name_.data(), size) == 0;
-  }
-
- private:
-  std::string_view name_;
-  uint64_t head_ = 0;
-  uint64_t mask_ = 0;
-};
-
 constexpr size_t none = ~size_t{0};
 
 // Where the last member named `want` of the line [begin, end) starts (its
-// opening quote), or `none`. Only names whose closing quote lies where
-// `want`'s would are compared, from the last one back.
-inline size_t last_name(const char* data, size_t begin, size_t end, const Window& w,
+// opening quote), or `none`. `closes`: the window's closing quotes of the
+// names that may be `want` (stage 1 found names of its size that begin
+// with its first byte), compared from the last one back.
+inline size_t last_name(const char* data, size_t begin, size_t end, const uint64_t* closes,
                         const Name& want) {
-  const size_t distance = want.size() + 1;  // from the opening quote to the closing one
-  for (size_t word = end / 64 + 1; word-- > begin / 64;) {
-    uint64_t candidates = w.names[word % Window::words];
-    if (word == begin / 64) candidates &= ~uint64_t{0} << (begin % 64);
-    if (distance < 64) {
-      // Quotes past the line's end are in a slot not yet written: the
-      // Name::at() check below decides those.
-      const uint64_t next = word < end / 64 ? w.quote[(word + 1) % Window::words] : ~uint64_t{0};
-      candidates &= w.quote[word % Window::words] >> distance | next << (64 - distance);
-    }
+  const size_t from = begin + want.size() + 1;  // the first closing quote possible
+  if (from >= end) return none;
+  for (size_t word = end / 64 + 1; word-- > from / 64;) {
+    uint64_t candidates = closes[word % Window::words];
+    if (word == from / 64) candidates &= ~uint64_t{0} << (from % 64);
+    if (word == end / 64) candidates &= (uint64_t{1} << (end % 64)) - 1;
     while (candidates != 0) {
       const int top = 63 - std::countl_zero(candidates);
-      const size_t at = 64 * word + static_cast<size_t>(top);
-      if (at < end && want.at(data, end, at)) return at;
+      const size_t quote = 64 * word + static_cast<size_t>(top) - want.size() - 1;
+      if (want.at(data, end, quote)) return quote;
       candidates &= ~(uint64_t{1} << top);
     }
   }
   return none;
 }
 
-struct Query {
-  Name key;
-  Name heartbeat_field;
-};
-
 // The key (the member named `key`) and the heartbeat flag of the line
 // [begin, end) that stage 1 accepted, the last of each name winning.
 // `compact`: no whitespace between tokens, so a value starts two bytes
 // after its name's closing quote.
-LineScan members(const char* data, size_t begin, size_t end, const Window& w, const Query& q,
-                 bool compact) {
-  LineScan out;
+void members(const char* data, size_t begin, size_t end, const Window& w, const Query& q,
+             bool compact, LineScan& out) {
   out.top_is_object = true;
   const Cursor cursor(w, end);
   // Where the value of the member named `name` (at its opening quote)
@@ -332,11 +343,11 @@ LineScan members(const char* data, size_t begin, size_t end, const Window& w, co
     return compact ? quote + 2 : cursor.token_from(cursor.token_from(quote + 1) + 1);
   };
   if (!q.heartbeat_field.empty()) {
-    const size_t name = last_name(data, begin, end, w, q.heartbeat_field);
+    const size_t name = last_name(data, begin, end, w.beat, q.heartbeat_field);
     if (name != none) out.heartbeat = data[value_of(name, q.heartbeat_field)] == 't';
   }
-  const size_t key_name = last_name(data, begin, end, w, q.key);
-  if (key_name == none) return out;
+  const size_t key_name = last_name(data, begin, end, w.key, q.key);
+  if (key_name == none) return;
   const size_t value = value_of(key_name, q.key);
   const char first = data[value];
   if (first == '"') {
@@ -352,7 +363,6 @@ LineScan members(const char* data, size_t begin, size_t end, const Window& w, co
                                                                : ValueKind::integer;
     out.key = KeyValue{data + value, data + scalar_end, kind, false};
   }
-  return out;
 }
 
 // Appends a ScannedLine per line.
@@ -360,9 +370,17 @@ struct AppendLines {
   std::vector<ScannedLine>& out;
   size_t first = out.size();
   void forget() { out.resize(first); }
-  void operator()(size_t begin, size_t end, bool accepted, const LineScan& scan) {
+  void reject(size_t begin, size_t end) {
     out.push_back(ScannedLine{static_cast<uint32_t>(begin), static_cast<uint32_t>(end - begin),
-                              accepted, scan});
+                              false, LineScan{}});
+  }
+  // The line's scan, for the caller to fill in.
+  LineScan& accept(size_t begin, size_t end) {
+    ScannedLine& line = out.emplace_back();
+    line.begin = static_cast<uint32_t>(begin);
+    line.length = static_cast<uint32_t>(end - begin);
+    line.accepted = true;
+    return line.scan;
   }
 };
 // --- one copy of stage 1 per level ----------------------------------------------
@@ -437,11 +455,11 @@ inline Lanes8 spread<Lanes8>(unsigned lanes) {
 }
 // The masks of the eight chunks at p, p + 64, ..., p + 448, chunk i in
 // lane i: each chunk's compares stored as its lane, then loaded as words.
-inline void classify8_avx512(const char* p, Chunk<Lanes8>& c) {
+inline void classify8_avx512(const char* p, const Query& q, Chunk<Lanes8>& c) {
   alignas(64) Chunk<uint64_t[8]> lanes;
   for (int i = 0; i < 8; ++i) {
     Chunk<Word> one;
-    classify_avx512(p + 64 * i, one);
+    classify_avx512<false>(p + 64 * i, q, one);
     lanes.quote[i] = one.quote;
     lanes.backslash[i] = one.backslash;
     lanes.whitespace[i] = one.whitespace;
@@ -460,7 +478,8 @@ inline void classify8_avx512(const char* p, Chunk<Lanes8>& c) {
     lanes.plus[i] = one.plus;
     lanes.dot[i] = one.dot;
     lanes.exponent[i] = one.exponent;
-    lanes.literal[i] = one.literal;
+    lanes.key_first[i] = one.key_first;
+    lanes.beat_first[i] = one.beat_first;
   }
   static_assert(sizeof(lanes) == sizeof(c));
   std::memcpy(&c, &lanes, sizeof(c));
@@ -468,7 +487,7 @@ inline void classify8_avx512(const char* p, Chunk<Lanes8>& c) {
 #include "record/vector_scanner_stage1.inc"
 [[gnu::flatten]] void lines(const char* data, size_t n, const Query& q,
                             std::vector<ScannedLine>& out) {
-  lines_at<Lanes8, classify8_avx512, classify_avx512>(data, n, q, out);
+  lines_at<Lanes8, classify8_avx512, classify_avx512<true>>(data, n, q, out);
 }
 CHRONOMERGE_END_TARGET_REGION
 }  // namespace avx512

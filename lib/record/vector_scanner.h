@@ -56,6 +56,10 @@ struct VectorScanner {
   // Lines longer than this go to the scalar scanner (their masks would not
   // fit the scanner's window; telemetry lines are far shorter).
   static constexpr size_t max_line_bytes = 62 * 64;
+  // The key's and the heartbeat field's names it finds are at most this
+  // long (RecordParser::scans_runs() sends longer ones to the scalar
+  // scanner).
+  static constexpr size_t max_name_bytes = 63;
 
   // Scans `lines`, a run of whole lines each ending in '\n' (a last one
   // without is a line too), and appends one ScannedLine per line, empty

@@ -53,6 +53,7 @@ struct Specs {
       {"time", KeyType::integer, "hb"}, {"time", KeyType::integer, ""},
       {"time", KeyType::number, ""},    {"time", KeyType::string, "hb"},
       {"/time", KeyType::rfc3339, ""},  {"t", KeyType::string, "hb"},
+      {"", KeyType::integer, "t"},
   };
 };
 
@@ -315,8 +316,11 @@ TEST_CASE("vector and scalar scanners agree on random records and their mutation
     std::string line = "{";
     const int members = 1 + pick(14);
     for (int i = 0; i < members; ++i) {
+      // Besides the keys: names of the same size and first byte as one
+      // ("temp", "h0"), a prefix ("tim") and an extension ("times").
+      static const char* const near[] = {"temp", "h0", "tim", "times", "t", "", "hb"};
       const std::string name = pick(4) == 0   ? "time"
-                               : pick(5) == 0 ? "hb"
+                               : pick(3) == 0 ? near[pick(7)]
                                               : "f" + std::to_string(i);
       line += (i ? "," : "") + ("\"" + name + "\":") + value(value, 0);
     }
@@ -435,6 +439,11 @@ TEST_CASE("which keys the vector scanner reads") {
     CHECK_FALSE(runs({"a\"b", KeyType::integer, ""}, level));
     CHECK_FALSE(runs({"a\\b", KeyType::integer, ""}, level));
     CHECK_FALSE(runs({"time", KeyType::integer, "h\tb"}, level));
+    // Names up to max_name_bytes long.
+    const std::string longest(VectorScanner::max_name_bytes, 'k');
+    CHECK(runs({longest, KeyType::integer, longest}, level));
+    CHECK_FALSE(runs({longest + "k", KeyType::integer, ""}, level));
+    CHECK_FALSE(runs({"time", KeyType::integer, longest + "h"}, level));
   }
   CHECK_FALSE(runs({"time", KeyType::integer, ""}, SimdLevel::scalar));
 }
