@@ -487,15 +487,27 @@ class Scanner {
 // Eight ASCII digits at p as a number, in three multiplications rather
 // than a chain of eight (the bytes are loaded little-endian: the first
 // digit is the lowest byte).
-inline uint64_t eight_digits(const char* p) {
-  uint64_t x;
-  std::memcpy(&x, p, 8);
+inline uint64_t eight_digits(uint64_t x) {
   x -= 0x3030303030303030ULL;
   x = x * 10 + (x >> 8);  // each byte pair: 10 * first + second, in its low byte
   constexpr uint64_t pairs = 0x000000FF000000FFULL;
   constexpr uint64_t high = 100 + (1000000ULL << 32);
   constexpr uint64_t low = 1 + (10000ULL << 32);
   return ((x & pairs) * high + (x >> 16 & pairs) * low) >> 32;
+}
+inline uint64_t eight_digits(const char* p) {
+  uint64_t x;
+  std::memcpy(&x, p, 8);
+  return eight_digits(x);
+}
+// The last `count` (1-7) digits before `end`, which has at least eight
+// digits before it: the eight bytes up to `end`, those before the last
+// `count` made '0'.
+inline uint64_t last_digits(const char* end, ptrdiff_t count) {
+  uint64_t x;
+  std::memcpy(&x, end - 8, 8);
+  const uint64_t before = (uint64_t{1} << (8 * (8 - count))) - 1;  // low bytes come first
+  return eight_digits((x & ~before) | (0x3030303030303030ULL & before));
 }
 
 // A JSON integer (already validated) into int64.
@@ -510,6 +522,11 @@ std::optional<LineError> read_integer_key(const char* p, const char* end, int64_
       if (end - p >= 8) {
         value = value * 100000000 + eight_digits(p);
         p += 8;
+      }
+      if (p < end) {
+        static constexpr uint64_t scale[8] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000};
+        value = value * scale[end - p] + last_digits(end, end - p);
+        p = end;
       }
     }
     for (; p < end; ++p) value = value * 10 + static_cast<uint64_t>(*p - '0');

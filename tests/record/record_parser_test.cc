@@ -86,6 +86,21 @@ TEST_CASE("integer keys") {
     CHECK(integer_key(R"({"time":9223372036854775807})") == std::numeric_limits<int64_t>::max());
     CHECK(integer_key(R"({"time":-9223372036854775808})") == std::numeric_limits<int64_t>::min());
   }
+  SUBCASE("integers of every length from 1 to 19 digits, either sign, are read exactly") {
+    // Eight digits at a time, then the rest: every split of a length.
+    std::mt19937_64 rng(19);
+    for (int digits = 1; digits <= 19; ++digits) {
+      for (int round = 0; round < 50; ++round) {
+        std::string text(1, static_cast<char>('1' + rng() % 9));
+        while (static_cast<int>(text.size()) < digits) text += static_cast<char>('0' + rng() % 10);
+        if (digits == 19) text[0] = static_cast<char>('1' + rng() % 8);  // below 9.2e18
+        for (const std::string& signed_text : {text, "-" + text}) {
+          CAPTURE(signed_text);
+          CHECK(integer_key("{\"time\":" + signed_text + "}") == std::stoll(signed_text));
+        }
+      }
+    }
+  }
   SUBCASE("one past the int64 extremes overflows") {
     CHECK(verdict(R"({"time":9223372036854775808})") == "key_overflow");
     CHECK(verdict(R"({"time":-9223372036854775809})") == "key_overflow");
