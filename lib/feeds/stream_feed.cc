@@ -200,9 +200,10 @@ void StreamFeed::send() {
   pending_nread_ = 0;
   pending_bytes_ = 0;
   refresh(*batch.lines);
-  // A few hundred bytes (a slow producer's record) are framed here: the
-  // trip to the pool and back would cost more than the work.
-  if (batch.nread < inline_bytes) {
+  // Framed here when the trip to the pool and back would cost more than
+  // the work: a few hundred bytes (a slow producer's record) at any level,
+  // and every batch the vector scanner reads (see frames_here()).
+  if (frames_here(batch.nread, batch.lines->parser())) {
     batch.frame();
     take_batch(batch);
     return;

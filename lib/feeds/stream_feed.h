@@ -5,16 +5,18 @@
 // and the producer's writes eventually block.
 //
 // A read lands in a block (from a pool shared by the loop's stream feeds);
-// the block goes to libuv's thread pool, where a LineBatch frames and
-// validates it, and comes back to the loop thread, whose queue keeps views
-// into it: no record is copied and the loop thread does no JSON (but for
-// batches too small to be worth the trip). A batch takes the reads libuv
-// makes back to back (a few full blocks at most). One batch at a time, in
-// order: what is read while a batch is on the pool waits behind it (a few
-// blocks at most, then reading stops until it is back), and EOF or a
-// disconnect is taken once everything read before it has been framed. A
-// read that fills less than half a block is moved into a block of its own
-// size, so that a slow producer's records do not pin a whole read buffer.
+// a LineBatch frames and validates it, and the queue keeps views into it:
+// no record is copied. Where the vector scanner reads the feed's lines, the
+// loop thread frames every batch itself (cheaper than the trip to a pool
+// thread and back); else a batch goes to libuv's thread pool and comes
+// back (but for batches too small to be worth the trip). A batch takes the
+// reads libuv makes back to back (a few full blocks at most). One batch at
+// a time, in order: what is read while a batch is on the pool waits behind
+// it (a few blocks at most, then reading stops until it is back), and EOF
+// or a disconnect is taken once everything read before it has been framed.
+// A read that fills less than half a block is moved into a block of its
+// own size, so that a slow producer's records do not pin a whole read
+// buffer.
 #pragma once
 
 #include <memory>
@@ -36,8 +38,18 @@ class StreamFeed : public Feed {
   // Full reads one batch takes at most; as many wait behind a batch in
   // flight at most.
   static constexpr size_t reads_per_batch = 4;
-  // Batches smaller than this are framed on the loop thread.
+  // Batches smaller than this are framed on the loop thread at any level.
   static constexpr size_t inline_bytes = 4 << 10;
+  // Whether a batch of `nread` bytes is framed on the loop thread rather
+  // than on libuv's thread pool. The trip to the pool and back costs two
+  // thread wake-ups, tens of microseconds of CPU (bench/README.md, "Where
+  // a feed frames"): about what the vector scanner takes for a whole batch
+  // (four 64 KiB reads at most), so where it reads the feed's lines every
+  // batch is framed here; the scalar scanner, several times slower, goes
+  // to the pool from inline_bytes on, where a second core pays.
+  static bool frames_here(size_t nread, const RecordParser& parser) {
+    return nread < inline_bytes || parser.scans_runs();
+  }
   // A draining connection counts as drained once it has had nothing to
   // read for this long (see check_drained()).
   static constexpr uint64_t drain_quiet_ms = 100;

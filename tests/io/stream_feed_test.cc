@@ -20,6 +20,7 @@
 
 #include "daemon/pipeline.h"
 #include "io/loop_support.h"
+#include "record/record_parser.h"
 
 using namespace chronomerge;
 using namespace chronomerge::testing;
@@ -99,12 +100,22 @@ void write_all(int fd, std::string_view data) {
   }
 }
 
+// The cases below are about batches on the thread pool: their key lies
+// inside a member, which the vector scanner does not read, so that every
+// batch takes the pool at every level (StreamFeed::frames_here()).
+constexpr const char* pool_key = "/meta/time";
+
+// A record with key `time`, in pool_key, padded to `pad` bytes of 'x'.
+std::string record(int64_t time, size_t pad = 0) {
+  return "{\"meta\":{\"time\":" + std::to_string(time) + "},\"pad\":\"" + std::string(pad, 'x') +
+         "\"}\n";
+}
+
 // Records with keys from `first`, `count` of them, about 200 bytes each.
 std::string records(int64_t first, int count) {
   std::string out;
   for (int64_t time = first; time < first + count; ++time) {
-    out += "{\"time\":" + std::to_string(time) + ",\"pad\":\"" +
-           std::string(180 + static_cast<size_t>(time % 7), 'x') + "\"}\n";
+    out += record(time, 180 + static_cast<size_t>(time % 7));
   }
   return out;
 }
@@ -125,6 +136,7 @@ TEST_CASE("StreamFeed batches on the thread pool") {
 
   SUBCASE("a batch in flight when the queue fills is queued, and the paused feed reads no more") {
     Config config;
+    config.key = pool_key;
     config.idle_timeout_ms = 60000;  // "other" holds the merge until it speaks
     FeedConfig feed = unix_listen("sock", sock);
     feed.high_water_mark = 16 << 10;
@@ -173,7 +185,7 @@ TEST_CASE("StreamFeed batches on the thread pool") {
                       // "other" speaks: the merge runs, the queue drains,
                       // the feed resumes and reads the rest.
                       other_producer = connect_to(other);
-                      write_all(other_producer, "{\"time\":1000000000}\n");
+                      write_all(other_producer, record(1000000000));
                       when(
                           &loop, [&] { return pipeline.output().records() >= 500; },
                           [&] { pipeline.drain(); });
@@ -186,17 +198,18 @@ TEST_CASE("StreamFeed batches on the thread pool") {
       ::close(producer);
       if (other_producer >= 0) ::close(other_producer);
     }
-    CHECK(slurp(out) == data + "{\"time\":1000000000}\n");
+    CHECK(slurp(out) == data + record(1000000000));
   }
   SUBCASE("reads and a disconnect behind a batch on the pool are taken in order") {
     Config config;
+    config.key = pool_key;
     config.idle_timeout_ms = 50;  // "other" never connects
     config.feeds.push_back(unix_listen("sock", sock));
     config.feeds.push_back(unix_listen("other", other));
     config.outputs.push_back(file_output(out));
     const std::string first = records(0, 200);
     const std::string second = records(200, 100);
-    const std::string cut = "{\"time\":300,\"pad\":\"xx";  // the producer goes mid-line
+    const std::string cut = "{\"meta\":{\"time\":300},\"pad\":\"xx";  // the producer goes mid-line
     {
       Pipeline pipeline(&loop, config, true);
       REQUIRE(pipeline.start());
@@ -240,6 +253,7 @@ TEST_CASE("StreamFeed batches on the thread pool") {
 
   SUBCASE("a feed removed by a reload while its batch is on the pool merges it before it ends") {
     Config config;
+    config.key = pool_key;
     config.idle_timeout_ms = 50;
     config.feeds.push_back(unix_listen("sock", sock));
     config.feeds.push_back(unix_listen("other", other));
@@ -283,6 +297,7 @@ TEST_CASE("StreamFeed batches on the thread pool") {
 
   SUBCASE("a feed stopped with its batch on the pool counts it discarded and outlives it") {
     Config config;
+    config.key = pool_key;
     config.idle_timeout_ms = 50;
     config.drain_timeout_ms = 30;
     config.feeds.push_back(unix_listen("sock", sock));
@@ -327,6 +342,63 @@ TEST_CASE("StreamFeed batches on the thread pool") {
     }
     CHECK(slurp(out).empty());
   }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("StreamFeed frames on the loop thread where the vector scanner reads its lines") {
+  if (!RecordParser(KeySpec{}).scans_runs()) {
+    MESSAGE("skipped: this CPU has no vector level, so every batch takes the pool");
+    return;
+  }
+  TempDir dir;
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  const std::string sock = (dir.path / "sock").string();
+  const std::string out = (dir.path / "out").string();
+  Config config;  // key "time": a top-level member
+  config.feeds.push_back(unix_listen("sock", sock));
+  config.outputs.push_back(file_output(out));
+  std::string data;
+  // About 90 KiB (full reads, a batch of several): written before the
+  // loop runs, it must fit in the socket's buffer.
+  for (int64_t time = 0; time < 450; ++time) {
+    data += "{\"time\":" + std::to_string(time) + ",\"pad\":\"" + std::string(180, 'x') + "\"}\n";
+  }
+  {
+    Pipeline pipeline(&loop, config, true);
+    REQUIRE(pipeline.start());
+    // Every pool thread held: a batch sent there would wait, and the feed
+    // would be busy(). Framed on the loop thread, the records go through.
+    PoolBlocker blocker(&loop);
+    int producer = connect_to(sock);
+    write_all(producer, data);
+    ::shutdown(producer, SHUT_WR);
+    bool ever_busy = false;
+    bool finished = false;
+    pipeline.on_finished([&] {
+      finished = true;
+      pipeline.close();
+    });
+    const uint64_t deadline = uv_now(&loop) + 10000;
+    std::function<void()> watch = [&] {
+      ever_busy |= !pipeline.feeds().empty() && pipeline.feeds()[0] && stream(pipeline, 0).busy();
+      const bool through = pipeline.output().records() >= 450;
+      if (through || uv_now(&loop) > deadline) {
+        CHECK_MESSAGE(through, "the records waited for the blocked pool");
+        blocker.release();
+        pipeline.drain();
+        return;
+      }
+      after(&loop, 1, watch);
+    };
+    after(&loop, 1, watch);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(finished);
+    CHECK_FALSE(ever_busy);
+    ::close(producer);
+  }
+  CHECK(slurp(out) == data);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
 }
