@@ -24,12 +24,15 @@
 #
 # 1. Microbenchmark (chronomerge_validate_bench, one thread, files in
 #    memory): one data set per gen_feeds.py layout (bus, telemetry,
-#    strings, numbers, nested), at every level the CPU supports, two ways: "line",
-#    RecordParser::parse over every line, and "block", LineBatch over the
-#    input in 128 KiB blocks as a feed reads it (framing, validation of
-#    each block's whole lines at once, records made); GB/s per core and ns
-#    per line, against the target of 2 GB/s per core.  Every level must
-#    accept the same lines with the same keys as scalar, on both paths.
+#    strings, numbers, nested), at every level the CPU supports, three
+#    ways: "line", RecordParser::parse over every line (the scalar
+#    validator); "scan", the vector validator alone over the whole lines
+#    of each 128 KiB block; and "block", LineBatch over the input in
+#    128 KiB blocks as a feed reads it (framing, validation of each
+#    block's whole lines at once, the rest parsed, records made); GB/s per
+#    core and ns per line, against the target of 2 GB/s per core for the
+#    vector validator.  Every level must accept the same lines with the
+#    same keys as scalar on the block path.
 # 2. One-shot: `chronomerge FILES` on the telemetry layout at K=2, 8 and
 #    1000, beside `sort -m`, after the correctness check of run.sh (output
 #    byte-identical to `LC_ALL=C sort -m -s -t: -k2,2n`); chronomerge at its
@@ -232,11 +235,14 @@ def fmt_int(n):
 rows = list(csv.DictReader(open(micro_tsv), delimiter="\t"))
 print("## Validator microbenchmark (one thread, in memory)")
 print()
-print("line: RecordParser::parse per line; block: LineBatch over 128 KiB blocks (framing, the")
-print("vector scanner over each block's whole lines, records made), as a feed reads.")
+print("line: RecordParser::parse per line (the scalar validator); scan: the vector validator")
+print("alone (the vector scanner over the whole lines of each 128 KiB block; accepted = the")
+print("lines it decided itself, the rest go to the scalar one); block: LineBatch over 128 KiB")
+print("blocks (framing, the scan, the rest parsed, records made), as a feed reads.")
 print()
-# The target is for the vector scanner at the widest level the CPU has.
-print("| data set | level | path | GB/s per core | ns/line | accepted lines | vs scalar line | target ≥ %g GB/s per core (widest level) |" % target_gbps)
+# The target is for the validator: the vector scanner at the widest level
+# the CPU has.
+print("| data set | level | path | GB/s per core | ns/line | accepted lines | vs scalar line | target ≥ %g GB/s per core (vector validator, widest level) |" % target_gbps)
 print("|---|---|---|---:|---:|---:|---:|---|")
 scalar = {r["layout"]: float(r["gb_per_s"]) for r in rows
           if r["level"] == "scalar" and r["path"] == "line"}
@@ -250,7 +256,8 @@ for r in rows:
     print("| %s | %s | %s | %.3f%s | %.1f | %s | %s | %s |" % (
         label, r["level"], r["path"], gbps, busy, float(r["ns_per_line"]),
         fmt_int(int(r["accepted"])), vs,
-        ("met" if gbps >= target_gbps else "NOT MET") if r["level"] == vector_level else ""))
+        ("met" if gbps >= target_gbps else "NOT MET")
+        if r["level"] == vector_level and r["path"] == "scan" else ""))
 print()
 
 # --- one-shot

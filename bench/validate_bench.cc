@@ -2,6 +2,10 @@
 // instruction-set level this CPU supports, on one thread, two ways:
 //   line   RecordParser::parse over each line (the lines cut beforehand):
 //          the scalar scanner, whatever the level, so timed once
+//   scan   the validator alone, at the vector levels: the vector
+//          scanner (RecordParser::scan_lines) over the whole lines of each
+//          128 KiB block in one run, each line's verdict and key found
+//          (the lines it leaves to the scalar scanner are not parsed)
 //   block  LineBatch::frame over the input in 128 KiB blocks, as a feed
 //          reads it: framing, validation (a whole run of lines per block
 //          at the vector levels) and the records made, all timed
@@ -33,6 +37,9 @@
 // The thread's CPU time is measured too; cpu/wall below ~0.95 means other
 // work took the core during the run, and the figures are low.
 //
+// On the scan path, "accepted" counts the lines the vector scanner decided
+// itself; the block path gives the rest to the scalar scanner.
+//
 // Exit status: 0 when every level's block path gave parse()'s outcome for
 // every line, 1 when one did not (the first differences go to stderr), 2 on
 // a usage or I/O error.
@@ -57,6 +64,7 @@
 #include "record/key.h"
 #include "record/record_parser.h"
 #include "record/simd_level.h"
+#include "record/vector_scanner.h"
 
 namespace {
 
@@ -188,6 +196,49 @@ Pass timed_pass(const RecordParser& parser, const std::vector<std::string_view>&
           accepted};
 }
 
+// The runs the scan path scans: the whole lines of each block of a file,
+// the line a block cuts carried to the next, as a feed's framer does.
+std::vector<std::string_view> runs_of(const Input& in) {
+  std::vector<std::string_view> runs;
+  for (const std::string& buffer : in.buffers) {
+    const std::string_view all(buffer);
+    for (size_t at = 0; at < all.size();) {
+      const size_t limit = std::min(all.size(), at + block_bytes);
+      size_t end = limit == all.size() ? limit : all.rfind('\n', limit - 1) + 1;
+      if (end <= at) end = limit;  // a line longer than a block: cut it
+      runs.push_back(all.substr(at, end - at));
+      at = end;
+    }
+  }
+  return runs;
+}
+
+// The scan path: the vector scanner over each run, the keys of the lines
+// it accepted summed.
+Pass scan_pass(const RecordParser& parser, const std::vector<std::string_view>& runs,
+               uint64_t& checksum) {
+  std::vector<chronomerge::ScannedLine> scanned;
+  scanned.reserve(block_bytes / 32);
+  uint64_t accepted = 0;
+  uint64_t sum = 0;
+  int64_t cpu0 = thread_cpu_ns();
+  auto t0 = std::chrono::steady_clock::now();
+  for (std::string_view run : runs) {
+    scanned.clear();
+    parser.scan_lines(run, scanned);
+    for (const chronomerge::ScannedLine& line : scanned) {
+      if (!line.accepted) continue;
+      ++accepted;
+      sum += static_cast<uint64_t>(line.scan.key.end - line.scan.key.begin) + line.begin;
+    }
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  int64_t cpu1 = thread_cpu_ns();
+  checksum += sum;
+  return {std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count(), cpu1 - cpu0,
+          accepted};
+}
+
 // The block path: each block framed by a LineBatch (one per file), its
 // records and rejected lines taken. `outcomes`, if not null, receives the
 // outcome of every line in order.
@@ -240,6 +291,8 @@ struct LevelResult {
   uint64_t accepted = 0;  // from the untimed pass
   std::vector<int64_t> wall_ns, cpu_ns;
   std::vector<int64_t> block_wall_ns, block_cpu_ns;
+  uint64_t scan_accepted = 0;  // lines the vector scanner decided itself
+  std::vector<int64_t> scan_wall_ns, scan_cpu_ns;
 };
 
 // The accepted lines' outcomes, in order, and how many lines failed for
@@ -321,7 +374,7 @@ int main(int argc, char** argv) {
                    std::string(chronomerge::to_string(level)).c_str(), " by this CPU");
       continue;
     }
-    levels.push_back({level, RecordParser(spec, level), 0, {}, {}, {}, {}});
+    levels.push_back({level, RecordParser(spec, level), 0, {}, {}, {}, {}, 0, {}, {}});
   }
   if (levels.empty()) fail("none of the requested levels is supported here");
 
@@ -352,6 +405,7 @@ int main(int argc, char** argv) {
   }
   // The block path at every level against the line path's reference.
   const std::vector<Block> blocks = blocks_of(in);
+  const std::vector<std::string_view> runs = runs_of(in);
   {
     const auto expected = summary(reference);
     uint64_t unused = 0;
@@ -400,6 +454,16 @@ int main(int argc, char** argv) {
       }
       lr.block_wall_ns.push_back(b.wall_ns);
       lr.block_cpu_ns.push_back(b.cpu_ns);
+      if (lr.parser.scans_runs()) {
+        Pass v = scan_pass(lr.parser, runs, checksum);
+        if (!lr.scan_wall_ns.empty() && v.accepted != lr.scan_accepted) {
+          fail("the vector scanner at " + std::string(chronomerge::to_string(lr.level)) +
+               " accepted another number of lines in another pass");
+        }
+        lr.scan_accepted = v.accepted;
+        lr.scan_wall_ns.push_back(v.wall_ns);
+        lr.scan_cpu_ns.push_back(v.cpu_ns);
+      }
     }
   }
 
@@ -417,24 +481,29 @@ int main(int argc, char** argv) {
                 "accepted", "rejected", "cpu/wall");
   }
   for (const LevelResult& lr : levels) {
-    for (const char* path : {"line", "block"}) {
-      const bool block = std::string_view(path) == "block";
-      if (!block && lr.wall_ns.empty()) continue;  // parse(): timed once, as scalar
-      double wall = static_cast<double>(median(block ? lr.block_wall_ns : lr.wall_ns));
-      double cpu = static_cast<double>(median(block ? lr.block_cpu_ns : lr.cpu_ns));
-      std::string name(chronomerge::to_string(block ? lr.level : SimdLevel::scalar));
-      uint64_t rejected = in.lines.size() - lr.accepted;
+    for (const std::string_view path : {"line", "scan", "block"}) {
+      const bool line = path == "line";
+      const bool scan = path == "scan";
+      if (line && lr.wall_ns.empty()) continue;       // parse(): timed once, as scalar
+      if (scan && lr.scan_wall_ns.empty()) continue;  // no vector scanner at this level
+      const auto& walls = line ? lr.wall_ns : scan ? lr.scan_wall_ns : lr.block_wall_ns;
+      const auto& cpus = line ? lr.cpu_ns : scan ? lr.scan_cpu_ns : lr.block_cpu_ns;
+      double wall = static_cast<double>(median(walls));
+      double cpu = static_cast<double>(median(cpus));
+      std::string name(chronomerge::to_string(line ? SimdLevel::scalar : lr.level));
+      const uint64_t accepted = scan ? lr.scan_accepted : lr.accepted;
+      uint64_t rejected = in.lines.size() - accepted;
       if (tsv) {
         std::printf("%s\t%s\t%zu\t%zu\t%llu\t%llu\t%llu\t%d\t%.0f\t%.0f\t%.4f\t%.2f\t%.3f\n",
-                    name.c_str(), path, in.names.size(), in.lines.size(),
+                    name.c_str(), std::string(path).c_str(), in.names.size(), in.lines.size(),
                     static_cast<unsigned long long>(in.bytes),
-                    static_cast<unsigned long long>(lr.accepted),
+                    static_cast<unsigned long long>(accepted),
                     static_cast<unsigned long long>(rejected), reps, wall, cpu,
                     wall > 0 ? bytes / wall : 0.0, wall / lines, wall > 0 ? cpu / wall : 0.0);
       } else {
-        std::printf("%-8s %-6s %10.3f %9.2f %12llu %10llu %9.3f\n", name.c_str(), path,
-                    wall > 0 ? bytes / wall : 0.0, wall / lines,
-                    static_cast<unsigned long long>(lr.accepted),
+        std::printf("%-8s %-6s %10.3f %9.2f %12llu %10llu %9.3f\n", name.c_str(),
+                    std::string(path).c_str(), wall > 0 ? bytes / wall : 0.0, wall / lines,
+                    static_cast<unsigned long long>(accepted),
                     static_cast<unsigned long long>(rejected), wall > 0 ? cpu / wall : 0.0);
       }
     }
