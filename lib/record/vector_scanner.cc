@@ -18,6 +18,7 @@ namespace {
 using Word = uint64_t;
 #if defined(__x86_64__)
 typedef uint64_t Lanes8 __attribute__((vector_size(64)));
+typedef uint64_t Lanes4 __attribute__((vector_size(32)));
 #endif
 
 // Stage 1's view of 64 bytes per lane: bit i of each mask describes byte i.
@@ -160,7 +161,9 @@ inline uint64_t bits16(__m128i v, int shift) {
   return static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_epi8(v))) << shift;
 }
 
-// The same as classify_sse2(), 32 bytes at a time.
+// The same as classify_sse2(), 32 bytes at a time. `exact`: as for
+// classify_avx512().
+template <bool exact = true>
 [[gnu::target("avx2")]] inline void classify_avx2(const char* p, const Query& q, Chunk<Word>& c) {
   const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32));
@@ -179,8 +182,12 @@ inline uint64_t bits16(__m128i v, int shift) {
   const __m256i hi_digit = _mm256_sub_epi8(hi, zero);
   c.quote = eq('"');
   c.backslash = eq('\\');
-  c.whitespace = eq(' ') | eq('\t') | eq('\r');
   c.newline = eq('\n');
+  // Up to a space: the unsigned maximum with a space is the space.
+  c.whitespace = exact ? eq(' ') | eq('\t') | eq('\r')
+                       : mask(_mm256_cmpeq_epi8(_mm256_max_epu8(lo, space), space),
+                              _mm256_cmpeq_epi8(_mm256_max_epu8(hi, space), space)) &
+                             ~c.newline;
   c.lbrace = eq('{');
   c.rbrace = eq('}');
   c.lbracket = eq('[');
@@ -411,10 +418,47 @@ namespace sse2 {
 
 namespace avx2 {
 CHRONOMERGE_TARGET_REGION("avx2,bmi,bmi2")
+inline Lanes4 previous(const Lanes4& x, const Lanes4& before) {
+#if defined(__clang__)
+  return __builtin_shufflevector(before, x, 3, 4, 5, 6);
+#else
+  return __builtin_shuffle(before, x, Lanes4{3, 4, 5, 6});
+#endif
+}
+inline __m256i vec(const Lanes4& x) {
+  return reinterpret_cast<__m256i>(x);
+}
+inline bool any(const Lanes4& x) {
+  return !_mm256_testz_si256(vec(x), vec(x));
+}
+inline unsigned top_bits(const Lanes4& x) {
+  return static_cast<unsigned>(_mm256_movemask_pd(_mm256_castsi256_pd(vec(x))));
+}
+inline unsigned all_ones(const Lanes4& x) {
+  return top_bits(reinterpret_cast<Lanes4>(_mm256_cmpeq_epi64(vec(x), _mm256_set1_epi64x(-1))));
+}
+// Unsigned: with the sign bits flipped, a signed comparison.
+inline unsigned below(const Lanes4& x, const Lanes4& y) {
+  const __m256i sign = _mm256_set1_epi64x(INT64_MIN);
+  return top_bits(reinterpret_cast<Lanes4>(
+      _mm256_cmpgt_epi64(_mm256_xor_si256(vec(y), sign), _mm256_xor_si256(vec(x), sign))));
+}
+template <typename W>
+inline W spread(unsigned lanes);
+template <>
+inline Lanes4 spread<Lanes4>(unsigned lanes) {
+  const __m256i bits = _mm256_setr_epi64x(1, 2, 4, 8);
+  const __m256i set = _mm256_and_si256(_mm256_set1_epi64x(lanes), bits);
+  return reinterpret_cast<Lanes4>(_mm256_cmpeq_epi64(set, bits));
+}
+inline Lanes4 add_one(const Lanes4& x, unsigned lanes) {
+  return x - spread<Lanes4>(lanes);  // all ones is -1
+}
 #include "record/vector_scanner_stage1.inc"
 [[gnu::flatten]] void lines(const char* data, size_t n, const Query& q,
                             std::vector<ScannedLine>& out) {
-  lines_at<Word, classify_avx2, classify_avx2>(data, n, q, out);
+  lines_at<Lanes4, classify_lanes<Lanes4, classify_avx2<false>>, classify_avx2<true>>(data, n, q,
+                                                                                      out);
 }
 CHRONOMERGE_END_TARGET_REGION
 }  // namespace avx2
@@ -453,41 +497,11 @@ template <>
 inline Lanes8 spread<Lanes8>(unsigned lanes) {
   return reinterpret_cast<Lanes8>(_mm512_movm_epi64(static_cast<__mmask8>(lanes)));
 }
-// The masks of the eight chunks at p, p + 64, ..., p + 448, chunk i in
-// lane i: each chunk's compares stored as its lane, then loaded as words.
-inline void classify8_avx512(const char* p, const Query& q, Chunk<Lanes8>& c) {
-  alignas(64) Chunk<uint64_t[8]> lanes;
-  for (int i = 0; i < 8; ++i) {
-    Chunk<Word> one;
-    classify_avx512<false>(p + 64 * i, q, one);
-    lanes.quote[i] = one.quote;
-    lanes.backslash[i] = one.backslash;
-    lanes.whitespace[i] = one.whitespace;
-    lanes.newline[i] = one.newline;
-    lanes.lbrace[i] = one.lbrace;
-    lanes.rbrace[i] = one.rbrace;
-    lanes.lbracket[i] = one.lbracket;
-    lanes.rbracket[i] = one.rbracket;
-    lanes.colon[i] = one.colon;
-    lanes.comma[i] = one.comma;
-    lanes.control[i] = one.control;
-    lanes.high[i] = one.high;
-    lanes.digit[i] = one.digit;
-    lanes.zero[i] = one.zero;
-    lanes.minus[i] = one.minus;
-    lanes.plus[i] = one.plus;
-    lanes.dot[i] = one.dot;
-    lanes.exponent[i] = one.exponent;
-    lanes.key_first[i] = one.key_first;
-    lanes.beat_first[i] = one.beat_first;
-  }
-  static_assert(sizeof(lanes) == sizeof(c));
-  std::memcpy(&c, &lanes, sizeof(c));
-}
 #include "record/vector_scanner_stage1.inc"
 [[gnu::flatten]] void lines(const char* data, size_t n, const Query& q,
                             std::vector<ScannedLine>& out) {
-  lines_at<Lanes8, classify8_avx512, classify_avx512<true>>(data, n, q, out);
+  lines_at<Lanes8, classify_lanes<Lanes8, classify_avx512<false>>, classify_avx512<true>>(data, n,
+                                                                                          q, out);
 }
 CHRONOMERGE_END_TARGET_REGION
 }  // namespace avx512

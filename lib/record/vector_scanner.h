@@ -13,14 +13,21 @@
 // the others, and the string and array parities restart at every newline,
 // so a broken line cannot disturb the next. The fixed cost per line is
 // then a few bit operations where its newline falls, and reading its key.
+// The rules run on words of masks: one chunk per 64-bit word at SSE2, and
+// 8 (AVX-512) or 4 (AVX2) chunks side by side in a vector register, one
+// per lane, for runs without whitespace between tokens (what NDJSON
+// writers emit); vector_scanner_stage1.inc writes them once for every
+// word type.
 //
 // It decides the common record: an object whose members are strings,
 // numbers, literals and arrays of those. The whole grammar is checked with
 // bit operations, no branch per token: which token may follow which (the
-// token after each '{', ',', name, ':', '[', value and newline, found by an
+// token after each '{', ',', name, ':', '[', value and newline: one byte
+// on where there is no whitespace between tokens, else found by an
 // addition that carries through the bytes up to it), and which byte may
 // follow which inside a number. The key and the heartbeat flag are read at
-// their member names, the last duplicate winning as in the scalar scanner.
+// their member names (stage 1 marks the names of their size and first
+// byte), the last duplicate winning as in the scalar scanner.
 // Non-ASCII bytes inside strings are checked as UTF-8 with simdjson's
 // validator.
 //
