@@ -134,7 +134,7 @@ for layout in "${LAYOUTS[@]}"; do
   "$VALIDATE_BENCH" --tsv --reps "$REPS" "$dir"/feed-*.ndjson \
     > "$RUN_DIR/micro-$layout.tsv" 2> "$RUN_DIR/micro-$layout.log" || rc=$?
   # The levels that ran: the TSV's first column, below its header.
-  ran=$(awk 'NR > 1 { printf "%s%s", sep, $1; sep = ", " }' "$RUN_DIR/micro-$layout.tsv")
+  ran=$(awk 'NR > 1 && !seen[$1]++ { printf "%s%s", sep, $1; sep = ", " }' "$RUN_DIR/micro-$layout.tsv")
   case $rc in
     0)
       if [[ $ran == *,* ]]; then
@@ -246,6 +246,13 @@ print("| data set | level | path | GB/s per core | ns/line | accepted lines | vs
 print("|---|---|---|---:|---:|---:|---:|---|")
 scalar = {r["layout"]: float(r["gb_per_s"]) for r in rows
           if r["level"] == "scalar" and r["path"] == "line"}
+def target_verdict(r):
+    # A scan that hands most lines to the scalar scanner (nested records)
+    # validates little itself: its speed says nothing of the target.
+    decided = int(r["accepted"]) / max(int(r["lines"]), 1)
+    if decided < 0.5:
+        return "n/a (decides %.0f%% of the lines)" % (100 * decided)
+    return "met" if float(r["gb_per_s"]) >= target_gbps else "NOT MET"
 for r in rows:
     lines, nbytes = int(r["lines"]), int(r["bytes"])
     label = "%s, %s lines, %.0f B/line" % (r["layout"], fmt_int(lines), nbytes / lines)
@@ -256,8 +263,7 @@ for r in rows:
     print("| %s | %s | %s | %.3f%s | %.1f | %s | %s | %s |" % (
         label, r["level"], r["path"], gbps, busy, float(r["ns_per_line"]),
         fmt_int(int(r["accepted"])), vs,
-        ("met" if gbps >= target_gbps else "NOT MET")
-        if r["level"] == vector_level and r["path"] == "scan" else ""))
+        target_verdict(r) if r["level"] == vector_level and r["path"] == "scan" else ""))
 print()
 
 # --- one-shot
