@@ -8,6 +8,7 @@
 
 #include "daemon/pipeline.h"
 #include "feeds/connect_feed.h"
+#include "feeds/exec_feed.h"
 #include "feeds/kafka_feed.h"
 #include "feeds/listen_feed.h"
 #include "feeds/member_feed.h"
@@ -49,6 +50,7 @@ void add_counts(FeedSnapshot& t, const FeedStats& stats, const FeedCounters& cou
   t.refused += counters.refused;
   t.refused_bytes += counters.refused_bytes;
   t.connections += counters.connections;
+  t.start_failures += counters.start_failures;
 }
 
 }  // namespace
@@ -171,6 +173,7 @@ MetricsSnapshot Pipeline::metrics_snapshot() const {
     t.paused_ms += counters.paused_ms;
     t.queue_bytes += merger_.queue_bytes(id);
     t.listens = t.listens || dynamic_cast<const ListenFeed*>(feed.get()) != nullptr;
+    t.runs_program = t.runs_program || dynamic_cast<const ExecFeed*>(feed.get()) != nullptr;
     t.paused = t.paused || merger_.paused(id);
     t.connected = t.connected || counters.connected;
     t.io_error = t.io_error || counters.io_error;

@@ -72,6 +72,7 @@ bool ExecFeed::spawn() {
     // would signal the daemon's whole process group.
     process_->initialized(this);
     exited_ = true;
+    ++counters_.start_failures;
     log::error("feed {}: cannot run {}: {}", name(), config_.command[0], uv_error_text(rc));
     out->close();
     stderr_pipe_->close();

@@ -73,6 +73,8 @@ struct FeedCounters {
   uint64_t refused_bytes = 0;
   uint64_t bytes_read = 0;
   uint64_t connections = 0;
+  // Exec feeds: times the program could not be started (uv_spawn failed).
+  uint64_t start_failures = 0;
   bool connected = false;
   bool io_error = false;      // the input could not be read to its end
   uint64_t paused_ms = 0;     // time spent paused, closed pauses only
@@ -88,6 +90,7 @@ struct FeedCounters {
     refused_bytes += other.refused_bytes;
     bytes_read += other.bytes_read;
     connections += other.connections;
+    start_failures += other.start_failures;
     paused_ms += other.paused_ms;
   }
   // Total paused time up to `now` (loop milliseconds).

@@ -276,6 +276,15 @@ void render_feeds(Exposition& x, const MetricsSnapshot& snapshot) {
   gauge("chronomerge_feed_io_error", "1 if the feed's input failed before its end.",
         &FeedSnapshot::io_error);
 
+  // Exec feeds only.
+  x.family("chronomerge_feed_start_failures_total", "counter",
+           "Times an exec feed's program could not be started (not found, not executable, "
+           "out of processes or descriptors); with restart on-exit it is tried again, with "
+           "backoff.");
+  for (const FeedSnapshot& t : feeds) {
+    if (t.runs_program) x.sample({{"feed", t.name}}, t.start_failures);
+  }
+
   // Listening feeds only: one producer at a time.
   x.family("chronomerge_feed_refused_total", "counter",
            "Producer connections a listening feed refused because a producer was connected "

@@ -40,6 +40,8 @@ struct FeedSnapshot {
   uint64_t pauses = 0;
   uint64_t paused_ms = 0;  // the current pause included
   uint64_t connections = 0;
+  bool runs_program = false;  // an exec feed: start failures apply
+  uint64_t start_failures = 0;
   bool listens = false;  // a listening feed: refusals apply
   uint64_t refused = 0;
   uint64_t refused_bytes = 0;

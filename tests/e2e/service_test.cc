@@ -848,6 +848,27 @@ TEST_CASE("--check-config looks at every path the daemon would use, changing not
   CHECK_FALSE(std::filesystem::exists(dir / "nodir"));
 }
 
+TEST_CASE("an exec feed whose program cannot be started counts each attempt") {
+  TempDir dir;
+  const std::string missing = dir / "no-such-program";
+  nlohmann::json config = {
+      {"feeds",
+       {{{"name", "job"}, {"type", "exec"}, {"command", {missing}}, {"restart", "on-exit"}},
+        {{"name", "sim"}, {"type", "simulate"}, {"rate", 10}}}},
+      {"outputs", {{{"name", "out"}, {"type", "file"}, {"path", dir / "out"}}}}};
+  with_metrics(config);
+  Daemon daemon(dir, config);
+  const uint16_t port = daemon.metrics_port();
+  // Attempts at about 0, 0.1 and 0.3 s: three within 2 s, none connected.
+  CHECK(wait_sample(
+            port, "chronomerge_feed_start_failures_total{feed=\"job\"}",
+            [](double v) { return v >= 3; }, 20s) >= 3);
+  CHECK(scrape(port, "chronomerge_feed_connections_total{feed=\"job\"}") == 0);
+  CHECK(scrape(port, "chronomerge_feed_connected{feed=\"job\"}") == 0);
+  CHECK(daemon.log_count("cannot run") >= 3);
+  CHECK(daemon.stop().code == 0);
+}
+
 TEST_CASE("exec feeds with restart on-exit start the program again, with backoff") {
   TempDir dir;
   // Each run prints one record, numbered by a counter file, and exits.
@@ -869,6 +890,7 @@ TEST_CASE("exec feeds with restart on-exit start the program again, with backoff
             port, "chronomerge_feed_records_total{feed=\"job\"}", [](double v) { return v >= 4; },
             20s) >= 4);
   CHECK(scrape(port, "chronomerge_feed_connections_total{feed=\"job\"}") >= 4);
+  CHECK(scrape(port, "chronomerge_feed_start_failures_total{feed=\"job\"}") == 0);
   CHECK(daemon.log_count("starting it again") >= 3);
   CHECK(daemon.stop().code == 0);
   const auto lines = split_lines(read_file(dir / "out"));
