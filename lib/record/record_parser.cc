@@ -484,9 +484,9 @@ class Scanner {
   bool escaped_ = false;
 };
 
-// Eight ASCII digits at p as a number, in three multiplications rather
-// than a chain of eight (the bytes are loaded little-endian: the first
-// digit is the lowest byte).
+// Eight ASCII digits, the bytes of x (loaded little-endian: the first
+// digit is the lowest byte), as a number, in three multiplications rather
+// than a chain of eight.
 inline uint64_t eight_digits(uint64_t x) {
   x -= 0x3030303030303030ULL;
   x = x * 10 + (x >> 8);  // each byte pair: 10 * first + second, in its low byte
@@ -495,6 +495,7 @@ inline uint64_t eight_digits(uint64_t x) {
   constexpr uint64_t low = 1 + (10000ULL << 32);
   return ((x & pairs) * high + (x >> 16 & pairs) * low) >> 32;
 }
+// The eight digits at p.
 inline uint64_t eight_digits(const char* p) {
   uint64_t x;
   std::memcpy(&x, p, 8);
