@@ -669,10 +669,15 @@ TEST_CASE("/healthz reports draining") {
     }
     Socket producer = connect_tcp(feed_port);
     Background writer([&] { write_all(producer, data, 20s); });  // cut off by the drain
-    // Everything behind the frozen client is full once the feed is paused.
+    // Everything behind the frozen client is full once the feed stays
+    // paused: until the output is full, the merge drains each pause's
+    // queue, and the feed resumes (at once when it frames on the loop
+    // thread).
     REQUIRE(daemon.wait_log("feed bus: paused", 10s));
+    CHECK(wait_sample(
+              metrics, "chronomerge_feed_paused{feed=\"bus\"}", [](double v) { return v == 1; },
+              10s) == 1);
     // The time spent paused is counted while the pause lasts.
-    CHECK(scrape(metrics, "chronomerge_feed_paused{feed=\"bus\"}") == 1);
     CHECK(wait_metrics(metrics, [](const std::map<std::string, double>& m) {
       auto it = m.find("chronomerge_feed_paused_seconds_total{feed=\"bus\"}");
       return it != m.end() && it->second >= 0.05;
