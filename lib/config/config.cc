@@ -20,8 +20,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "config/json_depth.h"
 #include "config/kafka_properties.h"
+#include "record/json_depth.h"
 #include "record/record_parser.h"
 
 namespace chronomerge {

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
-#include "config/json_depth.h"
 #include "log/log.h"
+#include "record/json_depth.h"
 
 namespace chronomerge {
 

@@ -11,7 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "config/json_depth.h"
+#include "record/json_depth.h"
 
 namespace chronomerge {
 

@@ -1,6 +1,6 @@
 #include "config/config.h"
 
-#include "config/json_depth.h"
+#include "record/json_depth.h"
 
 #include <cerrno>
 #include <cstring>

@@ -1,4 +1,4 @@
-#include "config/json_depth.h"
+#include "record/json_depth.h"
 
 namespace chronomerge {
 
