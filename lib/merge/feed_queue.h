@@ -152,6 +152,9 @@ class FeedQueue {
   // ParsedRecord::origin of the oldest record (0 if untracked).
   uint64_t front_origin() const { return origins_.empty() ? 0 : origins_[head_]; }
   std::string_view front_bytes() const;
+  // Where front_bytes() begins, without the bounds a view needs.
+  const char* front_data() const { return ring_[head_].data; }
+  const void* front_slot() const { return &ring_[head_]; }
   std::string_view front_key_text() const;  // the key as written
   void pop();
 

@@ -199,7 +199,9 @@ void Merger::set_ranks(const std::vector<uint32_t>& ranks) {
 }
 
 Merger::HeapEntry Merger::heap_entry(FeedId feed) const {
-  return HeapEntry{feeds_[feed]->queue.front_ordinal(), feeds_[feed]->rank, feed};
+  const FeedQueue& queue = feeds_[feed]->queue;
+  return HeapEntry{queue.front_ordinal(), feeds_[feed]->rank, feed, queue.front_data(),
+                   queue.front_slot()};
 }
 
 // The heap is hand-written rather than std::push_heap/pop_heap so that the
@@ -398,6 +400,8 @@ void Merger::pop_front(FeedId feed, uint64_t now, bool late) {
     heap_remove_top();
   } else {
     heap_.front().ordinal = f.queue.front_ordinal();
+    heap_.front().bytes = f.queue.front_data();
+    heap_.front().slot = f.queue.front_slot();
     sift_down();
   }
   popped(feed, late, now);
@@ -600,6 +604,32 @@ bool Merger::emit_combined(uint64_t now) {
   return more;
 }
 
+// The next record emitted is nearly always the head of one of the top's
+// two children (88 % of the steps at K=1000 on the benchmark data; in the
+// rest the top's own next record follows, next in memory to the one just
+// emitted). With many feeds those heads lie in a thousand read blocks that
+// left the cache long ago, and the merge waited on memory at every record:
+// reading its feed's queue, copying it into the output. Asking for them a
+// step ahead overlaps that wait with the step (K=1000 one-shot: 10-19 %
+// less wall time). The record's first bytes are loaded rather than
+// prefetched: a prefetch of them alone measured no gain (it may be dropped
+// on a TLB miss, and the blocks span thousands of pages); the feed's own
+// lines are few and stay mapped.
+void Merger::prefetch_next() const {
+  for (size_t child = 1; child <= 2 && child < heap_.size(); ++child) {
+    const HeapEntry& entry = heap_[child];
+    // Loaded, so it must be the head's: fronts change only in pop_front(),
+    // which updates the entry, and while a feed is off the heap.
+    assert(entry.bytes == feeds_[entry.feed]->queue.front_data());
+    (void)*static_cast<const volatile char*>(entry.bytes);
+    __builtin_prefetch(entry.slot);
+    const Feed* f = feeds_[entry.feed].get();
+    const char* from = reinterpret_cast<const char*>(&f->rank);
+    const char* to = reinterpret_cast<const char*>(&f->live_since);
+    for (const char* line = from; line <= to; line += 64) __builtin_prefetch(line);
+  }
+}
+
 bool Merger::run(uint64_t now) {
   sweep_idle(now);
   size_t steps = 0;
@@ -610,6 +640,7 @@ bool Merger::run(uint64_t now) {
       break;
     }
     FeedId top = heap_.front().feed;
+    prefetch_next();
     Feed& f = *feeds_[top];
     if (f.queue.front_heartbeat()) {
       // A heartbeat is never forwarded. While another feed is waiting it

@@ -298,6 +298,10 @@ class Merger {
     int64_t ordinal;
     uint32_t rank;  // the feed's rank, copied so comparisons stay in the heap
     FeedId feed;
+    // Where the head's bytes and its slot in the feed's queue are: hints
+    // for prefetch_next(), kept with the ordinal.
+    const char* bytes;
+    const void* slot;
   };
 
   bool heap_before(const HeapEntry& a, const HeapEntry& b) const;
@@ -310,6 +314,7 @@ class Merger {
   void update_holder(uint64_t now);
   void heap_insert(FeedId feed);
   void heap_remove_top();
+  void prefetch_next() const;
   void sift_down();
   void enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
   void enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now);
