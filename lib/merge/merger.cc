@@ -177,8 +177,8 @@ bool Merger::before_frontier(const FeedQueue& queue) const {
 }
 
 // Merge order of two heads: key, then feed id.
-bool Merger::heap_before(const HeapEntry& a, const HeapEntry& b) const {
-  if (a.ordinal != b.ordinal) return a.ordinal < b.ordinal;
+// Equal ordinals: by key text, then by rank.
+bool Merger::tie_before(const HeapEntry& a, const HeapEntry& b) const {
   if (compare_text_) {
     int c = feeds_[a.feed]->queue.front_text().compare(feeds_[b.feed]->queue.front_text());
     if (c != 0) return c < 0;
@@ -199,15 +199,20 @@ void Merger::set_ranks(const std::vector<uint32_t>& ranks) {
 }
 
 Merger::HeapEntry Merger::heap_entry(FeedId feed) const {
+  return HeapEntry{feeds_[feed]->queue.front_ordinal(), feeds_[feed]->rank, feed};
+}
+
+void Merger::set_head_hint(FeedId feed) {
+  if (head_hints_.size() <= feed) head_hints_.resize(feeds_.size());
   const FeedQueue& queue = feeds_[feed]->queue;
-  return HeapEntry{queue.front_ordinal(), feeds_[feed]->rank, feed, queue.front_data(),
-                   queue.front_slot()};
+  head_hints_[feed] = HeadHint{queue.front_data(), queue.front_slot()};
 }
 
 // The heap is hand-written rather than std::push_heap/pop_heap so that the
 // emit loop can replace the top in place (the emitted feed's next record
 // usually stays near the top) with one sift instead of a pop and a push.
 void Merger::heap_insert(FeedId feed) {
+  set_head_hint(feed);
   HeapEntry entry = heap_entry(feed);
   size_t i = heap_.size();
   heap_.push_back(entry);
@@ -400,8 +405,7 @@ void Merger::pop_front(FeedId feed, uint64_t now, bool late) {
     heap_remove_top();
   } else {
     heap_.front().ordinal = f.queue.front_ordinal();
-    heap_.front().bytes = f.queue.front_data();
-    heap_.front().slot = f.queue.front_slot();
+    set_head_hint(feed);
     sift_down();
   }
   popped(feed, late, now);
@@ -617,13 +621,15 @@ bool Merger::emit_combined(uint64_t now) {
 // lines are few and stay mapped.
 void Merger::prefetch_next() const {
   for (size_t child = 1; child <= 2 && child < heap_.size(); ++child) {
-    const HeapEntry& entry = heap_[child];
-    // Loaded, so it must be the head's: fronts change only in pop_front(),
-    // which updates the entry, and while a feed is off the heap.
-    assert(entry.bytes == feeds_[entry.feed]->queue.front_data());
-    (void)*static_cast<const volatile char*>(entry.bytes);
-    __builtin_prefetch(entry.slot);
-    const Feed* f = feeds_[entry.feed].get();
+    const FeedId feed = heap_[child].feed;
+    const HeadHint& head = head_hints_[feed];
+    // Loaded, so it must be the head's: a queue's front changes only in
+    // pop_front(), which updates the hint, and while the feed is off the
+    // heap (heap_insert() sets it).
+    assert(head.bytes == feeds_[feed]->queue.front_data());
+    (void)*static_cast<const volatile char*>(head.bytes);
+    __builtin_prefetch(head.slot);
+    const Feed* f = feeds_[feed].get();
     const char* from = reinterpret_cast<const char*>(&f->rank);
     const char* to = reinterpret_cast<const char*>(&f->live_since);
     for (const char* line = from; line <= to; line += 64) __builtin_prefetch(line);

@@ -298,13 +298,23 @@ class Merger {
     int64_t ordinal;
     uint32_t rank;  // the feed's rank, copied so comparisons stay in the heap
     FeedId feed;
-    // Where the head's bytes and its slot in the feed's queue are: hints
-    // for prefetch_next(), kept with the ordinal.
-    const char* bytes;
-    const void* slot;
+  };
+  // Where a feed's head lies, for prefetch_next(): its bytes and its slot
+  // in the queue. Kept beside the heap, by feed, so that the heap's
+  // entries stay 16 bytes.
+  struct HeadHint {
+    const char* bytes = nullptr;
+    const void* slot = nullptr;
   };
 
-  bool heap_before(const HeapEntry& a, const HeapEntry& b) const;
+  // Inline: a sift compares at every level, and ordinals nearly always
+  // differ.
+  bool heap_before(const HeapEntry& a, const HeapEntry& b) const {
+    if (a.ordinal != b.ordinal) return a.ordinal < b.ordinal;
+    return tie_before(a, b);
+  }
+  bool tie_before(const HeapEntry& a, const HeapEntry& b) const;
+  void set_head_hint(FeedId feed);
   Key front_key(FeedId feed) const;
   bool before_frontier(const FeedQueue& queue) const;
   HeapEntry heap_entry(FeedId feed) const;
@@ -345,6 +355,7 @@ class Merger {
   std::vector<FeedId> free_;                  // free slots, reused first
   // Feeds with a non-empty queue; a binary min-heap on (head key, feed id).
   std::vector<HeapEntry> heap_;
+  std::vector<HeadHint> head_hints_;  // by FeedId, valid while on the heap
   // Whether any key so far had text (string keys). Until one does, every
   // key's text is empty and comparing ordinals alone is comparing keys.
   bool compare_text_ = false;
