@@ -63,8 +63,9 @@ std::string record(int64_t time, size_t pad) {
   return "{\"time\":" + std::to_string(time) + ",\"pad\":\"" + std::string(pad, 'x') + "\"}";
 }
 
-// Read sizes follow the high-water mark: a quarter of it, 4 KiB at least.
-constexpr size_t small_reads = 16 << 10;  // 4 KiB reads
+// Read sizes follow the high-water mark: a quarter of it, within
+// FileFeed's bounds.
+constexpr size_t small_reads = 16 << 10;  // reads of FileFeed::min_read_bytes
 constexpr size_t large_reads = 1 << 20;   // the largest reads
 
 }  // namespace
@@ -101,7 +102,7 @@ TEST_CASE("FileFeed frames lines across read boundaries") {
 }
 
 TEST_CASE("FileFeed skips overlong lines that span several reads") {
-  // 4 KiB reads, lines capped at 6000 bytes: each 20,000-byte line spans
+  // 8 KiB reads, lines capped at 6000 bytes: each 20,000-byte line spans
   // several reads and is counted once; its neighbours arrive intact.
   std::string input;
   std::string expected;
@@ -117,7 +118,8 @@ TEST_CASE("FileFeed skips overlong lines that span several reads") {
 }
 
 TEST_CASE("FileFeed delivers a final line without a newline and ends at EOF") {
-  for (size_t size : {size_t{100}, size_t{4095}, size_t{4096}, size_t{4097}, size_t{12'000}}) {
+  constexpr size_t read_size = FileFeed::min_read_bytes;
+  for (size_t size : {size_t{100}, read_size - 1, read_size, read_size + 1, read_size * 3 / 2}) {
     CAPTURE(size);
     // Records end exactly around the read size: the last line has no
     // newline and is padded so that the file is `size` bytes long.
@@ -183,7 +185,7 @@ TEST_CASE("FileFeed reads pipes and FIFOs in order") {
     TempDir dir;
     const std::string fifo = (dir.path / "in.fifo").string();
     REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
-    // Lines across 4 KiB reads, CRLF and a malformed line mixed in.
+    // Lines across 8 KiB reads, CRLF and a malformed line mixed in.
     std::string input;
     std::string expected;
     for (int64_t time = 0; input.size() < 300'000; ++time) {
@@ -275,10 +277,10 @@ TEST_CASE("FileFeed reads pipes and FIFOs in order") {
     ::close(silent[0]);
     ahead_writer.join();
     if (silent_writer.joinable()) silent_writer.join();
-    // The high-water mark, one 4 KiB read over it, and one in flight.
+    // The high-water mark, one read over it, and one in flight.
     MESSAGE("read ahead of a silent feed: " << most_read << " bytes");
     CHECK(most_read > 0);
-    CHECK(most_read <= small_reads + 2 * (4 << 10));
+    CHECK(most_read <= small_reads + 2 * FileFeed::min_read_bytes);
     // Even keys from one, odd from the other: the merge is every line in
     // key order.
     std::vector<std::string> lines;
