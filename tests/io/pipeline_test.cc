@@ -15,7 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "daemon/one_shot.h"
 #include "feeds/exec_feed.h"
+#include "feeds/file_feed.h"
 #include "io/loop_support.h"
 
 using namespace chronomerge;
@@ -398,4 +400,23 @@ TEST_CASE("Pipeline on a loop") {
 
   // Every handle was closed: the loop has nothing left.
   CHECK(uv_loop_close(&loop) == 0);
+}
+
+TEST_CASE("one_shot_config shares its memory budget among the files in whole reads") {
+  for (size_t files : {1, 2, 8, 100, 999, 1000, 1001, 5000}) {
+    CAPTURE(files);
+    OneShotOptions options;
+    options.files.assign(files, "in.ndjson");
+    const Config config = one_shot_config(options);
+    REQUIRE(config.feeds.size() == files);
+    const size_t high = config.feeds[0].high_water_mark.value();
+    // A mark a little past two reads would let a third block in for each
+    // of a thousand files.
+    CHECK(high % FileFeed::min_read_bytes == 0);
+    CHECK(high >= 2 * FileFeed::min_read_bytes);
+    CHECK(high <= size_t{1} << 20);
+    CHECK(config.feeds[0].low_water_mark.value() < high);
+    // 16 MiB in all, unless each file's floor of two reads is more.
+    CHECK(high * files <= std::max<size_t>(16 << 20, files * 2 * FileFeed::min_read_bytes));
+  }
 }
