@@ -335,9 +335,13 @@ void OutputLog::trim() {
   }
   // The segment being filled stays (it is reused for the next append).
   bool trimmed = false;
+  bool held = false;
   while (segments_.size() > 1) {
     Segment& front = *segments_.front();
-    if (front.end() > keep) break;
+    if (front.end() > keep) {
+      held = true;
+      break;
+    }
     const size_t footprint = front.footprint();
     const bool over_bytes = retained_bytes_ - footprint >= options_.retention_bytes;
     const bool expired =
@@ -365,6 +369,11 @@ void OutputLog::trim() {
     trimmed = true;
   }
   update_trim_point();
+  // A block reader has not read the front segment: no append can let it
+  // go, only that reader moving past it (advance() and unsubscribe() trim
+  // again). Appends stop asking until then, or until a segment begins:
+  // a one-shot merge, which retains nothing, asked at every record.
+  if (held) trim_above_ = UINT64_MAX;
   if (!trimmed) return;
   const uint64_t oldest = segments_.empty() ? head_position_ : segments_.front()->start;
   for (auto& [id, consumer] : consumers_) {

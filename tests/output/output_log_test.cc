@@ -163,6 +163,28 @@ TEST_CASE("OutputLog retention") {
     append_numbered(log, 50, 50);
     CHECK(log.oldest_offset() >= 50);  // read: gone
   }
+  SUBCASE("trims as soon as the block reader that held it moves on, and goes on trimming") {
+    OutputLog log(retaining(0, 16));
+    auto sub = log.subscribe(block(), nullptr);
+    append_numbered(log, 0, 50);
+    CHECK(log.oldest_offset() == 0);  // held: nothing read yet
+    // Read part of it: the segments read go at once, no append needed.
+    CHECK(read_all(log, sub, 20).starts_with("r0\n"));
+    const uint64_t after_part = log.oldest_offset();
+    CHECK(after_part > 0);
+    CHECK(after_part < 50);
+    append_numbered(log, 50, 50);
+    CHECK(log.oldest_offset() == after_part);  // still held where it stopped
+    read_all(log, sub);
+    CHECK(log.oldest_offset() >= 90);
+    // Caught up: what it reads from now on goes as it reads, all but the
+    // segment being filled (three or four records of 16 bytes).
+    for (int i = 100; i < 400; i += 10) {
+      append_numbered(log, i, 10);
+      read_all(log, sub);
+      CHECK(log.records() - log.oldest_offset() <= 4);
+    }
+  }
   SUBCASE("retention_ms drops old segments even under retention_bytes") {
     OutputLogOptions options = retaining(1 << 20, 16);
     options.retention_ms = 1000;
