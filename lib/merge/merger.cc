@@ -54,6 +54,7 @@ FeedId Merger::add_feed(FeedSettings settings, uint64_t now, bool joins_idle,
   if (free_.empty()) {
     id = static_cast<FeedId>(feeds_.size());
     feeds_.emplace_back();
+    head_hints_.emplace_back();
   } else {
     id = free_.back();
     free_.pop_back();
@@ -200,12 +201,6 @@ void Merger::set_ranks(const std::vector<uint32_t>& ranks) {
 
 Merger::HeapEntry Merger::heap_entry(FeedId feed) const {
   return HeapEntry{feeds_[feed]->queue.front_ordinal(), feeds_[feed]->rank, feed};
-}
-
-void Merger::set_head_hint(FeedId feed) {
-  if (head_hints_.size() <= feed) head_hints_.resize(feeds_.size());
-  const FeedQueue& queue = feeds_[feed]->queue;
-  head_hints_[feed] = HeadHint{queue.front_data(), queue.front_slot()};
 }
 
 // The heap is hand-written rather than std::push_heap/pop_heap so that the

@@ -314,7 +314,10 @@ class Merger {
     return tie_before(a, b);
   }
   bool tie_before(const HeapEntry& a, const HeapEntry& b) const;
-  void set_head_hint(FeedId feed);
+  void set_head_hint(FeedId feed) {
+    const FeedQueue& queue = feeds_[feed]->queue;
+    head_hints_[feed] = HeadHint{queue.front_data(), queue.front_slot()};
+  }
   Key front_key(FeedId feed) const;
   bool before_frontier(const FeedQueue& queue) const;
   HeapEntry heap_entry(FeedId feed) const;
@@ -355,7 +358,7 @@ class Merger {
   std::vector<FeedId> free_;                  // free slots, reused first
   // Feeds with a non-empty queue; a binary min-heap on (head key, feed id).
   std::vector<HeapEntry> heap_;
-  std::vector<HeadHint> head_hints_;  // by FeedId, valid while on the heap
+  std::vector<HeadHint> head_hints_;  // by FeedId, as feeds_; valid while on the heap
   // Whether any key so far had text (string keys). Until one does, every
   // key's text is empty and comparing ordinals alone is comparing keys.
   bool compare_text_ = false;
