@@ -3,6 +3,8 @@
 #include <cstring>
 #include <limits>
 
+#include "record/vector_scanner.h"
+
 namespace chronomerge {
 
 namespace {
@@ -26,8 +28,16 @@ void LineBatch::finish() {
   framer_.finish(*this);
 }
 
+// A run shorter than one step of the vector scanner is parsed line by
+// line: the scanner would pad it to a whole step (512 bytes at AVX-512),
+// and a read of one record, what a live producer's reads usually are, cost
+// about 0.2 µs more user time there than in the scalar scanner
+// (bench/latency.sh, 100 feeds x 1,000 records/s: 1.71 against 1.51 µs per
+// record).
 void LineBatch::lines(std::string_view run) {
-  if (!parser_.scans_runs() || skip_scans_ > 0) {
+  const bool short_run =
+      !scan_short_runs_ && run.size() < VectorScanner::step_bytes(parser_.simd_level());
+  if (!parser_.scans_runs() || short_run || skip_scans_ > 0) {
     if (skip_scans_ > 0) --skip_scans_;
     for (size_t begin = 0; begin < run.size();) {
       const size_t end = run.find('\n', begin);

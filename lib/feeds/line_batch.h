@@ -78,6 +78,11 @@ class LineBatch {
     parser_version_ = version;
   }
 
+  // Whether lines() scans runs shorter than one step of the vector
+  // scanner too (tests and the fuzzer do, to compare the two scanners on
+  // every input); by default such runs are parsed line by line.
+  void scan_short_runs(bool scan) { scan_short_runs_ = scan; }
+
   // LineFramer visitor. lines() takes the whole lines of a block in one
   // run: with a vector level the parser scans the run at once
   // (RecordParser::scan_lines), and only the lines it did not accept are
@@ -118,6 +123,7 @@ class LineBatch {
   // scanner again, after a run where it accepted under half of the lines.
   static constexpr int skipped_runs = 16;
   int skip_scans_ = 0;
+  bool scan_short_runs_ = false;
   bool sealed_ = true;
 };
 

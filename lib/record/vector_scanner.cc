@@ -509,6 +509,21 @@ CHRONOMERGE_END_TARGET_REGION
 
 }  // namespace
 
+size_t VectorScanner::step_bytes(SimdLevel level) {
+  switch (level) {
+#if defined(__x86_64__)
+    case SimdLevel::avx512:
+      return 64 * avx512::lanes<Lanes8>;
+    case SimdLevel::avx2:
+      return 64 * avx2::lanes<Lanes4>;
+    case SimdLevel::sse2:
+      return 64;
+#endif
+    default:
+      return 0;
+  }
+}
+
 void VectorScanner::scan_lines(SimdLevel level, std::string_view lines, std::string_view key_field,
                                std::string_view heartbeat_field, std::vector<ScannedLine>& out) {
   const Query q{Name(key_field), Name(heartbeat_field)};

@@ -74,6 +74,10 @@ struct VectorScanner {
   // At SimdLevel::scalar, appends nothing: the caller frames line by line.
   static void scan_lines(SimdLevel level, std::string_view lines, std::string_view key_field,
                          std::string_view heartbeat_field, std::vector<ScannedLine>& out);
+  // The bytes one step of scan_lines() classifies at `level` (a run is
+  // padded to whole steps): 512 at AVX-512, 256 at AVX2, 64 at SSE2, 0 at
+  // the scalar level.
+  static size_t step_bytes(SimdLevel level);
 };
 
 }  // namespace chronomerge

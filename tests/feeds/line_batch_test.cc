@@ -56,9 +56,12 @@ void take(LineBatch& batch, Seen& seen) {
 
 // Frames `input` cut at `cuts` (ascending offsets), one batch per piece,
 // each piece in a block of its own, then ends the input.
+// `scan_short_runs`: the vector scanner takes runs shorter than its step
+// too (by default they are parsed line by line).
 Seen frame_pieces(std::string_view input, const std::vector<size_t>& cuts, size_t max_line,
-                  SimdLevel level = SimdLevel::scalar) {
+                  SimdLevel level = SimdLevel::scalar, bool scan_short_runs = false) {
   LineBatch batch(max_line, RecordParser(spec_with_heartbeat(), level));
+  batch.scan_short_runs(scan_short_runs);
   Seen seen;
   size_t at = 0;
   for (size_t i = 0; i <= cuts.size(); ++i) {
@@ -118,10 +121,14 @@ TEST_CASE("LineBatch") {
     for (SimdLevel level : {SimdLevel::sse2, SimdLevel::avx2, SimdLevel::avx512}) {
       if (!simd_level_supported(level)) continue;
       CAPTURE(to_string(level));
-      CHECK(frame_pieces(runs, {}, max_line, level) == scalar);
-      for (size_t cut = 0; cut <= runs.size(); ++cut) {
-        CAPTURE(cut);
-        REQUIRE(frame_pieces(runs, {cut}, max_line, level) == scalar);
+      // Short runs scanned too, or parsed line by line as by default.
+      for (bool short_runs : {true, false}) {
+        CAPTURE(short_runs);
+        CHECK(frame_pieces(runs, {}, max_line, level, short_runs) == scalar);
+        for (size_t cut = 0; cut <= runs.size(); ++cut) {
+          CAPTURE(cut);
+          REQUIRE(frame_pieces(runs, {cut}, max_line, level, short_runs) == scalar);
+        }
       }
     }
   }

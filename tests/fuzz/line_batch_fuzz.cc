@@ -14,8 +14,10 @@
 // Input, read by FuzzedDataProvider from the end: one byte for
 // max_line_bytes (1..256), one for the key type, one for the level, one for how many read
 // sizes follow, the read sizes (one byte each: the read's length, 0 = an
-// empty read), one byte of flags (take results after every read); the
-// bytes before them are the stream.
+// empty read), one byte of flags (bit 0: take results after every read;
+// bit 1: parse runs shorter than the vector scanner's step line by line,
+// as by default, rather than scan them); the bytes before them are the
+// stream.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
@@ -140,7 +142,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t sizes_count = fdp.ConsumeIntegralInRange<size_t>(0, 32);
   std::vector<size_t> sizes;
   for (size_t i = 0; i < sizes_count; ++i) sizes.push_back(fdp.ConsumeIntegral<uint8_t>());
-  const bool take_every_read = fdp.ConsumeBool();
+  const uint8_t flags = fdp.ConsumeIntegral<uint8_t>();
+  const bool take_every_read = (flags & 1) != 0;
+  const bool scan_short_runs = (flags & 2) == 0;
   const std::string stream = fdp.ConsumeRemainingBytesAsString();
   if (sizes.empty() || std::all_of(sizes.begin(), sizes.end(), [](size_t s) { return s == 0; })) {
     sizes = {stream.size() > 0 ? stream.size() : 1};
@@ -149,6 +153,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const Out want = reference(stream, max_line_bytes, RecordParser(spec, SimdLevel::scalar));
 
   LineBatch batch(max_line_bytes, RecordParser(spec, level));
+  batch.scan_short_runs(scan_short_runs);
   Out got;
   size_t at = 0;
   for (size_t i = 0; at < stream.size(); ++i) {
