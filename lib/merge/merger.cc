@@ -177,8 +177,8 @@ bool Merger::before_frontier(const FeedQueue& queue) const {
   return compare_text_ && queue.front_text() < frontier_->text;
 }
 
-// Merge order of two heads: key, then feed id.
-// Equal ordinals: by key text, then by rank.
+// Merge order of two heads whose ordinals are equal (heap_before() has
+// compared those): key text, then rank, then name.
 bool Merger::tie_before(const HeapEntry& a, const HeapEntry& b) const {
   if (compare_text_) {
     int c = feeds_[a.feed]->queue.front_text().compare(feeds_[b.feed]->queue.front_text());
