@@ -86,10 +86,10 @@ Config one_shot_config(const OneShotOptions& options) {
   // A whole number of the smallest reads: a feed is paused once its
   // blocks reach the mark, and a mark a little past two reads lets a third
   // one in (at K=1000 the share is 16,777 bytes: 8 MiB more for nothing).
-  constexpr size_t read = FileFeed::min_read_bytes;
+  constexpr size_t read_size = FileFeed::min_read_bytes;
   const size_t share = one_shot_budget / std::max<size_t>(options.files.size(), 1);
   const size_t high =
-      std::clamp(share, min_feed_high_water_mark, max_feed_high_water_mark) / read * read;
+      std::clamp(share, min_feed_high_water_mark, max_feed_high_water_mark) / read_size * read_size;
   for (const std::string& file : options.files) {
     FeedConfig feed;
     feed.high_water_mark = high;
