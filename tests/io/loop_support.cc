@@ -63,6 +63,28 @@ void after(uv_loop_t* loop, uint64_t ms, std::function<void()> body) {
       ms, 0);
 }
 
+namespace {
+
+void look_until(uv_loop_t* loop, const char* what, std::function<bool()> condition,
+                std::function<void()> body, uint64_t deadline, uint64_t timeout_ms) {
+  after(loop, 1, [=] {
+    if (condition()) return body();
+    if (uv_now(loop) >= deadline) {
+      FAIL_CHECK("timed out after " << timeout_ms << " ms waiting for: " << what);
+      return body();
+    }
+    look_until(loop, what, condition, body, deadline, timeout_ms);
+  });
+}
+
+}  // namespace
+
+void when(uv_loop_t* loop, const char* what, std::function<bool()> condition,
+          std::function<void()> body, uint64_t timeout_ms) {
+  look_until(loop, what, std::move(condition), std::move(body), uv_now(loop) + timeout_ms,
+             timeout_ms);
+}
+
 FeedConfig file_feed(const std::string& name, const std::string& path) {
   FeedConfig feed;
   feed.name = name;

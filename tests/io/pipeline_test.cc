@@ -104,24 +104,32 @@ TEST_CASE("Pipeline on a loop") {
         CHECK(pipeline.reload(next, error));
         CHECK(error.empty());
       });
-      after(&loop, 120, [&] {
-        const auto& feeds = pipeline.feeds();
-        REQUIRE(feeds.size() == 5);
-        CHECK(feeds[0].get() == keep_before);
-        CHECK_FALSE(feeds[0]->removed());
-        // Removed ("drop") and restarted ("change", new seed): ended,
-        // drained and freed, their slots free for the next feeds.
-        CHECK_FALSE(feeds[1]);
-        CHECK_FALSE(feeds[2]);
-        CHECK(pipeline.merger().feeds_in_use() == 3);
-        CHECK(pipeline.retired_feeds().count("change") == 1);
-        CHECK(pipeline.retired_feeds().count("drop") == 0);  // no longer configured
-        CHECK(feeds[3]->name() == "change");
-        CHECK(feeds[4]->name() == "new");
-        CHECK(pipeline.merger().stats(feeds[4]->id()).records_in > 0);
-        CHECK(pipeline.sinks()[0].get() == sink_before);
-        pipeline.close();
-      });
+      // Removed ("drop") and restarted ("change", new seed): ended,
+      // drained and freed, their slots free for the next feeds.
+      when(
+          &loop, "the removed and the restarted feed to retire",
+          [&] {
+            const auto& feeds = pipeline.feeds();
+            return feeds.size() == 5 && !feeds[1] && !feeds[2] &&
+                   pipeline.merger().stats(feeds[4]->id()).records_in > 0;
+          },
+          [&] {
+            const auto& feeds = pipeline.feeds();
+            CHECK(feeds.size() == 5);
+            if (feeds.size() != 5) return pipeline.close();
+            CHECK(feeds[0].get() == keep_before);
+            CHECK_FALSE(feeds[0]->removed());
+            CHECK_FALSE(feeds[1]);
+            CHECK_FALSE(feeds[2]);
+            CHECK(pipeline.merger().feeds_in_use() == 3);
+            CHECK(pipeline.retired_feeds().count("change") == 1);
+            CHECK(pipeline.retired_feeds().count("drop") == 0);  // no longer configured
+            CHECK(feeds[3]->name() == "change");
+            CHECK(feeds[4]->name() == "new");
+            CHECK(pipeline.merger().stats(feeds[4]->id()).records_in > 0);
+            CHECK(pipeline.sinks()[0].get() == sink_before);
+            pipeline.close();
+          });
       uv_run(&loop, UV_RUN_DEFAULT);
     }
   }
@@ -382,18 +390,27 @@ TEST_CASE("Pipeline on a loop") {
         emitted_at_reload = pipeline.output().records();
         ::close(taken);
       });
-      after(&loop, 250, [&] {
-        // The simulator's records still flow.
-        CHECK(pipeline.output().records() > emitted_at_reload);
-        std::string error;
-        CHECK(pipeline.reload(next, error));
-        // The failed instance was freed; the new one took its slot.
-        REQUIRE(pipeline.feeds().size() == 2);
-        REQUIRE(pipeline.feeds()[1]);
-        CHECK(pipeline.feeds()[1]->name() == "tcp");
-        CHECK_FALSE(pipeline.feeds()[1]->removed());
-        pipeline.close();
-      });
+      // The failed instance is freed, and the simulator's records still flow.
+      when(
+          &loop, "the failed feed to be freed while records flow",
+          [&] {
+            return pipeline.feeds().size() == 2 && !pipeline.feeds()[1] &&
+                   pipeline.output().records() > emitted_at_reload;
+          },
+          [&] {
+            CHECK(pipeline.output().records() > emitted_at_reload);
+            std::string error;
+            CHECK(pipeline.reload(next, error));
+            // The new instance took the freed slot.
+            CHECK(pipeline.feeds().size() == 2);
+            if (pipeline.feeds().size() == 2 && pipeline.feeds()[1]) {
+              CHECK(pipeline.feeds()[1]->name() == "tcp");
+              CHECK_FALSE(pipeline.feeds()[1]->removed());
+            } else {
+              FAIL_CHECK("no feed in the freed slot");
+            }
+            pipeline.close();
+          });
       uv_run(&loop, UV_RUN_DEFAULT);
     }
   }

@@ -293,19 +293,23 @@ TEST_CASE("render_metrics") {
         std::string error;
         CHECK(pipeline.reload(next, error));
       });
-      after(&loop, 120, [&] {
-        for (const auto& feed : pipeline.feeds()) {
-          if (feed && feed->name() == "change") {
-            change_records += pipeline.merger().stats(feed->id()).records_in;
-          }
-        }
-        // The restarted instance was freed; its counts live on.
-        auto retired = pipeline.retired_feeds().find("change");
-        REQUIRE(retired != pipeline.retired_feeds().end());
-        change_records += retired->second.stats.records_in;
-        text = render_metrics(pipeline.metrics_snapshot(), {}, unix_time_seconds());
-        pipeline.close();
-      });
+      when(
+          &loop, "the restarted feed to retire",
+          [&] { return pipeline.retired_feeds().count("change") == 1; },
+          [&] {
+            for (const auto& feed : pipeline.feeds()) {
+              if (feed && feed->name() == "change") {
+                change_records += pipeline.merger().stats(feed->id()).records_in;
+              }
+            }
+            // The restarted instance was freed; its counts live on.
+            auto retired = pipeline.retired_feeds().find("change");
+            if (retired != pipeline.retired_feeds().end()) {
+              change_records += retired->second.stats.records_in;
+            }
+            text = render_metrics(pipeline.metrics_snapshot(), {}, unix_time_seconds());
+            pipeline.close();
+          });
       uv_run(&loop, UV_RUN_DEFAULT);
     }
     INFO(text);
