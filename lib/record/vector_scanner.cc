@@ -113,6 +113,13 @@ struct Query {
 // is (unsigned minimum with 9); non-ASCII bytes have their top bit set,
 // which movemask collects directly.
 
+// Sets lane `lane` of a word of masks to `mask` (a Word has one lane, 0).
+template <typename W>
+[[gnu::always_inline]] inline void put(W& word, int lane, uint64_t mask) {
+  std::memcpy(reinterpret_cast<char*>(&word) + sizeof(uint64_t) * static_cast<size_t>(lane), &mask,
+              sizeof(mask));
+}
+
 #if defined(__x86_64__)
 
 inline __m128i eq16(__m128i x, char c) {
@@ -161,10 +168,11 @@ inline uint64_t bits16(__m128i v, int shift) {
   return static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_epi8(v))) << shift;
 }
 
-// The same as classify_sse2(), 32 bytes at a time. `exact`: as for
-// classify_avx512().
-template <bool exact = true>
-[[gnu::target("avx2")]] inline void classify_avx2(const char* p, const Query& q, Chunk<Word>& c) {
+// The same as classify_sse2(), 32 bytes at a time, into lane `lane` of
+// `c`. `exact`: as for classify_avx512().
+template <bool exact, typename W>
+[[gnu::target("avx2")]] inline void classify_avx2(const char* p, const Query& q, Chunk<W>& c,
+                                                  int lane) {
   const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32));
   // One mask from a test of both halves.
@@ -180,32 +188,37 @@ template <bool exact = true>
   const __m256i control = _mm256_set1_epi8(0x1F);
   const __m256i lo_digit = _mm256_sub_epi8(lo, zero);
   const __m256i hi_digit = _mm256_sub_epi8(hi, zero);
-  c.quote = eq('"');
-  c.backslash = eq('\\');
-  c.newline = eq('\n');
+  const uint64_t newline = eq('\n');
+  put(c.quote, lane, eq('"'));
+  put(c.backslash, lane, eq('\\'));
+  put(c.newline, lane, newline);
   // Up to a space: the unsigned maximum with a space is the space.
-  c.whitespace = exact ? eq(' ') | eq('\t') | eq('\r')
-                       : mask(_mm256_cmpeq_epi8(_mm256_max_epu8(lo, space), space),
-                              _mm256_cmpeq_epi8(_mm256_max_epu8(hi, space), space)) &
-                             ~c.newline;
-  c.lbrace = eq('{');
-  c.rbrace = eq('}');
-  c.lbracket = eq('[');
-  c.rbracket = eq(']');
-  c.colon = eq(':');
-  c.comma = eq(',');
-  c.control = mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo, control), lo),
-                   _mm256_cmpeq_epi8(_mm256_min_epu8(hi, control), hi));
-  c.high = mask(lo, hi);
-  c.digit = mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo_digit, nine), lo_digit),
-                 _mm256_cmpeq_epi8(_mm256_min_epu8(hi_digit, nine), hi_digit));
-  c.zero = eq('0');
-  c.minus = eq('-');
-  c.plus = eq('+');
-  c.dot = eq('.');
-  c.exponent = mask(eq32(_mm256_or_si256(lo, space), 'e'), eq32(_mm256_or_si256(hi, space), 'e'));
-  c.key_first = eq(q.key.first());
-  c.beat_first = q.heartbeat_field.empty() ? 0 : eq(q.heartbeat_field.first());
+  put(c.whitespace, lane,
+      exact ? eq(' ') | eq('\t') | eq('\r')
+            : mask(_mm256_cmpeq_epi8(_mm256_max_epu8(lo, space), space),
+                   _mm256_cmpeq_epi8(_mm256_max_epu8(hi, space), space)) &
+                  ~newline);
+  put(c.lbrace, lane, eq('{'));
+  put(c.rbrace, lane, eq('}'));
+  put(c.lbracket, lane, eq('['));
+  put(c.rbracket, lane, eq(']'));
+  put(c.colon, lane, eq(':'));
+  put(c.comma, lane, eq(','));
+  put(c.control, lane,
+      mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo, control), lo),
+           _mm256_cmpeq_epi8(_mm256_min_epu8(hi, control), hi)));
+  put(c.high, lane, mask(lo, hi));
+  put(c.digit, lane,
+      mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo_digit, nine), lo_digit),
+           _mm256_cmpeq_epi8(_mm256_min_epu8(hi_digit, nine), hi_digit)));
+  put(c.zero, lane, eq('0'));
+  put(c.minus, lane, eq('-'));
+  put(c.plus, lane, eq('+'));
+  put(c.dot, lane, eq('.'));
+  put(c.exponent, lane,
+      mask(eq32(_mm256_or_si256(lo, space), 'e'), eq32(_mm256_or_si256(hi, space), 'e')));
+  put(c.key_first, lane, eq(q.key.first()));
+  put(c.beat_first, lane, q.heartbeat_field.empty() ? 0 : eq(q.heartbeat_field.first()));
 }
 
 [[gnu::target("avx512bw"), gnu::always_inline]] inline uint64_t eq64(__m512i x, char c) {
@@ -216,31 +229,34 @@ template <bool exact = true>
 // `exact`: whitespace is space, tab and CR; else every byte up to a space
 // but the newline, which is all a compact stage needs (it only asks whether
 // there is whitespace between tokens, and a control byte there is as bad).
-template <bool exact = true>
-[[gnu::target("avx512bw")]] inline void classify_avx512(const char* p, const Query& q,
-                                                        Chunk<Word>& c) {
+template <bool exact, typename W>
+[[gnu::target("avx512bw")]] inline void classify_avx512(const char* p, const Query& q, Chunk<W>& c,
+                                                        int lane) {
   const __m512i x = _mm512_loadu_si512(p);
-  c.quote = eq64(x, '"');
-  c.backslash = eq64(x, '\\');
-  c.newline = eq64(x, '\n');
-  c.whitespace = exact ? eq64(x, ' ') | eq64(x, '\t') | eq64(x, '\r')
-                       : _mm512_cmple_epu8_mask(x, _mm512_set1_epi8(' ')) & ~c.newline;
-  c.lbrace = eq64(x, '{');
-  c.rbrace = eq64(x, '}');
-  c.lbracket = eq64(x, '[');
-  c.rbracket = eq64(x, ']');
-  c.colon = eq64(x, ':');
-  c.comma = eq64(x, ',');
-  c.control = _mm512_cmplt_epu8_mask(x, _mm512_set1_epi8(0x20));
-  c.high = _mm512_movepi8_mask(x);
-  c.digit = _mm512_cmplt_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8('0')), _mm512_set1_epi8(10));
-  c.zero = eq64(x, '0');
-  c.minus = eq64(x, '-');
-  c.plus = eq64(x, '+');
-  c.dot = eq64(x, '.');
-  c.exponent = eq64(_mm512_or_si512(x, _mm512_set1_epi8(0x20)), 'e');
-  c.key_first = eq64(x, q.key.first());
-  c.beat_first = q.heartbeat_field.empty() ? 0 : eq64(x, q.heartbeat_field.first());
+  put(c.quote, lane, eq64(x, '"'));
+  put(c.backslash, lane, eq64(x, '\\'));
+  const uint64_t newline = eq64(x, '\n');
+  put(c.newline, lane, newline);
+  put(c.whitespace, lane,
+      exact ? eq64(x, ' ') | eq64(x, '\t') | eq64(x, '\r')
+            : _mm512_cmple_epu8_mask(x, _mm512_set1_epi8(' ')) & ~newline);
+  put(c.lbrace, lane, eq64(x, '{'));
+  put(c.rbrace, lane, eq64(x, '}'));
+  put(c.lbracket, lane, eq64(x, '['));
+  put(c.rbracket, lane, eq64(x, ']'));
+  put(c.colon, lane, eq64(x, ':'));
+  put(c.comma, lane, eq64(x, ','));
+  put(c.control, lane, _mm512_cmplt_epu8_mask(x, _mm512_set1_epi8(0x20)));
+  put(c.high, lane, _mm512_movepi8_mask(x));
+  put(c.digit, lane,
+      _mm512_cmplt_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8('0')), _mm512_set1_epi8(10)));
+  put(c.zero, lane, eq64(x, '0'));
+  put(c.minus, lane, eq64(x, '-'));
+  put(c.plus, lane, eq64(x, '+'));
+  put(c.dot, lane, eq64(x, '.'));
+  put(c.exponent, lane, eq64(_mm512_or_si512(x, _mm512_set1_epi8(0x20)), 'e'));
+  put(c.key_first, lane, eq64(x, q.key.first()));
+  put(c.beat_first, lane, q.heartbeat_field.empty() ? 0 : eq64(x, q.heartbeat_field.first()));
 }
 
 #endif
@@ -457,8 +473,8 @@ inline Lanes4 add_one(const Lanes4& x, unsigned lanes) {
 #include "record/vector_scanner_stage1.inc"
 [[gnu::flatten]] void lines(const char* data, size_t n, const Query& q,
                             std::vector<ScannedLine>& out) {
-  lines_at<Lanes4, classify_lanes<Lanes4, classify_avx2<false>>, classify_avx2<true>>(data, n, q,
-                                                                                      out);
+  lines_at<Lanes4, classify_lanes<Lanes4, classify_avx2<false, Lanes4>>,
+           classify_lanes<Word, classify_avx2<true, Word>>>(data, n, q, out);
 }
 CHRONOMERGE_END_TARGET_REGION
 }  // namespace avx2
@@ -500,8 +516,8 @@ inline Lanes8 spread<Lanes8>(unsigned lanes) {
 #include "record/vector_scanner_stage1.inc"
 [[gnu::flatten]] void lines(const char* data, size_t n, const Query& q,
                             std::vector<ScannedLine>& out) {
-  lines_at<Lanes8, classify_lanes<Lanes8, classify_avx512<false>>, classify_avx512<true>>(data, n,
-                                                                                          q, out);
+  lines_at<Lanes8, classify_lanes<Lanes8, classify_avx512<false, Lanes8>>,
+           classify_lanes<Word, classify_avx512<true, Word>>>(data, n, q, out);
 }
 CHRONOMERGE_END_TARGET_REGION
 }  // namespace avx512
