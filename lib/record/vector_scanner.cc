@@ -283,12 +283,32 @@ static_assert(VectorScanner::max_line_bytes <= 64 * (Window::words - 1 - max_lan
 
 // A run of bytes outside strings that does not begin as a number does
 // (with a digit or '-') is a literal: exactly true, false or null.
+// A word of up to eight bytes as a little-endian load of it reads.
+constexpr uint64_t bytes_of(std::string_view word) {
+  uint64_t bits = 0;
+  for (size_t i = word.size(); i-- > 0;) bits = bits << 8 | static_cast<unsigned char>(word[i]);
+  return bits;
+}
+
 inline bool literal_at(const char* data, size_t n, size_t at) {
   const char* p = data + at;
   const std::string_view word = *p == 't' ? "true" : *p == 'f' ? "false" : "null";
   const size_t end = at + word.size();
-  return end <= n && std::memcmp(p, word.data(), word.size()) == 0 &&
-         (end == n || is_delimiter(data[end]));
+  if (end > n) return false;
+  if (std::endian::native == std::endian::little && n - at >= 8) {
+    // One load and compare rather than a call to memcmp: literals are
+    // common (every boolean), and the word is at most five bytes.
+    static constexpr uint64_t four = (uint64_t{1} << 32) - 1, five = (uint64_t{1} << 40) - 1;
+    uint64_t have;
+    std::memcpy(&have, p, 8);
+    const bool same = *p == 't'   ? (have & four) == bytes_of("true")
+                      : *p == 'f' ? (have & five) == bytes_of("false")
+                                  : (have & four) == bytes_of("null");
+    if (!same) return false;
+  } else if (std::memcmp(p, word.data(), word.size()) != 0) {
+    return false;
+  }
+  return end == n || is_delimiter(data[end]);
 }
 
 // --- the key of a line stage 1 accepted ---------------------------------------
