@@ -238,7 +238,8 @@ void Merger::sift_down() {
   const size_t n = heap_.size();
   size_t hole = 0;
   for (size_t child = 1; child < n; child = 2 * hole + 1) {
-    if (child + 1 < n && heap_before(heap_[child + 1], heap_[child])) ++child;
+    // Which child is smaller is a coin flip: added, not branched on.
+    if (child + 1 < n) child += smaller_of_two(heap_[child], heap_[child + 1]);
     heap_[hole] = heap_[child];
     hole = child;
   }
