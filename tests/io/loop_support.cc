@@ -79,8 +79,8 @@ void look_until(uv_loop_t* loop, const char* what, std::function<bool()> conditi
 
 }  // namespace
 
-void when(uv_loop_t* loop, const char* what, std::function<bool()> condition,
-          std::function<void()> body, uint64_t timeout_ms) {
+void when(uv_loop_t* loop, std::function<bool()> condition, std::function<void()> body,
+          const char* what, uint64_t timeout_ms) {
   look_until(loop, what, std::move(condition), std::move(body), uv_now(loop) + timeout_ms,
              timeout_ms);
 }

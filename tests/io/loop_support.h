@@ -39,10 +39,11 @@ void after(uv_loop_t* loop, uint64_t ms, std::function<void()> body);
 // Runs `body` once on the loop as soon as `condition` holds (looked at
 // every millisecond), or after `timeout_ms` with a failed CHECK naming
 // `what`: the body runs either way, so it can close what it must. For
-// what the daemon does on its own timers (a retired feed is freed within
-// a few of them), where a fixed delay would race a slow machine.
-void when(uv_loop_t* loop, const char* what, std::function<bool()> condition,
-          std::function<void()> body, uint64_t timeout_ms = 10000);
+// what the daemon does on its own timers and threads (a retired feed is
+// freed within a few of them), where a fixed delay would race a slow
+// machine.
+void when(uv_loop_t* loop, std::function<bool()> condition, std::function<void()> body,
+          const char* what = "a condition", uint64_t timeout_ms = 10000);
 
 FeedConfig file_feed(const std::string& name, const std::string& path);
 FeedConfig simulate_feed(const std::string& name, uint64_t seed);  // 2000 records/s

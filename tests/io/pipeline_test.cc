@@ -107,7 +107,7 @@ TEST_CASE("Pipeline on a loop") {
       // Removed ("drop") and restarted ("change", new seed): ended,
       // drained and freed, their slots free for the next feeds.
       when(
-          &loop, "the removed and the restarted feed to retire",
+          &loop,
           [&] {
             const auto& feeds = pipeline.feeds();
             return feeds.size() == 5 && !feeds[1] && !feeds[2] &&
@@ -129,7 +129,8 @@ TEST_CASE("Pipeline on a loop") {
             CHECK(pipeline.merger().stats(feeds[4]->id()).records_in > 0);
             CHECK(pipeline.sinks()[0].get() == sink_before);
             pipeline.close();
-          });
+          },
+          "the removed and the restarted feed to retire");
       uv_run(&loop, UV_RUN_DEFAULT);
     }
   }
@@ -166,19 +167,32 @@ TEST_CASE("Pipeline on a loop") {
     {
       Pipeline pipeline(&loop, config, true);
       REQUIRE(pipeline.start());
-      // Each step waits well past the 200 ms poll interval.
-      after(&loop, 300, [&] { append("{\"time\":2}\n{\"ti"); });
-      after(&loop, 600, [&] { append("me\":3}\n"); });
-      after(&loop, 900, [&] {
-        // copytruncate-style rotation
-        std::ofstream(log_path, std::ios::trunc) << "{\"time\":4}\n";
+      // Each step comes once the output shows the one before it, and
+      // after the 200 ms poll interval: a step taken before the feed saw
+      // the last one would test something else (a truncation unseen).
+      auto once_out_has = [&](size_t lines, std::function<void()> step) {
+        after(&loop, 250, [&, lines, step] {
+          when(
+              &loop, [&, lines] { return count_lines(slurp(out)) == lines; }, step,
+              "the output to catch up");
+        });
+      };
+      once_out_has(1, [&] {
+        append("{\"time\":2}\n{\"ti");
+        once_out_has(2, [&] {
+          append("me\":3}\n");
+          once_out_has(3, [&] {
+            // copytruncate-style rotation
+            std::ofstream(log_path, std::ios::trunc) << "{\"time\":4}\n";
+            once_out_has(4, [&] {
+              // rename-style rotation: a new file appears at the path
+              fs::rename(log_path, log_path + ".1");
+              std::ofstream(log_path) << "{\"time\":5}\n";
+              once_out_has(5, [&] { pipeline.drain(); });
+            });
+          });
+        });
       });
-      after(&loop, 1200, [&] {
-        // rename-style rotation: a new file appears at the path
-        fs::rename(log_path, log_path + ".1");
-        std::ofstream(log_path) << "{\"time\":5}\n";
-      });
-      after(&loop, 1600, [&] { pipeline.drain(); });
       pipeline.on_finished([&] { pipeline.close(); });
       uv_run(&loop, UV_RUN_DEFAULT);
     }
@@ -204,9 +218,14 @@ TEST_CASE("Pipeline on a loop") {
         CHECK(slurp(out).empty());  // a is waiting: nothing may pass
         std::ofstream(a.path, std::ios::app) << "{\"time\":10,\"hb\":true}\n";
       });
-      after(&loop, 700, [&] {
-        CHECK(slurp(out) == "{\"time\":5}\n");
-        pipeline.close();
+      after(&loop, 300, [&] {
+        when(
+            &loop, [&] { return !slurp(out).empty(); },
+            [&] {
+              CHECK(slurp(out) == "{\"time\":5}\n");
+              pipeline.close();
+            },
+            "the record the heartbeat released");
       });
       uv_run(&loop, UV_RUN_DEFAULT);
     }
@@ -392,7 +411,7 @@ TEST_CASE("Pipeline on a loop") {
       });
       // The failed instance is freed, and the simulator's records still flow.
       when(
-          &loop, "the failed feed to be freed while records flow",
+          &loop,
           [&] {
             return pipeline.feeds().size() == 2 && !pipeline.feeds()[1] &&
                    pipeline.output().records() > emitted_at_reload;
@@ -410,7 +429,8 @@ TEST_CASE("Pipeline on a loop") {
               FAIL_CHECK("no feed in the freed slot");
             }
             pipeline.close();
-          });
+          },
+          "the failed feed to be freed while records flow");
       uv_run(&loop, UV_RUN_DEFAULT);
     }
   }

@@ -60,17 +60,6 @@ class PoolBlocker {
   bool released_ = false;
 };
 
-// Runs `body` on the loop once `ready()` holds, checking every 5 ms.
-void when(uv_loop_t* loop, std::function<bool()> ready, std::function<void()> body) {
-  after(loop, 5, [loop, ready = std::move(ready), body = std::move(body)]() mutable {
-    if (ready()) {
-      body();
-    } else {
-      when(loop, std::move(ready), std::move(body));
-    }
-  });
-}
-
 FeedConfig unix_listen(const std::string& name, const std::string& path) {
   FeedConfig feed;
   feed.name = name;

@@ -294,8 +294,7 @@ TEST_CASE("render_metrics") {
         CHECK(pipeline.reload(next, error));
       });
       when(
-          &loop, "the restarted feed to retire",
-          [&] { return pipeline.retired_feeds().count("change") == 1; },
+          &loop, [&] { return pipeline.retired_feeds().count("change") == 1; },
           [&] {
             for (const auto& feed : pipeline.feeds()) {
               if (feed && feed->name() == "change") {
@@ -309,7 +308,8 @@ TEST_CASE("render_metrics") {
             }
             text = render_metrics(pipeline.metrics_snapshot(), {}, unix_time_seconds());
             pipeline.close();
-          });
+          },
+          "the restarted feed to retire");
       uv_run(&loop, UV_RUN_DEFAULT);
     }
     INFO(text);
