@@ -306,12 +306,18 @@ TEST_CASE("Pipeline on a loop") {
         std::string error;
         CHECK(pipeline.reload(next, error));
       });
-      after(&loop, 200 + ExecFeed::kill_grace_ms + 500, [&] {
-        CHECK_FALSE(fs::exists("/proc/" + first));  // killed and reaped
-        auto pids = children();
-        CHECK(pids.size() == 1);  // the new program
-        CHECK(std::find(pids.begin(), pids.end(), first) == pids.end());
-        pipeline.close();
+      // Not before its grace period is over; then killed and reaped.
+      after(&loop, 200 + ExecFeed::kill_grace_ms, [&] {
+        when(
+            &loop, [&] { return !fs::exists("/proc/" + first) && children().size() == 1; },
+            [&] {
+              CHECK_FALSE(fs::exists("/proc/" + first));
+              auto pids = children();
+              CHECK(pids.size() == 1);  // the new program
+              CHECK(std::find(pids.begin(), pids.end(), first) == pids.end());
+              pipeline.close();
+            },
+            "the first program to be killed and reaped");
       });
       uv_run(&loop, UV_RUN_DEFAULT);
     }
