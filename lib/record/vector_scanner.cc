@@ -281,8 +281,6 @@ static_assert(Window::words % max_lanes == 0, "a word's lanes are consecutive sl
 static_assert(VectorScanner::max_line_bytes <= 64 * (Window::words - 1 - max_lanes),
               "a line the scanner reads fits its window, whatever its offset in a step");
 
-// A run of bytes outside strings that does not begin as a number does
-// (with a digit or '-') is a literal: exactly true, false or null.
 // A word of up to eight bytes as a little-endian load of it reads.
 constexpr uint64_t bytes_of(std::string_view word) {
   uint64_t bits = 0;
@@ -290,6 +288,8 @@ constexpr uint64_t bytes_of(std::string_view word) {
   return bits;
 }
 
+// A run of bytes outside strings that does not begin as a number does
+// (with a digit or '-') is a literal: exactly true, false or null.
 inline bool literal_at(const char* data, size_t n, size_t at) {
   const char* p = data + at;
   const std::string_view word = *p == 't' ? "true" : *p == 'f' ? "false" : "null";

@@ -110,7 +110,7 @@ TEST_CASE("Pipeline on a loop") {
           &loop,
           [&] {
             const auto& feeds = pipeline.feeds();
-            return feeds.size() == 5 && !feeds[1] && !feeds[2] &&
+            return feeds.size() == 5 && !feeds[1] && !feeds[2] && feeds[4] &&
                    pipeline.merger().stats(feeds[4]->id()).records_in > 0;
           },
           [&] {
