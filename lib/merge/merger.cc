@@ -239,7 +239,7 @@ void Merger::sift_down() {
   size_t hole = 0;
   for (size_t child = 1; child < n; child = 2 * hole + 1) {
     // Which child is smaller is a coin flip: added, not branched on.
-    if (child + 1 < n) child += smaller_of_two(heap_[child], heap_[child + 1]);
+    if (child + 1 < n) child += heap_before(heap_[child + 1], heap_[child]) ? 1 : 0;
     heap_[hole] = heap_[child];
     hole = child;
   }

@@ -309,17 +309,14 @@ class Merger {
 
   // Inline: a sift compares at every level, and ordinals nearly always
   // differ.
+  // Equal ordinals are rare: the common case is one compare, whose result
+  // sift_down() adds rather than branches on.
   bool heap_before(const HeapEntry& a, const HeapEntry& b) const {
-    if (a.ordinal != b.ordinal) return a.ordinal < b.ordinal;
-    return tie_before(a, b);
+    if (a.ordinal == b.ordinal) [[unlikely]]
+      return tie_before(a, b);
+    return a.ordinal < b.ordinal;
   }
   bool tie_before(const HeapEntry& a, const HeapEntry& b) const;
-  // 1 if b goes before a, else 0; a branch only on equal ordinals (rare).
-  size_t smaller_of_two(const HeapEntry& a, const HeapEntry& b) const {
-    if (a.ordinal == b.ordinal) [[unlikely]]
-      return tie_before(b, a) ? 1 : 0;
-    return static_cast<size_t>(b.ordinal < a.ordinal);
-  }
   void set_head_hint(FeedId feed) {
     const FeedQueue& queue = feeds_[feed]->queue;
     head_hints_[feed] = HeadHint{queue.front_data(), queue.front_slot()};
