@@ -229,12 +229,18 @@ template <bool exact, typename W>
 // `exact`: whitespace is space, tab and CR; else every byte up to a space
 // but the newline, which is all a compact stage needs (it only asks whether
 // there is whitespace between tokens, and a control byte there is as bad).
+//
+// The masks come in two sets. The common ones are in every line of NDJSON;
+// the rare ones (backslashes, brackets, '+', non-ASCII bytes and control
+// bytes other than the newline) are absent from most chunks, so a step of
+// eight chunks first asks whether any of its bytes is rare and, if none
+// is, sets those lanes with one store each instead of one per lane.
 template <bool exact, typename W>
-[[gnu::target("avx512bw")]] inline void classify_avx512(const char* p, const Query& q, Chunk<W>& c,
-                                                        int lane) {
-  const __m512i x = _mm512_loadu_si512(p);
+[[gnu::target("avx512bw"), gnu::always_inline]] inline void classify_common_avx512(__m512i x,
+                                                                                   const Query& q,
+                                                                                   Chunk<W>& c,
+                                                                                   int lane) {
   put(c.quote, lane, eq64(x, '"'));
-  put(c.backslash, lane, eq64(x, '\\'));
   const uint64_t newline = eq64(x, '\n');
   put(c.newline, lane, newline);
   put(c.whitespace, lane,
@@ -242,21 +248,66 @@ template <bool exact, typename W>
             : _mm512_cmple_epu8_mask(x, _mm512_set1_epi8(' ')) & ~newline);
   put(c.lbrace, lane, eq64(x, '{'));
   put(c.rbrace, lane, eq64(x, '}'));
-  put(c.lbracket, lane, eq64(x, '['));
-  put(c.rbracket, lane, eq64(x, ']'));
   put(c.colon, lane, eq64(x, ':'));
   put(c.comma, lane, eq64(x, ','));
-  put(c.control, lane, _mm512_cmplt_epu8_mask(x, _mm512_set1_epi8(0x20)));
-  put(c.high, lane, _mm512_movepi8_mask(x));
   put(c.digit, lane,
       _mm512_cmplt_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8('0')), _mm512_set1_epi8(10)));
   put(c.zero, lane, eq64(x, '0'));
   put(c.minus, lane, eq64(x, '-'));
-  put(c.plus, lane, eq64(x, '+'));
   put(c.dot, lane, eq64(x, '.'));
   put(c.exponent, lane, eq64(_mm512_or_si512(x, _mm512_set1_epi8(0x20)), 'e'));
   put(c.key_first, lane, eq64(x, q.key.first()));
+}
+
+template <typename W>
+[[gnu::target("avx512bw"), gnu::always_inline]] inline void classify_rare_avx512(__m512i x,
+                                                                                 Chunk<W>& c,
+                                                                                 int lane) {
+  put(c.backslash, lane, eq64(x, '\\'));
+  put(c.lbracket, lane, eq64(x, '['));
+  put(c.rbracket, lane, eq64(x, ']'));
+  put(c.control, lane, _mm512_cmplt_epu8_mask(x, _mm512_set1_epi8(0x20)));
+  put(c.high, lane, _mm512_movepi8_mask(x));
+  put(c.plus, lane, eq64(x, '+'));
+}
+
+// The bytes of x that classify_rare_avx512() would find in a mask: below
+// 0x20 but the newline, from 0x80 ('\\', '[' and ']' are 0x5B to 0x5D), '+'.
+[[gnu::target("avx512bw"), gnu::always_inline]] inline uint64_t rare_avx512(__m512i x) {
+  const uint64_t outside_printable =
+      _mm512_cmpge_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8(0x20)), _mm512_set1_epi8(0x60));
+  const uint64_t brackets =
+      _mm512_cmplt_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8(0x5B)), _mm512_set1_epi8(3));
+  return (outside_printable & ~eq64(x, '\n')) | brackets | eq64(x, '+');
+}
+
+template <bool exact, typename W>
+[[gnu::target("avx512bw")]] inline void classify_avx512(const char* p, const Query& q, Chunk<W>& c,
+                                                        int lane) {
+  const __m512i x = _mm512_loadu_si512(p);
+  classify_common_avx512<exact>(x, q, c, lane);
+  classify_rare_avx512(x, c, lane);
   put(c.beat_first, lane, q.heartbeat_field.empty() ? 0 : eq64(x, q.heartbeat_field.first()));
+}
+
+// The eight chunks at p, p + 64, ..., p + 448 into the lanes of `c`
+// (inexact whitespace: for the compact stage).
+[[gnu::target("avx512bw")]] inline void classify_step_avx512(const char* p, const Query& q,
+                                                             Chunk<Lanes8>& c) {
+  uint64_t rare = 0;
+  for (int i = 0; i < 8; ++i) {
+    const __m512i x = _mm512_loadu_si512(p + 64 * i);
+    classify_common_avx512<false>(x, q, c, i);
+    rare |= rare_avx512(x);
+    if (!q.heartbeat_field.empty()) put(c.beat_first, i, eq64(x, q.heartbeat_field.first()));
+  }
+  if (q.heartbeat_field.empty()) c.beat_first = Lanes8{};
+  if (rare == 0) {
+    c.backslash = c.lbracket = c.rbracket = c.high = c.plus = Lanes8{};
+    c.control = c.newline;
+    return;
+  }
+  for (int i = 0; i < 8; ++i) classify_rare_avx512(_mm512_loadu_si512(p + 64 * i), c, i);
 }
 
 #endif
@@ -536,8 +587,8 @@ inline Lanes8 spread<Lanes8>(unsigned lanes) {
 #include "record/vector_scanner_stage1.inc"
 [[gnu::flatten]] void lines(const char* data, size_t n, const Query& q,
                             std::vector<ScannedLine>& out) {
-  lines_at<Lanes8, classify_lanes<Lanes8, classify_avx512<false, Lanes8>>,
-           classify_lanes<Word, classify_avx512<true, Word>>>(data, n, q, out);
+  lines_at<Lanes8, classify_step_avx512, classify_lanes<Word, classify_avx512<true, Word>>>(data, n,
+                                                                                            q, out);
 }
 CHRONOMERGE_END_TARGET_REGION
 }  // namespace avx512

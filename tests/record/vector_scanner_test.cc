@@ -106,7 +106,9 @@ int agree_on_run(std::string_view text, const KeySpec& spec) {
 
 // Every vector level agrees with the scalar scanner on `line`, scanned as
 // a run of its own, for every key spec the vector scanner reads; returns
-// how many levels accepted it (key "time", heartbeat field "hb").
+// how many levels accepted it (key "time", with the heartbeat field "hb"
+// and without one: a level must decide the same both ways, as their
+// classification differs).
 int agree(std::string_view text) {
   static const Specs specs;
   for (const KeySpec& spec : specs.all) {
@@ -115,9 +117,15 @@ int agree(std::string_view text) {
   const ExactLine line(text);
   int accepted = 0;
   for (SimdLevel level : vector_levels()) {
-    std::vector<ScannedLine> scanned;
-    VectorScanner::scan_lines(level, line.view(), "time", "hb", scanned);
-    accepted += scanned.size() == 1 && scanned[0].accepted ? 1 : 0;
+    auto accepts = [&](std::string_view heartbeat_field) {
+      std::vector<ScannedLine> scanned;
+      VectorScanner::scan_lines(level, line.view(), "time", heartbeat_field, scanned);
+      return scanned.size() == 1 && scanned[0].accepted;
+    };
+    const bool with_heartbeat = accepts("hb");
+    CHECK_MESSAGE(with_heartbeat == accepts(""), "level ", to_string(level),
+                  " decides differently without a heartbeat field");
+    accepted += with_heartbeat ? 1 : 0;
   }
   return accepted;
 }
@@ -266,6 +274,24 @@ TEST_CASE("vector and scalar scanners agree on every line, at every offset from 
       agree(std::string(pad, ' ') + line);
       agree(line + std::string(pad, ' '));
     }
+  }
+}
+
+TEST_CASE("rare bytes on either side of a step edge are classified in their step") {
+  // AVX-512 classifies eight chunks (512 bytes) at a time and looks for
+  // brackets, '+', control and non-ASCII bytes only in steps that have one;
+  // a filler string moves each of them across the first step edge.
+  for (size_t fill = 440; fill <= 520; ++fill) {
+    const std::string head = R"({"time":1,"s":")" + std::string(fill, 'x');
+    CAPTURE(fill);
+    CHECK(agree(head + R"(","v":[1,2],"p":1e+5,"u":"caf)"
+                       "\xc3\xa9"
+                       R"("})") == static_cast<int>(vector_levels().size()));
+    CHECK(agree(head + R"(","v":[],"w":[3]})") == static_cast<int>(vector_levels().size()));
+    // A lone UTF-8 continuation byte, and a control byte, in a string.
+    agree(head + "\x80\"}");
+    agree(head + "\x8f\x8f\"}");
+    agree(head + "\x01\"}");
   }
 }
 
