@@ -168,13 +168,27 @@ inline uint64_t bits16(__m128i v, int shift) {
   return static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_epi8(v))) << shift;
 }
 
+// The rare bytes of x (see classify_common_avx2()): below 0x20 but the
+// newline, from 0x80 (byte - 0x20 from 0x60 on, unsigned: its maximum with
+// 0x60 is itself), 0x5B to 0x5D ('[', '\\', ']'), '+'.
+[[gnu::target("avx2"), gnu::always_inline]] inline __m256i rare_avx2(__m256i x) {
+  const __m256i shifted = _mm256_sub_epi8(x, _mm256_set1_epi8(0x20));
+  const __m256i brackets = _mm256_sub_epi8(x, _mm256_set1_epi8(0x5B));
+  const __m256i outside_printable = _mm256_andnot_si256(
+      eq32(x, '\n'), _mm256_cmpeq_epi8(_mm256_max_epu8(shifted, _mm256_set1_epi8(0x60)), shifted));
+  return _mm256_or_si256(
+      _mm256_or_si256(outside_printable, eq32(x, '+')),
+      _mm256_cmpeq_epi8(_mm256_min_epu8(brackets, _mm256_set1_epi8(2)), brackets));
+}
+
 // The same as classify_sse2(), 32 bytes at a time, into lane `lane` of
-// `c`. `exact`: as for classify_avx512().
+// `c`, in the two sets of classify_avx512() (see there): the common masks
+// here, which returns the chunk's rare bytes as a vector (nonzero bytes
+// where a byte is rare, in either half), and the rare ones below.
+// `exact`: as for classify_avx512().
 template <bool exact, typename W>
-[[gnu::target("avx2")]] inline void classify_avx2(const char* p, const Query& q, Chunk<W>& c,
-                                                  int lane) {
-  const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32));
+[[gnu::target("avx2"), gnu::always_inline]] inline __m256i classify_common_avx2(
+    __m256i lo, __m256i hi, const Query& q, Chunk<W>& c, int lane) {
   // One mask from a test of both halves.
   auto mask = [](__m256i low, __m256i high) __attribute__((target("avx2"))) {
     return bits32(low, 0) | bits32(high, 32);
@@ -185,12 +199,10 @@ template <bool exact, typename W>
   const __m256i space = _mm256_set1_epi8(0x20);
   const __m256i zero = _mm256_set1_epi8('0');
   const __m256i nine = _mm256_set1_epi8(9);
-  const __m256i control = _mm256_set1_epi8(0x1F);
   const __m256i lo_digit = _mm256_sub_epi8(lo, zero);
   const __m256i hi_digit = _mm256_sub_epi8(hi, zero);
   const uint64_t newline = eq('\n');
   put(c.quote, lane, eq('"'));
-  put(c.backslash, lane, eq('\\'));
   put(c.newline, lane, newline);
   // Up to a space: the unsigned maximum with a space is the space.
   put(c.whitespace, lane,
@@ -200,25 +212,79 @@ template <bool exact, typename W>
                   ~newline);
   put(c.lbrace, lane, eq('{'));
   put(c.rbrace, lane, eq('}'));
-  put(c.lbracket, lane, eq('['));
-  put(c.rbracket, lane, eq(']'));
   put(c.colon, lane, eq(':'));
   put(c.comma, lane, eq(','));
-  put(c.control, lane,
-      mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo, control), lo),
-           _mm256_cmpeq_epi8(_mm256_min_epu8(hi, control), hi)));
-  put(c.high, lane, mask(lo, hi));
   put(c.digit, lane,
       mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo_digit, nine), lo_digit),
            _mm256_cmpeq_epi8(_mm256_min_epu8(hi_digit, nine), hi_digit)));
   put(c.zero, lane, eq('0'));
   put(c.minus, lane, eq('-'));
-  put(c.plus, lane, eq('+'));
   put(c.dot, lane, eq('.'));
   put(c.exponent, lane,
       mask(eq32(_mm256_or_si256(lo, space), 'e'), eq32(_mm256_or_si256(hi, space), 'e')));
   put(c.key_first, lane, eq(q.key.first()));
-  put(c.beat_first, lane, q.heartbeat_field.empty() ? 0 : eq(q.heartbeat_field.first()));
+  return _mm256_or_si256(rare_avx2(lo), rare_avx2(hi));
+}
+
+template <typename W>
+[[gnu::target("avx2"), gnu::always_inline]] inline void classify_rare_avx2(__m256i lo, __m256i hi,
+                                                                           Chunk<W>& c, int lane) {
+  auto mask = [](__m256i low, __m256i high) __attribute__((target("avx2"))) {
+    return bits32(low, 0) | bits32(high, 32);
+  };
+  auto eq = [&](char ch) __attribute__((target("avx2"))) {
+    return mask(eq32(lo, ch), eq32(hi, ch));
+  };
+  const __m256i control = _mm256_set1_epi8(0x1F);
+  put(c.backslash, lane, eq('\\'));
+  put(c.lbracket, lane, eq('['));
+  put(c.rbracket, lane, eq(']'));
+  put(c.control, lane,
+      mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo, control), lo),
+           _mm256_cmpeq_epi8(_mm256_min_epu8(hi, control), hi)));
+  put(c.high, lane, mask(lo, hi));
+  put(c.plus, lane, eq('+'));
+}
+
+[[gnu::target("avx2"), gnu::always_inline]] inline __m256i load32(const char* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+template <bool exact, typename W>
+[[gnu::target("avx2")]] inline void classify_avx2(const char* p, const Query& q, Chunk<W>& c,
+                                                  int lane) {
+  const __m256i lo = load32(p);
+  const __m256i hi = load32(p + 32);
+  classify_common_avx2<exact>(lo, hi, q, c, lane);
+  classify_rare_avx2(lo, hi, c, lane);
+  put(c.beat_first, lane,
+      q.heartbeat_field.empty() ? 0
+                                : bits32(eq32(lo, q.heartbeat_field.first()), 0) |
+                                      bits32(eq32(hi, q.heartbeat_field.first()), 32));
+}
+
+// The four chunks at p, p + 64, p + 128, p + 192 into the lanes of `c`
+// (inexact whitespace: for the compact stage), as classify_step_avx512().
+[[gnu::target("avx2")]] inline void classify_step_avx2(const char* p, const Query& q,
+                                                       Chunk<Lanes4>& c) {
+  __m256i rare = _mm256_setzero_si256();
+  for (int i = 0; i < 4; ++i) {
+    const __m256i lo = load32(p + 64 * i);
+    const __m256i hi = load32(p + 64 * i + 32);
+    rare = _mm256_or_si256(rare, classify_common_avx2<false>(lo, hi, q, c, i));
+    if (!q.heartbeat_field.empty()) {
+      put(c.beat_first, i,
+          bits32(eq32(lo, q.heartbeat_field.first()), 0) |
+              bits32(eq32(hi, q.heartbeat_field.first()), 32));
+    }
+  }
+  if (q.heartbeat_field.empty()) c.beat_first = Lanes4{};
+  if (_mm256_testz_si256(rare, rare)) {
+    c.backslash = c.lbracket = c.rbracket = c.high = c.plus = Lanes4{};
+    c.control = c.newline;
+    return;
+  }
+  for (int i = 0; i < 4; ++i) classify_rare_avx2(load32(p + 64 * i), load32(p + 64 * i + 32), c, i);
 }
 
 [[gnu::target("avx512bw"), gnu::always_inline]] inline uint64_t eq64(__m512i x, char c) {
@@ -544,8 +610,8 @@ inline Lanes4 add_one(const Lanes4& x, unsigned lanes) {
 #include "record/vector_scanner_stage1.inc"
 [[gnu::flatten]] void lines(const char* data, size_t n, const Query& q,
                             std::vector<ScannedLine>& out) {
-  lines_at<Lanes4, classify_lanes<Lanes4, classify_avx2<false, Lanes4>>,
-           classify_lanes<Word, classify_avx2<true, Word>>>(data, n, q, out);
+  lines_at<Lanes4, classify_step_avx2, classify_lanes<Word, classify_avx2<true, Word>>>(data, n, q,
+                                                                                        out);
 }
 CHRONOMERGE_END_TARGET_REGION
 }  // namespace avx2

@@ -278,9 +278,10 @@ TEST_CASE("vector and scalar scanners agree on every line, at every offset from 
 }
 
 TEST_CASE("rare bytes on either side of a step edge are classified in their step") {
-  // AVX-512 classifies eight chunks (512 bytes) at a time and looks for
-  // brackets, '+', control and non-ASCII bytes only in steps that have one;
-  // a filler string moves each of them across the first step edge.
+  // AVX-512 and AVX2 classify a step of eight or four chunks (512 or 256
+  // bytes) at a time and look for brackets, '+', control and non-ASCII
+  // bytes only in steps that have one; a filler string moves each of them
+  // across the edge at 512 bytes (a step edge at both levels).
   for (size_t fill = 440; fill <= 520; ++fill) {
     const std::string head = R"({"time":1,"s":")" + std::string(fill, 'x');
     CAPTURE(fill);
