@@ -339,12 +339,14 @@ template <typename W>
 
 // The bytes of x that classify_rare_avx512() would find in a mask: below
 // 0x20 but the newline, from 0x80 ('\\', '[' and ']' are 0x5B to 0x5D), '+'.
-[[gnu::target("avx512bw"), gnu::always_inline]] inline uint64_t rare_avx512(__m512i x) {
-  const uint64_t outside_printable =
+[[gnu::target("avx512bw"), gnu::always_inline]] inline __mmask64 rare_avx512(__m512i x) {
+  const __mmask64 outside_printable =
       _mm512_cmpge_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8(0x20)), _mm512_set1_epi8(0x60));
-  const uint64_t brackets =
+  const __mmask64 brackets =
       _mm512_cmplt_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8(0x5B)), _mm512_set1_epi8(3));
-  return (outside_printable & ~eq64(x, '\n')) | brackets | eq64(x, '+');
+  return _kor_mask64(
+      _kandn_mask64(_mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8('\n')), outside_printable),
+      _kor_mask64(brackets, _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8('+'))));
 }
 
 template <bool exact, typename W>
@@ -360,15 +362,15 @@ template <bool exact, typename W>
 // (inexact whitespace: for the compact stage).
 [[gnu::target("avx512bw")]] inline void classify_step_avx512(const char* p, const Query& q,
                                                              Chunk<Lanes8>& c) {
-  uint64_t rare = 0;
+  __mmask64 rare = 0;  // kept in a mask register, tested once
   for (int i = 0; i < 8; ++i) {
     const __m512i x = _mm512_loadu_si512(p + 64 * i);
     classify_common_avx512<false>(x, q, c, i);
-    rare |= rare_avx512(x);
+    rare = _kor_mask64(rare, rare_avx512(x));
     if (!q.heartbeat_field.empty()) put(c.beat_first, i, eq64(x, q.heartbeat_field.first()));
   }
   if (q.heartbeat_field.empty()) c.beat_first = Lanes8{};
-  if (rare == 0) {
+  if (_kortestz_mask64_u8(rare, rare)) {
     c.backslash = c.lbracket = c.rbracket = c.high = c.plus = Lanes8{};
     c.control = c.newline;
     return;
