@@ -168,6 +168,20 @@ inline uint64_t bits16(__m128i v, int shift) {
   return static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_epi8(v))) << shift;
 }
 
+// A chunk's mask from a test of its two halves, and its bytes equal to c.
+[[gnu::target("avx2"), gnu::always_inline]] inline uint64_t chunk_mask(__m256i lo, __m256i hi) {
+  return bits32(lo, 0) | bits32(hi, 32);
+}
+[[gnu::target("avx2"), gnu::always_inline]] inline uint64_t chunk_eq(__m256i lo, __m256i hi,
+                                                                     char c) {
+  return chunk_mask(eq32(lo, c), eq32(hi, c));
+}
+// The chunk's bytes equal to the heartbeat field's first (none without one).
+[[gnu::target("avx2"), gnu::always_inline]] inline uint64_t beat_first_avx2(__m256i lo, __m256i hi,
+                                                                            const Query& q) {
+  return q.heartbeat_field.empty() ? 0 : chunk_eq(lo, hi, q.heartbeat_field.first());
+}
+
 // The rare bytes of x (see classify_common_avx2()): below 0x20 but the
 // newline, from 0x80 (byte - 0x20 from 0x60 on, unsigned: its maximum with
 // 0x60 is itself), 0x5B to 0x5D ('[', '\\', ']'), '+'.
@@ -189,12 +203,8 @@ inline uint64_t bits16(__m128i v, int shift) {
 template <bool exact, typename W>
 [[gnu::target("avx2"), gnu::always_inline]] inline __m256i classify_common_avx2(
     __m256i lo, __m256i hi, const Query& q, Chunk<W>& c, int lane) {
-  // One mask from a test of both halves.
-  auto mask = [](__m256i low, __m256i high) __attribute__((target("avx2"))) {
-    return bits32(low, 0) | bits32(high, 32);
-  };
   auto eq = [&](char ch) __attribute__((target("avx2"))) {
-    return mask(eq32(lo, ch), eq32(hi, ch));
+    return chunk_eq(lo, hi, ch);
   };
   const __m256i space = _mm256_set1_epi8(0x20);
   const __m256i zero = _mm256_set1_epi8('0');
@@ -207,21 +217,21 @@ template <bool exact, typename W>
   // Up to a space: the unsigned maximum with a space is the space.
   put(c.whitespace, lane,
       exact ? eq(' ') | eq('\t') | eq('\r')
-            : mask(_mm256_cmpeq_epi8(_mm256_max_epu8(lo, space), space),
-                   _mm256_cmpeq_epi8(_mm256_max_epu8(hi, space), space)) &
+            : chunk_mask(_mm256_cmpeq_epi8(_mm256_max_epu8(lo, space), space),
+                         _mm256_cmpeq_epi8(_mm256_max_epu8(hi, space), space)) &
                   ~newline);
   put(c.lbrace, lane, eq('{'));
   put(c.rbrace, lane, eq('}'));
   put(c.colon, lane, eq(':'));
   put(c.comma, lane, eq(','));
   put(c.digit, lane,
-      mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo_digit, nine), lo_digit),
-           _mm256_cmpeq_epi8(_mm256_min_epu8(hi_digit, nine), hi_digit)));
+      chunk_mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo_digit, nine), lo_digit),
+                 _mm256_cmpeq_epi8(_mm256_min_epu8(hi_digit, nine), hi_digit)));
   put(c.zero, lane, eq('0'));
   put(c.minus, lane, eq('-'));
   put(c.dot, lane, eq('.'));
   put(c.exponent, lane,
-      mask(eq32(_mm256_or_si256(lo, space), 'e'), eq32(_mm256_or_si256(hi, space), 'e')));
+      chunk_mask(eq32(_mm256_or_si256(lo, space), 'e'), eq32(_mm256_or_si256(hi, space), 'e')));
   put(c.key_first, lane, eq(q.key.first()));
   return _mm256_or_si256(rare_avx2(lo), rare_avx2(hi));
 }
@@ -229,20 +239,17 @@ template <bool exact, typename W>
 template <typename W>
 [[gnu::target("avx2"), gnu::always_inline]] inline void classify_rare_avx2(__m256i lo, __m256i hi,
                                                                            Chunk<W>& c, int lane) {
-  auto mask = [](__m256i low, __m256i high) __attribute__((target("avx2"))) {
-    return bits32(low, 0) | bits32(high, 32);
-  };
   auto eq = [&](char ch) __attribute__((target("avx2"))) {
-    return mask(eq32(lo, ch), eq32(hi, ch));
+    return chunk_eq(lo, hi, ch);
   };
   const __m256i control = _mm256_set1_epi8(0x1F);
   put(c.backslash, lane, eq('\\'));
   put(c.lbracket, lane, eq('['));
   put(c.rbracket, lane, eq(']'));
   put(c.control, lane,
-      mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo, control), lo),
-           _mm256_cmpeq_epi8(_mm256_min_epu8(hi, control), hi)));
-  put(c.high, lane, mask(lo, hi));
+      chunk_mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo, control), lo),
+                 _mm256_cmpeq_epi8(_mm256_min_epu8(hi, control), hi)));
+  put(c.high, lane, chunk_mask(lo, hi));
   put(c.plus, lane, eq('+'));
 }
 
@@ -257,10 +264,7 @@ template <bool exact, typename W>
   const __m256i hi = load32(p + 32);
   classify_common_avx2<exact>(lo, hi, q, c, lane);
   classify_rare_avx2(lo, hi, c, lane);
-  put(c.beat_first, lane,
-      q.heartbeat_field.empty() ? 0
-                                : bits32(eq32(lo, q.heartbeat_field.first()), 0) |
-                                      bits32(eq32(hi, q.heartbeat_field.first()), 32));
+  put(c.beat_first, lane, beat_first_avx2(lo, hi, q));
 }
 
 // The four chunks at p, p + 64, p + 128, p + 192 into the lanes of `c`
@@ -272,11 +276,7 @@ template <bool exact, typename W>
     const __m256i lo = load32(p + 64 * i);
     const __m256i hi = load32(p + 64 * i + 32);
     rare = _mm256_or_si256(rare, classify_common_avx2<false>(lo, hi, q, c, i));
-    if (!q.heartbeat_field.empty()) {
-      put(c.beat_first, i,
-          bits32(eq32(lo, q.heartbeat_field.first()), 0) |
-              bits32(eq32(hi, q.heartbeat_field.first()), 32));
-    }
+    if (!q.heartbeat_field.empty()) put(c.beat_first, i, beat_first_avx2(lo, hi, q));
   }
   if (q.heartbeat_field.empty()) c.beat_first = Lanes4{};
   if (_mm256_testz_si256(rare, rare)) {
@@ -349,13 +349,18 @@ template <typename W>
       _kor_mask64(brackets, _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8('+'))));
 }
 
+[[gnu::target("avx512bw"), gnu::always_inline]] inline uint64_t beat_first_avx512(__m512i x,
+                                                                                  const Query& q) {
+  return q.heartbeat_field.empty() ? 0 : eq64(x, q.heartbeat_field.first());
+}
+
 template <bool exact, typename W>
 [[gnu::target("avx512bw")]] inline void classify_avx512(const char* p, const Query& q, Chunk<W>& c,
                                                         int lane) {
   const __m512i x = _mm512_loadu_si512(p);
   classify_common_avx512<exact>(x, q, c, lane);
   classify_rare_avx512(x, c, lane);
-  put(c.beat_first, lane, q.heartbeat_field.empty() ? 0 : eq64(x, q.heartbeat_field.first()));
+  put(c.beat_first, lane, beat_first_avx512(x, q));
 }
 
 // The eight chunks at p, p + 64, ..., p + 448 into the lanes of `c`
@@ -367,7 +372,7 @@ template <bool exact, typename W>
     const __m512i x = _mm512_loadu_si512(p + 64 * i);
     classify_common_avx512<false>(x, q, c, i);
     rare = _kor_mask64(rare, rare_avx512(x));
-    if (!q.heartbeat_field.empty()) put(c.beat_first, i, eq64(x, q.heartbeat_field.first()));
+    if (!q.heartbeat_field.empty()) put(c.beat_first, i, beat_first_avx512(x, q));
   }
   if (q.heartbeat_field.empty()) c.beat_first = Lanes8{};
   if (_kortestz_mask64_u8(rare, rare)) {
