@@ -176,6 +176,14 @@ inline uint64_t bits16(__m128i v, int shift) {
                                                                      char c) {
   return chunk_mask(eq32(lo, c), eq32(hi, c));
 }
+// The chunk's bytes that are at most `max`, unsigned (their minimum with
+// it is themselves).
+[[gnu::target("avx2"), gnu::always_inline]] inline uint64_t chunk_at_most(__m256i lo, __m256i hi,
+                                                                          char max) {
+  const __m256i m = _mm256_set1_epi8(max);
+  return chunk_mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo, m), lo),
+                    _mm256_cmpeq_epi8(_mm256_min_epu8(hi, m), hi));
+}
 // The chunk's bytes equal to the heartbeat field's first (none without one).
 [[gnu::target("avx2"), gnu::always_inline]] inline uint64_t beat_first_avx2(__m256i lo, __m256i hi,
                                                                             const Query& q) {
@@ -208,9 +216,6 @@ template <bool exact, typename W>
   };
   const __m256i space = _mm256_set1_epi8(0x20);
   const __m256i zero = _mm256_set1_epi8('0');
-  const __m256i nine = _mm256_set1_epi8(9);
-  const __m256i lo_digit = _mm256_sub_epi8(lo, zero);
-  const __m256i hi_digit = _mm256_sub_epi8(hi, zero);
   const uint64_t newline = eq('\n');
   put(c.quote, lane, eq('"'));
   put(c.newline, lane, newline);
@@ -224,9 +229,7 @@ template <bool exact, typename W>
   put(c.rbrace, lane, eq('}'));
   put(c.colon, lane, eq(':'));
   put(c.comma, lane, eq(','));
-  put(c.digit, lane,
-      chunk_mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo_digit, nine), lo_digit),
-                 _mm256_cmpeq_epi8(_mm256_min_epu8(hi_digit, nine), hi_digit)));
+  put(c.digit, lane, chunk_at_most(_mm256_sub_epi8(lo, zero), _mm256_sub_epi8(hi, zero), 9));
   put(c.zero, lane, eq('0'));
   put(c.minus, lane, eq('-'));
   put(c.dot, lane, eq('.'));
@@ -242,13 +245,10 @@ template <typename W>
   auto eq = [&](char ch) __attribute__((target("avx2"))) {
     return chunk_eq(lo, hi, ch);
   };
-  const __m256i control = _mm256_set1_epi8(0x1F);
   put(c.backslash, lane, eq('\\'));
   put(c.lbracket, lane, eq('['));
   put(c.rbracket, lane, eq(']'));
-  put(c.control, lane,
-      chunk_mask(_mm256_cmpeq_epi8(_mm256_min_epu8(lo, control), lo),
-                 _mm256_cmpeq_epi8(_mm256_min_epu8(hi, control), hi)));
+  put(c.control, lane, chunk_at_most(lo, hi, 0x1F));
   put(c.high, lane, chunk_mask(lo, hi));
   put(c.plus, lane, eq('+'));
 }
