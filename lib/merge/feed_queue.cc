@@ -1,6 +1,7 @@
 #include "merge/feed_queue.h"
 
 #include <algorithm>
+#include <bit>
 #include <cassert>
 #include <cstring>
 
@@ -117,8 +118,14 @@ void FeedQueue::hold(const BlockOwner& owner, uint64_t last, size_t record_bytes
 // Grows the ring (doubling) until `more` records fit.
 void FeedQueue::make_room(size_t more) {
   if (count_ + more <= ring_.size()) return;
-  size_t size = std::max<size_t>(16, ring_.size());
+  size_t size = std::max(min_ring_slots, ring_.size());
   while (size < count_ + more) size *= 2;
+  resize_ring(size);
+}
+
+// A ring of `size` slots (a power of two, at least count_) with the
+// queued records from its start.
+void FeedQueue::resize_ring(size_t size) {
   std::vector<Slot> slots(size);
   std::vector<std::string> texts(texts_.empty() ? 0 : size);
   std::vector<uint64_t> origins(origins_.empty() ? 0 : size);
@@ -145,6 +152,7 @@ void FeedQueue::store(std::string_view bytes, ParsedRecord& parsed) {
   if (!origins_.empty()) origins_[at] = parsed.origin;
   bytes_ += bytes.size();
   ++count_;
+  peak_count_ = std::max(peak_count_, count_);
   ++pushed_;
 }
 
@@ -194,6 +202,7 @@ void FeedQueue::pop() {
     compact_front();
   } else {
     assert(pinned_ == 0);
+    ran_empty();
     // Nothing points into the copy block any more: refill it from the
     // start rather than moving on to another (colder) block, unless it is
     // an oversized one made for a single long record.
@@ -203,6 +212,22 @@ void FeedQueue::pop() {
       copy_owner_.reset();
     }
   }
+}
+
+// The queue ran empty. A ring grown for a burst (a producer's backlog
+// after a reconnect) would otherwise keep its slots for as long as the
+// feed lives: a fleet member that once queued 600 records keeps 32 KiB,
+// a thousand of them 32 MiB. recent_peak_ remembers the largest spell
+// between two empty queues, halving at each, and the ring shrinks once it
+// is over four times what that needs: a feed whose queue drains between
+// bursts of one size keeps its ring (no regrowth, with its page faults,
+// at every burst), and one back to a record at a time gives its slots
+// back within a few records. Empty, the ring is replaced, not copied.
+void FeedQueue::ran_empty() {
+  recent_peak_ = std::max(peak_count_, recent_peak_ / 2);
+  peak_count_ = 0;
+  const size_t want = std::max(min_ring_slots, std::bit_ceil(2 * recent_peak_));
+  if (ring_.size() > 4 * want) resize_ring(want);
 }
 
 // The only block left, of known size, down to a few records: they are

@@ -140,6 +140,10 @@ class FeedQueue {
   // How many blocks queued records pin (one per run of consecutive records
   // in one block).
   size_t pinned_blocks() const { return blocks_.size(); }
+  // Records the ring has room for now (see ring_): a power of two, at
+  // least min_ring_slots once anything was pushed.
+  size_t ring_slots() const { return ring_.size(); }
+  static constexpr size_t min_ring_slots = 16;
 
   // The oldest record. REQUIRES: !empty(). A copy, for tests and rare
   // paths; the merge loop uses the accessors below, which copy nothing.
@@ -197,6 +201,8 @@ class FeedQueue {
   void hold(const BlockOwner& owner, uint64_t last, size_t record_bytes);
   void compact_front();
   void make_room(size_t more);
+  void resize_ring(size_t size);
+  void ran_empty();
   void store(std::string_view bytes, ParsedRecord& parsed);
   char* copy_space(size_t n);
 
@@ -210,7 +216,9 @@ class FeedQueue {
   // every few records, which showed up as malloc/free and page faults on
   // the loop thread; compact slots because the ring of a 1 MiB queue holds
   // some 10,000 records and first touches of its memory are page faults
-  // too. Its size is a power of two; it grows, never shrinks.
+  // too. Its size is a power of two; it grows as records come and shrinks
+  // only once the queue has run empty after far smaller spells than the
+  // one it grew for (ran_empty()).
   std::vector<Slot> ring_;
   // Parallel to ring_ once a key with text has been pushed, empty before
   // (until then every key's text is empty).
@@ -220,6 +228,8 @@ class FeedQueue {
   std::vector<uint64_t> origins_;
   size_t head_ = 0;
   size_t count_ = 0;
+  size_t peak_count_ = 0;   // the most records queued since the queue was last empty
+  size_t recent_peak_ = 0;  // the largest such peak, halving at every empty queue
   std::deque<BlockRef> blocks_;
   uint64_t pushed_ = 0;  // sequence number of the next record pushed
   uint64_t popped_ = 0;  // records popped so far

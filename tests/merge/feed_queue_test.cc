@@ -89,6 +89,37 @@ TEST_CASE("FeedQueue storage") {
     CHECK(queue.front().key == Key::from_integer(8));
     CHECK(queue.front_text().empty());
   }
+  SUBCASE("a ring grown for a burst is given back once later spells are far smaller") {
+    // A backlog of 600 records (a producer catching up), then a record at
+    // a time, with string keys so that the key texts shrink with the ring.
+    for (int i = 0; i < 600; ++i) queue.push("b", parsed(0, "k" + std::to_string(i)));
+    CHECK(queue.ring_slots() == 1024);
+    while (!queue.empty()) queue.pop();
+    CHECK(queue.ring_slots() == 1024);  // it may be the feed's usual burst
+    std::vector<size_t> slots;
+    for (int i = 0; i < 12; ++i) {
+      queue.push("r", parsed(0, "t" + std::to_string(i)));
+      CHECK(queue.front_text() == "t" + std::to_string(i));
+      queue.pop();
+      slots.push_back(queue.ring_slots());
+    }
+    CHECK(slots.front() == 1024);  // not at the first quiet record
+    CHECK(slots.back() == FeedQueue::min_ring_slots);
+    // What comes after a shrink is stored and read as before.
+    for (int i = 0; i < 40; ++i) queue.push("x" + std::to_string(i), parsed(0, std::to_string(i)));
+    for (int i = 0; i < 40; ++i) {
+      REQUIRE(queue.front_bytes() == "x" + std::to_string(i));
+      CHECK(queue.front_text() == std::to_string(i));
+      queue.pop();
+    }
+  }
+  SUBCASE("a queue that drains between bursts of one size keeps its ring") {
+    for (int burst = 0; burst < 20; ++burst) {
+      for (int i = 0; i < 600; ++i) queue.push("b", parsed(i));
+      while (!queue.empty()) queue.pop();
+      CHECK(queue.ring_slots() == 1024);
+    }
+  }
   SUBCASE("a zero-copy run points into its block and holds it until its last record is popped") {
     auto block = std::make_shared<std::string>("aa\nbbb\ncccc\n");
     std::vector<BlockRecord> run;
