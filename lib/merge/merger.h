@@ -307,10 +307,9 @@ class Merger {
     const void* slot = nullptr;
   };
 
-  // Inline: a sift compares at every level, and ordinals nearly always
-  // differ.
-  // Equal ordinals are rare: the common case is one compare, whose result
-  // sift_down() adds rather than branches on.
+  // Inline: a sift compares at every level. Ordinals nearly always differ,
+  // so the common case is one compare, whose result sift_down() adds
+  // rather than branches on.
   bool heap_before(const HeapEntry& a, const HeapEntry& b) const {
     if (a.ordinal == b.ordinal) [[unlikely]]
       return tie_before(a, b);

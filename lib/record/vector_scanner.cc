@@ -113,6 +113,15 @@ struct Query {
 // is (unsigned minimum with 9); non-ASCII bytes have their top bit set,
 // which movemask collects directly.
 
+// The rare masks of a step none of whose bytes is rare (see
+// classify_avx512()): empty, and its only control bytes its newlines. The
+// one place that says which masks a step without rare bytes may skip.
+template <typename W>
+[[gnu::always_inline]] inline void no_rare_bytes(Chunk<W>& c) {
+  c.backslash = c.lbracket = c.rbracket = c.high = c.plus = W{};
+  c.control = c.newline;
+}
+
 // Sets lane `lane` of a word of masks to `mask` (a Word has one lane, 0).
 template <typename W>
 [[gnu::always_inline]] inline void put(W& word, int lane, uint64_t mask) {
@@ -280,8 +289,7 @@ template <bool exact, typename W>
   }
   if (q.heartbeat_field.empty()) c.beat_first = Lanes4{};
   if (_mm256_testz_si256(rare, rare)) {
-    c.backslash = c.lbracket = c.rbracket = c.high = c.plus = Lanes4{};
-    c.control = c.newline;
+    no_rare_bytes(c);
     return;
   }
   for (int i = 0; i < 4; ++i) classify_rare_avx2(load32(p + 64 * i), load32(p + 64 * i + 32), c, i);
@@ -376,8 +384,7 @@ template <bool exact, typename W>
   }
   if (q.heartbeat_field.empty()) c.beat_first = Lanes8{};
   if (_kortestz_mask64_u8(rare, rare)) {
-    c.backslash = c.lbracket = c.rbracket = c.high = c.plus = Lanes8{};
-    c.control = c.newline;
+    no_rare_bytes(c);
     return;
   }
   for (int i = 0; i < 8; ++i) classify_rare_avx512(_mm512_loadu_si512(p + 64 * i), c, i);
