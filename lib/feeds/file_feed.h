@@ -34,9 +34,12 @@ class FileFeed final : public Feed {
   // Read size: a quarter of the high-water mark (1 MiB when the feed does
   // not set one, as feeds of a configuration file using the global marks),
   // within these bounds. Every read is a trip through the thread pool and
-  // back: a one-shot merge of 1,000 files (16 KiB marks) took 17 % less
-  // time with 8 KiB reads than with 4 KiB ones, for 10 % more memory.
-  static constexpr size_t max_read_bytes = 128 << 10;
+  // back, some three context switches and five futex calls: a one-shot
+  // merge of 1,000 files (16 KiB marks) took 17 % less time with 8 KiB
+  // reads than with 4 KiB ones, for 10 % more memory, and one of two files
+  // (1 MiB marks) 11 % less CPU and wall time with 256 KiB reads than with
+  // 128 KiB ones, half the context switches (bench/README.md).
+  static constexpr size_t max_read_bytes = 256 << 10;
   static constexpr size_t min_read_bytes = 8 << 10;
   static constexpr uint64_t follow_poll_ms = 200;
 
