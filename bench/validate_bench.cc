@@ -251,9 +251,9 @@ Pass block_pass(const RecordParser& parser, const std::vector<Block>& blocks, ui
   auto batch = std::make_unique<chronomerge::LineBatch>(size_t{1} << 20, parser);
   auto take = [&] {
     for (const chronomerge::LineBatch::Run& run : batch->runs()) {
-      for (const chronomerge::BlockRecord& r : run.records) {
-        sum += static_cast<uint64_t>(r.parsed.key.ordinal) + r.parsed.key_offset;
-        if (outcomes) outcomes->push_back({std::nullopt, r.parsed});
+      for (size_t i = 0; i < run.size(); ++i) {
+        sum += static_cast<uint64_t>(run.records[i].ordinal) + run.records[i].key_offset;
+        if (outcomes) outcomes->push_back({std::nullopt, run.parsed(i)});
       }
       accepted += run.records.size();
     }

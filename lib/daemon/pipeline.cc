@@ -843,9 +843,9 @@ bool Pipeline::queue_record(FeedId feed, std::string_view line, ParsedRecord&& p
   return merger_.push(feed, line, std::move(parsed), uv_now(loop_));
 }
 
-bool Pipeline::queue_records(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block) {
+bool Pipeline::queue_records(FeedId feed, const RecordRun& run) {
   schedule_pump();
-  return merger_.push(feed, records, block, uv_now(loop_));
+  return merger_.push(feed, run, uv_now(loop_));
 }
 
 bool Pipeline::in_flight(FeedId feed, size_t bytes) {

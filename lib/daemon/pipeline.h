@@ -115,7 +115,7 @@ class Pipeline final : public FeedHost, public FleetHost {
   uint64_t now() override { return uv_now(loop_); }
   const RecordParser& parser() override { return parser_; }
   bool queue_record(FeedId feed, std::string_view line, ParsedRecord&& parsed) override;
-  bool queue_records(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block) override;
+  bool queue_records(FeedId feed, const RecordRun& run) override;
   bool in_flight(FeedId feed, size_t bytes) override;
   void malformed(FeedId feed, LineError error, std::string_view line,
                  uint64_t line_number) override;

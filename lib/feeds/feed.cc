@@ -48,8 +48,8 @@ void Feed::take(LineBatch& batch) {
   }
   bool read_on = true;
   for (const LineBatch::Run& run : batch.runs()) {
-    accepted(run.records);
-    read_on = host_.queue_records(id_, run.records, run.block) && read_on;
+    accepted(run);
+    read_on = host_.queue_records(id_, run) && read_on;
   }
   for (const LineBatch::Rejected& line : batch.rejected()) {
     if (line.error == LineError::too_long) {

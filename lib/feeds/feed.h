@@ -43,8 +43,7 @@ class FeedHost {
   // merged; see Merger::push), in arrival order. False once the feed's
   // queue is full: it must stop reading until resume().
   virtual bool queue_record(FeedId feed, std::string_view line, ParsedRecord&& parsed) = 0;
-  virtual bool queue_records(FeedId feed, std::span<BlockRecord> records,
-                             const BlockOwner& block) = 0;
+  virtual bool queue_records(FeedId feed, const RecordRun& run) = 0;
   // Bytes the feed has read and handed to another thread, not yet queued:
   // they count toward its water marks (Merger::in_flight). 0 once they are
   // queued. Same answer as the queue calls.
@@ -184,7 +183,7 @@ class Feed {
   void take(LineBatch& batch);
   // Records about to be queued, in arrival order (heartbeats included),
   // for a transport that tracks what it accepted. Default: nothing.
-  virtual void accepted(std::span<const BlockRecord> records) { (void)records; }
+  virtual void accepted(const RecordRun& run) { (void)run; }
   // A line that is not a record: counted, logged, dead-lettered.
   // `line_number`: its number in the input, 0 if unknown.
   void reject(LineError error, std::string_view line, uint64_t line_number = 0);

@@ -64,14 +64,15 @@ void LineBatch::lines(std::string_view run) {
       continue;
     }
     framer_.count_line();
-    // Made in place: a record is the common case, and moving one costs.
+    // Made in place: a record is the common case.
     BlockRecord& record = records_.emplace_back();
-    if (std::optional<LineError> error = parser_.finish(text, scanned.scan, record.parsed)) {
+    std::string* key_text = keeps_texts() ? &texts_.emplace_back() : nullptr;
+    if (std::optional<LineError> error = parser_.finish(text, scanned.scan, record, key_text)) {
       records_.pop_back();
+      if (key_text != nullptr) texts_.pop_back();
       reject(*error, text);
       continue;
     }
-    record.bytes = text;
     owners_.push_back(static_cast<uint32_t>(blocks_.size() - 1));
     sealed_ = false;
   }
@@ -90,22 +91,27 @@ void LineBatch::line(std::string_view text) {
   }
   const char* base = block_ ? block_->data.get() : nullptr;
   if (base != nullptr && text.data() >= base && text.data() < base + block_->capacity) {
-    add(text, std::move(parsed));
+    add(text, std::move(parsed), static_cast<uint32_t>(blocks_.size() - 1));
     return;
   }
-  sealed_ = false;
   // Assembled by the framer from two reads: its bytes last only for this
   // call.
   carried_.push_back(Carried{records_.size(), carry_.size(), text.size()});
   carry_.append(text);
-  records_.push_back(BlockRecord{std::string_view(), std::move(parsed)});
-  owners_.push_back(carried_owner);
+  add(std::string_view(), std::move(parsed), carried_owner);
 }
 
-void LineBatch::add(std::string_view text, ParsedRecord&& parsed) {
+void LineBatch::add(std::string_view text, ParsedRecord&& parsed, uint32_t owner) {
   sealed_ = false;
-  records_.push_back(BlockRecord{text, std::move(parsed)});
-  owners_.push_back(static_cast<uint32_t>(blocks_.size() - 1));
+  BlockRecord& record = records_.emplace_back();
+  record.ordinal = parsed.key.ordinal;
+  record.data = text.data();
+  record.length = static_cast<uint32_t>(text.size());
+  record.key_offset = parsed.key_offset;
+  record.key_length = parsed.key_length;
+  record.heartbeat = parsed.heartbeat;
+  if (keeps_texts()) texts_.push_back(std::move(parsed.key.text));
+  owners_.push_back(owner);
 }
 
 void LineBatch::reject(LineError error, std::string_view text) {
@@ -127,7 +133,8 @@ void LineBatch::seal() {
     std::memcpy(carry->data.get(), carry_.data(), carry_.size());
     const auto index = static_cast<uint32_t>(blocks_.size());
     for (const Carried& line : carried_) {
-      records_[line.record].bytes = std::string_view(carry->data.get() + line.offset, line.length);
+      records_[line.record].data = carry->data.get() + line.offset;
+      records_[line.record].length = static_cast<uint32_t>(line.length);
       owners_[line.record] = index;
     }
     blocks_.push_back(BlockOwner(std::move(carry), carry_.size()));
@@ -137,8 +144,10 @@ void LineBatch::seal() {
   size_t begin = 0;
   for (size_t i = 1; i <= records_.size(); ++i) {
     if (i == records_.size() || owners_[i] != owners_[begin]) {
-      runs_.push_back(
-          Run{std::span<BlockRecord>(records_).subspan(begin, i - begin), blocks_[owners_[begin]]});
+      Run& run = runs_.emplace_back();
+      run.records = std::span<BlockRecord>(records_).subspan(begin, i - begin);
+      run.block = blocks_[owners_[begin]];
+      if (!texts_.empty()) run.texts = std::span<std::string>(texts_).subspan(begin, i - begin);
       begin = i;
     }
   }
@@ -151,6 +160,7 @@ std::span<LineBatch::Run> LineBatch::runs() {
 
 void LineBatch::clear() {
   records_.clear();
+  texts_.clear();
   owners_.clear();
   blocks_.clear();
   carry_.clear();

@@ -18,6 +18,7 @@
 // It needs no event loop.
 #pragma once
 
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -37,11 +38,9 @@ class LineBatch {
  public:
   LineBatch(size_t max_line_bytes, RecordParser parser);
 
-  // Records of one block, consecutive in arrival order.
-  struct Run {
-    std::span<BlockRecord> records;
-    BlockOwner block;
-  };
+  // Records of one block, consecutive in arrival order, with their keys'
+  // texts where the key type is string.
+  using Run = RecordRun;
   // A line that is not a record, with its length for an overlong one.
   struct Rejected {
     LineError error;
@@ -73,7 +72,10 @@ class LineBatch {
   // `version` tells the feed which settings the batch has.
   const RecordParser& parser() const { return parser_; }
   uint64_t parser_version() const { return parser_version_; }
+  // REQUIRES: between batches (no results held): whether a record keeps
+  // its key's text follows the parser.
   void set_parser(RecordParser parser, uint64_t version) {
+    assert(records_.empty());
     parser_ = std::move(parser);
     parser_version_ = version;
   }
@@ -95,8 +97,11 @@ class LineBatch {
   // Moves the lines assembled in carry_ into a block of their own and cuts
   // the records into runs.
   void seal();
-  // A valid record of the block being framed.
-  void add(std::string_view text, ParsedRecord&& parsed);
+  // A valid record, from the scalar scanner: of the block being framed,
+  // or (`owner` carried_owner) assembled in carry_.
+  void add(std::string_view text, ParsedRecord&& parsed, uint32_t owner);
+  // Whether records_ has a key text beside each record (texts_).
+  bool keeps_texts() const { return parser_.spec().type == KeyType::string; }
   void reject(LineError error, std::string_view text);
 
   LineFramer framer_;
@@ -104,6 +109,8 @@ class LineBatch {
   uint64_t parser_version_ = 0;
   const RecordBlock* block_ = nullptr;  // what frame() is framing
   std::vector<BlockRecord> records_;
+  // The keys' texts, parallel to records_ where keeps_texts(), else empty.
+  std::vector<std::string> texts_;
   // The owner of each record, parallel to records_: owners_[i] indexes
   // blocks_.
   std::vector<uint32_t> owners_;

@@ -66,13 +66,15 @@ bool MemberFeed::producer_gone() const {
   return (p.revents & POLLRDHUP) != 0 && ::ioctl(socket_, FIONREAD, &unread) == 0 && unread == 0;
 }
 
-void MemberFeed::accepted(std::span<const BlockRecord> records) {
-  for (const BlockRecord& record : records) {
-    if (record.parsed.heartbeat) continue;
-    if (last_key_ && *last_key_ == record.parsed.key) {
+void MemberFeed::accepted(const RecordRun& run) {
+  static const std::string no_text;
+  for (size_t i = 0; i < run.size(); ++i) {
+    if (run.records[i].heartbeat) continue;
+    const std::string& text = run.texts.empty() ? no_text : run.texts[i];
+    if (last_key_ && last_key_->ordinal == run.records[i].ordinal && last_key_->text == text) {
       ++last_key_count_;
     } else {
-      last_key_ = record.parsed.key;
+      last_key_ = Key{run.records[i].ordinal, text};
       last_key_count_ = 1;
     }
   }

@@ -64,7 +64,7 @@ class MemberFeed final : public StreamFeed {
   uint64_t last_key_count() const { return last_key_count_; }
 
  protected:
-  void accepted(std::span<const BlockRecord> records) override;
+  void accepted(const RecordRun& run) override;
   void connection_ended(int status) override;
 
  private:

@@ -70,16 +70,59 @@ void FeedQueue::push(std::string_view bytes, ParsedRecord&& parsed) {
   std::memcpy(at, bytes.data(), bytes.size());
   hold(BlockOwner(copy_owner_), pushed_, bytes.size());
   make_room(1);
-  store(std::string_view(at, bytes.size()), parsed);
+  const size_t i = (head_ + count_) & (ring_.size() - 1);
+  Slot& slot = ring_[i];
+  slot.ordinal = parsed.key.ordinal;
+  slot.data = at;
+  slot.length = static_cast<uint32_t>(bytes.size());
+  slot.key_offset = parsed.key_offset;
+  slot.key_length = parsed.key_length;
+  slot.heartbeat = parsed.heartbeat;
+  if (!parsed.key.text.empty() && texts_.empty()) texts_.resize(ring_.size());
+  if (!texts_.empty()) texts_[i] = std::move(parsed.key.text);
+  if (parsed.origin != 0 && origins_.empty()) origins_.resize(ring_.size());
+  if (!origins_.empty()) origins_[i] = parsed.origin;
+  added(1, bytes.size());
 }
 
-void FeedQueue::push(std::span<BlockRecord> records, const BlockOwner& owner) {
-  if (records.empty()) return;
-  make_room(records.size());
-  const size_t bytes_before = bytes_;
-  for (BlockRecord& record : records) store(record.bytes, record.parsed);
-  // One pass over the records: their bytes are what store() added.
-  hold(owner, pushed_ - 1, bytes_ - bytes_before);
+// The slots as the run brings them, in one copy (two where the ring
+// wraps): a run is a whole read, hundreds of records.
+void FeedQueue::push(const RecordRun& run) {
+  const size_t n = run.records.size();
+  if (n == 0) return;
+  assert(run.texts.empty() || run.texts.size() == n);
+  make_room(n);
+  const size_t mask = ring_.size() - 1;
+  const size_t at = (head_ + count_) & mask;
+  const size_t first = std::min(n, ring_.size() - at);
+  std::copy_n(run.records.begin(), first, ring_.begin() + static_cast<ptrdiff_t>(at));
+  std::copy_n(run.records.begin() + static_cast<ptrdiff_t>(first), n - first, ring_.begin());
+  size_t bytes = 0;
+  for (const BlockRecord& record : run.records) bytes += record.length;
+  if (texts_.empty() && run.any_text()) texts_.resize(ring_.size());
+  if (!texts_.empty()) {
+    for (size_t i = 0; i < n; ++i) {
+      std::string& text = texts_[(at + i) & mask];
+      if (run.texts.empty()) {
+        text.clear();
+      } else {
+        text = std::move(run.texts[i]);
+      }
+    }
+  }
+  if (!origins_.empty()) {
+    for (size_t i = 0; i < n; ++i) origins_[(at + i) & mask] = 0;  // runs track none
+  }
+  added(n, bytes);
+  hold(run.block, pushed_ - 1, bytes);
+}
+
+// After `n` records of `bytes` bytes were stored behind the others.
+void FeedQueue::added(size_t n, size_t bytes) {
+  bytes_ += bytes;
+  count_ += n;
+  peak_count_ = std::max(peak_count_, count_);
+  pushed_ += n;
 }
 
 // Records the records up to sequence number `last` as living in `owner`'s
@@ -139,21 +182,6 @@ void FeedQueue::resize_ring(size_t size) {
   texts_ = std::move(texts);
   origins_ = std::move(origins);
   head_ = 0;
-}
-
-// Appends one record. REQUIRES: room for it (make_room).
-void FeedQueue::store(std::string_view bytes, ParsedRecord& parsed) {
-  const size_t at = (head_ + count_) & (ring_.size() - 1);
-  ring_[at] = Slot{parsed.key.ordinal, bytes.data(),      static_cast<uint32_t>(bytes.size()),
-                   parsed.key_offset,  parsed.key_length, parsed.heartbeat};
-  if (!parsed.key.text.empty() && texts_.empty()) texts_.resize(ring_.size());
-  if (!texts_.empty()) texts_[at] = std::move(parsed.key.text);
-  if (parsed.origin != 0 && origins_.empty()) origins_.resize(ring_.size());
-  if (!origins_.empty()) origins_[at] = parsed.origin;
-  bytes_ += bytes.size();
-  ++count_;
-  peak_count_ = std::max(peak_count_, count_);
-  ++pushed_;
 }
 
 QueuedRecord FeedQueue::front() const {

@@ -25,6 +25,7 @@
 // Loop thread only.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -89,10 +90,33 @@ class RecordBlockPool {
   std::vector<std::shared_ptr<RecordBlock>> blocks_;
 };
 
-// A record inside a block, as a transport hands over a whole read of them.
-struct BlockRecord {
-  std::string_view bytes;
-  ParsedRecord parsed;
+// Consecutive records of one block, in arrival order, as a transport
+// hands over a whole read of them.
+struct RecordRun {
+  std::span<BlockRecord> records;
+  BlockOwner block;
+  // The keys' texts, parallel to `records`, or empty where no key has one
+  // (every key type but string).
+  std::span<std::string> texts = {};
+
+  size_t size() const { return records.size(); }
+  // Whether any key has text (string keys; an empty string has none).
+  bool any_text() const {
+    return std::any_of(texts.begin(), texts.end(), [](const std::string& t) { return !t.empty(); });
+  }
+  // The key of records[i], and all that was parsed of it (copies: for
+  // rare paths).
+  Key key(size_t i) const {
+    return Key{records[i].ordinal, texts.empty() ? std::string() : texts[i]};
+  }
+  ParsedRecord parsed(size_t i) const {
+    ParsedRecord parsed;
+    parsed.key = key(i);
+    parsed.key_offset = records[i].key_offset;
+    parsed.key_length = records[i].key_length;
+    parsed.heartbeat = records[i].heartbeat;
+    return parsed;
+  }
 };
 
 // A queued record, as front() shows it.
@@ -113,13 +137,13 @@ class FeedQueue {
   // Copies `bytes` in; the key is moved out of `parsed`.
   void push(std::string_view bytes, ParsedRecord&& parsed);
   // Zero-copy, for a run of records in arrival order: queues views of
-  // their bytes, which must lie in memory that `owner` keeps alive and that
-  // nobody changes while a reference to `owner` exists. The queue holds a
-  // reference until the last of them is popped. Keys are moved out. A
-  // block of known size counts once however many runs it is pushed in;
+  // their bytes, which must lie in memory that `run.block` keeps alive and
+  // that nobody changes while a reference to it exists. The queue holds a
+  // reference until the last of them is popped. Key texts are moved out.
+  // A block of known size counts once however many runs it is pushed in;
   // its bytes are taken from those in flight (set_in_flight()), which they
   // were until now.
-  void push(std::span<BlockRecord> records, const BlockOwner& owner);
+  void push(const RecordRun& run);
 
   // Bytes the transport has read for this queue and not yet pushed (a
   // block framed and validated on another thread). Pushing a block of
@@ -174,16 +198,10 @@ class FeedQueue {
   }
 
  private:
-  // A queued record as stored: a QueuedRecord without the key's text, half
-  // its size (32 bytes). Key texts (string keys only) live in texts_.
-  struct Slot {
-    int64_t ordinal;
-    const char* data;
-    uint32_t length;
-    uint32_t key_offset;
-    uint32_t key_length;
-    bool heartbeat;
-  };
+  // A queued record as stored: as a run brings it, a QueuedRecord without
+  // the key's text, half its size. Key texts (string keys only) live in
+  // texts_.
+  using Slot = BlockRecord;
   // A block some queued records point into, with the sequence number of
   // the last of them: once that record is popped the reference is dropped.
   // Consecutive records of one block share one entry. `charge` is what the
@@ -199,11 +217,11 @@ class FeedQueue {
   };
 
   void hold(const BlockOwner& owner, uint64_t last, size_t record_bytes);
+  void added(size_t n, size_t bytes);
   void compact_front();
   void make_room(size_t more);
   void resize_ring(size_t size);
   void ran_empty();
-  void store(std::string_view bytes, ParsedRecord& parsed);
   char* copy_space(size_t n);
 
   size_t high_;

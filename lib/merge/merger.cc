@@ -312,34 +312,32 @@ void Merger::release_held(FeedId feed, bool all, uint64_t now) {
   f.held.erase(f.held.begin(), f.held.begin() + static_cast<ptrdiff_t>(n));
 }
 
-bool Merger::push(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block,
-                  uint64_t now) {
-  if (records.empty()) return may_read(feed);
+bool Merger::push(FeedId feed, const RecordRun& run, uint64_t now) {
+  if (run.records.empty()) return may_read(feed);
   Feed& f = *feeds_[feed];
   assert(!f.ended);
   if (f.settings.reorder_window > 0) {
     // Held records are copied anyway; one at a time through the window.
-    for (BlockRecord& record : records) push(feed, record.bytes, std::move(record.parsed), now);
+    for (size_t i = 0; i < run.size(); ++i) push(feed, run.records[i].bytes(), run.parsed(i), now);
     return may_read(feed);
   }
   // What push() does per record, done once for the run: the per-record
   // calls, stats and checks cost more than the queueing itself.
-  for (const BlockRecord& record : records) {
-    if (record.parsed.heartbeat) {
+  for (const BlockRecord& record : run.records) {
+    if (record.heartbeat) {
       ++f.stats.heartbeats;
     } else {
       ++f.stats.records_in;
-      f.stats.bytes_in += record.bytes.size();
+      f.stats.bytes_in += record.length;
     }
-    if (!record.parsed.key.text.empty()) compare_text_ = true;
   }
-  assign_key(f.stats.last_key, records.back().parsed.key);
+  if (run.any_text()) compare_text_ = true;
+  assign_key(f.stats.last_key, run.key(run.size() - 1));
   // Only an idle feed asks whether these are a sign of life.
-  bool alive = !f.idle || std::any_of(records.begin(), records.end(), [&](const BlockRecord& r) {
-    return sign_of_life(f, r.parsed.key);
-  });
+  bool alive = !f.idle;
+  for (size_t i = 0; !alive && i < run.size(); ++i) alive = sign_of_life(f, run.key(i));
   bool was_empty = f.queue.empty();
-  f.queue.push(records, block);
+  f.queue.push(run);
   enqueued(feed, was_empty, alive, now);
   return may_read(feed);
 }

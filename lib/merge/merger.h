@@ -169,11 +169,11 @@ class Merger {
   // valid during the call.
   bool push(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
   // The same for a run of records of one block, in arrival order, without
-  // a copy: their bytes lie in memory kept alive by `block` (see
+  // a copy: their bytes lie in memory kept alive by `run.block` (see
   // FeedQueue's zero-copy push), which the queue references until they are
-  // emitted. Records held by a reorder window are still copied. Keys are
-  // moved out of `records`.
-  bool push(FeedId feed, std::span<BlockRecord> records, const BlockOwner& block, uint64_t now);
+  // emitted. Records held by a reorder window are still copied. Key texts
+  // are moved out of `run.texts`.
+  bool push(FeedId feed, const RecordRun& run, uint64_t now);
 
   // Bytes the feed's transport has read and not yet pushed (a block on
   // another thread): they count toward its water marks from now on, and

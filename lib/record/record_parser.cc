@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cassert>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -700,37 +701,62 @@ std::optional<LineError> RecordParser::parse(std::string_view line, ParsedRecord
   return finish(line, scanner.result, out);
 }
 
+BlockRecord::BlockRecord(std::string_view bytes, const ParsedRecord& parsed)
+    : ordinal(parsed.key.ordinal),
+      data(bytes.data()),
+      length(static_cast<uint32_t>(bytes.size())),
+      key_offset(parsed.key_offset),
+      key_length(parsed.key_length),
+      heartbeat(parsed.heartbeat) {
+  assert(parsed.key.text.empty() && parsed.origin == 0);
+}
+
 std::optional<LineError> RecordParser::finish(std::string_view line, const LineScan& scan,
                                               ParsedRecord& out) const {
+  BlockRecord record;
+  out.key.text.clear();
+  std::optional<LineError> error = finish(line, scan, record, &out.key.text);
+  out.key.ordinal = record.ordinal;
+  out.key_offset = record.key_offset;
+  out.key_length = record.key_length;
+  out.heartbeat = record.heartbeat;
+  return error;
+}
+
+std::optional<LineError> RecordParser::finish(std::string_view line, const LineScan& scan,
+                                              BlockRecord& out, std::string* text) const {
   if (!scan.top_is_object) return LineError::not_object;
   const KeyValue& value = scan.key;
   if (value.begin == nullptr) return LineError::missing_key;
 
+  out.data = line.data();
+  out.length = static_cast<uint32_t>(line.size());
   out.heartbeat = scan.heartbeat;
   out.key_offset = static_cast<uint32_t>(value.begin - line.data());
   out.key_length = static_cast<uint32_t>(value.end - value.begin);
-  out.key.text.clear();
   switch (spec_.type) {
     case KeyType::integer:
       if (value.kind != ValueKind::integer) return LineError::wrong_key_type;
-      return read_integer_key(value.begin, value.end, out.key.ordinal);
+      return read_integer_key(value.begin, value.end, out.ordinal);
     case KeyType::number: {
       if (value.kind != ValueKind::integer && value.kind != ValueKind::real) {
         return LineError::wrong_key_type;
       }
       double number = 0;
       if (auto error = read_number_key(value.begin, value.end, number)) return error;
-      out.key.ordinal = Key::from_number(number).ordinal;
+      out.ordinal = Key::from_number(number).ordinal;
       return std::nullopt;
     }
     case KeyType::rfc3339:
       if (value.kind != ValueKind::string) return LineError::wrong_key_type;
-      return read_rfc3339_key(value, out.key.ordinal);
+      return read_rfc3339_key(value, out.ordinal);
     case KeyType::string:
       if (value.kind != ValueKind::string) return LineError::wrong_key_type;
-      out.key.ordinal = 0;
+      assert(text != nullptr);
+      out.ordinal = 0;
+      text->clear();
       decode_string(value.begin + 1, value.end - 1, [&](const char* data, size_t n) {
-        out.key.text.append(data, n);
+        text->append(data, n);
         return true;
       });
       return std::nullopt;

@@ -74,6 +74,27 @@ struct ParsedRecord {
   uint64_t origin = 0;
 };
 
+// A record as a run of them travels from a feed's read block to the
+// merger's queue, which stores it as it is: 32 bytes, copied with the run
+// rather than field by field. What does not fit beside it travels apart:
+// a string key's text (see RecordRun), never an origin (runs come from
+// stream and file feeds, which track none).
+struct BlockRecord {
+  int64_t ordinal = 0;         // Key::ordinal
+  const char* data = nullptr;  // the line, without its newline
+  uint32_t length = 0;
+  uint32_t key_offset = 0;  // the key's JSON value as written in the line
+  uint32_t key_length = 0;
+  bool heartbeat = false;
+
+  BlockRecord() = default;
+  // `parsed` without a key text or an origin: a BlockRecord has no room
+  // for them.
+  BlockRecord(std::string_view bytes, const ParsedRecord& parsed);
+  std::string_view bytes() const { return {data, length}; }
+};
+static_assert(sizeof(BlockRecord) == 32, "a queue slot: keep it at half a cache line");
+
 class RecordParser {
  public:
   static constexpr int max_depth = 64;
@@ -106,6 +127,10 @@ class RecordParser {
   // into it): the key's own errors, or nullopt with `out` filled.
   std::optional<LineError> finish(std::string_view line, const LineScan& scan,
                                   ParsedRecord& out) const;
+  // The same into a BlockRecord; a string key's text goes to `text`
+  // (REQUIRES: not null for KeyType::string; other types leave it alone).
+  std::optional<LineError> finish(std::string_view line, const LineScan& scan, BlockRecord& out,
+                                  std::string* text) const;
 
   const KeySpec& spec() const { return spec_; }
   SimdLevel simd_level() const { return level_; }

@@ -39,11 +39,10 @@ void take(LineBatch& batch, Seen& seen) {
     const auto* block = static_cast<const RecordBlock*>(run.block.memory.get());
     REQUIRE(run.block.bytes <= block->capacity);
     for (const BlockRecord& record : run.records) {
-      CHECK(record.bytes.data() >= block->data.get());
-      CHECK(record.bytes.data() + record.bytes.size() <= block->data.get() + run.block.bytes);
-      seen.records.push_back((record.parsed.heartbeat ? "hb " : "") +
-                             std::to_string(record.parsed.key.ordinal) + ":" +
-                             std::string(record.bytes));
+      CHECK(record.data >= block->data.get());
+      CHECK(record.data + record.length <= block->data.get() + run.block.bytes);
+      seen.records.push_back((record.heartbeat ? "hb " : "") + std::to_string(record.ordinal) +
+                             ":" + std::string(record.bytes()));
     }
   }
   for (const LineBatch::Rejected& line : batch.rejected()) {
@@ -161,7 +160,7 @@ TEST_CASE("LineBatch") {
     auto runs = batch.runs();
     REQUIRE(runs.size() == 1);
     CHECK(runs[0].records.size() == 2);
-    CHECK(runs[0].records[0].bytes.data() == base);
+    CHECK(runs[0].records[0].data == base);
     CHECK(runs[0].block.bytes == 4096);
     batch.clear();
     std::string second = "me\":3}\n{\"time\":4}\n";
@@ -169,9 +168,9 @@ TEST_CASE("LineBatch") {
     runs = batch.runs();
     REQUIRE(runs.size() == 2);
     CHECK(runs[0].records.size() == 1);
-    CHECK(runs[0].records[0].bytes == "{\"time\":3}");
+    CHECK(runs[0].records[0].bytes() == "{\"time\":3}");
     CHECK(runs[0].block.bytes == 10);  // the assembled line only
-    CHECK(runs[1].records[0].bytes == "{\"time\":4}");
+    CHECK(runs[1].records[0].bytes() == "{\"time\":4}");
     CHECK(runs[1].block.bytes == second.size());
   }
   SUBCASE("a producer gone mid-line leaves nothing for the next one") {
@@ -195,6 +194,48 @@ TEST_CASE("LineBatch") {
     std::string hb = "{\"time\":1,\"hb\":true}\n";
     batch.frame(block_of(hb), hb.size(), hb.size());
     REQUIRE(batch.runs().size() == 1);
-    CHECK(batch.runs()[0].records[0].parsed.heartbeat);
+    CHECK(batch.runs()[0].records[0].heartbeat);
+  }
+}
+
+TEST_CASE("LineBatch with string keys hands each record's text beside it") {
+  KeySpec spec;
+  spec.type = KeyType::string;
+  // Plain keys, an escaped one, a key of the wrong type between them (its
+  // text must not shift the others'), and a line that spans two reads.
+  const std::string input =
+      "{\"time\":\"a\"}\n"
+      "{\"time\":\"b\\u0041\",\"v\":[1]}\n"
+      "{\"time\":3}\n"
+      "{\"time\":\"cc\"}\n"
+      "{\"time\":\"dd\",\"pad\":\"0123456789\"}\n"
+      "{\"time\":\"e\"}\n";
+  const std::vector<std::string> want{"a", "bA", "cc", "dd", "e"};
+  for (SimdLevel level : {SimdLevel::scalar, SimdLevel::sse2, SimdLevel::avx2, SimdLevel::avx512}) {
+    if (!simd_level_supported(level)) continue;
+    CAPTURE(to_string(level));
+    for (size_t cut : {size_t{0}, input.find("dd") + 4}) {
+      CAPTURE(cut);
+      LineBatch batch(1 << 10, RecordParser(spec, level));
+      batch.scan_short_runs(true);
+      std::vector<std::string> texts;
+      auto take_texts = [&] {
+        for (const LineBatch::Run& run : batch.runs()) {
+          REQUIRE(run.texts.size() == run.records.size());
+          for (size_t i = 0; i < run.size(); ++i) {
+            CHECK(run.key(i) == Key::from_string(run.texts[i]));
+            texts.push_back(run.texts[i]);
+          }
+        }
+        CHECK(batch.rejected().size() <= 1);
+        batch.clear();
+      };
+      std::string_view in(input);
+      batch.frame(block_of(in.substr(0, cut)), cut, cut);
+      take_texts();
+      batch.frame(block_of(in.substr(cut)), in.size() - cut, in.size() - cut);
+      take_texts();
+      CHECK(texts == want);
+    }
   }
 }

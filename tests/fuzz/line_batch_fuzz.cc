@@ -88,8 +88,8 @@ void take(LineBatch& batch, Out& out) {
       std::fprintf(stderr, "a run without a block\n");
       std::abort();
     }
-    for (const BlockRecord& record : run.records) {
-      out.records.push_back(describe(record.bytes, record.parsed));
+    for (size_t i = 0; i < run.size(); ++i) {
+      out.records.push_back(describe(run.records[i].bytes(), run.parsed(i)));
     }
   }
   for (const LineBatch::Rejected& r : batch.rejected()) {

@@ -305,18 +305,20 @@ class Harness {
       block->append(made.back().bytes);
     }
     std::vector<BlockRecord> records;
+    std::vector<std::string> texts;  // string keys travel beside their records
     size_t at = 0;
     for (Item& item : made) {
-      BlockRecord record;
-      record.bytes = std::string_view(*block).substr(at, item.bytes.size());
-      at += item.bytes.size();
-      record.parsed = parse(item);
-      note_push(f, item, record.parsed);
+      ParsedRecord parsed = parse(item);
+      note_push(f, item, parsed);
       trace("t=", std::to_string(now_), " push (block) feed ", std::to_string(i), " ", item.bytes);
-      records.push_back(std::move(record));
+      texts.push_back(std::exchange(parsed.key.text, {}));
+      records.emplace_back(std::string_view(*block).substr(at, item.bytes.size()), parsed);
+      at += item.bytes.size();
       items_.push_back(item);
     }
-    const bool read_on = merger_.push(f.slot, records, BlockOwner(block), now_);
+    RecordRun run{records, BlockOwner(block)};
+    if (string_keys_) run.texts = texts;
+    const bool read_on = merger_.push(f.slot, run, now_);
     take_decisions();
     expect(read_on == !f.paused, "push() disagrees with the pause decisions");
     check_flow();

@@ -126,7 +126,7 @@ TEST_CASE("FeedQueue storage") {
     run.push_back({std::string_view(*block).substr(0, 2), parsed(1)});
     run.push_back({std::string_view(*block).substr(3, 3), parsed(2)});
     run.push_back({std::string_view(*block).substr(7, 4), parsed(3)});
-    queue.push(run, block);
+    queue.push({run, block});
     CHECK(block.use_count() == 2);  // ours and the queue's, one for the run
     CHECK(queue.size() == 3);
     CHECK(queue.bytes() == 9);
@@ -140,14 +140,54 @@ TEST_CASE("FeedQueue storage") {
     CHECK(block.use_count() == 1);
     CHECK(queue.empty());
   }
+  SUBCASE("a run that wraps around the ring keeps its order") {
+    for (int i = 0; i < 10; ++i) queue.push("x", parsed(i));
+    for (int i = 0; i < 10; ++i) queue.pop();
+    REQUIRE(queue.ring_slots() == FeedQueue::min_ring_slots);  // the next record goes to slot 10
+    auto block = std::make_shared<std::string>("abcdefghijkl");
+    std::vector<BlockRecord> run;
+    for (size_t i = 0; i < 12; ++i) {
+      run.emplace_back(std::string_view(*block).substr(i, 1), parsed(static_cast<int64_t>(i)));
+    }
+    queue.push({run, block});
+    for (size_t i = 0; i < 12; ++i) {
+      REQUIRE_FALSE(queue.empty());
+      CHECK(queue.front_bytes() == block->substr(i, 1));
+      CHECK(queue.front().key == Key::from_integer(static_cast<int64_t>(i)));
+      queue.pop();
+    }
+    CHECK(queue.empty());
+  }
+  SUBCASE("a run's key texts go with its records, and a run without texts has none") {
+    auto block = std::make_shared<std::string>("ab");
+    std::vector<BlockRecord> keyed{{std::string_view(*block).substr(0, 1), parsed(0)},
+                                   {std::string_view(*block).substr(1, 1), parsed(0)}};
+    std::vector<std::string> texts{"k1", "k2"};
+    queue.push({keyed, block, texts});
+    std::vector<BlockRecord> plain{{std::string_view(*block).substr(0, 1), parsed(0)}};
+    queue.push({plain, block});
+    CHECK(queue.front().key == Key::from_string("k1"));
+    queue.pop();
+    CHECK(queue.front_text() == "k2");
+    queue.pop();
+    CHECK(queue.front_text().empty());
+    queue.pop();
+    // The ring's slots are reused, those that held "k1" and "k2" too: a
+    // text left in one must not show.
+    for (size_t i = 0; i < 2 * FeedQueue::min_ring_slots; ++i) {
+      queue.push({plain, block});
+      CHECK(queue.front_text().empty());
+      queue.pop();
+    }
+  }
   SUBCASE("copies and blocks interleave in arrival order") {
     auto first = std::make_shared<std::string>("one");
     auto second = std::make_shared<std::string>("three");
     std::vector<BlockRecord> a{{*first, parsed(1)}};
     std::vector<BlockRecord> b{{*second, parsed(3)}};
-    queue.push(a, first);
+    queue.push({a, first});
     queue.push("two", parsed(2));
-    queue.push(b, second);
+    queue.push({b, second});
     CHECK(queue.front_bytes() == "one");
     queue.pop();
     CHECK(first.use_count() == 1);
@@ -201,7 +241,7 @@ TEST_CASE("FeedQueue memory") {
 
   SUBCASE("a block of known size counts with all its bytes until its last record is popped") {
     Block b = make_block(2048, 4, 100, 1);
-    queue.push(b.records, BlockOwner(b.block, b.block->capacity));
+    queue.push({b.records, BlockOwner(b.block, b.block->capacity)});
     CHECK(queue.bytes() == 400);
     CHECK(queue.memory() == 2048);
     queue.pop();
@@ -215,11 +255,11 @@ TEST_CASE("FeedQueue memory") {
   SUBCASE("the water marks compare memory, not record bytes") {
     for (int i = 0; i < 3; ++i) {
       Block b = make_block(64 << 10, 1, 100, i);
-      queue.push(b.records, BlockOwner(b.block, b.block->capacity));
+      queue.push({b.records, BlockOwner(b.block, b.block->capacity)});
       CHECK_FALSE(queue.at_or_above_high());
     }
     Block b = make_block(64 << 10, 1, 100, 3);
-    queue.push(b.records, BlockOwner(b.block, b.block->capacity));
+    queue.push({b.records, BlockOwner(b.block, b.block->capacity)});
     CHECK(queue.bytes() == 400);
     CHECK(queue.at_or_above_high());
     queue.pop();
@@ -232,9 +272,9 @@ TEST_CASE("FeedQueue memory") {
     Block b = make_block(2048, 4, 100, 1);
     std::span<BlockRecord> all(b.records);
     BlockOwner owner(b.block, b.block->capacity);
-    queue.push(all.subspan(0, 2), owner);
+    queue.push({all.subspan(0, 2), owner});
     queue.push("copied", parsed(3));  // a line that spanned two reads
-    queue.push(all.subspan(2), owner);
+    queue.push({all.subspan(2), owner});
     CHECK(queue.memory() == 2048 + 6);
     queue.pop();
     queue.pop();
@@ -254,7 +294,7 @@ TEST_CASE("FeedQueue memory") {
     CHECK(queue.at_or_above_high());
     CHECK(queue.empty());
     Block b = make_block(64 << 10, 2, 100, 1);
-    queue.push(b.records, BlockOwner(b.block, b.block->capacity));
+    queue.push({b.records, BlockOwner(b.block, b.block->capacity)});
     // The pushed block takes its bytes over from those in flight.
     CHECK(queue.in_flight() == 192 << 10);
     CHECK(queue.memory() == 256 << 10);
@@ -263,7 +303,7 @@ TEST_CASE("FeedQueue memory") {
   }
   SUBCASE("a block reduced to a few records has them copied out and is let go") {
     Block b = make_block(64 << 10, 64, 1000, 1);
-    queue.push(b.records, BlockOwner(b.block, b.block->capacity));
+    queue.push({b.records, BlockOwner(b.block, b.block->capacity)});
     for (int i = 0; i < 55; ++i) queue.pop();
     CHECK(b.block.use_count() == 2);  // 9 records: more than an eighth
     CHECK(queue.memory() == 64 << 10);
@@ -272,10 +312,10 @@ TEST_CASE("FeedQueue memory") {
     CHECK(b.block.use_count() == 1);
     CHECK(queue.memory() == 8000);
     CHECK(queue.bytes() == 8000);
-    CHECK(queue.front_bytes().data() != b.records[56].bytes.data());
+    CHECK(queue.front_bytes().data() != b.records[56].data);
     for (int i = 56; i < 64; ++i) {
       REQUIRE_FALSE(queue.empty());
-      CHECK(queue.front_bytes() == b.records[static_cast<size_t>(i)].bytes);
+      CHECK(queue.front_bytes() == b.records[static_cast<size_t>(i)].bytes());
       CHECK(queue.front().key == Key::from_integer(1 + i));
       queue.pop();
     }
@@ -285,8 +325,8 @@ TEST_CASE("FeedQueue memory") {
   SUBCASE("a block with another queued behind it is merged through, not copied") {
     Block first = make_block(64 << 10, 64, 1000, 1);
     Block second = make_block(64 << 10, 64, 1000, 100);
-    queue.push(first.records, BlockOwner(first.block, first.block->capacity));
-    queue.push(second.records, BlockOwner(second.block, second.block->capacity));
+    queue.push({first.records, BlockOwner(first.block, first.block->capacity)});
+    queue.push({second.records, BlockOwner(second.block, second.block->capacity)});
     for (int i = 0; i < 63; ++i) queue.pop();
     CHECK(first.block.use_count() == 2);
     CHECK(queue.memory() == 128 << 10);
@@ -302,7 +342,7 @@ TEST_CASE("FeedQueue memory") {
     for (int q = 0; q < 1000; ++q) {
       queues.emplace_back(1 << 20, 512 << 10);
       Block b = make_block(64 << 10, 64, 1000, 1);
-      queues.back().push(b.records, BlockOwner(b.block, b.block->capacity));
+      queues.back().push({b.records, BlockOwner(b.block, b.block->capacity)});
       for (int i = 0; i < 62; ++i) queues.back().pop();  // emitted up to the frontier
       CHECK(b.block.use_count() == 1);
       memory += queues.back().memory();
@@ -313,7 +353,7 @@ TEST_CASE("FeedQueue memory") {
     auto block = std::make_shared<std::string>(1000, 'x');
     std::vector<BlockRecord> run{{std::string_view(*block).substr(0, 10), parsed(1)},
                                  {std::string_view(*block).substr(10, 20), parsed(2)}};
-    queue.push(run, block);
+    queue.push({run, block});
     queue.push("copy", parsed(3));
     CHECK(queue.memory() == 34);
     queue.pop();

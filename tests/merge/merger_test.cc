@@ -841,7 +841,7 @@ TEST_CASE("a run of records from one block merges like single pushes") {
     auto block = std::make_shared<std::string>(record(1, 0, 0) + "\n" + record(3, 0, 1) + "\n" +
                                                record(5, 0, 2) + "\n");
     auto run = run_of(*block, {1, 3, 5});
-    h.merger.push(a, run, block, 0);
+    h.merger.push(a, {run, block}, 0);
     h.push(b, record(2, 1, 0), 2);
     h.push(b, record(3, 1, 1), 3);
     h.merger.end(a, 0);
@@ -863,7 +863,7 @@ TEST_CASE("a run of records from one block merges like single pushes") {
     auto block = std::make_shared<std::string>(record(1, 0, 0) + "\n" + record(2, 0, 1) + "\n" +
                                                record(3, 0, 2) + "\n");
     auto run = run_of(*block, {1, 2, 3});
-    h.merger.push(a, run, block, 0);
+    h.merger.push(a, {run, block}, 0);
     CHECK(h.decisions().paused == std::vector<FeedId>{a});
     h.merger.run(0);
     CHECK(h.decisions().resumed == std::vector<FeedId>{a});
@@ -876,12 +876,43 @@ TEST_CASE("a run of records from one block merges like single pushes") {
     auto block = std::make_shared<std::string>(record(5, 0, 0) + "\n" + record(3, 0, 1) + "\n" +
                                                record(30, 0, 2) + "\n");
     auto run = run_of(*block, {5, 3, 30});
-    h.merger.push(a, run, block, 0);
+    h.merger.push(a, {run, block}, 0);
     CHECK(block.use_count() == 1);  // nothing kept in the block
     h.merger.end(a, 0);
     h.merger.run(0);
     CHECK(h.take() == record(3, 0, 1) + "\n" + record(5, 0, 0) + "\n" + record(30, 0, 2) + "\n");
   }
+}
+
+TEST_CASE("a run of records with string keys carries their texts") {
+  MergerOptions options;
+  options.key_type = KeyType::string;
+  Harness h(options);
+  FeedId a = h.merger.add_feed(finite("a"), 0);
+  FeedId b = h.merger.add_feed(finite("b"), 0);
+  auto block = std::make_shared<std::string>("{\"k\":\"b\"}{\"k\":\"d\"}");
+  std::vector<BlockRecord> run(2);
+  std::vector<std::string> texts{"b", "d"};
+  for (size_t i = 0; i < 2; ++i) {
+    run[i].data = block->data() + 9 * i;
+    run[i].length = 9;
+    run[i].key_offset = 5;
+    run[i].key_length = 3;
+  }
+  h.merger.push(a, {run, block, texts}, 0);
+  for (const char* key : {"a", "c"}) {
+    std::string rec = std::string("{\"k\":\"") + key + "\"}";
+    ParsedRecord parsed;
+    parsed.key = Key::from_string(key);
+    parsed.key_offset = 5;
+    parsed.key_length = 3;
+    h.merger.push(b, rec, std::move(parsed), 0);
+  }
+  h.merger.end(a, 0);
+  h.merger.end(b, 0);
+  h.merger.run(0);
+  CHECK(h.take() == "{\"k\":\"a\"}\n{\"k\":\"b\"}\n{\"k\":\"c\"}\n{\"k\":\"d\"}\n");
+  CHECK(h.merger.stats(a).last_key == Key::from_string("d"));
 }
 
 TEST_CASE("string keys order by their text") {
