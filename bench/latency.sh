@@ -21,6 +21,11 @@
 #   NICE       niceness for the daemon, the producers and the client
 #              (default 0; e.g. -10, as root, to put them ahead of other
 #              work on a shared machine)
+#   PIN        1: the daemon runs on the first CPU, the producers and the
+#              client on the others (taskset), so that what is measured is
+#              the daemon's own latency, not its wait for a CPU the load
+#              generator holds, as when the producers are remote (default
+#              0: all share every CPU; needs at least 2 CPUs)
 #
 # Every run starts a fresh daemon (config under bench/data/latency/), one
 # client, and one `chronomerge_loadgen paced` process holding all FEEDS
@@ -66,6 +71,22 @@ TRACE=${TRACE:-0}
 RUN=(nice -n "$NICE")
 if ((NICE < 0)) && ! nice -n "$NICE" true 2> /dev/null; then
   die "NICE=$NICE needs root (or CAP_SYS_NICE)"
+fi
+# DAEMON_RUN starts the daemon, LOAD_RUN the producers and the client.
+PIN=${PIN:-0}
+[[ $PIN == 0 || $PIN == 1 ]] || die "PIN must be 0 or 1, got '$PIN'"
+DAEMON_RUN=("${RUN[@]}")
+LOAD_RUN=("${RUN[@]}")
+CPU_NOTE="daemon, producers and client share them"
+if ((PIN)); then
+  command -v taskset > /dev/null || die "PIN=1 needs taskset (util-linux)"
+  read -r first rest < <(python3 -c 'import os
+cpus = sorted(os.sched_getaffinity(0))
+print(cpus[0], ",".join(map(str, cpus[1:])))')
+  [[ -n $rest ]] || die "PIN=1 needs at least 2 CPUs (this process may use only CPU $first)"
+  DAEMON_RUN=(taskset -c "$first" "${RUN[@]}")
+  LOAD_RUN=(taskset -c "$rest" "${RUN[@]}")
+  CPU_NOTE="the daemon pinned to CPU $first, producers and client to CPU $rest"
 fi
 
 # Target: p99 of emittable -> written, in microseconds.
@@ -115,11 +136,11 @@ run_one() {
   log="$dir/daemon.log"
   write_config "$cfg" "$FEEDS" "$base" info
   note "[round $round, $label] $FEEDS feeds x $RATE records/s, ${WARMUP}s warm-up + ${SECONDS_MEASURED}s measured ..."
-  start_daemon "$bin" "$cfg" "$log" "${RUN[@]}"
+  start_daemon "$bin" "$cfg" "$log" "${DAEMON_RUN[@]}"
 
   local trace=()
   [[ $TRACE == 1 ]] && trace=(--trace-out "$dir/trace.txt")
-  "${RUN[@]}" "$LOADGEN" latency --connect "127.0.0.1:$out" --feeds "$FEEDS" \
+  "${LOAD_RUN[@]}" "$LOADGEN" latency --connect "127.0.0.1:$out" --feeds "$FEEDS" \
     --from-seq "$FROM_SEQ" --to-seq "$TO_SEQ" --raw-out "$dir/latency.bin" \
     "${trace[@]}" \
     --timeout $((RECORDS / RATE + 60)) --ready-file "$dir/client.ready" \
@@ -130,7 +151,7 @@ run_one() {
   # data exists, so the client sees the stream from its first record.
   sleep 0.3
 
-  "${RUN[@]}" "$LOADGEN" paced --connect-base "127.0.0.1:$base" --feeds "$FEEDS" --rate "$RATE" \
+  "${LOAD_RUN[@]}" "$LOADGEN" paced --connect-base "127.0.0.1:$base" --feeds "$FEEDS" --rate "$RATE" \
     --records "$RECORDS" --cpu-pid "$DAEMON_PID" --cpu-from "$FROM_SEQ" --cpu-to "$TO_SEQ" \
     > "$dir/producers.json" 2> "$dir/producers.err" &
   local producers=$!
@@ -183,7 +204,7 @@ FAILED=0
   echo "- after: \`$AFTER\`${BEFORE:+; before: \`$BEFORE\`}"
   echo "- commit: $(commit_summary)"
   echo "- load: $FEEDS feeds × $RATE records/s = $((FEEDS * RATE)) records/s, 1 client; $ROUNDS round(s) of ${WARMUP} s warm-up + ${SECONDS_MEASURED} s measured per binary; niceness $NICE"
-  echo "- machine: $(machine_summary); daemon, producers and client share them; load average at start: $LOAD_AT_START$( ((QUICK)) && echo '; QUICK MODE (smoke test, numbers meaningless)')"
+  echo "- machine: $(machine_summary); $CPU_NOTE; load average at start: $LOAD_AT_START$( ((QUICK)) && echo '; QUICK MODE (smoke test, numbers meaningless)')"
   echo
   python3 - "$RESULTS_JSON" "$TARGET_P99_US" << 'PY'
 import array, json, math, os, sys
