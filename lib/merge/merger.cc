@@ -612,7 +612,10 @@ bool Merger::emit_combined(uint64_t now) {
 // less wall time). The record's first bytes are loaded rather than
 // prefetched: a prefetch of them alone measured no gain (it may be dropped
 // on a TLB miss, and the blocks span thousands of pages); the feed's own
-// lines are few and stay mapped.
+// lines are few and stay mapped. The two lines after the first are
+// prefetched behind that load, on its page as a rule: a telemetry record
+// spans two or three lines, and the copy into the output waited on them
+// (K=1000 one-shot: 7 % less CPU, 11 alternated runs).
 void Merger::prefetch_next() const {
   for (size_t child = 1; child <= 2 && child < heap_.size(); ++child) {
     const FeedId feed = heap_[child].feed;
@@ -622,6 +625,8 @@ void Merger::prefetch_next() const {
     // heap (heap_insert() sets it).
     assert(head.bytes == feeds_[feed]->queue.front_data());
     (void)*static_cast<const volatile char*>(head.bytes);
+    __builtin_prefetch(static_cast<const char*>(head.bytes) + 64);
+    __builtin_prefetch(static_cast<const char*>(head.bytes) + 128);
     __builtin_prefetch(head.slot);
     const Feed* f = feeds_[feed].get();
     const char* from = reinterpret_cast<const char*>(&f->rank);
