@@ -723,11 +723,23 @@ std::optional<LineError> RecordParser::finish(std::string_view line, const LineS
   return error;
 }
 
-std::optional<LineError> RecordParser::finish(std::string_view line, const LineScan& scan,
-                                              BlockRecord& out, std::string* text) const {
-  if (!scan.top_is_object) return LineError::not_object;
+namespace {
+
+// finish_code()'s codes.
+int code_of(LineError error) {
+  return static_cast<int>(error) + 1;
+}
+int code_of(std::optional<LineError> error) {
+  return error ? code_of(*error) : 0;
+}
+
+}  // namespace
+
+int RecordParser::finish_code(std::string_view line, const LineScan& scan, BlockRecord& out,
+                              std::string* text) const {
+  if (!scan.top_is_object) return code_of(LineError::not_object);
   const KeyValue& value = scan.key;
-  if (value.begin == nullptr) return LineError::missing_key;
+  if (value.begin == nullptr) return code_of(LineError::missing_key);
 
   out.data = line.data();
   out.length = static_cast<uint32_t>(line.size());
@@ -736,22 +748,22 @@ std::optional<LineError> RecordParser::finish(std::string_view line, const LineS
   out.key_length = static_cast<uint32_t>(value.end - value.begin);
   switch (spec_.type) {
     case KeyType::integer:
-      if (value.kind != ValueKind::integer) return LineError::wrong_key_type;
-      return read_integer_key(value.begin, value.end, out.ordinal);
+      if (value.kind != ValueKind::integer) return code_of(LineError::wrong_key_type);
+      return code_of(read_integer_key(value.begin, value.end, out.ordinal));
     case KeyType::number: {
       if (value.kind != ValueKind::integer && value.kind != ValueKind::real) {
-        return LineError::wrong_key_type;
+        return code_of(LineError::wrong_key_type);
       }
       double number = 0;
-      if (auto error = read_number_key(value.begin, value.end, number)) return error;
+      if (auto error = read_number_key(value.begin, value.end, number)) return code_of(*error);
       out.ordinal = Key::from_number(number).ordinal;
-      return std::nullopt;
+      return 0;
     }
     case KeyType::rfc3339:
-      if (value.kind != ValueKind::string) return LineError::wrong_key_type;
-      return read_rfc3339_key(value, out.ordinal);
+      if (value.kind != ValueKind::string) return code_of(LineError::wrong_key_type);
+      return code_of(read_rfc3339_key(value, out.ordinal));
     case KeyType::string:
-      if (value.kind != ValueKind::string) return LineError::wrong_key_type;
+      if (value.kind != ValueKind::string) return code_of(LineError::wrong_key_type);
       assert(text != nullptr);
       out.ordinal = 0;
       text->clear();
@@ -759,9 +771,9 @@ std::optional<LineError> RecordParser::finish(std::string_view line, const LineS
         text->append(data, n);
         return true;
       });
-      return std::nullopt;
+      return 0;
   }
-  return LineError::wrong_key_type;
+  return code_of(LineError::wrong_key_type);
 }
 
 }  // namespace chronomerge
