@@ -884,37 +884,6 @@ TEST_CASE("a run of records from one block merges like single pushes") {
   }
 }
 
-TEST_CASE("a run of records with string keys carries their texts") {
-  MergerOptions options;
-  options.key_type = KeyType::string;
-  Harness h(options);
-  FeedId a = h.merger.add_feed(finite("a"), 0);
-  FeedId b = h.merger.add_feed(finite("b"), 0);
-  auto block = std::make_shared<std::string>("{\"k\":\"b\"}{\"k\":\"d\"}");
-  std::vector<BlockRecord> run(2);
-  std::vector<std::string> texts{"b", "d"};
-  for (size_t i = 0; i < 2; ++i) {
-    run[i].data = block->data() + 9 * i;
-    run[i].length = 9;
-    run[i].key_offset = 5;
-    run[i].key_length = 3;
-  }
-  h.merger.push(a, {run, block, texts}, 0);
-  for (const char* key : {"a", "c"}) {
-    std::string rec = std::string("{\"k\":\"") + key + "\"}";
-    ParsedRecord parsed;
-    parsed.key = Key::from_string(key);
-    parsed.key_offset = 5;
-    parsed.key_length = 3;
-    h.merger.push(b, rec, std::move(parsed), 0);
-  }
-  h.merger.end(a, 0);
-  h.merger.end(b, 0);
-  h.merger.run(0);
-  CHECK(h.take() == "{\"k\":\"a\"}\n{\"k\":\"b\"}\n{\"k\":\"c\"}\n{\"k\":\"d\"}\n");
-  CHECK(h.merger.stats(a).last_key == Key::from_string("d"));
-}
-
 TEST_CASE("string keys order by their text") {
   MergerOptions options;
   options.key_type = KeyType::string;
@@ -929,19 +898,40 @@ TEST_CASE("string keys order by their text") {
     parsed.key_length = static_cast<uint32_t>(key.size() + 2);
     h.merger.push(feed, rec, std::move(parsed), 0);
   };
-  push(a, "apple");
-  push(a, "cherry");
-  push(b, "banana");
-  push(b, "cherry");
-  push(b, "apricot");  // behind the frontier once "banana" is out: late
-  h.merger.end(a, 0);
-  h.merger.end(b, 0);
-  h.merger.run(0);
-  CHECK(h.take() ==
-        "{\"k\":\"apple\"}\n{\"k\":\"banana\"}\n{\"k\":\"cherry\"}\n{\"k\":\"cherry\"}\n"
-        "{\"k\":\"apricot\"}\n");
-  CHECK(h.merger.stats(b).late == 1);
-  CHECK(h.merger.frontier() == Key::from_string("cherry"));
+  SUBCASE("records pushed one by one") {
+    push(a, "apple");
+    push(a, "cherry");
+    push(b, "banana");
+    push(b, "cherry");
+    push(b, "apricot");  // behind the frontier once "banana" is out: late
+    h.merger.end(a, 0);
+    h.merger.end(b, 0);
+    h.merger.run(0);
+    CHECK(h.take() ==
+          "{\"k\":\"apple\"}\n{\"k\":\"banana\"}\n{\"k\":\"cherry\"}\n{\"k\":\"cherry\"}\n"
+          "{\"k\":\"apricot\"}\n");
+    CHECK(h.merger.stats(b).late == 1);
+    CHECK(h.merger.frontier() == Key::from_string("cherry"));
+  }
+  SUBCASE("a run of one block, its texts beside its records") {
+    auto block = std::make_shared<std::string>("{\"k\":\"b\"}{\"k\":\"d\"}");
+    std::vector<BlockRecord> run(2);
+    std::vector<std::string> texts{"b", "d"};
+    for (size_t i = 0; i < 2; ++i) {
+      run[i].data = block->data() + 9 * i;
+      run[i].length = 9;
+      run[i].key_offset = 5;
+      run[i].key_length = 3;
+    }
+    h.merger.push(a, {run, block, texts}, 0);
+    push(b, "a");
+    push(b, "c");
+    h.merger.end(a, 0);
+    h.merger.end(b, 0);
+    h.merger.run(0);
+    CHECK(h.take() == "{\"k\":\"a\"}\n{\"k\":\"b\"}\n{\"k\":\"c\"}\n{\"k\":\"d\"}\n");
+    CHECK(h.merger.stats(a).last_key == Key::from_string("d"));
+  }
 }
 
 TEST_CASE("ranks set by a reload order ties and combine indexes") {
