@@ -506,8 +506,9 @@ inline size_t last_name(const char* data, size_t begin, size_t end, const uint64
 // [begin, end) that stage 1 accepted, the last of each name winning.
 // `compact`: no whitespace between tokens, so a value starts two bytes
 // after its name's closing quote.
-[[gnu::always_inline]] inline void members(const char* data, size_t begin, size_t end, const Window& w, const Query& q,
-             bool compact, LineScan& out) {
+[[gnu::always_inline]] inline void members(const char* data, size_t begin, size_t end,
+                                           const Window& w, const Query& q, bool compact,
+                                           LineScan& out) {
   out.top_is_object = true;
   const Cursor cursor(w, end);
   // Where the value of the member named `name` (at its opening quote)
