@@ -324,3 +324,54 @@ TEST_CASE("FileFeed reads pipes and FIFOs in order") {
     ::close(fds[1]);
   }
 }
+
+// A pipe written a line at a time (or a followed file appended to) is read
+// a little at a time. Each short read must count with its own bytes, not
+// with a whole read block: at the default 1 MiB marks (256 KiB reads) the
+// fourth line read would otherwise pause the feed while another holds the
+// merge.
+TEST_CASE("FileFeed gives a short read a block of its own size") {
+  int trickle[2];
+  int silent[2];
+  REQUIRE(::pipe2(trickle, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(silent, O_CLOEXEC) == 0);
+  TempDir dir;
+  Config config;
+  config.feeds.push_back(file_feed("trickle", dev_fd(trickle[0])));
+  config.feeds.push_back(file_feed("silent", dev_fd(silent[0])));
+  const std::string output = (dir.path / "out.ndjson").string();
+  config.outputs.push_back(file_output(output));
+
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  std::string written;
+  {
+    Pipeline pipeline(&loop, config, false);
+    // One line, then wait until the feed has read it; "silent" holds the
+    // merge meanwhile, so every line stays queued.
+    int lines = 0;
+    std::function<void()> next = [&] {
+      const bool all_read = pipeline.feeds()[0]->counters().bytes_read == written.size();
+      if (lines == 12 || !all_read) {
+        CHECK(all_read);
+        CHECK_FALSE(pipeline.merger().paused(0));
+        ::close(trickle[1]);
+        ::close(silent[1]);  // both end: the merge runs to the end
+        return;
+      }
+      const std::string line = record(2 * lines++, 10) + "\n";
+      REQUIRE(::write(trickle[1], line.data(), line.size()) == static_cast<ssize_t>(line.size()));
+      written += line;
+      when(
+          &loop, [&] { return pipeline.feeds()[0]->counters().bytes_read == written.size(); }, next,
+          "the feed to read the line");
+    };
+    after(&loop, 1, next);
+    CHECK(run_to_end(&loop, pipeline));
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+  ::close(trickle[0]);
+  ::close(silent[0]);
+  CHECK(slurp(output) == written);
+}

@@ -70,7 +70,8 @@ void look_until(uv_loop_t* loop, const char* what, std::function<bool()> conditi
   after(loop, 1, [=] {
     if (condition()) return body();
     if (uv_now(loop) >= deadline) {
-      FAIL_CHECK("timed out after " << timeout_ms << " ms waiting for: " << what);
+      // As a std::string: doctest prints a const char* as a pointer.
+      FAIL_CHECK("timed out after " << timeout_ms << " ms waiting for: " << std::string(what));
       return body();
     }
     look_until(loop, what, condition, body, deadline, timeout_ms);
