@@ -5,7 +5,9 @@
 // loop thread merges; a paused feed simply does not queue its next batch.
 // A batch reads into a block from the feed's pool and the merger's queue
 // keeps views into that block (no copy of the records); the block returns
-// to the pool once its last record has been merged. The read size follows
+// to the pool once its last record has been merged. A short read (an
+// eighth of a block or less: a line appended to a followed file) is
+// copied into a block of its own size instead. The read size follows
 // the feed's high-water mark, so the budget a one-shot run gives each file
 // bounds the feed's memory. With `follow`, EOF is not the end: the file is
 // polled for appended data, and truncation or rotation (a new file at the
