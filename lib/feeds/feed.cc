@@ -1,7 +1,5 @@
 #include "feeds/feed.h"
 
-#include <cstring>
-
 #include "log/log.h"
 
 namespace chronomerge {
@@ -34,10 +32,8 @@ void Feed::refresh(LineBatch& batch) const {
 void Feed::deliver(LineBatch& batch, std::string_view bytes) {
   if (ended_) return;
   counters_.bytes_read += bytes.size();
-  auto block = std::make_shared<RecordBlock>(bytes.size());
-  std::memcpy(block->data.get(), bytes.data(), bytes.size());
   refresh(batch);
-  batch.frame(std::move(block), bytes.size(), bytes.size());
+  batch.frame(RecordBlock::copy_of(bytes), bytes.size(), bytes.size());
   take(batch);
 }
 

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -136,9 +135,7 @@ struct FileFeed::Batch {
       // 64 KiB buffer at most, a quarter of a 256 KiB block, and copying
       // every one of them cost `chronomerge <(cat a) <(cat b)` a tenth
       // more time.
-      auto own = std::make_shared<RecordBlock>(nread);
-      std::memcpy(own->data.get(), block->data.get(), nread);
-      lines->frame(std::move(own), nread, nread);
+      lines->frame(RecordBlock::copy_of(std::string_view(block->data.get(), nread)), nread, nread);
       return;
     }
     lines->frame(std::move(block), nread, block_bytes);

@@ -1,6 +1,5 @@
 #include "feeds/line_batch.h"
 
-#include <cstring>
 #include <limits>
 
 #include "record/vector_scanner.h"
@@ -129,8 +128,7 @@ void LineBatch::seal() {
   if (!carried_.empty()) {
     // One exact-size block for every assembled line of the batch, so that
     // it pins no more than those lines.
-    auto carry = std::make_shared<RecordBlock>(carry_.size());
-    std::memcpy(carry->data.get(), carry_.data(), carry_.size());
+    std::shared_ptr<RecordBlock> carry = RecordBlock::copy_of(carry_);
     const auto index = static_cast<uint32_t>(blocks_.size());
     for (const Carried& line : carried_) {
       records_[line.record].data = carry->data.get() + line.offset;

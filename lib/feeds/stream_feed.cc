@@ -2,7 +2,6 @@
 
 #include <sys/ioctl.h>
 
-#include <cstring>
 #include <vector>
 
 #include "feeds/file_feed.h"
@@ -68,9 +67,7 @@ void StreamFeed::attach(std::unique_ptr<Connection> connection, std::string_view
   set_connected(true);
   last_read_ms_ = host_.now();
   if (!first_bytes.empty()) {
-    auto block = std::make_shared<RecordBlock>(first_bytes.size());
-    std::memcpy(block->data.get(), first_bytes.data(), first_bytes.size());
-    add_read(std::move(block), first_bytes.size());
+    add_read(RecordBlock::copy_of(first_bytes), first_bytes.size());
     // No read event is coming for these bytes: they go now.
     send();
   }
@@ -173,9 +170,7 @@ void StreamFeed::add_read(std::shared_ptr<RecordBlock> block, size_t n) {
   if (n < block->capacity / 2) {
     // A short read (a slow producer) gets a block of its own size; the
     // read buffer goes back to the pool at once.
-    auto own = std::make_shared<RecordBlock>(n);
-    std::memcpy(own->data.get(), block->data.get(), n);
-    block = std::move(own);
+    block = RecordBlock::copy_of(std::string_view(block->data.get(), n));
   }
   pending_bytes_ += block->capacity;
   pending_nread_ += n;

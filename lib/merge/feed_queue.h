@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <memory>
 #include <span>
@@ -55,6 +56,13 @@ struct BlockOwner {
 // A reusable fixed-size byte buffer for record data.
 struct RecordBlock {
   explicit RecordBlock(size_t capacity) : data(new char[capacity]), capacity(capacity) {}
+  // A block of exactly their size holding a copy of `bytes`: what a short
+  // read or a few assembled lines get, so as to pin no more than they need.
+  static std::shared_ptr<RecordBlock> copy_of(std::string_view bytes) {
+    auto block = std::make_shared<RecordBlock>(bytes.size());
+    std::memcpy(block->data.get(), bytes.data(), bytes.size());
+    return block;
+  }
   std::unique_ptr<char[]> data;
   size_t capacity;
 };

@@ -131,8 +131,8 @@ class RecordParser {
   // (REQUIRES: not null for KeyType::string; other types leave it alone).
   // Inline, around a call that returns a plain code: a std::optional
   // returned from a call is built in memory by two stores and read back
-  // by one load, which the CPU cannot forward from them (a stall per
-  // line; see finish_code()).
+  // by one load, which the CPU cannot forward from them: a stall per
+  // line.
   std::optional<LineError> finish(std::string_view line, const LineScan& scan, BlockRecord& out,
                                   std::string* text) const {
     const int code = finish_code(line, scan, out, text);
