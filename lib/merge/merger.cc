@@ -221,20 +221,19 @@ void Merger::heap_insert(FeedId feed) {
 }
 
 void Merger::heap_remove_top() {
-  heap_.front() = heap_.back();
+  const HeapEntry last = heap_.back();
   heap_.pop_back();
-  if (!heap_.empty()) sift_down();
+  if (!heap_.empty()) sift_down(last);
 }
 
-// Moves the top entry down to its place. Bottom-up (Floyd): the hole goes
+// Sinks `moving` from the top to its place. Bottom-up (Floyd): the hole goes
 // all the way down along the earlier children, one comparison per level,
 // and the entry then climbs back up. The new top is usually the emitted
 // feed's next record, which comes after most other heads, so the climb is
 // short. Against the textbook sift (two comparisons per level, stopping
 // early) it measured 5% fewer instructions per sift at K=8 and 22% fewer at
 // K=1000 (callgrind, bench data).
-void Merger::sift_down() {
-  const HeapEntry moving = heap_.front();
+void Merger::sift_down(const HeapEntry moving) {
   const size_t n = heap_.size();
   size_t hole = 0;
   for (size_t child = 1; child < n; child = 2 * hole + 1) {
@@ -398,9 +397,10 @@ void Merger::pop_front(FeedId feed, uint64_t now, bool late) {
   if (f.queue.empty()) {
     heap_remove_top();
   } else {
-    heap_.front().ordinal = f.queue.front_ordinal();
+    HeapEntry next = heap_.front();
+    next.ordinal = f.queue.front_ordinal();
     set_head_hint(feed);
-    sift_down();
+    sift_down(next);
   }
   popped(feed, late, now);
 }

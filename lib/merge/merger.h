@@ -330,7 +330,12 @@ class Merger {
   void heap_insert(FeedId feed);
   void heap_remove_top();
   void prefetch_next() const;
-  void sift_down();
+  // Puts `moving` in the top slot's place and sinks it to where it
+  // belongs. The entry comes as a value, not written to the top first:
+  // read back right after an 8-byte store to its ordinal, the 16-byte
+  // entry cannot be forwarded from the store buffer and the load waits
+  // for the store to retire.
+  void sift_down(HeapEntry moving);
   void enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
   void enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now);
   bool may_read(FeedId feed) const { return !feeds_[feed]->paused; }
