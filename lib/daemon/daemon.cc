@@ -21,6 +21,7 @@
 #include "sinks/dead_letter.h"
 #include "uv/uv_handle.h"
 #include "uv/uv_request.h"
+#include "uv/worker_priority.h"
 
 namespace chronomerge {
 namespace {
@@ -282,7 +283,12 @@ class Daemon {
       const int rc =
           listing_.start(std::move(listing), [&](uv_work_t* req, uv_after_work_cb callback) {
             return uv_queue_work(
-                loop_, req, [](uv_work_t* r) { Listing::payload_of(r)->run(); }, callback);
+                loop_, req,
+                [](uv_work_t* r) {
+                  lower_worker_priority();
+                  Listing::payload_of(r)->run();
+                },
+                callback);
           });
       if (rc == 0) return;  // apply_reload() follows
       log::error("reload of {}: cannot list Kafka partitions: {}", config_path_, uv_strerror(rc));

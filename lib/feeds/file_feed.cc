@@ -11,6 +11,7 @@
 
 #include "log/log.h"
 #include "uv/uv_error.h"
+#include "uv/worker_priority.h"
 
 namespace chronomerge {
 namespace {
@@ -198,7 +199,12 @@ void FileFeed::queue_batch() {
   const size_t block_bytes = batch_->block_bytes = batch_->block->capacity;
   int rc = read_.start(std::move(batch_), [&](uv_work_t* req, uv_after_work_cb callback) {
     return uv_queue_work(
-        host_.loop(), req, [](uv_work_t* r) { Read::payload_of(r)->run(); }, callback);
+        host_.loop(), req,
+        [](uv_work_t* r) {
+          lower_worker_priority();
+          Read::payload_of(r)->run();
+        },
+        callback);
   });
   if (rc < 0) {
     batch_->block.reset();

@@ -8,6 +8,7 @@
 #include "log/log.h"
 #include "uv/stdio_stream.h"
 #include "uv/uv_error.h"
+#include "uv/worker_priority.h"
 
 namespace chronomerge {
 
@@ -205,7 +206,12 @@ void StreamFeed::send() {
   }
   int rc = sent_.start(std::move(batch_), [&](uv_work_t* req, uv_after_work_cb callback) {
     return uv_queue_work(
-        host_.loop(), req, [](uv_work_t* r) { Sent::payload_of(r)->frame(); }, callback);
+        host_.loop(), req,
+        [](uv_work_t* r) {
+          lower_worker_priority();
+          Sent::payload_of(r)->frame();
+        },
+        callback);
   });
   if (rc < 0) {
     // Only invalid arguments make it fail; rather than lose the reads,

@@ -23,6 +23,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "uv/worker_priority.h"
+
 namespace chronomerge {
 
 struct NoPayload {};
@@ -145,7 +147,12 @@ void run_on_pool(uv_loop_t* loop, std::unique_ptr<Job> job) {
   Work work([](std::unique_ptr<Job>&, ssize_t) {});
   const int rc = work.start(std::move(job), [&](uv_work_t* req, uv_after_work_cb callback) {
     return uv_queue_work(
-        loop, req, [](uv_work_t* r) { Work::payload_of(r)->run(); }, callback);
+        loop, req,
+        [](uv_work_t* r) {
+          lower_worker_priority();
+          Work::payload_of(r)->run();
+        },
+        callback);
   });
   if (rc < 0) job->run();
   // `work` detaches here: the request owns itself and frees the job after

@@ -4,6 +4,8 @@
 // (`<(zcat a.gz)`, a FIFO), and errors that must name the right thing.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,7 +14,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <filesystem>
+#include <map>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -204,6 +209,66 @@ TEST_CASE("chronomerge runs with standard input, output or error closed") {
       }
     }
   }
+}
+
+// --- thread priorities -----------------------------------------------------
+
+namespace {
+
+// The nice value of each thread of `pid`, by thread id (/proc/PID/task).
+std::map<pid_t, int> thread_nice_values(pid_t pid) {
+  std::map<pid_t, int> values;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& entry : std::filesystem::directory_iterator(tasks)) {
+    const std::string stat = read_file(entry.path() / "stat");
+    // Fields after the command (which may hold spaces), from field 3 on:
+    // the nice value is field 19.
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 19 && fields >> field; ++i) {
+    }
+    values[static_cast<pid_t>(std::stoi(entry.path().filename().string()))] = std::stoi(field);
+  }
+  return values;
+}
+
+}  // namespace
+
+// The loop thread merges; pool threads only read and validate ahead of
+// it, and run a few nice levels lower so as not to preempt it.
+TEST_CASE("a file feed's reads run on pool threads below the merging thread") {
+  const int base = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  if (base > 19 - 5) {
+    MESSAGE("the tests run at nice ", base, ": nothing to lower");
+    return;
+  }
+  TempDir dir;
+  int in[2];
+  REQUIRE(::pipe2(in, O_CLOEXEC) == 0);
+  int out[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, out) == 0);
+  Socket merged(out[0]);
+  SpawnOptions options;
+  options.args = {"/dev/fd/" + std::to_string(in[0])};
+  options.inherited = {in[0]};
+  options.stdout_fd = out[1];
+  options.stderr_path = dir / "run.err";
+  Process child(options);
+  ::close(in[0]);
+  ::close(out[1]);
+  const std::string line = record(1, "a", 0) + "\n";
+  REQUIRE(::write(in[1], line.data(), line.size()) == static_cast<ssize_t>(line.size()));
+  // Out, so a pool thread has opened and read the pipe.
+  CHECK(read_lines(merged, 1).data == line);
+  const std::map<pid_t, int> nice = thread_nice_values(child.pid());
+  ::close(in[1]);
+  CHECK(child.wait(10s).code == 0);
+  INFO("stderr: " << read_file(dir / "run.err"));
+  REQUIRE(nice.count(child.pid()) == 1);
+  CHECK(nice.at(child.pid()) == base);
+  CHECK(std::count_if(nice.begin(), nice.end(), [&](const auto& thread) {
+          return thread.first != child.pid() && thread.second == base + 5;
+        }) >= 1);
 }
 
 // --- pipes and FIFOs by name ------------------------------------------------
