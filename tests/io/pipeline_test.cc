@@ -19,6 +19,8 @@
 #include "feeds/exec_feed.h"
 #include "feeds/file_feed.h"
 #include "io/loop_support.h"
+#include "sinks/file_writer.h"
+#include "sinks/stream_writer.h"
 
 using namespace chronomerge;
 using namespace chronomerge::testing;
@@ -461,5 +463,9 @@ TEST_CASE("one_shot_config shares its memory budget among the files in whole rea
     CHECK(config.feeds[0].low_water_mark.value() < high);
     // 16 MiB in all, unless each file's floor of two reads is more.
     CHECK(high * files <= std::max<size_t>(16 << 20, files * 2 * FileFeed::min_read_bytes));
+    // Standard output's writer has room for a second batch while one is
+    // written: the merge does not stop for every write.
+    CHECK(config.output_high_water_mark >= 2 * FileWriter::max_batch_bytes);
+    CHECK(config.output_high_water_mark >= 2 * StreamWriter::max_batch_bytes);
   }
 }
