@@ -43,7 +43,15 @@ namespace chronomerge {
 
 class FileWriter {
  public:
-  static constexpr size_t max_batch_bytes = 1 << 20;
+  // One write at a time, each a trip through the thread pool, where it
+  // may wait behind file feeds' reads (a one-shot merge of eight files
+  // queues eight): the writer's pace is a batch per trip. 2 MiB batches
+  // took a K=8 one-shot merge 8 % and a K=2 one 12 % less time than
+  // 1 MiB ones (with room for two in the output's mark), 4 MiB no less.
+  // A writer has no more unread than the output's mark lets it fall
+  // behind, so at the daemon's default 1 MiB mark its batches are as
+  // before.
+  static constexpr size_t max_batch_bytes = 2 << 20;
   static constexpr uint64_t first_retry_ms = 100;
   static constexpr uint64_t max_retry_ms = 5000;
 
