@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <csignal>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <random>
 #include <sstream>
@@ -221,13 +222,12 @@ std::map<pid_t, int> thread_nice_values(pid_t pid) {
   const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
   for (const auto& entry : std::filesystem::directory_iterator(tasks)) {
     const std::string stat = read_file(entry.path() / "stat");
-    // Fields after the command (which may hold spaces), from field 3 on:
-    // the nice value is field 19.
-    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-    std::string field;
-    for (int i = 3; i <= 19 && fields >> field; ++i) {
-    }
-    values[static_cast<pid_t>(std::stoi(entry.path().filename().string()))] = std::stoi(field);
+    // The fields after the command (which may hold spaces) start at field
+    // 3, the state; the nice value is field 19.
+    std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+    const std::vector<std::string> fields{std::istream_iterator<std::string>(rest), {}};
+    values[static_cast<pid_t>(std::stoi(entry.path().filename().string()))] =
+        std::stoi(fields.at(19 - 3));
   }
   return values;
 }
@@ -235,7 +235,8 @@ std::map<pid_t, int> thread_nice_values(pid_t pid) {
 }  // namespace
 
 // The loop thread merges; pool threads only read and validate ahead of
-// it, and run a few nice levels lower so as not to preempt it.
+// it, and run 5 nice levels lower (as the README says) so as not to
+// preempt it.
 TEST_CASE("a file feed's reads run on pool threads below the merging thread") {
   const int base = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
   if (base > 19 - 5) {
