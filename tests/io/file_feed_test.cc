@@ -32,6 +32,13 @@ struct Run {
   FeedCounters counters;
 };
 
+// Gives `config` a file output in `dir`; returns the file's path.
+std::string add_file_output(Config& config, const TempDir& dir) {
+  std::string path = (dir.path / "out.ndjson").string();
+  config.outputs.push_back(file_output(path));
+  return path;
+}
+
 // Merges the single file `content` into a file output with the given
 // feed high-water mark (which sets the read size) and max_line_bytes.
 Run run_file(const std::string& content, size_t high_water_mark, size_t max_line_bytes) {
@@ -42,8 +49,7 @@ Run run_file(const std::string& content, size_t high_water_mark, size_t max_line
   feed.high_water_mark = high_water_mark;
   feed.low_water_mark = high_water_mark / 4;
   config.feeds.push_back(feed);
-  const std::string output = (dir.path / "out.ndjson").string();
-  config.outputs.push_back(file_output(output));
+  const std::string output = add_file_output(config, dir);
 
   Run run;
   uv_loop_t loop;
@@ -199,8 +205,7 @@ TEST_CASE("FileFeed reads pipes and FIFOs in order") {
     feed.high_water_mark = small_reads;
     feed.low_water_mark = small_reads / 4;
     config.feeds.push_back(feed);
-    const std::string output = (dir.path / "out.ndjson").string();
-    config.outputs.push_back(file_output(output));
+    const std::string output = add_file_output(config, dir);
 
     uv_loop_t loop;
     REQUIRE(uv_loop_init(&loop) == 0);
@@ -243,8 +248,7 @@ TEST_CASE("FileFeed reads pipes and FIFOs in order") {
       feed.low_water_mark = small_reads / 4;
       config.feeds.push_back(feed);
     }
-    const std::string output = (dir.path / "out.ndjson").string();
-    config.outputs.push_back(file_output(output));
+    const std::string output = add_file_output(config, dir);
     const std::string ahead_data = keyed_records(4 << 20, false);
     const std::string silent_data = keyed_records(200'000, true);
 
@@ -305,7 +309,7 @@ TEST_CASE("FileFeed reads pipes and FIFOs in order") {
     TempDir dir;
     Config config;
     config.feeds.push_back(file_feed("quiet", dev_fd(fds[0])));
-    config.outputs.push_back(file_output((dir.path / "out.ndjson").string()));
+    add_file_output(config, dir);
     uv_loop_t loop;
     REQUIRE(uv_loop_init(&loop) == 0);
     {
@@ -339,8 +343,7 @@ TEST_CASE("FileFeed gives a short read a block of its own size") {
   Config config;
   config.feeds.push_back(file_feed("trickle", dev_fd(trickle[0])));
   config.feeds.push_back(file_feed("silent", dev_fd(silent[0])));
-  const std::string output = (dir.path / "out.ndjson").string();
-  config.outputs.push_back(file_output(output));
+  const std::string output = add_file_output(config, dir);
 
   uv_loop_t loop;
   REQUIRE(uv_loop_init(&loop) == 0);
