@@ -399,6 +399,16 @@ TEST_CASE("runs of lines: each line gets the scalar scanner's verdict") {
     CHECK(agree_on_run(a + "\n" + b, spec) == 2);
     CHECK(agree_on_run(a, spec) == 1);
   }
+  SUBCASE("short lines: up to 64 of them end in one 64-byte chunk, each accepted") {
+    // Lines of 8 to 14 bytes: 4 to 8 newlines per chunk, past the two a
+    // chunk's newlines are listed for without a loop.
+    std::string run;
+    int lines = 0;
+    for (int i = 0; i < 300; ++i, ++lines) run += R"({"time":)" + std::to_string(i * 997) + "}\n";
+    CHECK(agree_on_run(run, spec) == lines);
+    CHECK(agree_on_run(std::string(64, '\n') + run, spec) == lines);
+    CHECK(agree_on_run(std::string(R"({"t":1})") + "\n" + run, spec) == lines + 1);
+  }
   SUBCASE("a spaced line among compact ones: the run is scanned the general way") {
     CHECK(agree_on_run(a + "\n" + spaced + "\n" + b + "\n", spec) == 3);
     std::string late;
