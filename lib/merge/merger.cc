@@ -177,78 +177,39 @@ bool Merger::before_frontier(const FeedQueue& queue) const {
   return compare_text_ && queue.front_text() < frontier_->text;
 }
 
-// Merge order of two heads whose ordinals are equal (heap_before() has
+// Merge order of two heads whose ordinals are equal (the tournament has
 // compared those): key text, then rank, then name.
-bool Merger::tie_before(const HeapEntry& a, const HeapEntry& b) const {
-  if (compare_text_) {
-    int c = feeds_[a.feed]->queue.front_text().compare(feeds_[b.feed]->queue.front_text());
+bool Merger::tie_before(const void* merger, const HeadTournament::Entry& a,
+                        const HeadTournament::Entry& b) {
+  const Merger& self = *static_cast<const Merger*>(merger);
+  const Feed& fa = *self.feeds_[a.feed];
+  const Feed& fb = *self.feeds_[b.feed];
+  if (self.compare_text_) {
+    int c = fa.queue.front_text().compare(fb.queue.front_text());
     if (c != 0) return c < 0;
   }
   if (a.rank != b.rank) return a.rank < b.rank;
   // Members of one fleet: by name (only they share a rank).
-  return feeds_[a.feed]->settings.name < feeds_[b.feed]->settings.name;
+  return fa.settings.name < fb.settings.name;
 }
 
 void Merger::set_ranks(const std::vector<uint32_t>& ranks) {
-  for (size_t i = 0; i < feeds_.size() && i < ranks.size(); ++i) {
-    if (feeds_[i]) feeds_[i]->rank = ranks[i];
+  std::vector<uint32_t> rank_of(feeds_.size(), 0);
+  for (size_t i = 0; i < feeds_.size(); ++i) {
+    if (feeds_[i] && i < ranks.size()) feeds_[i]->rank = ranks[i];
+    if (feeds_[i]) rank_of[i] = feeds_[i]->rank;
   }
-  // Rebuild the heap with the new ranks (reloads are rare).
-  std::vector<HeapEntry> entries = std::move(heap_);
-  heap_.clear();
-  for (const HeapEntry& entry : entries) heap_insert(entry.feed);
+  // Every match played again with the new ranks (reloads are rare).
+  heads_.rerank(rank_of);
 }
 
-Merger::HeapEntry Merger::heap_entry(FeedId feed) const {
-  return HeapEntry{feeds_[feed]->queue.front_ordinal(), feeds_[feed]->rank, feed};
+HeadTournament::Entry Merger::head_entry(FeedId feed) const {
+  return HeadTournament::Entry{feeds_[feed]->queue.front_ordinal(), feeds_[feed]->rank, feed};
 }
 
-// The heap is hand-written rather than std::push_heap/pop_heap so that the
-// emit loop can replace the top in place (the emitted feed's next record
-// usually stays near the top) with one sift instead of a pop and a push.
-void Merger::heap_insert(FeedId feed) {
+void Merger::enter(FeedId feed) {
   set_head_hint(feed);
-  HeapEntry entry = heap_entry(feed);
-  size_t i = heap_.size();
-  heap_.push_back(entry);
-  while (i > 0) {
-    size_t parent = (i - 1) / 2;
-    if (!heap_before(entry, heap_[parent])) break;
-    heap_[i] = heap_[parent];
-    i = parent;
-  }
-  heap_[i] = entry;
-}
-
-void Merger::heap_remove_top() {
-  const HeapEntry last = heap_.back();
-  heap_.pop_back();
-  if (!heap_.empty()) sift_down(last);
-}
-
-// Sinks `moving` from the top to its place. Bottom-up (Floyd): the hole goes
-// all the way down along the earlier children, one comparison per level,
-// and the entry then climbs back up. The new top is usually the emitted
-// feed's next record, which comes after most other heads, so the climb is
-// short. Against the textbook sift (two comparisons per level, stopping
-// early) it measured 5% fewer instructions per sift at K=8 and 22% fewer at
-// K=1000 (callgrind, bench data).
-void Merger::sift_down(const HeapEntry moving) {
-  const size_t n = heap_.size();
-  size_t hole = 0;
-  for (size_t child = 1; child < n; child = 2 * hole + 1) {
-    // Which child is smaller is a coin flip: added, not branched on.
-    if (child + 1 < n) child += heap_before(heap_[child + 1], heap_[child]) ? 1 : 0;
-    heap_[hole] = heap_[child];
-    hole = child;
-  }
-  while (hole > 0) {
-    size_t parent = (hole - 1) / 2;
-    if (!heap_before(moving, heap_[parent])) break;
-    heap_[hole] = heap_[parent];
-    hole = parent;
-  }
-  heap_[hole] = moving;
+  heads_.set(head_entry(feed));
 }
 
 // The queue ran dry: the feed is waiting again, its idle clock running
@@ -355,9 +316,9 @@ void Merger::enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed
 }
 
 // After records were queued: a feed that was empty becomes ready (and
-// joins the heap); a queue at its high-water mark pauses the feed. An idle
-// feed comes back only with a record at or after the frontier (`alive`):
-// late records pass through it while it stays idle.
+// enters the tournament); a queue at its high-water mark pauses the feed.
+// An idle feed comes back only with a record at or after the frontier
+// (`alive`): late records pass through it while it stays idle.
 void Merger::enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now) {
   Feed& f = *feeds_[feed];
   if (f.idle && alive) {
@@ -369,7 +330,7 @@ void Merger::enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now) {
     --waiting_;
     if (f.settings.idle_timeout_ms) deadlines_.erase({f.idle_deadline, feed});
   }
-  if (was_empty) heap_insert(feed);
+  if (was_empty) enter(feed);
   check_water_marks(feed);
 }
 
@@ -388,24 +349,22 @@ void Merger::end(FeedId feed, uint64_t now) {
   check_finished();
 }
 
-// Pops the head of the feed on top of the heap. If the feed has another
-// record, that record takes over the top slot and sinks to its place.
+// Pops the head of the feed on top of the tournament. If the feed has
+// another record, that record replays the top's matches.
 void Merger::pop_front(FeedId feed, uint64_t now, bool late) {
-  assert(heap_.front().feed == feed);
+  assert(heads_.top().feed == feed);
   Feed& f = *feeds_[feed];
   f.queue.pop();
   if (f.queue.empty()) {
-    heap_remove_top();
+    heads_.remove_top();
   } else {
-    HeapEntry next = heap_.front();
-    next.ordinal = f.queue.front_ordinal();
     set_head_hint(feed);
-    sift_down(next);
+    heads_.replace_top(HeadTournament::Entry{f.queue.front_ordinal(), f.rank, feed});
   }
   popped(feed, late, now);
 }
 
-// After a record left the queue (and the heap is in order again).
+// After a record left the queue (and the tournament has its new top).
 void Merger::popped(FeedId feed, bool late, uint64_t now) {
   Feed& f = *feeds_[feed];
   if (!late) f.live_since = now;
@@ -413,12 +372,12 @@ void Merger::popped(FeedId feed, bool late, uint64_t now) {
   check_water_marks(feed);
 }
 
-// Pops the head of a feed that is not on the heap, and puts the feed back
-// on the heap if it still has records.
+// Pops the head of a feed that left the tournament, and enters the feed
+// again if it still has records.
 void Merger::pop_detached(FeedId feed, uint64_t now) {
   Feed& f = *feeds_[feed];
   f.queue.pop();
-  if (!f.queue.empty()) heap_insert(feed);
+  if (!f.queue.empty()) enter(feed);
   popped(feed, false, now);
 }
 
@@ -455,8 +414,8 @@ void Merger::go_idle(FeedId feed, bool lagging) {
 // behind most open feeds (see FeedSettings::max_lag). True if any went.
 // Only live feeds (those with an idle timeout) wait long enough to lag.
 bool Merger::release_lagging() {
-  if (heap_.empty()) return false;
-  const Key head = front_key(heap_.front().feed);
+  if (heads_.empty()) return false;
+  const Key head = front_key(heads_.top().feed);
   std::vector<FeedId> lagging;
   for (const auto& [deadline, feed] : deadlines_) {
     const Feed& f = *feeds_[feed];
@@ -497,7 +456,7 @@ bool Merger::release_lagging() {
 // have records ready.
 void Merger::update_holder(uint64_t now) {
   std::optional<FeedId> holder;
-  if (!heap_.empty() && waiting_ > 0 && !output_.full()) {
+  if (!heads_.empty() && waiting_ > 0 && !output_.full()) {
     if (!deadlines_.empty()) {
       holder = deadlines_.begin()->second;
     } else {
@@ -557,11 +516,11 @@ bool Merger::emit_one(FeedId feed) {
 // record from each, in feed order.
 bool Merger::emit_combined(uint64_t now) {
   group_.clear();
-  const Key key = front_key(heap_.front().feed);
-  // Pop the tied tops off the heap; they come out in feed-id order.
-  while (!heap_.empty() && front_key(heap_.front().feed) == key) {
-    FeedId feed = heap_.front().feed;
-    heap_remove_top();
+  const Key key = front_key(heads_.top().feed);
+  // Take the tied tops out of the tournament; they come out in rank order.
+  while (!heads_.empty() && front_key(heads_.top().feed) == key) {
+    FeedId feed = heads_.top().feed;
+    heads_.remove_top();
     if (feeds_[feed]->queue.front_heartbeat()) {
       pop_detached(feed, now);  // not forwarded; its next record may tie too
       continue;
@@ -602,27 +561,27 @@ bool Merger::emit_combined(uint64_t now) {
   return more;
 }
 
-// The next record emitted is nearly always the head of one of the top's
-// two children (88 % of the steps at K=1000 on the benchmark data; in the
-// rest the top's own next record follows, next in memory to the one just
-// emitted). With many feeds those heads lie in a thousand read blocks that
-// left the cache long ago, and the merge waited on memory at every record:
-// reading its feed's queue, copying it into the output. Asking for them a
-// step ahead overlaps that wait with the step (K=1000 one-shot: 10-19 %
-// less wall time). The record's first bytes are loaded rather than
-// prefetched: a prefetch of them alone measured no gain (it may be dropped
-// on a TLB miss, and the blocks span thousands of pages); the feed's own
-// lines are few and stay mapped. The two lines after the first are
-// prefetched behind that load, on its page as a rule: a telemetry record
-// spans two or three lines, and the copy into the output waited on them
-// (K=1000 one-shot: 7 % less CPU, 11 alternated runs).
+// The next record emitted is nearly always the head of one of the two
+// losers kept nearest the root on the top's path in the tournament (in
+// the rest the top's own next record follows, next in memory to the one
+// just emitted). With many feeds those heads lie in a thousand read
+// blocks that left the cache long ago, and the merge waited on memory at
+// every record: reading its feed's queue, copying it into the output.
+// Asking for them a step ahead overlaps that wait with the step (K=1000
+// one-shot: 10-19 % less wall time). The record's first bytes are loaded
+// rather than prefetched: a prefetch of them alone measured no gain (it
+// may be dropped on a TLB miss, and the blocks span thousands of pages);
+// the feed's own lines are few and stay mapped. The two lines after the
+// first are prefetched behind that load, on its page as a rule: a
+// telemetry record spans two or three lines, and the copy into the output
+// waited on them (K=1000 one-shot: 7 % less CPU, 11 alternated runs).
 void Merger::prefetch_next() const {
-  for (size_t child = 1; child <= 2 && child < heap_.size(); ++child) {
-    const FeedId feed = heap_[child].feed;
+  heads_.contenders(2, [&](const HeadTournament::Entry& contender) {
+    const FeedId feed = contender.feed;
     const HeadHint& head = head_hints_[feed];
     // Loaded, so it must be the head's: a queue's front changes only in
-    // pop_front(), which updates the hint, and while the feed is off the
-    // heap (heap_insert() sets it).
+    // pop_front(), which updates the hint, and while the feed has no head
+    // (enter() sets it).
     assert(head.bytes == feeds_[feed]->queue.front_data());
     (void)*static_cast<const volatile char*>(head.bytes);
     __builtin_prefetch(static_cast<const char*>(head.bytes) + 64);
@@ -632,19 +591,19 @@ void Merger::prefetch_next() const {
     const char* from = reinterpret_cast<const char*>(&f->rank);
     const char* to = reinterpret_cast<const char*>(&f->live_since);
     for (const char* line = from; line <= to; line += 64) __builtin_prefetch(line);
-  }
+  });
 }
 
 bool Merger::run(uint64_t now) {
   sweep_idle(now);
   size_t steps = 0;
   bool budget_spent = false;
-  while (!heap_.empty() && !output_.full()) {
+  while (!heads_.empty() && !output_.full()) {
     if (++steps > max_steps_per_run || decision_bytes_ >= max_decision_bytes) {
       budget_spent = true;
       break;
     }
-    FeedId top = heap_.front().feed;
+    FeedId top = heads_.top().feed;
     prefetch_next();
     Feed& f = *feeds_[top];
     if (f.queue.front_heartbeat()) {
@@ -719,7 +678,7 @@ void Merger::release() {
 }
 
 void Merger::check_finished() {
-  if (finished_ || !heap_.empty() || open_ > 0 || holds_ > 0) return;
+  if (finished_ || !heads_.empty() || open_ > 0 || holds_ > 0) return;
   finished_ = true;
   output_.end();
 }

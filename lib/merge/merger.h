@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "merge/feed_queue.h"
+#include "merge/head_tournament.h"
 #include "merge/merge_options.h"
 #include "output/output_log.h"
 #include "record/record_parser.h"
@@ -291,51 +292,32 @@ class Merger {
     std::optional<Key> newest;  // largest key seen, for the window
   };
 
-  // A feed with a non-empty queue, keyed by its head. The head's ordinal is
-  // copied in so that ordering integer, number and time keys reads only the
-  // heap array, not the feed and its queue.
-  struct HeapEntry {
-    int64_t ordinal;
-    uint32_t rank;  // the feed's rank, copied so comparisons stay in the heap
-    FeedId feed;
-  };
   // Where a feed's head lies, for prefetch_next(): its bytes and its slot
-  // in the queue. Kept beside the heap, by feed, so that the heap's
+  // in the queue. Kept beside the tournament, by feed, so that its
   // entries stay 16 bytes.
   struct HeadHint {
     const char* bytes = nullptr;
     const void* slot = nullptr;
   };
 
-  // Inline: a sift compares at every level. Ordinals nearly always differ,
-  // so the common case is one compare, whose result sift_down() adds
-  // rather than branches on.
-  bool heap_before(const HeapEntry& a, const HeapEntry& b) const {
-    if (a.ordinal == b.ordinal) [[unlikely]]
-      return tie_before(a, b);
-    return a.ordinal < b.ordinal;
-  }
-  bool tie_before(const HeapEntry& a, const HeapEntry& b) const;
+  // HeadTournament's order for equal ordinals: key text, then rank, then
+  // name.
+  static bool tie_before(const void* merger, const HeadTournament::Entry& a,
+                         const HeadTournament::Entry& b);
   void set_head_hint(FeedId feed) {
     const FeedQueue& queue = feeds_[feed]->queue;
     head_hints_[feed] = HeadHint{queue.front_data(), queue.front_slot()};
   }
   Key front_key(FeedId feed) const;
   bool before_frontier(const FeedQueue& queue) const;
-  HeapEntry heap_entry(FeedId feed) const;
+  HeadTournament::Entry head_entry(FeedId feed) const;
   bool key_before_frontier(const Key& key) const;
   bool sign_of_life(const Feed& f, const Key& key) const;
   bool release_lagging();
   void update_holder(uint64_t now);
-  void heap_insert(FeedId feed);
-  void heap_remove_top();
+  // The feed (not the top) has a head now: it enters the tournament.
+  void enter(FeedId feed);
   void prefetch_next() const;
-  // Puts `moving` in the top slot's place and sinks it to where it
-  // belongs. The entry comes as a value, not written to the top first:
-  // read back right after an 8-byte store to its ordinal, the 16-byte
-  // entry cannot be forwarded from the store buffer and the load waits
-  // for the store to retire.
-  void sift_down(HeapEntry moving);
   void enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
   void enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now);
   bool may_read(FeedId feed) const { return !feeds_[feed]->paused; }
@@ -363,9 +345,9 @@ class Merger {
   size_t decision_bytes_ = 0;                 // late records' bytes in decisions_
   std::vector<std::unique_ptr<Feed>> feeds_;  // by id; null: a free slot
   std::vector<FeedId> free_;                  // free slots, reused first
-  // Feeds with a non-empty queue; a binary min-heap on (head key, feed id).
-  std::vector<HeapEntry> heap_;
-  std::vector<HeadHint> head_hints_;  // by FeedId, as feeds_; valid while on the heap
+  // The heads of the feeds with a non-empty queue.
+  HeadTournament heads_{&Merger::tie_before, this};
+  std::vector<HeadHint> head_hints_;  // by FeedId, as feeds_; valid while it has a head
   // Whether any key so far had text (string keys). Until one does, every
   // key's text is empty and comparing ordinals alone is comparing keys.
   bool compare_text_ = false;
