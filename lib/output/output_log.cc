@@ -43,11 +43,7 @@ OutputLog::SourceId OutputLog::source_id(std::string_view name) {
   return it->second;
 }
 
-OutputLog::Segment& OutputLog::writable_segment(size_t record_bytes) {
-  if (!segments_.empty()) {
-    Segment& back = *segments_.back();
-    if (back.capacity - back.size >= record_bytes) return back;
-  }
+OutputLog::Segment& OutputLog::new_segment(size_t record_bytes) {
   // Records never straddle segments: a record that does not fit starts a
   // new one (sized for it, if it is larger than a segment).
   std::shared_ptr<Segment> segment;
@@ -66,39 +62,6 @@ OutputLog::Segment& OutputLog::writable_segment(size_t record_bytes) {
   return *segments_.back();
 }
 
-size_t OutputLog::index_record(Segment& segment, const Key& key,
-                               std::span<const SourceId> sources) {
-  segment.sources.insert(segment.sources.end(), sources.begin(), sources.end());
-  segment.entries.push_back(Segment::Entry{static_cast<uint32_t>(segment.size),
-                                           static_cast<uint32_t>(segment.sources.size()),
-                                           key.ordinal});
-  segment.max_ordinal = std::max(segment.max_ordinal, key.ordinal);
-  size_t bytes = sizeof(Segment::Entry) + sources.size() * sizeof(SourceId);
-  if (options_.key_type == KeyType::string) {
-    segment.texts += key.text;
-    segment.text_ends.push_back(static_cast<uint32_t>(segment.texts.size()));
-    bytes += key.text.size() + sizeof(uint32_t);
-  }
-  segment.last_append_ms = now_ms_;
-  return bytes;  // what the index grew by (Segment::index_bytes)
-}
-
-bool OutputLog::append(std::string_view record, const Key& key, std::span<const SourceId> sources,
-                       std::span<const Origin> origins) {
-  const size_t bytes = record.size() + 1;
-  Segment& segment = writable_segment(bytes);
-  char* at = segment.data.get() + segment.size;
-  std::memcpy(at, record.data(), record.size());
-  at[record.size()] = '\n';
-  segment.size += bytes;
-  retained_bytes_ += bytes + index_record(segment, key, sources);
-  head_position_ += bytes;
-  ++head_offset_;
-  add_origins(origins);
-  after_append();
-  return !full();
-}
-
 bool OutputLog::append_parts(std::initializer_list<std::string_view> parts, const Key& key,
                              std::span<const SourceId> sources, std::span<const Origin> origins) {
   size_t bytes = 1;
@@ -110,13 +73,7 @@ bool OutputLog::append_parts(std::initializer_list<std::string_view> parts, cons
     at += part.size();
   }
   *at = '\n';
-  segment.size += bytes;
-  retained_bytes_ += bytes + index_record(segment, key, sources);
-  head_position_ += bytes;
-  ++head_offset_;
-  add_origins(origins);
-  after_append();
-  return !full();
+  return appended(segment, bytes, key, sources, origins);
 }
 
 bool OutputLog::append_heartbeat(std::string_view record, const Key& key) {

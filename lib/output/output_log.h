@@ -33,8 +33,10 @@
 // thread only.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <initializer_list>
@@ -252,10 +254,18 @@ class OutputLog {
     size_t index;
   };
 
+  // The segment the next record of `record_bytes` goes to: the newest one
+  // if it has room, else new_segment().
   Segment& writable_segment(size_t record_bytes);
+  Segment& new_segment(size_t record_bytes);
+  // After a record of `bytes` was written at the segment's end: counts and
+  // indexes it. Returns !full().
+  bool appended(Segment& segment, size_t bytes, const Key& key, std::span<const SourceId> sources,
+                std::span<const Origin> origins);
   // Returns the bytes the segment's index grew by.
   size_t index_record(Segment& segment, const Key& key, std::span<const SourceId> sources);
   void update_trim_point();
+  // What an append may have to do besides counting (see appended()).
   void after_append();
   void recompute();
   void trim();
@@ -333,5 +343,59 @@ struct OutputLog::Segment {
   size_t footprint() const { return size + index_bytes(); }
   void clear();
 };
+
+// The append path is inline: the merge appends every record it emits, and
+// the calls of the path were 7 % of the samples of a K=8 one-shot merge,
+// most of them for nothing to do (no origins, no consumer to drop, no
+// segment to let go).
+inline OutputLog::Segment& OutputLog::writable_segment(size_t record_bytes) {
+  if (!segments_.empty()) {
+    Segment& back = *segments_.back();
+    if (back.capacity - back.size >= record_bytes) return back;
+  }
+  return new_segment(record_bytes);
+}
+
+inline size_t OutputLog::index_record(Segment& segment, const Key& key,
+                                      std::span<const SourceId> sources) {
+  segment.sources.insert(segment.sources.end(), sources.begin(), sources.end());
+  segment.entries.push_back(Segment::Entry{static_cast<uint32_t>(segment.size),
+                                           static_cast<uint32_t>(segment.sources.size()),
+                                           key.ordinal});
+  segment.max_ordinal = std::max(segment.max_ordinal, key.ordinal);
+  size_t bytes = sizeof(Segment::Entry) + sources.size() * sizeof(SourceId);
+  if (options_.key_type == KeyType::string) {
+    segment.texts += key.text;
+    segment.text_ends.push_back(static_cast<uint32_t>(segment.texts.size()));
+    bytes += key.text.size() + sizeof(uint32_t);
+  }
+  segment.last_append_ms = now_ms_;
+  return bytes;  // what the index grew by (Segment::index_bytes)
+}
+
+inline bool OutputLog::appended(Segment& segment, size_t bytes, const Key& key,
+                                std::span<const SourceId> sources,
+                                std::span<const Origin> origins) {
+  segment.size += bytes;
+  retained_bytes_ += bytes + index_record(segment, key, sources);
+  head_position_ += bytes;
+  ++head_offset_;
+  if (!origins.empty()) add_origins(origins);
+  if (head_position_ >= overflow_at_ || retained_bytes_ >= trim_above_ || !unwritten_.empty() ||
+      full()) {
+    after_append();
+  }
+  return !full();
+}
+
+inline bool OutputLog::append(std::string_view record, const Key& key,
+                              std::span<const SourceId> sources, std::span<const Origin> origins) {
+  const size_t bytes = record.size() + 1;
+  Segment& segment = writable_segment(bytes);
+  char* at = segment.data.get() + segment.size;
+  std::memcpy(at, record.data(), record.size());
+  at[record.size()] = '\n';
+  return appended(segment, bytes, key, sources, origins);
+}
 
 }  // namespace chronomerge
