@@ -29,10 +29,7 @@ std::shared_ptr<RecordBlock> RecordBlockPool::acquire() {
 
 namespace {
 
-// A block reduced to this share of its bytes (or less) by pops, the last
-// one queued, has its remaining records copied out (see compact_front()).
-// Smaller blocks are not worth it.
-constexpr size_t compact_share = 8;
+// Smaller blocks are not compacted (see compact_front()): not worth it.
 constexpr size_t min_compact_bytes = 4 << 10;
 
 // Copy blocks are a fraction of the high-water mark so that a queue with a
@@ -212,27 +209,13 @@ std::string_view FeedQueue::front_key_text() const {
   return std::string_view(slot.data + slot.key_offset, slot.key_length);
 }
 
-void FeedQueue::pop() {
-  const size_t length = ring_[head_].length;
-  bytes_ -= length;
-  head_ = (head_ + 1) & (ring_.size() - 1);
-  --count_;
-  // The ring's slots were written a whole queue ago (at the marks some
-  // ten thousand records, with eight feeds some 4 MiB of slots): gone
-  // from the cache, and with every other pop a load of the next slot
-  // waited on memory (half of Merger::run()'s samples in the 8-feed live
-  // benchmark). Two lines ahead is far enough: the feed's next pops are
-  // a merge step or more apart.
-  __builtin_prefetch(&ring_[(head_ + 4) & (ring_.size() - 1)]);
-  // The popped record was the oldest one of the oldest block.
-  BlockRef& front = blocks_.front();
-  front.record_bytes -= length;
-  if (!front.sized) pinned_ -= length;
-  if (front.last == popped_) {
-    pinned_ -= front.charge;
+// What pop() leaves to here: the oldest block's last record popped, the
+// queue run empty, or a lone block that may be compacted.
+void FeedQueue::popped_rare(bool block_done) {
+  if (block_done) {
+    pinned_ -= blocks_.front().charge;
     blocks_.pop_front();
   }
-  ++popped_;
   if (count_ != 0) {
     compact_front();
   } else {

@@ -125,19 +125,11 @@ void Merger::remove(FeedId feed) {
   free_.push_back(feed);
 }
 
-// After the queue or its marks changed: pause a feed at its high mark,
-// resume a paused one at its low mark (hysteresis: nothing in between).
-bool Merger::check_water_marks(FeedId feed) {
+void Merger::flip_pause(FeedId feed) {
   Feed& f = *feeds_[feed];
-  if (!f.paused && f.queue.at_or_above_high()) {
-    f.paused = true;
-    ++f.stats.pauses;
-    decide(MergerDecision::Kind::pause, feed);
-  } else if (f.paused && f.queue.at_or_below_low()) {
-    f.paused = false;
-    decide(MergerDecision::Kind::resume, feed);
-  }
-  return !f.paused;
+  f.paused = !f.paused;
+  if (f.paused) ++f.stats.pauses;
+  decide(f.paused ? MergerDecision::Kind::pause : MergerDecision::Kind::resume, feed);
 }
 
 FeedState Merger::state(FeedId feed) const {
@@ -169,12 +161,6 @@ bool Merger::sign_of_life(const Feed& f, const Key& key) const {
   if (!key_before_frontier(key)) return true;
   return f.settings.max_lag &&
          key_distance(options_.key_type, key, *frontier_) <= *f.settings.max_lag;
-}
-
-bool Merger::before_frontier(const FeedQueue& queue) const {
-  if (queue.front_ordinal() != frontier_->ordinal)
-    return queue.front_ordinal() < frontier_->ordinal;
-  return compare_text_ && queue.front_text() < frontier_->text;
 }
 
 // Merge order of two heads whose ordinals are equal (the tournament has

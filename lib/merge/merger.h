@@ -309,7 +309,13 @@ class Merger {
     head_hints_[feed] = HeadHint{queue.front_data(), queue.front_slot()};
   }
   Key front_key(FeedId feed) const;
-  bool before_frontier(const FeedQueue& queue) const;
+  // Whether the queue's head is older than the frontier (a late record).
+  // REQUIRES: a frontier. Inline, like the rest of a merge step's checks.
+  bool before_frontier(const FeedQueue& queue) const {
+    if (queue.front_ordinal() != frontier_->ordinal)
+      return queue.front_ordinal() < frontier_->ordinal;
+    return compare_text_ && queue.front_text() < frontier_->text;
+  }
   HeadTournament::Entry head_entry(FeedId feed) const;
   bool key_before_frontier(const Key& key) const;
   bool sign_of_life(const Feed& f, const Key& key) const;
@@ -328,8 +334,15 @@ class Merger {
   void pop_front(FeedId feed, uint64_t now, bool late = false);
   void pop_detached(FeedId feed, uint64_t now);
   void became_empty(FeedId feed);
-  // False if the feed is (now) paused.
-  bool check_water_marks(FeedId feed);
+  // After the queue or its marks changed: pause a feed at its high mark,
+  // resume a paused one at its low mark (hysteresis: nothing in between).
+  // False if the feed is (now) paused. Inline: every pop asks.
+  bool check_water_marks(FeedId feed) {
+    Feed& f = *feeds_[feed];
+    if (f.paused ? f.queue.at_or_below_low() : f.queue.at_or_above_high()) flip_pause(feed);
+    return !f.paused;
+  }
+  void flip_pause(FeedId feed);
   bool sweep_idle(uint64_t now);
   void go_idle(FeedId feed, bool lagging);
   bool emit_one(FeedId feed);
