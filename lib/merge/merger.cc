@@ -547,10 +547,12 @@ bool Merger::emit_combined(uint64_t now) {
   return more;
 }
 
-// The next record emitted is nearly always the head of one of the two
-// losers kept nearest the root on the top's path in the tournament (in
-// the rest the top's own next record follows, next in memory to the one
-// just emitted). With many feeds those heads lie in a thousand read
+// The next record emitted is most often the head of one of the losers
+// kept nearest the root on the top's path in the tournament: at K=1000 on
+// the benchmark data, the root's in 49 % of the steps (the best of the
+// other half of the feeds), the next one down in 25 %, the third in 12 %;
+// in 1 % the top's own next record follows, next in memory to the one
+// just emitted. With many feeds those heads lie in a thousand read
 // blocks that left the cache long ago, and the merge waited on memory at
 // every record: reading its feed's queue, copying it into the output.
 // Asking for them a step ahead overlaps that wait with the step (K=1000
@@ -562,7 +564,7 @@ bool Merger::emit_combined(uint64_t now) {
 // telemetry record spans two or three lines, and the copy into the output
 // waited on them (K=1000 one-shot: 7 % less CPU, 11 alternated runs).
 void Merger::prefetch_next() const {
-  heads_.contenders(2, [&](const HeadTournament::Entry& contender) {
+  heads_.contenders(next_heads_asked, [&](const HeadTournament::Entry& contender) {
     const FeedId feed = contender.feed;
     const HeadHint& head = head_hints_[feed];
     // Loaded, so it must be the head's: a queue's front changes only in

@@ -324,6 +324,7 @@ class Merger {
   // The feed (not the top) has a head now: it enters the tournament.
   void enter(FeedId feed);
   void prefetch_next() const;
+  static constexpr size_t next_heads_asked = 3;  // see prefetch_next()
   void enqueue(FeedId feed, std::string_view record, ParsedRecord&& parsed, uint64_t now);
   void enqueued(FeedId feed, bool was_empty, bool alive, uint64_t now);
   bool may_read(FeedId feed) const { return !feeds_[feed]->paused; }
