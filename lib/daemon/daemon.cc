@@ -21,7 +21,6 @@
 #include "sinks/dead_letter.h"
 #include "uv/uv_handle.h"
 #include "uv/uv_request.h"
-#include "uv/worker_priority.h"
 
 namespace chronomerge {
 namespace {
@@ -280,16 +279,7 @@ class Daemon {
     if (result.problems.empty() && has_unresolved_kafka_feeds(*result.config)) {
       auto listing = std::make_unique<PartitionListing>();
       listing->config = std::move(*result.config);
-      const int rc =
-          listing_.start(std::move(listing), [&](uv_work_t* req, uv_after_work_cb callback) {
-            return uv_queue_work(
-                loop_, req,
-                [](uv_work_t* r) {
-                  lower_worker_priority();
-                  Listing::payload_of(r)->run();
-                },
-                callback);
-          });
+      const int rc = listing_.queue_work<&PartitionListing::run>(loop_, std::move(listing));
       if (rc == 0) return;  // apply_reload() follows
       log::error("reload of {}: cannot list Kafka partitions: {}", config_path_, uv_strerror(rc));
       ++reloads_failed_;

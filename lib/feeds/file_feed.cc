@@ -11,7 +11,6 @@
 
 #include "log/log.h"
 #include "uv/uv_error.h"
-#include "uv/worker_priority.h"
 
 namespace chronomerge {
 namespace {
@@ -197,15 +196,7 @@ void FileFeed::queue_batch() {
   refresh(*batch_->lines);
   batch_->block = blocks_.acquire();
   const size_t block_bytes = batch_->block_bytes = batch_->block->capacity;
-  int rc = read_.start(std::move(batch_), [&](uv_work_t* req, uv_after_work_cb callback) {
-    return uv_queue_work(
-        host_.loop(), req,
-        [](uv_work_t* r) {
-          lower_worker_priority();
-          Read::payload_of(r)->run();
-        },
-        callback);
-  });
+  int rc = read_.queue_work<&Batch::run>(host_.loop(), std::move(batch_));
   if (rc < 0) {
     batch_->block.reset();
     log::error("feed {}: cannot queue a read: {}", name(), uv_error_text(rc));

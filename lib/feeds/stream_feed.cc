@@ -8,7 +8,6 @@
 #include "log/log.h"
 #include "uv/stdio_stream.h"
 #include "uv/uv_error.h"
-#include "uv/worker_priority.h"
 
 namespace chronomerge {
 
@@ -204,15 +203,7 @@ void StreamFeed::send() {
     take_batch(batch);
     return;
   }
-  int rc = sent_.start(std::move(batch_), [&](uv_work_t* req, uv_after_work_cb callback) {
-    return uv_queue_work(
-        host_.loop(), req,
-        [](uv_work_t* r) {
-          lower_worker_priority();
-          Sent::payload_of(r)->frame();
-        },
-        callback);
-  });
+  int rc = sent_.queue_work<&Batch::frame>(host_.loop(), std::move(batch_));
   if (rc < 0) {
     // Only invalid arguments make it fail; rather than lose the reads,
     // frame them here.

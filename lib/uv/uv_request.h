@@ -92,6 +92,24 @@ class UvRequest {
   // For thread-pool jobs: the payload of the request a work callback got.
   static Payload& payload_of(Req* req) { return static_cast<Box*>(req->data)->payload; }
 
+  // For thread-pool jobs (Req uv_work_t, Payload a pointer to the job):
+  // start() with uv_queue_work on `loop`, the job's member function `Run`
+  // called on a pool thread, lowered first (lower_worker_priority()): the
+  // one way this program queues work on the pool.
+  template <auto Run>
+  int queue_work(uv_loop_t* loop, Payload&& payload) {
+    static_assert(std::is_same_v<Req, uv_work_t>, "work on the thread pool");
+    return start(std::move(payload), [&](uv_work_t* req, uv_after_work_cb done) {
+      return uv_queue_work(
+          loop, req,
+          [](uv_work_t* r) {
+            lower_worker_priority();
+            std::invoke(Run, *payload_of(r));
+          },
+          done);
+    });
+  }
+
  private:
   struct Box {
     Box(Payload&& p, UvRequest* o) : payload(std::move(p)), owner(o) {}
@@ -145,16 +163,7 @@ template <typename Job>
 void run_on_pool(uv_loop_t* loop, std::unique_ptr<Job> job) {
   using Work = UvRequest<uv_work_t, std::unique_ptr<Job>>;
   Work work([](std::unique_ptr<Job>&, ssize_t) {});
-  const int rc = work.start(std::move(job), [&](uv_work_t* req, uv_after_work_cb callback) {
-    return uv_queue_work(
-        loop, req,
-        [](uv_work_t* r) {
-          lower_worker_priority();
-          Work::payload_of(r)->run();
-        },
-        callback);
-  });
-  if (rc < 0) job->run();
+  if (work.template queue_work<&Job::run>(loop, std::move(job)) < 0) job->run();
   // `work` detaches here: the request owns itself and frees the job after
   // its completion.
 }

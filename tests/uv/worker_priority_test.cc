@@ -1,6 +1,6 @@
 // Pool workers run below the loop thread's priority: lower_worker_priority()
 // on a thread of its own, and jobs queued with run_on_pool() on a real loop.
-// (tests/e2e/daemon_test.cc checks a running daemon's threads.)
+// (tests/e2e/hardening_test.cc checks a running one-shot merge's threads.)
 #include "uv/worker_priority.h"
 
 #include <sys/resource.h>
