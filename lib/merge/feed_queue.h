@@ -166,9 +166,11 @@ class FeedQueue {
   size_t bytes() const { return bytes_; }
   // What the water marks compare against: the bytes of every block of
   // known size a queued record pins, the record bytes of the others (the
-  // queue's own copy blocks, blocks of unknown size), and the bytes in
-  // flight.
-  size_t memory() const { return pinned_ + in_flight_; }
+  // queue's own copy blocks, blocks of unknown size), the bytes in flight,
+  // and slot_bytes for every queued record's slot in the ring.
+  size_t memory() const { return pinned_ + in_flight_ + count_ * slot_bytes; }
+  // What a queued record costs the queue besides its bytes and its block.
+  static constexpr size_t slot_bytes = sizeof(BlockRecord);
   // How many blocks queued records pin (one per run of consecutive records
   // in one block).
   size_t pinned_blocks() const { return blocks_.size(); }

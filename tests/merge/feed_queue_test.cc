@@ -33,13 +33,27 @@ TEST_CASE("FeedQueue") {
     CHECK(queue.bytes() == 0);
   }
   SUBCASE("reports the water marks") {
+    // Memory is the records' bytes and a ring slot for each (copies).
+    const size_t slot = FeedQueue::slot_bytes;
     CHECK(queue.at_or_below_low());
-    queue.push(std::string(99, 'x'), parsed(1));
+    queue.push(std::string(99 - slot, 'x'), parsed(1));
+    CHECK(queue.memory() == 99);
     CHECK_FALSE(queue.at_or_above_high());
     queue.push("y", parsed(2));
     CHECK(queue.at_or_above_high());
     queue.pop();
+    CHECK(queue.memory() == 1 + slot);
+    CHECK_FALSE(queue.at_or_below_low());
+    queue.pop();
     CHECK(queue.at_or_below_low());
+  }
+  SUBCASE("a ring slot counts for every queued record, however short") {
+    // 10,000 records of one byte pin 10,000 slots: the marks see them.
+    FeedQueue many(64 << 10, 16 << 10);
+    size_t n = 0;
+    while (!many.at_or_above_high()) many.push("x", parsed(static_cast<int64_t>(n++)));
+    CHECK(n == (64 << 10) / (1 + FeedQueue::slot_bytes) + 1);
+    CHECK(many.bytes() == n);
   }
   SUBCASE("compaction keeps long-running queues intact") {
     for (int i = 0; i < 10000; ++i) {
@@ -238,16 +252,18 @@ TEST_CASE("FeedQueue memory") {
     }
     return b;
   };
+  // What each queued record's ring slot adds to memory().
+  const size_t slot = FeedQueue::slot_bytes;
 
   SUBCASE("a block of known size counts with all its bytes until its last record is popped") {
     Block b = make_block(2048, 4, 100, 1);
     queue.push({b.records, BlockOwner(b.block, b.block->capacity)});
     CHECK(queue.bytes() == 400);
-    CHECK(queue.memory() == 2048);
+    CHECK(queue.memory() == 2048 + 4 * slot);
     queue.pop();
     queue.pop();
     queue.pop();
-    CHECK(queue.memory() == 2048);  // too small to be worth copying out
+    CHECK(queue.memory() == 2048 + slot);  // too small to be worth copying out
     queue.pop();
     CHECK(queue.memory() == 0);
     CHECK(b.block.use_count() == 1);
@@ -275,12 +291,12 @@ TEST_CASE("FeedQueue memory") {
     queue.push({all.subspan(0, 2), owner});
     queue.push("copied", parsed(3));  // a line that spanned two reads
     queue.push({all.subspan(2), owner});
-    CHECK(queue.memory() == 2048 + 6);
+    CHECK(queue.memory() == 2048 + 6 + 5 * slot);
     queue.pop();
     queue.pop();
     queue.pop();
     // The block is pinned by its later run: it still counts.
-    CHECK(queue.memory() == 2048);
+    CHECK(queue.memory() == 2048 + 2 * slot);
     queue.pop();
     queue.pop();
     CHECK(queue.empty());
@@ -297,20 +313,20 @@ TEST_CASE("FeedQueue memory") {
     queue.push({b.records, BlockOwner(b.block, b.block->capacity)});
     // The pushed block takes its bytes over from those in flight.
     CHECK(queue.in_flight() == 192 << 10);
-    CHECK(queue.memory() == 256 << 10);
+    CHECK(queue.memory() == (256 << 10) + 2 * slot);
     queue.set_in_flight(0);
-    CHECK(queue.memory() == 64 << 10);
+    CHECK(queue.memory() == (64 << 10) + 2 * slot);
   }
   SUBCASE("a block reduced to a few records has them copied out and is let go") {
     Block b = make_block(64 << 10, 64, 1000, 1);
     queue.push({b.records, BlockOwner(b.block, b.block->capacity)});
     for (int i = 0; i < 55; ++i) queue.pop();
     CHECK(b.block.use_count() == 2);  // 9 records: more than an eighth
-    CHECK(queue.memory() == 64 << 10);
+    CHECK(queue.memory() == (64 << 10) + 9 * slot);
     queue.pop();
     // 8 records of 1000 bytes left: copied into 8000 bytes of their own.
     CHECK(b.block.use_count() == 1);
-    CHECK(queue.memory() == 8000);
+    CHECK(queue.memory() == 8000 + 8 * slot);
     CHECK(queue.bytes() == 8000);
     CHECK(queue.front_bytes().data() != b.records[56].data);
     for (int i = 56; i < 64; ++i) {
@@ -329,10 +345,10 @@ TEST_CASE("FeedQueue memory") {
     queue.push({second.records, BlockOwner(second.block, second.block->capacity)});
     for (int i = 0; i < 63; ++i) queue.pop();
     CHECK(first.block.use_count() == 2);
-    CHECK(queue.memory() == 128 << 10);
+    CHECK(queue.memory() == (128 << 10) + 65 * slot);
     queue.pop();
     CHECK(first.block.use_count() == 1);
-    CHECK(queue.memory() == 64 << 10);
+    CHECK(queue.memory() == (64 << 10) + 64 * slot);
   }
   SUBCASE("thousands of quiet queues do not pin a read block each") {
     // A producer that sent one burst and went quiet, many times over.
@@ -347,7 +363,7 @@ TEST_CASE("FeedQueue memory") {
       CHECK(b.block.use_count() == 1);
       memory += queues.back().memory();
     }
-    CHECK(memory == 1000 * 2000);
+    CHECK(memory == 1000 * (2000 + 2 * slot));
   }
   SUBCASE("a block of unknown size counts its records' bytes, as copies do") {
     auto block = std::make_shared<std::string>(1000, 'x');
@@ -355,9 +371,9 @@ TEST_CASE("FeedQueue memory") {
                                  {std::string_view(*block).substr(10, 20), parsed(2)}};
     queue.push({run, block});
     queue.push("copy", parsed(3));
-    CHECK(queue.memory() == 34);
+    CHECK(queue.memory() == 34 + 3 * slot);
     queue.pop();
-    CHECK(queue.memory() == 24);
+    CHECK(queue.memory() == 24 + 2 * slot);
     queue.pop();
     queue.pop();
     CHECK(queue.memory() == 0);
