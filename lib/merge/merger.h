@@ -232,6 +232,8 @@ class Merger {
   const FeedStats& stats(FeedId feed) const { return feeds_[feed]->stats; }
   const FeedSettings& settings(FeedId feed) const { return feeds_[feed]->settings; }
   size_t queue_bytes(FeedId feed) const { return feeds_[feed]->queue.bytes(); }
+  // What the feed's water marks compare against (FeedQueue::memory()).
+  size_t queue_memory(FeedId feed) const { return feeds_[feed]->queue.memory(); }
   // Slots, used or free: ids are below this.
   size_t feed_count() const { return feeds_.size(); }
   // Feeds added and not removed.
