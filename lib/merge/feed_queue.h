@@ -9,7 +9,9 @@
 // keeps its whole block alive, so a block of known size counts with all
 // its bytes from its first queued record to its last one's pop, and the
 // bytes a transport has read but not yet queued (a block being framed on
-// another thread) count as "in flight". A block reduced to a few records
+// another thread) count as "in flight", and every queued record adds its
+// slot in the ring (slot_bytes), so that a feed of very short lines is
+// bounded too. A block reduced to a few records
 // (an eighth of its bytes or less, none queued or in flight behind it) has
 // them copied into memory of their own and is let go, so that a queue left
 // with a handful of records does not pin a whole read buffer.
