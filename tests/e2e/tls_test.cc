@@ -857,6 +857,10 @@ TEST_CASE("mTLS fleet: producers are named by the CN of their client certificate
   TempDir dir;
   json buses = with_tls(tcp_feed("buses"), mutual_tls());
   buses["fleet"] = {{"name_from", "cert_cn"}};
+  // Marks the members' records fit under: a member paused at its mark is
+  // not read, so it would not see its producer go until the merge moves.
+  buses["high_water_mark"] = 1 << 20;
+  buses["low_water_mark"] = 256 << 10;
   // A silent feed holds the merge, so members' records wait for each
   // other however they arrive; SIGTERM drains them all.
   json config = {{"idle_timeout_ms", 600000},
