@@ -24,7 +24,7 @@ namespace {
 // per feed to keep the merge from stalling on a read. All feeds together get
 // one budget instead of the daemon's 1 MiB each (a thousand files would
 // otherwise hold a thousand MiB); the floor keeps reads large enough to be
-// efficient. A file feed's read size follows from its high-water mark.
+// efficient. A file feed's read size follows from its marks.
 // 16 MiB: at K=1000, 32 MiB peaked at 84 MiB RSS and 16 MiB at 48 MiB in
 // the same time (bench/validate.sh); K <= 16 keeps its 1 MiB per feed.
 constexpr size_t one_shot_budget = 16 << 20;

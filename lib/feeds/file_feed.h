@@ -8,7 +8,7 @@
 // to the pool once its last record has been merged. A short read (an
 // eighth of a block or less: a line appended to a followed file) is
 // copied into a block of its own size instead. The read size follows
-// the feed's high-water mark, so the budget a one-shot run gives each file
+// the feed's water marks, so the budget a one-shot run gives each file
 // bounds the feed's memory. With `follow`, EOF is not the end: the file is
 // polled for appended data, and truncation or rotation (a new file at the
 // path) restarts reading from the beginning, like `tail -F`.
@@ -33,17 +33,22 @@ namespace chronomerge {
 
 class FileFeed final : public Feed {
  public:
-  // Read size: a quarter of the high-water mark (1 MiB when the feed does
-  // not set one, as feeds of a configuration file using the global marks),
-  // within these bounds. Every read is a trip through the thread pool and
-  // back, some three context switches and five futex calls: a one-shot
-  // merge of 1,000 files (16 KiB marks) took 17 % less time with 8 KiB
+  // Read size: a quarter of the high-water mark and three quarters of the
+  // low one (1 MiB and 256 KiB when the feed does not set them, as feeds
+  // of a configuration file using the global marks), within these bounds.
+  // Every read is a trip through the thread pool and back, some three
+  // context switches and five futex calls: a one-shot merge of 1,000
+  // files (16 KiB marks) took 17 % less time with 8 KiB
   // reads than with 4 KiB ones, for 10 % more memory, and one of two files
   // (1 MiB marks) 11 % less CPU and wall time with 256 KiB reads than with
   // 128 KiB ones, half the context switches (bench/README.md).
   static constexpr size_t max_read_bytes = 256 << 10;
   static constexpr size_t min_read_bytes = 8 << 10;
   static constexpr uint64_t follow_poll_ms = 200;
+  // The size of this feed's reads (see above): a block and the ring slots
+  // of its records (of 96 bytes or more) fit under the low mark, so that a
+  // paused feed resumes while it still has a block queued.
+  static size_t read_bytes(const FeedConfig& config);
 
   // Reads config.path, or `fd` when given (standard input); `fd` is then
   // read from its current position and not closed at the end.

@@ -69,12 +69,40 @@ std::string record(int64_t time, size_t pad) {
   return "{\"time\":" + std::to_string(time) + ",\"pad\":\"" + std::string(pad, 'x') + "\"}";
 }
 
-// Read sizes follow the high-water mark: a quarter of it, within
-// FileFeed's bounds.
+// Read sizes follow the marks (FileFeed::read_bytes); run_file() sets the
+// low mark to a quarter of the high one.
 constexpr size_t small_reads = 16 << 10;  // reads of FileFeed::min_read_bytes
-constexpr size_t large_reads = 1 << 20;   // the largest reads
+constexpr size_t large_reads = 1 << 20;   // reads of 192 KiB
 
 }  // namespace
+
+TEST_CASE("FileFeed reads blocks that fit under the low mark with their records' slots") {
+  // A paused feed resumes at its low mark; with a block as large as that
+  // mark, the block's ring slots kept memory() above it until the block
+  // was almost merged, and the merge waited for the next read.
+  auto fits = [](size_t high, size_t low) {
+    FeedConfig config;
+    config.high_water_mark = high;
+    config.low_water_mark = low;
+    const size_t read = FileFeed::read_bytes(config);
+    CAPTURE(high);
+    CAPTURE(low);
+    CAPTURE(read);
+    CHECK(read >= FileFeed::min_read_bytes);
+    CHECK(read <= FileFeed::max_read_bytes);
+    CHECK(read <= std::max(high / 4, FileFeed::min_read_bytes));
+    // Records of 96 bytes: one slot per 96 bytes of block.
+    if (low / 4 * 3 >= FileFeed::min_read_bytes) {
+      CHECK(read + read / 96 * FeedQueue::slot_bytes <= low);
+    }
+  };
+  fits(default_feed_high_water_mark, default_feed_low_water_mark);
+  fits(1 << 20, 256 << 10);  // a one-shot run of up to 16 files
+  fits(64 << 20, 16 << 20);
+  fits(1 << 20, 512 << 10);
+  fits(16 << 10, 4 << 10);  // a thousand files: the smallest reads
+  CHECK(FileFeed::read_bytes(FeedConfig{}) == 192 << 10);
+}
 
 TEST_CASE("FileFeed frames lines across read boundaries") {
   for (size_t high : {small_reads, large_reads}) {
