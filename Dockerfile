@@ -5,7 +5,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
        build-essential cmake ninja-build pkg-config \
-       libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libsystemd-dev libssl-dev libsimdjson-dev librdkafka-dev libcli11-dev \
+       libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libssl-dev libsimdjson-dev librdkafka-dev libcli11-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -20,7 +20,7 @@ LABEL org.opencontainers.image.title="chronomerge" \
       org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.base.name="debian:bookworm-slim"
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libuv1 libfmt9 libsystemd0 libssl3 libsimdjson14 librdkafka1 \
+    && apt-get install -y --no-install-recommends libuv1 libfmt9 libssl3 libsimdjson14 librdkafka1 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home --home-dir /var/lib/chronomerge --shell /usr/sbin/nologin chronomerge \
     && mkdir -p /etc/chronomerge /var/lib/chronomerge \

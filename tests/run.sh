@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake ninja-build pkg-config git
-          libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libsystemd-dev libssl-dev libsimdjson-dev librdkafka-dev libcli11-dev kafkacat
+          libuv1-dev nlohmann-json3-dev doctest-dev libfmt-dev libssl-dev libsimdjson-dev librdkafka-dev libcli11-dev kafkacat
           systemd clang-format curl python3 openssl clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,6 @@
 #include "daemon/daemon.h"
 
 #include <sys/resource.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -16,6 +15,7 @@
 #include "metrics/http_server.h"
 #include "metrics/metrics.h"
 #include "metrics/status_page.h"
+#include "net/service_notify.h"
 #include "net/tls_context.h"
 #include "record/simd_level.h"
 #include "sinks/dead_letter.h"
@@ -141,8 +141,7 @@ class Daemon {
     log::info("running: {} feeds, {} outputs; JSON validation: {}", config_.feeds.size(),
               config_.outputs.size(), to_string(default_simd_level()));
     // Every listener is bound by now: tell systemd (Type=notify).
-    sd_notifyf(0, "READY=1\nSTATUS=merging %zu feeds into %zu outputs", config_.feeds.size(),
-               config_.outputs.size());
+    notify_ready();
     start_watchdog();
     return true;
   }
@@ -150,13 +149,14 @@ class Daemon {
   // WatchdogSec=: ping at half the interval from the loop, so a wedged
   // loop is restarted by systemd.
   void start_watchdog() {
-    uint64_t usec = 0;
-    if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
+    const auto watchdog = service_watchdog_interval();
+    if (!watchdog) return;
     uv_timer_init(loop_, watchdog_timer_.get());
     watchdog_timer_.initialized(this);
-    uint64_t interval = std::max<uint64_t>(1, usec / 2000);
+    const uint64_t interval = std::max<uint64_t>(1, watchdog->count() / 2000);
     uv_timer_start(
-        watchdog_timer_.get(), [](uv_timer_t*) { sd_notify(0, "WATCHDOG=1"); }, 0, interval);
+        watchdog_timer_.get(),
+        [](uv_timer_t* t) { static_cast<Daemon*>(t->data)->notify("WATCHDOG=1"); }, 0, interval);
   }
 
   void stop(int sig) {
@@ -167,7 +167,7 @@ class Daemon {
     }
     draining_ = true;
     log::info("{}: draining (up to {} ms)", strsignal(sig), config_.drain_timeout_ms);
-    sd_notify(0, "STOPPING=1\nSTATUS=draining");
+    notify("STOPPING=1\nSTATUS=draining");
     uv_timer_init(loop_, drain_timer_.get());
     drain_timer_.initialized(this);
     uv_timer_start(
@@ -273,7 +273,7 @@ class Daemon {
       log::warn("SIGHUP: the built-in demo configuration cannot be reloaded");
       return;
     }
-    sd_notify(0, "RELOADING=1\nSTATUS=reloading");
+    notify("RELOADING=1\nSTATUS=reloading");
     ConfigResult result = load_config(config_path_);
     check_tls_files(result);
     if (result.problems.empty() && has_unresolved_kafka_feeds(*result.config)) {
@@ -334,9 +334,21 @@ class Daemon {
     finish_reload();
   }
 
-  void finish_reload() {
-    sd_notifyf(0, "READY=1\nSTATUS=merging %zu feeds into %zu outputs", config_.feeds.size(),
-               config_.outputs.size());
+  void finish_reload() { notify_ready(); }
+
+  // Tells the service manager (Type=notify) a change of state; a failure
+  // is logged, rate-limited (the watchdog notifies every few seconds).
+  void notify(std::string_view state) {
+    const std::string error = notify_service_manager(state);
+    if (!error.empty()) {
+      notify_failures_.log(uv_now(loop_), LogLevel::warn, {"systemd", ""}, "failed notifications",
+                           "systemd: could not notify {}: {}", state.substr(0, state.find('\n')),
+                           error);
+    }
+  }
+  void notify_ready() {
+    notify(fmt::format("READY=1\nSTATUS=merging {} feeds into {} outputs", config_.feeds.size(),
+                       config_.outputs.size()));
   }
 
   // The metrics listener stays as it is across a reload: its address and
@@ -403,6 +415,7 @@ class Daemon {
   std::vector<std::unique_ptr<UvHandle<uv_signal_t>>> signals_;
   UvHandle<uv_timer_t> drain_timer_;
   UvHandle<uv_timer_t> watchdog_timer_;
+  log::RateLimiter notify_failures_;
   UvHandle<uv_timer_t> exit_timer_;
   bool exit_timer_armed_ = false;
   int exit_status_ = exit_ok;

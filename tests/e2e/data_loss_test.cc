@@ -30,7 +30,8 @@ double sample(const std::map<std::string, double>& m, const std::string& name) {
 
 // Waits for the daemon's count of successful reloads. Reads the notify
 // datagrams too (RELOADING=1, READY=1 per reload): like systemd, a test
-// must keep the notify socket from filling up, or sd_notify blocks.
+// must keep the notify socket from filling up, or the daemon blocks in
+// its notification.
 bool reloads_done(Daemon& daemon, uint16_t metrics, double count) {
   daemon.notified("READY=1");
   return wait_metrics(

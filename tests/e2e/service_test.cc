@@ -121,6 +121,38 @@ TEST_CASE("systemd notify protocol") {
     CHECK(daemon.notified("WATCHDOG=1") == 0);
   }
 
+  SUBCASE("a notify socket nobody listens on is logged, and the daemon runs on") {
+    SpawnOptions options;
+    options.args = {"--config", dir.write("config.json", config.dump())};
+    options.notify_socket = dir / "nobody";
+    options.stderr_path = dir / "err.log";
+    options.env = {"WATCHDOG_USEC=100000"};
+    Process child(options);
+    // The watchdog pings too: WATCHDOG=1 fails every 50 ms, logged
+    // rate-limited (ten lines in ten seconds).
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (read_file(dir / "err.log").find("could not notify WATCHDOG=1") == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+    }
+    const std::string log = read_file(dir / "err.log");
+    INFO("daemon log:\n" << log);
+    CHECK(log.find("systemd: could not notify READY=1: notify socket " + (dir / "nobody")) !=
+          std::string::npos);
+    std::this_thread::sleep_for(1s);  // twenty more pings
+    const std::string later = read_file(dir / "err.log");
+    size_t lines = 0;
+    for (size_t at = later.find("could not notify WATCHDOG=1"); at != std::string::npos;
+         at = later.find("could not notify WATCHDOG=1", at + 1)) {
+      ++lines;
+    }
+    CHECK(lines >= 1);
+    CHECK(lines <= 10);
+    CHECK(child.running());
+    child.signal(SIGTERM);
+    CHECK(child.wait(10s).code == 0);
+  }
+
   SUBCASE("STOPPING=1 is sent once SIGTERM starts the drain") {
     Daemon daemon(dir, config);
     INFO("daemon log (tail):\n" << daemon.log_tail());
