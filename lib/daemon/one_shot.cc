@@ -25,9 +25,12 @@ namespace {
 // one budget instead of the daemon's 1 MiB each (a thousand files would
 // otherwise hold a thousand MiB); the floor keeps reads large enough to be
 // efficient. A file feed's read size follows from its marks.
-// 16 MiB: at K=1000, 32 MiB peaked at 84 MiB RSS and 16 MiB at 48 MiB in
-// the same time (bench/validate.sh); K <= 16 keeps its 1 MiB per feed.
-constexpr size_t one_shot_budget = 16 << 20;
+// 4 MiB: every byte of it is a page the kernel must first hand over, and
+// at K=8 and K=16 a budget of 16 MiB (1 MiB per feed) took 3-11 % more CPU
+// for the same wall time and 1.4-2 times the peak RSS (bench/README.md,
+// "A smaller one-shot budget"). K <= 4 keeps 1 MiB per feed, whose reads
+// keep a two-file merge fed; K=1000 is at the floor either way.
+constexpr size_t one_shot_budget = 4 << 20;
 constexpr size_t min_feed_high_water_mark = 16 << 10;
 constexpr size_t max_feed_high_water_mark = 1 << 20;
 static_assert(min_feed_high_water_mark % FileFeed::min_read_bytes == 0);
