@@ -3,9 +3,9 @@
 // "STATUS=...", "WATCHDOG=1") sent to the AF_UNIX socket named by the
 // NOTIFY_SOCKET environment variable, a path or, after a leading '@', an
 // abstract name. systemd documents the protocol as stable and meant to be
-// spoken without its library; speaking it here keeps libsystemd and the
-// compression and crypto libraries it loads (liblzma, libzstd, liblz4,
-// libgcrypt) out of a network-facing daemon that needs one datagram.
+// spoken without its library; speaking it here keeps libsystemd and what
+// it loads besides (libgcrypt, libgpg-error, liblzma, libcap) out of a
+// network-facing daemon that needs one datagram.
 #pragma once
 
 #include <sys/types.h>
