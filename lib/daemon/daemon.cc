@@ -227,7 +227,8 @@ class Daemon {
   // GET /metrics and GET /healthz, on the loop thread.
   HttpServer::Response serve(std::string_view path) {
     if (path == "/metrics") {
-      MetricsExtras extras{reloads_ok_, reloads_failed_, draining_, start_time_};
+      MetricsExtras extras{reloads_ok_, reloads_failed_, notify_failures_total_, draining_,
+                           start_time_};
       return {200, std::string(metrics_content_type),
               render_metrics(snapshot(), extras, unix_time_seconds())};
     }
@@ -341,6 +342,7 @@ class Daemon {
   void notify(std::string_view state) {
     const std::string error = notify_service_manager(state);
     if (!error.empty()) {
+      ++notify_failures_total_;
       notify_failures_.log(uv_now(loop_), LogLevel::warn, {"systemd", ""}, "failed notifications",
                            "systemd: could not notify {}: {}", state.substr(0, state.find('\n')),
                            error);
@@ -416,6 +418,7 @@ class Daemon {
   UvHandle<uv_timer_t> drain_timer_;
   UvHandle<uv_timer_t> watchdog_timer_;
   log::RateLimiter notify_failures_;
+  uint64_t notify_failures_total_ = 0;
   UvHandle<uv_timer_t> exit_timer_;
   bool exit_timer_armed_ = false;
   int exit_status_ = exit_ok;

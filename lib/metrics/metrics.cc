@@ -693,6 +693,10 @@ void render_daemon(Exposition& x, const MetricsExtras& extras) {
            "configuration in place.");
   x.sample({{"result", "success"}}, extras.reloads_ok);
   x.sample({{"result", "failure"}}, extras.reloads_failed);
+  x.family("chronomerge_systemd_notify_failures_total", "counter",
+           "Notifications (READY, STOPPING, RELOADING, WATCHDOG) that could not be sent to the "
+           "socket NOTIFY_SOCKET names.");
+  x.sample(extras.notify_failures);
   x.family("chronomerge_draining", "gauge",
            "1 while the daemon drains after SIGTERM or SIGINT: no more input is read, what is "
            "queued is still written.");

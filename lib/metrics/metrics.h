@@ -24,6 +24,7 @@ struct MetricsSnapshot;
 struct MetricsExtras {
   uint64_t reloads_ok = 0;
   uint64_t reloads_failed = 0;
+  uint64_t notify_failures = 0;  // notifications systemd could not be sent
   bool draining = false;
   double start_time_seconds = 0;  // Unix time the daemon started
 };

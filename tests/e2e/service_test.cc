@@ -148,6 +148,14 @@ TEST_CASE("systemd notify protocol") {
     }
     CHECK(lines >= 1);
     CHECK(lines <= 10);
+    // Every failure is counted, the ones the log left out too.
+    const std::string needle = "metrics: listening on http://127.0.0.1:";
+    const size_t at = later.find(needle);
+    REQUIRE(at != std::string::npos);
+    const auto port = static_cast<uint16_t>(std::atoi(later.c_str() + at + needle.size()));
+    const auto failures = scrape(port, "chronomerge_systemd_notify_failures_total");
+    REQUIRE(failures);
+    CHECK(*failures > static_cast<double>(lines));
     CHECK(child.running());
     child.signal(SIGTERM);
     CHECK(child.wait(10s).code == 0);

@@ -101,6 +101,7 @@ TEST_CASE("render_metrics") {
     MetricsExtras extras;
     extras.reloads_ok = 2;
     extras.reloads_failed = 1;
+    extras.notify_failures = 3;
     extras.draining = true;
     extras.start_time_seconds = 1714564800.25;
     std::string text = run_and_render(&loop, config, 1714564900, extras);
@@ -164,6 +165,7 @@ TEST_CASE("render_metrics") {
 
     CHECK(value_of(text, "chronomerge_reloads_total{result=\"success\"}") == "2");
     CHECK(value_of(text, "chronomerge_reloads_total{result=\"failure\"}") == "1");
+    CHECK(value_of(text, "chronomerge_systemd_notify_failures_total") == "3");
     CHECK(value_of(text, "chronomerge_draining") == "1");
     CHECK(value_of(text, "chronomerge_start_time_seconds") == "1714564800.25");
     CHECK(value_of(text, std::string("chronomerge_build_info{version=\"") + CHRONOMERGE_VERSION +
